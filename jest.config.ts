@@ -1,0 +1,30 @@
+import type { Config } from 'jest';
+import { readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+// One Jest project per package under packages/. `@edgecore/<pkg>` imports resolve to the sibling
+// package's src/ so tests never depend on a stale dist/.
+const root = __dirname;
+const packages = readdirSync(join(root, 'packages')).filter((p) =>
+  existsSync(join(root, 'packages', p, 'package.json')),
+);
+
+const moduleNameMapper: Record<string, string> = {};
+for (const p of packages) moduleNameMapper[`^@edgecore/${p}$`] = `<rootDir>/../${p}/src/index.ts`;
+
+const config: Config = {
+  testTimeout: 30000,
+  projects: packages.map((p) => ({
+    displayName: p,
+    rootDir: join(root, 'packages', p),
+    testEnvironment: 'node',
+    testMatch: ['<rootDir>/test/**/*.test.ts'],
+    setupFiles: ['reflect-metadata'],
+    moduleNameMapper,
+    transform: {
+      '^.+\\.ts$': ['ts-jest', { tsconfig: join(root, 'packages', p, 'tsconfig.json') }],
+    },
+  })),
+};
+
+export default config;

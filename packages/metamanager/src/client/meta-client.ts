@@ -1,0 +1,151 @@
+import {
+  ChannelContext,
+  isErrorMessage,
+  newMessage,
+  Operation,
+  parseResource,
+  type Message,
+} from '@edgecore/beehive';
+import { META_MODULE_NAME } from '../config';
+import { MetaCode, MetaError } from '../metamanager-errors';
+
+/** A change forwarded by MetaManager to the `mesh` group after it committed it. */
+export interface MetaChange<T = unknown> {
+  operation: 'insert' | 'update' | 'patch' | 'delete';
+  namespace: string;
+  type: string;
+  name: string;
+  object: T;
+  resourceVersion?: string;
+}
+
+/**
+ * The typed metadata API other modules use (EdgeMesh uses only this). The default implementation
+ * talks to MetaManager over beehive; an embedder can bind its own (Theia style: interface + symbol).
+ */
+export const MetaClient = Symbol.for('edgecore.MetaClient');
+export interface MetaClient {
+  get<T = unknown>(namespace: string, type: string, name: string): Promise<T | undefined>;
+  list<T = unknown>(namespace: string, type: string): Promise<T[]>;
+  /** Store an object (unversioned local write unless resourceVersion is given). */
+  put(
+    namespace: string,
+    type: string,
+    name: string,
+    object: unknown,
+    resourceVersion?: number,
+  ): Promise<void>;
+  delete(namespace: string, type: string, name: string): Promise<void>;
+}
+
+export interface BeehiveMetaClientOptions {
+  /** The calling module's name (route.source). */
+  source: string;
+  /** MetaManager's module name (default `metamanager`). */
+  target?: string;
+  /** Per-request timeout (default 10 s). A query never hangs past it. */
+  timeoutMs?: number;
+}
+
+export class BeehiveMetaClient implements MetaClient {
+  private readonly target: string;
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly ctx: ChannelContext,
+    private readonly opts: BeehiveMetaClientOptions,
+  ) {
+    this.target = opts.target ?? META_MODULE_NAME;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  async get<T = unknown>(namespace: string, type: string, name: string): Promise<T | undefined> {
+    try {
+      return (await this.request(Operation.Query, `${namespace}/${type}/${name}`)) as T;
+    } catch (e) {
+      if (e instanceof MetaError && e.code === MetaCode.NotFound) return undefined;
+      throw e;
+    }
+  }
+
+  async list<T = unknown>(namespace: string, type: string): Promise<T[]> {
+    return (await this.request(Operation.Query, `${namespace}/${type}`)) as T[];
+  }
+
+  async put(
+    namespace: string,
+    type: string,
+    name: string,
+    object: unknown,
+    resourceVersion?: number,
+  ): Promise<void> {
+    await this.request(Operation.Update, `${namespace}/${type}/${name}`, object, resourceVersion);
+  }
+
+  async delete(namespace: string, type: string, name: string): Promise<void> {
+    await this.request(Operation.Delete, `${namespace}/${type}/${name}`, null);
+  }
+
+  listServices<T = unknown>(namespace = '*'): Promise<T[]> {
+    return this.list<T>(namespace, 'service');
+  }
+  getService<T = unknown>(namespace: string, name: string): Promise<T | undefined> {
+    return this.get<T>(namespace, 'service', name);
+  }
+  listEndpoints<T = unknown>(namespace = '*'): Promise<T[]> {
+    return this.list<T>(namespace, 'endpoints');
+  }
+  getEndpoints<T = unknown>(namespace: string, name: string): Promise<T | undefined> {
+    return this.get<T>(namespace, 'endpoints', name);
+  }
+  listPods<T = unknown>(namespace = '*'): Promise<T[]> {
+    return this.list<T>(namespace, 'pod');
+  }
+  getPod<T = unknown>(namespace: string, name: string): Promise<T | undefined> {
+    return this.get<T>(namespace, 'pod', name);
+  }
+
+  private async request(
+    operation: string,
+    resource: string,
+    content?: unknown,
+    rv?: number,
+  ): Promise<unknown> {
+    parseResource(resource);
+    const msg = newMessage(content, {
+      source: this.opts.source,
+      destination: this.target,
+      group: 'meta',
+      operation,
+      resource,
+      resourceVersion: rv ? String(rv) : undefined,
+    });
+    const reply = await this.ctx.sendSync(this.target, msg, this.timeoutMs);
+    if (isErrorMessage(reply)) throw new MetaError(reply.content.code, reply.content.message);
+    return reply.content;
+  }
+}
+
+/**
+ * Subscribing to changes: MetaManager forwards each committed service/endpoints/pod change to the
+ * `mesh` group; a module decodes the messages of its own receive loop with this.
+ */
+export function decodeChange<T = unknown>(msg: Message<unknown>): MetaChange<T> | undefined {
+  const op = msg.route.operation;
+  if (op !== 'insert' && op !== 'update' && op !== 'patch' && op !== 'delete') return undefined;
+  let r;
+  try {
+    r = parseResource(msg.route.resource ?? '');
+  } catch {
+    return undefined;
+  }
+  if (r.name === undefined || r.namespace === '*') return undefined;
+  return {
+    operation: op,
+    namespace: r.namespace,
+    type: r.type,
+    name: r.name,
+    object: msg.content as T,
+    resourceVersion: msg.header.resourceversion,
+  };
+}

@@ -1,0 +1,262 @@
+import Database from 'better-sqlite3';
+import { EventEmitter } from 'node:events';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { MetaDatabaseError } from '../metamanager-errors';
+
+/** A stored object: key is the resource string `<ns>/<type>/<name>`. */
+export interface MetaRecord {
+  key: string;
+  type: string;
+  namespace: string;
+  name: string;
+  /** JSON text as stored. */
+  value: string;
+  resourceVersion: number;
+}
+
+export type MetaOp =
+  | {
+      op: 'upsert';
+      key: string;
+      namespace: string;
+      type: string;
+      name: string;
+      value: string;
+      resourceVersion: number;
+    }
+  | { op: 'delete'; key: string; namespace: string; type: string; name: string; resourceVersion: number };
+
+/**
+ * - `applied`: written;
+ * - `unchanged`: same resourceVersion already stored (a redelivery): nothing written;
+ * - `stale`: older than what is stored (or than the deletion that removed it): refused;
+ * - `absent`: delete of a key that is not there (recorded as a tombstone anyway).
+ */
+export type MetaOpResult =
+  { status: 'applied' | 'unchanged' | 'absent' } | { status: 'stale'; stored: number };
+
+export interface MetaChangeEvent {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  record: MetaRecord;
+}
+
+export interface MetaStoreOptions {
+  /** Milliseconds a writer or reader waits on a lock before SQLITE_BUSY (default 5000). */
+  busyTimeoutMs?: number;
+  readonly?: boolean;
+}
+
+/** Schema migrations, applied in order; PRAGMA user_version records how many ran. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE meta (
+     key TEXT PRIMARY KEY,
+     type TEXT NOT NULL,
+     namespace TEXT NOT NULL,
+     name TEXT NOT NULL,
+     value TEXT NOT NULL,
+     resource_version INTEGER NOT NULL DEFAULT 0
+   ) WITHOUT ROWID;
+   CREATE INDEX meta_type ON meta(type);
+   CREATE INDEX meta_ns_type ON meta(namespace, type);`,
+  // Deletions remember their resourceVersion so a redelivered older insert cannot resurrect a
+  // deleted object (MQTT is at-least-once).
+  `CREATE TABLE meta_tombstone (
+     key TEXT PRIMARY KEY,
+     resource_version INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
+];
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface Row {
+  key: string;
+  type: string;
+  namespace: string;
+  name: string;
+  value: string;
+  resource_version: number;
+}
+
+function toRecord(r: Row): MetaRecord {
+  return {
+    key: r.key,
+    type: r.type,
+    namespace: r.namespace,
+    name: r.name,
+    value: r.value,
+    resourceVersion: r.resource_version,
+  };
+}
+
+/**
+ * The SQLite store (better-sqlite3): WAL, synchronous=NORMAL, busy_timeout, prepared statements,
+ * batches in one transaction. Emits `change` (MetaChangeEvent) after each committed batch.
+ */
+export class MetaStore extends EventEmitter {
+  readonly db: Database.Database;
+  private readonly stmts: {
+    get: Database.Statement;
+    listType: Database.Statement;
+    listNsType: Database.Statement;
+    upsert: Database.Statement;
+    del: Database.Statement;
+    tombstone: Database.Statement;
+    getTombstone: Database.Statement;
+    clearTombstone: Database.Statement;
+    countType: Database.Statement;
+  };
+  private readonly applyTx: (ops: MetaOp[]) => { results: MetaOpResult[]; events: MetaChangeEvent[] };
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    opts: MetaStoreOptions = {},
+  ) {
+    super();
+    try {
+      if (path !== ':memory:' && !opts.readonly) {
+        mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+        // Create the file ourselves so it is 0600 from its first byte (the data may be private).
+        if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+      }
+      this.db = new Database(path, { readonly: !!opts.readonly, fileMustExist: !!opts.readonly });
+      this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 5000}`);
+      if (!opts.readonly) {
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma('synchronous = NORMAL');
+        this.migrate();
+      }
+    } catch (e) {
+      throw new MetaDatabaseError(`cannot open database "${path}": ${(e as Error).message}`, { cause: e });
+    }
+    const db = this.db;
+    this.stmts = {
+      get: db.prepare('SELECT * FROM meta WHERE key = ?'),
+      listType: db.prepare('SELECT * FROM meta WHERE type = ? ORDER BY key'),
+      listNsType: db.prepare('SELECT * FROM meta WHERE namespace = ? AND type = ? ORDER BY key'),
+      upsert: db.prepare(
+        `INSERT INTO meta (key, type, namespace, name, value, resource_version) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, resource_version = excluded.resource_version`,
+      ),
+      del: db.prepare('DELETE FROM meta WHERE key = ?'),
+      tombstone: db.prepare(
+        'INSERT INTO meta_tombstone (key, resource_version) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET resource_version = excluded.resource_version',
+      ),
+      getTombstone: db.prepare('SELECT resource_version FROM meta_tombstone WHERE key = ?'),
+      clearTombstone: db.prepare('DELETE FROM meta_tombstone WHERE key = ?'),
+      countType: db.prepare('SELECT count(*) AS n FROM meta WHERE type = ?'),
+    };
+    this.applyTx = db.transaction((ops: MetaOp[]) => {
+      const results: MetaOpResult[] = [];
+      const events: MetaChangeEvent[] = [];
+      for (const op of ops) results.push(this.applyOne(op, events));
+      return { results, events };
+    });
+  }
+
+  get schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  get(key: string): MetaRecord | undefined {
+    const r = this.stmts.get.get(key) as Row | undefined;
+    return r && toRecord(r);
+  }
+
+  /** Objects of `type` in `namespace`, or in every namespace for `*`, ordered by key. */
+  list(namespace: string, type: string): MetaRecord[] {
+    const rows = (
+      namespace === '*' ? this.stmts.listType.all(type) : this.stmts.listNsType.all(namespace, type)
+    ) as Row[];
+    return rows.map(toRecord);
+  }
+
+  count(type: string): number {
+    return (this.stmts.countType.get(type) as { n: number }).n;
+  }
+
+  /** Apply a batch in one transaction (one WAL commit); then emit the changes. */
+  apply(ops: MetaOp[]): MetaOpResult[] {
+    if (this.closed) throw new MetaDatabaseError(`database "${this.path}" is closed`);
+    let out: { results: MetaOpResult[]; events: MetaChangeEvent[] };
+    try {
+      out = this.applyTx(ops);
+    } catch (e) {
+      throw new MetaDatabaseError(`write to "${this.path}" failed: ${(e as Error).message}`, { cause: e });
+    }
+    for (const ev of out.events) this.emit('change', ev);
+    return out.results;
+  }
+
+  integrityCheck(): string {
+    return this.db.pragma('integrity_check', { simple: true }) as string;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+    this.removeAllListeners();
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /**
+   * resourceVersion rules (Kubernetes semantics, 0 = unversioned local write, always applied):
+   * incoming < stored → stale; equal → unchanged (redelivery); a tombstone counts as stored.
+   */
+  private applyOne(op: MetaOp, events: MetaChangeEvent[]): MetaOpResult {
+    const current = this.stmts.get.get(op.key) as Row | undefined;
+    const rv = op.resourceVersion;
+    if (op.op === 'upsert') {
+      if (rv > 0) {
+        const stored = current
+          ? current.resource_version
+          : ((this.stmts.getTombstone.get(op.key) as { resource_version: number } | undefined)
+              ?.resource_version ?? 0);
+        if (rv < stored || (!current && rv === stored && stored > 0)) return { status: 'stale', stored };
+        if (current && rv === stored && current.value === op.value) return { status: 'unchanged' };
+      }
+      this.stmts.upsert.run(op.key, op.type, op.namespace, op.name, op.value, rv);
+      if (!current) this.stmts.clearTombstone.run(op.key);
+      events.push({
+        type: current ? 'MODIFIED' : 'ADDED',
+        record: {
+          key: op.key,
+          type: op.type,
+          namespace: op.namespace,
+          name: op.name,
+          value: op.value,
+          resourceVersion: rv,
+        },
+      });
+      return { status: 'applied' };
+    }
+    if (!current) {
+      if (rv > 0) this.stmts.tombstone.run(op.key, rv);
+      return { status: 'absent' };
+    }
+    if (rv > 0 && rv < current.resource_version) return { status: 'stale', stored: current.resource_version };
+    this.stmts.del.run(op.key);
+    this.stmts.tombstone.run(op.key, Math.max(rv, current.resource_version));
+    events.push({ type: 'DELETED', record: toRecord(current) });
+    return { status: 'applied' };
+  }
+
+  private migrate(): void {
+    const have = this.db.pragma('user_version', { simple: true }) as number;
+    if (have > MIGRATIONS.length) {
+      throw new Error(
+        `database schema version ${have} is newer than this edgecore supports (${MIGRATIONS.length})`,
+      );
+    }
+    for (let v = have; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+}

@@ -1,0 +1,32 @@
+import { BeehiveModule, ChannelContext } from '@edgecore/beehive';
+import { ContainerModule } from 'inversify';
+import { BeehiveMetaClient, MetaClient } from './client/meta-client';
+import { MetaManagerOptions } from './config';
+import { MetaStore } from './dao/meta-store';
+import { MetaServer } from './metaserver/meta-server';
+import { MetaManagerModule } from './metamanager-module';
+
+/**
+ * MetaManager in one ContainerModule. Bind `MetaManagerOptions` (at least `dataSource`) before
+ * resolving. `MetaClient` resolves to a beehive client whose source is `edgemesh` by default;
+ * rebind it to give EdgeMesh another metadata source.
+ */
+export const metamanagerContainerModule = new ContainerModule(({ bind }) => {
+  bind(MetaStore)
+    .toDynamicValue((c) => new MetaStore(c.get<MetaManagerOptions>(MetaManagerOptions).dataSource))
+    .inSingletonScope()
+    .onDeactivation((s) => s.close());
+  bind(MetaServer)
+    .toDynamicValue(
+      (c) =>
+        new MetaServer(c.get(MetaStore), {
+          server: c.get<MetaManagerOptions>(MetaManagerOptions).metaServer?.server,
+        }),
+    )
+    .inSingletonScope();
+  bind(MetaManagerModule).toSelf().inSingletonScope();
+  bind(BeehiveModule).toService(MetaManagerModule);
+  bind(MetaClient)
+    .toDynamicValue((c) => new BeehiveMetaClient(c.get(ChannelContext), { source: 'edgemesh' }))
+    .inSingletonScope();
+});

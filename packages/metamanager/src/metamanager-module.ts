@@ -1,0 +1,321 @@
+import {
+  BeehiveModule,
+  ChannelContext,
+  CloudConnected,
+  CloudDisconnected,
+  ContextClosedError,
+  Group,
+  isErrorMessage,
+  Logger,
+  newError,
+  newMessage,
+  newResponse,
+  Operation,
+  parseResource,
+  silentLogger,
+  type Message,
+} from '@edgecore/beehive';
+import { inject, injectable, optional } from 'inversify';
+import { EventEmitter } from 'node:events';
+import { MESH_TYPES, META_MODULE_NAME, MetaManagerOptions } from './config';
+import { MetaStore, type MetaOpResult } from './dao/meta-store';
+import { MetaServer } from './metaserver/meta-server';
+import { MetaCode } from './metamanager-errors';
+import { errorCode, parseWrite, type ParsedWrite } from './process';
+
+export interface MetaManagerStats {
+  applied: number;
+  unchanged: number;
+  stale: number;
+  rejected: number;
+  queries: number;
+  remoteQueries: number;
+  remoteFailures: number;
+  batches: number;
+}
+
+const WRITE_OPS: ReadonlySet<string> = new Set([
+  Operation.Insert,
+  Operation.Update,
+  Operation.Patch,
+  Operation.Delete,
+]);
+
+/**
+ * The MetaManager beehive module (KubeEdge `edge/pkg/metamanager`): commits cloud objects to
+ * SQLite, forwards service/endpoints/pod changes to `mesh`, answers queries from SQLite — offline
+ * too — and tracks the cloud connection.
+ */
+@injectable()
+export class MetaManagerModule implements BeehiveModule {
+  readonly name = META_MODULE_NAME;
+  readonly group = Group.Meta;
+  readonly stats: MetaManagerStats = {
+    applied: 0,
+    unchanged: 0,
+    stale: 0,
+    rejected: 0,
+    queries: 0,
+    remoteQueries: 0,
+    remoteFailures: 0,
+    batches: 0,
+  };
+  /** Emits `connection` (boolean) when the cloud status changes. */
+  readonly events = new EventEmitter();
+  private connected = false;
+  private ctx?: ChannelContext;
+  private readonly batchSize: number;
+  private readonly remoteTimeoutMs: number;
+  private readyResolve!: () => void;
+  private readonly readyPromise = new Promise<void>((r) => (this.readyResolve = r));
+  private readonly inflight = new Set<Promise<void>>();
+
+  constructor(
+    @inject(MetaManagerOptions) private readonly options: MetaManagerOptions,
+    @inject(MetaStore) readonly store: MetaStore,
+    @inject(Logger) @optional() private readonly log: Logger = silentLogger,
+    @inject(MetaServer) @optional() private readonly metaServer?: MetaServer,
+  ) {
+    this.batchSize = options.batchSize ?? 1000;
+    this.remoteTimeoutMs = (options.remoteQueryTimeout ?? 60) * 1000;
+  }
+
+  get cloudConnected(): boolean {
+    return this.connected;
+  }
+
+  enable(): boolean {
+    return this.options.enable ?? true;
+  }
+
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
+    this.ctx = ctx;
+    if (this.metaServer && this.options.metaServer?.enable && !this.metaServer.listening) {
+      const addr = await this.metaServer.listen();
+      this.log.info({ address: `${addr.address}:${addr.port}` }, 'metaserver listening');
+    }
+    this.readyResolve();
+    const batch: Message<unknown>[] = [];
+    while (!signal.aborted) {
+      let first: Message<unknown>;
+      try {
+        first = await ctx.receiveOne(this.name);
+      } catch (e) {
+        if (e instanceof ContextClosedError) break;
+        throw e;
+      }
+      batch.length = 0;
+      batch.push(first);
+      // Group commit: yield one macrotask so a burst that is still being enqueued joins this
+      // batch, then take everything queued into the same transaction.
+      if (WRITE_OPS.has(first.route.operation ?? '')) await new Promise<void>((r) => setImmediate(r));
+      for (
+        let m = ctx.poll(this.name);
+        m;
+        m = batch.length < this.batchSize ? ctx.poll(this.name) : undefined
+      )
+        batch.push(m);
+      await this.processBatch(ctx, batch);
+    }
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  async stop(): Promise<void> {
+    await this.metaServer?.close();
+    this.store.close();
+  }
+
+  /** Process messages in order; consecutive writes share one transaction. */
+  async processBatch(ctx: ChannelContext, msgs: Message<unknown>[]): Promise<void> {
+    let writes: { msg: Message<unknown>; parsed: ParsedWrite }[] = [];
+    for (const msg of msgs) {
+      const op = msg.route.operation ?? '';
+      if (WRITE_OPS.has(op)) {
+        try {
+          writes.push({ msg, parsed: parseWrite(msg) });
+        } catch (e) {
+          this.reject(ctx, msg, e);
+        }
+        continue;
+      }
+      if (writes.length) {
+        await this.commit(ctx, writes);
+        writes = [];
+      }
+      this.handleOther(ctx, msg);
+    }
+    if (writes.length) await this.commit(ctx, writes);
+  }
+
+  private async commit(
+    ctx: ChannelContext,
+    writes: { msg: Message<unknown>; parsed: ParsedWrite }[],
+  ): Promise<void> {
+    let results: MetaOpResult[];
+    try {
+      results = this.store.apply(writes.map((w) => w.parsed.op));
+      this.stats.batches++;
+    } catch (e) {
+      // The transaction rolled back: nothing of the batch is written; every sender hears why.
+      this.log.error({ err: e, count: writes.length }, 'metadata batch failed');
+      for (const w of writes) this.reject(ctx, w.msg, e);
+      return;
+    }
+    const meshAvailable = ctx.moduleNames(Group.Mesh).length > 0;
+    for (let i = 0; i < writes.length; i++) {
+      const { msg, parsed } = writes[i];
+      const res = results[i];
+      if (res.status === 'stale') {
+        this.stats.stale++;
+        this.reply(
+          ctx,
+          msg,
+          newError(
+            msg,
+            MetaCode.StaleResourceVersion,
+            `"${parsed.op.key}": resourceVersion ${parsed.op.resourceVersion} is older than stored ${res.stored}`,
+            this.name,
+          ),
+        );
+        continue;
+      }
+      if (res.status === 'applied') {
+        this.stats.applied++;
+        if (meshAvailable && MESH_TYPES.has(parsed.op.type)) {
+          const fwd = newMessage(parsed.object, {
+            source: this.name,
+            group: Group.Mesh,
+            operation: msg.route.operation,
+            resource: parsed.op.key,
+            resourceVersion: parsed.op.resourceVersion ? String(parsed.op.resourceVersion) : undefined,
+          });
+          try {
+            await ctx.sendToGroup(Group.Mesh, fwd);
+          } catch (e) {
+            this.log.warn({ err: e, resource: parsed.op.key }, 'forward to mesh failed');
+          }
+        }
+      } else {
+        this.stats.unchanged++;
+      }
+      this.reply(ctx, msg, newResponse(msg, 'OK', this.name));
+    }
+  }
+
+  private handleOther(ctx: ChannelContext, msg: Message<unknown>): void {
+    switch (msg.route.operation) {
+      case Operation.Query:
+        this.query(ctx, msg);
+        return;
+      case Operation.Connect:
+        this.setConnected(msg.content);
+        return;
+      case Operation.Response:
+      case Operation.Error:
+      case Operation.Keepalive:
+        return; // replies reach waiters through sendResp; strays are harmless
+      default:
+        this.reject(ctx, msg, {
+          code: MetaCode.UnknownOperation,
+          message: `unknown operation "${msg.route.operation ?? ''}"`,
+        });
+    }
+  }
+
+  private setConnected(content: unknown): void {
+    const status = typeof content === 'string' ? content : (content as { status?: string })?.status;
+    let next: boolean;
+    if (status === CloudConnected) next = true;
+    else if (status === CloudDisconnected) next = false;
+    else {
+      this.log.warn({ content }, 'unknown connect status');
+      return;
+    }
+    if (next !== this.connected) {
+      this.connected = next;
+      this.log.info({ status }, 'cloud connection changed');
+      this.events.emit('connection', next);
+    }
+  }
+
+  private query(ctx: ChannelContext, msg: Message<unknown>): void {
+    this.stats.queries++;
+    const resource = msg.route.resource ?? '';
+    let r;
+    try {
+      r = parseResource(resource);
+    } catch (e) {
+      this.reject(ctx, msg, { code: MetaCode.InvalidResource, message: (e as Error).message });
+      return;
+    }
+    if (r.name === undefined) {
+      const items = this.store.list(r.namespace, r.type).map((rec) => JSON.parse(rec.value) as unknown);
+      this.reply(ctx, msg, newResponse(msg, items, this.name));
+      return;
+    }
+    const rec = this.store.get(resource);
+    if (rec) {
+      this.reply(ctx, msg, newResponse(msg, JSON.parse(rec.value) as unknown, this.name));
+      return;
+    }
+    const hub = ctx.moduleNames(Group.Hub)[0];
+    if (this.connected && hub) {
+      const p = this.remoteQuery(ctx, msg, hub).finally(() => this.inflight.delete(p));
+      this.inflight.add(p);
+      return;
+    }
+    this.reply(ctx, msg, newError(msg, MetaCode.NotFound, `"${resource}" not found`, this.name));
+  }
+
+  /** Ask the cloud through the hub; on timeout or failure, answer from the local store. */
+  private async remoteQuery(ctx: ChannelContext, msg: Message<unknown>, hub: string): Promise<void> {
+    this.stats.remoteQueries++;
+    const resource = msg.route.resource!;
+    try {
+      const reply = await ctx.forwardSync(hub, msg, this.remoteTimeoutMs);
+      if (!isErrorMessage(reply) && reply.content && typeof reply.content === 'object') {
+        const store = newMessage(reply.content, { operation: Operation.Insert, resource });
+        const parsed = parseWrite(store);
+        const [res] = this.store.apply([parsed.op]);
+        if (res.status === 'applied') this.stats.applied++;
+        this.reply(ctx, msg, newResponse(msg, reply.content, this.name));
+        return;
+      }
+    } catch (e) {
+      this.stats.remoteFailures++;
+      this.log.debug({ err: e, resource }, 'remote query failed; answering locally');
+    }
+    const rec = this.store.isOpen ? this.store.get(resource) : undefined;
+    if (rec) this.reply(ctx, msg, newResponse(msg, JSON.parse(rec.value) as unknown, this.name));
+    else this.reply(ctx, msg, newError(msg, MetaCode.NotFound, `"${resource}" not found`, this.name));
+  }
+
+  private reject(ctx: ChannelContext, msg: Message<unknown>, e: unknown): void {
+    this.stats.rejected++;
+    const code = errorCode(e);
+    const message = (e as { message?: string }).message ?? String(e);
+    this.log.warn(
+      { code, resource: msg.route.resource, operation: msg.route.operation, source: msg.route.source },
+      message,
+    );
+    this.reply(ctx, msg, newError(msg, code, message, this.name));
+  }
+
+  /** Sync requests get sendResp; async ones a message back to the source module, if it exists. */
+  private reply(ctx: ChannelContext, req: Message<unknown>, resp: Message<unknown>): void {
+    if (req.header.sync) {
+      ctx.sendResp(resp);
+      return;
+    }
+    const src = req.route.source;
+    if (src && ctx.hasModule(src) && src !== this.name) {
+      ctx
+        .send(src, resp, { wait: false })
+        .catch((e) => this.log.debug({ err: e, module: src }, 'reply dropped'));
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { MetaChangeEvent, MetaRecord, MetaStore } from '../dao/meta-store';
+
+/** URL plural → store type, and the Kubernetes list kind. */
+const RESOURCES: Record<string, { type: string; kind: string }> = {
+  services: { type: 'service', kind: 'ServiceList' },
+  endpoints: { type: 'endpoints', kind: 'EndpointsList' },
+  pods: { type: 'pod', kind: 'PodList' },
+};
+
+export interface MetaServerOptions {
+  /** `host:port` (default `127.0.0.1:10550`; port 0 picks a free one). */
+  server?: string;
+}
+
+/**
+ * MetaServer: a read-only Kubernetes-shaped HTTP API over the local store, offline too.
+ * - `GET /api/v1/namespaces/{ns}/{services|endpoints|pods}[/{name}]`
+ * - `GET /api/v1/{services|endpoints|pods}` (all namespaces)
+ * - `?watch=1`: newline-delimited `{"type":"ADDED|MODIFIED|DELETED","object":{...}}`, current
+ *   objects first as ADDED (what `kubectl get -w` shows), then changes as they commit.
+ */
+export class MetaServer {
+  private server?: Server;
+  private readonly watchers = new Set<ServerResponse>();
+
+  constructor(
+    private readonly store: MetaStore,
+    private readonly opts: MetaServerOptions = {},
+  ) {}
+
+  get listening(): boolean {
+    return !!this.server?.listening;
+  }
+
+  address(): AddressInfo | undefined {
+    return (this.server?.address() as AddressInfo | null) ?? undefined;
+  }
+
+  listen(): Promise<AddressInfo> {
+    const [host, portStr] = splitHostPort(this.opts.server ?? '127.0.0.1:10550');
+    const server = createServer((req, res) => this.handle(req, res));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(Number(portStr), host, () => {
+        server.off('error', reject);
+        resolve(server.address() as AddressInfo);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    if (!s) return;
+    this.server = undefined;
+    for (const w of this.watchers) w.end();
+    this.watchers.clear();
+    await new Promise<void>((r) => s.close(() => r()));
+    s.closeAllConnections();
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      if (req.method !== 'GET')
+        return this.status(
+          res,
+          405,
+          'MethodNotAllowed',
+          `method ${req.method} not allowed: the MetaServer is read-only`,
+        );
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      if (url.pathname === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+        return;
+      }
+      const m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?([a-z]+)(?:\/([^/]+))?\/?$/.exec(url.pathname);
+      const def = m && RESOURCES[m[2]];
+      if (!m || !def) return this.status(res, 404, 'NotFound', `no route for ${url.pathname}`);
+      const ns = m[1] ? decodeURIComponent(m[1]) : '*';
+      const name = m[3] ? decodeURIComponent(m[3]) : undefined;
+      if (name !== undefined && ns === '*')
+        return this.status(res, 404, 'NotFound', 'a named object needs a namespace');
+      const watch = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
+      if (watch) return this.watch(req, res, ns, def.type, name);
+      if (name !== undefined) {
+        const rec = this.store.get(`${ns}/${def.type}/${name}`);
+        if (!rec)
+          return this.status(res, 404, 'NotFound', `${m[2]} "${name}" not found in namespace "${ns}"`);
+        res.writeHead(200, { 'content-type': 'application/json' }).end(rec.value);
+        return;
+      }
+      const items = this.store.list(ns, def.type).map((r) => r.value);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`{"kind":"${def.kind}","apiVersion":"v1","metadata":{},"items":[${items.join(',')}]}`);
+    } catch (e) {
+      this.status(res, 500, 'InternalError', (e as Error).message);
+    }
+  }
+
+  private watch(req: IncomingMessage, res: ServerResponse, ns: string, type: string, name?: string): void {
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    const match = (r: MetaRecord): boolean =>
+      r.type === type && (ns === '*' || r.namespace === ns) && (name === undefined || r.name === name);
+    const initial =
+      name !== undefined
+        ? [this.store.get(`${ns}/${type}/${name}`)].filter((r): r is MetaRecord => !!r)
+        : this.store.list(ns, type);
+    for (const r of initial) res.write(`{"type":"ADDED","object":${r.value}}\n`);
+    const onChange = (ev: MetaChangeEvent): void => {
+      if (match(ev.record)) res.write(`{"type":"${ev.type}","object":${ev.record.value}}\n`);
+    };
+    this.store.on('change', onChange);
+    this.watchers.add(res);
+    const done = (): void => {
+      this.store.off('change', onChange);
+      this.watchers.delete(res);
+    };
+    req.on('close', done);
+    res.on('close', done);
+  }
+
+  private status(res: ServerResponse, code: number, reason: string, message: string): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason, message, code }));
+  }
+}
+
+export function splitHostPort(s: string): [string, string] {
+  const i = s.lastIndexOf(':');
+  if (i <= 0) throw new Error(`expected host:port, got "${s}"`);
+  const host = s.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = s.slice(i + 1);
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) throw new Error(`bad port in "${s}"`);
+  return [host, port];
+}

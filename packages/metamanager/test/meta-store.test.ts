@@ -1,0 +1,126 @@
+import { statSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { MetaStore, SCHEMA_VERSION, type MetaOp } from '../src';
+import { tmpDb } from './helpers';
+
+const up = (name: string, rv: number, value = `{"n":"${name}","rv":${rv}}`, type = 'service'): MetaOp => ({
+  op: 'upsert',
+  key: `default/${type}/${name}`,
+  namespace: 'default',
+  type,
+  name,
+  value,
+  resourceVersion: rv,
+});
+const del = (name: string, rv: number): MetaOp => ({
+  op: 'delete',
+  key: `default/service/${name}`,
+  namespace: 'default',
+  type: 'service',
+  name,
+  resourceVersion: rv,
+});
+
+describe('MetaStore', () => {
+  let db: ReturnType<typeof tmpDb>;
+  let store: MetaStore;
+  beforeEach(() => {
+    db = tmpDb();
+    store = new MetaStore(db.path);
+  });
+  afterEach(() => {
+    store.close();
+    db.cleanup();
+  });
+
+  it('creates a 0600 file in WAL mode with the current schema version and indexes', () => {
+    expect(statSync(db.path).mode & 0o777).toBe(0o600);
+    expect(store.db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(store.db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL
+    expect(store.db.pragma('busy_timeout', { simple: true })).toBe(5000);
+    expect(store.schemaVersion).toBe(SCHEMA_VERSION);
+    const idx = store.db
+      .prepare("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='meta'")
+      .all()
+      .map((r: any) => r.name);
+    expect(idx).toEqual(expect.arrayContaining(['meta_type', 'meta_ns_type']));
+  });
+
+  it('migrates a database created at schema version 1', () => {
+    store.close();
+    const raw = new Database(db.path);
+    raw.pragma('user_version = 1');
+    raw.exec('DROP TABLE meta_tombstone');
+    raw.close();
+    store = new MetaStore(db.path);
+    expect(store.schemaVersion).toBe(SCHEMA_VERSION);
+    expect(store.apply([del('x', 3)])).toEqual([{ status: 'absent' }]);
+  });
+
+  it('refuses a database from a newer edgecore with a clear error', () => {
+    store.close();
+    const raw = new Database(db.path);
+    raw.pragma('user_version = 99');
+    raw.close();
+    expect(() => new MetaStore(db.path)).toThrow(/schema version 99 is newer/);
+    store = new MetaStore(':memory:');
+  });
+
+  it('applies resourceVersion rules: newer wins, equal is a no-op, older is stale', () => {
+    expect(store.apply([up('a', 5)])).toEqual([{ status: 'applied' }]);
+    expect(store.apply([up('a', 5)])).toEqual([{ status: 'unchanged' }]);
+    expect(store.apply([up('a', 4, '{"old":true}')])).toEqual([{ status: 'stale', stored: 5 }]);
+    expect(store.get('default/service/a')!.resourceVersion).toBe(5);
+    expect(store.apply([up('a', 6, '{"v":6}')])).toEqual([{ status: 'applied' }]);
+    expect(store.get('default/service/a')!.value).toBe('{"v":6}');
+    // rv 0 = unversioned local write: always applied
+    expect(store.apply([up('a', 0, '{"local":1}')])).toEqual([{ status: 'applied' }]);
+  });
+
+  it('a deletion leaves a tombstone so a redelivered older insert cannot resurrect the object', () => {
+    store.apply([up('a', 5)]);
+    expect(store.apply([del('a', 7)])).toEqual([{ status: 'applied' }]);
+    expect(store.get('default/service/a')).toBeUndefined();
+    expect(store.apply([up('a', 5)])).toEqual([{ status: 'stale', stored: 7 }]);
+    expect(store.apply([up('a', 7)])).toEqual([{ status: 'stale', stored: 7 }]);
+    expect(store.apply([up('a', 8)])).toEqual([{ status: 'applied' }]);
+    expect(store.apply([del('zzz', 3)])).toEqual([{ status: 'absent' }]);
+    expect(store.apply([up('zzz', 2)])).toEqual([{ status: 'stale', stored: 3 }]);
+  });
+
+  it('an older delete does not remove a newer object', () => {
+    store.apply([up('a', 9)]);
+    expect(store.apply([del('a', 8)])).toEqual([{ status: 'stale', stored: 9 }]);
+    expect(store.get('default/service/a')).toBeDefined();
+  });
+
+  it('lists by namespace+type and across namespaces, ordered by key', () => {
+    store.apply([
+      up('b', 1),
+      up('a', 1),
+      { ...up('c', 1), key: 'kube-system/service/c', namespace: 'kube-system' },
+      up('p1', 1, '{}', 'pod'),
+    ]);
+    expect(store.list('default', 'service').map((r) => r.name)).toEqual(['a', 'b']);
+    expect(store.list('*', 'service').map((r) => r.key)).toEqual([
+      'default/service/a',
+      'default/service/b',
+      'kube-system/service/c',
+    ]);
+    expect(store.list('*', 'pod')).toHaveLength(1);
+    expect(store.count('service')).toBe(3);
+  });
+
+  it('a batch is one transaction: a failure writes nothing', () => {
+    const bad = { ...up('x', 1), value: null as unknown as string }; // NOT NULL violation
+    expect(() => store.apply([up('ok', 1), bad])).toThrow(expect.objectContaining({ code: 'META_DATABASE' }));
+    expect(store.get('default/service/ok')).toBeUndefined();
+  });
+
+  it('emits change events after commit', () => {
+    const events: string[] = [];
+    store.on('change', (e) => events.push(`${e.type}:${e.record.name}`));
+    store.apply([up('a', 1), up('a', 2), up('a', 2), del('a', 3)]);
+    expect(events).toEqual(['ADDED:a', 'MODIFIED:a', 'DELETED:a']);
+  });
+});

@@ -1,0 +1,212 @@
+import { CloudConnected, CloudDisconnected, newMessage, newResponse, Operation } from '@edgecore/beehive';
+import { BeehiveMetaClient, decodeChange, MetaStore } from '../src';
+import { harness, svc, tmpDb, type Harness } from './helpers';
+
+describe('MetaManager module (real beehive, real SQLite)', () => {
+  let db: ReturnType<typeof tmpDb>;
+  let h: Harness | undefined;
+  beforeEach(() => (db = tmpDb()));
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+    db.cleanup();
+  });
+
+  it('insert commits, forwards to mesh, then acknowledges', async () => {
+    h = await harness(db.path);
+    const ack = await h.write('insert', 'default/service/nginx-svc', svc('nginx-svc'), 3);
+    expect(ack.route.operation).toBe('response');
+    expect(ack.content).toBe('OK');
+    // committed before the ack: a separate connection sees it
+    const other = new MetaStore(db.path, { readonly: true });
+    expect(other.get('default/service/nginx-svc')?.resourceVersion).toBe(3);
+    other.close();
+    expect(h.mesh).toHaveLength(1);
+    const ch = decodeChange(h.mesh[0])!;
+    expect(ch).toMatchObject({
+      operation: 'insert',
+      namespace: 'default',
+      type: 'service',
+      name: 'nginx-svc',
+      resourceVersion: '3',
+    });
+    expect((ch.object as any).spec.ports[0].name).toBe('http-0');
+  });
+
+  it('accepts content as JSON text (KubeEdge sends []byte)', async () => {
+    h = await harness(db.path);
+    await h.write(
+      'insert',
+      'default/pod/p1',
+      JSON.stringify({ metadata: { name: 'p1', resourceVersion: '9' } }),
+    );
+    expect(h.store.get('default/pod/p1')?.resourceVersion).toBe(9);
+  });
+
+  it('rejects stale updates with a code and keeps the newer object; no forward', async () => {
+    h = await harness(db.path);
+    await h.write('update', 'default/service/a', svc('a', 'default', 5));
+    const r = await h.write('update', 'default/service/a', { ...svc('a'), spec: { old: true } }, 4);
+    expect(r.route.operation).toBe('error');
+    expect(r.content).toMatchObject({ code: 'META_STALE_RESOURCE_VERSION' });
+    expect(JSON.parse(h.store.get('default/service/a')!.value).spec.old).toBeUndefined();
+    expect(h.mesh).toHaveLength(1);
+    // a redelivery of the same version is acknowledged but not forwarded again
+    expect((await h.write('update', 'default/service/a', svc('a', 'default', 5))).content).toBe('OK');
+    expect(h.mesh).toHaveLength(1);
+  });
+
+  it.each([
+    ['malformed resource', 'insert', 'default/Service/X', {}, 'META_INVALID_RESOURCE'],
+    ['list resource for a write', 'insert', 'default/service', {}, 'META_INVALID_RESOURCE'],
+    ['invalid JSON text', 'insert', 'default/service/a', '{not json', 'META_INVALID_CONTENT'],
+    ['non-object content', 'update', 'default/service/a', 42, 'META_INVALID_CONTENT'],
+    [
+      'bad resourceVersion',
+      'update',
+      'default/service/a',
+      { metadata: { resourceVersion: 'abc' } },
+      'META_INVALID_RESOURCE_VERSION',
+    ],
+    ['unknown operation', 'frobnicate', 'default/service/a', {}, 'META_UNKNOWN_OPERATION'],
+  ])(
+    'bad input (%s): error response with a code, nothing written, module keeps running',
+    async (_n, op, res, content, code) => {
+      h = h ?? (await harness(db.path));
+      const r = await h.write(op, res, content);
+      expect(r.route.operation).toBe('error');
+      expect(r.content).toMatchObject({ code });
+      expect(h.store.count('service')).toBe(0);
+      expect((await h.write('insert', 'default/service/ok', svc('ok'), 1)).content).toBe('OK');
+      expect(h.mm.stats.rejected).toBe(1);
+    },
+  );
+
+  it('query by key, by namespace and across namespaces, from SQLite', async () => {
+    h = await harness(db.path);
+    await h.write('insert', 'default/service/a', svc('a'), 1);
+    await h.write('insert', 'default/service/b', svc('b'), 1);
+    await h.write('insert', 'kube-system/service/dns', svc('dns', 'kube-system'), 1);
+    expect(((await h.query('default/service/a')).content as any).metadata.name).toBe('a');
+    expect(((await h.query('default/service')).content as any[]).map((s) => s.metadata.name)).toEqual([
+      'a',
+      'b',
+    ]);
+    expect(((await h.query('*/service')).content as any[]).map((s) => s.metadata.name)).toEqual([
+      'a',
+      'b',
+      'dns',
+    ]);
+    const nf = await h.query('default/service/zzz');
+    expect(nf.route.operation).toBe('error');
+    expect(nf.content).toMatchObject({ code: 'META_NOT_FOUND' });
+  });
+
+  it('a delete commits, leaves no object, and is forwarded to mesh', async () => {
+    h = await harness(db.path);
+    await h.write('insert', 'default/service/a', svc('a'), 1);
+    await h.write('delete', 'default/service/a', svc('a'), 2);
+    expect(h.store.get('default/service/a')).toBeUndefined();
+    expect(decodeChange(h.mesh[1])?.operation).toBe('delete');
+  });
+
+  it('tracks cloud connection from connect messages', async () => {
+    h = await harness(db.path);
+    const seen: boolean[] = [];
+    h.mm.events.on('connection', (c: boolean) => seen.push(c));
+    await h.ctx.send(
+      'metamanager',
+      newMessage(CloudConnected, { operation: Operation.Connect, source: 'edgehub' }),
+    );
+    await h.query('default/service'); // the loop handled the connect by now
+    expect(h.mm.cloudConnected).toBe(true);
+    await h.ctx.send(
+      'metamanager',
+      newMessage(CloudDisconnected, { operation: Operation.Connect, source: 'edgehub' }),
+    );
+    await h.query('default/service');
+    expect(h.mm.cloudConnected).toBe(false);
+    expect(seen).toEqual([true, false]);
+  });
+
+  it('connected + missing key: remote query via hub; the answer is stored and returned', async () => {
+    h = await harness(db.path, {
+      hub: (m, ctx) => {
+        if (m.route.operation === 'query') ctx.sendResp(newResponse(m, svc('remote', 'default', 11)));
+      },
+    });
+    await h.ctx.send('metamanager', newMessage(CloudConnected, { operation: Operation.Connect }));
+    const r = await h.query('default/service/remote');
+    expect((r.content as any).metadata.name).toBe('remote');
+    expect(h.store.get('default/service/remote')?.resourceVersion).toBe(11);
+    expect(h.mm.stats.remoteQueries).toBe(1);
+  });
+
+  it('connected but the cloud never answers: after remoteQueryTimeout the local answer comes back', async () => {
+    h = await harness(db.path, { remoteQueryTimeout: 0.1, hub: () => undefined });
+    await h.ctx.send('metamanager', newMessage(CloudConnected, { operation: Operation.Connect }));
+    const t0 = Date.now();
+    const r = await h.query('default/service/ghost');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+    expect(r.content).toMatchObject({ code: 'META_NOT_FOUND' });
+    expect(h.mm.stats.remoteFailures).toBe(1);
+    // other traffic was not blocked while the remote query waited
+    expect((await h.write('insert', 'default/service/x', svc('x'), 1)).content).toBe('OK');
+  });
+
+  it('disconnected: a missing key is answered locally at once, no remote query', async () => {
+    let asked = 0;
+    h = await harness(db.path, { hub: () => asked++ });
+    const r = await h.query('default/service/ghost');
+    expect(r.content).toMatchObject({ code: 'META_NOT_FOUND' });
+    expect(asked).toBe(0);
+  });
+
+  it('a burst of 10,000 async updates is committed in a handful of transactions', async () => {
+    h = await harness(db.path, { withMesh: false });
+    for (let i = 0; i < 10_000; i++) {
+      await h.ctx.send(
+        'metamanager',
+        newMessage(svc(`s${i}`, 'default', i + 1), {
+          source: 'edgehub',
+          operation: 'insert',
+          resource: `default/service/s${i}`,
+        }),
+      );
+    }
+    await h.query('default/service/s0'); // ordered after the burst
+    expect(h.store.count('service')).toBe(10_000);
+    expect(h.mm.stats.applied).toBe(10_000);
+    expect(h.mm.stats.batches).toBeLessThanOrEqual(50);
+  });
+
+  it('BeehiveMetaClient: typed get/list/put/delete over beehive', async () => {
+    h = await harness(db.path, { withMesh: false });
+    const client = new BeehiveMetaClient(h.ctx, { source: 'tester', timeoutMs: 2000 });
+    await h.write('insert', 'default/service/a', svc('a'), 1);
+    await h.write('insert', 'default/pod/p', { metadata: { name: 'p' } }, 1);
+    await h.write('insert', 'default/endpoints/a', { metadata: { name: 'a' }, subsets: [] }, 1);
+    expect(((await client.getService('default', 'a')) as any).metadata.name).toBe('a');
+    expect(await client.getService('default', 'nope')).toBeUndefined();
+    expect(await client.listServices()).toHaveLength(1);
+    expect(await client.listPods('default')).toHaveLength(1);
+    expect(await client.listEndpoints()).toHaveLength(1);
+    expect(await client.getEndpoints('default', 'a')).toBeDefined();
+    expect(await client.getPod('default', 'p')).toBeDefined();
+    await client.put('edgemesh', 'vip', 'default.a', { ip: '198.18.0.1' });
+    expect(await client.get('edgemesh', 'vip', 'default.a')).toEqual({ ip: '198.18.0.1' });
+    await client.delete('edgemesh', 'vip', 'default.a');
+    expect(await client.get('edgemesh', 'vip', 'default.a')).toBeUndefined();
+    await expect(client.put('default', 'service', 'a', 7)).rejects.toMatchObject({
+      code: 'META_INVALID_CONTENT',
+    });
+  });
+
+  it('restart on the same database serves what it served before, with no cloud', async () => {
+    h = await harness(db.path);
+    await h.write('insert', 'default/service/a', svc('a'), 1);
+    await h.stop();
+    h = await harness(db.path);
+    expect(((await h.query('default/service/a')).content as any).metadata.name).toBe('a');
+  });
+});

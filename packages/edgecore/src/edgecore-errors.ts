@@ -1,0 +1,34 @@
+/** edgecore host errors, each with a stable code. */
+export class EdgeCoreError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A config file that cannot be used: names the file, the key path and the line. */
+export class ConfigError extends EdgeCoreError {
+  constructor(
+    message: string,
+    readonly file?: string,
+    readonly keyPath?: string,
+    readonly line?: number,
+  ) {
+    super('EDGECORE_CONFIG', message);
+  }
+}
+
+/** Another edgecore already runs on this database. */
+export class DatabaseLockedError extends EdgeCoreError {
+  constructor(
+    readonly dataSource: string,
+    readonly pid: number,
+  ) {
+    super(
+      'EDGECORE_DB_LOCKED',
+      `database "${dataSource}" is in use by another edgecore (pid ${pid}); stop it first or use another database.dataSource`,
+    );
+  }
+}

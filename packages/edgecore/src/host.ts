@@ -1,0 +1,198 @@
+import 'reflect-metadata';
+import { BeehiveOptions, beehiveContainerModule, ChannelContext, Core, Logger } from '@edgecore/beehive';
+import {
+  MetaManagerModule,
+  MetaManagerOptions,
+  metamanagerContainerModule,
+  splitHostPort,
+} from '@edgecore/metamanager';
+import { Container } from 'inversify';
+import type { EdgeCoreConfig } from './config/config';
+import { DbLock } from './db-lock';
+import { MetricsRegistry } from './observability/metrics';
+import { ObservabilityServer } from './observability/observability-server';
+
+/** edgecore.yaml module keys, in KubeEdge's naming. */
+type ModuleKey = keyof EdgeCoreConfig['modules'];
+
+/**
+ * How a module gets into the host: a config key and a loader that binds it into the container.
+ * Each module package contributes one; the host loads those whose `enable` is true.
+ */
+export interface ModuleLoader {
+  key: ModuleKey;
+  load(c: Container, cfg: EdgeCoreConfig, metrics: MetricsRegistry): void;
+}
+
+const metaManagerLoader: ModuleLoader = {
+  key: 'metaManager',
+  load(c, cfg, metrics) {
+    const mmCfg = cfg.modules.metaManager;
+    c.loadSync(metamanagerContainerModule);
+    c.bind(MetaManagerOptions).toConstantValue({
+      dataSource: cfg.database.dataSource,
+      enable: mmCfg.enable,
+      remoteQueryTimeout: mmCfg.remoteQueryTimeout,
+      metaServer: mmCfg.metaServer,
+    } satisfies MetaManagerOptions);
+    metrics.register(() => {
+      const mm = c.get(MetaManagerModule);
+      const s = mm.stats;
+      return [
+        {
+          name: 'edgecore_metadata_updates_total',
+          help: 'Metadata writes by outcome (applied, unchanged, stale, rejected).',
+          type: 'counter',
+          samples: (['applied', 'unchanged', 'stale', 'rejected'] as const).map((k) => ({
+            labels: { result: k },
+            value: s[k],
+          })),
+        },
+        {
+          name: 'edgecore_metadata_queries_total',
+          help: 'Metadata queries answered.',
+          type: 'counter',
+          samples: [{ value: s.queries }],
+        },
+        {
+          name: 'edgecore_metadata_remote_queries_total',
+          help: 'Queries forwarded to the cloud, by outcome.',
+          type: 'counter',
+          samples: [
+            { labels: { result: 'sent' }, value: s.remoteQueries },
+            { labels: { result: 'failed' }, value: s.remoteFailures },
+          ],
+        },
+        {
+          name: 'edgecore_cloud_connected',
+          help: '1 while the cloud link is up (as MetaManager saw it).',
+          type: 'gauge',
+          samples: [{ value: mm.cloudConnected ? 1 : 0 }],
+        },
+      ];
+    });
+  },
+};
+
+/** Loaders of the modules this build has. EdgeHub and EdgeMesh join as their packages land. */
+export const MODULE_LOADERS: ModuleLoader[] = [metaManagerLoader];
+
+export interface HostOptions {
+  logger: Logger;
+  loaders?: ModuleLoader[];
+}
+
+/** The edgecore process: one inversify container, beehive core, observability, DB lock. */
+export class EdgeCoreHost {
+  readonly container = new Container();
+  readonly metrics = new MetricsRegistry();
+  private readonly log: Logger;
+  private readonly lock: DbLock;
+  private readonly obs: ObservabilityServer;
+  private core?: Core;
+  private ready = false;
+  private notReadyReason = 'starting';
+  private stopping?: Promise<void>;
+
+  constructor(
+    readonly config: EdgeCoreConfig,
+    private readonly opts: HostOptions,
+  ) {
+    this.log = opts.logger;
+    this.lock = new DbLock(config.database.dataSource);
+    this.obs = new ObservabilityServer(this.metrics, () => ({
+      ready: this.ready,
+      reason: this.notReadyReason,
+    }));
+  }
+
+  get observabilityAddress(): string | undefined {
+    return this.obsAddress;
+  }
+  private obsAddress?: string;
+
+  async start(): Promise<void> {
+    const cfg = this.config;
+    this.lock.acquire();
+    try {
+      const c = this.container;
+      c.bind(Logger).toConstantValue(this.log);
+      c.bind(BeehiveOptions).toConstantValue({ drainTimeoutMs: cfg.drainSeconds * 1000 });
+      c.loadSync(beehiveContainerModule);
+      const loaders = this.opts.loaders ?? MODULE_LOADERS;
+      const have = new Set(loaders.map((l) => l.key));
+      for (const key of Object.keys(cfg.modules) as ModuleKey[]) {
+        if (cfg.modules[key].enable && !have.has(key))
+          this.log.warn({ module: key }, 'module enabled in config but not part of this build yet; skipped');
+      }
+      for (const l of loaders) if (cfg.modules[l.key].enable) l.load(c, cfg, this.metrics);
+      this.registerBusMetrics(c);
+      if (cfg.observability.enable) {
+        const [host, port] = splitHostPort(cfg.observability.listen);
+        const a = await this.obs.listen(host, Number(port));
+        this.obsAddress = `${a.address}:${a.port}`;
+        this.log.info({ address: this.obsAddress }, 'observability listening');
+      }
+      this.core = c.get(Core);
+      this.notReadyReason = 'modules starting';
+      await this.core.start();
+      this.ready = true;
+      this.log.info(
+        { node: cfg.modules.edgeHub.nodeName, dataSource: cfg.database.dataSource },
+        'edgecore ready',
+      );
+    } catch (e) {
+      await this.stop().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Stop accepting, let modules drain (drainSeconds), close everything, release the DB lock. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.ready = false;
+      this.notReadyReason = 'shutting down';
+      try {
+        await this.core?.shutdown('stop');
+        await this.obs.close();
+        await this.container.unbindAll();
+      } finally {
+        this.lock.release();
+        this.log.info({}, 'edgecore stopped');
+      }
+    })();
+    return this.stopping;
+  }
+
+  private registerBusMetrics(c: Container): void {
+    this.metrics.register(() => {
+      const ctx = c.get(ChannelContext);
+      return [
+        {
+          name: 'edgecore_beehive_messages_total',
+          help: 'Messages accepted into module mailboxes.',
+          type: 'counter',
+          samples: [{ value: ctx.stats.sent }],
+        },
+        {
+          name: 'edgecore_beehive_late_replies_total',
+          help: 'Sync replies that found no waiter (dropped).',
+          type: 'counter',
+          samples: [{ value: ctx.stats.lateReplies }],
+        },
+        {
+          name: 'edgecore_beehive_sync_timeouts_total',
+          help: 'sendSync calls that timed out.',
+          type: 'counter',
+          samples: [{ value: ctx.stats.timeouts }],
+        },
+        {
+          name: 'edgecore_ready',
+          help: '1 once every module serves.',
+          type: 'gauge',
+          samples: [{ value: this.ready ? 1 : 0 }],
+        },
+      ];
+    });
+  }
+}

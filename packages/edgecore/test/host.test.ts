@@ -1,0 +1,126 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { silentLogger } from '@edgecore/beehive';
+import { MetaStore } from '@edgecore/metamanager';
+import { DatabaseLockedError, EdgeCoreHost, parseConfig } from '../src';
+
+const ROOT = join(__dirname, '..', '..', '..');
+const run = promisify(execFile);
+
+function cfg(dir: string): ReturnType<typeof parseConfig> {
+  return parseConfig(`apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'edgecore.db')} }
+observability: { listen: 127.0.0.1:0 }
+modules:
+  edgeHub: { enable: false }
+  edgeMesh: { enable: false }
+  metaManager: { metaServer: { enable: true, server: 127.0.0.1:0 } }
+`);
+}
+
+describe('EdgeCoreHost', () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'edgecore-host-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('starts the enabled modules; /healthz, /readyz and /metrics answer; stop releases the lock', async () => {
+    const host = new EdgeCoreHost(cfg(dir), { logger: silentLogger });
+    await host.start();
+    const base = `http://${host.observabilityAddress}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain('# TYPE edgecore_metadata_updates_total counter');
+    expect(metrics).toContain('edgecore_ready 1');
+    expect(metrics).toContain('edgecore_cloud_connected 0');
+    expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(true);
+    await host.stop();
+    expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(false);
+  });
+
+  it('a second start on the same database is a clear error, and the first keeps working', async () => {
+    const first = new EdgeCoreHost(cfg(dir), { logger: silentLogger });
+    await first.start();
+    const second = new EdgeCoreHost(cfg(dir), { logger: silentLogger });
+    const err = await second.start().catch((e) => e);
+    expect(err).toBeInstanceOf(DatabaseLockedError);
+    expect(err.code).toBe('EDGECORE_DB_LOCKED');
+    expect(err.message).toContain(`pid ${process.pid}`);
+    expect((await fetch(`http://${first.observabilityAddress}/readyz`)).status).toBe(200);
+    await first.stop();
+    const store = new MetaStore(join(dir, 'edgecore.db'));
+    expect(store.integrityCheck()).toBe('ok');
+    store.close();
+  });
+
+  it('a stale lock left by a dead process is taken over', async () => {
+    writeFileSync(join(dir, 'edgecore.db.lock'), '999999\n');
+    const host = new EdgeCoreHost(cfg(dir), { logger: silentLogger });
+    await host.start();
+    await host.stop();
+  });
+});
+
+describe('edgecore CLI', () => {
+  const bin = join(ROOT, 'packages', 'edgecore', 'bin', 'edgecore');
+
+  it('--help, --minconfig, --defaultconfig', async () => {
+    expect((await run(process.execPath, [bin, '--help'])).stdout).toContain('--defaultconfig');
+    expect((await run(process.execPath, [bin, '--minconfig'])).stdout).toBe(
+      'apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\n',
+    );
+    expect((await run(process.execPath, [bin, '--defaultconfig'])).stdout).toContain(
+      'lbStrategy: RoundRobin',
+    );
+  });
+
+  it('a bad config exits non-zero with the key and line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edgecore-cli-'));
+    const f = join(dir, 'bad.yaml');
+    writeFileSync(
+      f,
+      'apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\nmodules:\n  edgeMesh:\n    lbStrategy: Fastest\n',
+    );
+    const err = await run(process.execPath, [bin, '--config', f]).catch((e) => e);
+    expect(err.code).toBe(1);
+    expect(err.stderr).toContain(`${f}:5: modules.edgeMesh.lbStrategy`);
+    rmSync(dir, { recursive: true });
+  });
+
+  it('runs from a config and exits 0 on SIGTERM after draining', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edgecore-cli-'));
+    const f = join(dir, 'edgecore.yaml');
+    writeFileSync(
+      f,
+      `apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase: { dataSource: ${join(dir, 'db', 'edgecore.db')} }\nobservability: { listen: 127.0.0.1:0 }\nlog: { format: json }\nmodules:\n  edgeHub: { enable: false }\n  edgeMesh: { enable: false }\n  metaManager: { metaServer: { enable: false } }\n`,
+    );
+    const child = spawn(process.execPath, [bin, '--config', f], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    await new Promise<void>((resolve, reject) => {
+      const t = setInterval(() => out.includes('edgecore ready') && (clearInterval(t), resolve()), 20);
+      child.on('exit', () => (clearInterval(t), reject(new Error(`exited early: ${out}`))));
+    });
+    child.kill('SIGTERM');
+    const code = await new Promise((r) => child.on('exit', (c) => r(c)));
+    expect(code).toBe(0);
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.msg)).toEqual(
+      expect.arrayContaining([
+        'edgecore ready',
+        'signal received, draining',
+        'module stopped',
+        'edgecore stopped',
+      ]),
+    );
+    expect(existsSync(join(dir, 'db', 'edgecore.db.lock'))).toBe(false);
+    rmSync(dir, { recursive: true });
+  });
+});

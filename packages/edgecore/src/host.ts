@@ -6,6 +6,7 @@ import {
   metamanagerContainerModule,
   splitHostPort,
 } from '@edgecore/metamanager';
+import { EdgeHubModule, EdgeHubOptions, edgehubContainerModule } from '@edgecore/edgehub';
 import { Container } from 'inversify';
 import type { EdgeCoreConfig } from './config/config';
 import { DbLock } from './db-lock';
@@ -74,8 +75,49 @@ const metaManagerLoader: ModuleLoader = {
   },
 };
 
-/** Loaders of the modules this build has. EdgeHub and EdgeMesh join as their packages land. */
-export const MODULE_LOADERS: ModuleLoader[] = [metaManagerLoader];
+const edgeHubLoader: ModuleLoader = {
+  key: 'edgeHub',
+  load(c, cfg, metrics) {
+    const h = cfg.modules.edgeHub;
+    c.loadSync(edgehubContainerModule);
+    c.bind(EdgeHubOptions).toConstantValue({
+      enable: h.enable,
+      nodeName: h.nodeName!,
+      nodeIP: h.nodeIP,
+      mqtt: h.mqtt,
+    } satisfies EdgeHubOptions);
+    metrics.register(() => {
+      const s = c.get(EdgeHubModule).stats;
+      return [
+        {
+          name: 'edgecore_edgehub_messages_total',
+          help: 'MQTT messages from the cloud, by outcome.',
+          type: 'counter',
+          samples: [
+            { labels: { result: 'received' }, value: s.received },
+            { labels: { result: 'committed' }, value: s.committed },
+            { labels: { result: 'malformed' }, value: s.malformed },
+          ],
+        },
+        {
+          name: 'edgecore_edgehub_connects_total',
+          help: 'Successful connections to the broker.',
+          type: 'counter',
+          samples: [{ value: s.connects }],
+        },
+        {
+          name: 'edgecore_edgehub_connected',
+          help: '1 while the MQTT link is up.',
+          type: 'gauge',
+          samples: [{ value: c.get(EdgeHubModule).cloudConnected ? 1 : 0 }],
+        },
+      ];
+    });
+  },
+};
+
+/** Loaders of the modules this build has. EdgeMesh joins when its package lands. */
+export const MODULE_LOADERS: ModuleLoader[] = [metaManagerLoader, edgeHubLoader];
 
 export interface HostOptions {
   logger: Logger;

@@ -5,3 +5,6 @@ export * from './observability/metrics';
 export * from './observability/observability-server';
 export * from './logging';
 export * from './host';
+export * from './edgectl/manifest';
+export * from './edgectl/publisher';
+export { edgectl } from './cli/edgectl';

@@ -58,7 +58,8 @@ export function parseWrite(msg: Message<unknown>): ParsedWrite {
   let rv = 0;
   if (rvRaw !== undefined && rvRaw !== '') {
     const s = String(rvRaw);
-    if (!/^\d{1,15}$/.test(s)) throw new InvalidResourceVersionError(resource, rvRaw);
+    if (!/^\d{1,16}$/.test(s) || !Number.isSafeInteger(Number(s)))
+      throw new InvalidResourceVersionError(resource, rvRaw);
     rv = Number(s);
   }
   const base = { key: resource, namespace: r.namespace, type: r.type, name: r.name, resourceVersion: rv };

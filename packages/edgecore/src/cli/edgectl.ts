@@ -1,0 +1,218 @@
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { parseArgs } from 'node:util';
+import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
+import { ObjectPublisher } from '../edgectl/publisher';
+
+const HELP = `edgectl — the cloud-side tool: publish Kubernetes objects to the edge, read a node's MetaServer
+
+Usage:
+  edgectl [--server tcp://HOST:1883] apply  -f FILE|- [-f FILE…] [--node-ip NODE=IP…]
+  edgectl [--server tcp://HOST:1883] delete -f FILE|- [-f FILE…]
+  edgectl get services|pods|endpoints [-n NAMESPACE | -A] [--metaserver http://127.0.0.1:10550]
+
+Kinds: Pod, Service, Endpoints, Deployment (pods on spec.template.spec.nodeName).
+Options: --username, --password, --prefix (topic prefix, default edgecore).
+`;
+
+interface Io {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+  stdin: () => string;
+}
+
+const defaultIo: Io = {
+  stdout: (s) => process.stdout.write(s),
+  stderr: (s) => process.stderr.write(s),
+  stdin: () => readFileSync(0, 'utf8'),
+};
+
+/** Returns the exit code. */
+export async function edgectl(argv: string[], io: Io = defaultIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        server: { type: 'string', short: 's', default: 'tcp://127.0.0.1:1883' },
+        filename: { type: 'string', short: 'f', multiple: true },
+        'node-ip': { type: 'string', multiple: true },
+        namespace: { type: 'string', short: 'n' },
+        'all-namespaces': { type: 'boolean', short: 'A' },
+        metaserver: { type: 'string', default: 'http://127.0.0.1:10550' },
+        username: { type: 'string' },
+        password: { type: 'string' },
+        prefix: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    io.stderr(`edgectl: ${(e as Error).message}\n`);
+    return 2;
+  }
+  const { values: v, positionals } = parsed;
+  const [verb, what] = positionals;
+  if (v.help || !verb) {
+    io.stdout(HELP);
+    return verb || v.help ? 0 : 2;
+  }
+  try {
+    switch (verb) {
+      case 'apply':
+      case 'delete':
+        return await applyOrDelete(verb, v, io);
+      case 'get':
+        return await get(what, v, io);
+      default:
+        io.stderr(`edgectl: unknown command "${verb}"\n\n${HELP}`);
+        return 2;
+    }
+  } catch (e) {
+    io.stderr(`edgectl: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, io: Io): Promise<number> {
+  const files: string[] = v.filename ?? [];
+  if (!files.length) {
+    io.stderr(`edgectl ${verb}: -f FILE is required\n`);
+    return 2;
+  }
+  const nodeIPs: Record<string, string> = {};
+  for (const pair of (v['node-ip'] ?? []) as string[]) {
+    const [node, ip] = pair.split('=');
+    if (!node || !ip || !isIPv4(ip)) {
+      io.stderr(`edgectl: --node-ip expects NODE=IPv4, got "${pair}"\n`);
+      return 2;
+    }
+    nodeIPs[node] = ip;
+  }
+  // Plan every file before publishing anything: one invalid document means nothing is sent.
+  const planned: PlannedDocument[] = [];
+  try {
+    for (const f of files) {
+      const text = f === '-' ? io.stdin() : readFile(f);
+      // A delete needs no host IPs; give pods a placeholder so planning can run.
+      planned.push(
+        ...planManifest(text, f === '-' ? '<stdin>' : f, {
+          nodeIPs: verb === 'delete' ? new Proxy({}, { get: () => '0.0.0.0' }) : nodeIPs,
+        }),
+      );
+    }
+  } catch (e) {
+    if (e instanceof ManifestError) {
+      io.stderr(`edgectl: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  const pub = await ObjectPublisher.connect(v.server, {
+    username: v.username,
+    password: v.password,
+    prefix: v.prefix,
+  });
+  try {
+    for (const d of planned) {
+      for (const o of d.objects) await (verb === 'apply' ? pub.apply(o) : pub.delete(o));
+      io.stdout(
+        verb === 'apply'
+          ? `${d.display} configured\n`
+          : `${d.display.split('/')[0]} "${d.display.split('/')[1]}" deleted\n`,
+      );
+    }
+  } finally {
+    await pub.close();
+  }
+  return 0;
+}
+
+function readFile(f: string): string {
+  try {
+    return readFileSync(f, 'utf8');
+  } catch (e) {
+    throw new ManifestError(f, undefined, `cannot read: ${(e as Error).message}`);
+  }
+}
+
+async function get(what: string | undefined, v: Record<string, any>, io: Io): Promise<number> {
+  const plural = (
+    {
+      svc: 'services',
+      service: 'services',
+      services: 'services',
+      po: 'pods',
+      pod: 'pods',
+      pods: 'pods',
+      ep: 'endpoints',
+      endpoints: 'endpoints',
+    } as Record<string, string>
+  )[what ?? ''];
+  if (!plural) {
+    io.stderr('edgectl get: expected services, pods or endpoints\n');
+    return 2;
+  }
+  const ns = v['all-namespaces'] ? undefined : (v.namespace ?? 'default');
+  const base = String(v.metaserver).replace(/\/$/, '');
+  const url = ns
+    ? `${base}/api/v1/namespaces/${encodeURIComponent(ns)}/${plural}`
+    : `${base}/api/v1/${plural}`;
+  const res = await fetch(url);
+  const body = (await res.json()) as { items?: any[]; message?: string };
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${body.message ?? ''}`);
+  const items = body.items ?? [];
+  const rows: string[][] = [];
+  const nsCol = ns ? [] : ['NAMESPACE'];
+  if (plural === 'services') {
+    rows.push([...nsCol, 'NAME', 'TYPE', 'CLUSTER-IP', 'PORT(S)']);
+    for (const s of items) {
+      const ports = (s.spec?.ports ?? []).map((p: any) => `${p.port}/${p.protocol ?? 'TCP'}`).join(',');
+      rows.push([
+        ...(ns ? [] : [s.metadata.namespace]),
+        s.metadata.name,
+        s.spec?.type ?? 'ClusterIP',
+        s.spec?.clusterIP ?? 'None',
+        ports || '<none>',
+      ]);
+    }
+  } else if (plural === 'pods') {
+    rows.push([...nsCol, 'NAME', 'STATUS', 'IP', 'NODE']);
+    for (const p of items)
+      rows.push([
+        ...(ns ? [] : [p.metadata.namespace]),
+        p.metadata.name,
+        p.status?.phase ?? 'Unknown',
+        p.status?.podIP ?? p.status?.hostIP ?? '<none>',
+        p.spec?.nodeName ?? '<none>',
+      ]);
+  } else {
+    rows.push([...nsCol, 'NAME', 'ENDPOINTS']);
+    for (const e of items) {
+      const eps = (e.subsets ?? []).flatMap((s: any) =>
+        (s.addresses ?? []).flatMap((a: any) =>
+          (s.ports ?? [{ port: '' }]).map((p: any) => `${a.ip}:${p.port}`),
+        ),
+      );
+      rows.push([...(ns ? [] : [e.metadata.namespace]), e.metadata.name, eps.join(',') || '<none>']);
+    }
+  }
+  if (rows.length === 1) {
+    io.stdout(`No resources found${ns ? ` in ${ns} namespace` : ''}.\n`);
+    return 0;
+  }
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows)
+    io.stdout(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i] + 3))).join('') + '\n');
+  return 0;
+}
+
+export function main(argv: string[]): void {
+  edgectl(argv).then(
+    (code) => (process.exitCode = code),
+    (e) => {
+      process.stderr.write(`edgectl: ${(e as Error).message}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,212 @@
+import { silentLogger } from '@edgecore/beehive';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EdgeCoreHost, parseConfig, planManifest, ManifestError } from '../src';
+import { edgectl } from '../src/cli/edgectl';
+import { Mosquitto } from '../../edgehub/test/mosquitto';
+import { until } from '../../edgehub/test/helpers';
+
+const SEED = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      nodeName: edge-node-b
+      hostNetwork: true
+      containers:
+      - name: nginx
+        image: nginx:1.15.12
+        ports:
+        - containerPort: 80
+          hostPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: nginx-svc
+  namespace: default
+spec:
+  clusterIP: None
+  selector:
+    app: nginx
+  ports:
+    - name: http-0
+      port: 12345
+      protocol: TCP
+      targetPort: 80
+`;
+
+function io(stdin = ''): { out: string[]; err: string[]; io: Parameters<typeof edgectl>[1] } {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { out, err, io: { stdout: (s) => out.push(s), stderr: (s) => err.push(s), stdin: () => stdin } };
+}
+
+describe('edgectl manifests', () => {
+  it('expands a Deployment into Running/Ready pods on its node, with hostIP from --node-ip', () => {
+    const docs = planManifest(SEED, 'seed.yaml', { nodeIPs: { 'edge-node-b': '198.51.100.2' } });
+    expect(docs.map((d) => d.display)).toEqual(['deployment.apps/nginx-deployment', 'service/nginx-svc']);
+    const pod = docs[0].objects[0];
+    expect(pod).toMatchObject({ type: 'pod', namespace: 'default', name: 'nginx-deployment-0' });
+    expect(pod.object.metadata.labels).toEqual({ app: 'nginx' });
+    expect(pod.object.spec.nodeName).toBe('edge-node-b');
+    expect(pod.object.status).toMatchObject({
+      phase: 'Running',
+      hostIP: '198.51.100.2',
+      podIP: '198.51.100.2',
+      conditions: [{ type: 'Ready', status: 'True' }],
+    });
+  });
+
+  it.each([
+    [
+      'unsupported kind',
+      'apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n',
+      'document 1: unsupported kind "Secret"',
+    ],
+    [
+      'bad name',
+      'apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name}\nspec: {ports: [{port: 1}]}\n',
+      'document 1: metadata.name',
+    ],
+    [
+      'bad port',
+      'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 70000}]}\n',
+      'document 1: spec.ports[0].port must be 1-65535',
+    ],
+    [
+      'second document invalid',
+      SEED + '---\napiVersion: v1\nkind: Service\nmetadata: {name: x}\n',
+      'document 3: Service without spec',
+    ],
+    [
+      'no node IP',
+      SEED.replace('edge-node-b', 'edge-node-z'),
+      'document 1: pod nginx-deployment-0: no status.hostIP and no --node-ip for node "edge-node-z"',
+    ],
+    ['invalid YAML', 'apiVersion: v1\nkind: [\n', 'document 1: invalid YAML'],
+  ])('%s → error with file and document index', (_n, text, msg) => {
+    expect(() => planManifest(text, 'f.yaml', { nodeIPs: { 'edge-node-b': '198.51.100.2' } })).toThrow(
+      ManifestError,
+    );
+    expect(() => planManifest(text, 'f.yaml', { nodeIPs: { 'edge-node-b': '198.51.100.2' } })).toThrow(
+      `f.yaml: ${msg}`,
+    );
+  });
+});
+
+describe('edgectl → mosquitto → EdgeHub → MetaManager → MetaServer (round trip)', () => {
+  let broker: Mosquitto;
+  let dir: string;
+  let host: EdgeCoreHost;
+  let metaserver: string;
+
+  beforeAll(async () => {
+    broker = await Mosquitto.start();
+    dir = mkdtempSync(join(tmpdir(), 'edgectl-'));
+    host = new EdgeCoreHost(
+      parseConfig(`apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'edgecore.db')} }
+observability: { listen: 127.0.0.1:0 }
+modules:
+  edgeHub: { nodeName: edge-node-a, nodeIP: 198.51.100.1, mqtt: { server: ${broker.url} } }
+  metaManager: { metaServer: { enable: true, server: 127.0.0.1:0 } }
+  edgeMesh: { enable: false }
+`),
+      { logger: silentLogger },
+    );
+    await host.start();
+    const { MetaServer } = await import('@edgecore/metamanager');
+    metaserver = `http://127.0.0.1:${host.container.get(MetaServer).address()!.port}`;
+  });
+  afterAll(async () => {
+    await host.stop();
+    await broker.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const services = async (): Promise<string[]> =>
+    ((await (await fetch(`${metaserver}/api/v1/namespaces/default/services`)).json()) as any).items.map(
+      (s: any) => s.metadata.name,
+    );
+
+  it('apply -f prints kubectl-style lines; the node stores the objects; get prints a table', async () => {
+    const f = join(dir, 'nginx.yaml');
+    writeFileSync(f, SEED);
+    const a = io();
+    expect(
+      await edgectl(
+        ['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=198.51.100.2'],
+        a.io,
+      ),
+    ).toBe(0);
+    expect(a.out.join('')).toBe(
+      'deployment.apps/nginx-deployment configured\nservice/nginx-svc configured\n',
+    );
+    await until(async () => (await services()).includes('nginx-svc'), 'service on the node');
+    const g = io();
+    expect(await edgectl(['get', 'pods', '--metaserver', metaserver], g.io)).toBe(0);
+    expect(g.out.join('')).toMatch(
+      /^NAME\s+STATUS\s+IP\s+NODE\nnginx-deployment-0\s+Running\s+198\.51\.100\.2\s+edge-node-b\n$/,
+    );
+    const s = io();
+    expect(await edgectl(['get', 'svc', '-A', '--metaserver', metaserver], s.io)).toBe(0);
+    expect(s.out.join('')).toMatch(/default\s+nginx-svc\s+ClusterIP\s+None\s+12345\/TCP/);
+  });
+
+  it('a later apply wins (fresh resourceVersion)', async () => {
+    const f = join(dir, 'svc.yaml');
+    writeFileSync(f, SEED.split('---\n')[1].replace('12345', '23456'));
+    expect(await edgectl(['--server', broker.url, 'apply', '-f', f], io().io)).toBe(0);
+    await until(async () => {
+      const s = (await (
+        await fetch(`${metaserver}/api/v1/namespaces/default/services/nginx-svc`)
+      ).json()) as any;
+      return s.spec.ports[0].port === 23456;
+    }, 'updated port');
+  });
+
+  it('reads from stdin; delete -f removes the objects', async () => {
+    const d = io(SEED);
+    expect(await edgectl(['--server', broker.url, 'delete', '-f', '-'], d.io)).toBe(0);
+    expect(d.out.join('')).toBe('deployment.apps "nginx-deployment" deleted\nservice "nginx-svc" deleted\n');
+    await until(async () => (await services()).length === 0, 'service gone');
+    const g = io();
+    await edgectl(['get', 'pods', '--metaserver', metaserver], g.io);
+    expect(g.out.join('')).toBe('No resources found in default namespace.\n');
+  });
+
+  it('a file with any invalid document publishes nothing and exits non-zero', async () => {
+    const f = join(dir, 'bad.yaml');
+    writeFileSync(f, SEED + '---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n');
+    const b = io();
+    expect(
+      await edgectl(
+        ['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=198.51.100.2'],
+        b.io,
+      ),
+    ).toBe(1);
+    expect(b.err.join('')).toContain(`${f}: document 3: unsupported kind "ConfigMap"`);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await services()).toEqual([]);
+  });
+
+  it('metrics show the cloud link', async () => {
+    const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
+    expect(m).toContain('edgecore_edgehub_connected 1');
+    expect(m).toMatch(/edgecore_edgehub_messages_total\{result="committed"\} [1-9]/);
+  });
+});

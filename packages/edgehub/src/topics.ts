@@ -1,0 +1,52 @@
+import { isDnsLabel, isDnsSubdomain } from '@edgecore/beehive';
+
+/**
+ * MQTT topic layout (see README):
+ *   {prefix}/objects/{ns}/{type}/{name}   retained, QoS 1: latest state of every object, all nodes
+ *                                         (a deletion is a retained tombstone message)
+ *   {prefix}/nodes/{node}/down            QoS 1: cloud → one node (replies, per-node objects)
+ *   {prefix}/nodes/{node}/up              QoS 1: node → cloud (remote queries, replies)
+ *   {prefix}/nodes/{node}/status          retained: {"status":"online|offline"}; offline is the will
+ */
+export class Topics {
+  constructor(readonly prefix = 'edgecore') {}
+
+  objects(): string {
+    return `${this.prefix}/objects/#`;
+  }
+  object(namespace: string, type: string, name: string): string {
+    return `${this.prefix}/objects/${namespace}/${type}/${name}`;
+  }
+  down(node: string): string {
+    return `${this.prefix}/nodes/${node}/down`;
+  }
+  up(node: string): string {
+    return `${this.prefix}/nodes/${node}/up`;
+  }
+  status(node: string): string {
+    return `${this.prefix}/nodes/${node}/status`;
+  }
+
+  /** The resource string `<ns>/<type>/<name>` of an object topic, or undefined. */
+  objectResource(topic: string): string | undefined {
+    const head = `${this.prefix}/objects/`;
+    if (!topic.startsWith(head)) return undefined;
+    const parts = topic.slice(head.length).split('/');
+    if (parts.length !== 3) return undefined;
+    const [ns, type, name] = parts;
+    if (!isDnsLabel(ns) || !/^[a-z][a-z0-9]*$/.test(type) || !isDnsSubdomain(name)) return undefined;
+    return `${ns}/${type}/${name}`;
+  }
+}
+
+/** Kubernetes kind ↔ beehive resource type. */
+export const KIND_TO_TYPE: Record<string, string> = {
+  Service: 'service',
+  Endpoints: 'endpoints',
+  Pod: 'pod',
+};
+export const TYPE_TO_KIND: Record<string, string> = {
+  service: 'Service',
+  endpoints: 'Endpoints',
+  pod: 'Pod',
+};

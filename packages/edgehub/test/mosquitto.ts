@@ -1,0 +1,86 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const c = createConnection({ host: '127.0.0.1', port }, () => (c.destroy(), r(true)));
+      c.once('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`mosquitto did not listen on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A real mosquitto (Debian package) on 127.0.0.1 and a free port, persistence in a temp dir so a
+ * restart keeps retained messages and persistent sessions.
+ */
+export class Mosquitto {
+  private proc?: ChildProcess;
+  readonly dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
+  log = '';
+  private constructor(readonly port: number) {
+    const lines = [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence true',
+      `persistence_location ${this.dir}/`,
+      'max_queued_messages 10000',
+      'log_dest stdout',
+    ];
+    if (process.getuid?.() === 0) lines.push('user root');
+    writeFileSync(join(this.dir, 'mosquitto.conf'), lines.join('\n') + '\n');
+  }
+
+  static async start(): Promise<Mosquitto> {
+    const m = new Mosquitto(await freePort());
+    await m.restart();
+    return m;
+  }
+
+  get url(): string {
+    return `tcp://127.0.0.1:${this.port}`;
+  }
+
+  async restart(): Promise<void> {
+    const bin = process.env.MOSQUITTO ?? '/usr/sbin/mosquitto';
+    const p = spawn(bin, ['-c', join(this.dir, 'mosquitto.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout!.on('data', (d) => (this.log += d));
+    p.stderr!.on('data', (d) => (this.log += d));
+    this.proc = p;
+    await waitForPort(this.port, 10_000);
+  }
+
+  /** SIGTERM: mosquitto saves its persistence file and exits. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    this.proc = undefined;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGTERM');
+    await exited;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

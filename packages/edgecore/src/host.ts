@@ -7,6 +7,7 @@ import {
   splitHostPort,
 } from '@edgecore/metamanager';
 import { EdgeHubModule, EdgeHubOptions, edgehubContainerModule } from '@edgecore/edgehub';
+import { EdgeMeshModule, EdgeMeshOptions, edgemeshContainerModule } from '@edgecore/edgemesh-module';
 import { Container } from 'inversify';
 import type { EdgeCoreConfig } from './config/config';
 import { DbLock } from './db-lock';
@@ -116,8 +117,65 @@ const edgeHubLoader: ModuleLoader = {
   },
 };
 
-/** Loaders of the modules this build has. EdgeMesh joins when its package lands. */
-export const MODULE_LOADERS: ModuleLoader[] = [metaManagerLoader, edgeHubLoader];
+const edgeMeshLoader: ModuleLoader = {
+  key: 'edgeMesh',
+  load(c, cfg, metrics) {
+    const m = cfg.modules.edgeMesh;
+    c.loadSync(edgemeshContainerModule);
+    c.bind(EdgeMeshOptions).toConstantValue({
+      ...m,
+      dependencies: cfg.modules.metaManager.enable ? ['metamanager'] : [],
+    } satisfies EdgeMeshOptions);
+    metrics.register(() => {
+      const mesh = c.get(EdgeMeshModule);
+      const dns = mesh.dns?.stats;
+      const fwd = mesh.forwarder?.stats;
+      return [
+        {
+          name: 'edgecore_dns_queries_total',
+          help: 'DNS queries received.',
+          type: 'counter',
+          samples: [{ value: dns?.queries ?? 0 }],
+        },
+        {
+          name: 'edgecore_dns_responses_total',
+          help: 'DNS responses by rcode.',
+          type: 'counter',
+          samples: Object.entries(mesh.dns?.rcodes() ?? {}).map(([rcode, value]) => ({
+            labels: { rcode },
+            value,
+          })),
+        },
+        {
+          name: 'edgecore_dns_forwarded_total',
+          help: 'Queries forwarded upstream, cache hits and failures.',
+          type: 'counter',
+          samples: [
+            { labels: { result: 'forwarded' }, value: fwd?.forwarded ?? 0 },
+            { labels: { result: 'cache_hit' }, value: fwd?.cacheHits ?? 0 },
+            { labels: { result: 'upstream_failure' }, value: fwd?.upstreamFailures ?? 0 },
+            { labels: { result: 'servfail' }, value: fwd?.servfail ?? 0 },
+          ],
+        },
+        {
+          name: 'edgecore_mesh_services',
+          help: 'Services in the EdgeMesh catalog.',
+          type: 'gauge',
+          samples: [{ value: mesh.catalog.services.size }],
+        },
+        {
+          name: 'edgecore_mesh_vips_allocated',
+          help: 'VIPs allocated from subNet.',
+          type: 'gauge',
+          samples: [{ value: mesh.vips?.allocated ?? 0 }],
+        },
+      ];
+    });
+  },
+};
+
+/** Loaders of the modules this build has. */
+export const MODULE_LOADERS: ModuleLoader[] = [metaManagerLoader, edgeHubLoader, edgeMeshLoader];
 
 export interface HostOptions {
   logger: Logger;

@@ -1,4 +1,6 @@
 import { silentLogger } from '@edgecore/beehive';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +8,10 @@ import { EdgeCoreHost, parseConfig, planManifest, ManifestError } from '../src';
 import { edgectl } from '../src/cli/edgectl';
 import { Mosquitto } from '../../edgehub/test/mosquitto';
 import { until } from '../../edgehub/test/helpers';
+
+const execFileP = promisify(execFile);
+const dig = async (args: string[]): Promise<string> =>
+  (await execFileP('dig', args, { timeout: 10_000 })).stdout;
 
 const SEED = `apiVersion: apps/v1
 kind: Deployment
@@ -124,7 +130,7 @@ observability: { listen: 127.0.0.1:0 }
 modules:
   edgeHub: { nodeName: edge-node-a, nodeIP: 198.51.100.1, mqtt: { server: ${broker.url} } }
   metaManager: { metaServer: { enable: true, server: 127.0.0.1:0 } }
-  edgeMesh: { enable: false }
+  edgeMesh: { dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
 `),
       { logger: silentLogger },
     );
@@ -167,6 +173,22 @@ modules:
     expect(s.out.join('')).toMatch(/default\s+nginx-svc\s+ClusterIP\s+None\s+12345\/TCP/);
   });
 
+  it('EdgeMesh on the same node resolves the applied service with dig', async () => {
+    const { EdgeMeshModule } = await import('@edgecore/edgemesh-module');
+    const port = host.container.get(EdgeMeshModule).dns.port;
+    const out = await dig([
+      '@127.0.0.1',
+      '-p',
+      String(port),
+      '+short',
+      'nginx-svc.default.svc.cluster.local',
+    ]);
+    expect(out.trim()).toMatch(/^198\.18\.\d+\.\d+$/);
+    const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
+    expect(m).toMatch(/edgecore_dns_responses_total\{rcode="NOERROR"\} [1-9]/);
+    expect(m).toContain('edgecore_mesh_services 1');
+  });
+
   it('a later apply wins (fresh resourceVersion)', async () => {
     const f = join(dir, 'svc.yaml');
     writeFileSync(f, SEED.split('---\n')[1].replace('12345', '23456'));
@@ -184,6 +206,13 @@ modules:
     expect(await edgectl(['--server', broker.url, 'delete', '-f', '-'], d.io)).toBe(0);
     expect(d.out.join('')).toBe('deployment.apps "nginx-deployment" deleted\nservice "nginx-svc" deleted\n');
     await until(async () => (await services()).length === 0, 'service gone');
+    const { EdgeMeshModule } = await import('@edgecore/edgemesh-module');
+    const port = host.container.get(EdgeMeshModule).dns.port;
+    await until(
+      async () =>
+        /NXDOMAIN/.test(await dig(['@127.0.0.1', '-p', String(port), 'nginx-svc.default.svc.cluster.local'])),
+      'NXDOMAIN after delete',
+    );
     const g = io();
     await edgectl(['get', 'pods', '--metaserver', metaserver], g.io);
     expect(g.out.join('')).toBe('No resources found in default namespace.\n');

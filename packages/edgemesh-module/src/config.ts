@@ -1,0 +1,37 @@
+/** EdgeMesh configuration (edgecore.yaml `modules.edgeMesh`), KubeEdge's keys plus `dns`. */
+export const EdgeMeshOptions = Symbol.for('edgecore.EdgeMeshOptions');
+export interface EdgeMeshOptions {
+  enable?: boolean;
+  mode?: 'auto' | 'iptables' | 'unprivileged';
+  lbStrategy?: string;
+  listenInterface?: string;
+  /** VIP pool for headless services (default 198.18.0.0/16, RFC 2544 space). */
+  subNet?: string;
+  listenPort?: number;
+  clusterDomain?: string;
+  dns?: {
+    /** Default: 53 on the listen address when privileged, 5353 on 127.0.0.1 otherwise. */
+    listenPort?: number;
+    /** Default listen address (overrides the mode's choice). */
+    listenAddress?: string;
+    hijack?: 'iptables' | 'resolvconf' | 'none';
+    /** `IP` or `IP:PORT`; default: nameservers of /etc/resolv.conf minus our own address. */
+    upstreams?: string[];
+    /** TTL of our answers in seconds (default 5). */
+    ttl?: number;
+    /** Source ranges allowed to query (CIDRs). Default: loopback, this node's addresses, the bridge subnet. */
+    allowFrom?: string[];
+    /** Max cached upstream answers (default 10,000). */
+    cacheSize?: number;
+    /** Per-upstream timeout in ms (default 2000). */
+    upstreamTimeoutMs?: number;
+    /** resolv.conf to read upstreams from (default /etc/resolv.conf). */
+    resolvConf?: string;
+  };
+  /** Modules that must be ready first (default ['metamanager']); [] when MetaClient is rebound. */
+  dependencies?: string[];
+}
+
+export const MESH_MODULE_NAME = 'edgemesh';
+export const DEFAULT_SUBNET = '198.18.0.0/16';
+export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';

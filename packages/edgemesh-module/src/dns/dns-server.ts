@@ -1,0 +1,352 @@
+import * as dnsPacket from 'dns-packet';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';
+import { Logger, silentLogger } from '@edgecore/beehive';
+import { DnsListenError } from '../edgemesh-errors';
+import { cidrContains, ipToInt, parseCidr, type Cidr } from '../vip/ipv4';
+import type { ClusterZone, ZoneAnswer } from './cluster-zone';
+import type { Forwarder } from './forwarder';
+import {
+  DnsFormatError,
+  errorReply,
+  parseQuery,
+  plainQuestionEnd,
+  readName,
+  RCODE,
+  type ParsedQuery,
+} from './wire';
+
+export interface DnsServerOptions {
+  host: string;
+  port: number;
+  /** CIDRs allowed to query; others get REFUSED (not an open resolver). */
+  allowFrom: string[];
+  /** Our EDNS UDP payload size (default 1232, the DNS flag day 2020 value). */
+  ednsUdpSize?: number;
+  /** Max cached encoded zone answers before the cache is reset (default 50,000). */
+  answerCacheSize?: number;
+  /** TCP: idle timeout per connection (default 10 s, RFC 7766 §6.2.3). */
+  tcpIdleMs?: number;
+  log?: Logger;
+}
+
+export interface DnsStats {
+  queries: number;
+  dropped: number;
+  truncated: number;
+  answerCacheHits: number;
+}
+
+/** dns-packet's RR codec (exported at runtime, missing from its type definitions). */
+const rrCodec = (
+  dnsPacket as unknown as {
+    answer: {
+      encode(r: dnsPacket.Answer, buf: Buffer, off: number): Buffer;
+      encodingLength(r: dnsPacket.Answer): number;
+    };
+  }
+).answer;
+const rrEncode = (r: dnsPacket.Answer, buf: Buffer, off: number): number => {
+  rrCodec.encode(r, buf, off);
+  return (rrCodec.encode as unknown as { bytes: number }).bytes;
+};
+
+const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+const FLAG_QR = 0x8000;
+const FLAG_AA = 0x0400;
+const FLAG_TC = 0x0200;
+const FLAG_RD = 0x0100;
+const FLAG_RA = 0x0080;
+
+/**
+ * EdgeMesh's DNS server on UDP and TCP. The hot path (a cluster name already answered once) is a
+ * map lookup keyed by the raw question bytes plus EDNS flavour, a buffer copy and an id patch.
+ */
+export class DnsServer {
+  readonly stats: DnsStats = { queries: 0, dropped: 0, truncated: 0, answerCacheHits: 0 };
+  private udp?: Socket;
+  private tcp?: Server;
+  private readonly tcpConns = new Set<TcpSocket>();
+  private readonly allow: Cidr[];
+  private readonly allowCache = new Map<string, boolean>();
+  /** question bytes + EDNS flavour → encoded zone answer (id 0). Cleared on every catalog change. */
+  private readonly answers = new Map<string, Buffer>();
+  private readonly log: Logger;
+  private readonly ednsSize: number;
+  private readonly answerCacheSize: number;
+  private boundPort = 0;
+
+  constructor(
+    private readonly zone: ClusterZone,
+    private readonly forwarder: Forwarder,
+    private readonly opts: DnsServerOptions,
+  ) {
+    this.allow = opts.allowFrom.map(parseCidr);
+    this.log = opts.log ?? silentLogger;
+    this.ednsSize = opts.ednsUdpSize ?? 1232;
+    this.answerCacheSize = opts.answerCacheSize ?? 50_000;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** Forget encoded answers (the catalog or VIPs changed). */
+  invalidate(): void {
+    this.answers.clear();
+  }
+
+  async listen(): Promise<{ address: string; port: number }> {
+    const { host } = this.opts;
+    const udp = createSocket({ type: 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', (e) => reject(new DnsListenError(`udp ${host}:${this.opts.port}`, e)));
+      udp.bind(this.opts.port, host, () => resolve());
+    });
+    udp.removeAllListeners('error');
+    udp.on('error', (e) => this.log.warn({ err: e.message }, 'dns udp socket error'));
+    udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
+    this.udp = udp;
+    this.boundPort = udp.address().port;
+    const tcp = createServer((s) => this.onTcpConnection(s));
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', (e) => reject(new DnsListenError(`tcp ${host}:${this.boundPort}`, e)));
+      tcp.listen(this.boundPort, host, () => resolve());
+    }).catch((e) => {
+      udp.close();
+      throw e;
+    });
+    this.tcp = tcp;
+    return { address: host, port: this.boundPort };
+  }
+
+  async close(): Promise<void> {
+    const udp = this.udp;
+    const tcp = this.tcp;
+    this.udp = undefined;
+    this.tcp = undefined;
+    for (const c of this.tcpConns) c.destroy();
+    if (udp) await new Promise<void>((r) => udp.close(() => r()));
+    if (tcp) await new Promise<void>((r) => tcp.close(() => r()));
+  }
+
+  private allowed(address: string): boolean {
+    let ok = this.allowCache.get(address);
+    if (ok === undefined) {
+      const n = ipToInt(address.startsWith('::ffff:') ? address.slice(7) : address);
+      ok = this.allow.some((c) => cidrContains(c, n));
+      if (this.allowCache.size > 10_000) this.allowCache.clear();
+      this.allowCache.set(address, ok);
+    }
+    return ok;
+  }
+
+  private onUdp(msg: Buffer, rinfo: RemoteInfo): void {
+    let reply: Buffer | Promise<Buffer> | undefined;
+    try {
+      reply = this.handle(msg, rinfo.address, false);
+    } catch (e) {
+      this.log.error({ err: e }, 'dns handler failed');
+      reply = msg.length >= 12 ? errorReply(msg, RCODE.SERVFAIL) : undefined;
+    }
+    if (!reply) return;
+    const udp = this.udp;
+    if (Buffer.isBuffer(reply)) {
+      udp?.send(reply, rinfo.port, rinfo.address);
+      return;
+    }
+    (reply as Promise<Buffer>).then(
+      (r) => this.udp?.send(r, rinfo.port, rinfo.address),
+      (e) => this.log.error({ err: e }, 'dns forward failed'),
+    );
+  }
+
+  private onTcpConnection(sock: TcpSocket): void {
+    this.tcpConns.add(sock);
+    sock.setTimeout(this.opts.tcpIdleMs ?? 10_000, () => sock.destroy());
+    sock.on('close', () => this.tcpConns.delete(sock));
+    sock.on('error', () => sock.destroy());
+    let buf = Buffer.alloc(0);
+    sock.on('data', (d) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < 2 + len) break;
+        const msg = buf.subarray(2, 2 + len);
+        buf = buf.subarray(2 + len);
+        let reply: Buffer | Promise<Buffer> | undefined;
+        try {
+          reply = this.handle(Buffer.from(msg), sock.remoteAddress ?? '', true);
+        } catch (e) {
+          this.log.error({ err: e }, 'dns handler failed');
+          reply = msg.length >= 12 ? errorReply(Buffer.from(msg), RCODE.SERVFAIL) : undefined;
+        }
+        if (!reply) {
+          sock.destroy(); // unreadable framing: nothing sensible to answer
+          return;
+        }
+        Promise.resolve(reply).then(
+          (r) => {
+            if (sock.destroyed) return;
+            const l = Buffer.allocUnsafe(2);
+            l.writeUInt16BE(r.length);
+            sock.write(Buffer.concat([l, r]));
+          },
+          () => sock.destroy(),
+        );
+      }
+    });
+  }
+
+  private readonly rcodeCounts = new Float64Array(16);
+
+  private count(rcode: number): void {
+    this.rcodeCounts[rcode & 0xf]++;
+  }
+
+  /** Replies sent, by RCODE name. */
+  rcodes(): Record<string, number> {
+    const out: Record<string, number> = {};
+    this.rcodeCounts.forEach((n, i) => n && (out[RCODE_NAMES[i] ?? `RCODE${i}`] = n));
+    return out;
+  }
+
+  /** One query → its reply (or undefined to drop). Never throws for bad input. */
+  handle(msg: Buffer, from: string, tcp: boolean): Buffer | Promise<Buffer> | undefined {
+    this.stats.queries++;
+    if (msg.length < 12 || msg[2] & 0x80) {
+      // unreadable header, or a response (QR=1): never answer, avoids reflection loops
+      this.stats.dropped++;
+      return undefined;
+    }
+    if (!this.allowed(from)) {
+      this.count(RCODE.REFUSED);
+      return errorReply(msg, RCODE.REFUSED);
+    }
+    // Hot path: a plain query (no EDNS) whose answer is already encoded.
+    const qend = (msg[2] & 0x78) === 0 ? plainQuestionEnd(msg) : -1;
+    if (qend > 0) {
+      const hit = this.answers.get(msg.toString('latin1', 12, qend) + 'N');
+      if (hit) {
+        this.stats.answerCacheHits++;
+        const out = Buffer.allocUnsafe(hit.length);
+        hit.copy(out);
+        out[0] = msg[0];
+        out[1] = msg[1];
+        out[2] |= msg[2] & 0x01; // RD
+        this.count(out[3] & 0xf);
+        if (!tcp && out.length > 512) return this.fit(out, 512, msg, parseQuery(msg));
+        return out;
+      }
+    }
+    let q: ParsedQuery;
+    try {
+      q = parseQuery(msg);
+    } catch (e) {
+      if (!(e instanceof DnsFormatError)) throw e;
+      this.count(RCODE.FORMERR);
+      return errorReply(msg, RCODE.FORMERR);
+    }
+    if (q.opcode !== 0) {
+      this.count(RCODE.NOTIMP);
+      return errorReply(msg, RCODE.NOTIMP, q.questionEnd);
+    }
+    if (q.edns && q.edns.version > 0) {
+      // RFC 6891 §6.1.3: BADVERS is an extended rcode; answer FORMERR-free BADVERS via OPT.
+      return this.badvers(msg, q);
+    }
+    const limit = tcp ? 65535 : q.edns ? Math.min(q.edns.udpSize, 4096) : 512;
+    const key = msg.toString('latin1', 12, q.questionEnd) + (q.edns ? (q.edns.dnssecOk ? 'D' : 'E') : 'N');
+    let tpl = this.answers.get(key);
+    if (tpl) this.stats.answerCacheHits++;
+    else {
+      const a = this.zone.resolve(q);
+      if (!a) {
+        const fwd = this.forwarder.forward(msg, q);
+        return fwd.then((r) => {
+          this.count(r.readUInt16BE(2) & 0xf);
+          return this.fit(r, limit, msg, q);
+        });
+      }
+      tpl = this.encode(msg, q, a);
+      if (this.answers.size >= this.answerCacheSize) this.answers.clear();
+      this.answers.set(key, tpl);
+    }
+    const out = Buffer.allocUnsafe(tpl.length);
+    tpl.copy(out);
+    out.writeUInt16BE(q.id, 0);
+    if (q.rd) out[2] |= FLAG_RD >> 8;
+    this.count(out[3] & 0xf);
+    return out.length > limit ? this.fit(out, limit, msg, q) : out;
+  }
+
+  /** Header + the client's question bytes + RRs (dns-packet encodes the RRs once per name). */
+  private encode(msg: Buffer, q: ParsedQuery, a: ZoneAnswer): Buffer {
+    const owner = readName(msg, 12).name; // the client's spelling, for 0x20-randomizing resolvers
+    const fix = (rs: dnsPacket.Answer[]): dnsPacket.Answer[] =>
+      rs.map((r) => (r.name.toLowerCase() === q.name ? { ...r, name: owner } : r));
+    const additionals = [...a.additionals];
+    if (q.edns)
+      additionals.push({
+        type: 'OPT',
+        name: '.',
+        udpPayloadSize: this.ednsSize,
+        flags: q.edns.dnssecOk ? dnsPacket.DNSSEC_OK : 0,
+        options: [],
+      } as unknown as dnsPacket.Answer);
+    const sections = [fix(a.answers), a.authorities, additionals];
+    const qbytes = msg.subarray(12, q.questionEnd);
+    let len = 12 + qbytes.length;
+    for (const s of sections) for (const r of s) len += rrCodec.encodingLength(r);
+    const out = Buffer.alloc(len);
+    out.writeUInt16BE(0, 0);
+    out.writeUInt16BE(FLAG_QR | FLAG_AA | FLAG_RA | (a.rcode & 0xf), 2);
+    out.writeUInt16BE(1, 4);
+    out.writeUInt16BE(sections[0].length, 6);
+    out.writeUInt16BE(sections[1].length, 8);
+    out.writeUInt16BE(sections[2].length, 10);
+    qbytes.copy(out, 12);
+    let off = 12 + qbytes.length;
+    for (const s of sections) {
+      for (const r of s) {
+        off += rrEncode(r, out, off);
+      }
+    }
+    return out;
+  }
+
+  /** An answer larger than the client's limit: header + question with TC set (RFC 1035 §4.2.1). */
+  private fit(r: Buffer, limit: number, msg: Buffer, q: ParsedQuery): Buffer {
+    if (r.length <= limit) return r;
+    this.stats.truncated++;
+    const end = Math.min(q.questionEnd, r.length);
+    const out = Buffer.allocUnsafe(end);
+    r.copy(out, 0, 0, end);
+    out.writeUInt16BE(r.readUInt16BE(2) | FLAG_TC, 2);
+    out.writeUInt16BE(1, 4);
+    out.writeUInt32BE(0, 6);
+    out.writeUInt16BE(0, 10);
+    void msg;
+    return out;
+  }
+
+  private badvers(msg: Buffer, q: ParsedQuery): Buffer {
+    const opt = {
+      type: 'OPT',
+      name: '.',
+      udpPayloadSize: this.ednsSize,
+      extendedRcode: 1,
+      flags: 0,
+      options: [],
+    } as unknown as dnsPacket.Answer;
+    const head = errorReply(msg, 0, q.questionEnd);
+    const rr = Buffer.alloc(rrCodec.encodingLength(opt));
+    rrEncode(opt, rr, 0);
+    const out = Buffer.concat([head, rr]);
+    out.writeUInt16BE(1, 10);
+    this.count(RCODE.NOERROR);
+    return out;
+  }
+}
+
+export type { AddressInfo };

@@ -1,0 +1,183 @@
+/**
+ * Hand-rolled parsing of DNS queries for the hot path (RFC 1035 §4.1). dns-packet is used to
+ * build answers once; queries are read here without allocating a decoded object tree.
+ */
+
+export const QTYPE = {
+  A: 1,
+  NS: 2,
+  CNAME: 5,
+  SOA: 6,
+  PTR: 12,
+  MX: 15,
+  TXT: 16,
+  AAAA: 28,
+  SRV: 33,
+  OPT: 41,
+  ANY: 255,
+} as const;
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+
+export interface ParsedQuery {
+  id: number;
+  /** Header flags word as received. */
+  flags: number;
+  opcode: number;
+  rd: boolean;
+  /** Lower-cased name without the trailing dot ('' for the root). */
+  name: string;
+  qtype: number;
+  qclass: number;
+  /** Byte offset just past the question section. */
+  questionEnd: number;
+  /** EDNS0 (RFC 6891): advertised UDP payload size and DO bit, when an OPT RR is present. */
+  edns?: { udpSize: number; dnssecOk: boolean; version: number };
+}
+
+export class DnsFormatError extends Error {
+  readonly code = 'EDGEMESH_DNS_FORMERR';
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(`${message} at byte ${offset}`);
+  }
+}
+
+/** Read a (possibly compressed) name starting at `off`; returns the name and the offset after it. */
+export function readName(buf: Buffer, off: number): { name: string; end: number } {
+  let name = '';
+  let end = -1;
+  let jumps = 0;
+  let total = 0;
+  for (;;) {
+    if (off >= buf.length) throw new DnsFormatError('name runs past the packet', off);
+    const len = buf[off];
+    if (len === 0) {
+      if (end < 0) end = off + 1;
+      break;
+    }
+    if ((len & 0xc0) === 0xc0) {
+      if (off + 1 >= buf.length) throw new DnsFormatError('truncated compression pointer', off);
+      if (++jumps > 16) throw new DnsFormatError('compression loop', off);
+      if (end < 0) end = off + 2;
+      off = ((len & 0x3f) << 8) | buf[off + 1];
+      continue;
+    }
+    if (len & 0xc0) throw new DnsFormatError('bad label type', off);
+    if (off + 1 + len > buf.length) throw new DnsFormatError('label runs past the packet', off);
+    total += len + 1;
+    if (total > 255) throw new DnsFormatError('name longer than 255 octets', off);
+    // latin1 keeps every byte; DNS labels are compared case-insensitively in ASCII (RFC 4343).
+    const label = buf.toString('latin1', off + 1, off + 1 + len);
+    name = name ? `${name}.${label}` : label;
+    off += 1 + len;
+  }
+  return { name, end };
+}
+
+function skipRR(buf: Buffer, off: number): number {
+  const { end } = readName(buf, off);
+  if (end + 10 > buf.length) throw new DnsFormatError('truncated resource record', end);
+  const rdlen = buf.readUInt16BE(end + 8);
+  const next = end + 10 + rdlen;
+  if (next > buf.length) throw new DnsFormatError('rdata runs past the packet', end + 10);
+  return next;
+}
+
+/**
+ * Offset just past the question of a plain query (1 question, no other records, uncompressed
+ * name), or -1 when the packet needs the full parser. Builds no strings: the hot path of a
+ * repeated query only needs the question's bytes as a cache key.
+ */
+export function plainQuestionEnd(buf: Buffer): number {
+  const len = buf.length;
+  if (
+    len < 17 ||
+    buf[4] !== 0 ||
+    buf[5] !== 1 ||
+    buf[6] !== 0 ||
+    buf[7] !== 0 ||
+    buf[8] !== 0 ||
+    buf[9] !== 0 ||
+    buf[10] !== 0 ||
+    buf[11] !== 0
+  )
+    return -1;
+  let off = 12;
+  for (let l = buf[off]; l !== 0; l = buf[off]) {
+    if (l > 63) return -1;
+    off += l + 1;
+    if (off >= len) return -1;
+  }
+  off += 5; // root label + qtype + qclass
+  return off === len ? off : -1;
+}
+
+/**
+ * Parse a query. Throws DnsFormatError (with the byte offset) for anything malformed; the caller
+ * answers FORMERR when at least the 12-byte header was readable.
+ */
+export function parseQuery(buf: Buffer): ParsedQuery {
+  if (buf.length < 12) throw new DnsFormatError('shorter than a DNS header', buf.length);
+  const id = buf.readUInt16BE(0);
+  const flags = buf.readUInt16BE(2);
+  const qd = buf.readUInt16BE(4);
+  const an = buf.readUInt16BE(6);
+  const ns = buf.readUInt16BE(8);
+  const ar = buf.readUInt16BE(10);
+  if (qd !== 1) throw new DnsFormatError(`expected 1 question, got ${qd}`, 4);
+  const q = readName(buf, 12);
+  if (q.end + 4 > buf.length) throw new DnsFormatError('truncated question', q.end);
+  const qtype = buf.readUInt16BE(q.end);
+  const qclass = buf.readUInt16BE(q.end + 2);
+  const questionEnd = q.end + 4;
+  let edns: ParsedQuery['edns'];
+  if (ar > 0) {
+    let off = questionEnd;
+    for (let i = 0; i < an + ns; i++) off = skipRR(buf, off);
+    for (let i = 0; i < ar; i++) {
+      const start = off;
+      const n = readName(buf, off);
+      if (n.end + 10 > buf.length) throw new DnsFormatError('truncated additional record', n.end);
+      if (buf.readUInt16BE(n.end) === QTYPE.OPT) {
+        if (edns) throw new DnsFormatError('more than one OPT record', start);
+        const ttl = buf.readUInt32BE(n.end + 4);
+        edns = {
+          udpSize: Math.max(512, buf.readUInt16BE(n.end + 2)),
+          version: (ttl >>> 16) & 0xff,
+          dnssecOk: (ttl & 0x8000) !== 0,
+        };
+      }
+      off = skipRR(buf, start);
+    }
+  }
+  return {
+    id,
+    flags,
+    opcode: (flags >>> 11) & 0xf,
+    rd: (flags & 0x0100) !== 0,
+    name: q.name.toLowerCase(),
+    qtype,
+    qclass,
+    questionEnd,
+    edns,
+  };
+}
+
+/**
+ * A minimal error reply that echoes the question when it was readable: header + question, with
+ * QR set and the given RCODE (RFC 1035 §4.1.1).
+ */
+export function errorReply(query: Buffer, rcode: number, questionEnd?: number): Buffer {
+  const qlen = questionEnd !== undefined && questionEnd <= query.length ? questionEnd : 12;
+  const out = Buffer.allocUnsafe(qlen);
+  query.copy(out, 0, 0, qlen);
+  const flags = query.readUInt16BE(2);
+  // QR=1, keep opcode and RD, RA=1, rcode
+  out.writeUInt16BE(0x8000 | (flags & 0x7900) | 0x0080 | (rcode & 0xf), 2);
+  out.writeUInt16BE(qlen > 12 ? 1 : 0, 4);
+  out.writeUInt32BE(0, 6);
+  out.writeUInt16BE(0, 10);
+  return out;
+}

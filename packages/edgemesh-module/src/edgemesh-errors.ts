@@ -1,0 +1,40 @@
+/** EdgeMesh errors, each with a stable code. */
+export class EdgeMeshError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+export class VipPoolExhaustedError extends EdgeMeshError {
+  constructor(
+    readonly subnet: string,
+    readonly service: string,
+  ) {
+    super('EDGEMESH_VIP_EXHAUSTED', `no free VIP in ${subnet} for service ${service}`);
+  }
+}
+
+export class VipConflictError extends EdgeMeshError {
+  constructor(
+    readonly ip: string,
+    readonly service: string,
+    readonly holder: string,
+  ) {
+    super('EDGEMESH_VIP_CONFLICT', `service ${service} wants ${ip}, already held by ${holder}`);
+  }
+}
+
+export class InvalidSubnetError extends EdgeMeshError {
+  constructor(subnet: string, reason: string) {
+    super('EDGEMESH_INVALID_SUBNET', `invalid subNet "${subnet}": ${reason}`);
+  }
+}
+
+export class DnsListenError extends EdgeMeshError {
+  constructor(address: string, cause: Error) {
+    super('EDGEMESH_DNS_LISTEN', `DNS server cannot listen on ${address}: ${cause.message}`, { cause });
+  }
+}

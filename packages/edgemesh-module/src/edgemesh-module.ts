@@ -1,0 +1,214 @@
+import {
+  BeehiveModule,
+  ChannelContext,
+  CloudConnected,
+  CloudDisconnected,
+  ContextClosedError,
+  Group,
+  Logger,
+  Operation,
+  silentLogger,
+} from '@edgecore/beehive';
+import { decodeChange, MetaClient } from '@edgecore/metamanager';
+import { inject, injectable, optional } from 'inversify';
+import { isIPv4 } from 'node:net';
+import { ServiceCatalog, type CatalogEvent } from './catalog/catalog';
+import type { Endpoints, Pod, Service } from './catalog/types';
+import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_SUBNET, EdgeMeshOptions, MESH_MODULE_NAME } from './config';
+import { ClusterZone } from './dns/cluster-zone';
+import { DnsServer } from './dns/dns-server';
+import { Forwarder, parseUpstreams, upstreamsFromResolvConf } from './dns/forwarder';
+import { defaultAllowFrom, dnsListen, nodeIPv4s, resolveMode, type MeshMode } from './listen';
+import { VipAllocator } from './vip/vip-allocator';
+
+/**
+ * The EdgeMesh beehive module (name `edgemesh`, group `mesh`): loads the whole catalog from
+ * MetaManager before DNS answers anything, gives every service a VIP, serves DNS, and follows the
+ * changes MetaManager forwards after each commit.
+ */
+@injectable()
+export class EdgeMeshModule implements BeehiveModule {
+  readonly name = MESH_MODULE_NAME;
+  readonly group = Group.Mesh;
+  readonly dependencies: string[];
+  readonly mode: MeshMode;
+  vips!: VipAllocator;
+  zone!: ClusterZone;
+  forwarder!: Forwarder;
+  dns!: DnsServer;
+  private cloud = false;
+  /** service key → VIP (allocated or the real ClusterIP), and back. */
+  private readonly vipByService = new Map<string, string>();
+  private readonly serviceByVip = new Map<string, string>();
+  private readyResolve!: () => void;
+  private readyReject!: (e: unknown) => void;
+  private readonly readyPromise = new Promise<void>((res, rej) => {
+    this.readyResolve = res;
+    this.readyReject = rej;
+  });
+  private pending: Promise<void> = Promise.resolve();
+
+  constructor(
+    @inject(EdgeMeshOptions) readonly options: EdgeMeshOptions,
+    @inject(MetaClient) private readonly meta: MetaClient,
+    @inject(ServiceCatalog) readonly catalog: ServiceCatalog,
+    @inject(Logger) @optional() private readonly log: Logger = silentLogger,
+  ) {
+    this.dependencies = options.dependencies ?? ['metamanager'];
+    this.mode = resolveMode(options);
+  }
+
+  get cloudConnected(): boolean {
+    return this.cloud;
+  }
+
+  enable(): boolean {
+    return this.options.enable ?? true;
+  }
+
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  vipOf(serviceKey: string): string | undefined {
+    return this.vipByService.get(serviceKey);
+  }
+
+  async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
+    try {
+      await this.boot();
+    } catch (e) {
+      this.readyReject(e);
+      throw e;
+    }
+    this.readyResolve();
+    for (;;) {
+      let msg;
+      try {
+        msg = await ctx.receiveOne(this.name);
+      } catch (e) {
+        if (e instanceof ContextClosedError) break;
+        throw e;
+      }
+      if (signal.aborted) break;
+      if (msg.route.operation === Operation.Connect) {
+        this.cloud =
+          msg.content === CloudConnected ? true : msg.content === CloudDisconnected ? false : this.cloud;
+        continue;
+      }
+      const ch = decodeChange(msg);
+      if (ch && this.catalog.apply(ch)) await this.pending;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.dns?.close();
+  }
+
+  private async boot(): Promise<void> {
+    const o = this.options;
+    // 1. The whole catalog, before anything answers (offline too: MetaManager answers from SQLite).
+    const [services, endpoints, pods] = await Promise.all([
+      this.meta.list<Service>('*', 'service'),
+      this.meta.list<Endpoints>('*', 'endpoints'),
+      this.meta.list<Pod>('*', 'pod'),
+    ]);
+    this.catalog.load(services, endpoints, pods);
+    // 2. VIPs: persisted allocations first, then every service, then release the orphans.
+    this.vips = new VipAllocator(o.subNet ?? DEFAULT_SUBNET, this.meta);
+    const dropped = await this.vips.load();
+    if (dropped.length) this.log.warn({ dropped }, 'ignored persisted VIPs outside the pool or duplicated');
+    await Promise.all([...this.catalog.services.entries()].map(([key, s]) => this.ensureVip(key, s)));
+    const orphans = this.vips.services().filter((k) => !this.catalog.services.has(k));
+    await Promise.all(orphans.map((k) => this.vips.release(k)));
+    this.catalog.on('change', (ev: CatalogEvent) => {
+      this.pending = this.pending
+        .then(() => this.onCatalogChange(ev))
+        .catch((e) => this.log.error({ err: e }, 'catalog change failed'));
+    });
+    // 3. DNS.
+    const listen = dnsListen(o, this.mode);
+    this.zone = new ClusterZone(this.catalog, {
+      clusterDomain: o.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN,
+      ttl: o.dns?.ttl ?? 5,
+      vipOf: (k) => this.vipByService.get(k),
+      serviceOfVip: (ip) => this.serviceByVip.get(ip),
+      inPool: (ip) => this.vips.contains(ip),
+    });
+    const self = listen.port === 53 ? new Set([listen.host, ...nodeIPv4s()]) : new Set<string>();
+    const upstreams = o.dns?.upstreams?.length
+      ? parseUpstreams(o.dns.upstreams)
+      : upstreamsFromResolvConf(o.dns?.resolvConf ?? '/etc/resolv.conf', self);
+    this.forwarder = new Forwarder(upstreams, {
+      timeoutMs: o.dns?.upstreamTimeoutMs,
+      cacheSize: o.dns?.cacheSize,
+      bindAddress: this.mode === 'iptables' ? listen.host : undefined,
+    });
+    this.dns = new DnsServer(this.zone, this.forwarder, {
+      ...listen,
+      allowFrom: o.dns?.allowFrom ?? defaultAllowFrom(o),
+      log: this.log,
+    });
+    const a = await this.dns.listen();
+    this.log.info(
+      {
+        mode: this.mode,
+        dns: `${a.address}:${a.port}`,
+        services: this.catalog.services.size,
+        vips: this.vips.allocated,
+        upstreams: upstreams.map((u) => `${u.host}:${u.port}`),
+      },
+      'edgemesh serving',
+    );
+  }
+
+  private async onCatalogChange(ev: CatalogEvent): Promise<void> {
+    if (ev.kind === 'service') {
+      if (ev.op === 'delete') await this.dropVip(ev.key, true);
+      else {
+        const before = ev.previous?.spec?.clusterIP;
+        if (before !== ev.service.spec?.clusterIP)
+          await this.dropVip(ev.key, isRealIP(ev.service.spec?.clusterIP));
+        await this.ensureVip(ev.key, ev.service);
+      }
+    }
+    this.dns?.invalidate();
+  }
+
+  private async ensureVip(key: string, s: Service): Promise<void> {
+    const cip = s.spec?.clusterIP;
+    try {
+      let ip: string;
+      if (isRealIP(cip)) {
+        this.vips.reserve(key, cip!);
+        ip = cip!;
+      } else {
+        ip = await this.vips.allocate(key);
+      }
+      const old = this.vipByService.get(key);
+      if (old && old !== ip) this.serviceByVip.delete(old);
+      this.vipByService.set(key, ip);
+      this.serviceByVip.set(ip, key);
+    } catch (e) {
+      // Pool exhausted or a conflict: this service gets no VIP; every other one is unaffected.
+      this.log.error(
+        { service: key, code: (e as { code?: string }).code, err: (e as Error).message },
+        'no VIP for service',
+      );
+    }
+  }
+
+  private async dropVip(key: string, release: boolean): Promise<void> {
+    const ip = this.vipByService.get(key);
+    if (ip) {
+      this.vipByService.delete(key);
+      if (this.serviceByVip.get(ip) === key) this.serviceByVip.delete(ip);
+      this.vips.unreserve(key, ip);
+    }
+    if (release) await this.vips.release(key);
+  }
+}
+
+function isRealIP(ip: string | undefined): boolean {
+  return !!ip && ip !== 'None' && isIPv4(ip);
+}

@@ -1,0 +1,255 @@
+import * as dnsPacket from 'dns-packet';
+import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
+import { dig, status } from './dig';
+import { service, startDnsmasq, startMesh, tmpDir, type MeshNode } from './helpers';
+
+function udpQuery(port: number, packet: Buffer, timeoutMs = 2000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket('udp4');
+    const t = setTimeout(() => (s.close(), reject(new Error('timeout'))), timeoutMs);
+    s.on('message', (m) => (clearTimeout(t), s.close(), resolve(m)));
+    s.send(packet, port, '127.0.0.1');
+  });
+}
+
+function tcpQuery(port: number, packet: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const c = connect(port, '127.0.0.1', () => {
+      const l = Buffer.alloc(2);
+      l.writeUInt16BE(packet.length);
+      c.write(Buffer.concat([l, packet]));
+    });
+    let b = Buffer.alloc(0);
+    c.on('data', (d) => {
+      b = Buffer.concat([b, d]);
+      if (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) {
+        c.destroy();
+        resolve(b.subarray(2, 2 + b.readUInt16BE(0)));
+      }
+    });
+    c.on('error', reject);
+  });
+}
+
+const query = (name: string, type: dnsPacket.RecordType = 'A', id = 7): Buffer =>
+  dnsPacket.encode({
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type, name, class: 'IN' }],
+  });
+
+describe('EdgeMesh DNS (real sockets, real SQLite, dig)', () => {
+  let d: ReturnType<typeof tmpDir>;
+  let n: MeshNode;
+  beforeAll(async () => {
+    d = tmpDir();
+    n = await startMesh(d.db);
+    await n.put(service('nginx-svc'));
+    await n.put(
+      service('web', 'shop', {
+        ports: [
+          { name: 'http', port: 80, protocol: 'TCP' },
+          { name: 'dns', port: 53, protocol: 'UDP' },
+        ],
+      }),
+    );
+    await n.put(service('real', 'default', { clusterIP: '10.96.0.10' }));
+  });
+  afterAll(async () => {
+    await n.stop();
+    d.cleanup();
+  });
+
+  it.each([
+    ['nginx-svc.default.svc.cluster.local', 'A'],
+    ['nginx-svc.default.svc.cluster.local.', 'A'],
+    ['NGINX-SVC.Default.SVC.Cluster.Local', 'A'],
+    ['nginx-svc.default.svc', 'A'],
+    ['nginx-svc.default', 'A'],
+  ])('%s %s → the VIP, authoritative, with dig', async (name, type) => {
+    const out = await dig(n.port, [name, type]);
+    expect(status(out)).toBe('NOERROR');
+    expect(out).toMatch(/flags: qr aa rd ra/);
+    expect(out).toMatch(
+      new RegExp(
+        `${name.replace(/\.$/, '').replace(/\./g, '\\.')}\\.\\s+5\\s+IN\\s+A\\s+198\\.18\\.0\\.\\d+`,
+        'i',
+      ),
+    );
+  });
+
+  it('a service with a real ClusterIP answers with it', async () => {
+    expect((await dig(n.port, ['+short', 'real.default.svc.cluster.local'])).trim()).toBe('10.96.0.10');
+  });
+
+  it('SRV for named ports, with the A record in the additional section', async () => {
+    const out = await dig(n.port, ['_dns._udp.web.shop.svc.cluster.local', 'SRV']);
+    expect(out).toMatch(
+      /_dns\._udp\.web\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+SRV\s+0 100 53 web\.shop\.svc\.cluster\.local\./,
+    );
+    expect(out).toMatch(/ADDITIONAL SECTION:\nweb\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+198\.18\./);
+    expect(status(await dig(n.port, ['_dns._tcp.web.shop.svc.cluster.local', 'SRV']))).toBe('NXDOMAIN');
+  });
+
+  it('PTR for a VIP; NXDOMAIN for a free pool address', async () => {
+    const vip = n.mesh.vipOf('default/nginx-svc')!;
+    expect((await dig(n.port, ['+short', '-x', vip])).trim()).toBe('nginx-svc.default.svc.cluster.local.');
+    expect(status(await dig(n.port, ['-x', '198.18.255.200']))).toBe('NXDOMAIN');
+  });
+
+  it('AAAA and other types of a known name → NODATA with SOA', async () => {
+    for (const t of ['AAAA', 'MX', 'TXT']) {
+      const out = await dig(n.port, ['nginx-svc.default.svc.cluster.local', t]);
+      expect(status(out)).toBe('NOERROR');
+      expect(out).toMatch(/ANSWER: 0/);
+      expect(out).toMatch(/AUTHORITY SECTION:\ncluster\.local\.\s+5\s+IN\s+SOA/);
+    }
+  });
+
+  it('unknown names inside the cluster domain → authoritative NXDOMAIN with SOA; a known namespace → NODATA', async () => {
+    const nx = await dig(n.port, ['nope.default.svc.cluster.local']);
+    expect(status(nx)).toBe('NXDOMAIN');
+    expect(nx).toMatch(/flags: qr aa/);
+    expect(nx).toMatch(/SOA\s+ns\.dns\.cluster\.local\. hostmaster\.cluster\.local\./);
+    expect(status(await dig(n.port, ['a.b.c.cluster.local']))).toBe('NXDOMAIN');
+    const nsOnly = await dig(n.port, ['shop.svc.cluster.local']);
+    expect(status(nsOnly)).toBe('NOERROR');
+    expect(status(await dig(n.port, ['ghost.svc.cluster.local']))).toBe('NXDOMAIN');
+  });
+
+  it('TCP answers the same, and echoes the client spelling of the name (0x20)', async () => {
+    const out = await dig(n.port, ['+tcp', 'NgInX-sVc.dEfAuLt.svc.cluster.local']);
+    expect(out).toMatch(/NgInX-sVc\.dEfAuLt\.svc\.cluster\.local\.\s+5\s+IN\s+A/);
+    const r = dnsPacket.decode(await tcpQuery(n.port, query('nginx-svc.default.svc.cluster.local', 'A', 99)));
+    expect(r.id).toBe(99);
+    expect((r.answers![0] as any).data).toBe(n.mesh.vipOf('default/nginx-svc'));
+  });
+
+  it('EDNS0: the answer carries our OPT; a malformed packet gets FORMERR; a bare header is dropped', async () => {
+    const out = await dig(n.port, ['+edns=0', '+bufsize=1232', 'nginx-svc.default.svc.cluster.local']);
+    expect(out).toMatch(/EDNS: version: 0, flags:; udp: 1232/);
+    const bad = Buffer.concat([query('x.y').subarray(0, 12), Buffer.from([60, 1, 2])]);
+    const r = await udpQuery(n.port, bad);
+    expect(r.readUInt16BE(0)).toBe(7);
+    expect(r.readUInt16BE(2) & 0xf).toBe(1); // FORMERR
+    await expect(udpQuery(n.port, Buffer.alloc(6), 300)).rejects.toThrow('timeout');
+  });
+
+  it('changes apply at once: a new service resolves, a deleted one is NXDOMAIN', async () => {
+    await n.put(service('late'));
+    expect((await dig(n.port, ['+short', 'late.default.svc.cluster.local'])).trim()).toMatch(/^198\.18\./);
+    await n.del('default', 'late');
+    expect(status(await dig(n.port, ['late.default.svc.cluster.local']))).toBe('NXDOMAIN');
+  });
+
+  it('fuzz: 100,000 random and mutated packets, then it still answers correctly', async () => {
+    const seeds = [
+      query('nginx-svc.default.svc.cluster.local'),
+      query('_http-0._tcp.nginx-svc.default.svc.cluster.local', 'SRV'),
+      query('1.0.18.198.in-addr.arpa', 'PTR'),
+    ];
+    let seed = 12345;
+    const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed % n);
+    const sock = createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    let replies = 0;
+    sock.on('message', () => replies++);
+    const N = 100_000;
+    const started = Date.now();
+    for (let i = 0; i < N && Date.now() - started < 60_000; i++) {
+      let pkt: Buffer;
+      if (i % 3 === 0) {
+        pkt = Buffer.alloc(rnd(120));
+        for (let j = 0; j < pkt.length; j++) pkt[j] = rnd(256);
+      } else {
+        pkt = Buffer.from(seeds[rnd(seeds.length)]);
+        for (let k = 1 + rnd(4); k > 0; k--) pkt[rnd(pkt.length)] = rnd(256);
+        if (rnd(4) === 0) pkt = pkt.subarray(0, rnd(pkt.length + 1));
+      }
+      // the handler itself must never throw …
+      expect(() => n.mesh.dns.handle(pkt, '127.0.0.1', false)).not.toThrow();
+      // … and the server gets the same packet over a real socket
+      sock.send(pkt, n.port, '127.0.0.1');
+      if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    sock.close();
+    expect(replies).toBeGreaterThan(1000);
+    const r = dnsPacket.decode(
+      await udpQuery(n.port, query('nginx-svc.default.svc.cluster.local', 'A', 4321)),
+    );
+    expect(r.id).toBe(4321);
+    expect((r.answers![0] as any).data).toBe(n.mesh.vipOf('default/nginx-svc'));
+    expect(status(await dig(n.port, ['nope.default.svc.cluster.local']))).toBe('NXDOMAIN');
+  }, 120_000);
+});
+
+describe('forwarding to upstreams (dnsmasq on 127.0.0.1)', () => {
+  let d: ReturnType<typeof tmpDir>;
+  let n: MeshNode;
+  let up: Awaited<ReturnType<typeof startDnsmasq>>;
+  const big = Array.from({ length: 12 }, (_, i) => `"${String(i).padStart(2, '0')}${'x'.repeat(80)}"`).join(
+    ',',
+  );
+  beforeAll(async () => {
+    up = await startDnsmasq(['--address=/example.test/192.0.2.10', `--txt-record=big.example.test,${big}`]);
+    d = tmpDir();
+    // a dead upstream first: failover must skip it
+    n = await startMesh(d.db, {
+      dns: { upstreams: ['127.0.0.1:9', `127.0.0.1:${up.port}`], upstreamTimeoutMs: 300 },
+    });
+  });
+  afterAll(async () => {
+    await n.stop();
+    await up.stop();
+    d.cleanup();
+  });
+
+  it('names outside the cluster domain go upstream, with failover past a dead upstream', async () => {
+    const out = await dig(n.port, ['www.example.test']);
+    expect(status(out)).toBe('NOERROR');
+    expect(out).toMatch(/www\.example\.test\.\s+\d+\s+IN\s+A\s+192\.0\.2\.10/);
+    expect(n.mesh.forwarder.stats.upstreamFailures).toBeGreaterThanOrEqual(1);
+  });
+
+  it('answers are cached with decreasing TTLs', async () => {
+    const a = await dig(n.port, ['cache.example.test']);
+    const hits = n.mesh.forwarder.stats.cacheHits;
+    await new Promise((r) => setTimeout(r, 1100));
+    const b = await dig(n.port, ['cache.example.test']);
+    expect(n.mesh.forwarder.stats.cacheHits).toBe(hits + 1);
+    const ttl = (s: string): number => Number(/cache\.example\.test\.\s+(\d+)/.exec(s)![1]);
+    expect(ttl(b)).toBeLessThan(ttl(a));
+  });
+
+  it('a big answer: fetched over TCP after TC, truncated for a 512-byte UDP client, whole over TCP', async () => {
+    const udp = await dig(n.port, ['+noedns', '+ignore', 'big.example.test', 'TXT']);
+    expect(udp).toMatch(/flags: qr[a-z ]* tc /);
+    expect(udp).toMatch(/ANSWER: 0/);
+    const tcp = await dig(n.port, ['+tcp', 'big.example.test', 'TXT']);
+    expect(status(tcp)).toBe('NOERROR');
+    expect((tcp.match(/x{80}/g) ?? []).length).toBe(12);
+  });
+
+  it('SERVFAIL when every upstream fails', async () => {
+    await up.stop();
+    const out = await dig(n.port, ['down.example.test', '+tries=1', '+time=5']);
+    expect(status(out)).toBe('SERVFAIL');
+  });
+});
+
+describe('access control (not an open resolver)', () => {
+  it('clients outside allowFrom get REFUSED', async () => {
+    const d = tmpDir();
+    const n = await startMesh(d.db, { dns: { allowFrom: ['10.0.0.0/8'] } });
+    try {
+      await n.put(service('nginx-svc'));
+      expect(status(await dig(n.port, ['nginx-svc.default.svc.cluster.local']))).toBe('REFUSED');
+    } finally {
+      await n.stop();
+      d.cleanup();
+    }
+  });
+});

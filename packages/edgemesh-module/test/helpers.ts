@@ -1,0 +1,136 @@
+import { ChannelContext, Core } from '@edgecore/beehive';
+import { BeehiveMetaClient, MetaManagerModule, MetaStore } from '@edgecore/metamanager';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EdgeMeshModule, ServiceCatalog, type EdgeMeshOptions, type Service } from '../src';
+
+export function tmpDir(): { dir: string; db: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'edgemesh-'));
+  return { dir, db: join(dir, 'edgecore.db'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function service(
+  name: string,
+  ns = 'default',
+  extra: Partial<NonNullable<Service['spec']>> = {},
+): Service {
+  return {
+    kind: 'Service',
+    metadata: { name, namespace: ns },
+    spec: {
+      clusterIP: 'None',
+      selector: { app: name },
+      ports: [{ name: 'http-0', port: 12345, protocol: 'TCP', targetPort: 80 }],
+      ...extra,
+    },
+  };
+}
+
+export interface MeshNode {
+  ctx: ChannelContext;
+  core: Core;
+  mesh: EdgeMeshModule;
+  mm: MetaManagerModule;
+  /** Write like EdgeHub does (commit, then forwarded to mesh). */
+  put(svc: Service): Promise<void>;
+  del(ns: string, name: string): Promise<void>;
+  /** Wait until EdgeMesh processed everything sent so far. */
+  settle(): Promise<void>;
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {}): Promise<MeshNode> {
+  const ctx = new ChannelContext();
+  const mm = new MetaManagerModule({ dataSource: db }, new MetaStore(db));
+  const mesh = new EdgeMeshModule(
+    { ...opts, dns: { listenPort: 0, upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 300, ...opts.dns } },
+    new BeehiveMetaClient(ctx, { source: 'edgemesh' }),
+    new ServiceCatalog(),
+  );
+  const core = new Core(ctx, [mm, mesh]);
+  await core.start();
+  ctx.addModule('cloud', 'user');
+  const client = new BeehiveMetaClient(ctx, { source: 'cloud' });
+  let rv = Date.now() * 1000;
+  const settle = async (): Promise<void> => {
+    // MetaManager forwards before it acknowledges; EdgeMesh applies in order: poll until idle.
+    for (let i = 0; i < 200 && ctx.queued('edgemesh') > 0; i++) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 20));
+  };
+  return {
+    ctx,
+    core,
+    mesh,
+    mm,
+    port: mesh.dns.port,
+    put: async (s) => {
+      await client.put(s.metadata.namespace ?? 'default', 'service', s.metadata.name, s, ++rv);
+      await settle();
+    },
+    del: async (ns, name) => {
+      await client.delete(ns, 'service', name);
+      await settle();
+    },
+    settle,
+    stop: () => core.shutdown(),
+  };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** dnsmasq as a local upstream on 127.0.0.1 (Debian dnsmasq-base). */
+export async function startDnsmasq(
+  args: string[],
+): Promise<{ port: number; proc: ChildProcess; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const proc = spawn(
+    '/usr/sbin/dnsmasq',
+    [
+      '-k',
+      '-C',
+      '/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      '--bind-interfaces',
+      '--listen-address=127.0.0.1',
+      '-p',
+      String(port),
+      '--local-ttl=30',
+      ...args,
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let err = '';
+  proc.stderr!.on('data', (d) => (err += d));
+  const { dig } = await import('./dig');
+  for (let i = 0; i < 100; i++) {
+    if (proc.exitCode !== null) throw new Error(`dnsmasq exited: ${err}`);
+    const r = await dig(port, ['probe.invalid', '+tries=1', '+time=1']).catch(() => '');
+    if (r.includes('status:')) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    proc,
+    stop: () =>
+      new Promise<void>((r) => {
+        if (proc.exitCode !== null) return r();
+        proc.once('exit', () => r());
+        proc.kill('SIGTERM');
+      }),
+  };
+}

@@ -169,6 +169,45 @@ const edgeMeshLoader: ModuleLoader = {
           type: 'gauge',
           samples: [{ value: mesh.vips?.allocated ?? 0 }],
         },
+        {
+          name: 'edgecore_proxy_http_responses_total',
+          help: 'L7 proxy responses by status.',
+          type: 'counter',
+          samples: [...(mesh.http?.stats.byStatus ?? new Map<number, number>())].map(([status, value]) => ({
+            labels: { status: String(status) },
+            value,
+          })),
+        },
+        {
+          name: 'edgecore_proxy_http_backend_requests_total',
+          help: 'L7 proxy requests by backend.',
+          type: 'counter',
+          samples: [...(mesh.http?.stats.byBackend ?? new Map<string, number>())].map(([backend, value]) => ({
+            labels: { backend },
+            value,
+          })),
+        },
+        {
+          name: 'edgecore_proxy_active_connections',
+          help: 'Open client connections by kind.',
+          type: 'gauge',
+          samples: [
+            { labels: { kind: 'http' }, value: mesh.http?.stats.activeConnections ?? 0 },
+            { labels: { kind: 'tcp' }, value: mesh.tcp?.stats.active ?? 0 },
+          ],
+        },
+        {
+          name: 'edgecore_lb_ejections_total',
+          help: 'Backends ejected by passive health.',
+          type: 'counter',
+          samples: [{ value: mesh.lb?.stats.ejections ?? 0 }],
+        },
+        {
+          name: 'edgecore_mesh_portals',
+          help: 'Portals (one per service port).',
+          type: 'gauge',
+          samples: [{ value: mesh.portals?.table().length ?? 0 }],
+        },
       ];
     });
   },

@@ -130,7 +130,7 @@ observability: { listen: 127.0.0.1:0 }
 modules:
   edgeHub: { nodeName: edge-node-a, nodeIP: 198.51.100.1, mqtt: { server: ${broker.url} } }
   metaManager: { metaServer: { enable: true, server: 127.0.0.1:0 } }
-  edgeMesh: { dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
+  edgeMesh: { listenPort: 0, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
 `),
       { logger: silentLogger },
     );
@@ -154,10 +154,7 @@ modules:
     writeFileSync(f, SEED);
     const a = io();
     expect(
-      await edgectl(
-        ['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=198.51.100.2'],
-        a.io,
-      ),
+      await edgectl(['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'], a.io),
     ).toBe(0);
     expect(a.out.join('')).toBe(
       'deployment.apps/nginx-deployment configured\nservice/nginx-svc configured\n',
@@ -166,7 +163,7 @@ modules:
     const g = io();
     expect(await edgectl(['get', 'pods', '--metaserver', metaserver], g.io)).toBe(0);
     expect(g.out.join('')).toMatch(
-      /^NAME\s+STATUS\s+IP\s+NODE\nnginx-deployment-0\s+Running\s+198\.51\.100\.2\s+edge-node-b\n$/,
+      /^NAME\s+STATUS\s+IP\s+NODE\nnginx-deployment-0\s+Running\s+127\.0\.0\.1\s+edge-node-b\n$/,
     );
     const s = io();
     expect(await edgectl(['get', 'svc', '-A', '--metaserver', metaserver], s.io)).toBe(0);
@@ -187,6 +184,20 @@ modules:
     const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
     expect(m).toMatch(/edgecore_dns_responses_total\{rcode="NOERROR"\} [1-9]/);
     expect(m).toContain('edgecore_mesh_services 1');
+    // the explicit proxy answers for the service: the pod is 127.0.0.1:80 (refused → 502, or whatever serves :80)
+    const mesh = host.container.get(EdgeMeshModule);
+    const r = await execFileP('curl', [
+      '-s',
+      '-w',
+      ' %{http_code}',
+      '-x',
+      `http://${mesh.forwardProxyAddress}`,
+      'http://nginx-svc.default.svc.cluster.local:12345/',
+    ]).catch((e) => e);
+    expect(r.stdout).toMatch(/ (200|502)$/);
+    expect(await (await fetch(`http://${host.observabilityAddress}/metrics`)).text()).toContain(
+      'edgecore_mesh_portals 1',
+    );
   });
 
   it('a later apply wins (fresh resourceVersion)', async () => {
@@ -223,10 +234,7 @@ modules:
     writeFileSync(f, SEED + '---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n');
     const b = io();
     expect(
-      await edgectl(
-        ['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=198.51.100.2'],
-        b.io,
-      ),
+      await edgectl(['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'], b.io),
     ).toBe(1);
     expect(b.err.join('')).toContain(`${f}: document 3: unsupported kind "ConfigMap"`);
     await new Promise((r) => setTimeout(r, 300));

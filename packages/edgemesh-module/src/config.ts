@@ -28,6 +28,21 @@ export interface EdgeMeshOptions {
     /** resolv.conf to read upstreams from (default /etc/resolv.conf). */
     resolvConf?: string;
   };
+  /** host: backends at hostIP:hostPort (the seed); container: podIP:targetPort. */
+  networking?: 'host' | 'container';
+  /** ConsistentHash key header (default: the client IP). */
+  consistentHashHeader?: string;
+  proxy?: {
+    connectTimeoutMs?: number;
+    responseTimeoutMs?: number;
+    headTimeoutMs?: number;
+    maxHeadBytes?: number;
+    tcpIdleTimeoutMs?: number;
+    udpIdleTimeoutMs?: number;
+    /** Passive health: first ejection and cap (ms). */
+    ejectBaseMs?: number;
+    ejectMaxMs?: number;
+  };
   /** Modules that must be ready first (default ['metamanager']); [] when MetaClient is rebound. */
   dependencies?: string[];
 }

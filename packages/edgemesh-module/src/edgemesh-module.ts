@@ -20,6 +20,14 @@ import { DnsServer } from './dns/dns-server';
 import { Forwarder, parseUpstreams, upstreamsFromResolvConf } from './dns/forwarder';
 import { defaultAllowFrom, dnsListen, nodeIPv4s, resolveMode, type MeshMode } from './listen';
 import { VipAllocator } from './vip/vip-allocator';
+import { resolveBackends, type Backend } from './lb/backends';
+import { LoadBalancer } from './lb/load-balancer';
+import { createStrategy } from './lb/strategies';
+import { ForwardProxy, type ResolvedTarget } from './proxy/forward-proxy';
+import { HttpProxy } from './proxy/http-proxy';
+import { desiredPortals, PortalManager, type PortalSpec } from './proxy/portals';
+import { TcpProxy } from './proxy/tcp-proxy';
+import { UpstreamPool } from './proxy/upstream-pool';
 
 /**
  * The EdgeMesh beehive module (name `edgemesh`, group `mesh`): loads the whole catalog from
@@ -36,6 +44,15 @@ export class EdgeMeshModule implements BeehiveModule {
   zone!: ClusterZone;
   forwarder!: Forwarder;
   dns!: DnsServer;
+  lb!: LoadBalancer;
+  http!: HttpProxy;
+  tcp!: TcpProxy;
+  portals!: PortalManager;
+  forwardProxy?: ForwardProxy;
+  /** Address of the explicit proxy (unprivileged mode). */
+  forwardProxyAddress?: string;
+  private pool?: UpstreamPool;
+  private readonly backendCache = new Map<string, Backend[]>();
   private cloud = false;
   /** service key → VIP (allocated or the real ClusterIP), and back. */
   private readonly vipByService = new Map<string, string>();
@@ -102,7 +119,45 @@ export class EdgeMeshModule implements BeehiveModule {
   }
 
   async stop(): Promise<void> {
+    this.forwardProxy?.close();
+    await this.portals?.closeAll();
+    this.http?.closeAll();
+    this.tcp?.closeAll();
+    this.pool?.close();
     await this.dns?.close();
+  }
+
+  /** Backends of a portal's service port, cached until the next catalog change. */
+  backendsFor(spec: PortalSpec): readonly Backend[] {
+    let b = this.backendCache.get(spec.key);
+    if (b) return b;
+    const svc = this.catalog.getService(spec.namespace, spec.service);
+    const sp = svc?.spec?.ports?.find(
+      (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
+    );
+    b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.options.networking ?? 'host') : [];
+    this.backendCache.set(spec.key, b);
+    return b;
+  }
+
+  /** A service name (any DNS form) or VIP plus a port → its TCP portal's backends. */
+  resolveTarget(host: string, port: number): ResolvedTarget | undefined {
+    const h = host.replace(/\.$/, '');
+    let key = this.serviceByVip.get(h);
+    if (!key) {
+      const domain = (this.options.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN).toLowerCase();
+      const short = h.endsWith(`.svc.${domain}`)
+        ? h.slice(0, -`.svc.${domain}`.length)
+        : h.endsWith('.svc')
+          ? h.slice(0, -4)
+          : h;
+      const l = short.split('.');
+      if (l.length === 2 && this.catalog.getService(l[1], l[0])) key = `${l[1]}/${l[0]}`;
+    }
+    if (!key) return undefined;
+    const spec = this.portals.get(`${key}:${port}/TCP`);
+    if (!spec) return undefined;
+    return { scope: spec.key, backends: this.backendsFor(spec) };
   }
 
   private async boot(): Promise<void> {
@@ -150,10 +205,55 @@ export class EdgeMeshModule implements BeehiveModule {
       log: this.log,
     });
     const a = await this.dns.listen();
+    // 4. Proxy: load balancer, portals per service port, explicit proxy when unprivileged.
+    const px = o.proxy ?? {};
+    this.lb = new LoadBalancer(createStrategy(o.lbStrategy), {
+      baseEjectMs: px.ejectBaseMs,
+      maxEjectMs: px.ejectMaxMs,
+    });
+    this.pool = new UpstreamPool({ connectTimeoutMs: px.connectTimeoutMs });
+    this.http = new HttpProxy(this.lb, this.pool, {
+      log: this.log,
+      connectTimeoutMs: px.connectTimeoutMs,
+      responseTimeoutMs: px.responseTimeoutMs,
+      headTimeoutMs: px.headTimeoutMs,
+      maxHeadBytes: px.maxHeadBytes,
+    });
+    this.tcp = new TcpProxy(this.lb, {
+      log: this.log,
+      connectTimeoutMs: px.connectTimeoutMs,
+      idleTimeoutMs: px.tcpIdleTimeoutMs,
+    });
+    const portalHost = this.mode === 'unprivileged' ? '127.0.0.1' : listen.host;
+    this.portals = new PortalManager(
+      portalHost,
+      this.http,
+      this.tcp,
+      this.lb,
+      (spec) => this.backendsFor(spec),
+      {
+        log: this.log,
+        hashHeader: o.consistentHashHeader,
+        udp: { idleTimeoutMs: px.udpIdleTimeoutMs },
+      },
+    );
+    await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
+    if (this.mode === 'unprivileged') {
+      this.forwardProxy = new ForwardProxy(this.http, this.tcp, (h, p) => this.resolveTarget(h, p), {
+        log: this.log,
+        maxHeadBytes: px.maxHeadBytes,
+        headTimeoutMs: px.headTimeoutMs,
+      });
+      const fa = await this.forwardProxy.listen('127.0.0.1', o.listenPort ?? 40001);
+      this.forwardProxyAddress = `${fa.address}:${fa.port}`;
+    }
     this.log.info(
       {
         mode: this.mode,
         dns: `${a.address}:${a.port}`,
+        proxy: this.forwardProxyAddress,
+        portals: this.portals.table().length,
+        lbStrategy: this.lb.strategy.name,
         services: this.catalog.services.size,
         vips: this.vips.allocated,
         upstreams: upstreams.map((u) => `${u.host}:${u.port}`),
@@ -172,7 +272,10 @@ export class EdgeMeshModule implements BeehiveModule {
         await this.ensureVip(ev.key, ev.service);
       }
     }
+    this.backendCache.clear();
     this.dns?.invalidate();
+    if (ev.kind === 'service' && this.portals)
+      await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
   }
 
   private async ensureVip(key: string, s: Service): Promise<void> {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeMeshModule, ServiceCatalog, type EdgeMeshOptions, type Service } from '../src';
+import { EdgeMeshModule, ServiceCatalog, type EdgeMeshOptions, type Pod, type Service } from '../src';
 
 export function tmpDir(): { dir: string; db: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'edgemesh-'));
@@ -36,6 +36,8 @@ export interface MeshNode {
   mm: MetaManagerModule;
   /** Write like EdgeHub does (commit, then forwarded to mesh). */
   put(svc: Service): Promise<void>;
+  putPod(pod: Pod): Promise<void>;
+  delPod(ns: string, name: string): Promise<void>;
   del(ns: string, name: string): Promise<void>;
   /** Wait until EdgeMesh processed everything sent so far. */
   settle(): Promise<void>;
@@ -73,6 +75,14 @@ export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {})
     },
     del: async (ns, name) => {
       await client.delete(ns, 'service', name);
+      await settle();
+    },
+    putPod: async (p) => {
+      await client.put(p.metadata.namespace ?? 'default', 'pod', p.metadata.name, p, ++rv);
+      await settle();
+    },
+    delPod: async (ns, name) => {
+      await client.delete(ns, 'pod', name);
       await settle();
     },
     settle,
@@ -132,5 +142,40 @@ export async function startDnsmasq(
         proc.once('exit', () => r());
         proc.kill('SIGTERM');
       }),
+  };
+}
+
+/** A pod of `app` on this host: Running, Ready, container port 80 published on `hostPort`. */
+export function pod(
+  name: string,
+  app: string,
+  hostPort: number,
+  extra: { ns?: string; containerPort?: number; portName?: string; protocol?: string } = {},
+): Pod {
+  return {
+    kind: 'Pod',
+    metadata: { name, namespace: extra.ns ?? 'default', labels: { app } },
+    spec: {
+      nodeName: 'edge-node-b',
+      containers: [
+        {
+          name: 'c',
+          ports: [
+            {
+              name: extra.portName,
+              containerPort: extra.containerPort ?? 80,
+              hostPort,
+              protocol: extra.protocol,
+            },
+          ],
+        },
+      ],
+    },
+    status: {
+      phase: 'Running',
+      hostIP: '127.0.0.1',
+      podIP: '127.0.0.1',
+      conditions: [{ type: 'Ready', status: 'True' }],
+    },
   };
 }

@@ -1,0 +1,94 @@
+import type { ServiceCatalog } from '../catalog/catalog';
+import type { Pod, Service, ServicePort } from '../catalog/types';
+
+export interface Backend {
+  host: string;
+  port: number;
+  /** `host:port`, the identity used by strategies and health. */
+  key: string;
+  /** The pod (or endpoints address) it came from, for logs and metrics. */
+  origin: string;
+}
+
+export type Networking = 'host' | 'container';
+
+function ready(p: Pod): boolean {
+  if (p.status?.phase !== 'Running') return false;
+  const c = p.status.conditions?.find((x) => x.type === 'Ready');
+  return !c || c.status === 'True';
+}
+
+function matches(
+  sel: Record<string, string> | undefined,
+  labels: Record<string, string> | undefined,
+): boolean {
+  if (!sel || Object.keys(sel).length === 0) return false; // no selector: Endpoints only (Kubernetes)
+  for (const k in sel) if (labels?.[k] !== sel[k]) return false;
+  return true;
+}
+
+/** The pod's port for `targetPort` (number, or a container port name), and its hostPort. */
+function podPort(
+  p: Pod,
+  target: number | string | undefined,
+  fallback: number,
+): { port: number; hostPort?: number } | undefined {
+  const ports = (p.spec?.containers ?? []).flatMap((c) => c.ports ?? []);
+  if (typeof target === 'string' && !/^\d+$/.test(target)) {
+    const named = ports.find((x) => x.name === target);
+    return named ? { port: named.containerPort, hostPort: named.hostPort } : undefined;
+  }
+  const port = target === undefined ? fallback : Number(target);
+  const cp = ports.find((x) => x.containerPort === port);
+  return { port, hostPort: cp?.hostPort };
+}
+
+/**
+ * Backends of one service port: the service's Endpoints object when it has one, else the pods its
+ * selector picks that are Running and Ready — at hostIP:hostPort (host networking, the seed's
+ * model; a hostNetwork pod listens on hostIP:targetPort) or podIP:targetPort (container networking).
+ */
+export function resolveBackends(
+  catalog: ServiceCatalog,
+  svc: Service,
+  sp: ServicePort,
+  networking: Networking,
+): Backend[] {
+  const ns = svc.metadata.namespace ?? 'default';
+  const out: Backend[] = [];
+  const seen = new Set<string>();
+  const add = (host: string | undefined, port: number | undefined, origin: string): void => {
+    if (!host || !port) return;
+    const key = `${host}:${port}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push({ host, port, key, origin });
+  };
+  const ep = catalog.endpoints.get(`${ns}/${svc.metadata.name}`);
+  if (ep?.subsets?.length) {
+    for (const sub of ep.subsets) {
+      const p =
+        (sub.ports ?? []).find(
+          (x) => (sp.name ? x.name === sp.name : true) && (x.protocol ?? 'TCP') === (sp.protocol ?? 'TCP'),
+        ) ?? (sub.ports?.length === 1 ? sub.ports[0] : undefined);
+      for (const a of sub.addresses ?? []) add(a.ip, p?.port, `endpoints/${ns}/${svc.metadata.name}`);
+    }
+    return out;
+  }
+  for (const p of catalog.pods.values()) {
+    if (
+      (p.metadata.namespace ?? 'default') !== ns ||
+      !matches(svc.spec?.selector, p.metadata.labels) ||
+      !ready(p)
+    )
+      continue;
+    const pp = podPort(p, sp.targetPort, sp.port);
+    if (!pp) continue;
+    const origin = `pod/${ns}/${p.metadata.name}`;
+    if (networking === 'container' && p.status?.podIP && !p.spec?.hostNetwork)
+      add(p.status.podIP, pp.port, origin);
+    else if (p.spec?.hostNetwork) add(p.status?.hostIP, pp.port, origin);
+    else add(p.status?.hostIP, pp.hostPort, origin);
+  }
+  return out;
+}

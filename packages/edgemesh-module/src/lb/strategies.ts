@@ -1,0 +1,134 @@
+import { createHash } from 'node:crypto';
+import type { Backend } from './backends';
+
+/** What a strategy may look at for one pick. */
+export interface PickContext {
+  clientIp: string;
+  /** ConsistentHash key from an HTTP header (when configured and present). */
+  hashKey?: string;
+  /** Active connections per backend key (LeastConnections). */
+  active: ReadonlyMap<string, number>;
+  /** Service port identity, so per-service state (round-robin index, sessions) stays apart. */
+  scope: string;
+}
+
+/** One LB strategy (`lbStrategy`). `backends` is never empty. */
+export interface LbStrategy {
+  readonly name: string;
+  pick(backends: readonly Backend[], ctx: PickContext): Backend;
+}
+
+export class RoundRobin implements LbStrategy {
+  readonly name = 'RoundRobin';
+  private readonly next = new Map<string, number>();
+  pick(b: readonly Backend[], ctx: PickContext): Backend {
+    const i = this.next.get(ctx.scope) ?? 0;
+    this.next.set(ctx.scope, (i + 1) % 1_000_000_007);
+    return b[i % b.length];
+  }
+}
+
+export class RandomStrategy implements LbStrategy {
+  readonly name = 'Random';
+  pick(b: readonly Backend[]): Backend {
+    return b[Math.floor(Math.random() * b.length)];
+  }
+}
+
+/** Client-IP affinity (kube-proxy `sessionAffinity: ClientIP`), expiring after `timeoutMs` idle. */
+export class SessionStickiness implements LbStrategy {
+  readonly name = 'SessionStickiness';
+  private readonly sessions = new Map<string, { key: string; until: number }>();
+  private readonly rr = new RoundRobin();
+  constructor(readonly timeoutMs = 10_800_000 /* kube-proxy default 3 h */) {}
+  pick(b: readonly Backend[], ctx: PickContext): Backend {
+    const id = `${ctx.scope}|${ctx.clientIp}`;
+    const now = Date.now();
+    const s = this.sessions.get(id);
+    if (s && s.until > now) {
+      const hit = b.find((x) => x.key === s.key);
+      if (hit) {
+        s.until = now + this.timeoutMs;
+        return hit;
+      }
+    }
+    const chosen = this.rr.pick(b, ctx);
+    if (this.sessions.size > 100_000) this.sessions.clear();
+    this.sessions.set(id, { key: chosen.key, until: now + this.timeoutMs });
+    return chosen;
+  }
+}
+
+function hash32(s: string): number {
+  return createHash('md5').update(s).digest().readUInt32BE(0);
+}
+
+/**
+ * A hash ring with virtual nodes: when a backend leaves, only the keys it owned move
+ * (minimal remapping). Key: the configured HTTP header's value, else the client IP.
+ */
+export class ConsistentHash implements LbStrategy {
+  readonly name = 'ConsistentHash';
+  private readonly rings = new Map<string, { sig: string; points: Uint32Array; owners: string[] }>();
+  constructor(readonly vnodes = 100) {}
+  pick(b: readonly Backend[], ctx: PickContext): Backend {
+    const sig = b.map((x) => x.key).join(',');
+    let ring = this.rings.get(ctx.scope);
+    if (!ring || ring.sig !== sig) {
+      const pts: { h: number; k: string }[] = [];
+      for (const x of b)
+        for (let v = 0; v < this.vnodes; v++) pts.push({ h: hash32(`${x.key}#${v}`), k: x.key });
+      pts.sort((p, q) => p.h - q.h);
+      ring = { sig, points: Uint32Array.from(pts.map((p) => p.h)), owners: pts.map((p) => p.k) };
+      this.rings.set(ctx.scope, ring);
+    }
+    const h = hash32(ctx.hashKey ?? ctx.clientIp);
+    let lo = 0;
+    let hi = ring.points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ring.points[mid] < h) lo = mid + 1;
+      else hi = mid;
+    }
+    const owner = ring.owners[lo === ring.points.length ? 0 : lo];
+    return b.find((x) => x.key === owner) ?? b[0];
+  }
+}
+
+/** The backend with the fewest active connections; ties go round-robin. */
+export class LeastConnections implements LbStrategy {
+  readonly name = 'LeastConnections';
+  private readonly rr = new RoundRobin();
+  pick(b: readonly Backend[], ctx: PickContext): Backend {
+    let min = Infinity;
+    for (const x of b) min = Math.min(min, ctx.active.get(x.key) ?? 0);
+    const least = b.filter((x) => (ctx.active.get(x.key) ?? 0) === min);
+    return least.length === 1 ? least[0] : this.rr.pick(least, ctx);
+  }
+}
+
+export const LB_STRATEGIES = [
+  'RoundRobin',
+  'Random',
+  'SessionStickiness',
+  'ConsistentHash',
+  'LeastConnections',
+] as const;
+export type LbStrategyName = (typeof LB_STRATEGIES)[number];
+
+export function createStrategy(name: string | undefined): LbStrategy {
+  switch (name ?? 'RoundRobin') {
+    case 'RoundRobin':
+      return new RoundRobin();
+    case 'Random':
+      return new RandomStrategy();
+    case 'SessionStickiness':
+      return new SessionStickiness();
+    case 'ConsistentHash':
+      return new ConsistentHash();
+    case 'LeastConnections':
+      return new LeastConnections();
+    default:
+      throw new Error(`unknown lbStrategy "${name}" (${LB_STRATEGIES.join(', ')})`);
+  }
+}

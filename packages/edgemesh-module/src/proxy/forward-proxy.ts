@@ -1,0 +1,138 @@
+import { Logger, silentLogger } from '@edgecore/beehive';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Backend } from '../lb/backends';
+import { header, headEnd, HttpParseError, parseRequestHead, type Head } from './http-head';
+import type { HttpProxy, HttpRoute } from './http-proxy';
+import type { TcpProxy } from './tcp-proxy';
+
+/** A service port addressed by name or VIP: what the forward proxy needs to route. */
+export interface ResolvedTarget {
+  scope: string;
+  backends: readonly Backend[];
+}
+
+/** host (service name or VIP) + port → target, or undefined when it is not a known service. */
+export type TargetResolver = (host: string, port: number) => ResolvedTarget | undefined;
+
+/**
+ * Unprivileged mode's explicit HTTP proxy on `listenPort`:
+ * `curl -x http://127.0.0.1:40001 http://nginx-svc.default.svc.cluster.local:12345` is balanced
+ * like a portal request; `CONNECT svc:port` tunnels L4; unknown hosts → 502 with a clear body.
+ */
+export class ForwardProxy {
+  private server?: Server;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly http: HttpProxy,
+    private readonly tcp: TcpProxy,
+    private readonly resolve: TargetResolver,
+    private readonly opts: { maxHeadBytes?: number; headTimeoutMs?: number; log?: Logger } = {},
+  ) {
+    this.log = opts.log ?? silentLogger;
+  }
+
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onConnection(s));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return server.address() as AddressInfo;
+  }
+
+  close(): void {
+    this.server?.close();
+    this.server = undefined;
+  }
+
+  /** Peek at the first head: CONNECT → tunnel, anything else → the L7 proxy. */
+  private onConnection(sock: Socket): void {
+    let buf: Buffer = Buffer.alloc(0);
+    const max = this.opts.maxHeadBytes ?? 16 * 1024;
+    const timer = setTimeout(() => sock.destroy(), this.opts.headTimeoutMs ?? 10_000);
+    sock.on('error', () => sock.destroy());
+    const onData = (d: Buffer): void => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      let end: number;
+      try {
+        end = headEnd(buf, max);
+      } catch (e) {
+        return this.fail(sock, (e as HttpParseError).status ?? 400, (e as Error).message, timer, onData);
+      }
+      if (end < 0) return;
+      sock.off('data', onData);
+      clearTimeout(timer);
+      sock.pause();
+      let head: Head;
+      try {
+        head = parseRequestHead(buf, end);
+      } catch (e) {
+        return this.fail(sock, (e as HttpParseError).status ?? 400, (e as Error).message, timer, onData);
+      }
+      if (head.method === 'CONNECT') return this.connect(sock, head, buf.subarray(end));
+      this.http.handle(sock, (h) => this.route(h), buf);
+      sock.resume();
+    };
+    sock.on('data', onData);
+  }
+
+  private connect(sock: Socket, head: Head, rest: Buffer): void {
+    const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(head.target ?? '');
+    const t = m ? this.resolve(m[1].toLowerCase(), Number(m[2])) : undefined;
+    if (!t) return this.fail(sock, 502, `unknown service ${head.target}`);
+    if (t.backends.length === 0) return this.fail(sock, 503, `no backend for ${t.scope}`);
+    sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    this.tcp.handle(sock, t.backends, t.scope, rest.length ? rest : undefined);
+  }
+
+  /** absolute-form (`GET http://host:port/path`) or Host header → the service port. */
+  private route(h: Head): HttpRoute | { status: number; message: string } {
+    let host: string | undefined;
+    let port = 80;
+    let path = h.target ?? '/';
+    const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(path);
+    const authority = abs ? abs[1] : header(h, 'host');
+    if (abs) path = abs[2] || '/';
+    if (authority) {
+      const a = /^\[?([^\]]+?)\]?(?::(\d{1,5}))?$/.exec(authority.replace(/^.*@/, ''));
+      if (a) {
+        host = a[1].toLowerCase();
+        if (a[2]) port = Number(a[2]);
+      }
+    }
+    if (!host) return { status: 400, message: 'no host in the request' };
+    const t = this.resolve(host, port);
+    if (!t)
+      return {
+        status: 502,
+        message: `unknown service ${host}:${port} (not a service name or VIP known to EdgeMesh)`,
+      };
+    return { backends: t.backends, scope: t.scope, target: path };
+  }
+
+  private fail(
+    sock: Socket,
+    status: number,
+    message: string,
+    timer?: NodeJS.Timeout,
+    onData?: (d: Buffer) => void,
+  ): void {
+    if (timer) clearTimeout(timer);
+    if (onData) sock.off('data', onData);
+    const reason =
+      status === 502
+        ? 'Bad Gateway'
+        : status === 503
+          ? 'Service Unavailable'
+          : status === 431
+            ? 'Request Header Fields Too Large'
+            : 'Bad Request';
+    const body = `${status} ${reason}: ${message}\n`;
+    sock.end(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    this.log.debug({ status, message }, 'forward proxy refused a request');
+  }
+}

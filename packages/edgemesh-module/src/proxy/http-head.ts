@@ -1,0 +1,219 @@
+/**
+ * HTTP/1.x message heads (RFC 9112) parsed by hand: the proxy forwards bodies as raw bytes and only
+ * needs the framing. Request smuggling defences per RFC 9112 §6.3: Content-Length with
+ * Transfer-Encoding, differing Content-Lengths, or a request TE not ending in chunked → 400.
+ */
+export class HttpParseError extends Error {
+  readonly code = 'EDGEMESH_HTTP_PARSE';
+  constructor(
+    readonly status: 400 | 408 | 431,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Head {
+  /** Request: method; response: undefined. */
+  method?: string;
+  target?: string;
+  status?: number;
+  reason?: string;
+  version: '1.0' | '1.1';
+  /** Raw header lines in order: [name, value]. */
+  headers: [string, string][];
+  contentLength?: number;
+  chunked: boolean;
+  /** Connection tokens, lower-case. */
+  connection: Set<string>;
+  /** Bytes of the head including the final CRLFCRLF. */
+  length: number;
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+/** Index just past the head, -1 if not complete yet; throws 431 past `max` bytes. */
+export function headEnd(buf: Buffer, max: number): number {
+  const i = buf.indexOf(CRLFCRLF);
+  if (i < 0) {
+    if (buf.length > max) throw new HttpParseError(431, `request head larger than ${max} bytes`);
+    return -1;
+  }
+  if (i + 4 > max) throw new HttpParseError(431, `request head larger than ${max} bytes`);
+  return i + 4;
+}
+
+function parseHeaders(lines: string[], head: Head, isRequest: boolean): void {
+  let te: string | undefined;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    if (line === '') continue;
+    if (line[0] === ' ' || line[0] === '\t') throw new HttpParseError(400, 'obsolete line folding'); // RFC 9112 §5.2
+    const c = line.indexOf(':');
+    if (c <= 0) throw new HttpParseError(400, `malformed header line ${i}`);
+    const name = line.slice(0, c);
+    if (!TOKEN.test(name)) throw new HttpParseError(400, `bad header name "${name.slice(0, 40)}"`);
+    const value = line.slice(c + 1).trim();
+    if (/[\0\r\n]/.test(value)) throw new HttpParseError(400, 'control characters in a header value');
+    head.headers.push([name, value]);
+    const lower = name.toLowerCase();
+    if (lower === 'content-length') {
+      if (!/^\d{1,15}$/.test(value)) throw new HttpParseError(400, 'bad Content-Length');
+      const n = Number(value);
+      if (head.contentLength !== undefined && head.contentLength !== n)
+        throw new HttpParseError(400, 'conflicting Content-Length');
+      head.contentLength = n;
+    } else if (lower === 'transfer-encoding') {
+      te = te ? `${te}, ${value}` : value;
+    } else if (lower === 'connection') {
+      for (const t of value.split(',')) if (t.trim()) head.connection.add(t.trim().toLowerCase());
+    }
+  }
+  if (te !== undefined) {
+    const codings = te
+      .toLowerCase()
+      .split(',')
+      .map((s) => s.trim());
+    head.chunked = codings[codings.length - 1] === 'chunked';
+    if (isRequest) {
+      if (!head.chunked) throw new HttpParseError(400, 'request Transfer-Encoding must end with chunked');
+      if (head.contentLength !== undefined)
+        throw new HttpParseError(400, 'both Content-Length and Transfer-Encoding');
+    }
+    if (head.chunked) head.contentLength = undefined;
+  }
+}
+
+export function parseRequestHead(buf: Buffer, end: number): Head {
+  const text = buf.toString('latin1', 0, end - 4);
+  const lines = text.split('\r\n');
+  const m = /^([^ ]+) ([^ ]+) HTTP\/1\.([01])$/.exec(lines[0]);
+  if (!m || !TOKEN.test(m[1])) throw new HttpParseError(400, 'malformed request line');
+  const head: Head = {
+    method: m[1],
+    target: m[2],
+    version: m[3] === '1' ? '1.1' : '1.0',
+    headers: [],
+    chunked: false,
+    connection: new Set(),
+    length: end,
+  };
+  parseHeaders(lines, head, true);
+  return head;
+}
+
+export function parseResponseHead(buf: Buffer, end: number): Head {
+  const text = buf.toString('latin1', 0, end - 4);
+  const lines = text.split('\r\n');
+  const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]);
+  if (!m) throw new HttpParseError(400, 'malformed status line from upstream');
+  const head: Head = {
+    status: Number(m[2]),
+    reason: m[3] ?? '',
+    version: m[1] === '1' ? '1.1' : '1.0',
+    headers: [],
+    chunked: false,
+    connection: new Set(),
+    length: end,
+  };
+  parseHeaders(lines, head, false);
+  return head;
+}
+
+export function header(h: Head, name: string): string | undefined {
+  const l = name.toLowerCase();
+  for (const [k, v] of h.headers) if (k.toLowerCase() === l) return v;
+  return undefined;
+}
+
+/** RFC 9110 §7.6.1: hop-by-hop fields, plus whatever Connection names. */
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'transfer-encoding',
+  'trailer',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
+]);
+
+/** Header lines to forward: hop-by-hop ones removed. */
+export function endToEnd(h: Head): [string, string][] {
+  return h.headers.filter(([k]) => {
+    const l = k.toLowerCase();
+    return !HOP.has(l) && !h.connection.has(l);
+  });
+}
+
+/**
+ * Tracks where a chunked body ends (RFC 9112 §7.1) while the bytes are forwarded unchanged.
+ * `feed` returns the index in `buf` just past the body, or -1 if it continues.
+ */
+export class ChunkedTracker {
+  private state: 'size' | 'data' | 'data-crlf' | 'trailer' = 'size';
+  private line = '';
+  private remaining = 0;
+  done = false;
+
+  feed(buf: Buffer, start = 0): number {
+    let i = start;
+    while (i < buf.length) {
+      switch (this.state) {
+        case 'size': {
+          const nl = buf.indexOf(10, i);
+          if (nl < 0) {
+            this.line += buf.toString('latin1', i);
+            if (this.line.length > 1024) throw new HttpParseError(400, 'chunk size line too long');
+            return -1;
+          }
+          this.line += buf.toString('latin1', i, nl);
+          i = nl + 1;
+          const hex = this.line.replace(/\r$/, '').split(';')[0].trim();
+          this.line = '';
+          if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw new HttpParseError(400, 'bad chunk size');
+          this.remaining = parseInt(hex, 16);
+          this.state = this.remaining === 0 ? 'trailer' : 'data';
+          break;
+        }
+        case 'data': {
+          const n = Math.min(this.remaining, buf.length - i);
+          i += n;
+          this.remaining -= n;
+          if (this.remaining === 0) {
+            this.state = 'data-crlf';
+            this.remaining = 2;
+          }
+          break;
+        }
+        case 'data-crlf': {
+          const n = Math.min(this.remaining, buf.length - i);
+          i += n;
+          this.remaining -= n;
+          if (this.remaining === 0) this.state = 'size';
+          break;
+        }
+        case 'trailer': {
+          const nl = buf.indexOf(10, i);
+          if (nl < 0) {
+            this.line += buf.toString('latin1', i);
+            if (this.line.length > 16384) throw new HttpParseError(400, 'trailers too long');
+            return -1;
+          }
+          this.line += buf.toString('latin1', i, nl);
+          i = nl + 1;
+          const empty = this.line.replace(/\r$/, '') === '';
+          this.line = '';
+          if (empty) {
+            this.done = true;
+            return i;
+          }
+          break;
+        }
+      }
+    }
+    return -1;
+  }
+}

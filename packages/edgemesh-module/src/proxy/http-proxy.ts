@@ -1,0 +1,495 @@
+import { Logger, silentLogger } from '@edgecore/beehive';
+import type { Socket } from 'node:net';
+import type { Backend } from '../lb/backends';
+import type { LoadBalancer } from '../lb/load-balancer';
+import {
+  ChunkedTracker,
+  endToEnd,
+  header,
+  headEnd,
+  HttpParseError,
+  parseRequestHead,
+  parseResponseHead,
+  type Head,
+} from './http-head';
+import { SocketReader, writeAll } from './socket-reader';
+import { ConnectError, connectTo, type UpstreamPool } from './upstream-pool';
+
+export interface HttpRoute {
+  backends: readonly Backend[];
+  /** Identity of the service port (LB state is kept per scope). */
+  scope: string;
+  /** Header whose value keys ConsistentHash (default: the client IP). */
+  hashHeader?: string;
+  /** Rewrite of the request target sent upstream (forward proxy: absolute-form → origin-form). */
+  target?: string;
+}
+
+/** Resolves a request to its route, or to an error status (e.g. 502 unknown host). */
+export type RouteResolver = (head: Head, clientIp: string) => HttpRoute | { status: number; message: string };
+
+export interface HttpProxyOptions {
+  /** Max request head (default 16 KiB) → 431 beyond. */
+  maxHeadBytes?: number;
+  /** A started head must complete within this (default 10 s) → 408. */
+  headTimeoutMs?: number;
+  /** Idle keep-alive client connections are closed after this (default 60 s). */
+  keepAliveTimeoutMs?: number;
+  /** No response head from upstream within this → 504 (default 60 s). */
+  responseTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  log?: Logger;
+}
+
+export interface HttpProxyStats {
+  requests: number;
+  retries: number;
+  activeConnections: number;
+  byStatus: Map<number, number>;
+  byBackend: Map<string, number>;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+class UpstreamTimeout extends Error {}
+
+/**
+ * The L7 proxy of a portal (and of the explicit forward proxy): HTTP/1.x on raw sockets. Heads are
+ * parsed here; bodies are forwarded as raw bytes with back-pressure; each request is balanced on
+ * its own over keep-alive upstream connections.
+ */
+export class HttpProxy {
+  readonly stats: HttpProxyStats = {
+    requests: 0,
+    retries: 0,
+    activeConnections: 0,
+    byStatus: new Map(),
+    byBackend: new Map(),
+  };
+  private readonly o: Required<Omit<HttpProxyOptions, 'log'>>;
+  private readonly log: Logger;
+  private readonly clients = new Set<Socket>();
+
+  constructor(
+    private readonly lb: LoadBalancer,
+    private readonly pool: UpstreamPool,
+    opts: HttpProxyOptions = {},
+  ) {
+    this.o = {
+      maxHeadBytes: opts.maxHeadBytes ?? 16 * 1024,
+      headTimeoutMs: opts.headTimeoutMs ?? 10_000,
+      keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
+      responseTimeoutMs: opts.responseTimeoutMs ?? 60_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+    };
+    this.log = opts.log ?? silentLogger;
+  }
+
+  /** Serve one client connection until it closes. */
+  handle(client: Socket, resolve: RouteResolver, initial?: Buffer): void {
+    client.setNoDelay(true);
+    this.clients.add(client);
+    this.stats.activeConnections++;
+    client.once('close', () => {
+      this.clients.delete(client);
+      this.stats.activeConnections--;
+    });
+    client.on('error', () => client.destroy());
+    void this.serve(client, resolve, initial).catch((e) => {
+      this.log.debug({ err: (e as Error).message }, 'client connection ended with an error');
+      client.destroy();
+    });
+  }
+
+  /** Destroy every client connection (portal removed or shutdown). */
+  closeAll(): void {
+    for (const c of this.clients) c.destroy();
+  }
+
+  private count(status: number, backend?: Backend): void {
+    this.stats.byStatus.set(status, (this.stats.byStatus.get(status) ?? 0) + 1);
+    if (backend) this.stats.byBackend.set(backend.key, (this.stats.byBackend.get(backend.key) ?? 0) + 1);
+  }
+
+  private async serve(client: Socket, resolve: RouteResolver, initial?: Buffer): Promise<void> {
+    const reader = new SocketReader(client);
+    if (initial) reader.unshift(initial);
+    const ip = (client.remoteAddress ?? '').replace(/^::ffff:/, '');
+    for (;;) {
+      // Idle keep-alive: wait quietly for the first byte of the next request.
+      if (!(await waitFor(reader, this.o.keepAliveTimeoutMs))) return void client.destroy();
+      if (reader.buffered === 0 && reader.ended) return void client.end();
+      let head: Head;
+      try {
+        head = await this.readHead(reader);
+      } catch (e) {
+        if (e instanceof HttpParseError) {
+          this.count(e.status);
+          await this.respondError(client, e.status, e.message, false);
+        } else client.destroy();
+        return;
+      }
+      this.stats.requests++;
+      const keep = await this.exchange(client, reader, head, ip, resolve);
+      if (keep === 'upgraded') return; // the socket is an L4 tunnel now
+      const clientKeepAlive =
+        head.version === '1.1' ? !head.connection.has('close') : head.connection.has('keep-alive');
+      if (!keep || !clientKeepAlive) {
+        client.end();
+        return;
+      }
+    }
+  }
+
+  private async readHead(reader: SocketReader): Promise<Head> {
+    const deadline = Date.now() + this.o.headTimeoutMs;
+    let buf = reader.take();
+    for (;;) {
+      const end = headEnd(buf, this.o.maxHeadBytes);
+      if (end > 0) {
+        reader.unshift(buf.subarray(end));
+        return parseRequestHead(buf, end);
+      }
+      if (reader.ended) throw new HttpParseError(400, 'connection closed inside the request head');
+      const left = deadline - Date.now();
+      if (left <= 0 || !(await waitFor(reader, left))) {
+        throw new HttpParseError(408, `request head not complete in ${this.o.headTimeoutMs} ms`);
+      }
+      const more = reader.take();
+      buf = buf.length ? Buffer.concat([buf, more]) : more;
+    }
+  }
+
+  /** One request/response. Returns whether the client connection can carry another request. */
+  private async exchange(
+    client: Socket,
+    reader: SocketReader,
+    head: Head,
+    ip: string,
+    resolve: RouteResolver,
+  ): Promise<boolean | 'upgraded'> {
+    const route = resolve(head, ip);
+    const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
+    if ('status' in route) {
+      this.count(route.status);
+      await this.respondError(client, route.status, route.message, !hasBody);
+      return !hasBody;
+    }
+    const upgrade = head.connection.has('upgrade') && header(head, 'upgrade') !== undefined;
+    const idempotent = IDEMPOTENT.has(head.method!);
+    const hashKey = route.hashHeader ? header(head, route.hashHeader) : undefined;
+    const tried = new Set<string>();
+    let retried = false;
+    let lastFailure = '';
+    for (;;) {
+      const b = this.lb.pick(route.backends, route.scope, ip, hashKey, tried);
+      if (!b) {
+        const status = route.backends.length === 0 ? 503 : 502;
+        this.count(status);
+        await this.respondError(
+          client,
+          status,
+          status === 503
+            ? `no backend for ${route.scope}`
+            : `every backend of ${route.scope} failed (last: ${lastFailure})`,
+          !hasBody,
+        );
+        return !hasBody;
+      }
+      let up: { sock: Socket; reused: boolean };
+      try {
+        up = upgrade
+          ? { sock: await connectTo(b, this.o.connectTimeoutMs), reused: false }
+          : await this.pool.get(b);
+      } catch (e) {
+        if (!(e instanceof ConnectError)) throw e;
+        this.lb.fail(b);
+        tried.add(b.key);
+        lastFailure = `${b.key} ${e.reason}`;
+        this.log.debug({ backend: b.key, reason: e.reason }, 'backend connect failed');
+        if (idempotent && !retried) {
+          retried = true;
+          this.stats.retries++;
+          continue;
+        }
+        this.count(502);
+        await this.respondError(client, 502, `upstream ${b.key}: ${e.reason}`, !hasBody);
+        return !hasBody;
+      }
+      this.lb.succeed(b);
+      this.lb.acquire(b);
+      try {
+        const r = await this.forward(client, reader, head, route, ip, b, up.sock, upgrade);
+        if (r === 'stale' && (idempotent || !hasBody)) {
+          // A pooled connection the upstream had closed: nothing was answered, try a fresh one.
+          if (up.reused) continue;
+          this.lb.fail(b);
+          tried.add(b.key);
+          if (idempotent && !retried) {
+            retried = true;
+            this.stats.retries++;
+            continue;
+          }
+          this.count(502);
+          await this.respondError(client, 502, `upstream ${b.key} closed the connection`, false);
+          return false;
+        }
+        if (r === 'stale') {
+          this.count(502);
+          await this.respondError(client, 502, `upstream ${b.key} closed the connection`, false);
+          return false;
+        }
+        return r === 'upgraded' ? r : r === 'keep';
+      } finally {
+        this.lb.release(b);
+      }
+    }
+  }
+
+  /**
+   * Send the request to `up`, stream both bodies, relay the response.
+   * 'keep': done, client reusable; 'close': done, close the client; 'stale': upstream gave no answer.
+   */
+  private async forward(
+    client: Socket,
+    reader: SocketReader,
+    head: Head,
+    route: HttpRoute,
+    ip: string,
+    b: Backend,
+    up: Socket,
+    upgrade: boolean,
+  ): Promise<'keep' | 'close' | 'stale' | 'upgraded'> {
+    up.setNoDelay(true);
+    const upReader = new SocketReader(up);
+    let out = `${head.method} ${route.target ?? head.target} HTTP/1.1\r\n`;
+    let xff: string | undefined;
+    for (const [k, v] of endToEnd(head)) {
+      if (k.toLowerCase() === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;
+      else out += `${k}: ${v}\r\n`;
+    }
+    out += `X-Forwarded-For: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
+    if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';
+    out += upgrade
+      ? `Connection: Upgrade\r\nUpgrade: ${header(head, 'upgrade')}\r\n\r\n`
+      : 'Connection: keep-alive\r\n\r\n';
+    up.write(out);
+
+    // Request body upstream, concurrently with reading the response (100-continue, early replies).
+    let bodyDone = !head.chunked && !(head.contentLength ?? 0);
+    let bodyFailed = false;
+    const pump = bodyDone
+      ? Promise.resolve()
+      : this.pumpBody(
+          reader,
+          up,
+          head.chunked ? new ChunkedTracker() : undefined,
+          head.contentLength ?? 0,
+        ).then(
+          () => void (bodyDone = true),
+          () => void (bodyFailed = true),
+        );
+
+    let sentAny = false;
+    let resHead: Head;
+    for (;;) {
+      let got: { head: Head } | undefined;
+      try {
+        got = await this.readResponseHead(upReader);
+      } catch (e) {
+        up.destroy();
+        await pump;
+        if (e instanceof UpstreamTimeout) {
+          this.count(504, b);
+          await this.respondError(
+            client,
+            504,
+            `upstream ${b.key} did not answer in ${this.o.responseTimeoutMs} ms`,
+            false,
+          );
+          return 'close';
+        }
+        if (!sentAny) return 'stale';
+        client.destroy();
+        return 'close';
+      }
+      if (!got) {
+        up.destroy();
+        await pump;
+        if (!sentAny) return 'stale';
+        client.destroy();
+        return 'close';
+      }
+      resHead = got.head;
+      const st = resHead.status!;
+      if (st >= 100 && st < 200 && st !== 101) {
+        // Interim response (e.g. 100 Continue): relay and keep reading.
+        await writeAll(client, rawHead(resHead));
+        sentAny = true;
+        continue;
+      }
+      break;
+    }
+    const status = resHead.status!;
+    this.count(status, b);
+    if (status === 101 && upgrade) {
+      await writeAll(client, rawHead(resHead));
+      tunnel(client, reader, up, upReader);
+      return 'upgraded';
+    }
+    const noBody = head.method === 'HEAD' || status === 204 || status === 304;
+    const delimited = noBody || resHead.chunked || resHead.contentLength !== undefined;
+    const clientKeep =
+      (head.version === '1.1' ? !head.connection.has('close') : head.connection.has('keep-alive')) &&
+      delimited;
+    let res = `HTTP/1.1 ${status} ${resHead.reason}\r\n`;
+    for (const [k, v] of endToEnd(resHead)) res += `${k}: ${v}\r\n`;
+    if (resHead.chunked && !noBody) res += 'Transfer-Encoding: chunked\r\n';
+    res += clientKeep
+      ? head.version === '1.0'
+        ? 'Connection: keep-alive\r\n\r\n'
+        : '\r\n'
+      : 'Connection: close\r\n\r\n';
+    await writeAll(client, res);
+    let upstreamClean = true;
+    if (!noBody) {
+      try {
+        if (resHead.chunked) await this.pumpBody(upReader, client, new ChunkedTracker(), 0);
+        else if (resHead.contentLength !== undefined)
+          await this.pumpBody(upReader, client, undefined, resHead.contentLength);
+        else {
+          await this.pumpUntilEnd(upReader, client);
+          upstreamClean = false;
+        }
+      } catch {
+        up.destroy();
+        client.destroy();
+        return 'close';
+      }
+    }
+    await pump;
+    const reusable =
+      upstreamClean &&
+      bodyDone &&
+      !bodyFailed &&
+      resHead.version === '1.1' &&
+      !resHead.connection.has('close') &&
+      upReader.buffered === 0 &&
+      !upReader.ended;
+    upReader.detach();
+    if (reusable) this.pool.put(b, up);
+    else up.destroy();
+    return clientKeep && bodyDone && !bodyFailed ? 'keep' : 'close';
+  }
+
+  private async readResponseHead(r: SocketReader): Promise<{ head: Head } | undefined> {
+    const deadline = Date.now() + this.o.responseTimeoutMs;
+    let buf: Buffer = Buffer.alloc(0);
+    for (;;) {
+      const more = r.take();
+      if (more.length) buf = buf.length ? Buffer.concat([buf, more]) : more;
+      const end = buf.length ? headEnd(buf, 64 * 1024) : -1;
+      if (end > 0) {
+        r.unshift(buf.subarray(end));
+        return { head: parseResponseHead(buf, end) };
+      }
+      if (r.ended) {
+        if (buf.length) throw new Error('upstream closed inside the response head');
+        return undefined;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0 || !(await waitFor(r, left))) throw new UpstreamTimeout();
+    }
+  }
+
+  /** Forward exactly one body (Content-Length `n`, or chunked when `tracker`); leftovers go back. */
+  private async pumpBody(
+    from: SocketReader,
+    to: Socket,
+    tracker: ChunkedTracker | undefined,
+    n: number,
+  ): Promise<void> {
+    let remaining = n;
+    for (;;) {
+      if (!tracker && remaining === 0) return;
+      await from.wait();
+      const chunk = from.take();
+      if (chunk.length === 0) throw new Error('peer closed inside a body');
+      let use = chunk;
+      if (tracker) {
+        const end = tracker.feed(chunk);
+        if (end >= 0) {
+          use = chunk.subarray(0, end);
+          from.unshift(chunk.subarray(end));
+        }
+      } else if (chunk.length > remaining) {
+        use = chunk.subarray(0, remaining);
+        from.unshift(chunk.subarray(remaining));
+      }
+      if (!tracker) remaining -= use.length;
+      await writeAll(to, use);
+      if (tracker?.done) return;
+    }
+  }
+
+  private async pumpUntilEnd(from: SocketReader, to: Socket): Promise<void> {
+    for (;;) {
+      await from.wait();
+      const chunk = from.take();
+      if (chunk.length === 0) return;
+      await writeAll(to, chunk);
+    }
+  }
+
+  private async respondError(client: Socket, status: number, message: string, keep: boolean): Promise<void> {
+    if (client.destroyed) return;
+    const body = `${status} ${REASONS[status] ?? ''}: ${message}\n`;
+    const head = `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${keep ? '' : 'Connection: close\r\n'}\r\n`;
+    await writeAll(client, head + body).catch(() => undefined);
+    if (!keep) client.end();
+  }
+}
+
+function rawHead(h: Head): string {
+  let s = `HTTP/1.1 ${h.status} ${h.reason}\r\n`;
+  for (const [k, v] of h.headers) s += `${k}: ${v}\r\n`;
+  return s + '\r\n';
+}
+
+/** WebSocket and other upgrades: from here on an L4 pipe between the two sockets. */
+function tunnel(client: Socket, cr: SocketReader, up: Socket, ur: SocketReader): void {
+  cr.detach();
+  ur.detach();
+  const c = cr.take();
+  const u = ur.take();
+  if (c.length) up.write(c);
+  if (u.length) client.write(u);
+  client.pipe(up);
+  up.pipe(client);
+  const end = (): void => {
+    client.destroy();
+    up.destroy();
+  };
+  client.on('close', end);
+  up.on('close', end);
+  up.on('error', end);
+}
+
+function waitFor(r: SocketReader, ms: number): Promise<boolean> {
+  if (r.buffered > 0 || r.ended) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    void r.wait().then(() => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}

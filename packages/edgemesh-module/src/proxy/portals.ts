@@ -1,0 +1,187 @@
+import { Logger, silentLogger } from '@edgecore/beehive';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import type { Service, ServicePort } from '../catalog/types';
+import type { Backend } from '../lb/backends';
+import type { LoadBalancer } from '../lb/load-balancer';
+import type { HttpProxy } from './http-proxy';
+import type { TcpProxy } from './tcp-proxy';
+import { UdpProxy, type UdpProxyOptions } from './udp-proxy';
+
+export type PortalProtocol = 'http' | 'tcp' | 'udp';
+
+/** The seed's convention: port name `http` or `http-<n>`, or appProtocol http → L7. */
+export function portProtocol(p: ServicePort): PortalProtocol {
+  if ((p.protocol ?? 'TCP') === 'UDP') return 'udp';
+  if (p.name === 'http' || /^http-\d+$/.test(p.name ?? '') || p.appProtocol?.toLowerCase() === 'http')
+    return 'http';
+  return 'tcp';
+}
+
+export interface PortalSpec {
+  /** `<ns>/<svc>:<port>/<proto>` — stable identity of the service port. */
+  key: string;
+  namespace: string;
+  service: string;
+  vip: string;
+  port: number;
+  portName?: string;
+  transport: 'TCP' | 'UDP';
+  protocol: PortalProtocol;
+}
+
+/** One row of the portal table: what interception maps VIP:port to. */
+export interface PortalEntry extends PortalSpec {
+  listenHost: string;
+  listenPort: number;
+}
+
+interface Portal {
+  spec: PortalSpec;
+  listenPort: number;
+  tcp?: Server;
+  udp?: UdpSocket;
+  udpProxy?: UdpProxy;
+}
+
+export function desiredPortals(
+  services: Iterable<[string, Service]>,
+  vipOf: (key: string) => string | undefined,
+): PortalSpec[] {
+  const out: PortalSpec[] = [];
+  for (const [key, s] of services) {
+    const vip = vipOf(key);
+    if (!vip) continue;
+    const [namespace, service] = key.split('/');
+    for (const p of s.spec?.ports ?? []) {
+      const transport = (p.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
+      if ((p.protocol ?? 'TCP') === 'SCTP') continue;
+      out.push({
+        key: `${key}:${p.port}/${transport}`,
+        namespace,
+        service,
+        vip,
+        port: p.port,
+        portName: p.name,
+        transport,
+        protocol: portProtocol(p),
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * One listener ("portal") per service port (kube-proxy's userspace design, which EdgeMesh itself
+ * adopted): created, updated and closed as services come and go; closing one portal never touches
+ * the connections of another.
+ */
+export class PortalManager {
+  private readonly portals = new Map<string, Portal>();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly listenHost: string,
+    private readonly http: HttpProxy,
+    private readonly tcp: TcpProxy,
+    private readonly lb: LoadBalancer,
+    /** Backends of a portal, resolved at connection time (changes apply to the next request). */
+    private readonly backendsOf: (spec: PortalSpec) => readonly Backend[],
+    private readonly opts: { udp?: UdpProxyOptions; log?: Logger; hashHeader?: string } = {},
+  ) {
+    this.log = opts.log ?? silentLogger;
+  }
+
+  table(): PortalEntry[] {
+    return [...this.portals.values()].map((p) => ({
+      ...p.spec,
+      listenHost: this.listenHost,
+      listenPort: p.listenPort,
+    }));
+  }
+
+  get(key: string): PortalEntry | undefined {
+    const p = this.portals.get(key);
+    return p && { ...p.spec, listenHost: this.listenHost, listenPort: p.listenPort };
+  }
+
+  /** Bring the listeners in line with `desired`. Returns whether the table changed. */
+  async sync(desired: PortalSpec[]): Promise<boolean> {
+    let changed = false;
+    const want = new Map(desired.map((d) => [d.key, d]));
+    for (const [key, p] of this.portals) {
+      const d = want.get(key);
+      if (!d || d.protocol !== p.spec.protocol) {
+        await this.close(p);
+        this.portals.delete(key);
+        changed = true;
+      } else if (d.vip !== p.spec.vip || d.portName !== p.spec.portName) {
+        p.spec = d; // same listener, new VIP/name: connections keep going
+        changed = true;
+      }
+    }
+    for (const [key, d] of want) {
+      if (this.portals.has(key)) continue;
+      try {
+        this.portals.set(key, await this.open(d));
+        changed = true;
+      } catch (e) {
+        this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');
+      }
+    }
+    return changed;
+  }
+
+  async closeAll(): Promise<void> {
+    for (const p of this.portals.values()) await this.close(p);
+    this.portals.clear();
+  }
+
+  private async open(spec: PortalSpec): Promise<Portal> {
+    const portal: Portal = { spec, listenPort: 0 };
+    if (spec.transport === 'UDP') {
+      const sock = createSocket('udp4');
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', reject);
+        sock.bind(0, this.listenHost, () => resolve());
+      });
+      portal.udp = sock;
+      portal.udpProxy = new UdpProxy(
+        sock,
+        this.lb,
+        () => ({ backends: this.backendsOf(portal.spec), scope: portal.spec.key }),
+        this.opts.udp,
+      );
+      portal.listenPort = sock.address().port;
+      return portal;
+    }
+    const server = createServer({ allowHalfOpen: spec.protocol === 'tcp', noDelay: true }, (sock) => {
+      const s = portal.spec;
+      if (s.protocol === 'http') {
+        this.http.handle(sock, () => ({
+          backends: this.backendsOf(s),
+          scope: s.key,
+          hashHeader: this.opts.hashHeader,
+        }));
+      } else {
+        this.tcp.handle(sock, this.backendsOf(s), s.key);
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, this.listenHost, () => resolve());
+    });
+    portal.tcp = server;
+    portal.listenPort = (server.address() as AddressInfo).port;
+    return portal;
+  }
+
+  private async close(p: Portal): Promise<void> {
+    p.udpProxy?.close();
+    if (p.udp) p.udp.close();
+    if (p.tcp) {
+      // stop accepting; existing connections of this portal finish on their own
+      p.tcp.close();
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, pod, service, startMesh, tmpDir, type MeshNode } from './helpers';
+
+const run = promisify(execFile);
+
+/** Real nginx (Debian package) as the pod, on 127.0.0.1 and a free port, with its own config. */
+async function startNginx(
+  dir: string,
+  id: string,
+): Promise<{ port: number; proc: ChildProcess; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const root = join(dir, `www-${id}`);
+  mkdirSync(root, { recursive: true });
+  // nginx workers drop to www-data when started as root: the document root must be readable
+  chmodSync(dir, 0o755);
+  chmodSync(root, 0o755);
+  writeFileSync(
+    join(root, 'index.html'),
+    `<!DOCTYPE html>\n<title>Welcome to nginx!</title>\n<h1>Welcome to nginx!</h1><p>${id}</p>\n`,
+    { mode: 0o644 },
+  );
+  const conf = join(dir, `nginx-${id}.conf`);
+  writeFileSync(
+    conf,
+    `worker_processes 1;\npid ${dir}/nginx-${id}.pid;\nerror_log ${dir}/nginx-${id}.err;\nevents { worker_connections 256; }\nhttp {\n  access_log off;\n  client_body_temp_path ${dir}/cb-${id};\n  proxy_temp_path ${dir}/pt-${id};\n  fastcgi_temp_path ${dir}/ft-${id};\n  uwsgi_temp_path ${dir}/ut-${id};\n  scgi_temp_path ${dir}/st-${id};\n  server { listen 127.0.0.1:${port}; root ${root}; }\n}\n`,
+  );
+  const proc = spawn('/usr/sbin/nginx', ['-c', conf, '-g', 'daemon off;'], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    const ok = await run('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://127.0.0.1:${port}/`,
+    ]).then(
+      (r) => r.stdout === '200',
+      () => false,
+    );
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    proc,
+    stop: () =>
+      new Promise<void>((r) =>
+        proc.exitCode !== null ? r() : (proc.once('exit', () => r()), proc.kill('SIGTERM')),
+      ),
+  };
+}
+
+describe('nginx as the pod (the seed walkthrough, unprivileged)', () => {
+  let d: ReturnType<typeof tmpDir>;
+  let n: MeshNode;
+  const ngx: Awaited<ReturnType<typeof startNginx>>[] = [];
+  beforeAll(async () => {
+    d = tmpDir();
+    ngx.push(await startNginx(d.dir, 'b'), await startNginx(d.dir, 'c'));
+    n = await startMesh(d.db);
+    await n.put(service('nginx-svc', 'default', { selector: { app: 'nginx' } }));
+    await n.putPod(pod('nginx-b', 'nginx', ngx[0].port));
+  });
+  afterAll(async () => {
+    await n.stop();
+    for (const x of ngx) await x.stop();
+    d.cleanup();
+  });
+
+  it('curl -x through EdgeMesh by service name returns the nginx welcome page', async () => {
+    const { stdout } = await run('curl', [
+      '-s',
+      '-x',
+      `http://${n.mesh.forwardProxyAddress}`,
+      'http://nginx-svc.default.svc.cluster.local:12345',
+    ]);
+    expect(stdout).toContain('<title>Welcome to nginx!</title>');
+    expect(stdout).toContain('<p>b</p>');
+  });
+
+  it('a second nginx pod: requests spread across both; a removed pod stops getting traffic', async () => {
+    await n.putPod(pod('nginx-c', 'nginx', ngx[1].port));
+    const seen = new Set<string>();
+    for (let i = 0; i < 6; i++)
+      seen.add(
+        /<p>(\w)<\/p>/.exec(
+          (
+            await run('curl', [
+              '-s',
+              '-x',
+              `http://${n.mesh.forwardProxyAddress}`,
+              'http://nginx-svc.default:12345/',
+            ])
+          ).stdout,
+        )![1],
+      );
+    expect(seen).toEqual(new Set(['b', 'c']));
+    await n.delPod('default', 'nginx-b');
+    for (let i = 0; i < 4; i++)
+      expect(
+        (
+          await run('curl', [
+            '-s',
+            '-x',
+            `http://${n.mesh.forwardProxyAddress}`,
+            'http://nginx-svc.default:12345/',
+          ])
+        ).stdout,
+      ).toContain('<p>c</p>');
+  });
+
+  it('deleting the service closes its portal; the explicit proxy then answers 502', async () => {
+    const before = n.mesh.portals.get('default/nginx-svc:12345/TCP');
+    expect(before).toBeDefined();
+    await n.del('default', 'nginx-svc');
+    expect(n.mesh.portals.get('default/nginx-svc:12345/TCP')).toBeUndefined();
+    const r = await run('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://127.0.0.1:${before!.listenPort}/`,
+    ]).catch((e) => e);
+    expect(r.stdout ?? '000').toBe('000'); // nothing listens there any more
+    expect(
+      (
+        await run('curl', [
+          '-s',
+          '-w',
+          '%{http_code}',
+          '-o',
+          '/dev/null',
+          '-x',
+          `http://${n.mesh.forwardProxyAddress}`,
+          'http://nginx-svc.default:12345/',
+        ])
+      ).stdout,
+    ).toBe('502');
+  });
+});

@@ -17,6 +17,7 @@ describe('edgecore.yaml', () => {
       clusterDomain: 'cluster.local',
     });
     expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5 });
+    expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.metaManager).toEqual({
       enable: true,
       remoteQueryTimeout: 60,

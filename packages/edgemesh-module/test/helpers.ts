@@ -49,7 +49,12 @@ export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {})
   const ctx = new ChannelContext();
   const mm = new MetaManagerModule({ dataSource: db }, new MetaStore(db));
   const mesh = new EdgeMeshModule(
-    { ...opts, dns: { listenPort: 0, upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 300, ...opts.dns } },
+    // port 0 everywhere: test files run in parallel
+    {
+      listenPort: 0,
+      ...opts,
+      dns: { listenPort: 0, upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 300, ...opts.dns },
+    },
     new BeehiveMetaClient(ctx, { source: 'edgemesh' }),
     new ServiceCatalog(),
   );

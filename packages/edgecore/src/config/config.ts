@@ -106,6 +106,13 @@ export const EdgeCoreConfigSchema = z.strictObject({
             .string()
             .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a DNS domain')
             .default('cluster.local'),
+          /** host: backends at hostIP:hostPort (the seed); container: podIP:targetPort. */
+          networking: z.enum(['host', 'container']).default('host'),
+          /** ConsistentHash key header; the client IP when unset. */
+          consistentHashHeader: z
+            .string()
+            .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected an HTTP header name')
+            .optional(),
           dns: z
             .strictObject({
               listenPort: port.optional(),

@@ -13,7 +13,7 @@ import {
   type Head,
 } from './http-head';
 import { SocketReader, writeAll } from './socket-reader';
-import { ConnectError, connectTo, type UpstreamPool } from './upstream-pool';
+import { ConnectError, connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
 
 export interface HttpRoute {
   backends: readonly Backend[];
@@ -204,11 +204,12 @@ export class HttpProxy {
         );
         return !hasBody;
       }
-      let up: { sock: Socket; reused: boolean };
+      let up: UpstreamConn & { reused: boolean };
       try {
-        up = upgrade
-          ? { sock: await connectTo(b, this.o.connectTimeoutMs), reused: false }
-          : await this.pool.get(b);
+        if (upgrade) {
+          const sock = await connectTo(b, this.o.connectTimeoutMs);
+          up = { sock, reader: new SocketReader(sock), reused: false };
+        } else up = await this.pool.get(b);
       } catch (e) {
         if (!(e instanceof ConnectError)) throw e;
         this.lb.fail(b);
@@ -227,7 +228,7 @@ export class HttpProxy {
       this.lb.succeed(b);
       this.lb.acquire(b);
       try {
-        const r = await this.forward(client, reader, head, route, ip, b, up.sock, upgrade);
+        const r = await this.forward(client, reader, head, route, ip, b, up, upgrade);
         if (r === 'stale' && (idempotent || !hasBody)) {
           // A pooled connection the upstream had closed: nothing was answered, try a fresh one.
           if (up.reused) continue;
@@ -265,11 +266,11 @@ export class HttpProxy {
     route: HttpRoute,
     ip: string,
     b: Backend,
-    up: Socket,
+    conn: UpstreamConn,
     upgrade: boolean,
   ): Promise<'keep' | 'close' | 'stale' | 'upgraded'> {
-    up.setNoDelay(true);
-    const upReader = new SocketReader(up);
+    const up = conn.sock;
+    const upReader = conn.reader;
     let out = `${head.method} ${route.target ?? head.target} HTTP/1.1\r\n`;
     let xff: string | undefined;
     for (const [k, v] of endToEnd(head)) {
@@ -358,14 +359,16 @@ export class HttpProxy {
         ? 'Connection: keep-alive\r\n\r\n'
         : '\r\n'
       : 'Connection: close\r\n\r\n';
-    await writeAll(client, res);
     let upstreamClean = true;
-    if (!noBody) {
+    if (noBody || resHead.contentLength === 0) await writeAll(client, res);
+    else {
       try {
-        if (resHead.chunked) await this.pumpBody(upReader, client, new ChunkedTracker(), 0);
+        // the head goes out with the first body bytes: one write, one segment for small replies
+        if (resHead.chunked) await this.pumpBody(upReader, client, new ChunkedTracker(), 0, res);
         else if (resHead.contentLength !== undefined)
-          await this.pumpBody(upReader, client, undefined, resHead.contentLength);
+          await this.pumpBody(upReader, client, undefined, resHead.contentLength, res);
         else {
+          await writeAll(client, res);
           await this.pumpUntilEnd(upReader, client);
           upstreamClean = false;
         }
@@ -384,8 +387,7 @@ export class HttpProxy {
       !resHead.connection.has('close') &&
       upReader.buffered === 0 &&
       !upReader.ended;
-    upReader.detach();
-    if (reusable) this.pool.put(b, up);
+    if (reusable) this.pool.put(b, conn);
     else up.destroy();
     return clientKeep && bodyDone && !bodyFailed ? 'keep' : 'close';
   }
@@ -416,6 +418,7 @@ export class HttpProxy {
     to: Socket,
     tracker: ChunkedTracker | undefined,
     n: number,
+    prefix?: string,
   ): Promise<void> {
     let remaining = n;
     for (;;) {
@@ -435,7 +438,10 @@ export class HttpProxy {
         from.unshift(chunk.subarray(remaining));
       }
       if (!tracker) remaining -= use.length;
-      await writeAll(to, use);
+      if (prefix !== undefined) {
+        await writeAll(to, Buffer.concat([Buffer.from(prefix, 'latin1'), use]));
+        prefix = undefined;
+      } else await writeAll(to, use);
       if (tracker?.done) return;
     }
   }

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
+import { SocketReader } from './socket-reader';
 
 export class ConnectError extends Error {
   readonly code = 'EDGEMESH_UPSTREAM_CONNECT';
@@ -12,60 +13,54 @@ export class ConnectError extends Error {
   }
 }
 
+/** An upstream connection with the reader that stays attached to it for its whole life. */
+export interface UpstreamConn {
+  sock: Socket;
+  reader: SocketReader;
+}
+
 /**
  * Keep-alive connections per backend (what undici's Pool does, without the HTTP layer on top):
- * idle sockets are reused LIFO, closed after `idleMs`, at most `maxIdle` per backend.
+ * idle connections are reused LIFO, closed after `idleMs`, at most `maxIdle` per backend. A
+ * connection that received bytes or EOF while idle is discarded.
  */
 export class UpstreamPool {
-  private readonly idle = new Map<string, Socket[]>();
+  private readonly idle = new Map<string, UpstreamConn[]>();
 
   constructor(private readonly opts: { connectTimeoutMs?: number; idleMs?: number; maxIdle?: number } = {}) {}
 
-  /** An idle socket (reused: true) or a fresh connection. */
-  async get(b: Backend): Promise<{ sock: Socket; reused: boolean }> {
+  /** An idle connection (reused: true) or a fresh one. */
+  async get(b: Backend): Promise<UpstreamConn & { reused: boolean }> {
     const list = this.idle.get(b.key);
     while (list?.length) {
-      const s = list.pop()!;
-      s.removeAllListeners('close');
-      s.removeAllListeners('error');
-      s.removeAllListeners('data');
-      s.removeAllListeners('timeout');
-      s.setTimeout(0);
-      if (!s.destroyed && s.readable && s.writable) return { sock: s, reused: true };
+      const c = list.pop()!;
+      if (!c.sock.destroyed && !c.reader.ended && c.reader.buffered === 0) {
+        c.sock.setTimeout(0);
+        return { ...c, reused: true };
+      }
+      c.sock.destroy();
     }
-    return { sock: await connectTo(b, this.opts.connectTimeoutMs ?? 5000), reused: false };
+    const sock = await connectTo(b, this.opts.connectTimeoutMs ?? 5000);
+    sock.on('timeout', () => sock.destroy()); // armed only while idle in the pool
+    sock.on('error', () => sock.destroy());
+    return { sock, reader: new SocketReader(sock), reused: false };
   }
 
-  /** Return a socket whose last response was complete and reusable. */
-  put(b: Backend, s: Socket): void {
-    if (s.destroyed) return;
+  /** Return a connection whose last response was complete and reusable. */
+  put(b: Backend, c: UpstreamConn): void {
+    if (c.sock.destroyed) return;
     let list = this.idle.get(b.key);
     if (!list) this.idle.set(b.key, (list = []));
     if (list.length >= (this.opts.maxIdle ?? 64)) {
-      s.destroy();
+      c.sock.destroy();
       return;
     }
-    s.removeAllListeners('data');
-    s.removeAllListeners('end');
-    s.removeAllListeners('error');
-    s.removeAllListeners('close');
-    s.removeAllListeners('timeout');
-    const drop = (): void => {
-      s.destroy();
-      const l = this.idle.get(b.key);
-      const i = l?.indexOf(s) ?? -1;
-      if (i >= 0) l!.splice(i, 1);
-    };
-    s.on('error', drop);
-    s.on('close', drop);
-    s.on('data', drop); // unsolicited bytes: the connection is unusable
-    s.setTimeout(this.opts.idleMs ?? 30_000, drop);
-    if (s.isPaused()) s.resume();
-    list.push(s);
+    c.sock.setTimeout(this.opts.idleMs ?? 30_000);
+    list.push(c);
   }
 
   close(): void {
-    for (const list of this.idle.values()) for (const s of list) s.destroy();
+    for (const list of this.idle.values()) for (const c of list) c.sock.destroy();
     this.idle.clear();
   }
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Proxy benchmark (issue #6), side by side in one run, twice, against the same nginx backend
+# (600-byte page): direct, EdgeMesh L7, EdgeMesh L4, nginx reverse proxy (upstream keepalive),
+# haproxy http and tcp mode. Each proxy is pinned to core 1, wrk to core 0.
+# Prints rps and p50/p99 at -c50, p50 at -c1, CPU µs per request of the proxy process, and
+# iperf3 Gbit/s through the L4 paths. Usage: bench/proxy.sh [seconds per wrk run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+W=$(mktemp -d)
+chmod 755 "$W"
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.2; rm -rf "$W"' EXIT
+for t in wrk nginx haproxy iperf3 taskset curl; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
+[ -f packages/edgemesh-module/dist/index.js ] || npm run build >/dev/null
+export TS_NODE_PROJECT=bench/tsconfig.json
+BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092
+mkdir -p "$W/www"; chmod 755 "$W/www"
+python3 -c "print('<!DOCTYPE html><title>bench</title><p>' + 'x'*540 + '</p>')" > "$W/www/index.html"; chmod 644 "$W/www/index.html"
+tmpdirs="client_body_temp_path $W/cb; proxy_temp_path $W/pt; fastcgi_temp_path $W/ft; uwsgi_temp_path $W/ut; scgi_temp_path $W/st;"
+cat > "$W/backend.conf" <<CONF
+worker_processes 1; pid $W/be.pid; error_log $W/be.err;
+events { worker_connections 4096; }
+http { access_log off; $tmpdirs keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BE; root $W/www; } }
+CONF
+cat > "$W/ngproxy.conf" <<CONF
+worker_processes 1; pid $W/ng.pid; error_log $W/ng.err;
+events { worker_connections 4096; }
+http { access_log off; $tmpdirs keepalive_requests 1000000;
+  upstream be { server 127.0.0.1:$BE; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NGP; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > "$W/haproxy.cfg" <<CONF
+global
+  maxconn 2000
+  nbthread 1
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  maxconn 2000
+frontend fh
+  mode http
+  bind 127.0.0.1:$HAH
+  option http-keep-alive
+  default_backend bh
+backend bh
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:$BE
+frontend ft
+  mode tcp
+  bind 127.0.0.1:$HAT
+  default_backend bt
+backend bt
+  mode tcp
+  server s1 127.0.0.1:$BE
+frontend fti
+  mode tcp
+  bind 127.0.0.1:$HAI
+  default_backend bti
+backend bti
+  mode tcp
+  server s1 127.0.0.1:$IPF
+CONF
+
+nginx -c "$W/backend.conf" -g 'daemon off;' & BE_PID=$!
+taskset -c 1 nginx -c "$W/ngproxy.conf" -g 'daemon off;' & NG_PID=$!
+taskset -c 1 haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & HA_PID=$!
+taskset -c 1 node -r ts-node/register/transpile-only bench/proxy-server.ts $EM7 $EM4 $BE > "$W/em.log" 2>&1 & EM_PID=$!
+taskset -c 1 node -r ts-node/register/transpile-only bench/proxy-server.ts $(($EM7+20)) $EMI $BE $IPF > "$W/emi.log" 2>&1 & EMI_PID=$!
+iperf3 -s -p $IPF > /dev/null 2>&1 & IP_PID=$!
+for p in $BE $EM7 $EM4 $NGP $HAH $HAT; do
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
+done
+# worker pids (nginx proxies in its worker; haproxy single process)
+NG_W=$(pgrep -P $NG_PID | head -1); NG_W=${NG_W:-$NG_PID}
+
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+CLK=$(getconf CLK_TCK)
+# wrk_run PORT CONNS SECS → "rps p50us p99us requests"
+wrk_run() {
+  taskset -c 0 wrk -t1 -c"$2" -d"$3"s --latency "http://127.0.0.1:$1/" | awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
+    /Requests\/sec/ {rps=$2} /^ +50%/ {p50=us($2)} /^ +99%/ {p99=us($2)} / requests in / {n=$1}
+    END {printf "%d %d %d %d\n", rps, p50, p99, n}'
+}
+taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EM7/" >/dev/null   # JIT warm-up
+taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EM4/" >/dev/null
+declare -A R P50 P99 C1 CPU G
+targets="direct:$BE: em7:$EM7:$EM_PID em4:$EM4:$EM_PID nginx:$NGP:$NG_W haproxy-http:$HAH:$HA_PID haproxy-tcp:$HAT:$HA_PID"
+for run in 1 2; do
+  for t in $targets; do
+    IFS=: read -r name port pid <<< "$t"
+    [ -n "$pid" ] && t0=$(ticks "$pid")
+    read -r rps p50 p99 n <<< "$(wrk_run "$port" 50 "$SECS")"
+    if [ -n "$pid" ]; then t1=$(ticks "$pid"); CPU[$name.$run]=$(awk -v d=$((t1-t0)) -v c=$CLK -v n="$n" 'BEGIN {printf "%.0f", d/c*1e6/n}'); else CPU[$name.$run]='-'; fi
+    R[$name.$run]=$rps; P50[$name.$run]=$p50; P99[$name.$run]=$p99
+    read -r _ c1 _ _ <<< "$(wrk_run "$port" 1 5)"
+    C1[$name.$run]=$c1
+  done
+  for t in direct:$IPF em4:$EMI haproxy-tcp:$HAI; do
+    IFS=: read -r name port <<< "$t"
+    G[$name.$run]=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "$port" -t 8 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+  done
+done
+label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em4) echo "EdgeMesh L4 (tcp portal)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; esac; }
+echo "proxy bench — wrk -t1 -c50 -d${SECS}s --latency (p50 c1: -c1 -d5s), proxies on core 1, wrk on core 0; node $(node -v)"
+printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' path run rps 'ratio/dir' 'ratio/ngx' 'p50/p99us' 'p50 c1 us' 'CPU us/req' 'iperf3 Gbit/s'
+printf -- '-%.0s' {1..120}; echo
+for run in 1 2; do
+  for name in direct em7 em4 nginx haproxy-http haproxy-tcp; do
+    rd=$(awk -v a="${R[$name.$run]}" -v b="${R[direct.$run]}" 'BEGIN {printf "%.2f", a/b}')
+    rn=$(awk -v a="${R[$name.$run]}" -v b="${R[nginx.$run]}" 'BEGIN {printf "%.2f", a/b}')
+    printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' "$(label $name)" $run "${R[$name.$run]}" "$rd" "$rn" "${P50[$name.$run]}/${P99[$name.$run]}" "${C1[$name.$run]}" "${CPU[$name.$run]}" "${G[$name.$run]:-}"
+  done
+done
+echo "goals: L7 rps ≥ 1.0 × nginx reverse proxy; L7 CPU ≤ 40 µs/request; added p50 at c1 ≤ 50 µs over direct; L4 iperf3 ≥ 0.7 × direct"

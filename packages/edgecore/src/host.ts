@@ -124,6 +124,7 @@ const edgeMeshLoader: ModuleLoader = {
     c.loadSync(edgemeshContainerModule);
     c.bind(EdgeMeshOptions).toConstantValue({
       ...m,
+      iptablesSyncIntervalMs: m.iptablesSyncSeconds * 1000,
       dependencies: cfg.modules.metaManager.enable ? ['metamanager'] : [],
     } satisfies EdgeMeshOptions);
     metrics.register(() => {

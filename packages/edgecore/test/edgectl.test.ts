@@ -130,7 +130,7 @@ observability: { listen: 127.0.0.1:0 }
 modules:
   edgeHub: { nodeName: edge-node-a, nodeIP: 198.51.100.1, mqtt: { server: ${broker.url} } }
   metaManager: { metaServer: { enable: true, server: 127.0.0.1:0 } }
-  edgeMesh: { listenPort: 0, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
+  edgeMesh: { mode: unprivileged, listenPort: 0, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
 `),
       { logger: silentLogger },
     );

@@ -43,6 +43,10 @@ export interface EdgeMeshOptions {
     ejectBaseMs?: number;
     ejectMaxMs?: number;
   };
+  /** iptables mode: period of the rule re-ensure (default 30 s). */
+  iptablesSyncIntervalMs?: number;
+  /** Our value of the service-proxy-name label (default `edgemesh`). */
+  proxyName?: string;
   /** Modules that must be ready first (default ['metamanager']); [] when MetaClient is rebound. */
   dependencies?: string[];
 }

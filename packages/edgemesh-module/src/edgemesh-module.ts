@@ -28,6 +28,8 @@ import { HttpProxy } from './proxy/http-proxy';
 import { desiredPortals, PortalManager, type PortalSpec } from './proxy/portals';
 import { TcpProxy } from './proxy/tcp-proxy';
 import { UpstreamPool } from './proxy/upstream-pool';
+import { IptablesManager, proxiedByUs } from './iptables/iptables';
+import { ListenInterface } from './iptables/listen-interface';
 
 /**
  * The EdgeMesh beehive module (name `edgemesh`, group `mesh`): loads the whole catalog from
@@ -40,6 +42,9 @@ export class EdgeMeshModule implements BeehiveModule {
   readonly group = Group.Mesh;
   readonly dependencies: string[];
   readonly mode: MeshMode;
+  private readonly modeReason?: string;
+  iptables?: IptablesManager;
+  private listenIfc?: ListenInterface;
   vips!: VipAllocator;
   zone!: ClusterZone;
   forwarder!: Forwarder;
@@ -72,7 +77,9 @@ export class EdgeMeshModule implements BeehiveModule {
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
   ) {
     this.dependencies = options.dependencies ?? ['metamanager'];
-    this.mode = resolveMode(options);
+    const m = resolveMode(options);
+    this.mode = m.mode;
+    this.modeReason = m.reason;
   }
 
   get cloudConnected(): boolean {
@@ -119,12 +126,24 @@ export class EdgeMeshModule implements BeehiveModule {
   }
 
   async stop(): Promise<void> {
+    await this.iptables
+      ?.cleanup()
+      .catch((e) => this.log.error({ err: (e as Error).message }, 'removing iptables rules failed'));
+    await this.listenIfc?.teardown();
     this.forwardProxy?.close();
     await this.portals?.closeAll();
     this.http?.closeAll();
     this.tcp?.closeAll();
     this.pool?.close();
     await this.dns?.close();
+  }
+
+  /** Program the whole rule set for the current portal table (one iptables-restore). */
+  private syncRules(): Promise<void> {
+    const name = this.options.proxyName ?? 'edgemesh';
+    return this.iptables!.sync(this.portals.table(), (e) =>
+      proxiedByUs(this.catalog.getService(e.namespace, e.service)?.metadata.labels, name),
+    );
   }
 
   /** Backends of a portal's service port, cached until the next catalog change. */
@@ -181,8 +200,29 @@ export class EdgeMeshModule implements BeehiveModule {
         .then(() => this.onCatalogChange(ev))
         .catch((e) => this.log.error({ err: e }, 'catalog change failed'));
     });
-    // 3. DNS.
-    const listen = dnsListen(o, this.mode);
+    // 3. Interception set-up (iptables mode): listen address, VIP route, leftovers of a crash.
+    let listenIP: string | undefined;
+    if (this.mode === 'iptables') {
+      this.listenIfc = new ListenInterface(o.listenInterface ?? 'docker0', { log: this.log });
+      listenIP = await this.listenIfc.ensure();
+      await this.listenIfc.routeSubnet(o.subNet ?? DEFAULT_SUBNET);
+      this.iptables = new IptablesManager({
+        listenIP,
+        listenInterface: this.listenIfc.name,
+        dnsPort: o.dns?.listenPort ?? 53,
+        hijackDns: (o.dns?.hijack ?? 'iptables') === 'iptables',
+        syncIntervalMs: o.iptablesSyncIntervalMs,
+        log: this.log,
+      });
+      await this.iptables.cleanup();
+    } else if (o.mode !== 'unprivileged') {
+      this.log.info(
+        { reason: this.modeReason },
+        'edgemesh in unprivileged mode: DNS on 127.0.0.1, explicit proxy on listenPort, no interception',
+      );
+    }
+    // DNS.
+    const listen = dnsListen(o, this.mode, listenIP);
     this.zone = new ClusterZone(this.catalog, {
       clusterDomain: o.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN,
       ttl: o.dns?.ttl ?? 5,
@@ -238,6 +278,10 @@ export class EdgeMeshModule implements BeehiveModule {
       },
     );
     await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
+    if (this.iptables) {
+      await this.syncRules();
+      this.iptables.startResync();
+    }
     if (this.mode === 'unprivileged') {
       this.forwardProxy = new ForwardProxy(this.http, this.tcp, (h, p) => this.resolveTarget(h, p), {
         log: this.log,
@@ -274,8 +318,13 @@ export class EdgeMeshModule implements BeehiveModule {
     }
     this.backendCache.clear();
     this.dns?.invalidate();
-    if (ev.kind === 'service' && this.portals)
+    if (ev.kind === 'service' && this.portals) {
       await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
+      if (this.iptables)
+        await this.syncRules().catch((e) =>
+          this.log.error({ err: (e as Error).message }, 'iptables sync failed'),
+        );
+    }
   }
 
   private async ensureVip(key: string, s: Service): Promise<void> {

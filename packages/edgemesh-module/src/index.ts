@@ -22,3 +22,6 @@ export * from './proxy/tcp-proxy';
 export * from './proxy/udp-proxy';
 export * from './proxy/portals';
 export * from './proxy/forward-proxy';
+export * from './iptables/exec';
+export * from './iptables/iptables';
+export * from './iptables/listen-interface';

@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
 import type { EdgeMeshOptions } from './config';
 import { intToIp, ipToInt } from './vip/ipv4';
 
@@ -19,20 +21,36 @@ export function nodeIPv4s(): string[] {
   return out;
 }
 
+function onPath(bin: string): boolean {
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin']);
+  return dirs.some((d) => d && existsSync(join(d, bin)));
+}
+
 /**
- * The effective mode. Interception (iptables) is its own piece of work; until a build has it,
- * `auto` means unprivileged: DNS on 127.0.0.1:5353 and the explicit proxy.
+ * The effective mode. `auto` → iptables when root, iptables-restore is installed and the listen
+ * interface exists (or is `edgemesh0`, which EdgeMesh creates); else unprivileged: DNS on
+ * 127.0.0.1:5353 and the explicit proxy, with `reason` saying why.
  */
-export function resolveMode(o: EdgeMeshOptions): MeshMode {
-  return o.mode === 'iptables' ? 'iptables' : 'unprivileged';
+export function resolveMode(o: EdgeMeshOptions): { mode: MeshMode; reason?: string } {
+  if (o.mode === 'iptables') return { mode: 'iptables' };
+  if (o.mode === 'unprivileged') return { mode: 'unprivileged', reason: 'configured' };
+  if (process.getuid?.() !== 0) return { mode: 'unprivileged', reason: 'not root' };
+  if (!onPath('iptables-restore')) return { mode: 'unprivileged', reason: 'iptables-restore not installed' };
+  const ifc = o.listenInterface ?? 'docker0';
+  if (ifc !== 'edgemesh0' && !interfaceIPv4(ifc))
+    return { mode: 'unprivileged', reason: `listen interface ${ifc} missing` };
+  return { mode: 'iptables' };
 }
 
 /** Where DNS listens: a configured listenPort wins in every mode. */
-export function dnsListen(o: EdgeMeshOptions, mode: MeshMode): { host: string; port: number } {
+export function dnsListen(
+  o: EdgeMeshOptions,
+  mode: MeshMode,
+  listenIP?: string,
+): { host: string; port: number } {
   if (mode === 'unprivileged')
     return { host: o.dns?.listenAddress ?? '127.0.0.1', port: o.dns?.listenPort ?? 5353 };
-  const ifc = interfaceIPv4(o.listenInterface ?? 'docker0');
-  return { host: o.dns?.listenAddress ?? ifc?.address ?? '127.0.0.1', port: o.dns?.listenPort ?? 53 };
+  return { host: o.dns?.listenAddress ?? listenIP ?? '127.0.0.1', port: o.dns?.listenPort ?? 53 };
 }
 
 /** Default query sources: loopback, this node's addresses, the container bridge subnet. */

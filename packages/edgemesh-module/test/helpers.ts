@@ -51,6 +51,8 @@ export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {})
   const mesh = new EdgeMeshModule(
     // port 0 everywhere: test files run in parallel
     {
+      // unprivileged: these tests run in the host namespace and must never program iptables there
+      mode: 'unprivileged',
       listenPort: 0,
       ...opts,
       dns: { listenPort: 0, upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 300, ...opts.dns },

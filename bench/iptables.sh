@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs bench/iptables.ts inside a network namespace made for it (never the host's iptables).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NS="embench$$"
+ip netns add "$NS"
+trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+[ -f packages/edgemesh-module/dist/index.js ] || npm run build >/dev/null
+TS_NODE_PROJECT=bench/tsconfig.json ip netns exec "$NS" node -r ts-node/register/transpile-only bench/iptables.ts

@@ -30,6 +30,7 @@ import { TcpProxy } from './proxy/tcp-proxy';
 import { UpstreamPool } from './proxy/upstream-pool';
 import { IptablesManager, proxiedByUs } from './iptables/iptables';
 import { ListenInterface } from './iptables/listen-interface';
+import { ResolvConfHijack } from './iptables/resolvconf';
 
 /**
  * The EdgeMesh beehive module (name `edgemesh`, group `mesh`): loads the whole catalog from
@@ -45,6 +46,7 @@ export class EdgeMeshModule implements BeehiveModule {
   private readonly modeReason?: string;
   iptables?: IptablesManager;
   private listenIfc?: ListenInterface;
+  private resolvConf?: ResolvConfHijack;
   vips!: VipAllocator;
   zone!: ClusterZone;
   forwarder!: Forwarder;
@@ -130,6 +132,7 @@ export class EdgeMeshModule implements BeehiveModule {
       ?.cleanup()
       .catch((e) => this.log.error({ err: (e as Error).message }, 'removing iptables rules failed'));
     await this.listenIfc?.teardown();
+    this.resolvConf?.restore();
     this.forwardProxy?.close();
     await this.portals?.closeAll();
     this.http?.closeAll();
@@ -215,6 +218,10 @@ export class EdgeMeshModule implements BeehiveModule {
         log: this.log,
       });
       await this.iptables.cleanup();
+      if (o.dns?.hijack === 'resolvconf') {
+        this.resolvConf = new ResolvConfHijack(o.dns.resolvConf ?? '/etc/resolv.conf', listenIP);
+        this.resolvConf.recover(); // a crashed run's change first, so upstreams come from the original
+      }
     } else if (o.mode !== 'unprivileged') {
       this.log.info(
         { reason: this.modeReason },
@@ -245,6 +252,13 @@ export class EdgeMeshModule implements BeehiveModule {
       log: this.log,
     });
     const a = await this.dns.listen();
+    if (this.resolvConf) {
+      this.resolvConf.apply();
+      this.log.info(
+        { path: this.resolvConf.path, nameserver: a.address },
+        'resolv.conf now points at edgemesh',
+      );
+    }
     // 4. Proxy: load balancer, portals per service port, explicit proxy when unprivileged.
     const px = o.proxy ?? {};
     this.lb = new LoadBalancer(createStrategy(o.lbStrategy), {

@@ -25,3 +25,4 @@ export * from './proxy/forward-proxy';
 export * from './iptables/exec';
 export * from './iptables/iptables';
 export * from './iptables/listen-interface';
+export * from './iptables/resolvconf';

@@ -6,7 +6,10 @@
  */
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
-import { IptablesManager, intToIp, run, type PortalEntry } from '@edgecore/edgemesh-module';
+import { iptablesBinaries, IptablesManager, intToIp, run, type PortalEntry } from '@edgecore/edgemesh-module';
+
+const backend = (process.env.IPT_BACKEND ?? 'nft') as 'nft' | 'legacy';
+const bin = iptablesBinaries(backend);
 
 function entries(n: number): PortalEntry[] {
   return Array.from({ length: n }, (_, i) => ({
@@ -38,6 +41,7 @@ async function main(): Promise<void> {
     listenInterface: 'edgemesh0',
     dnsPort: 53,
     hijackDns: true,
+    ...bin,
   });
   const rows: [string, string, string][] = [];
   for (let run_ = 1; run_ <= 2; run_++) {
@@ -48,16 +52,16 @@ async function main(): Promise<void> {
     const changed = entries(10_000);
     changed[5000] = { ...changed[5000], listenPort: 65000 };
     const tChange = await timed(() => m.sync(changed));
-    const count = (await run('iptables-save', ['-t', 'nat'])).stdout
+    const count = (await run(bin.iptablesSave, ['-t', 'nat'])).stdout
       .split('\n')
       .filter((l) => /--comment "?ns-/.test(l)).length;
     if (count !== 20_000) throw new Error(`expected 20000 DNAT rules, found ${count}`);
     await m.cleanup();
     // reference: one exec per rule, 1,000 rules (as kube-proxy did before iptables-restore)
-    await run('iptables', ['-t', 'nat', '-N', 'BENCH-REF']);
+    await run(bin.iptables, ['-t', 'nat', '-N', 'BENCH-REF']);
     const tRef = await timed(async () => {
       for (const e of entries(1000)) {
-        await run('iptables', [
+        await run(bin.iptables, [
           '-w',
           '5',
           '-t',
@@ -77,8 +81,8 @@ async function main(): Promise<void> {
         ]);
       }
     });
-    await run('iptables', ['-t', 'nat', '-F', 'BENCH-REF']);
-    await run('iptables', ['-t', 'nat', '-X', 'BENCH-REF']);
+    await run(bin.iptables, ['-t', 'nat', '-F', 'BENCH-REF']);
+    await run(bin.iptables, ['-t', 'nat', '-X', 'BENCH-REF']);
     rows.push([`1,000 ports, one batch (run ${run_})`, `${t1k.toFixed(0)} ms`, '']);
     rows.push([
       `10,000 ports, one batch (run ${run_})`,
@@ -96,7 +100,7 @@ async function main(): Promise<void> {
       `${(tRef / t1k).toFixed(0)}× the batch`,
     ]);
   }
-  const v = (await run('iptables', ['--version'])).stdout.trim();
+  const v = (await run(bin.iptables, ['--version'])).stdout.trim();
   console.log(`iptables bench — inside netns ${ns}, ${v}, node ${process.version}`);
   const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) console.log(r.map((x, i) => x.padEnd(w[i])).join(' | '));

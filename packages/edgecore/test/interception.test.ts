@@ -15,7 +15,7 @@ import { Netns } from './netns';
  */
 const ROOT = join(__dirname, '..', '..', '..');
 const BIN = join(ROOT, 'packages', 'edgecore', 'bin', 'edgecore');
-const tag = `em${process.pid % 100000}`;
+const TAG = `em${process.pid % 100000}`;
 const RESOLV = 'nameserver 192.0.2.53\n'; // nothing there: hijacked to EdgeMesh
 
 function objects(): { key: string; type: string; name: string; value: unknown }[] {
@@ -72,101 +72,110 @@ function objects(): { key: string; type: string; name: string; value: unknown }[
   ];
 }
 
-describe('interception in network namespaces (iptables, DNS hijack, docker0)', () => {
-  let A: Netns, B: Netns, C: Netns;
-  let dir: string;
-  let edge: ChildProcess | undefined;
-  let log = '';
-  const bg: ChildProcess[] = [];
+describe.each(['nft', 'legacy'] as const)(
+  'interception in network namespaces (iptables-%s, DNS hijack, docker0)',
+  (backend) => {
+    const tag = `${TAG}${backend[0]}`;
+    const save = backend === 'nft' ? 'iptables-nft-save' : 'iptables-legacy-save';
+    const iptables = backend === 'nft' ? 'iptables-nft' : 'iptables-legacy';
+    let A: Netns, B: Netns, C: Netns;
+    let dir: string;
+    let edge: ChildProcess | undefined;
+    let log = '';
+    const bg: ChildProcess[] = [];
 
-  async function startEdgecore(): Promise<void> {
-    log = '';
-    const p = spawn(
-      'ip',
-      ['netns', 'exec', A.name, process.execPath, BIN, '--config', join(dir, 'edgecore.yaml')],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    edge = p;
-    p.stdout!.on('data', (d) => (log += d));
-    p.stderr!.on('data', (d) => (log += d));
-    const deadline = Date.now() + 20_000;
-    while (!log.includes('edgecore ready')) {
-      if (p.exitCode !== null || Date.now() > deadline)
-        throw new Error(`edgecore did not become ready:\n${log}`);
-      await new Promise((r) => setTimeout(r, 50));
+    async function startEdgecore(): Promise<void> {
+      log = '';
+      const p = spawn(
+        'ip',
+        ['netns', 'exec', A.name, process.execPath, BIN, '--config', join(dir, 'edgecore.yaml')],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      edge = p;
+      p.stdout!.on('data', (d) => (log += d));
+      p.stderr!.on('data', (d) => (log += d));
+      const deadline = Date.now() + 20_000;
+      while (!log.includes('edgecore ready')) {
+        if (p.exitCode !== null || Date.now() > deadline)
+          throw new Error(`edgecore did not become ready:\n${log}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
-  }
 
-  async function stopEdgecore(signal: NodeJS.Signals): Promise<void> {
-    const p = edge;
-    edge = undefined;
-    if (!p || p.exitCode !== null) return;
-    const done = new Promise<void>((r) => p.once('exit', () => r()));
-    // `ip netns exec` execs the program: the pid is edgecore's own
-    p.kill(signal);
-    await done;
-  }
+    async function stopEdgecore(signal: NodeJS.Signals): Promise<void> {
+      const p = edge;
+      edge = undefined;
+      if (!p || p.exitCode !== null) return;
+      const done = new Promise<void>((r) => p.once('exit', () => r()));
+      // `ip netns exec` execs the program: the pid is edgecore's own
+      p.kill(signal);
+      await done;
+    }
 
-  const natRules = async (): Promise<string> => A.run('iptables-save', ['-t', 'nat']);
+    const natRules = async (): Promise<string> => A.run(save, ['-t', 'nat']);
 
-  beforeAll(async () => {
-    A = await Netns.create(`${tag}a`, RESOLV);
-    B = await Netns.create(`${tag}b`);
-    C = await Netns.create(`${tag}c`, RESOLV);
-    // node a <-> node b
-    await A.run('ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', B.name]);
-    await A.run('ip', ['addr', 'add', '192.0.2.1/24', 'dev', 'eth0']);
-    await A.run('ip', ['link', 'set', 'eth0', 'up']);
-    await B.run('ip', ['addr', 'add', '192.0.2.2/24', 'dev', 'eth0']);
-    await B.run('ip', ['link', 'set', 'eth0', 'up']);
-    // docker0 in node a, container C on it
-    await A.run('ip', ['link', 'add', 'docker0', 'type', 'bridge']);
-    await A.run('ip', ['addr', 'add', '172.17.0.1/16', 'dev', 'docker0']);
-    await A.run('ip', ['link', 'set', 'docker0', 'up']);
-    await A.run('ip', ['link', 'add', 'vethc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', C.name]);
-    await A.run('ip', ['link', 'set', 'vethc', 'master', 'docker0']);
-    await A.run('ip', ['link', 'set', 'vethc', 'up']);
-    await C.run('ip', ['addr', 'add', '172.17.0.2/16', 'dev', 'eth0']);
-    await C.run('ip', ['link', 'set', 'eth0', 'up']);
-    await C.run('ip', ['route', 'add', 'default', 'via', '172.17.0.1']);
-    // node b: nginx (the pod) and echo servers on its host address
-    dir = mkdtempSync(join(tmpdir(), 'edgecore-netns-'));
-    chmodSync(dir, 0o755);
-    mkdirSync(join(dir, 'www'), { mode: 0o755 });
-    writeFileSync(
-      join(dir, 'www', 'index.html'),
-      '<!DOCTYPE html>\n<title>Welcome to nginx!</title>\n<h1>Welcome to nginx!</h1>\n',
-      { mode: 0o644 },
-    );
-    const t = (n: string): string => join(dir, n);
-    writeFileSync(
-      t('nginx.conf'),
-      `worker_processes 1;\npid ${t('nginx.pid')};\nerror_log ${t('nginx.err')};\nevents { worker_connections 64; }\nhttp { access_log off; client_body_temp_path ${t('cb')}; proxy_temp_path ${t('pt')}; fastcgi_temp_path ${t('ft')}; uwsgi_temp_path ${t('ut')}; scgi_temp_path ${t('st')};\n  server { listen 192.0.2.2:80; root ${t('www')}; } }\n`,
-    );
-    bg.push(
-      spawn('ip', ['netns', 'exec', B.name, '/usr/sbin/nginx', '-c', t('nginx.conf'), '-g', 'daemon off;'], {
-        stdio: 'ignore',
-      }),
-    );
-    const echo = `const net=require('net'),dgram=require('dgram');net.createServer(s=>s.pipe(s)).listen(7000,'192.0.2.2');const u=dgram.createSocket('udp4');u.on('message',(m,r)=>u.send(Buffer.concat([Buffer.from('udp:'),m]),r.port,r.address));u.bind(7001,'192.0.2.2');`;
-    bg.push(spawn('ip', ['netns', 'exec', B.name, process.execPath, '-e', echo], { stdio: 'ignore' }));
-    // the node's database, as MetaManager left it: this run starts offline
-    const store = new MetaStore(t('edgecore.db'));
-    store.apply(
-      objects().map((o) => ({
-        op: 'upsert' as const,
-        key: o.key,
-        namespace: 'default',
-        type: o.type,
-        name: o.name,
-        value: JSON.stringify(o.value),
-        resourceVersion: 1,
-      })),
-    );
-    store.close();
-    writeFileSync(
-      t('edgecore.yaml'),
-      `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+    beforeAll(async () => {
+      A = await Netns.create(`${tag}a`, RESOLV);
+      B = await Netns.create(`${tag}b`);
+      C = await Netns.create(`${tag}c`, RESOLV);
+      // node a <-> node b
+      await A.run('ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', B.name]);
+      await A.run('ip', ['addr', 'add', '192.0.2.1/24', 'dev', 'eth0']);
+      await A.run('ip', ['link', 'set', 'eth0', 'up']);
+      await B.run('ip', ['addr', 'add', '192.0.2.2/24', 'dev', 'eth0']);
+      await B.run('ip', ['link', 'set', 'eth0', 'up']);
+      // docker0 in node a, container C on it
+      await A.run('ip', ['link', 'add', 'docker0', 'type', 'bridge']);
+      await A.run('ip', ['addr', 'add', '172.17.0.1/16', 'dev', 'docker0']);
+      await A.run('ip', ['link', 'set', 'docker0', 'up']);
+      await A.run('ip', ['link', 'add', 'vethc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', C.name]);
+      await A.run('ip', ['link', 'set', 'vethc', 'master', 'docker0']);
+      await A.run('ip', ['link', 'set', 'vethc', 'up']);
+      await C.run('ip', ['addr', 'add', '172.17.0.2/16', 'dev', 'eth0']);
+      await C.run('ip', ['link', 'set', 'eth0', 'up']);
+      await C.run('ip', ['route', 'add', 'default', 'via', '172.17.0.1']);
+      // node b: nginx (the pod) and echo servers on its host address
+      dir = mkdtempSync(join(tmpdir(), 'edgecore-netns-'));
+      chmodSync(dir, 0o755);
+      mkdirSync(join(dir, 'www'), { mode: 0o755 });
+      writeFileSync(
+        join(dir, 'www', 'index.html'),
+        '<!DOCTYPE html>\n<title>Welcome to nginx!</title>\n<h1>Welcome to nginx!</h1>\n',
+        { mode: 0o644 },
+      );
+      const t = (n: string): string => join(dir, n);
+      writeFileSync(
+        t('nginx.conf'),
+        `worker_processes 1;\npid ${t('nginx.pid')};\nerror_log ${t('nginx.err')};\nevents { worker_connections 64; }\nhttp { access_log off; client_body_temp_path ${t('cb')}; proxy_temp_path ${t('pt')}; fastcgi_temp_path ${t('ft')}; uwsgi_temp_path ${t('ut')}; scgi_temp_path ${t('st')};\n  server { listen 192.0.2.2:80; root ${t('www')}; } }\n`,
+      );
+      bg.push(
+        spawn(
+          'ip',
+          ['netns', 'exec', B.name, '/usr/sbin/nginx', '-c', t('nginx.conf'), '-g', 'daemon off;'],
+          {
+            stdio: 'ignore',
+          },
+        ),
+      );
+      const echo = `const net=require('net'),dgram=require('dgram');net.createServer(s=>s.pipe(s)).listen(7000,'192.0.2.2');const u=dgram.createSocket('udp4');u.on('message',(m,r)=>u.send(Buffer.concat([Buffer.from('udp:'),m]),r.port,r.address));u.bind(7001,'192.0.2.2');`;
+      bg.push(spawn('ip', ['netns', 'exec', B.name, process.execPath, '-e', echo], { stdio: 'ignore' }));
+      // the node's database, as MetaManager left it: this run starts offline
+      const store = new MetaStore(t('edgecore.db'));
+      store.apply(
+        objects().map((o) => ({
+          op: 'upsert' as const,
+          key: o.key,
+          namespace: 'default',
+          type: o.type,
+          name: o.name,
+          value: JSON.stringify(o.value),
+          resourceVersion: 1,
+        })),
+      );
+      store.close();
+      writeFileSync(
+        t('edgecore.yaml'),
+        `apiVersion: edgecore.config.kubeedge.io/v1alpha2
 kind: EdgeCore
 database: { dataSource: ${t('edgecore.db')} }
 observability: { listen: 127.0.0.1:10351 }
@@ -179,98 +188,107 @@ modules:
     mode: iptables
     listenInterface: docker0
     iptablesSyncSeconds: 1
+    iptablesBackend: ${backend}
     dns: { listenPort: 53, hijack: iptables }
 `,
-    );
-    for (let i = 0; i < 100; i++) {
-      const r = await A.attempt('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://192.0.2.2/']);
-      if (r.stdout === '200') break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    await startEdgecore();
-  }, 60_000);
+      );
+      for (let i = 0; i < 100; i++) {
+        const r = await A.attempt('curl', [
+          '-s',
+          '-o',
+          '/dev/null',
+          '-w',
+          '%{http_code}',
+          'http://192.0.2.2/',
+        ]);
+        if (r.stdout === '200') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await startEdgecore();
+    }, 60_000);
 
-  afterAll(async () => {
-    await stopEdgecore('SIGTERM').catch(() => undefined);
-    for (const p of bg) p.kill('SIGKILL');
-    for (const ns of [C, B, A]) await ns?.destroy();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('programs our chains, jumped to first from PREROUTING and OUTPUT, one DNAT per service port, and the VIP route', async () => {
-    const rules = await natRules();
-    expect(rules).toMatch(/^-A PREROUTING -j EDGEMESH-PORTALS-CONTAINER$/m);
-    expect(rules).toMatch(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m);
-    expect(rules).toMatch(
-      /-A EDGEMESH-PORTALS-HOST -d 198\.18\.\d+\.\d+\/32 -p tcp -m tcp --dport 12345 -m comment --comment "?default\/nginx-svc:12345"? -j DNAT --to-destination 172\.17\.0\.1:\d+/,
-    );
-    expect(rules).toMatch(/--dport 7001 .*default\/echo-udp:7001/);
-    expect(rules).toMatch(
-      /-A EDGEMESH-PORTALS-CONTAINER -i docker0 -p udp -m udp --dport 53 .* --to-destination 172\.17\.0\.1:53/,
-    );
-    expect(await A.run('ip', ['route', 'show', '198.18.0.0/16'])).toMatch(/198\.18\.0\.0\/16 dev docker0/);
-  });
-
-  for (const where of ['node', 'container'] as const) {
-    it(`from the ${where}: getent and dig resolve the name to a VIP; curl by name returns the nginx page`, async () => {
-      const ns = where === 'node' ? A : C;
-      const getent = await ns.run('getent', ['hosts', 'nginx-svc.default.svc.cluster.local']);
-      expect(getent).toMatch(/^198\.18\.\d+\.\d+\s+nginx-svc\.default\.svc\.cluster\.local/);
-      const dig = await ns.run('dig', [
-        '+short',
-        '+tries=1',
-        '+time=3',
-        'nginx-svc.default.svc.cluster.local',
-      ]);
-      expect(dig.trim()).toBe(getent.split(/\s/)[0]);
-      const page = await ns.run('curl', [
-        '-s',
-        '--max-time',
-        '5',
-        'http://nginx-svc.default.svc.cluster.local:12345',
-      ]);
-      expect(page).toContain('<title>Welcome to nginx!</title>');
+    afterAll(async () => {
+      await stopEdgecore('SIGTERM').catch(() => undefined);
+      for (const p of bg) p.kill('SIGKILL');
+      for (const ns of [C, B, A]) await ns?.destroy();
+      if (dir) rmSync(dir, { recursive: true, force: true });
     });
-  }
 
-  it('a TCP (non-http) service and a UDP service by name, from the container', async () => {
-    const script = `const dns=require('dns'),net=require('net'),dgram=require('dgram');
+    it('programs our chains, jumped to first from PREROUTING and OUTPUT, one DNAT per service port, and the VIP route', async () => {
+      const rules = await natRules();
+      expect(rules).toMatch(/^-A PREROUTING -j EDGEMESH-PORTALS-CONTAINER$/m);
+      expect(rules).toMatch(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m);
+      expect(rules).toMatch(
+        /-A EDGEMESH-PORTALS-HOST -d 198\.18\.\d+\.\d+\/32 -p tcp -m tcp --dport 12345 -m comment --comment "?default\/nginx-svc:12345"? -j DNAT --to-destination 172\.17\.0\.1:\d+/,
+      );
+      expect(rules).toMatch(/--dport 7001 .*default\/echo-udp:7001/);
+      expect(rules).toMatch(
+        /-A EDGEMESH-PORTALS-CONTAINER -i docker0 -p udp -m udp --dport 53 .* --to-destination 172\.17\.0\.1:53/,
+      );
+      expect(await A.run('ip', ['route', 'show', '198.18.0.0/16'])).toMatch(/198\.18\.0\.0\/16 dev docker0/);
+    });
+
+    for (const where of ['node', 'container'] as const) {
+      it(`from the ${where}: getent and dig resolve the name to a VIP; curl by name returns the nginx page`, async () => {
+        const ns = where === 'node' ? A : C;
+        const getent = await ns.run('getent', ['hosts', 'nginx-svc.default.svc.cluster.local']);
+        expect(getent).toMatch(/^198\.18\.\d+\.\d+\s+nginx-svc\.default\.svc\.cluster\.local/);
+        const dig = await ns.run('dig', [
+          '+short',
+          '+tries=1',
+          '+time=3',
+          'nginx-svc.default.svc.cluster.local',
+        ]);
+        expect(dig.trim()).toBe(getent.split(/\s/)[0]);
+        const page = await ns.run('curl', [
+          '-s',
+          '--max-time',
+          '5',
+          'http://nginx-svc.default.svc.cluster.local:12345',
+        ]);
+        expect(page).toContain('<title>Welcome to nginx!</title>');
+      });
+    }
+
+    it('a TCP (non-http) service and a UDP service by name, from the container', async () => {
+      const script = `const dns=require('dns'),net=require('net'),dgram=require('dgram');
 dns.lookup('echo-tcp.default.svc.cluster.local',4,(e,a)=>{if(e)throw e;const s=net.connect(7000,a,()=>s.end('tcp-ping'));let b='';s.on('data',d=>b+=d);s.on('close',()=>{
 dns.lookup('echo-udp.default.svc.cluster.local',4,(e2,u)=>{if(e2)throw e2;const c=dgram.createSocket('udp4');c.on('message',m=>{console.log(b+' '+m);process.exit(0)});c.send('udp-ping',7001,u);setTimeout(()=>{console.log(b+' no-udp');process.exit(1)},3000)})})});`;
-    const out = await C.run(process.execPath, ['-e', script]);
-    expect(out.trim()).toBe('tcp-ping udp:udp-ping');
-  });
+      const out = await C.run(process.execPath, ['-e', script]);
+      expect(out.trim()).toBe('tcp-ping udp:udp-ping');
+    });
 
-  it('a rule deleted by hand comes back within the sync period', async () => {
-    await A.run('iptables', ['-t', 'nat', '-D', 'OUTPUT', '-j', 'EDGEMESH-PORTALS-HOST']);
-    expect(await natRules()).not.toMatch(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m);
-    const deadline = Date.now() + 5000;
-    while (!/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m.test(await natRules())) {
-      if (Date.now() > deadline) throw new Error('rule did not come back');
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  });
+    it('a rule deleted by hand comes back within the sync period', async () => {
+      await A.run(iptables, ['-t', 'nat', '-D', 'OUTPUT', '-j', 'EDGEMESH-PORTALS-HOST']);
+      expect(await natRules()).not.toMatch(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m);
+      const deadline = Date.now() + 5000;
+      while (!/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m.test(await natRules())) {
+        if (Date.now() > deadline) throw new Error('rule did not come back');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    });
 
-  it('after SIGKILL and a restart (offline, same database) no rule is duplicated and the same VIP serves', async () => {
-    const vip = (await A.run('getent', ['hosts', 'nginx-svc.default.svc.cluster.local'])).split(/\s/)[0];
-    await stopEdgecore('SIGKILL');
-    expect(await natRules()).toContain('EDGEMESH-PORTALS-HOST'); // leftovers of the crash
-    await startEdgecore();
-    const rules = await natRules();
-    expect(rules.match(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/gm)).toHaveLength(1);
-    expect(rules.match(/^-A PREROUTING -j EDGEMESH-PORTALS-CONTAINER$/gm)).toHaveLength(1);
-    expect(rules.match(/default\/nginx-svc:12345/g)).toHaveLength(2); // host + container chain
-    expect((await A.run('getent', ['hosts', 'nginx-svc.default.svc.cluster.local'])).split(/\s/)[0]).toBe(
-      vip,
-    );
-    expect(
-      await C.run('curl', ['-s', '--max-time', '5', 'http://nginx-svc.default.svc.cluster.local:12345']),
-    ).toContain('Welcome to nginx!');
-  }, 40_000);
+    it('after SIGKILL and a restart (offline, same database) no rule is duplicated and the same VIP serves', async () => {
+      const vip = (await A.run('getent', ['hosts', 'nginx-svc.default.svc.cluster.local'])).split(/\s/)[0];
+      await stopEdgecore('SIGKILL');
+      expect(await natRules()).toContain('EDGEMESH-PORTALS-HOST'); // leftovers of the crash
+      await startEdgecore();
+      const rules = await natRules();
+      expect(rules.match(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/gm)).toHaveLength(1);
+      expect(rules.match(/^-A PREROUTING -j EDGEMESH-PORTALS-CONTAINER$/gm)).toHaveLength(1);
+      expect(rules.match(/default\/nginx-svc:12345/g)).toHaveLength(2); // host + container chain
+      expect((await A.run('getent', ['hosts', 'nginx-svc.default.svc.cluster.local'])).split(/\s/)[0]).toBe(
+        vip,
+      );
+      expect(
+        await C.run('curl', ['-s', '--max-time', '5', 'http://nginx-svc.default.svc.cluster.local:12345']),
+      ).toContain('Welcome to nginx!');
+    }, 40_000);
 
-  it('after SIGTERM no rule, chain or route of ours remains', async () => {
-    await stopEdgecore('SIGTERM');
-    expect(await natRules()).not.toContain('EDGEMESH');
-    expect((await A.run('ip', ['route', 'show', '198.18.0.0/16'])).trim()).toBe('');
-  });
-});
+    it('after SIGTERM no rule, chain or route of ours remains', async () => {
+      await stopEdgecore('SIGTERM');
+      expect(await natRules()).not.toContain('EDGEMESH');
+      expect((await A.run('ip', ['route', 'show', '198.18.0.0/16'])).trim()).toBe('');
+    });
+  },
+);

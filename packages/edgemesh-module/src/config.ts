@@ -43,6 +43,8 @@ export interface EdgeMeshOptions {
     ejectBaseMs?: number;
     ejectMaxMs?: number;
   };
+  /** Which iptables: the system's `iptables` alternative (auto), or iptables-nft / iptables-legacy. */
+  iptablesBackend?: 'auto' | 'nft' | 'legacy';
   /** iptables mode: period of the rule re-ensure (default 30 s). */
   iptablesSyncIntervalMs?: number;
   /** Our value of the service-proxy-name label (default `edgemesh`). */

@@ -28,7 +28,7 @@ import { HttpProxy } from './proxy/http-proxy';
 import { desiredPortals, PortalManager, type PortalSpec } from './proxy/portals';
 import { TcpProxy } from './proxy/tcp-proxy';
 import { UpstreamPool } from './proxy/upstream-pool';
-import { IptablesManager, proxiedByUs } from './iptables/iptables';
+import { iptablesBinaries, IptablesManager, proxiedByUs } from './iptables/iptables';
 import { ListenInterface } from './iptables/listen-interface';
 import { ResolvConfHijack } from './iptables/resolvconf';
 
@@ -215,6 +215,7 @@ export class EdgeMeshModule implements BeehiveModule {
         dnsPort: o.dns?.listenPort ?? 53,
         hijackDns: (o.dns?.hijack ?? 'iptables') === 'iptables',
         syncIntervalMs: o.iptablesSyncIntervalMs,
+        ...iptablesBinaries(o.iptablesBackend),
         log: this.log,
       });
       await this.iptables.cleanup();

@@ -108,6 +108,8 @@ export const EdgeCoreConfigSchema = z.strictObject({
             .default('cluster.local'),
           /** host: backends at hostIP:hostPort (the seed); container: podIP:targetPort. */
           networking: z.enum(['host', 'container']).default('host'),
+          /** iptables flavour: the system alternative (auto), nft or legacy. */
+          iptablesBackend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
           /** iptables mode: seconds between re-ensures of our rules. */
           iptablesSyncSeconds: z.number().min(1).max(3600).default(30),
           /** ConsistentHash key header; the client IP when unset. */

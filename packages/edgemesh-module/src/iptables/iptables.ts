@@ -26,6 +26,7 @@ export interface IptablesOptions {
   syncIntervalMs?: number;
   iptablesRestore?: string;
   iptables?: string;
+  iptablesSave?: string;
   log?: Logger;
 }
 
@@ -216,6 +217,20 @@ export class IptablesManager {
     const ins = await run(this.ipt, ['-w', '5', '-t', 'nat', '-I', parent, '1', '-j', chain]);
     if (ins.code !== 0) throw new IptablesError(`insert jump ${parent} -> ${chain}`, ins.stderr);
   }
+}
+
+/** Binaries of a backend: the system alternative, or the nft / legacy flavour explicitly. */
+export function iptablesBinaries(backend: 'auto' | 'nft' | 'legacy' = 'auto'): {
+  iptables: string;
+  iptablesRestore: string;
+  iptablesSave: string;
+} {
+  const sfx = backend === 'auto' ? '' : `-${backend}`;
+  return {
+    iptables: `iptables${sfx}`,
+    iptablesRestore: `iptables${sfx}-restore`,
+    iptablesSave: `iptables${sfx}-save`,
+  };
 }
 
 /** Service filter: another proxy's services, or `noproxy: edgemesh`, get no VIP rules. */

@@ -98,7 +98,14 @@ export class Core {
     for (const s of this.order) {
       if (this.stopping) break;
       s.done = this.supervise(s);
-      if (s.module.ready) await s.module.ready();
+      if (s.module.ready) {
+        // A module whose start() gives up before it is ready must not hang the whole start.
+        const ended = s.done.then(() => {
+          throw s.lastError ?? new DependencyError(`module "${s.module.name}" ended before it was ready`);
+        });
+        ended.catch(() => undefined);
+        await Promise.race([s.module.ready(), ended]);
+      }
     }
     this.log.info({ modules: names }, 'beehive started');
   }

@@ -38,5 +38,22 @@ export interface BeehiveModule {
   stop?(): Promise<void> | void;
 }
 
+/**
+ * A module's readiness, for its `ready()`: resolve once it serves, reject if it cannot start.
+ * A rejection nobody awaits is not an unhandled rejection.
+ */
+export class ReadySignal {
+  readonly promise: Promise<void>;
+  resolve!: () => void;
+  reject!: (e: unknown) => void;
+  constructor() {
+    this.promise = new Promise<void>((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    this.promise.catch(() => undefined);
+  }
+}
+
 export type ModuleState =
   'registered' | 'disabled' | 'starting' | 'running' | 'restarting' | 'stopping' | 'stopped' | 'failed';

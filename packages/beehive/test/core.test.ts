@@ -11,6 +11,7 @@ import {
   DuplicateModuleError,
   newMessage,
   newResponse,
+  ReadySignal,
   type RestartPolicy,
 } from '../src';
 
@@ -224,6 +225,24 @@ describe('Core', () => {
     await ctx.send('m', newMessage('kept'));
     await new Promise((r) => setTimeout(r, 80));
     expect(m.received).toEqual(['kept']);
+    await core.shutdown();
+  });
+
+  it('a module that fails before it is ready fails start() instead of hanging it', async () => {
+    const j: string[] = [];
+    const never = new ReadySignal();
+    const broken: BeehiveModule = {
+      name: 'broken',
+      group: 'user',
+      enable: () => true,
+      ready: () => never.promise,
+      start: async () => {
+        throw new Error('cannot bind');
+      },
+    };
+    const core = new Core(new ChannelContext(), [broken, new Recorder('after', j, { deps: ['broken'] })]);
+    await expect(core.start()).rejects.toThrow('cannot bind');
+    expect(j).toEqual([]); // its dependents never started
     await core.shutdown();
   });
 

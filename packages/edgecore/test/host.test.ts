@@ -57,6 +57,19 @@ describe('EdgeCoreHost', () => {
     store.close();
   });
 
+  it('a module that cannot start (MetaServer port taken) fails start with the reason; the lock is released', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const port = (blocker.address() as { port: number }).port;
+    const c = cfg(dir);
+    c.modules.metaManager.metaServer.server = `127.0.0.1:${port}`;
+    const host = new EdgeCoreHost(c, { logger: silentLogger });
+    await expect(host.start()).rejects.toThrow(/EADDRINUSE/);
+    expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(false);
+    blocker.close();
+  });
+
   it('a stale lock left by a dead process is taken over', async () => {
     writeFileSync(join(dir, 'edgecore.db.lock'), '999999\n');
     const host = new EdgeCoreHost(cfg(dir), { logger: silentLogger });

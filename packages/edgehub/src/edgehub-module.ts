@@ -10,6 +10,7 @@ import {
   newError,
   newMessage,
   Operation,
+  ReadySignal,
   silentLogger,
   toWire,
   type Message,
@@ -63,8 +64,7 @@ export class EdgeHubModule implements BeehiveModule {
   private broker?: EmbeddedBroker;
   private reconnectTimer?: NodeJS.Timeout;
   private backoff: number;
-  private readyResolve!: () => void;
-  private readonly readyPromise = new Promise<void>((r) => (this.readyResolve = r));
+  private readonly readiness = new ReadySignal();
 
   constructor(
     @inject(EdgeHubOptions) private readonly options: EdgeHubOptions,
@@ -84,7 +84,7 @@ export class EdgeHubModule implements BeehiveModule {
 
   /** Ready once the link is being established; the edge never waits for the cloud to serve. */
   ready(): Promise<void> {
-    return this.readyPromise;
+    return this.readiness.promise;
   }
 
   async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
@@ -99,7 +99,7 @@ export class EdgeHubModule implements BeehiveModule {
       this.log.info({ address: `${a.address}:${a.port}` }, 'embedded MQTT broker listening');
     }
     this.connectClient();
-    this.readyResolve();
+    this.readiness.resolve();
     signal.addEventListener('abort', () => void this.shutdownLink(), { once: true });
     for await (const msg of ctx.receive(this.name)) {
       if (signal.aborted) break;

@@ -7,6 +7,7 @@ import {
   Group,
   Logger,
   Operation,
+  ReadySignal,
   silentLogger,
 } from '@edgecore/beehive';
 import { decodeChange, MetaClient } from '@edgecore/metamanager';
@@ -64,12 +65,7 @@ export class EdgeMeshModule implements BeehiveModule {
   /** service key → VIP (allocated or the real ClusterIP), and back. */
   private readonly vipByService = new Map<string, string>();
   private readonly serviceByVip = new Map<string, string>();
-  private readyResolve!: () => void;
-  private readyReject!: (e: unknown) => void;
-  private readonly readyPromise = new Promise<void>((res, rej) => {
-    this.readyResolve = res;
-    this.readyReject = rej;
-  });
+  private readonly readiness = new ReadySignal();
   private pending: Promise<void> = Promise.resolve();
 
   constructor(
@@ -93,7 +89,7 @@ export class EdgeMeshModule implements BeehiveModule {
   }
 
   ready(): Promise<void> {
-    return this.readyPromise;
+    return this.readiness.promise;
   }
 
   vipOf(serviceKey: string): string | undefined {
@@ -104,10 +100,10 @@ export class EdgeMeshModule implements BeehiveModule {
     try {
       await this.boot();
     } catch (e) {
-      this.readyReject(e);
+      this.readiness.reject(e);
       throw e;
     }
-    this.readyResolve();
+    this.readiness.resolve();
     for (;;) {
       let msg;
       try {

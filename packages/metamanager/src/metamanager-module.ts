@@ -12,6 +12,7 @@ import {
   newResponse,
   Operation,
   parseResource,
+  ReadySignal,
   silentLogger,
   type Message,
 } from '@edgecore/beehive';
@@ -66,8 +67,7 @@ export class MetaManagerModule implements BeehiveModule {
   private ctx?: ChannelContext;
   private readonly batchSize: number;
   private readonly remoteTimeoutMs: number;
-  private readyResolve!: () => void;
-  private readonly readyPromise = new Promise<void>((r) => (this.readyResolve = r));
+  private readonly readiness = new ReadySignal();
   private readonly inflight = new Set<Promise<void>>();
 
   constructor(
@@ -89,7 +89,7 @@ export class MetaManagerModule implements BeehiveModule {
   }
 
   ready(): Promise<void> {
-    return this.readyPromise;
+    return this.readiness.promise;
   }
 
   async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
@@ -98,7 +98,7 @@ export class MetaManagerModule implements BeehiveModule {
       const addr = await this.metaServer.listen();
       this.log.info({ address: `${addr.address}:${addr.port}` }, 'metaserver listening');
     }
-    this.readyResolve();
+    this.readiness.resolve();
     const batch: Message<unknown>[] = [];
     while (!signal.aborted) {
       let first: Message<unknown>;

@@ -1,12 +1,7 @@
+import { BeehiveError } from '@edgecore/beehive';
 /** edgecore host errors, each with a stable code. */
-export class EdgeCoreError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
+/** Base of this package's errors: a BeehiveError, so every edgecore error has a stable `code`. */
+export class EdgeCoreError extends BeehiveError {}
 
 /** A config file that cannot be used: names the file, the key path and the line. */
 export class ConfigError extends EdgeCoreError {

@@ -1,12 +1,7 @@
+import { BeehiveError } from '@edgecore/beehive';
 /** EdgeHub errors, each with a stable code. */
-export class EdgeHubError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
+/** Base of this package's errors: a BeehiveError, so every edgecore error has a stable `code`. */
+export class EdgeHubError extends BeehiveError {}
 
 export const HubCode = {
   Disconnected: 'HUB_DISCONNECTED',

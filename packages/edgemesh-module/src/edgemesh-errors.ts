@@ -1,12 +1,7 @@
+import { BeehiveError } from '@edgecore/beehive';
 /** EdgeMesh errors, each with a stable code. */
-export class EdgeMeshError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
+/** Base of this package's errors: a BeehiveError, so every edgecore error has a stable `code`. */
+export class EdgeMeshError extends BeehiveError {}
 
 export class VipPoolExhaustedError extends EdgeMeshError {
   constructor(

@@ -1,12 +1,7 @@
+import { BeehiveError } from '@edgecore/beehive';
 /** MetaManager errors: one class per failure, each with a stable code carried in `error` replies. */
-export class MetaError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
+/** Base of this package's errors: a BeehiveError, so every edgecore error has a stable `code`. */
+export class MetaError extends BeehiveError {}
 
 export const MetaCode = {
   InvalidResource: 'META_INVALID_RESOURCE',

@@ -27,3 +27,5 @@ const s7 = createServer({ noDelay: true }, (s) =>
 );
 const s4 = createServer({ noDelay: true, allowHalfOpen: true }, (s) => tcp.handle(s, tcpBackends, 'l4'));
 s7.listen(l7, '127.0.0.1', () => s4.listen(l4, '127.0.0.1', () => console.log(`ready l7=${l7} l4=${l4}`)));
+process.on('SIGINT', () => process.exit(0)); // clean exit (lets --cpu-prof write its profile)
+process.on('SIGTERM', () => process.exit(0));

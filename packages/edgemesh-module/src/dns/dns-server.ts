@@ -235,7 +235,7 @@ export class DnsServer {
         out[1] = msg[1];
         out[2] |= msg[2] & 0x01; // RD
         this.count(out[3] & 0xf);
-        if (!tcp && out.length > 512) return this.fit(out, 512, msg, parseQuery(msg));
+        if (!tcp && out.length > 512) return this.truncateTo(out, 512, msg, parseQuery(msg));
         return out;
       }
     }
@@ -265,7 +265,7 @@ export class DnsServer {
         const fwd = this.forwarder.forward(msg, q);
         return fwd.then((r) => {
           this.count(r.readUInt16BE(2) & 0xf);
-          return this.fit(r, limit, msg, q);
+          return this.truncateTo(r, limit, msg, q);
         });
       }
       tpl = this.encode(msg, q, a);
@@ -277,7 +277,7 @@ export class DnsServer {
     out.writeUInt16BE(q.id, 0);
     if (q.rd) out[2] |= FLAG_RD >> 8;
     this.count(out[3] & 0xf);
-    return out.length > limit ? this.fit(out, limit, msg, q) : out;
+    return out.length > limit ? this.truncateTo(out, limit, msg, q) : out;
   }
 
   /** Header + the client's question bytes + RRs (dns-packet encodes the RRs once per name). */
@@ -316,7 +316,7 @@ export class DnsServer {
   }
 
   /** An answer larger than the client's limit: header + question with TC set (RFC 1035 §4.2.1). */
-  private fit(r: Buffer, limit: number, msg: Buffer, q: ParsedQuery): Buffer {
+  private truncateTo(r: Buffer, limit: number, msg: Buffer, q: ParsedQuery): Buffer {
     if (r.length <= limit) return r;
     this.stats.truncated++;
     const end = Math.min(q.questionEnd, r.length);

@@ -1,6 +1,7 @@
 export * from './beehive-errors';
 export * from './message';
 export * from './resource';
+export * from './address';
 export * from './mailbox';
 export * from './logger';
 export * from './module';

@@ -44,6 +44,19 @@ export const Operation = {
 } as const;
 export type OperationName = (typeof Operation)[keyof typeof Operation];
 
+/** The operations that change an object (what MetaManager commits and forwards). */
+export type WriteOperation = 'insert' | 'update' | 'patch' | 'delete';
+const WRITE_OPERATIONS: ReadonlySet<string> = new Set<WriteOperation>([
+  'insert',
+  'update',
+  'patch',
+  'delete',
+]);
+
+export function isWriteOperation(op: string | undefined): op is WriteOperation {
+  return op !== undefined && WRITE_OPERATIONS.has(op);
+}
+
 /** Module groups (KubeEdge: hub, meta, mesh, user, bus). */
 export const Group = {
   Hub: 'hub',

@@ -8,6 +8,8 @@ import {
   buildResource,
   toWire,
   isErrorMessage,
+  isWriteOperation,
+  splitHostPort,
   InvalidMessageError,
   InvalidResourceError,
 } from '../src';
@@ -128,4 +130,35 @@ describe('resource strings', () => {
     expect(buildResource('default', 'service')).toBe('default/service');
     expect(() => buildResource('default', 'service', 'A_B')).toThrow(InvalidResourceError);
   });
+});
+
+describe('shared helpers', () => {
+  it.each([
+    ['insert', true],
+    ['update', true],
+    ['patch', true],
+    ['delete', true],
+    ['query', false],
+    ['response', false],
+    [undefined, false],
+  ])('isWriteOperation(%s) = %s', (op, want) => {
+    expect(isWriteOperation(op)).toBe(want);
+  });
+
+  it.each([
+    ['127.0.0.1:1883', ['127.0.0.1', 1883]],
+    ['[::1]:10550', ['::1', 10550]],
+    ['localhost:0', ['localhost', 0]],
+  ])('splitHostPort(%s)', (s, want) => {
+    expect(splitHostPort(s)).toEqual(want);
+  });
+
+  it.each(['1883', ':1883', 'host:', 'host:99999', 'host:x'])(
+    'splitHostPort(%s) throws naming the input',
+    (s) => {
+      expect(() => splitHostPort(s)).toThrow(
+        s === '1883' || s === ':1883' ? 'expected host:port' : 'bad port',
+      );
+    },
+  );
 });

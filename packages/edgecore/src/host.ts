@@ -1,11 +1,13 @@
 import 'reflect-metadata';
-import { BeehiveOptions, beehiveContainerModule, ChannelContext, Core, Logger } from '@edgecore/beehive';
 import {
-  MetaManagerModule,
-  MetaManagerOptions,
-  metamanagerContainerModule,
+  BeehiveOptions,
+  beehiveContainerModule,
+  ChannelContext,
+  Core,
+  Logger,
   splitHostPort,
-} from '@edgecore/metamanager';
+} from '@edgecore/beehive';
+import { MetaManagerModule, MetaManagerOptions, metamanagerContainerModule } from '@edgecore/metamanager';
 import { EdgeHubModule, EdgeHubOptions, edgehubContainerModule } from '@edgecore/edgehub';
 import { EdgeMeshModule, EdgeMeshOptions, edgemeshContainerModule } from '@edgecore/edgemesh-module';
 import { Container } from 'inversify';
@@ -269,7 +271,7 @@ export class EdgeCoreHost {
       this.registerBusMetrics(c);
       if (cfg.observability.enable) {
         const [host, port] = splitHostPort(cfg.observability.listen);
-        const a = await this.obs.listen(host, Number(port));
+        const a = await this.obs.listen(host, port);
         this.obsAddress = `${a.address}:${a.port}`;
         this.log.info({ address: this.obsAddress }, 'observability listening');
       }

@@ -6,12 +6,14 @@ import {
   fromWire,
   Group,
   isErrorMessage,
+  isWriteOperation,
   Logger,
   newError,
   newMessage,
   Operation,
   ReadySignal,
   silentLogger,
+  splitHostPort,
   toWire,
   type Message,
 } from '@edgecore/beehive';
@@ -31,13 +33,6 @@ export interface EdgeHubStats {
   disconnects: number;
   published: number;
 }
-
-const WRITES: ReadonlySet<string> = new Set([
-  Operation.Insert,
-  Operation.Update,
-  Operation.Patch,
-  Operation.Delete,
-]);
 
 /**
  * EdgeHub (KubeEdge `edge/pkg/edgehub`, MQTT flavour): objects from the cloud become beehive writes
@@ -93,7 +88,7 @@ export class EdgeHubModule implements BeehiveModule {
     this.linkClosing = undefined;
     const eb = this.options.mqtt.embeddedBroker;
     if (eb?.enable && !this.broker) {
-      const [host, port] = splitListen(eb.listen ?? '127.0.0.1:1883');
+      const [host, port] = splitHostPort(eb.listen ?? '127.0.0.1:1883');
       this.broker = new EmbeddedBroker();
       const a = await this.broker.listen(host, port);
       this.log.info({ address: `${a.address}:${a.port}` }, 'embedded MQTT broker listening');
@@ -274,7 +269,7 @@ export class EdgeHubModule implements BeehiveModule {
       ctx.sendResp(msg);
       return;
     }
-    if (WRITES.has(op)) {
+    if (isWriteOperation(op)) {
       const meta = ctx.moduleNames(Group.Meta)[0];
       if (!meta) throw new Error('no MetaManager module to commit to');
       msg.header.sync = false;
@@ -320,7 +315,7 @@ export class EdgeHubModule implements BeehiveModule {
     }
     if (!objResource) return msg;
     const op = msg.route.operation ?? '';
-    if (!WRITES.has(op))
+    if (!isWriteOperation(op))
       throw new MalformedPayloadError(topic, `operation "${op}" is not insert/update/patch/delete`);
     if (msg.route.resource !== objResource)
       throw new MalformedPayloadError(
@@ -345,9 +340,4 @@ export class EdgeHubModule implements BeehiveModule {
     msg.route.group = Group.Meta;
     return msg;
   }
-}
-
-function splitListen(s: string): [string, number] {
-  const i = s.lastIndexOf(':');
-  return [s.slice(0, i), Number(s.slice(i + 1))];
 }

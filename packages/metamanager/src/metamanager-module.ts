@@ -6,6 +6,7 @@ import {
   ContextClosedError,
   Group,
   isErrorMessage,
+  isWriteOperation,
   Logger,
   newError,
   newMessage,
@@ -34,13 +35,6 @@ export interface MetaManagerStats {
   remoteFailures: number;
   batches: number;
 }
-
-const WRITE_OPS: ReadonlySet<string> = new Set([
-  Operation.Insert,
-  Operation.Update,
-  Operation.Patch,
-  Operation.Delete,
-]);
 
 /**
  * The MetaManager beehive module (KubeEdge `edge/pkg/metamanager`): commits cloud objects to
@@ -112,7 +106,7 @@ export class MetaManagerModule implements BeehiveModule {
       batch.push(first);
       // Group commit: yield one macrotask so a burst that is still being enqueued joins this
       // batch, then take everything queued into the same transaction.
-      if (WRITE_OPS.has(first.route.operation ?? '')) await new Promise<void>((r) => setImmediate(r));
+      if (isWriteOperation(first.route.operation)) await new Promise<void>((r) => setImmediate(r));
       for (
         let m = ctx.poll(this.name);
         m;
@@ -134,7 +128,7 @@ export class MetaManagerModule implements BeehiveModule {
     let writes: { msg: Message<unknown>; parsed: ParsedWrite }[] = [];
     for (const msg of msgs) {
       const op = msg.route.operation ?? '';
-      if (WRITE_OPS.has(op)) {
+      if (isWriteOperation(op)) {
         try {
           writes.push({ msg, parsed: parseWrite(msg) });
         } catch (e) {

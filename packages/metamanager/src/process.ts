@@ -1,4 +1,4 @@
-import { Operation, parseResource, type Message } from '@edgecore/beehive';
+import { isWriteOperation, Operation, parseResource, type Message } from '@edgecore/beehive';
 import {
   InvalidMetaContentError,
   InvalidMetaResourceError,
@@ -33,12 +33,7 @@ export function parseWrite(msg: Message<unknown>): ParsedWrite {
   if (r.namespace === '*' || r.name === undefined)
     throw new InvalidMetaResourceError(resource, 'a write needs <namespace>/<type>/<name>');
   const op = msg.route.operation;
-  if (
-    op !== Operation.Insert &&
-    op !== Operation.Update &&
-    op !== Operation.Patch &&
-    op !== Operation.Delete
-  ) {
+  if (!isWriteOperation(op)) {
     throw new UnknownOperationError(op);
   }
   let object: unknown = msg.content;

@@ -1,6 +1,7 @@
 import {
   ChannelContext,
   isErrorMessage,
+  isWriteOperation,
   newMessage,
   Operation,
   parseResource,
@@ -132,7 +133,7 @@ export class BeehiveMetaClient implements MetaClient {
  */
 export function decodeChange<T = unknown>(msg: Message<unknown>): MetaChange<T> | undefined {
   const op = msg.route.operation;
-  if (op !== 'insert' && op !== 'update' && op !== 'patch' && op !== 'delete') return undefined;
+  if (!isWriteOperation(op)) return undefined;
   let r;
   try {
     r = parseResource(msg.route.resource ?? '');

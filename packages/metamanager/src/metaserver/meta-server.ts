@@ -1,3 +1,4 @@
+import { splitHostPort } from '@edgecore/beehive';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { MetaChangeEvent, MetaRecord, MetaStore } from '../dao/meta-store';
@@ -39,12 +40,12 @@ export class MetaServer {
   }
 
   listen(): Promise<AddressInfo> {
-    const [host, portStr] = splitHostPort(this.opts.server ?? '127.0.0.1:10550');
+    const [host, port] = splitHostPort(this.opts.server ?? '127.0.0.1:10550');
     const server = createServer((req, res) => this.handle(req, res));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(Number(portStr), host, () => {
+      server.listen(port, host, () => {
         server.off('error', reject);
         resolve(server.address() as AddressInfo);
       });
@@ -129,13 +130,4 @@ export class MetaServer {
     res.writeHead(code, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason, message, code }));
   }
-}
-
-export function splitHostPort(s: string): [string, string] {
-  const i = s.lastIndexOf(':');
-  if (i <= 0) throw new Error(`expected host:port, got "${s}"`);
-  const host = s.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = s.slice(i + 1);
-  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) throw new Error(`bad port in "${s}"`);
-  return [host, port];
 }

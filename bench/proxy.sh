@@ -11,7 +11,7 @@ W=$(mktemp -d)
 chmod 755 "$W"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.2; rm -rf "$W"' EXIT
 for t in wrk nginx haproxy iperf3 taskset curl; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
-[ -f packages/edgemesh-module/dist/index.js ] || npm run build >/dev/null
+npm run build >/dev/null # dist must match src
 export TS_NODE_PROJECT=bench/tsconfig.json
 BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092
 mkdir -p "$W/www"; chmod 755 "$W/www"

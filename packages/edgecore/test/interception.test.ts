@@ -219,7 +219,10 @@ modules:
       expect(rules).toMatch(/^-A PREROUTING -j EDGEMESH-PORTALS-CONTAINER$/m);
       expect(rules).toMatch(/^-A OUTPUT -j EDGEMESH-PORTALS-HOST$/m);
       expect(rules).toMatch(
-        /-A EDGEMESH-PORTALS-HOST -d 198\.18\.\d+\.\d+\/32 -p tcp -m tcp --dport 12345 -m comment --comment "?default\/nginx-svc:12345"? -j DNAT --to-destination 172\.17\.0\.1:\d+/,
+        /-A EDGEMESH-H-C612[0-9A-F]{2} -d 198\.18\.\d+\.\d+\/32 -p tcp -m tcp --dport 12345 -m comment --comment "?default\/nginx-svc:12345"? -j DNAT --to-destination 172\.17\.0\.1:\d+/,
+      );
+      expect(rules).toMatch(
+        /^-A EDGEMESH-PORTALS-HOST -d 198\.18\.\d+\.0\/24 -j EDGEMESH-H-C612[0-9A-F]{2}$/m,
       );
       expect(rules).toMatch(/--dport 7001 .*default\/echo-udp:7001/);
       expect(rules).toMatch(

@@ -1,6 +1,7 @@
 /**
  * The EdgeMesh DNS path alone, for bench/dns.sh: a catalog of N services in memory, the real
  * ClusterZone + DnsServer, one process. Usage: dns-server.ts PORT SERVICES
+ * (DNS_UDP_BACKEND=native|dgram|auto picks the UDP path; default auto)
  */
 import 'reflect-metadata';
 import {
@@ -39,6 +40,9 @@ const server = new DnsServer(zone, new Forwarder([]), {
   host: '127.0.0.1',
   port,
   allowFrom: ['127.0.0.0/8'],
+  udpBackend: (process.env.DNS_UDP_BACKEND ?? 'auto') as 'auto' | 'native' | 'dgram',
 });
-void server.listen().then((a) => console.log(`ready ${a.address}:${a.port} services=${n}`));
+void server
+  .listen()
+  .then((a) => console.log(`ready ${a.address}:${a.port} services=${n} udp=${server.udpBackend}`));
 process.on('SIGTERM', () => void server.close().then(() => process.exit(0)));

@@ -10,7 +10,7 @@ NAME=nginx-svc.default.svc.cluster.local
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for t in dnsperf unbound dnsmasq taskset; do command -v $t >/dev/null || { echo "missing $t (apt-get install dnsperf unbound dnsmasq-base util-linux)"; exit 1; }; done
-[ -f packages/edgemesh-module/dist/index.js ] || npm run build >/dev/null
+npm run build >/dev/null # dist must match src
 echo "$NAME A" > "$WORK/q.txt"
 PORT_EM1=25353; PORT_EM10K=25354; PORT_UB=25355; PORT_DM=25356
 

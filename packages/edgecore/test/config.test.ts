@@ -16,7 +16,7 @@ describe('edgecore.yaml', () => {
       listenPort: 40001,
       clusterDomain: 'cluster.local',
     });
-    expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5 });
+    expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5, udpBackend: 'auto' });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.metaManager).toEqual({
       enable: true,

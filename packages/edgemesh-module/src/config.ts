@@ -27,6 +27,8 @@ export interface EdgeMeshOptions {
     upstreamTimeoutMs?: number;
     /** resolv.conf to read upstreams from (default /etc/resolv.conf). */
     resolvConf?: string;
+    /** UDP I/O of the DNS server: `auto` (default: the native batch addon when built), `native`, `dgram`. */
+    udpBackend?: 'auto' | 'native' | 'dgram';
   };
   /** host: backends at hostIP:hostPort (the seed); container: podIP:targetPort. */
   networking?: 'host' | 'container';

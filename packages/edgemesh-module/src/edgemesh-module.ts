@@ -246,6 +246,7 @@ export class EdgeMeshModule implements BeehiveModule {
     this.dns = new DnsServer(this.zone, this.forwarder, {
       ...listen,
       allowFrom: o.dns?.allowFrom ?? defaultAllowFrom(o),
+      udpBackend: o.dns?.udpBackend,
       log: this.log,
     });
     const a = await this.dns.listen();
@@ -306,6 +307,7 @@ export class EdgeMeshModule implements BeehiveModule {
       {
         mode: this.mode,
         dns: `${a.address}:${a.port}`,
+        dnsUdp: this.dns.udpBackend,
         proxy: this.forwardProxyAddress,
         portals: this.portals.table().length,
         lbStrategy: this.lb.strategy.name,

@@ -8,6 +8,8 @@ export * from './dns/wire';
 export * from './dns/cluster-zone';
 export * from './dns/forwarder';
 export * from './dns/dns-server';
+export * from './dns/udp-batch';
+export * from './native';
 export * from './listen';
 export * from './edgemesh-module';
 export * from './edgemesh-container-module';

@@ -123,6 +123,8 @@ export const EdgeCoreConfigSchema = z.strictObject({
               hijack: z.enum(['iptables', 'resolvconf', 'none']).default('iptables'),
               upstreams: z.array(upstream).default([]),
               ttl: z.number().int().min(0).max(86400).default(5),
+              /** UDP I/O: native (recvmmsg/sendmmsg addon) when built, else node:dgram. */
+              udpBackend: z.enum(['auto', 'native', 'dgram']).default('auto'),
             })
             .prefault({}),
         })

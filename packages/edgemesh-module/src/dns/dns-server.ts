@@ -1,5 +1,4 @@
 import * as dnsPacket from 'dns-packet';
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { DnsListenError } from '../edgemesh-errors';
@@ -15,6 +14,7 @@ import {
   RCODE,
   type ParsedQuery,
 } from './wire';
+import { openUdp, type UdpBackend, type UdpTransport } from './udp-batch';
 
 export interface DnsServerOptions {
   host: string;
@@ -27,6 +27,11 @@ export interface DnsServerOptions {
   answerCacheSize?: number;
   /** TCP: idle timeout per connection (default 10 s, RFC 7766 §6.2.3). */
   tcpIdleMs?: number;
+  /**
+   * UDP I/O: `native` (recvmmsg/sendmmsg addon, batches of datagrams per system call), `dgram`
+   * (node:dgram), or `auto` (default: native when the addon is built, else dgram).
+   */
+  udpBackend?: UdpBackend;
   log?: Logger;
 }
 
@@ -64,7 +69,7 @@ const FLAG_RA = 0x0080;
  */
 export class DnsServer {
   readonly stats: DnsStats = { queries: 0, dropped: 0, truncated: 0, answerCacheHits: 0 };
-  private udp?: Socket;
+  private udp?: UdpTransport;
   private tcp?: Server;
   private readonly tcpConns = new Set<TcpSocket>();
   private readonly allow: Cidr[];
@@ -98,22 +103,21 @@ export class DnsServer {
 
   async listen(): Promise<{ address: string; port: number }> {
     const { host } = this.opts;
-    const udp = createSocket({ type: 'udp4' });
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', (e) => reject(new DnsListenError(`udp ${host}:${this.opts.port}`, e)));
-      udp.bind(this.opts.port, host, () => resolve());
-    });
-    udp.removeAllListeners('error');
-    udp.on('error', (e) => this.log.warn({ err: e.message }, 'dns udp socket error'));
-    udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
+    const udp = await openUdp(
+      this.opts.udpBackend ?? 'auto',
+      host,
+      this.opts.port,
+      (msg, address) => this.onUdp(msg, address),
+      (e) => this.log.warn({ err: (e as Error).message }, 'dns udp error'),
+    );
     this.udp = udp;
-    this.boundPort = udp.address().port;
+    this.boundPort = udp.port;
     const tcp = createServer((s) => this.onTcpConnection(s));
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', (e) => reject(new DnsListenError(`tcp ${host}:${this.boundPort}`, e)));
       tcp.listen(this.boundPort, host, () => resolve());
     }).catch((e) => {
-      udp.close();
+      void udp.close();
       throw e;
     });
     this.tcp = tcp;
@@ -126,7 +130,7 @@ export class DnsServer {
     this.udp = undefined;
     this.tcp = undefined;
     for (const c of this.tcpConns) c.destroy();
-    if (udp) await new Promise<void>((r) => udp.close(() => r()));
+    if (udp) await udp.close();
     if (tcp) await new Promise<void>((r) => tcp.close(() => r()));
   }
 
@@ -141,24 +145,18 @@ export class DnsServer {
     return ok;
   }
 
-  private onUdp(msg: Buffer, rinfo: RemoteInfo): void {
-    let reply: Buffer | Promise<Buffer> | undefined;
+  /** Which UDP I/O path is serving (`native` or `dgram`), once listening. */
+  get udpBackend(): 'native' | 'dgram' | undefined {
+    return this.udp?.backend;
+  }
+
+  private onUdp(msg: Buffer, address: string): Buffer | Promise<Buffer> | undefined {
     try {
-      reply = this.handle(msg, rinfo.address, false);
+      return this.handle(msg, address, false);
     } catch (e) {
       this.log.error({ err: e }, 'dns handler failed');
-      reply = msg.length >= 12 ? errorReply(msg, RCODE.SERVFAIL) : undefined;
+      return msg.length >= 12 ? errorReply(msg, RCODE.SERVFAIL) : undefined;
     }
-    if (!reply) return;
-    const udp = this.udp;
-    if (Buffer.isBuffer(reply)) {
-      udp?.send(reply, rinfo.port, rinfo.address);
-      return;
-    }
-    (reply as Promise<Buffer>).then(
-      (r) => this.udp?.send(r, rinfo.port, rinfo.address),
-      (e) => this.log.error({ err: e }, 'dns forward failed'),
-    );
   }
 
   private onTcpConnection(sock: TcpSocket): void {
@@ -211,7 +209,11 @@ export class DnsServer {
     return out;
   }
 
-  /** One query → its reply (or undefined to drop). Never throws for bad input. */
+  /**
+   * One query → its reply (or undefined to drop). Never throws for bad input. `msg` is only read
+   * during the call (the native UDP path passes a view into a reused buffer); the forwarding path
+   * copies it.
+   */
   handle(msg: Buffer, from: string, tcp: boolean): Buffer | Promise<Buffer> | undefined {
     this.stats.queries++;
     if (msg.length < 12 || msg[2] & 0x80) {
@@ -262,7 +264,7 @@ export class DnsServer {
     else {
       const a = this.zone.resolve(q);
       if (!a) {
-        const fwd = this.forwarder.forward(msg, q);
+        const fwd = this.forwarder.forward(Buffer.from(msg), q);
         return fwd.then((r) => {
           this.count(r.readUInt16BE(2) & 0xf);
           return this.truncateTo(r, limit, msg, q);

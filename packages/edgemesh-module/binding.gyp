@@ -1,0 +1,14 @@
+{
+  "targets": [
+    {
+      "target_name": "edgemesh_native",
+      "conditions": [
+        ["OS=='linux'", {
+          "sources": ["native/addon.c", "native/udp_batch.c"],
+          "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+        }],
+        ["OS!='linux'", { "type": "none" }]
+      ]
+    }
+  ]
+}

@@ -2,12 +2,17 @@
 #include <node_api.h>
 
 napi_value udp_batch_init(napi_env env, napi_value exports);
+napi_value splice_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value udp;
   napi_create_object(env, &udp);
   udp_batch_init(env, udp);
   napi_set_named_property(env, exports, "udp", udp);
+  napi_value sp;
+  napi_create_object(env, &sp);
+  splice_init(env, sp);
+  napi_set_named_property(env, exports, "splice", sp);
   return exports;
 }
 

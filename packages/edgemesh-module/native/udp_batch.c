@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <node_api.h>
+#include "common.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -354,13 +355,13 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 napi_value udp_batch_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
-      {"localPort", NULL, js_local_port, NULL, NULL, NULL, napi_default, NULL},
-      {"flush", NULL, js_flush, NULL, NULL, NULL, napi_default, NULL},
-      {"sendOne", NULL, js_send_one, NULL, NULL, NULL, napi_default, NULL},
-      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      METHOD("open", js_open),
+      METHOD("localPort", js_local_port),
+      METHOD("flush", js_flush),
+      METHOD("sendOne", js_send_one),
+      METHOD("close", js_close),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DEFINE_METHODS(env, exports, props);
   return exports;
 }
 

@@ -40,6 +40,8 @@ export interface EdgeMeshOptions {
     headTimeoutMs?: number;
     maxHeadBytes?: number;
     tcpIdleTimeoutMs?: number;
+    /** L4: move bytes with the native splice engine when the addon is built (default true). */
+    splice?: boolean;
     udpIdleTimeoutMs?: number;
     /** Passive health: first ejection and cap (ms). */
     ejectBaseMs?: number;

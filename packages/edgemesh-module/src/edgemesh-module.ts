@@ -275,6 +275,7 @@ export class EdgeMeshModule implements BeehiveModule {
       log: this.log,
       connectTimeoutMs: px.connectTimeoutMs,
       idleTimeoutMs: px.tcpIdleTimeoutMs,
+      splice: px.splice,
     });
     const portalHost = this.mode === 'unprivileged' ? '127.0.0.1' : listen.host;
     this.portals = new PortalManager(
@@ -308,6 +309,7 @@ export class EdgeMeshModule implements BeehiveModule {
         mode: this.mode,
         dns: `${a.address}:${a.port}`,
         dnsUdp: this.dns.udpBackend,
+        l4Splice: this.tcp.splicing,
         proxy: this.forwardProxyAddress,
         portals: this.portals.table().length,
         lbStrategy: this.lb.strategy.name,

@@ -21,6 +21,7 @@ export * from './proxy/socket-reader';
 export * from './proxy/upstream-pool';
 export * from './proxy/http-proxy';
 export * from './proxy/tcp-proxy';
+export * from './proxy/splice';
 export * from './proxy/udp-proxy';
 export * from './proxy/portals';
 export * from './proxy/forward-proxy';

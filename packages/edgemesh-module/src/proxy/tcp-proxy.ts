@@ -2,11 +2,17 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { connect, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
+import { SpliceEngine, stopReading } from './splice';
 
 export interface TcpProxyOptions {
   connectTimeoutMs?: number;
   /** Both sockets are closed after this long without traffic (default 1 h; 0 = never). */
   idleTimeoutMs?: number;
+  /**
+   * Move the bytes of established connections with the native splice engine (zero copy, off the
+   * JavaScript thread) when the addon is built (default true); false pipes them in JavaScript.
+   */
+  splice?: boolean;
   log?: Logger;
 }
 
@@ -15,6 +21,8 @@ export interface TcpProxyStats {
   active: number;
   connectFailures: number;
   noBackend: number;
+  /** Connections whose bytes went through the splice engine. */
+  spliced: number;
 }
 
 /**
@@ -23,15 +31,24 @@ export interface TcpProxyStats {
  * either side closes both.
  */
 export class TcpProxy {
-  readonly stats: TcpProxyStats = { connections: 0, active: 0, connectFailures: 0, noBackend: 0 };
+  readonly stats: TcpProxyStats = { connections: 0, active: 0, connectFailures: 0, noBackend: 0, spliced: 0 };
   private readonly log: Logger;
   private readonly sockets = new Set<Socket>();
+  private readonly engine?: SpliceEngine;
+  /** Connections of ours in the splice engine. */
+  private readonly spliceIds = new Set<number>();
 
   constructor(
     private readonly lb: LoadBalancer,
     private readonly opts: TcpProxyOptions = {},
   ) {
     this.log = opts.log ?? silentLogger;
+    this.engine = opts.splice === false ? undefined : SpliceEngine.get();
+  }
+
+  /** Whether established connections go through the splice engine. */
+  get splicing(): boolean {
+    return this.engine !== undefined;
   }
 
   /** `client` must come from a server created with allowHalfOpen: true. `initial` = bytes already read. */
@@ -62,6 +79,7 @@ export class TcpProxy {
         if (!client.destroyed) attempt();
       });
       up.once('connect', () => {
+        if (this.engine) up.pause(); // before Node's first read: the engine will do the reading
         clearTimeout(t);
         up.removeAllListeners('error');
         this.lb.succeed(b);
@@ -76,6 +94,65 @@ export class TcpProxy {
     this.stats.active++;
     this.sockets.add(client);
     this.sockets.add(up);
+    if (this.engine) {
+      this.handOver(this.engine, client, up, b, initial);
+      return;
+    }
+    this.pipe(client, up, b, initial);
+  }
+
+  /**
+   * Write what Node already holds for the backend (`initial`, and client bytes read before the
+   * pause), then give both sockets to the splice engine. Reads are stopped first and re-checked
+   * after each write, so no byte is left behind in a Node buffer.
+   */
+  private handOver(engine: SpliceEngine, client: Socket, up: Socket, b: Backend, initial?: Buffer): void {
+    const kill = (): void => {
+      client.destroy();
+      up.destroy();
+    };
+    client.on('error', kill);
+    up.on('error', kill);
+    const released = (): void => {
+      this.lb.release(b);
+      this.stats.active--;
+      this.sockets.delete(client);
+      this.sockets.delete(up);
+    };
+    let pending = initial?.length ? [initial] : [];
+    const step = (): void => {
+      if (client.destroyed || up.destroyed) {
+        kill();
+        released();
+        return;
+      }
+      stopReading(client);
+      if (client.readableLength > 0) {
+        const chunk = client.read() as Buffer | null;
+        if (chunk) pending.push(chunk);
+      }
+      if (pending.length) {
+        const data = Buffer.concat(pending);
+        pending = [];
+        up.write(data, (err) => (err ? (kill(), released()) : step()));
+        return;
+      }
+      const id = engine.start(client, up, this.opts.idleTimeoutMs ?? 3_600_000, (reason) => {
+        this.spliceIds.delete(id!);
+        if (reason === 'error') this.log.debug({ backend: b.key }, 'l4 connection ended with an error');
+        released();
+      });
+      if (id === undefined) {
+        this.pipe(client, up, b); // no descriptors: JavaScript pipes
+        return;
+      }
+      this.spliceIds.add(id);
+      this.stats.spliced++;
+    };
+    step();
+  }
+
+  private pipe(client: Socket, up: Socket, b: Backend, initial?: Buffer): void {
     let closed = 0;
     const onClose = (): void => {
       if (++closed === 1) {
@@ -111,6 +188,7 @@ export class TcpProxy {
   }
 
   closeAll(): void {
+    for (const id of this.spliceIds) this.engine?.abort(id);
     for (const s of this.sockets) s.destroy();
   }
 }

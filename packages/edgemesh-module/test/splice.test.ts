@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { LoadBalancer, SpliceEngine, TcpProxy, createStrategy, type Backend } from '../src';
 
@@ -164,6 +165,30 @@ describe.each([true, false])('TcpProxy, splice %s', (splice) => {
     } finally {
       await r.close();
       for (const s of seen) s.destroy();
+      server.close();
+    }
+  });
+
+  it('no descriptor outlives its connection (100 connections, Linux /proc)', async () => {
+    if (process.platform !== 'linux') return;
+    const { b, server } = await backend((s) => s.pipe(s));
+    const r = await rig([b], { splice });
+    try {
+      await roundTrip(r.port, 'warm-up');
+      const before = readdirSync('/proc/self/fd').length;
+      for (let i = 0; i < 10; i++)
+        await Promise.all(Array.from({ length: 10 }, (_, j) => roundTrip(r.port, `c${i}-${j}`)));
+      for (
+        let i = 0;
+        i < 100 && (r.proxy.stats.active > 0 || readdirSync('/proc/self/fd').length > before);
+        i++
+      )
+        await new Promise((res) => setTimeout(res, 10));
+      expect(r.proxy.stats.active).toBe(0);
+      expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(before);
+      if (splice) expect(SpliceEngine.get()!.active).toBe(0);
+    } finally {
+      await r.close();
       server.close();
     }
   });

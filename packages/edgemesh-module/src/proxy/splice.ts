@@ -71,7 +71,8 @@ export class SpliceEngine {
   /**
    * Hand a connected pair over. Node must not be reading either socket (the caller paused them
    * before any read started) and their write queues must be empty. Returns false when a socket
-   * has no descriptor (the caller then pipes in JavaScript); else the connection's id.
+   * has no descriptor or the engine cannot take it (the caller then pipes in JavaScript); else the
+   * connection's id.
    */
   start(
     client: Socket,
@@ -84,7 +85,12 @@ export class SpliceEngine {
     if (a === undefined || b === undefined) return undefined;
     stopReading(client);
     stopReading(up);
-    const id = this.b.start(a, b, idleMs);
+    let id: number;
+    try {
+      id = this.b.start(a, b, idleMs);
+    } catch {
+      return undefined; // out of descriptors for the pipes, say: the caller pipes in JavaScript
+    }
     this.live.set(id, { client, up, done });
     return id;
   }

@@ -266,6 +266,18 @@ describe('EdgeMesh proxy (real sockets, node and nginx-like backends, curl)', ()
     await big.close();
   }, 120_000);
 
+  /** A service `name` with an http-0 port, one pod on `backendPort`; returns its portal's port. */
+  async function exposeHttp(name: string, port: number, backendPort: number): Promise<number> {
+    await n.put(
+      service(name, 'default', {
+        selector: { app: name },
+        ports: [{ name: 'http-0', port, protocol: 'TCP', targetPort: 80 }],
+      }),
+    );
+    await n.putPod(pod(`${name}-0`, name, backendPort));
+    return n.mesh.portals.get(`default/${name}:${port}/TCP`)!.listenPort;
+  }
+
   it('Upgrade (WebSocket handshake) becomes an L4 pipe to one backend: echo works', async () => {
     const ws = await httpBackend('ws');
     ws.server.on('upgrade', (req, sock: Socket) => {
@@ -275,14 +287,7 @@ describe('EdgeMesh proxy (real sockets, node and nginx-like backends, curl)', ()
       sock.on('data', (d) => sock.write(Buffer.concat([Buffer.from('echo:'), d])));
       sock.on('end', () => sock.end()); // http sockets are half-open capable: close our side too
     });
-    await n.put(
-      service('ws', 'default', {
-        selector: { app: 'ws' },
-        ports: [{ name: 'http-0', port: 8080, protocol: 'TCP', targetPort: 80 }],
-      }),
-    );
-    await n.putPod(pod('ws-0', 'ws', ws.port));
-    const p = n.mesh.portals.get('default/ws:8080/TCP')!.listenPort;
+    const p = await exposeHttp('ws', 8080, ws.port);
     const out = await new Promise<string>((resolve) => {
       const s = connect(p, '127.0.0.1', () =>
         s.write(
@@ -301,6 +306,39 @@ describe('EdgeMesh proxy (real sockets, node and nginx-like backends, curl)', ()
     });
     expect(out).toMatch(/^HTTP\/1\.1 101 Switching Protocols/);
     expect(out).toContain('echo:ping-frame');
+    await ws.close();
+  });
+
+  it('Upgrade with bytes right behind both heads (client frame, server greeting): none lost, through the splice engine on Linux', async () => {
+    const ws = await httpBackend('ws2');
+    ws.server.on('upgrade', (req, sock: Socket, head: Buffer) => {
+      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\ngreeting;`);
+      let got = head.toString();
+      const answer = (): void => void (got.includes('first;') && sock.write(`saw:${got}`));
+      answer();
+      sock.on('data', (d) => {
+        got += d;
+        answer();
+      });
+      sock.on('end', () => sock.end());
+    });
+    const p = await exposeHttp('ws2', 8081, ws.port);
+    const before = n.mesh.http.stats.splicedTunnels;
+    const out = await new Promise<string>((resolve) => {
+      const s = connect(p, '127.0.0.1', () =>
+        s.write('GET /x HTTP/1.1\r\nHost: ws2\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nfirst;'),
+      );
+      let buf = '';
+      s.on('data', (d) => {
+        buf += d;
+        if (buf.includes('saw:first;')) {
+          s.end();
+          setTimeout(() => resolve(buf), 20);
+        }
+      });
+    });
+    expect(out).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n[^]*\r\n\r\ngreeting;saw:first;$/);
+    if (process.platform === 'linux') expect(n.mesh.http.stats.splicedTunnels).toBe(before + 1);
     await ws.close();
   });
 

@@ -13,6 +13,7 @@ import {
   type Head,
 } from './http-head';
 import { SocketReader, writeAll } from './socket-reader';
+import { SpliceEngine } from './splice';
 import { ConnectError, connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
 
 export interface HttpRoute {
@@ -38,6 +39,10 @@ export interface HttpProxyOptions {
   /** No response head from upstream within this → 504 (default 60 s). */
   responseTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** Upgraded (WebSocket) connections are closed after this long without traffic (default 1 h). */
+  tunnelIdleMs?: number;
+  /** Upgraded connections go through the native splice engine when it is built (default true). */
+  splice?: boolean;
   log?: Logger;
 }
 
@@ -45,6 +50,8 @@ export interface HttpProxyStats {
   requests: number;
   retries: number;
   activeConnections: number;
+  /** Upgraded connections handed to the splice engine. */
+  splicedTunnels: number;
   byStatus: Map<number, number>;
   byBackend: Map<string, number>;
 }
@@ -71,12 +78,16 @@ export class HttpProxy {
     requests: 0,
     retries: 0,
     activeConnections: 0,
+    splicedTunnels: 0,
     byStatus: new Map(),
     byBackend: new Map(),
   };
   private readonly o: Required<Omit<HttpProxyOptions, 'log'>>;
   private readonly log: Logger;
   private readonly clients = new Set<Socket>();
+  private readonly engine?: SpliceEngine;
+  /** Upgraded connections of ours in the splice engine. */
+  private readonly tunnels = new Set<number>();
 
   constructor(
     private readonly lb: LoadBalancer,
@@ -89,8 +100,11 @@ export class HttpProxy {
       keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
       responseTimeoutMs: opts.responseTimeoutMs ?? 60_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+      tunnelIdleMs: opts.tunnelIdleMs ?? 3_600_000,
+      splice: opts.splice ?? true,
     };
     this.log = opts.log ?? silentLogger;
+    this.engine = this.o.splice ? SpliceEngine.get() : undefined;
   }
 
   /** Serve one client connection until it closes. */
@@ -111,6 +125,7 @@ export class HttpProxy {
 
   /** Destroy every client connection (portal removed or shutdown). */
   closeAll(): void {
+    for (const id of this.tunnels) this.engine?.abort(id);
     for (const c of this.clients) c.destroy();
   }
 
@@ -343,7 +358,7 @@ export class HttpProxy {
     this.count(status, b);
     if (status === 101 && upgrade) {
       await writeAll(client, rawHead(resHead));
-      tunnel(client, reader, up, upReader);
+      this.tunnel(client, reader, up, upReader);
       return 'upgraded';
     }
     const noBody = head.method === 'HEAD' || status === 204 || status === 304;
@@ -455,6 +470,47 @@ export class HttpProxy {
     }
   }
 
+  /**
+   * WebSocket and other upgrades: from here on an L4 connection between the two sockets — through
+   * the splice engine when it is built, else JavaScript pipes.
+   */
+  private tunnel(client: Socket, cr: SocketReader, up: Socket, ur: SocketReader): void {
+    cr.detach();
+    ur.detach();
+    const c = cr.take(false);
+    const u = ur.take(false);
+    const engine = this.engine;
+    if (!engine) {
+      if (c.length) up.write(c);
+      if (u.length) client.write(u);
+      pipeBoth(client, up);
+      return;
+    }
+    const end = (): void => {
+      client.destroy();
+      up.destroy();
+    };
+    up.on('error', end);
+    let id: number | undefined;
+    engine.handOver(
+      client,
+      up,
+      { toB: c, toA: u, idleMs: this.o.tunnelIdleMs },
+      {
+        started: (n) => {
+          id = n;
+          this.tunnels.add(n);
+          this.stats.splicedTunnels++;
+        },
+        fallback: () => pipeBoth(client, up),
+        failed: () => undefined,
+        done: () => {
+          if (id !== undefined) this.tunnels.delete(id);
+        },
+      },
+    );
+  }
+
   private async respondError(client: Socket, status: number, message: string, keep: boolean): Promise<void> {
     if (client.destroyed) return;
     const body = `${status} ${REASONS[status] ?? ''}: ${message}\n`;
@@ -470,14 +526,8 @@ function rawHead(h: Head): string {
   return s + '\r\n';
 }
 
-/** WebSocket and other upgrades: from here on an L4 pipe between the two sockets. */
-function tunnel(client: Socket, cr: SocketReader, up: Socket, ur: SocketReader): void {
-  cr.detach();
-  ur.detach();
-  const c = cr.take();
-  const u = ur.take();
-  if (c.length) up.write(c);
-  if (u.length) client.write(u);
+/** An L4 pipe between two sockets in JavaScript, both closed when either closes. */
+function pipeBoth(client: Socket, up: Socket): void {
   client.pipe(up);
   up.pipe(client);
   const end = (): void => {

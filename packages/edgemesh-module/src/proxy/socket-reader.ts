@@ -52,12 +52,12 @@ export class SocketReader {
     return new Promise((r) => (this.waiter = r));
   }
 
-  /** Everything buffered as one Buffer (possibly empty), resuming the socket. */
-  take(): Buffer {
+  /** Everything buffered as one Buffer (possibly empty), resuming the socket unless told not to. */
+  take(resume = true): Buffer {
     const b = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
     this.chunks = [];
     this.size = 0;
-    if (this.sock.isPaused() && !this.ended) this.sock.resume();
+    if (resume && this.sock.isPaused() && !this.ended) this.sock.resume();
     return b;
   }
 

@@ -91,8 +91,79 @@ export class SpliceEngine {
     } catch {
       return undefined; // out of descriptors for the pipes, say: the caller pipes in JavaScript
     }
+    // From here Node must never read these sockets again (a resume() scheduled earlier would
+    // restart the handle's reads and race the engine for bytes).
+    for (const s of [client, up]) (s as unknown as { _read: () => void })._read = () => undefined;
     this.live.set(id, { client, up, done });
     return id;
+  }
+
+  /**
+   * Hand a connected pair over once everything Node holds for it is written: `toB` / `toA` (bytes
+   * read elsewhere, e.g. CONNECT or Upgrade leftovers), then whatever each socket's stream buffered
+   * before its reads stopped — re-checked after every write, so no byte stays behind in a Node
+   * buffer. Then `started(id)`; or `fallback()` when the engine cannot take the pair (both paused,
+   * the caller pipes in JavaScript); or `failed()` when a socket closed or a write failed meanwhile
+   * (both destroyed). `done` as for `start()`.
+   */
+  handOver(
+    a: Socket,
+    b: Socket,
+    o: { toB?: Buffer; toA?: Buffer; idleMs: number },
+    cb: {
+      started(id: number): void;
+      fallback(): void;
+      failed(): void;
+      done(reason: SpliceEnd, bytesUp: number, bytesDown: number): void;
+    },
+  ): void {
+    const kill = (): void => {
+      a.destroy();
+      b.destroy();
+    };
+    let toB = o.toB?.length ? [o.toB] : [];
+    let toA = o.toA?.length ? [o.toA] : [];
+    const drain = (s: Socket, into: Buffer[]): void => {
+      if (s.readableLength === 0) return;
+      const chunk = s.read() as Buffer | null;
+      if (chunk) into.push(chunk);
+    };
+    const step = (): void => {
+      if (a.destroyed || b.destroyed) {
+        kill();
+        cb.failed();
+        return;
+      }
+      a.pause();
+      b.pause();
+      stopReading(a);
+      stopReading(b);
+      drain(a, toB);
+      drain(b, toA);
+      if (toB.length || toA.length) {
+        let waits = 0;
+        let failed = false;
+        const after = (err?: Error | null): void => {
+          if (failed) return;
+          if (err) {
+            failed = true;
+            kill();
+            cb.failed();
+          } else if (--waits === 0) step();
+        };
+        if (toB.length) waits++;
+        if (toA.length) waits++;
+        if (toB.length) b.write(Buffer.concat(toB), after);
+        if (toA.length) a.write(Buffer.concat(toA), after);
+        toB = [];
+        toA = [];
+        return;
+      }
+      const id = this.start(a, b, o.idleMs, cb.done);
+      if (id === undefined) cb.fallback();
+      else cb.started(id);
+    };
+    step();
   }
 
   /** End a connection (its `done` follows with reason `aborted`). */

@@ -2,7 +2,7 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { connect, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
-import { SpliceEngine, stopReading } from './splice';
+import { SpliceEngine } from './splice';
 
 export interface TcpProxyOptions {
   connectTimeoutMs?: number;
@@ -101,11 +101,7 @@ export class TcpProxy {
     this.pipe(client, up, b, initial);
   }
 
-  /**
-   * Write what Node already holds for the backend (`initial`, and client bytes read before the
-   * pause), then give both sockets to the splice engine. Reads are stopped first and re-checked
-   * after each write, so no byte is left behind in a Node buffer.
-   */
+  /** Give the pair to the splice engine once what Node holds is written (see SpliceEngine.handOver). */
   private handOver(engine: SpliceEngine, client: Socket, up: Socket, b: Backend, initial?: Buffer): void {
     const kill = (): void => {
       client.destroy();
@@ -119,37 +115,26 @@ export class TcpProxy {
       this.sockets.delete(client);
       this.sockets.delete(up);
     };
-    let pending = initial?.length ? [initial] : [];
-    const step = (): void => {
-      if (client.destroyed || up.destroyed) {
-        kill();
-        released();
-        return;
-      }
-      stopReading(client);
-      if (client.readableLength > 0) {
-        const chunk = client.read() as Buffer | null;
-        if (chunk) pending.push(chunk);
-      }
-      if (pending.length) {
-        const data = Buffer.concat(pending);
-        pending = [];
-        up.write(data, (err) => (err ? (kill(), released()) : step()));
-        return;
-      }
-      const id = engine.start(client, up, this.opts.idleTimeoutMs ?? 3_600_000, (reason) => {
-        this.spliceIds.delete(id!);
-        if (reason === 'error') this.log.debug({ backend: b.key }, 'l4 connection ended with an error');
-        released();
-      });
-      if (id === undefined) {
-        this.pipe(client, up, b); // no descriptors: JavaScript pipes
-        return;
-      }
-      this.spliceIds.add(id);
-      this.stats.spliced++;
-    };
-    step();
+    let id: number | undefined;
+    engine.handOver(
+      client,
+      up,
+      { toB: initial, idleMs: this.opts.idleTimeoutMs ?? 3_600_000 },
+      {
+        started: (n) => {
+          id = n;
+          this.spliceIds.add(n);
+          this.stats.spliced++;
+        },
+        fallback: () => this.pipe(client, up, b), // the engine could not take it: JavaScript pipes
+        failed: released,
+        done: (reason) => {
+          if (id !== undefined) this.spliceIds.delete(id);
+          if (reason === 'error') this.log.debug({ backend: b.key }, 'l4 connection ended with an error');
+          released();
+        },
+      },
+    );
   }
 
   private pipe(client: Socket, up: Socket, b: Backend, initial?: Buffer): void {

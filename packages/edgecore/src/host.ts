@@ -200,6 +200,21 @@ const edgeMeshLoader: ModuleLoader = {
           ],
         },
         {
+          name: 'edgecore_proxy_spliced_connections_total',
+          help: 'Connections whose bytes went through the native splice engine, by kind.',
+          type: 'counter',
+          samples: [
+            { labels: { kind: 'tcp' }, value: mesh.tcp?.stats.spliced ?? 0 },
+            { labels: { kind: 'upgrade' }, value: mesh.http?.stats.splicedTunnels ?? 0 },
+          ],
+        },
+        {
+          name: 'edgecore_dns_udp_native',
+          help: '1 when the DNS server uses the native batched UDP path, 0 on node:dgram.',
+          type: 'gauge',
+          samples: [{ value: mesh.dns?.udpBackend === 'native' ? 1 : 0 }],
+        },
+        {
           name: 'edgecore_lb_ejections_total',
           help: 'Backends ejected by passive health.',
           type: 'counter',

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { silentLogger } from '@edgecore/beehive';
 import { MetaStore } from '@edgecore/metamanager';
+import { createSocket } from 'node:dgram';
+import { EdgeMeshModule } from '@edgecore/edgemesh-module';
 import { DatabaseLockedError, EdgeCoreHost, parseConfig } from '../src';
 
 const ROOT = join(__dirname, '..', '..', '..');
@@ -40,6 +42,48 @@ describe('EdgeCoreHost', () => {
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(true);
     await host.stop();
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(false);
+  });
+
+  it('/metrics carries EdgeMesh: DNS queries by rcode, the UDP path, spliced connections, portals', async () => {
+    const c = parseConfig(`apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'edgecore.db')} }
+observability: { listen: 127.0.0.1:0 }
+modules:
+  edgeHub: { enable: false }
+  edgeMesh: { mode: unprivileged, listenPort: 0, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
+`);
+    const host = new EdgeCoreHost(c, { logger: silentLogger });
+    await host.start();
+    try {
+      const mesh = host.container.get(EdgeMeshModule);
+      // a plain A query, id 1, built by hand (header, QNAME labels, QTYPE A, QCLASS IN)
+      const name = 'nope.default.svc.cluster.local'
+        .split('.')
+        .map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
+      const q = Buffer.concat([
+        Buffer.from([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+        ...name,
+        Buffer.from([0, 0, 1, 0, 1]),
+      ]);
+      const reply = await new Promise<Buffer>((resolve) => {
+        const u = createSocket('udp4');
+        u.on('message', (m) => (u.close(), resolve(m)));
+        u.send(q, mesh.dns!.port, '127.0.0.1');
+      });
+      expect(reply.readUInt16BE(0)).toBe(1);
+      expect(reply[3] & 0xf).toBe(3); // NXDOMAIN
+      const metrics = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
+      expect(metrics).toMatch(/^edgecore_dns_queries_total 1$/m);
+      expect(metrics).toMatch(/^edgecore_dns_responses_total\{rcode="NXDOMAIN"\} 1$/m);
+      expect(metrics).toMatch(
+        new RegExp(`^edgecore_dns_udp_native ${process.platform === 'linux' ? 1 : 0}$`, 'm'),
+      );
+      expect(metrics).toMatch(/^edgecore_proxy_spliced_connections_total\{kind="tcp"\} 0$/m);
+      expect(metrics).toMatch(/^edgecore_mesh_portals 0$/m);
+    } finally {
+      await host.stop();
+    }
   });
 
   it('a second start on the same database is a clear error, and the first keeps working', async () => {

@@ -107,7 +107,7 @@ export class DnsServer {
       this.opts.udpBackend ?? 'auto',
       host,
       this.opts.port,
-      (msg, address) => this.onUdp(msg, address),
+      (msg, address, _port, out) => this.onUdp(msg, address, out),
       (e) => this.log.warn({ err: (e as Error).message }, 'dns udp error'),
     );
     this.udp = udp;
@@ -150,9 +150,9 @@ export class DnsServer {
     return this.udp?.backend;
   }
 
-  private onUdp(msg: Buffer, address: string): Buffer | Promise<Buffer> | undefined {
+  private onUdp(msg: Buffer, address: string, out?: Buffer): Buffer | number | Promise<Buffer> | undefined {
     try {
-      return this.handle(msg, address, false);
+      return this.handle(msg, address, false, out);
     } catch (e) {
       this.log.error({ err: e }, 'dns handler failed');
       return msg.length >= 12 ? errorReply(msg, RCODE.SERVFAIL) : undefined;
@@ -214,7 +214,20 @@ export class DnsServer {
    * during the call (the native UDP path passes a view into a reused buffer); the forwarding path
    * copies it.
    */
-  handle(msg: Buffer, from: string, tcp: boolean): Buffer | Promise<Buffer> | undefined {
+  handle(msg: Buffer, from: string, tcp: boolean): Buffer | Promise<Buffer> | undefined;
+  /** With `out`: a cached plain answer is written there and its length returned (no allocation). */
+  handle(
+    msg: Buffer,
+    from: string,
+    tcp: boolean,
+    out?: Buffer,
+  ): Buffer | number | Promise<Buffer> | undefined;
+  handle(
+    msg: Buffer,
+    from: string,
+    tcp: boolean,
+    out?: Buffer,
+  ): Buffer | number | Promise<Buffer> | undefined {
     this.stats.queries++;
     if (msg.length < 12 || msg[2] & 0x80) {
       // unreadable header, or a response (QR=1): never answer, avoids reflection loops
@@ -231,14 +244,16 @@ export class DnsServer {
       const hit = this.answers.get(msg.toString('latin1', 12, qend) + 'N');
       if (hit) {
         this.stats.answerCacheHits++;
-        const out = Buffer.allocUnsafe(hit.length);
-        hit.copy(out);
-        out[0] = msg[0];
-        out[1] = msg[1];
-        out[2] |= msg[2] & 0x01; // RD
-        this.count(out[3] & 0xf);
-        if (!tcp && out.length > 512) return this.truncateTo(out, 512, msg, parseQuery(msg));
-        return out;
+        const inPlace = out !== undefined && (tcp || hit.length <= 512) && hit.length <= out.length;
+        const reply = inPlace ? out : Buffer.allocUnsafe(hit.length);
+        hit.copy(reply);
+        reply[0] = msg[0];
+        reply[1] = msg[1];
+        reply[2] |= msg[2] & 0x01; // RD
+        this.count(reply[3] & 0xf);
+        if (inPlace) return hit.length;
+        if (!tcp && reply.length > 512) return this.truncateTo(reply, 512, msg, parseQuery(msg));
+        return reply;
       }
     }
     let q: ParsedQuery;
@@ -274,12 +289,12 @@ export class DnsServer {
       if (this.answers.size >= this.answerCacheSize) this.answers.clear();
       this.answers.set(key, tpl);
     }
-    const out = Buffer.allocUnsafe(tpl.length);
-    tpl.copy(out);
-    out.writeUInt16BE(q.id, 0);
-    if (q.rd) out[2] |= FLAG_RD >> 8;
-    this.count(out[3] & 0xf);
-    return out.length > limit ? this.truncateTo(out, limit, msg, q) : out;
+    const reply = Buffer.allocUnsafe(tpl.length);
+    tpl.copy(reply);
+    reply.writeUInt16BE(q.id, 0);
+    if (q.rd) reply[2] |= FLAG_RD >> 8;
+    this.count(reply[3] & 0xf);
+    return reply.length > limit ? this.truncateTo(reply, limit, msg, q) : reply;
   }
 
   /** Header + the client's question bytes + RRs (dns-packet encodes the RRs once per name). */

@@ -13,9 +13,16 @@ export type UdpBackend = 'auto' | 'native' | 'dgram';
 
 /**
  * A query handler. `msg` may be a view into a receive buffer that is reused after the handler
- * returns: a handler that keeps it (an asynchronous reply) must copy it first.
+ * returns: a handler that keeps it (an asynchronous reply) must copy it first. When `out` is given
+ * (the native path: the reply's slot in the send buffer), the handler may write the reply there and
+ * return its length instead of a Buffer.
  */
-export type UdpHandler = (msg: Buffer, address: string, port: number) => Buffer | Promise<Buffer> | undefined;
+export type UdpHandler = (
+  msg: Buffer,
+  address: string,
+  port: number,
+  out?: Buffer,
+) => Buffer | number | Promise<Buffer> | undefined;
 
 export interface UdpTransport {
   readonly backend: 'native' | 'dgram';
@@ -70,6 +77,10 @@ class NativeUdp implements UdpTransport {
   private readonly outBuf = Buffer.alloc(SLOT * SLOTS);
   private readonly outMeta = new Uint32Array(SLOTS * 3);
   private readonly names = new Map<number, string>();
+  /** One view per send slot, made once (no allocation per reply). */
+  private readonly outSlots = Array.from({ length: SLOTS }, (_, i) =>
+    this.outBuf.subarray(i * SLOT, (i + 1) * SLOT),
+  );
   private handle?: object;
   readonly port: number;
 
@@ -115,14 +126,21 @@ class NativeUdp implements UdpTransport {
       }
       const ip = inMeta[i * 3 + 1];
       const port = inMeta[i * 3 + 2];
-      let reply: Buffer | Promise<Buffer> | undefined;
+      let reply: Buffer | number | Promise<Buffer> | undefined;
       try {
-        reply = this.handler(inBuf.subarray(i * SLOT, i * SLOT + len), this.name(ip), port);
+        reply = this.handler(inBuf.subarray(i * SLOT, i * SLOT + len), this.name(ip), port, this.outSlots[m]);
       } catch (e) {
         this.onError(e);
         continue;
       }
       if (reply === undefined) continue;
+      if (typeof reply === 'number') {
+        outMeta[m * 3] = reply; // written in place
+        outMeta[m * 3 + 1] = ip;
+        outMeta[m * 3 + 2] = port;
+        m++;
+        continue;
+      }
       if (!Buffer.isBuffer(reply)) {
         reply.then(
           (r) => this.sendOne(r, ip, port),
@@ -176,14 +194,14 @@ class DgramUdp implements UdpTransport {
     udp.on('error', onError);
     const t = new DgramUdp(udp, udp.address().port);
     udp.on('message', (msg, rinfo) => {
-      let reply: Buffer | Promise<Buffer> | undefined;
+      let reply: Buffer | number | Promise<Buffer> | undefined;
       try {
         reply = handler(msg, rinfo.address, rinfo.port);
       } catch (e) {
         onError(e);
         return;
       }
-      if (reply === undefined) return;
+      if (reply === undefined || typeof reply === 'number') return; // no `out` given: never a number
       if (Buffer.isBuffer(reply)) udp.send(reply, rinfo.port, rinfo.address);
       else
         reply.then(

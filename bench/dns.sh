@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 NAME=nginx-svc.default.svc.cluster.local
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill -CONT $(jobs -p) 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for t in dnsperf unbound dnsmasq taskset; do command -v $t >/dev/null || { echo "missing $t (apt-get install dnsperf unbound dnsmasq-base util-linux)"; exit 1; }; done
 npm run build >/dev/null # dist must match src
 echo "$NAME A" > "$WORK/q.txt"
@@ -63,8 +63,12 @@ declare -A Q L
 for run in 1 2; do
   for s in unbound dnsmasq em1 em10k; do
     case $s in unbound) p=$PORT_UB;; dnsmasq) p=$PORT_DM;; em1) p=$PORT_EM1;; em10k) p=$PORT_EM10K;; esac
+    # The servers share core 1: the idle ones are stopped while one is measured (an idle Node
+    # process's memory-reducing GC would otherwise land in another server's latency run).
+    for o in unbound dnsmasq em1 em10k; do [ $o = $s ] || kill -STOP "$(cat "$WORK/$o.pid")"; done
     Q[$s.$run]=$(qps $p)
     L[$s.$run]=$(lat $p)
+    for o in unbound dnsmasq em1 em10k; do [ $o = $s ] || kill -CONT "$(cat "$WORK/$o.pid")"; done
   done
 done
 

@@ -193,6 +193,31 @@ describe.each([true, false])('TcpProxy, splice %s', (splice) => {
     }
   });
 
+  it('when the engine cannot take a connection (out of descriptors, say), it runs on JavaScript pipes', async () => {
+    const engine = SpliceEngine.get();
+    if (!splice || !engine) return;
+    const { b, server } = await backend((s) => s.pipe(s));
+    const r = await rig([b], { splice });
+    const binding = (engine as unknown as { b: { start: () => number } }).b;
+    (engine as unknown as { b: unknown }).b = {
+      ...binding,
+      abort: (binding as unknown as { abort: unknown }).abort,
+      start: () => {
+        throw new Error('splice engine: dup/pipe: Too many open files');
+      },
+    };
+    try {
+      const data = randomBytes(1 << 20);
+      const got = await roundTrip(r.port, data);
+      expect(sha(got)).toBe(sha(data));
+      expect(r.proxy.stats.spliced).toBe(0);
+    } finally {
+      (engine as unknown as { b: unknown }).b = binding;
+      await r.close();
+      server.close();
+    }
+  });
+
   it('a backend reset closes the client', async () => {
     const { b, server } = await backend((s) => s.once('data', () => s.resetAndDestroy()));
     const r = await rig([b], { splice });

@@ -19,12 +19,28 @@ export type SpliceEnd = 'eof' | 'error' | 'idle' | 'aborted';
 
 interface Handle {
   fd?: number;
+  reading?: boolean;
   readStop?: () => number;
+  readStart?: () => number;
 }
 
 /** Stop Node's reads on a socket (a paused stream's handle keeps reading up to its buffer limit). */
 export function stopReading(s: Socket): void {
-  (s as unknown as { _handle?: Handle })._handle?.readStop?.();
+  const h = (s as unknown as { _handle?: Handle })._handle;
+  if (!h?.readStop) return;
+  h.readStop();
+  h.reading = false; // Node's own flag, kept in step
+}
+
+/**
+ * Undo stopReading (the engine did not take the pair). The stream may still wait for the read it
+ * asked for before the stop, so the handle is restarted here rather than by the next resume().
+ */
+function restartReading(s: Socket): void {
+  const h = (s as unknown as { _handle?: Handle })._handle;
+  if (!h?.readStart || h.reading || s.destroyed) return;
+  h.reading = true;
+  h.readStart();
 }
 
 /** The descriptor of a connected TCP socket, or undefined where Node does not expose one. */
@@ -89,7 +105,10 @@ export class SpliceEngine {
     try {
       id = this.b.start(a, b, idleMs);
     } catch {
-      return undefined; // out of descriptors for the pipes, say: the caller pipes in JavaScript
+      // out of descriptors for the pipes, say: the caller pipes in JavaScript
+      restartReading(client);
+      restartReading(up);
+      return undefined;
     }
     // From here Node must never read these sockets again (a resume() scheduled earlier would
     // restart the handle's reads and race the engine for bytes).

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 W=$(mktemp -d)
 chmod 755 "$W"
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.2; rm -rf "$W"' EXIT
+trap 'kill -CONT $(jobs -p) $(pgrep -P "${NG_PID:-0}" 2>/dev/null) 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; sleep 0.2; rm -rf "$W"' EXIT
 for t in wrk nginx haproxy iperf3 taskset curl; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
 npm run build >/dev/null # dist must match src
 export TS_NODE_PROJECT=bench/tsconfig.json
@@ -77,6 +77,11 @@ done
 NG_W=$(pgrep -P $NG_PID | head -1); NG_W=${NG_W:-$NG_PID}
 
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+# The proxies share core 1: all but the one measured are stopped (SIGSTOP) meanwhile, so an idle
+# one's housekeeping (a Node process's memory-reducing GC, say) never lands in another's run.
+PROXIES="$EM_PID $EMI_PID $NG_W $HA_PID"
+only() { for p in $PROXIES; do [ "$p" = "$1" ] || kill -STOP "$p"; done; }
+all() { for p in $PROXIES; do kill -CONT "$p"; done; }
 CLK=$(getconf CLK_TCK)
 # wrk_run PORT CONNS SECS → "rps p50us p99us requests"
 wrk_run() {
@@ -92,16 +97,20 @@ targets="direct:$BE: em7:$EM7:$EM_PID em4:$EM4:$EM_PID nginx:$NGP:$NG_W haproxy-
 for run in 1 2; do
   for t in $targets; do
     IFS=: read -r name port pid <<< "$t"
+    only "$pid"
     [ -n "$pid" ] && t0=$(ticks "$pid")
     read -r rps p50 p99 n <<< "$(wrk_run "$port" 50 "$SECS")"
     if [ -n "$pid" ]; then t1=$(ticks "$pid"); CPU[$name.$run]=$(awk -v d=$((t1-t0)) -v c=$CLK -v n="$n" 'BEGIN {printf "%.0f", d/c*1e6/n}'); else CPU[$name.$run]='-'; fi
     R[$name.$run]=$rps; P50[$name.$run]=$p50; P99[$name.$run]=$p99
     read -r _ c1 _ _ <<< "$(wrk_run "$port" 1 5)"
     C1[$name.$run]=$c1
+    all
   done
-  for t in direct:$IPF em4:$EMI haproxy-tcp:$HAI; do
-    IFS=: read -r name port <<< "$t"
+  for t in direct:$IPF: em4:$EMI:$EMI_PID haproxy-tcp:$HAI:$HA_PID; do
+    IFS=: read -r name port pid <<< "$t"
+    only "$pid"
     G[$name.$run]=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "$port" -t 8 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+    all
   done
 done
 label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em4) echo "EdgeMesh L4 (tcp portal)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; esac; }

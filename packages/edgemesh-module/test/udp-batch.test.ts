@@ -1,5 +1,6 @@
 import * as dnsPacket from 'dns-packet';
 import { createSocket, type Socket } from 'node:dgram';
+import { createServer, Server } from 'node:net';
 import {
   ClusterZone,
   DnsServer,
@@ -156,6 +157,44 @@ describe('DNS UDP paths', () => {
     } finally {
       await s.close();
       for (const u of ups) u.close();
+    }
+  });
+
+  it('port 0: a TCP clash on the port UDP picked is retried with a fresh port', async () => {
+    const spy = jest.spyOn(Server.prototype, 'listen').mockImplementationOnce(function (this: Server) {
+      process.nextTick(() =>
+        this.emit('error', Object.assign(new Error('listen EADDRINUSE'), { code: 'EADDRINUSE' })),
+      );
+      return this;
+    });
+    const s = server('native');
+    try {
+      await s.listen();
+      expect(spy).toHaveBeenCalledTimes(2);
+      const got = await burst(s.port, [query('web.default', 3)]);
+      expect(answerOf(got.get(3)!)).toBe('web.default 10.96.0.7');
+    } finally {
+      spy.mockRestore();
+      await s.close();
+    }
+  });
+
+  it('a fixed port taken on TCP: a clear error, and the UDP port is released again', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    const s = new DnsServer(server('native')['zone' as never], new Forwarder([]), {
+      host: '127.0.0.1',
+      port,
+      allowFrom: [],
+    });
+    try {
+      await expect(s.listen()).rejects.toMatchObject({ code: 'EDGEMESH_DNS_LISTEN' });
+      const u = createSocket('udp4');
+      await new Promise<void>((r) => u.bind(port, '127.0.0.1', r)); // free again
+      u.close();
+    } finally {
+      taken.close();
     }
   });
 

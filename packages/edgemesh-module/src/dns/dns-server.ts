@@ -101,7 +101,23 @@ export class DnsServer {
     this.answers.clear();
   }
 
+  /**
+   * UDP and TCP on the same port. With port 0 the UDP socket picks a free port first and TCP takes
+   * the same number; another process may hold that number on TCP, so port 0 retries (a few times)
+   * with a fresh UDP port.
+   */
   async listen(): Promise<{ address: string; port: number }> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listenOnce();
+      } catch (e) {
+        const inUse = (e as { cause?: { code?: string } }).cause?.code === 'EADDRINUSE';
+        if (this.opts.port !== 0 || !inUse || attempt >= 5) throw e;
+      }
+    }
+  }
+
+  private async listenOnce(): Promise<{ address: string; port: number }> {
     const { host } = this.opts;
     const udp = await openUdp(
       this.opts.udpBackend ?? 'auto',
@@ -110,17 +126,17 @@ export class DnsServer {
       (msg, address, _port, out) => this.onUdp(msg, address, out),
       (e) => this.log.warn({ err: (e as Error).message }, 'dns udp error'),
     );
-    this.udp = udp;
-    this.boundPort = udp.port;
     const tcp = createServer((s) => this.onTcpConnection(s));
     await new Promise<void>((resolve, reject) => {
-      tcp.once('error', (e) => reject(new DnsListenError(`tcp ${host}:${this.boundPort}`, e)));
-      tcp.listen(this.boundPort, host, () => resolve());
-    }).catch((e) => {
-      void udp.close();
+      tcp.once('error', (e) => reject(new DnsListenError(`tcp ${host}:${udp.port}`, e)));
+      tcp.listen(udp.port, host, () => resolve());
+    }).catch(async (e) => {
+      await udp.close();
       throw e;
     });
+    this.udp = udp;
     this.tcp = tcp;
+    this.boundPort = udp.port;
     return { address: host, port: this.boundPort };
   }
 

@@ -86,9 +86,9 @@ export class SpliceEngine {
 
   /**
    * Hand a connected pair over. Node must not be reading either socket (the caller paused them
-   * before any read started) and their write queues must be empty. Returns false when a socket
-   * has no descriptor or the engine cannot take it (the caller then pipes in JavaScript); else the
-   * connection's id.
+   * before any read started) and their write queues must be empty. Returns the connection's id, or
+   * undefined when a socket has no descriptor or the engine cannot take the pair (reads are then
+   * restarted and the caller pipes in JavaScript).
    */
   start(
     client: Socket,

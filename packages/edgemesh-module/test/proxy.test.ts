@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { request as httpRequest, Agent } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { httpBackend, tcpEcho, udpEcho } from './backends';
 import { pod, service, startMesh, tmpDir, type MeshNode } from './helpers';
@@ -121,6 +121,48 @@ describe('EdgeMesh proxy (real sockets, node and nginx-like backends, curl)', ()
     expect(h.te).toBeUndefined();
     expect(h['x-keep']).toBe('yes');
     expect(h['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
+  });
+
+  it('header bytes beyond ASCII (obs-text, e.g. UTF-8) pass through unchanged, both ways', async () => {
+    // a raw backend: answers with the request head's bytes (hex) and a non-ASCII header of its own
+    const seen: Buffer[] = [];
+    const be = createServer((s) => {
+      let buf = Buffer.alloc(0);
+      s.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        seen.push(buf.subarray(0, end));
+        const body = Buffer.from('ok');
+        s.end(
+          Buffer.concat([
+            Buffer.from('HTTP/1.1 200 OK\r\nX-Reply: '),
+            Buffer.from('caf\u00e9 \u00fc', 'utf8'),
+            Buffer.from(`\r\nContent-Length: ${body.length}\r\n\r\n`),
+            body,
+          ]),
+        );
+      });
+    });
+    await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+    const port = await exposeHttp('rawhead', 8090, (be.address() as { port: number }).port);
+    const reply = await new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      const c = connect(port, '127.0.0.1', () =>
+        c.write(
+          Buffer.concat([
+            Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nX-Name: '),
+            Buffer.from('Jos\u00e9 \u2603', 'utf8'),
+            Buffer.from('\r\nConnection: close\r\n\r\n'),
+          ]),
+        ),
+      );
+      c.on('data', (d) => chunks.push(d));
+      c.on('close', () => resolve(Buffer.concat(chunks)));
+    });
+    be.close();
+    expect(seen[0].includes(Buffer.from('X-Name: Jos\u00e9 \u2603', 'utf8'))).toBe(true);
+    expect(reply.includes(Buffer.from('X-Reply: caf\u00e9 \u00fc', 'utf8'))).toBe(true);
   });
 
   it('chunked request body and Expect: 100-continue with curl', async () => {

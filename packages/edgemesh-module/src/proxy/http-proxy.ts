@@ -297,7 +297,7 @@ export class HttpProxy {
     out += upgrade
       ? `Connection: Upgrade\r\nUpgrade: ${header(head, 'upgrade')}\r\n\r\n`
       : 'Connection: keep-alive\r\n\r\n';
-    up.write(out);
+    up.write(out, 'latin1'); // head text is latin1 both ways: header bytes pass unchanged
 
     // Request body upstream, concurrently with reading the response (100-continue, early replies).
     let bodyDone = !head.chunked && !(head.contentLength ?? 0);
@@ -515,7 +515,9 @@ export class HttpProxy {
     if (client.destroyed) return;
     const body = `${status} ${REASONS[status] ?? ''}: ${message}\n`;
     const head = `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${keep ? '' : 'Connection: close\r\n'}\r\n`;
-    await writeAll(client, head + body).catch(() => undefined);
+    await writeAll(client, Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(body)])).catch(
+      () => undefined,
+    );
     if (!keep) client.end();
   }
 }

@@ -75,10 +75,14 @@ export class SocketReader {
   }
 }
 
-/** Write and wait for 'drain' when the kernel buffer is full. */
+/**
+ * Write and wait for 'drain' when the kernel buffer is full. A string is HTTP head text, parsed as
+ * latin1 and written back as latin1: byte for byte, so obs-text (UTF-8 in a header value, say)
+ * passes unchanged.
+ */
 export function writeAll(sock: Socket, b: Buffer | string): Promise<void> {
   if (sock.destroyed) return Promise.reject(new Error('socket closed'));
-  if (sock.write(b)) return Promise.resolve();
+  if (typeof b === 'string' ? sock.write(b, 'latin1') : sock.write(b)) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const done = (e?: Error): void => {
       sock.off('drain', ok);

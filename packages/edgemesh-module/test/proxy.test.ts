@@ -196,6 +196,8 @@ describe('EdgeMesh proxy (real sockets, node and nginx-like backends, curl)', ()
       /^HTTP\/1\.1 400 /,
     ],
     ['oversized head', `GET / HTTP/1.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
+    ['HTTP/1.1 without Host (RFC 9112 §3.2)', 'GET / HTTP/1.1\r\nX-A: 1\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['two Host headers', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['slow client (head never completes)', 'GET / HTTP/1.1\r\nHost: x\r\n', /^HTTP\/1\.1 408 /],
   ])('%s → error status and the connection closes; others unaffected', async (_n, data, re) => {
     const out = await raw(portal('web'), data, 3000);

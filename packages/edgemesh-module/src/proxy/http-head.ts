@@ -100,6 +100,11 @@ export function parseRequestHead(buf: Buffer, end: number): Head {
     length: end,
   };
   parseHeaders(lines, head, true);
+  // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, and for any with more than one.
+  let hosts = 0;
+  for (const [k] of head.headers) if (k.length === 4 && k.toLowerCase() === 'host') hosts++;
+  if (hosts > 1) throw new HttpParseError(400, 'more than one Host header');
+  if (hosts === 0 && head.version === '1.1') throw new HttpParseError(400, 'HTTP/1.1 request without Host');
   return head;
 }
 

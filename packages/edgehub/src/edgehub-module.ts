@@ -138,6 +138,7 @@ export class EdgeHubModule implements BeehiveModule {
       this.onPublish(packet).then(
         () => done(),
         (e) => {
+          if (this.stopped) return; // shutting down: the link is being closed anyway
           this.log.error(
             { err: e, topic: packet.topic },
             'commit of incoming object failed; resetting the link for redelivery',
@@ -198,17 +199,25 @@ export class EdgeHubModule implements BeehiveModule {
     const c = this.client;
     this.client = undefined;
     if (!c) return;
+    // Neither step may hang a shutdown: a link that drops meanwhile never acknowledges the
+    // offline publish, nor finishes a graceful end; the last will says offline then.
+    const bounded = (start: (done: () => void) => void): Promise<void> =>
+      new Promise<void>((r) => {
+        const t = setTimeout(r, 2000);
+        start(() => (clearTimeout(t), r()));
+      });
     if (c.connected) {
-      await new Promise<void>((r) =>
+      await bounded((done) =>
         c.publish(
           this.topics.status(this.options.nodeName),
           JSON.stringify({ status: 'offline', node: this.options.nodeName }),
           { qos: 1, retain: true },
-          () => r(),
+          () => done(),
         ),
       );
     }
-    await new Promise<void>((r) => c.end(false, {}, () => r()));
+    await bounded((done) => c.end(false, {}, () => done()));
+    if (!c.disconnected) c.end(true);
     this.setConnected(false);
   }
 

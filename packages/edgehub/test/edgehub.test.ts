@@ -269,6 +269,35 @@ describe('EdgeHub against a real mosquitto', () => {
     expect(n.mm.store.get('default/service/from-cloud')?.resourceVersion).toBe(60);
   });
 
+  it('shutdown while a commit is pending completes (the failing commit does not reset the closing link)', async () => {
+    // A MetaManager stand-in that never answers: shutdown closes its mailbox, the pending commit
+    // fails, and EdgeHub must not end the link under the offline publish it is waiting for.
+    const { ChannelContext, Core } = await import('@edgecore/beehive');
+    const { EdgeHubModule } = await import('../src');
+    const ctx = new ChannelContext();
+    const hub = new EdgeHubModule({
+      nodeName: uniqueNode(),
+      mqtt: { server: broker.url },
+      commitTimeoutMs: 20_000,
+    });
+    const core = new Core(ctx, [hub]);
+    let got = 0;
+    core.register({
+      name: 'mute-meta',
+      group: 'meta',
+      enable: () => true,
+      async start(c) {
+        for await (const m of c.receive('mute-meta')) if (m.route.operation !== 'connect') got++;
+      },
+    });
+    await core.start();
+    await until(() => hub.cloudConnected, 'connected');
+    await publish(cloud, 'update', 'pending-at-shutdown', 3);
+    await until(() => got >= 1, 'commit pending');
+    await core.shutdown(); // used to hang here now and then (the jest timeout catches a hang)
+    expect(hub.cloudConnected).toBe(false);
+  }, 20_000);
+
   it('a message whose commit does not come in time is not acknowledged and is redelivered', async () => {
     // A MetaManager stand-in that ignores the first write: EdgeHub must not PUBACK it.
     const { ChannelContext, Core } = await import('@edgecore/beehive');

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { MetricsRegistry } from './metrics';
 
@@ -11,7 +12,7 @@ export class ObservabilityServer {
     private readonly isReady: () => { ready: boolean; reason?: string },
   ) {}
 
-  listen(host: string, port: number): Promise<AddressInfo> {
+  async listen(host: string, port: number): Promise<AddressInfo> {
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -32,13 +33,9 @@ export class ObservabilityServer {
       }
     });
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve(server.address() as AddressInfo);
-      });
-    });
+    server.listen(port, host);
+    await once(server, 'listening'); // rejects on 'error'
+    return server.address() as AddressInfo;
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,5 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
+import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
 import { header, headEnd, HttpParseError, parseRequestHead, type Head } from './http-head';
@@ -35,10 +36,8 @@ export class ForwardProxy {
   async listen(host: string, port: number): Promise<AddressInfo> {
     const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onConnection(s));
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
+    server.listen(port, host);
+    await once(server, 'listening'); // rejects on 'error'
     return server.address() as AddressInfo;
   }
 

@@ -1,4 +1,5 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
+import { once } from 'node:events';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import type { Service, ServicePort } from '../catalog/types';
@@ -167,10 +168,8 @@ export class PortalManager {
         this.tcp.handle(sock, this.backendsOf(s), s.key);
       }
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, this.listenHost, () => resolve());
-    });
+    server.listen(0, this.listenHost);
+    await once(server, 'listening'); // rejects on 'error'
     portal.tcp = server;
     portal.listenPort = (server.address() as AddressInfo).port;
     return portal;

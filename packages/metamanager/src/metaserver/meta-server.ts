@@ -1,4 +1,5 @@
 import { splitHostPort } from '@edgecore/beehive';
+import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { MetaChangeEvent, MetaRecord, MetaStore } from '../dao/meta-store';
@@ -39,17 +40,13 @@ export class MetaServer {
     return (this.server?.address() as AddressInfo | null) ?? undefined;
   }
 
-  listen(): Promise<AddressInfo> {
+  async listen(): Promise<AddressInfo> {
     const [host, port] = splitHostPort(this.opts.server ?? '127.0.0.1:10550');
     const server = createServer((req, res) => this.handle(req, res));
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve(server.address() as AddressInfo);
-      });
-    });
+    server.listen(port, host);
+    await once(server, 'listening'); // rejects on 'error'
+    return server.address() as AddressInfo;
   }
 
   async close(): Promise<void> {

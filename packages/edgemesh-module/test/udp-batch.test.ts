@@ -7,7 +7,7 @@ import {
   Forwarder,
   ServiceCatalog,
   loadUdpBatch,
-  nativeUdpUnavailable,
+  nativeUnavailable,
   parseUpstreams,
 } from '../src';
 
@@ -84,7 +84,7 @@ const answerOf = (m: Buffer): string => {
 describe('DNS UDP paths', () => {
   it('the native addon is built on Linux', () => {
     if (process.platform !== 'linux') return;
-    expect(nativeUdpUnavailable()).toBeUndefined();
+    expect(nativeUnavailable()).toBeUndefined();
     expect(loadUdpBatch()).toBeDefined();
   });
 

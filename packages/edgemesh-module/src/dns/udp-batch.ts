@@ -47,13 +47,9 @@ interface UdpBatchBinding {
   close(h: object): void;
 }
 
-/** The addon's UDP half, or undefined when the addon is not built (see `nativeUdpUnavailable()`). */
+/** The addon's UDP half, or undefined when the addon is not built (see `nativeUnavailable()`). */
 export function loadUdpBatch(): UdpBatchBinding | undefined {
   return loadNative<{ udp: UdpBatchBinding }>()?.udp;
-}
-
-export function nativeUdpUnavailable(): string | undefined {
-  return nativeUnavailable();
 }
 
 const SLOT = 4096; // the largest UDP reply we send (EDNS size is capped at 4096)
@@ -232,7 +228,7 @@ export async function openUdp(
   if (backend === 'native' && !b)
     throw new DnsListenError(
       `udp ${host}:${port}`,
-      new Error(`udpBackend native: the udp_batch addon is not built (${nativeUdpUnavailable()})`),
+      new Error(`udpBackend native: the udp_batch addon is not built (${nativeUnavailable()})`),
     );
   if (b && (backend === 'native' || IPV4.test(host))) return new NativeUdp(b, host, port, handler, onError);
   return DgramUdp.open(host, port, handler, onError);

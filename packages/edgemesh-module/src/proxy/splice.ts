@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { loadNative, nativeUnavailable } from '../native';
+import { loadNative } from '../native';
 
 /**
  * The L4 splice engine of the native addon (native/splice.c): once JavaScript has connected a
@@ -67,17 +67,13 @@ export class SpliceEngine {
     });
   }
 
-  /** The process's engine, or undefined when the addon is not built (`unavailable()` says why). */
+  /** The process's engine, or undefined when the addon is not built (`nativeUnavailable()` says why). */
   static get(): SpliceEngine | undefined {
     if (SpliceEngine.shared === undefined) {
       const b = loadNative<{ splice: SpliceBinding }>()?.splice;
       SpliceEngine.shared = b ? new SpliceEngine(b) : null;
     }
     return SpliceEngine.shared ?? undefined;
-  }
-
-  static unavailable(): string | undefined {
-    return nativeUnavailable();
   }
 
   get active(): number {

@@ -23,7 +23,7 @@ const tcp = new TcpProxy(lb);
 const httpBackends = mk(be);
 const tcpBackends = mk(be4 || be);
 const s7 = createServer({ noDelay: true }, (s) =>
-  http.handle(s, () => ({ backends: httpBackends, scope: 'l7' })),
+  http.handleRoute(s, () => ({ backends: httpBackends, scope: 'l7' })),
 );
 const s4 = createServer({ noDelay: true, allowHalfOpen: true }, (s) => tcp.handle(s, tcpBackends, 'l4'));
 s7.listen(l7, '127.0.0.1', () => s4.listen(l4, '127.0.0.1', () => console.log(`ready l7=${l7} l4=${l4}`)));

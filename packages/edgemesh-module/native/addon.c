@@ -1,8 +1,10 @@
-/* edgemesh_native: the batched UDP socket (udp_batch.c) and the L4 splice engine (splice.c). */
+/* edgemesh_native: the batched UDP socket (udp_batch.c), the L4 splice engine (splice.c) and the
+ * L7 engine (http_engine.c). */
 #include <node_api.h>
 
 napi_value udp_batch_init(napi_env env, napi_value exports);
 napi_value splice_init(napi_env env, napi_value exports);
+napi_value http_engine_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value udp;
@@ -13,6 +15,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_object(env, &sp);
   splice_init(env, sp);
   napi_set_named_property(env, exports, "splice", sp);
+  napi_value http;
+  napi_create_object(env, &http);
+  http_engine_init(env, http);
+  napi_set_named_property(env, exports, "http", http);
   return exports;
 }
 

@@ -34,6 +34,8 @@ export interface EdgeMeshOptions {
   networking?: 'host' | 'container';
   /** ConsistentHash key header (default: the client IP). */
   consistentHashHeader?: string;
+  /** L7 portals: the native engine when built (`auto`, default), required (`native`), or never (`js`). */
+  httpEngine?: 'auto' | 'native' | 'js';
   proxy?: {
     connectTimeoutMs?: number;
     responseTimeoutMs?: number;

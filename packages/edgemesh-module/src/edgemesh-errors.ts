@@ -33,3 +33,10 @@ export class DnsListenError extends EdgeMeshError {
     super('EDGEMESH_DNS_LISTEN', `DNS server cannot listen on ${address}: ${cause.message}`, { cause });
   }
 }
+
+/** A native piece was required by config (`native`) but the addon is not built. */
+export class NativeUnavailableError extends EdgeMeshError {
+  constructor(what: string, why: string) {
+    super('EDGEMESH_NATIVE_UNAVAILABLE', `${what}: the native addon is not built (${why})`);
+  }
+}

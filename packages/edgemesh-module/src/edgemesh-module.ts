@@ -270,6 +270,7 @@ export class EdgeMeshModule implements BeehiveModule {
       responseTimeoutMs: px.responseTimeoutMs,
       headTimeoutMs: px.headTimeoutMs,
       maxHeadBytes: px.maxHeadBytes,
+      engine: o.httpEngine,
     });
     this.tcp = new TcpProxy(this.lb, {
       log: this.log,

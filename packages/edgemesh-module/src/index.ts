@@ -20,6 +20,7 @@ export * from './proxy/http-head';
 export * from './proxy/socket-reader';
 export * from './proxy/upstream-pool';
 export * from './proxy/http-proxy';
+export * from './proxy/http-native';
 export * from './proxy/tcp-proxy';
 export * from './proxy/splice';
 export * from './proxy/udp-proxy';

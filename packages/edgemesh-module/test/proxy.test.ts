@@ -13,9 +13,10 @@ function get(
   port: number,
   path = '/',
   headers: Record<string, string> = {},
+  via: Agent = agent,
 ): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers, agent }, (res) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers, agent: via }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));
@@ -38,421 +39,442 @@ function raw(port: number, data: string | Buffer, ms = 1500): Promise<string> {
   });
 }
 
-describe('EdgeMesh proxy (real sockets, node and nginx-like backends, curl)', () => {
-  let d: ReturnType<typeof tmpDir>;
-  let n: MeshNode;
-  const backends: Awaited<ReturnType<typeof httpBackend>>[] = [];
-  const portal = (svc: string, port = 12345, proto = 'TCP'): number =>
-    n.mesh.portals.get(`default/${svc}:${port}/${proto}`)!.listenPort;
+// Every test runs against both L7 engines: the native one (the default where the addon is built)
+// and the JavaScript one (its fallback, and what serves what the native one hands back).
+describe.each(['native', 'js'] as const)(
+  'EdgeMesh proxy, L7 engine %s (real sockets, node backends, curl)',
+  (engine) => {
+    let d: ReturnType<typeof tmpDir>;
+    let n: MeshNode;
+    const backends: Awaited<ReturnType<typeof httpBackend>>[] = [];
+    const portal = (svc: string, port = 12345, proto = 'TCP'): number =>
+      n.mesh.portals.get(`default/${svc}:${port}/${proto}`)!.listenPort;
 
-  beforeAll(async () => {
-    d = tmpDir();
-    n = await startMesh(d.db, { proxy: { responseTimeoutMs: 800, headTimeoutMs: 400, ejectBaseMs: 5000 } });
-    for (const id of ['b1', 'b2', 'b3']) backends.push(await httpBackend(id));
-    await n.put(service('web'));
-    for (let i = 0; i < 3; i++) await n.putPod(pod(`web-${i}`, 'web', backends[i].port));
-  });
-  afterAll(async () => {
-    await n.stop();
-    for (const b of backends) await b.close();
-    d.cleanup();
-  });
-
-  it('builds one portal per service port, L7 for http-N names', () => {
-    const e = n.mesh.portals.get('default/web:12345/TCP')!;
-    expect(e).toMatchObject({ protocol: 'http', vip: n.mesh.vipOf('default/web'), listenHost: '127.0.0.1' });
-    expect(e.listenPort).toBeGreaterThan(0);
-  });
-
-  it('RoundRobin: per-request balancing spreads evenly, over keep-alive connections', async () => {
-    const seen: Record<string, number> = {};
-    for (let i = 0; i < 30; i++) {
-      const r = await get(portal('web'));
-      expect(r.status).toBe(200);
-      const id = JSON.parse(r.body).id;
-      seen[id] = (seen[id] ?? 0) + 1;
-    }
-    expect(seen).toEqual({ b1: 10, b2: 10, b3: 10 });
-  });
-
-  it('curl through the explicit proxy by service name (unprivileged mode)', async () => {
-    const proxy = n.mesh.forwardProxyAddress!;
-    const { stdout } = await run('curl', [
-      '-s',
-      '-x',
-      `http://${proxy}`,
-      'http://web.default.svc.cluster.local:12345/hello?x=1',
-    ]);
-    const body = JSON.parse(stdout);
-    expect(body.url).toBe('/hello?x=1');
-    expect(body.headers.host).toBe('web.default.svc.cluster.local:12345');
-    const vip = n.mesh.vipOf('default/web');
-    expect(
-      JSON.parse((await run('curl', ['-s', '-x', `http://${proxy}`, `http://${vip}:12345/`])).stdout).method,
-    ).toBe('GET');
-    const unknown = await run('curl', [
-      '-s',
-      '-w',
-      '%{http_code}',
-      '-x',
-      `http://${proxy}`,
-      'http://nope.default.svc.cluster.local:12345/',
-    ]);
-    expect(unknown.stdout).toMatch(
-      /502 Bad Gateway: unknown service nope\.default\.svc\.cluster\.local:12345/,
-    );
-    expect(unknown.stdout.endsWith('502')).toBe(true);
-  });
-
-  it('hop-by-hop headers stripped (RFC 9110 §7.6.1), X-Forwarded-For appended', async () => {
-    const r = await get(portal('web'), '/', {
-      Connection: 'keep-alive, X-Secret',
-      'X-Secret': 'hop',
-      'Keep-Alive': 'timeout=5',
-      'Proxy-Connection': 'x',
-      TE: 'trailers',
-      'X-Forwarded-For': '203.0.113.9',
-      'X-Keep': 'yes',
-    });
-    const h = JSON.parse(r.body).headers;
-    expect(h['x-secret']).toBeUndefined();
-    expect(h['keep-alive']).toBeUndefined();
-    expect(h['proxy-connection']).toBeUndefined();
-    expect(h.te).toBeUndefined();
-    expect(h['x-keep']).toBe('yes');
-    expect(h['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
-  });
-
-  it('header bytes beyond ASCII (obs-text, e.g. UTF-8) pass through unchanged, both ways', async () => {
-    // a raw backend: answers with the request head's bytes (hex) and a non-ASCII header of its own
-    const seen: Buffer[] = [];
-    const be = createServer((s) => {
-      let buf = Buffer.alloc(0);
-      s.on('data', (d) => {
-        buf = Buffer.concat([buf, d]);
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        seen.push(buf.subarray(0, end));
-        const body = Buffer.from('ok');
-        s.end(
-          Buffer.concat([
-            Buffer.from('HTTP/1.1 200 OK\r\nX-Reply: '),
-            Buffer.from('caf\u00e9 \u00fc', 'utf8'),
-            Buffer.from(`\r\nContent-Length: ${body.length}\r\n\r\n`),
-            body,
-          ]),
-        );
+    beforeAll(async () => {
+      d = tmpDir();
+      n = await startMesh(d.db, {
+        httpEngine: engine,
+        proxy: { responseTimeoutMs: 800, headTimeoutMs: 400, ejectBaseMs: 5000 },
       });
+      for (const id of ['b1', 'b2', 'b3']) backends.push(await httpBackend(id));
+      await n.put(service('web'));
+      for (let i = 0; i < 3; i++) await n.putPod(pod(`web-${i}`, 'web', backends[i].port));
     });
-    await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
-    const port = await exposeHttp('rawhead', 8090, (be.address() as { port: number }).port);
-    const reply = await new Promise<Buffer>((resolve) => {
-      const chunks: Buffer[] = [];
-      const c = connect(port, '127.0.0.1', () =>
-        c.write(
-          Buffer.concat([
-            Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nX-Name: '),
-            Buffer.from('Jos\u00e9 \u2603', 'utf8'),
-            Buffer.from('\r\nConnection: close\r\n\r\n'),
-          ]),
-        ),
+    afterAll(async () => {
+      await n.stop();
+      for (const b of backends) await b.close();
+      d.cleanup();
+    });
+
+    it('builds one portal per service port, L7 for http-N names', () => {
+      const e = n.mesh.portals.get('default/web:12345/TCP')!;
+      expect(e).toMatchObject({
+        protocol: 'http',
+        vip: n.mesh.vipOf('default/web'),
+        listenHost: '127.0.0.1',
+      });
+      expect(e.listenPort).toBeGreaterThan(0);
+    });
+
+    it('L7 portal connections are served by the chosen engine', async () => {
+      const before = n.mesh.http.stats.nativeConnections;
+      expect((await get(portal('web'), '/', {}, new Agent())).status).toBe(200);
+      const native = n.mesh.http.stats.nativeConnections - before;
+      expect(native).toBe(engine === 'native' ? 1 : 0);
+      expect(!!n.mesh.http.native).toBe(engine === 'native');
+    });
+
+    it('RoundRobin: per-request balancing spreads evenly, over keep-alive connections', async () => {
+      const seen: Record<string, number> = {};
+      for (let i = 0; i < 30; i++) {
+        const r = await get(portal('web'));
+        expect(r.status).toBe(200);
+        const id = JSON.parse(r.body).id;
+        seen[id] = (seen[id] ?? 0) + 1;
+      }
+      expect(seen).toEqual({ b1: 10, b2: 10, b3: 10 });
+    });
+
+    it('curl through the explicit proxy by service name (unprivileged mode)', async () => {
+      const proxy = n.mesh.forwardProxyAddress!;
+      const { stdout } = await run('curl', [
+        '-s',
+        '-x',
+        `http://${proxy}`,
+        'http://web.default.svc.cluster.local:12345/hello?x=1',
+      ]);
+      const body = JSON.parse(stdout);
+      expect(body.url).toBe('/hello?x=1');
+      expect(body.headers.host).toBe('web.default.svc.cluster.local:12345');
+      const vip = n.mesh.vipOf('default/web');
+      expect(
+        JSON.parse((await run('curl', ['-s', '-x', `http://${proxy}`, `http://${vip}:12345/`])).stdout)
+          .method,
+      ).toBe('GET');
+      const unknown = await run('curl', [
+        '-s',
+        '-w',
+        '%{http_code}',
+        '-x',
+        `http://${proxy}`,
+        'http://nope.default.svc.cluster.local:12345/',
+      ]);
+      expect(unknown.stdout).toMatch(
+        /502 Bad Gateway: unknown service nope\.default\.svc\.cluster\.local:12345/,
       );
-      c.on('data', (d) => chunks.push(d));
-      c.on('close', () => resolve(Buffer.concat(chunks)));
+      expect(unknown.stdout.endsWith('502')).toBe(true);
     });
-    be.close();
-    expect(seen[0].includes(Buffer.from('X-Name: Jos\u00e9 \u2603', 'utf8'))).toBe(true);
-    expect(reply.includes(Buffer.from('X-Reply: caf\u00e9 \u00fc', 'utf8'))).toBe(true);
-  });
 
-  it('chunked request body and Expect: 100-continue with curl', async () => {
-    const { stdout } = await run('curl', [
-      '-s',
-      '-H',
-      'Transfer-Encoding: chunked',
-      '-H',
-      'Expect: 100-continue',
-      '--data-binary',
-      'x'.repeat(5000),
-      `http://127.0.0.1:${portal('web')}/up`,
-    ]);
-    expect(JSON.parse(stdout)).toMatchObject({ method: 'POST', bodyBytes: 5000 });
-  });
+    it('hop-by-hop headers stripped (RFC 9110 §7.6.1), X-Forwarded-For appended', async () => {
+      const r = await get(portal('web'), '/', {
+        Connection: 'keep-alive, X-Secret',
+        'X-Secret': 'hop',
+        'Keep-Alive': 'timeout=5',
+        'Proxy-Connection': 'x',
+        TE: 'trailers',
+        'X-Forwarded-For': '203.0.113.9',
+        'X-Keep': 'yes',
+      });
+      const h = JSON.parse(r.body).headers;
+      expect(h['x-secret']).toBeUndefined();
+      expect(h['keep-alive']).toBeUndefined();
+      expect(h['proxy-connection']).toBeUndefined();
+      expect(h.te).toBeUndefined();
+      expect(h['x-keep']).toBe('yes');
+      expect(h['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
+    });
 
-  it('pipelined requests are answered in order', async () => {
-    const p = portal('web');
-    const reqs = ['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
-    const out = await raw(p, reqs + 'GET /d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 3000);
-    const urls = [...out.matchAll(/"url":"([^"]+)"/g)].map((m) => m[1]);
-    expect(urls).toEqual(['/a', '/b', '/c', '/d']);
-  });
+    it('header bytes beyond ASCII (obs-text, e.g. UTF-8) pass through unchanged, both ways', async () => {
+      // a raw backend: answers with the request head's bytes (hex) and a non-ASCII header of its own
+      const seen: Buffer[] = [];
+      const be = createServer((s) => {
+        let buf = Buffer.alloc(0);
+        s.on('data', (d) => {
+          buf = Buffer.concat([buf, d]);
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          seen.push(buf.subarray(0, end));
+          const body = Buffer.from('ok');
+          s.end(
+            Buffer.concat([
+              Buffer.from('HTTP/1.1 200 OK\r\nX-Reply: '),
+              Buffer.from('caf\u00e9 \u00fc', 'utf8'),
+              Buffer.from(`\r\nContent-Length: ${body.length}\r\n\r\n`),
+              body,
+            ]),
+          );
+        });
+      });
+      await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+      const port = await exposeHttp('rawhead', 8090, (be.address() as { port: number }).port);
+      const reply = await new Promise<Buffer>((resolve) => {
+        const chunks: Buffer[] = [];
+        const c = connect(port, '127.0.0.1', () =>
+          c.write(
+            Buffer.concat([
+              Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nX-Name: '),
+              Buffer.from('Jos\u00e9 \u2603', 'utf8'),
+              Buffer.from('\r\nConnection: close\r\n\r\n'),
+            ]),
+          ),
+        );
+        c.on('data', (d) => chunks.push(d));
+        c.on('close', () => resolve(Buffer.concat(chunks)));
+      });
+      be.close();
+      expect(seen[0].includes(Buffer.from('X-Name: Jos\u00e9 \u2603', 'utf8'))).toBe(true);
+      expect(reply.includes(Buffer.from('X-Reply: caf\u00e9 \u00fc', 'utf8'))).toBe(true);
+    });
 
-  it.each([
-    ['malformed request line', 'GARBAGE\r\n\r\n', /^HTTP\/1\.1 400 /],
-    ['bad header', 'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n', /^HTTP\/1\.1 400 /],
-    [
-      'CL + TE (smuggling)',
-      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n',
-      /^HTTP\/1\.1 400 /,
-    ],
-    ['oversized head', `GET / HTTP/1.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
-    ['HTTP/1.1 without Host (RFC 9112 §3.2)', 'GET / HTTP/1.1\r\nX-A: 1\r\n\r\n', /^HTTP\/1\.1 400 /],
-    ['two Host headers', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', /^HTTP\/1\.1 400 /],
-    ['slow client (head never completes)', 'GET / HTTP/1.1\r\nHost: x\r\n', /^HTTP\/1\.1 408 /],
-  ])('%s → error status and the connection closes; others unaffected', async (_n, data, re) => {
-    const out = await raw(portal('web'), data, 3000);
-    expect(out).toMatch(re);
-    expect(out).toMatch(/Connection: close/);
-    expect((await get(portal('web'))).status).toBe(200);
-  });
+    it('chunked request body and Expect: 100-continue with curl', async () => {
+      const { stdout } = await run('curl', [
+        '-s',
+        '-H',
+        'Transfer-Encoding: chunked',
+        '-H',
+        'Expect: 100-continue',
+        '--data-binary',
+        'x'.repeat(5000),
+        `http://127.0.0.1:${portal('web')}/up`,
+      ]);
+      expect(JSON.parse(stdout)).toMatchObject({ method: 'POST', bodyBytes: 5000 });
+    });
 
-  it('a backend refusing connections is ejected and the request retried: no failed idempotent request', async () => {
-    const victim = backends[1];
-    const statuses: number[] = [];
-    const load = (async () => {
-      for (let i = 0; i < 120; i++) statuses.push((await get(portal('web'))).status);
-    })();
-    await new Promise((r) => setTimeout(r, 30));
-    await victim.close(); // killed mid-load
-    await load;
-    expect(statuses.every((s) => s === 200)).toBe(true);
-    expect(n.mesh.lb.stats.ejections).toBeGreaterThanOrEqual(1);
-    expect(n.mesh.lb.isEjected(`127.0.0.1:${victim.port}`)).toBe(true);
-    backends[1] = await httpBackend('b2-new');
-    await n.putPod(pod('web-1', 'web', backends[1].port)); // the pod moved: next request sees it
-    const ids = new Set<string>();
-    for (let i = 0; i < 9; i++) ids.add(JSON.parse((await get(portal('web'))).body).id);
-    expect(ids).toEqual(new Set(['b1', 'b2-new', 'b3']));
-  });
+    it('pipelined requests are answered in order', async () => {
+      const p = portal('web');
+      const reqs = ['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
+      const out = await raw(p, reqs + 'GET /d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 3000);
+      const urls = [...out.matchAll(/"url":"([^"]+)"/g)].map((m) => m[1]);
+      expect(urls).toEqual(['/a', '/b', '/c', '/d']);
+    });
 
-  it('no backend → 503; every backend refusing → 502; upstream silent → 504', async () => {
-    await n.put(service('empty', 'default', { selector: { app: 'nothing' } }));
-    expect((await get(portal('empty'))).status).toBe(503);
-    await n.put(service('dead', 'default', { selector: { app: 'dead' } }));
-    await n.putPod(pod('dead-0', 'dead', 1)); // port 1: refused
-    const r = await get(portal('dead'));
-    expect(r.status).toBe(502);
-    expect(r.body).toMatch(/ECONNREFUSED/);
-    const silent = await httpBackend('silent', () => true); // never answers
-    await n.put(service('slow', 'default', { selector: { app: 'slow' } }));
-    await n.putPod(pod('slow-0', 'slow', silent.port));
-    const t = await get(portal('slow'));
-    expect(t.status).toBe(504);
-    await silent.close();
-  });
+    it.each([
+      ['malformed request line', 'GARBAGE\r\n\r\n', /^HTTP\/1\.1 400 /],
+      ['bad header', 'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+      [
+        'CL + TE (smuggling)',
+        'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n',
+        /^HTTP\/1\.1 400 /,
+      ],
+      ['oversized head', `GET / HTTP/1.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
+      ['HTTP/1.1 without Host (RFC 9112 §3.2)', 'GET / HTTP/1.1\r\nX-A: 1\r\n\r\n', /^HTTP\/1\.1 400 /],
+      ['two Host headers', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', /^HTTP\/1\.1 400 /],
+      ['slow client (head never completes)', 'GET / HTTP/1.1\r\nHost: x\r\n', /^HTTP\/1\.1 408 /],
+    ])('%s → error status and the connection closes; others unaffected', async (_n, data, re) => {
+      const out = await raw(portal('web'), data, 3000);
+      expect(out).toMatch(re);
+      expect(out).toMatch(/Connection: close/);
+      expect((await get(portal('web'))).status).toBe(200);
+    });
 
-  it('streams a 256 MiB download and a 128 MiB upload with bounded memory', async () => {
-    const big = await httpBackend('big', (req, res) => {
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'application/octet-stream' }); // chunked
-        const chunk = Buffer.alloc(64 * 1024, 7);
-        let left = 4096; // 256 MiB
+    it('a backend refusing connections is ejected and the request retried: no failed idempotent request', async () => {
+      const victim = backends[1];
+      const statuses: number[] = [];
+      const load = (async () => {
+        for (let i = 0; i < 120; i++) statuses.push((await get(portal('web'))).status);
+      })();
+      await new Promise((r) => setTimeout(r, 30));
+      await victim.close(); // killed mid-load
+      await load;
+      expect(statuses.every((s) => s === 200)).toBe(true);
+      expect(n.mesh.lb.stats.ejections).toBeGreaterThanOrEqual(1);
+      expect(n.mesh.lb.isEjected(`127.0.0.1:${victim.port}`)).toBe(true);
+      backends[1] = await httpBackend('b2-new');
+      await n.putPod(pod('web-1', 'web', backends[1].port)); // the pod moved: next request sees it
+      const ids = new Set<string>();
+      for (let i = 0; i < 9; i++) ids.add(JSON.parse((await get(portal('web'))).body).id);
+      expect(ids).toEqual(new Set(['b1', 'b2-new', 'b3']));
+    });
+
+    it('no backend → 503; every backend refusing → 502; upstream silent → 504', async () => {
+      await n.put(service('empty', 'default', { selector: { app: 'nothing' } }));
+      expect((await get(portal('empty'))).status).toBe(503);
+      await n.put(service('dead', 'default', { selector: { app: 'dead' } }));
+      await n.putPod(pod('dead-0', 'dead', 1)); // port 1: refused
+      const r = await get(portal('dead'));
+      expect(r.status).toBe(502);
+      expect(r.body).toMatch(/ECONNREFUSED/);
+      const silent = await httpBackend('silent', () => true); // never answers
+      await n.put(service('slow', 'default', { selector: { app: 'slow' } }));
+      await n.putPod(pod('slow-0', 'slow', silent.port));
+      const t = await get(portal('slow'));
+      expect(t.status).toBe(504);
+      await silent.close();
+    });
+
+    it('streams a 256 MiB download and a 128 MiB upload with bounded memory', async () => {
+      const big = await httpBackend('big', (req, res) => {
+        if (req.method === 'GET') {
+          res.writeHead(200, { 'content-type': 'application/octet-stream' }); // chunked
+          const chunk = Buffer.alloc(64 * 1024, 7);
+          let left = 4096; // 256 MiB
+          const pump = (): void => {
+            while (left > 0) {
+              left--;
+              if (!res.write(chunk)) return void res.once('drain', pump);
+            }
+            res.end();
+          };
+          pump();
+          return true;
+        }
+        return false;
+      });
+      await n.put(service('big', 'default', { selector: { app: 'big' } }));
+      await n.putPod(pod('big-0', 'big', big.port));
+      const p = portal('big');
+      global.gc?.();
+      const rss0 = process.memoryUsage().rss;
+      let peak = rss0;
+      const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+      const got = await new Promise<number>((resolve, reject) => {
+        httpRequest({ host: '127.0.0.1', port: p, path: '/' }, (res) => {
+          let total = 0;
+          res.on('data', (c) => (total += c.length));
+          res.on('end', () => resolve(total));
+        })
+          .on('error', reject)
+          .end();
+      });
+      expect(got).toBe(256 * 1024 * 1024);
+      const up = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(
+          {
+            host: '127.0.0.1',
+            port: p,
+            path: '/up',
+            method: 'POST',
+            headers: { 'content-length': String(128 * 1024 * 1024) },
+          },
+          (res) => {
+            let b = '';
+            res.on('data', (c) => (b += c));
+            res.on('end', () => resolve(JSON.parse(b).bodyBytes));
+          },
+        );
+        req.on('error', reject);
+        const chunk = Buffer.alloc(64 * 1024, 1);
+        let left = 2048;
         const pump = (): void => {
           while (left > 0) {
             left--;
-            if (!res.write(chunk)) return void res.once('drain', pump);
+            if (!req.write(chunk)) return void req.once('drain', pump);
           }
-          res.end();
+          req.end();
         };
         pump();
-        return true;
-      }
-      return false;
-    });
-    await n.put(service('big', 'default', { selector: { app: 'big' } }));
-    await n.putPod(pod('big-0', 'big', big.port));
-    const p = portal('big');
-    global.gc?.();
-    const rss0 = process.memoryUsage().rss;
-    let peak = rss0;
-    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-    const got = await new Promise<number>((resolve, reject) => {
-      httpRequest({ host: '127.0.0.1', port: p, path: '/' }, (res) => {
-        let total = 0;
-        res.on('data', (c) => (total += c.length));
-        res.on('end', () => resolve(total));
-      })
-        .on('error', reject)
-        .end();
-    });
-    expect(got).toBe(256 * 1024 * 1024);
-    const up = await new Promise<number>((resolve, reject) => {
-      const req = httpRequest(
-        {
-          host: '127.0.0.1',
-          port: p,
-          path: '/up',
-          method: 'POST',
-          headers: { 'content-length': String(128 * 1024 * 1024) },
-        },
-        (res) => {
-          let b = '';
-          res.on('data', (c) => (b += c));
-          res.on('end', () => resolve(JSON.parse(b).bodyBytes));
-        },
-      );
-      req.on('error', reject);
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      let left = 2048;
-      const pump = (): void => {
-        while (left > 0) {
-          left--;
-          if (!req.write(chunk)) return void req.once('drain', pump);
-        }
-        req.end();
-      };
-      pump();
-    });
-    clearInterval(sampler);
-    expect(up).toBe(128 * 1024 * 1024);
-    // Bodies flow through; the proxy holds at most a few socket buffers at a time.
-    expect(peak - rss0).toBeLessThan(160 * 1024 * 1024);
-    await big.close();
-  }, 120_000);
-
-  /** A service `name` with an http-0 port, one pod on `backendPort`; returns its portal's port. */
-  async function exposeHttp(name: string, port: number, backendPort: number): Promise<number> {
-    await n.put(
-      service(name, 'default', {
-        selector: { app: name },
-        ports: [{ name: 'http-0', port, protocol: 'TCP', targetPort: 80 }],
-      }),
-    );
-    await n.putPod(pod(`${name}-0`, name, backendPort));
-    return n.mesh.portals.get(`default/${name}:${port}/TCP`)!.listenPort;
-  }
-
-  it('Upgrade (WebSocket handshake) becomes an L4 pipe to one backend: echo works', async () => {
-    const ws = await httpBackend('ws');
-    ws.server.on('upgrade', (req, sock: Socket) => {
-      sock.write(
-        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Backend: ws\r\n\r\n`,
-      );
-      sock.on('data', (d) => sock.write(Buffer.concat([Buffer.from('echo:'), d])));
-      sock.on('end', () => sock.end()); // http sockets are half-open capable: close our side too
-    });
-    const p = await exposeHttp('ws', 8080, ws.port);
-    const out = await new Promise<string>((resolve) => {
-      const s = connect(p, '127.0.0.1', () =>
-        s.write(
-          'GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-        ),
-      );
-      let buf = '';
-      s.on('data', (d) => {
-        buf += d;
-        if (buf.includes('\r\n\r\n') && !buf.includes('echo:')) s.write('ping-frame');
-        if (buf.includes('echo:ping-frame')) {
-          s.destroy();
-          resolve(buf);
-        }
       });
-    });
-    expect(out).toMatch(/^HTTP\/1\.1 101 Switching Protocols/);
-    expect(out).toContain('echo:ping-frame');
-    await ws.close();
-  });
+      clearInterval(sampler);
+      expect(up).toBe(128 * 1024 * 1024);
+      // Bodies flow through; the proxy holds at most a few socket buffers at a time.
+      expect(peak - rss0).toBeLessThan(160 * 1024 * 1024);
+      await big.close();
+    }, 120_000);
 
-  it('Upgrade with bytes right behind both heads (client frame, server greeting): none lost, through the splice engine on Linux', async () => {
-    const ws = await httpBackend('ws2');
-    ws.server.on('upgrade', (req, sock: Socket, head: Buffer) => {
-      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\ngreeting;`);
-      let got = head.toString();
-      const answer = (): void => void (got.includes('first;') && sock.write(`saw:${got}`));
-      answer();
-      sock.on('data', (d) => {
-        got += d;
-        answer();
-      });
-      sock.on('end', () => sock.end());
-    });
-    const p = await exposeHttp('ws2', 8081, ws.port);
-    const before = n.mesh.http.stats.splicedTunnels;
-    const out = await new Promise<string>((resolve) => {
-      const s = connect(p, '127.0.0.1', () =>
-        s.write('GET /x HTTP/1.1\r\nHost: ws2\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nfirst;'),
+    /** A service `name` with an http-0 port, one pod on `backendPort`; returns its portal's port. */
+    async function exposeHttp(name: string, port: number, backendPort: number): Promise<number> {
+      await n.put(
+        service(name, 'default', {
+          selector: { app: name },
+          ports: [{ name: 'http-0', port, protocol: 'TCP', targetPort: 80 }],
+        }),
       );
-      let buf = '';
-      s.on('data', (d) => {
-        buf += d;
-        if (buf.includes('saw:first;')) {
-          s.end();
-          setTimeout(() => resolve(buf), 20);
-        }
-      });
-    });
-    expect(out).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n[^]*\r\n\r\ngreeting;saw:first;$/);
-    if (process.platform === 'linux') expect(n.mesh.http.stats.splicedTunnels).toBe(before + 1);
-    await ws.close();
-  });
+      await n.putPod(pod(`${name}-0`, name, backendPort));
+      return n.mesh.portals.get(`default/${name}:${port}/TCP`)!.listenPort;
+    }
 
-  it('L4 TCP: per-connection LB, next backend on refusal, half-close propagated; CONNECT tunnels', async () => {
-    const e1 = await tcpEcho('t1');
-    await n.put(
-      service('db', 'default', {
-        selector: { app: 'db' },
-        ports: [{ name: 'pg', port: 5432, protocol: 'TCP', targetPort: 5432 }],
-      }),
-    );
-    await n.putPod(pod('db-0', 'db', 1, { containerPort: 5432 })); // refuses
-    await n.putPod(pod('db-1', 'db', e1.port, { containerPort: 5432 }));
-    const p = n.mesh.portals.get('default/db:5432/TCP')!;
-    expect(p.protocol).toBe('tcp');
-    for (let i = 0; i < 3; i++) {
+    it('Upgrade (WebSocket handshake) becomes an L4 pipe to one backend: echo works', async () => {
+      const ws = await httpBackend('ws');
+      ws.server.on('upgrade', (req, sock: Socket) => {
+        sock.write(
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Backend: ws\r\n\r\n`,
+        );
+        sock.on('data', (d) => sock.write(Buffer.concat([Buffer.from('echo:'), d])));
+        sock.on('end', () => sock.end()); // http sockets are half-open capable: close our side too
+      });
+      const p = await exposeHttp('ws', 8080, ws.port);
       const out = await new Promise<string>((resolve) => {
-        const s = connect(p.listenPort, '127.0.0.1', () => s.end('data-then-eof'));
+        const s = connect(p, '127.0.0.1', () =>
+          s.write(
+            'GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+          ),
+        );
+        let buf = '';
+        s.on('data', (d) => {
+          buf += d;
+          if (buf.includes('\r\n\r\n') && !buf.includes('echo:')) s.write('ping-frame');
+          if (buf.includes('echo:ping-frame')) {
+            s.destroy();
+            resolve(buf);
+          }
+        });
+      });
+      expect(out).toMatch(/^HTTP\/1\.1 101 Switching Protocols/);
+      expect(out).toContain('echo:ping-frame');
+      await ws.close();
+    });
+
+    it('Upgrade with bytes right behind both heads (client frame, server greeting): none lost, through the splice engine on Linux', async () => {
+      const ws = await httpBackend('ws2');
+      ws.server.on('upgrade', (req, sock: Socket, head: Buffer) => {
+        sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\ngreeting;`);
+        let got = head.toString();
+        const answer = (): void => void (got.includes('first;') && sock.write(`saw:${got}`));
+        answer();
+        sock.on('data', (d) => {
+          got += d;
+          answer();
+        });
+        sock.on('end', () => sock.end());
+      });
+      const p = await exposeHttp('ws2', 8081, ws.port);
+      const before = n.mesh.http.stats.splicedTunnels;
+      const out = await new Promise<string>((resolve) => {
+        const s = connect(p, '127.0.0.1', () =>
+          s.write('GET /x HTTP/1.1\r\nHost: ws2\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nfirst;'),
+        );
+        let buf = '';
+        s.on('data', (d) => {
+          buf += d;
+          if (buf.includes('saw:first;')) {
+            s.end();
+            setTimeout(() => resolve(buf), 20);
+          }
+        });
+      });
+      expect(out).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n[^]*\r\n\r\ngreeting;saw:first;$/);
+      if (process.platform === 'linux') expect(n.mesh.http.stats.splicedTunnels).toBe(before + 1);
+      await ws.close();
+    });
+
+    it('L4 TCP: per-connection LB, next backend on refusal, half-close propagated; CONNECT tunnels', async () => {
+      const e1 = await tcpEcho('t1');
+      await n.put(
+        service('db', 'default', {
+          selector: { app: 'db' },
+          ports: [{ name: 'pg', port: 5432, protocol: 'TCP', targetPort: 5432 }],
+        }),
+      );
+      await n.putPod(pod('db-0', 'db', 1, { containerPort: 5432 })); // refuses
+      await n.putPod(pod('db-1', 'db', e1.port, { containerPort: 5432 }));
+      const p = n.mesh.portals.get('default/db:5432/TCP')!;
+      expect(p.protocol).toBe('tcp');
+      for (let i = 0; i < 3; i++) {
+        const out = await new Promise<string>((resolve) => {
+          const s = connect(p.listenPort, '127.0.0.1', () => s.end('data-then-eof'));
+          let b = '';
+          s.on('data', (d) => (b += d));
+          s.on('close', () => resolve(b));
+        });
+        // the backend saw our EOF (half-close) and could still answer before closing
+        expect(out).toBe('hello t1\ndata-then-eofbye t1\n');
+      }
+      const tunnel = await new Promise<string>((resolve) => {
+        const s = connect(Number(n.mesh.forwardProxyAddress!.split(':')[1]), '127.0.0.1', () =>
+          s.write('CONNECT db.default.svc.cluster.local:5432 HTTP/1.1\r\nHost: db\r\n\r\n'),
+        );
         let b = '';
-        s.on('data', (d) => (b += d));
+        s.on('data', (d) => {
+          b += d;
+          if (b.includes('hello t1') && !s.writableEnded) s.end('x');
+        });
         s.on('close', () => resolve(b));
       });
-      // the backend saw our EOF (half-close) and could still answer before closing
-      expect(out).toBe('hello t1\ndata-then-eofbye t1\n');
-    }
-    const tunnel = await new Promise<string>((resolve) => {
-      const s = connect(Number(n.mesh.forwardProxyAddress!.split(':')[1]), '127.0.0.1', () =>
-        s.write('CONNECT db.default.svc.cluster.local:5432 HTTP/1.1\r\nHost: db\r\n\r\n'),
-      );
-      let b = '';
-      s.on('data', (d) => {
-        b += d;
-        if (b.includes('hello t1') && !s.writableEnded) s.end('x');
-      });
-      s.on('close', () => resolve(b));
+      expect(tunnel).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nhello t1\nxbye t1\n$/);
+      await e1.close();
     });
-    expect(tunnel).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nhello t1\nxbye t1\n$/);
-    await e1.close();
-  });
 
-  it('UDP: a session per client, replies come back, sessions expire when idle', async () => {
-    const u1 = await udpEcho('u1');
-    const u2 = await udpEcho('u2');
-    await n.put(
-      service('dnsish', 'default', {
-        selector: { app: 'dnsish' },
-        ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 }],
-      }),
-    );
-    await n.putPod(pod('dnsish-0', 'dnsish', u1.port, { containerPort: 53, protocol: 'UDP' }));
-    await n.putPod(pod('dnsish-1', 'dnsish', u2.port, { containerPort: 53, protocol: 'UDP' }));
-    const p = n.mesh.portals.get('default/dnsish:53/UDP')!;
-    expect(p.protocol).toBe('udp');
-    const client = async (): Promise<string[]> => {
-      const s = createSocket('udp4');
-      const got: string[] = [];
-      s.on('message', (m) => got.push(m.toString()));
-      await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-      for (const m of ['a', 'b', 'c']) s.send(m, p.listenPort, '127.0.0.1');
-      await new Promise((r) => setTimeout(r, 200));
-      s.close();
-      return got;
-    };
-    const one = await client();
-    const two = await client();
-    expect(one).toHaveLength(3);
-    expect(new Set(one.map((x) => x.split(':')[0])).size).toBe(1); // one session → one backend
-    expect(two).toHaveLength(3);
-    expect(one[0].split(':')[0]).not.toBe(two[0].split(':')[0]); // round robin across sessions
-    u1.close();
-    u2.close();
-  });
-});
+    it('UDP: a session per client, replies come back, sessions expire when idle', async () => {
+      const u1 = await udpEcho('u1');
+      const u2 = await udpEcho('u2');
+      await n.put(
+        service('dnsish', 'default', {
+          selector: { app: 'dnsish' },
+          ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 }],
+        }),
+      );
+      await n.putPod(pod('dnsish-0', 'dnsish', u1.port, { containerPort: 53, protocol: 'UDP' }));
+      await n.putPod(pod('dnsish-1', 'dnsish', u2.port, { containerPort: 53, protocol: 'UDP' }));
+      const p = n.mesh.portals.get('default/dnsish:53/UDP')!;
+      expect(p.protocol).toBe('udp');
+      const client = async (): Promise<string[]> => {
+        const s = createSocket('udp4');
+        const got: string[] = [];
+        s.on('message', (m) => got.push(m.toString()));
+        await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+        for (const m of ['a', 'b', 'c']) s.send(m, p.listenPort, '127.0.0.1');
+        await new Promise((r) => setTimeout(r, 200));
+        s.close();
+        return got;
+      };
+      const one = await client();
+      const two = await client();
+      expect(one).toHaveLength(3);
+      expect(new Set(one.map((x) => x.split(':')[0])).size).toBe(1); // one session → one backend
+      expect(two).toHaveLength(3);
+      expect(one[0].split(':')[0]).not.toBe(two[0].split(':')[0]); // round robin across sessions
+      u1.close();
+      u2.close();
+    });
+  },
+);

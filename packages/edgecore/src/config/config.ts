@@ -112,6 +112,8 @@ export const EdgeCoreConfigSchema = z.strictObject({
           iptablesBackend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
           /** iptables mode: seconds between re-ensures of our rules. */
           iptablesSyncSeconds: z.number().min(1).max(3600).default(30),
+          /** L7 portals: the native engine when built (auto), required (native), or never (js). */
+          httpEngine: z.enum(['auto', 'native', 'js']).default('auto'),
           /** ConsistentHash key header; the client IP when unset. */
           consistentHashHeader: z
             .string()

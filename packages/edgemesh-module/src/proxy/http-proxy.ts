@@ -1,7 +1,9 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
 import type { Socket } from 'node:net';
+import { NativeUnavailableError } from '../edgemesh-errors';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
+import { nativeUnavailable } from '../native';
 import {
   ChunkedTracker,
   endToEnd,
@@ -12,6 +14,7 @@ import {
   parseResponseHead,
   type Head,
 } from './http-head';
+import { NativeHttp, type NativeRoute } from './http-native';
 import { SocketReader, writeAll } from './socket-reader';
 import { SpliceEngine } from './splice';
 import { ConnectError, connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
@@ -43,6 +46,11 @@ export interface HttpProxyOptions {
   tunnelIdleMs?: number;
   /** Upgraded connections go through the native splice engine when it is built (default true). */
   splice?: boolean;
+  /**
+   * Portal connections (`handleRoute`): `auto` (default) serves them with the native L7 engine when
+   * the addon is built, `native` requires it, `js` never uses it.
+   */
+  engine?: 'auto' | 'native' | 'js';
   log?: Logger;
 }
 
@@ -52,6 +60,8 @@ export interface HttpProxyStats {
   activeConnections: number;
   /** Upgraded connections handed to the splice engine. */
   splicedTunnels: number;
+  /** Client connections served by the native L7 engine (some are handed back to JavaScript later). */
+  nativeConnections: number;
   byStatus: Map<number, number>;
   byBackend: Map<string, number>;
 }
@@ -79,10 +89,13 @@ export class HttpProxy {
     retries: 0,
     activeConnections: 0,
     splicedTunnels: 0,
+    nativeConnections: 0,
     byStatus: new Map(),
     byBackend: new Map(),
   };
-  private readonly o: Required<Omit<HttpProxyOptions, 'log'>>;
+  private readonly o: Required<Omit<HttpProxyOptions, 'log' | 'engine'>>;
+  /** The native L7 engine (portal connections), when built and not turned off. */
+  readonly native?: NativeHttp;
   private readonly log: Logger;
   private readonly clients = new Set<Socket>();
   private readonly engine?: SpliceEngine;
@@ -105,6 +118,43 @@ export class HttpProxy {
     };
     this.log = opts.log ?? silentLogger;
     this.engine = this.o.splice ? SpliceEngine.get() : undefined;
+    const mode = opts.engine ?? 'auto';
+    if (mode !== 'js') {
+      this.native = NativeHttp.create(
+        {
+          maxHeadBytes: this.o.maxHeadBytes,
+          keepAliveTimeoutMs: this.o.keepAliveTimeoutMs,
+          headTimeoutMs: this.o.headTimeoutMs,
+          connectTimeoutMs: this.o.connectTimeoutMs,
+          responseTimeoutMs: this.o.responseTimeoutMs,
+          poolIdleMs: pool.options.idleMs ?? 30_000,
+          poolMaxIdle: pool.options.maxIdle ?? 64,
+        },
+        {
+          lb,
+          log: this.log,
+          request: () => void this.stats.requests++,
+          retry: () => void this.stats.retries++,
+          count: (status, b) => this.count(status, b),
+          connections: (d) => void (this.stats.activeConnections += d),
+          fallback: (sock, route, bytes) => this.handle(sock, () => route(), bytes),
+        },
+      );
+      if (!this.native && mode === 'native')
+        throw new NativeUnavailableError('proxy httpEngine native', nativeUnavailable() ?? '');
+    }
+  }
+
+  /**
+   * Serve a portal connection: its route does not depend on the request (a service port). The
+   * native engine takes it when built; JavaScript otherwise.
+   */
+  handleRoute(client: Socket, route: () => NativeRoute): void {
+    if (this.native?.adopt(client, route)) {
+      this.stats.nativeConnections++;
+      return;
+    }
+    this.handle(client, () => route());
   }
 
   /** Serve one client connection until it closes. */
@@ -125,6 +175,7 @@ export class HttpProxy {
 
   /** Destroy every client connection (portal removed or shutdown). */
   closeAll(): void {
+    this.native?.closeAll();
     for (const id of this.tunnels) this.engine?.abort(id);
     for (const c of this.clients) c.destroy();
   }

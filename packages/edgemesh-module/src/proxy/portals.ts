@@ -159,9 +159,9 @@ export class PortalManager {
     const server = createServer({ allowHalfOpen: spec.protocol === 'tcp', noDelay: true }, (sock) => {
       const s = portal.spec;
       if (s.protocol === 'http') {
-        this.http.handle(sock, () => ({
-          backends: this.backendsOf(s),
-          scope: s.key,
+        this.http.handleRoute(sock, () => ({
+          backends: this.backendsOf(portal.spec),
+          scope: portal.spec.key,
           hashHeader: this.opts.hashHeader,
         }));
       } else {

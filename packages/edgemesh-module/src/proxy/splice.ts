@@ -44,7 +44,7 @@ function restartReading(s: Socket): void {
 }
 
 /** The descriptor of a connected TCP socket, or undefined where Node does not expose one. */
-function fdOf(s: Socket): number | undefined {
+export function fdOf(s: Socket): number | undefined {
   const h = (s as unknown as { _handle?: Handle })._handle;
   return typeof h?.fd === 'number' && h.fd >= 0 ? h.fd : undefined;
 }

@@ -27,7 +27,7 @@ export interface UpstreamConn {
 export class UpstreamPool {
   private readonly idle = new Map<string, UpstreamConn[]>();
 
-  constructor(private readonly opts: { connectTimeoutMs?: number; idleMs?: number; maxIdle?: number } = {}) {}
+  constructor(readonly options: { connectTimeoutMs?: number; idleMs?: number; maxIdle?: number } = {}) {}
 
   /** An idle connection (reused: true) or a fresh one. */
   async get(b: Backend): Promise<UpstreamConn & { reused: boolean }> {
@@ -40,7 +40,7 @@ export class UpstreamPool {
       }
       c.sock.destroy();
     }
-    const sock = await connectTo(b, this.opts.connectTimeoutMs ?? 5000);
+    const sock = await connectTo(b, this.options.connectTimeoutMs ?? 5000);
     sock.on('timeout', () => sock.destroy()); // armed only while idle in the pool
     sock.on('error', () => sock.destroy());
     return { sock, reader: new SocketReader(sock), reused: false };
@@ -51,11 +51,11 @@ export class UpstreamPool {
     if (c.sock.destroyed) return;
     let list = this.idle.get(b.key);
     if (!list) this.idle.set(b.key, (list = []));
-    if (list.length >= (this.opts.maxIdle ?? 64)) {
+    if (list.length >= (this.options.maxIdle ?? 64)) {
       c.sock.destroy();
       return;
     }
-    c.sock.setTimeout(this.opts.idleMs ?? 30_000);
+    c.sock.setTimeout(this.options.idleMs ?? 30_000);
     list.push(c);
   }
 

@@ -1,0 +1,389 @@
+import { readdirSync } from 'node:fs';
+import { Agent, request as httpRequest } from 'node:http';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import {
+  ConsistentHash,
+  HttpProxy,
+  LeastConnections,
+  LoadBalancer,
+  nativeUnavailable,
+  RoundRobin,
+  UpstreamPool,
+  type Backend,
+  type HttpProxyOptions,
+  type LbStrategy,
+} from '../src';
+import { httpBackend } from './backends';
+
+/**
+ * The native L7 engine (native/http_engine.c) on its own: an HttpProxy with `engine: 'native'`
+ * behind a listener, real backends on 127.0.0.1, raw client bytes where the exact wire matters.
+ */
+const linux = process.platform === 'linux';
+const d = linux ? describe : describe.skip;
+
+it('the native L7 engine is built on Linux', () => {
+  if (linux) expect(nativeUnavailable()).toBeUndefined();
+});
+
+const be = (port: number, host = '127.0.0.1'): Backend => ({
+  host,
+  port,
+  key: `${host}:${port}`,
+  origin: 't',
+});
+
+interface Front {
+  port: number;
+  http: HttpProxy;
+  lb: LoadBalancer;
+  close(): Promise<void>;
+}
+
+async function front(
+  backends: () => readonly Backend[],
+  opts: HttpProxyOptions & { strategy?: LbStrategy; hashHeader?: string } = {},
+): Promise<Front> {
+  const lb = new LoadBalancer(opts.strategy ?? new RoundRobin(), { baseEjectMs: 5000 });
+  const pool = new UpstreamPool();
+  const http = new HttpProxy(lb, pool, { engine: 'native', ...opts });
+  const server = createServer({ noDelay: true }, (s) =>
+    http.handleRoute(s, () => ({ backends: backends(), scope: 't', hashHeader: opts.hashHeader })),
+  );
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    http,
+    lb,
+    close: async () => {
+      http.closeAll();
+      pool.close();
+      http.native?.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** A raw TCP backend: `onHead(sock, head, n)` for the n-th request head on a connection. */
+async function rawBackend(
+  onHead: (s: Socket, head: string, n: number, rest: Buffer) => void,
+): Promise<{ port: number; server: Server; close(): Promise<void> }> {
+  const conns = new Set<Socket>();
+  const server = createServer((s) => {
+    conns.add(s);
+    s.on('close', () => conns.delete(s));
+    s.on('error', () => undefined);
+    let buf = Buffer.alloc(0);
+    let n = 0;
+    s.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        const i = buf.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        const head = buf.subarray(0, i).toString('latin1');
+        buf = buf.subarray(i + 4);
+        onHead(s, head, ++n, buf);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of conns) c.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Send raw bytes; collect everything until the proxy closes (or `ms`). */
+function raw(port: number, data: string | Buffer, ms = 2000): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1', () => s.write(data));
+    let out = '';
+    s.on('data', (x) => (out += x.toString('latin1')));
+    const t = setTimeout(() => (s.destroy(), resolve(out + '<open>')), ms);
+    s.on('close', () => (clearTimeout(t), resolve(out)));
+    s.on('error', () => undefined);
+  });
+}
+
+function get(
+  port: number,
+  opts: {
+    path?: string;
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string;
+    agent?: Agent;
+  } = {},
+): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path: opts.path ?? '/',
+        method: opts.method ?? 'GET',
+        headers: opts.headers,
+        agent: opts.agent,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('latin1');
+        res.on('data', (x) => (body += x));
+        res.on('end', () => resolve({ status: res.statusCode!, body, headers: res.headers }));
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+const fds = (): number => readdirSync('/proc/self/fd').length;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  for (const t0 = Date.now(); !cond() && Date.now() - t0 < ms;) await sleep(10);
+}
+
+d('native L7 engine', () => {
+  it('a pooled connection the backend had closed: the request goes again on a fresh one; a request whose body was sent gets 502', async () => {
+    // the backend answers the first request of each connection, then drops the connection at the second
+    const b = await rawBackend((s, head, n) => {
+      if (n === 1) s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      else s.destroy();
+    });
+    const f = await front(() => [be(b.port)]);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    expect((await get(f.port, { agent })).status).toBe(200);
+    const again = await get(f.port, { agent }); // reuses the pooled connection, which the backend drops
+    expect(again).toMatchObject({ status: 200, body: 'ok' });
+    const post = await get(f.port, { agent, method: 'POST', body: 'abc' });
+    expect(post.status).toBe(502);
+    expect(post.body).toMatch(/closed the connection/);
+    expect(f.http.stats.byStatus.get(502)).toBe(1);
+    agent.destroy();
+    await f.close();
+    await b.close();
+  });
+
+  it('response framings: chunked, HEAD, 204, 304, then close-delimited (HTTP/1.0 backend) — pipelined, in order', async () => {
+    const b = await rawBackend((s, head) => {
+      const path = head.split(' ')[1];
+      if (path === '/chunked')
+        s.write(
+          'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n',
+        );
+      else if (path === '/head') s.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n');
+      else if (path === '/204') s.write('HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n');
+      else if (path === '/304') s.write('HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n');
+      else if (path === '/eof') s.end('HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end');
+    });
+    const f = await front(() => [be(b.port)]);
+    const out = await raw(
+      f.port,
+      ['GET /chunked', 'HEAD /head', 'GET /204', 'GET /304', 'GET /eof']
+        .map((l) => `${l} HTTP/1.1\r\nHost: x\r\n\r\n`)
+        .join(''),
+    );
+    expect(out).toBe(
+      'HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n' +
+        'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n' +
+        'HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n' +
+        'HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n' +
+        'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end',
+    );
+    await f.close();
+    await b.close();
+  });
+
+  it('HTTP/1.0 client: keep-alive when asked (and said so), closed otherwise', async () => {
+    const b = await rawBackend((s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    const f = await front(() => [be(b.port)]);
+    const keep = await raw(f.port, 'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n', 300);
+    expect(keep).toBe('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok<open>');
+    const close = await raw(f.port, 'GET / HTTP/1.0\r\n\r\n');
+    expect(close).toBe('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+    await f.close();
+    await b.close();
+  });
+
+  it('pipelined POSTs with Content-Length and chunked bodies reach the backend whole and in order', async () => {
+    const bodies: string[] = [];
+    const h = await httpBackend('echo', (req, res) => {
+      let body = '';
+      req.setEncoding('latin1');
+      req.on('data', (x) => (body += x));
+      req.on('end', () => {
+        bodies.push(`${req.url}=${body}`);
+        res.end(`${req.url}:${body.length}`);
+      });
+      return true;
+    });
+    const f = await front(() => [be(h.port)]);
+    const out = await raw(
+      f.port,
+      'POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello' +
+        'POST /2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n' +
+        'GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    expect(bodies).toEqual(['/1=hello', '/2=abcde', '/3=']);
+    expect([...out.matchAll(/\r\n\r\n(\/\d:\d)/g)].map((m) => m[1])).toEqual(['/1:5', '/2:5', '/3:0']);
+    await f.close();
+    await h.close();
+  });
+
+  it('a malformed chunk in a request body → 400 and the connection closes', async () => {
+    const b = await rawBackend(() => undefined); // never answers
+    const f = await front(() => [be(b.port)]);
+    const out = await raw(f.port, 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
+    expect(out).toMatch(
+      /^HTTP\/1\.1 400 Bad Request\r\n[^]*Connection: close\r\n\r\n400 Bad Request: bad chunk/,
+    );
+    await f.close();
+    await b.close();
+  });
+
+  it('an early answer while the upload still runs: the client gets it, then the connection closes', async () => {
+    const b = await rawBackend((s) =>
+      s.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig'),
+    );
+    const f = await front(() => [be(b.port)]);
+    const out = await raw(
+      f.port,
+      `PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n${'x'.repeat(1000)}`,
+    );
+    expect(out).toBe('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig');
+    await f.close();
+    await b.close();
+  });
+
+  it('ConsistentHash on a header: each key sticks to the backend the strategy itself picks', async () => {
+    const hs = await Promise.all(['h1', 'h2', 'h3'].map((id) => httpBackend(id)));
+    const list = hs.map((h) => be(h.port));
+    const f = await front(() => list, { strategy: new ConsistentHash(), hashHeader: 'X-User' });
+    const ref = new ConsistentHash();
+    const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+    for (const user of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']) {
+      const want = ref.pick(list, { clientIp: '127.0.0.1', hashKey: user, active: new Map(), scope: 't' });
+      const ids = new Set<string>();
+      for (let i = 0; i < 4; i++)
+        ids.add(JSON.parse((await get(f.port, { agent, headers: { 'X-User': user } })).body).id);
+      expect([...ids]).toEqual([['h1', 'h2', 'h3'][list.indexOf(want)]]);
+    }
+    agent.destroy();
+    await f.close();
+    for (const h of hs) await h.close();
+  });
+
+  it('LeastConnections sees requests in flight: a busy backend gets no second request while another is free', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const slow = await httpBackend('slow', (req, res) => {
+      void held.then(() => res.end('slow'));
+      return true;
+    });
+    const fast = await httpBackend('fast', (req, res) => {
+      res.end('fast');
+      return true;
+    });
+    const f = await front(() => [be(slow.port), be(fast.port)], { strategy: new LeastConnections() });
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < 8; i++) {
+      const p = get(f.port, { agent: new Agent() });
+      pending.push(p);
+      await Promise.race([p, sleep(100)]); // the one the slow backend holds stays in flight
+    }
+    expect(slow.hits).toBe(1);
+    expect(fast.hits).toBe(7);
+    release();
+    await Promise.all(pending);
+    await until(() => f.lb.active.size === 0);
+    expect(f.lb.active.size).toBe(0); // every acquire released
+    await f.close();
+    await slow.close();
+    await fast.close();
+  });
+
+  it('no descriptor or connection outlives its client (clients reset mid-response, 100 connections)', async () => {
+    const big = await httpBackend('big', (req, res) => {
+      res.writeHead(200, { 'content-length': String(64 * 1024 * 1024) });
+      res.write(Buffer.alloc(1024 * 1024));
+      res.on('close', () => undefined);
+      return true;
+    });
+    const h = await httpBackend('ok');
+    const list = [be(h.port), be(big.port)]; // round robin: every other request never completes
+    const f = await front(() => list);
+    await get(f.port, { agent: new Agent() }); // warm: lazily created handles
+    await until(() => f.http.native!.counts.clients === 0);
+    const before = fds();
+    await Promise.all(
+      Array.from({ length: 100 }, () => {
+        return new Promise<void>((resolve) => {
+          const s = connect(f.port, '127.0.0.1', () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+          s.once('data', () => s.resetAndDestroy());
+          s.on('close', () => resolve());
+          s.on('error', () => undefined);
+        });
+      }),
+    );
+    await until(
+      () =>
+        f.http.native!.counts.clients === 0 &&
+        f.http.native!.counts.upstreams <= f.http.native!.counts.pooled,
+    );
+    expect(f.http.native!.counts.clients).toBe(0);
+    expect(f.http.stats.activeConnections).toBe(0);
+    f.http.native!.closeAll(); // pooled ones too
+    expect(f.http.native!.counts).toEqual({ clients: 0, upstreams: 0, pooled: 0 });
+    await until(() => fds() <= before);
+    expect(fds()).toBeLessThanOrEqual(before);
+    expect(f.lb.active.size).toBe(0);
+    await f.close();
+    await big.close();
+    await h.close();
+  });
+
+  it('closeAll ends live native connections; idle keep-alive connections close after keepAliveTimeoutMs', async () => {
+    const h = await httpBackend('ok');
+    const f = await front(() => [be(h.port)], { keepAliveTimeoutMs: 300 });
+    const t0 = Date.now();
+    const idle = await raw(f.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 3000);
+    expect(idle).toMatch(/^HTTP\/1\.1 200 OK/);
+    expect(idle.endsWith('<open>')).toBe(false); // closed by the proxy
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    const live = raw(f.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 3000);
+    await until(() => f.http.stats.requests >= 2);
+    await sleep(50);
+    f.http.closeAll();
+    expect((await live).endsWith('<open>')).toBe(false);
+    await f.close();
+    await h.close();
+  });
+
+  it('a backend given by host name: the engine hands the connection to JavaScript, which serves it', async () => {
+    const h = await httpBackend('named');
+    const f = await front(() => [be(h.port, 'localhost')]);
+    const r = await get(f.port, { agent: new Agent() });
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body).id).toBe('named');
+    expect(f.http.stats.nativeConnections).toBe(1);
+    await f.close();
+    await h.close();
+  });
+
+  it('a head of 15 KiB passes; one past maxHeadBytes gets 431 (JavaScript answers what the engine hands back)', async () => {
+    const h = await httpBackend('ok');
+    const f = await front(() => [be(h.port)]);
+    const ok = await get(f.port, { agent: new Agent(), headers: { 'X-Big': 'a'.repeat(15 * 1024) } });
+    expect(ok.status).toBe(200);
+    expect((JSON.parse(ok.body).headers as Record<string, string>)['x-big'].length).toBe(15 * 1024);
+    const big = await raw(f.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`);
+    expect(big).toMatch(/^HTTP\/1\.1 431 /);
+    await f.close();
+    await h.close();
+  });
+});

@@ -1599,7 +1599,7 @@ static void release(engine_t *e) {
   if (e->closed) return;
   close_everything(e);
   e->closed = 1;
-  free_zombies(e);
+  if (e->depth == 0) free_zombies(e); /* inside a wake-up: after it (the stack may hold them) */
   uv_poll_stop(&e->poll);
   uv_timer_stop(&e->timer);
   close(e->epfd);

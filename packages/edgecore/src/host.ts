@@ -209,6 +209,12 @@ const edgeMeshLoader: ModuleLoader = {
           ],
         },
         {
+          name: 'edgecore_proxy_native_http_connections_total',
+          help: 'L7 portal connections served by the native HTTP engine.',
+          type: 'counter',
+          samples: [{ value: mesh.http?.stats.nativeConnections ?? 0 }],
+        },
+        {
           name: 'edgecore_dns_udp_native',
           help: '1 when the DNS server uses the native batched UDP path, 0 on node:dgram.',
           type: 'gauge',

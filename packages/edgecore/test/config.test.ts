@@ -18,6 +18,7 @@ describe('edgecore.yaml', () => {
     });
     expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5, udpBackend: 'auto' });
     expect(c.modules.edgeMesh.networking).toBe('host');
+    expect(c.modules.edgeMesh.httpEngine).toBe('auto');
     expect(c.modules.metaManager).toEqual({
       enable: true,
       remoteQueryTimeout: 60,
@@ -107,6 +108,13 @@ modules:
       'kind',
       2,
       'EdgeCore',
+    ],
+    [
+      'unknown L7 engine',
+      `${head}modules:\n  edgeMesh:\n    httpEngine: turbo\n`,
+      'modules.edgeMesh.httpEngine',
+      5,
+      'native',
     ],
     [
       'bad mqtt url',

@@ -311,6 +311,7 @@ export class EdgeMeshModule implements BeehiveModule {
         dns: `${a.address}:${a.port}`,
         dnsUdp: this.dns.udpBackend,
         l4Splice: this.tcp.splicing,
+        l7Engine: this.http.native ? 'native' : 'js',
         proxy: this.forwardProxyAddress,
         portals: this.portals.table().length,
         lbStrategy: this.lb.strategy.name,

@@ -21,11 +21,13 @@
  * answer, a stale pooled connection retried once on a fresh one.
  *
  * JavaScript API (see src/proxy/http-native.ts):
- *   create(opts, onPick, onDone, onHandback, onClosed) -> engine
+ *   create(opts, onPick, onDone, onHandback, onClosed, doneBuf) -> engine
  *     opts: Uint32Array [maxHead, idleMs, headMs, connectMs, responseMs, poolIdleMs, maxIdle]
- *     onPick(id, idempotent, hashValue|undefined, failedBackend, reason|undefined, stale)
+ *     doneBuf: Int32Array, records of ended requests: (id, backend or -1, status; 0: aborted)
+ *     onPick(id, idempotent, hashValue|undefined, failedBackend, reason|undefined, stale, ended)
  *            -> backend id | -1 (hand back) | [status, message, close]
- *     onDone(id, backend, status)  a request that had a backend ended (status 0: aborted)
+ *            `ended` records wait in doneBuf: JavaScript takes them before it picks
+ *     onDone(ended)                records wait in doneBuf
  *     onHandback(id, fd, bytes)    JavaScript owns fd from here on
  *     onClosed(id)
  *   backend(engine, id, ip, port) -> boolean (false: not an IP address)
@@ -182,7 +184,9 @@ typedef struct engine {
   int silent; /* finalizing: no calls into JavaScript */
   int depth;      /* > 0 while inside a wake-up or a call from JavaScript */
   int need_drain; /* a JavaScript callback may have queued microtasks */
-  napi_ref cb_pick, cb_done, cb_handback, cb_closed, cb_noop;
+  napi_ref cb_pick, cb_done, cb_handback, cb_closed, cb_noop, done_ref;
+  int32_t *done_buf;
+  uint32_t done_cap, done_n;
   napi_async_context async;
   struct epoll_event evs[EVENTS];
 } engine_t;
@@ -349,12 +353,23 @@ static napi_status js_call(engine_t *e, napi_ref fn, size_t argc, napi_value *ar
   return napi_call_function(e->env, recv, cb, argc, argv, res);
 }
 
+/* Ended requests are recorded in a buffer JavaScript shares (id, backend, status per record) and
+ * handed over in one call: before the next pick (so connection counts are exact when a strategy
+ * looks at them), or at the end of the wake-up. One call into JavaScript per request, not two. */
+static void flush_done(engine_t *e) {
+  if (e->done_n == 0) return;
+  napi_value argv[1];
+  napi_create_uint32(e->env, e->done_n, &argv[0]);
+  e->done_n = 0;
+  js_failed(e, js_call(e, e->cb_done, 1, argv, NULL));
+}
+
 static void js_done(engine_t *e, client_t *c, int backend, int status) {
-  napi_value argv[3];
-  napi_create_uint32(e->env, c->id, &argv[0]);
-  napi_create_int32(e->env, backend, &argv[1]);
-  napi_create_int32(e->env, status, &argv[2]);
-  js_failed(e, js_call(e, e->cb_done, 3, argv, NULL));
+  if (e->done_n == e->done_cap) flush_done(e);
+  int32_t *r = e->done_buf + 3 * e->done_n++;
+  r[0] = (int32_t)c->id;
+  r[1] = backend;
+  r[2] = status;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -862,7 +877,7 @@ static void attach(client_t *c, int backend) {
 static void pick_backend(client_t *c, int failed, int stale, const char *reason, const char *hash, uint32_t hash_len) {
   engine_t *e = c->ev.e;
   napi_env env = e->env;
-  napi_value argv[6], res;
+  napi_value argv[7], res;
   napi_create_uint32(env, c->id, &argv[0]);
   napi_get_boolean(env, c->idempotent, &argv[1]);
   if (hash) napi_create_string_latin1(env, hash, hash_len, &argv[2]);
@@ -871,8 +886,10 @@ static void pick_backend(client_t *c, int failed, int stale, const char *reason,
   if (reason) napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &argv[4]);
   else napi_get_undefined(env, &argv[4]);
   napi_get_boolean(env, stale, &argv[5]);
+  napi_create_uint32(env, e->done_n, &argv[6]); /* ended requests JavaScript takes first */
+  e->done_n = 0;
   c->backend = -1;
-  if (js_failed(e, js_call(e, e->cb_pick, 6, argv, &res)) || c->ev.dead) {
+  if (js_failed(e, js_call(e, e->cb_pick, 7, argv, &res)) || c->ev.dead) {
     if (!c->ev.dead) client_close(c);
     return;
   }
@@ -1468,6 +1485,7 @@ static void free_zombies(engine_t *e) {
 /* After a wake-up: freed connections, and microtasks queued by callbacks run (as after any of
  * Node's own callbacks). */
 static void end_of_wake(engine_t *e) {
+  if (!e->closed) flush_done(e);
   free_zombies(e);
   if (e->need_drain && !e->closed) {
     e->need_drain = 0;
@@ -1586,6 +1604,7 @@ static void close_everything(engine_t *e) {
   e->depth++;
   while (e->clients) client_close(e->clients);
   while (e->ups) up_close(e, e->ups);
+  if (!e->silent) flush_done(e);
   e->depth--;
   if (e->depth == 0) free_zombies(e);
 }
@@ -1606,6 +1625,7 @@ static void release(engine_t *e) {
   close(e->kickfd);
   napi_delete_reference(e->env, e->cb_pick);
   napi_delete_reference(e->env, e->cb_done);
+  napi_delete_reference(e->env, e->done_ref);
   napi_delete_reference(e->env, e->cb_handback);
   napi_delete_reference(e->env, e->cb_closed);
   napi_delete_reference(e->env, e->cb_noop);
@@ -1629,10 +1649,16 @@ static void finalize(napi_env env, void *data, void *hint) {
 static napi_value noop(napi_env env, napi_callback_info info) { return NULL; }
 
 static napi_value js_create(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) THROW(env, "create: 5 arguments expected");
+  if (argc < 6) THROW(env, "create: 6 arguments expected");
+  napi_typedarray_type dt;
+  size_t dcount;
+  void *ddata;
+  if (napi_get_typedarray_info(env, argv[5], &dt, &dcount, &ddata, NULL, NULL) != napi_ok || dt != napi_int32_array ||
+      dcount < 3)
+    THROW(env, "create: the done buffer must be an Int32Array of 3 or more");
   napi_typedarray_type t;
   size_t count, off;
   void *data;
@@ -1644,6 +1670,8 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   engine_t *e = calloc(1, sizeof(engine_t));
   if (!e) THROW(env, "create: out of memory");
   e->env = env;
+  e->done_buf = ddata;
+  e->done_cap = (uint32_t)(dcount / 3);
   e->max_head = o[0] ? o[0] : 16384;
   e->dur[T_IDLE] = o[1];
   e->dur[T_HEAD] = o[2];
@@ -1677,6 +1705,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[2], 1, &e->cb_done);
   napi_create_reference(env, argv[3], 1, &e->cb_handback);
   napi_create_reference(env, argv[4], 1, &e->cb_closed);
+  napi_create_reference(env, argv[5], 1, &e->done_ref); /* keeps the shared buffer alive */
   napi_value fn, name;
   napi_create_function(env, "drain", NAPI_AUTO_LENGTH, noop, NULL, &fn);
   napi_create_reference(env, fn, 1, &e->cb_noop);

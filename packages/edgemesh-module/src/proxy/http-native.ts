@@ -14,9 +14,10 @@ interface HttpEngineBinding {
   create(
     opts: Uint32Array,
     onPick: PickFn,
-    onDone: (id: number, backend: number, status: number) => void,
+    onDone: (ended: number) => void,
     onHandback: (id: number, fd: number, bytes: Buffer) => void,
     onClosed: (id: number) => void,
+    doneBuf: Int32Array,
   ): unknown;
   backend(engine: unknown, id: number, ip: string, port: number): boolean;
   adopt(engine: unknown, fd: number, clientIp: string, hashHeader: string | undefined): number;
@@ -34,6 +35,7 @@ type PickFn = (
   failed: number,
   reason: string | undefined,
   stale: boolean,
+  ended: number,
 ) => PickResult;
 
 /** What the engine serves for one connection: the route of its portal (head-independent). */
@@ -84,6 +86,8 @@ export class NativeHttp {
   private readonly ids = new Map<string, number>();
   private readonly byId: Backend[] = [];
   private readonly engine: unknown;
+  /** Ended requests, written by the engine: (connection id, backend id or -1, status) each. */
+  private readonly ended = new Int32Array(3 * 256);
   /** Connections adopted so far. */
   adopted = 0;
 
@@ -102,10 +106,14 @@ export class NativeHttp {
         o.poolIdleMs,
         o.poolMaxIdle,
       ),
-      (id, idem, hash, failed, reason, stale) => this.pick(id, idem, hash, failed, reason, stale),
-      (id, backend, status) => this.done(backend, status),
+      (id, idem, hash, failed, reason, stale, ended) => {
+        if (ended) this.done(ended);
+        return this.pick(id, idem, hash, failed, reason, stale);
+      },
+      (ended) => this.done(ended),
       (id, fd, bytes) => this.handback(id, fd, bytes),
       (id) => this.closed(id),
+      this.ended,
     );
   }
 
@@ -218,13 +226,19 @@ export class NativeHttp {
     return bid;
   }
 
-  private done(backend: number, status: number): void {
-    const b = backend >= 0 ? this.byId[backend] : undefined;
-    if (b) {
-      this.hooks.lb.release(b);
-      if (status > 0) this.hooks.lb.succeed(b);
+  /** `n` ended requests in `this.ended`: connection accounting and status counts. */
+  private done(n: number): void {
+    const r = this.ended;
+    for (let i = 0; i < 3 * n; i += 3) {
+      const backend = r[i + 1];
+      const status = r[i + 2];
+      const b = backend >= 0 ? this.byId[backend] : undefined;
+      if (b) {
+        this.hooks.lb.release(b);
+        if (status > 0) this.hooks.lb.succeed(b);
+      }
+      if (status > 0) this.hooks.count(status, b);
     }
-    if (status > 0) this.hooks.count(status, b);
   }
 
   private handback(id: number, fd: number, bytes: Buffer): void {

@@ -15,7 +15,8 @@
  * a client EOF inside a head, a backend that is not an IP address.
  *
  * The rules mirror src/proxy/http-proxy.ts: hop-by-hop fields removed (RFC 9110 §7.6.1, and the
- * fields Connection names), X-Forwarded-For appended, HTTP/1.1 upstream with keep-alive, chunked
+ * fields Connection names), X-Forwarded-For appended, keep-alive upstream in the client's HTTP
+ * version (an HTTP/1.0 client never gets a chunked answer), chunked
  * bodies forwarded as they are, interim 1xx responses relayed, Content-Length/chunked/close
  * framing of responses, 408 for a head not complete in time, 504 for an upstream that does not
  * answer, a stale pooled connection retried once on a fresh one.
@@ -735,7 +736,9 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
   /* the upstream head */
   obuf_t *o = &c->uout;
   ob_reset(o);
-  int bad = ob_put(o, h, ml + 1 + tl + 1) | OB_LIT(o, "HTTP/1.1\r\n");
+  /* the client's version: an HTTP/1.0 client must never get a chunked answer (RFC 9112 §7.1),
+   * and an upstream asked in HTTP/1.0 does not send one */
+  int bad = ob_put(o, h, ml + 1 + tl + 1) | (c->v10 ? OB_LIT(o, "HTTP/1.0\r\n") : OB_LIT(o, "HTTP/1.1\r\n"));
   int first_xff = 1;
   for (int k = 0; k < hi->n; k++) {
     const hline_t *L = &hi->h[k];

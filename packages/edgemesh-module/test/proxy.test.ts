@@ -200,6 +200,24 @@ describe.each(['native', 'js'] as const)(
       expect(JSON.parse(stdout)).toMatchObject({ method: 'POST', bodyBytes: 5000 });
     });
 
+    it('an HTTP/1.0 client never gets a chunked answer (the request goes upstream as HTTP/1.0)', async () => {
+      // a backend that streams without a length: chunked to HTTP/1.1, close-delimited to HTTP/1.0
+      const streamer = await httpBackend('stream', (req, res) => {
+        res.write(`${req.httpVersion} `);
+        res.end('streamed');
+        return true;
+      });
+      const port = await exposeHttp('streamer', 8091, streamer.port);
+      const out = await raw(port, 'GET / HTTP/1.0\r\nHost: x\r\n\r\n');
+      expect(out).not.toMatch(/Transfer-Encoding/i);
+      expect(out).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*Connection: close\r\n\r\n1\.0 streamed$/);
+      const out11 = await raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      expect(out11).toMatch(
+        /Transfer-Encoding: chunked\r\n[^]*\r\n\r\n4\r\n1\.1 \r\n8\r\nstreamed\r\n0\r\n\r\n$/,
+      );
+      await streamer.close();
+    });
+
     it('pipelined requests are answered in order', async () => {
       const p = portal('web');
       const reqs = ['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');

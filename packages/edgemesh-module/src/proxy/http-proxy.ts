@@ -337,7 +337,9 @@ export class HttpProxy {
   ): Promise<'keep' | 'close' | 'stale' | 'upgraded'> {
     const up = conn.sock;
     const upReader = conn.reader;
-    let out = `${head.method} ${route.target ?? head.target} HTTP/1.1\r\n`;
+    // the client's version: an HTTP/1.0 client must never get a chunked answer (RFC 9112 §7.1),
+    // and an upstream asked in HTTP/1.0 does not send one
+    let out = `${head.method} ${route.target ?? head.target} HTTP/${head.version}\r\n`;
     let xff: string | undefined;
     for (const [k, v] of endToEnd(head)) {
       if (k.toLowerCase() === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;

@@ -921,8 +921,9 @@ static void pick_backend(client_t *c, int failed, int stale, const char *reason,
   if (napi_get_element(env, res, 0, &v) == napi_ok) napi_get_value_int32(env, v, &status);
   if (napi_get_element(env, res, 1, &v) == napi_ok) napi_get_value_string_utf8(env, v, msg, sizeof msg, &ml);
   if (napi_get_element(env, res, 2, &v) == napi_ok) napi_get_value_bool(env, v, &close_it);
-  /* a request whose body is still (partly) unread cannot keep its connection */
-  int keep = !close_it && (!c->has_body || c->req_done);
+  /* a request whose body is still (partly) unread cannot keep its connection; nor can a client
+   * that asked for close */
+  int keep = !close_it && (!c->has_body || c->req_done) && c->keep;
   if (!c->head_consumed) { /* the head is answered */
     c->in.start += c->head_len;
     c->head_consumed = 1;

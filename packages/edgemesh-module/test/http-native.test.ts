@@ -375,6 +375,105 @@ d('native L7 engine', () => {
     await h.close();
   });
 
+  it('fuzz: 1,200 mutated requests and 400 mutated responses — every answer well-formed or a close, nothing left behind, others still served', async () => {
+    let seed = 0x9e3779b9;
+    const rnd = (n: number): number => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const pickOne = <T>(a: readonly T[]): T => a[rnd(a.length)];
+    const SPICE = [
+      '\r',
+      '\n',
+      '\0',
+      ' ',
+      ':',
+      '\t',
+      '\r\n',
+      '\r\n\r\n',
+      ',',
+      ';',
+      '\x7f',
+      '\xff',
+      '0',
+      'chunked',
+    ];
+    const mutate = (x: string): string => {
+      let b = x;
+      for (let k = 1 + rnd(4); k > 0; k--) {
+        const at = rnd(b.length + 1);
+        switch (rnd(5)) {
+          case 0: // replace a byte
+            b = b.slice(0, at) + String.fromCharCode(rnd(256)) + b.slice(at + 1);
+            break;
+          case 1: // insert something structural
+            b = b.slice(0, at) + pickOne(SPICE) + b.slice(at);
+            break;
+          case 2: // delete a run
+            b = b.slice(0, at) + b.slice(at + 1 + rnd(8));
+            break;
+          case 3: // duplicate a run
+            b = b.slice(0, at) + b.slice(at, at + rnd(40)) + b.slice(at);
+            break;
+          default: // truncate
+            b = b.slice(0, at);
+        }
+      }
+      return b;
+    };
+    const REQS = [
+      'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      'POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+      'POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+      'GET /a HTTP/1.0\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n',
+      'GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    ];
+    const RESPS = [
+      'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+      'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n',
+      'HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nuntil the end',
+    ];
+    const h = await httpBackend('ok');
+    let nextResponse = '';
+    const b = await rawBackend((sock) => sock.end(nextResponse, 'latin1'));
+    const list = [be(h.port)];
+    const f = await front(() => list, {
+      headTimeoutMs: 300,
+      keepAliveTimeoutMs: 300,
+      responseTimeoutMs: 300,
+    });
+    const wellFormed = (out: string): boolean =>
+      out === '' || /^HTTP\/1\.1 \d{3} /.test(out.replace(/<open>$/, ''));
+    const bad: string[] = [];
+    const inputs = Array.from({ length: 1200 }, () => mutate(pickOne(REQS)));
+    for (let i = 0; i < inputs.length; i += 100) {
+      const outs = await Promise.all(
+        inputs.slice(i, i + 100).map((x) => raw(f.port, Buffer.from(x, 'latin1'), 1500)),
+      );
+      outs.forEach((o, k) => !wellFormed(o) && bad.push(JSON.stringify([inputs[i + k], o.slice(0, 80)])));
+    }
+    // the response side: a backend that answers mutated responses, one connection each
+    list[0] = be(b.port);
+    for (let i = 0; i < 400; i++) {
+      nextResponse = mutate(pickOne(RESPS));
+      const o = await raw(f.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 1500);
+      if (!wellFormed(o)) bad.push(JSON.stringify([nextResponse, o.slice(0, 80)]));
+    }
+    expect(bad).toEqual([]);
+    list[0] = be(h.port);
+    expect((await get(f.port, { agent: new Agent() })).status).toBe(200);
+    await until(() => f.http.native!.counts.clients === 0);
+    expect(f.http.native!.counts.clients).toBe(0);
+    expect(f.http.stats.activeConnections).toBe(0);
+    expect(f.lb.active.size).toBe(0);
+    await f.close();
+    await h.close();
+    await b.close();
+  }, 120_000);
+
   it('a head of 15 KiB passes; one past maxHeadBytes gets 431 (JavaScript answers what the engine hands back)', async () => {
     const h = await httpBackend('ok');
     const f = await front(() => [be(h.port)]);

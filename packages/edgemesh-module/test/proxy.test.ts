@@ -280,6 +280,30 @@ describe.each(['native', 'js'] as const)(
       await silent.close();
     });
 
+    it('error answers honour the client: its Connection: close is said and done; a body stalled mid-way still gets the 504', async () => {
+      await n.put(service('refuses', 'default', { selector: { app: 'refuses' } }));
+      await n.putPod(pod('refuses-0', 'refuses', 1)); // port 1: refused
+      const t0 = Date.now();
+      const refused = await raw(
+        portal('refuses'),
+        'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        3000,
+      );
+      expect(refused).toMatch(/^HTTP\/1\.1 502 [^]*Connection: close\r\n\r\n502 Bad Gateway: /);
+      expect(Date.now() - t0).toBeLessThan(2000); // closed at once, not after an idle timeout
+      // the upstream never answers and the client sends 10 of 100 body bytes: 504 all the same
+      const silent = await httpBackend('silent2', () => true);
+      await n.put(service('stall', 'default', { selector: { app: 'stall' } }));
+      await n.putPod(pod('stall-0', 'stall', silent.port));
+      const stalled = await raw(
+        portal('stall'),
+        'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789',
+        3000,
+      );
+      expect(stalled).toMatch(/^HTTP\/1\.1 504 Gateway Timeout\r\n[^]*Connection: close/);
+      await silent.close();
+    });
+
     it('streams a 256 MiB download and a 128 MiB upload with bounded memory', async () => {
       const big = await httpBackend('big', (req, res) => {
         if (req.method === 'GET') {

@@ -244,10 +244,15 @@ export class HttpProxy {
   ): Promise<boolean | 'upgraded'> {
     const route = resolve(head, ip);
     const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
+    // after an error answer the connection goes on only if no body is left unread and the client
+    // wants it (its own `Connection: close` is honoured and said so)
+    const keepAfterError =
+      !hasBody &&
+      (head.version === '1.1' ? !head.connection.has('close') : head.connection.has('keep-alive'));
     if ('status' in route) {
       this.count(route.status);
-      await this.respondError(client, route.status, route.message, !hasBody);
-      return !hasBody;
+      await this.respondError(client, route.status, route.message, keepAfterError);
+      return keepAfterError;
     }
     const upgrade = head.connection.has('upgrade') && header(head, 'upgrade') !== undefined;
     const idempotent = IDEMPOTENT.has(head.method!);
@@ -266,9 +271,9 @@ export class HttpProxy {
           status === 503
             ? `no backend for ${route.scope}`
             : `every backend of ${route.scope} failed (last: ${lastFailure})`,
-          !hasBody,
+          keepAfterError,
         );
-        return !hasBody;
+        return keepAfterError;
       }
       let up: UpstreamConn & { reused: boolean };
       try {
@@ -288,14 +293,15 @@ export class HttpProxy {
           continue;
         }
         this.count(502);
-        await this.respondError(client, 502, `upstream ${b.key}: ${e.reason}`, !hasBody);
-        return !hasBody;
+        await this.respondError(client, 502, `upstream ${b.key}: ${e.reason}`, keepAfterError);
+        return keepAfterError;
       }
       this.lb.succeed(b);
       this.lb.acquire(b);
       try {
         const r = await this.forward(client, reader, head, route, ip, b, up, upgrade);
-        if (r === 'stale' && (idempotent || !hasBody)) {
+        // a body already (partly) sent upstream cannot be sent again: no retry then
+        if (r === 'stale' && !hasBody) {
           // A pooled connection the upstream had closed: nothing was answered, try a fresh one.
           if (up.reused) continue;
           this.lb.fail(b);
@@ -374,8 +380,9 @@ export class HttpProxy {
       try {
         got = await this.readResponseHead(upReader);
       } catch (e) {
+        // not `await pump`: the request body may be stalled on the client; the pump ends when the
+        // client does (its writes to the destroyed upstream fail)
         up.destroy();
-        await pump;
         if (e instanceof UpstreamTimeout) {
           this.count(504, b);
           await this.respondError(
@@ -392,7 +399,6 @@ export class HttpProxy {
       }
       if (!got) {
         up.destroy();
-        await pump;
         if (!sentAny) return 'stale';
         client.destroy();
         return 'close';

@@ -131,7 +131,7 @@ export class EdgeMeshModule implements BeehiveModule {
     this.resolvConf?.restore();
     this.forwardProxy?.close();
     await this.portals?.closeAll();
-    this.http?.closeAll();
+    this.http?.close();
     this.tcp?.closeAll();
     this.pool?.close();
     await this.dns?.close();

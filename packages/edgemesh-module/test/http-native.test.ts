@@ -56,9 +56,8 @@ async function front(
     http,
     lb,
     close: async () => {
-      http.closeAll();
+      http.close();
       pool.close();
-      http.native?.close();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };

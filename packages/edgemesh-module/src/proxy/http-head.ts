@@ -126,6 +126,11 @@ export function parseResponseHead(buf: Buffer, end: number): Head {
   return head;
 }
 
+/** Whether the client asked to keep its connection (HTTP/1.1 unless `close`; HTTP/1.0 if `keep-alive`). */
+export function wantsKeepAlive(h: Head): boolean {
+  return h.version === '1.1' ? !h.connection.has('close') : h.connection.has('keep-alive');
+}
+
 export function header(h: Head, name: string): string | undefined {
   const l = name.toLowerCase();
   for (const [k, v] of h.headers) if (k.toLowerCase() === l) return v;

@@ -13,6 +13,7 @@ import {
   parseRequestHead,
   parseResponseHead,
   type Head,
+  wantsKeepAlive,
 } from './http-head';
 import { NativeHttp, type NativeRoute } from './http-native';
 import { SocketReader, writeAll } from './socket-reader';
@@ -173,6 +174,12 @@ export class HttpProxy {
     });
   }
 
+  /** closeAll, and the native engine's descriptors and handles released (module stop). */
+  close(): void {
+    this.closeAll();
+    this.native?.close();
+  }
+
   /** Destroy every client connection (portal removed or shutdown). */
   closeAll(): void {
     this.native?.closeAll();
@@ -206,8 +213,7 @@ export class HttpProxy {
       this.stats.requests++;
       const keep = await this.exchange(client, reader, head, ip, resolve);
       if (keep === 'upgraded') return; // the socket is an L4 tunnel now
-      const clientKeepAlive =
-        head.version === '1.1' ? !head.connection.has('close') : head.connection.has('keep-alive');
+      const clientKeepAlive = wantsKeepAlive(head);
       if (!keep || !clientKeepAlive) {
         client.end();
         return;
@@ -246,9 +252,7 @@ export class HttpProxy {
     const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
     // after an error answer the connection goes on only if no body is left unread and the client
     // wants it (its own `Connection: close` is honoured and said so)
-    const keepAfterError =
-      !hasBody &&
-      (head.version === '1.1' ? !head.connection.has('close') : head.connection.has('keep-alive'));
+    const keepAfterError = !hasBody && wantsKeepAlive(head);
     if ('status' in route) {
       this.count(route.status);
       await this.respondError(client, route.status, route.message, keepAfterError);
@@ -422,9 +426,7 @@ export class HttpProxy {
     }
     const noBody = head.method === 'HEAD' || status === 204 || status === 304;
     const delimited = noBody || resHead.chunked || resHead.contentLength !== undefined;
-    const clientKeep =
-      (head.version === '1.1' ? !head.connection.has('close') : head.connection.has('keep-alive')) &&
-      delimited;
+    const clientKeep = wantsKeepAlive(head) && delimited;
     let res = `HTTP/1.1 ${status} ${resHead.reason}\r\n`;
     for (const [k, v] of endToEnd(resHead)) res += `${k}: ${v}\r\n`;
     if (resHead.chunked && !noBody) res += 'Transfer-Encoding: chunked\r\n';

@@ -1154,7 +1154,6 @@ static int up_read(up_t *u) {
 
 /* Move what can move, both directions, until nothing does. */
 static int fwd_step(client_t *c) {
-  engine_t *e = c->ev.e;
   for (int round = 0; round < 64; round++) {
     if (c->state != C_FWD || c->ev.dead) return 0;
     up_t *u = c->up;
@@ -1284,7 +1283,6 @@ static int fwd_step(client_t *c) {
     }
     if (!moved) return 0;
   }
-  (void)e;
   return 1; /* more to move: the rest on a later turn */
 }
 

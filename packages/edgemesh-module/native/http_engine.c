@@ -1583,24 +1583,9 @@ static void on_timer(uv_timer_t *h) {
     return NULL;                                                                                   \
   } while (0)
 
-static engine_t *get_engine(napi_env env, napi_value v) {
-  engine_t *e = NULL;
-  if (napi_get_value_external(env, v, (void **)&e) != napi_ok || !e) {
-    napi_throw_type_error(env, "EDGEMESH_HTTP_ENGINE", "http_engine: not an engine");
-    return NULL;
-  }
-  return e;
-}
-
 /* The arguments of a call whose first argument is an engine: the engine, or NULL (thrown). */
-static engine_t *engine_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, "EDGEMESH_HTTP_ENGINE", "http_engine: missing arguments");
-    return NULL;
-  }
-  return get_engine(env, argv[0]);
-}
+#define engine_args(env, info, want, argv)                                                         \
+  ((engine_t *)handle_args(env, info, want, argv, "EDGEMESH_HTTP_ENGINE", "http_engine"))
 
 static void close_everything(engine_t *e) {
   e->depth++;

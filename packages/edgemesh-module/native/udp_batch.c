@@ -84,27 +84,12 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-static sock_t *get_sock(napi_env env, napi_value v) {
-  sock_t *s = NULL;
-  if (napi_get_value_external(env, v, (void **)&s) != napi_ok || s == NULL) {
-    napi_throw_type_error(env, "EDGEMESH_UDP_BATCH", "udp_batch: not a socket handle");
-    return NULL;
-  }
-  return s;
-}
+/* The arguments of a call whose first argument is a socket handle: the socket, or NULL (thrown). */
+#define sock_args(env, info, want, argv)                                                           \
+  ((sock_t *)handle_args(env, info, want, argv, "EDGEMESH_UDP_BATCH", "udp_batch"))
 
 /* Freed once both the poll handle is closed and the JavaScript handle is gone (a late call on a
  * closed handle finds `closed` set instead of freed memory). */
-/* The arguments of a call whose first argument is a socket handle: the socket, or NULL (thrown). */
-static sock_t *sock_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, "EDGEMESH_UDP_BATCH", "udp_batch: missing arguments");
-    return NULL;
-  }
-  return get_sock(env, argv[0]);
-}
-
 static void on_closed(uv_handle_t *h) {
   sock_t *s = (sock_t *)h->data;
   s->uv_done = 1;

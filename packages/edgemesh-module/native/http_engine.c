@@ -12,7 +12,11 @@
  *
  * Handed back (JavaScript answers or serves them): a head the conservative parser here does not
  * accept (JavaScript then answers 400/431 with its messages), Upgrade (WebSocket → splice engine),
- * a client EOF inside a head, a backend that is not an IP address.
+ * a client EOF inside a head, a backend that is not an IP address; in forward mode (the explicit
+ * proxy) every request that is not absolute-form `http://authority[/path]` (CONNECT, origin-form).
+ *
+ * Forward mode: each request is routed by its own authority (passed to onPick) and goes upstream
+ * in origin-form (`/path`); the rest of the head is handled as on a portal.
  *
  * The rules mirror src/proxy/http-proxy.ts: hop-by-hop fields removed (RFC 9110 §7.6.1, and the
  * fields Connection names), X-Forwarded-For appended, keep-alive upstream in the client's HTTP
@@ -25,14 +29,15 @@
  *   create(opts, onPick, onDone, onHandback, onClosed, doneBuf) -> engine
  *     opts: Uint32Array [maxHead, idleMs, headMs, connectMs, responseMs, poolIdleMs, maxIdle]
  *     doneBuf: Int32Array, records of ended requests: (id, backend or -1, status; 0: aborted)
- *     onPick(id, idempotent, hashValue|undefined, failedBackend, reason|undefined, stale, ended)
- *            -> backend id | -1 (hand back) | [status, message, close]
+ *     onPick(id, idempotent, hashValue|undefined, failedBackend, reason|undefined, stale, ended,
+ *            authority|undefined) -> backend id | -1 (hand back) | [status, message, close]
+ *            `authority`: forward mode, a request's first pick
  *            `ended` records wait in doneBuf: JavaScript takes them before it picks
  *     onDone(ended)                records wait in doneBuf
  *     onHandback(id, fd, bytes)    JavaScript owns fd from here on
  *     onClosed(id)
  *   backend(engine, id, ip, port) -> boolean (false: not an IP address)
- *   adopt(engine, fd, clientIp, hashHeader) -> id   (dups fd; the caller closes its own)
+ *   adopt(engine, fd, clientIp, hashHeader, forward) -> id   (dups fd; the caller closes its own)
  *   closeAll(engine)             every client and upstream connection closed
  *   close(engine)
  *   stats(engine) -> [clients, upstreams, pooled]
@@ -137,6 +142,8 @@ typedef struct client {
   char hash_hdr[64];
   uint32_t hash_len;
   uint32_t scan;
+  int forward;                 /* explicit forward proxy: absolute-form targets, routed per request */
+  uint32_t auth_off, auth_len; /* forward: the target's authority, in the current head */
   /* request */
   uint32_t head_len;
   int keep, v10, head_method, idempotent, has_body, body_sent, req_done;
@@ -713,6 +720,21 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
   uint32_t tl = (uint32_t)(sp2 - tgt);
   for (uint32_t k = 0; k < tl; k++)
     if ((unsigned char)tgt[k] <= 0x20 || tgt[k] == 0x7f) return 1;
+  /* forward proxy: `http://authority[/path]` is routed by its authority and sent upstream in
+   * origin-form; anything else (origin-form, CONNECT, another scheme) is JavaScript's */
+  const char *path = tgt;
+  uint32_t pl = tl;
+  c->auth_len = 0;
+  if (c->forward) {
+    if (tl < 8 || !ieq(tgt, 7, "http://", 7)) return 1;
+    uint32_t al = 0;
+    while (7 + al < tl && tgt[7 + al] != '/' && tgt[7 + al] != '?' && tgt[7 + al] != '#') al++;
+    if (al == 0) return 1;
+    c->auth_off = (uint32_t)(tgt + 7 - h);
+    c->auth_len = al;
+    path = tgt + 7 + al;
+    pl = tl - 7 - al;
+  }
   uint32_t vl = rl - ml - 1 - tl - 1;
   const char *ver = sp2 + 1;
   if (vl != 8 || memcmp(ver, "HTTP/1.", 7) || (ver[7] != '0' && ver[7] != '1')) return 1;
@@ -738,7 +760,9 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
   ob_reset(o);
   /* the client's version: an HTTP/1.0 client must never get a chunked answer (RFC 9112 §7.1),
    * and an upstream asked in HTTP/1.0 does not send one */
-  int bad = ob_put(o, h, ml + 1 + tl + 1) | (c->v10 ? OB_LIT(o, "HTTP/1.0\r\n") : OB_LIT(o, "HTTP/1.1\r\n"));
+  int bad = ob_put(o, h, ml + 1);
+  if (pl == 0 || path[0] != '/') bad |= OB_LIT(o, "/"); /* http://host?q → /?q */
+  bad |= ob_put(o, path, pl) | (c->v10 ? OB_LIT(o, " HTTP/1.0\r\n") : OB_LIT(o, " HTTP/1.1\r\n"));
   int first_xff = 1;
   for (int k = 0; k < hi->n; k++) {
     const hline_t *L = &hi->h[k];
@@ -880,7 +904,7 @@ static void attach(client_t *c, int backend) {
 static void pick_backend(client_t *c, int failed, int stale, const char *reason, const char *hash, uint32_t hash_len) {
   engine_t *e = c->ev.e;
   napi_env env = e->env;
-  napi_value argv[7], res;
+  napi_value argv[8], res;
   napi_create_uint32(env, c->id, &argv[0]);
   napi_get_boolean(env, c->idempotent, &argv[1]);
   if (hash) napi_create_string_latin1(env, hash, hash_len, &argv[2]);
@@ -891,8 +915,12 @@ static void pick_backend(client_t *c, int failed, int stale, const char *reason,
   napi_get_boolean(env, stale, &argv[5]);
   napi_create_uint32(env, e->done_n, &argv[6]); /* ended requests JavaScript takes first */
   e->done_n = 0;
+  if (failed < 0 && c->auth_len && !c->head_consumed) /* forward proxy: the request's authority */
+    napi_create_string_latin1(env, c->in.p + c->in.start + c->auth_off, c->auth_len, &argv[7]);
+  else
+    napi_get_undefined(env, &argv[7]);
   c->backend = -1;
-  if (js_failed(e, js_call(e, e->cb_pick, 7, argv, &res)) || c->ev.dead) {
+  if (js_failed(e, js_call(e, e->cb_pick, 8, argv, &res)) || c->ev.dead) {
     if (!c->ev.dead) client_close(c);
     return;
   }
@@ -1751,8 +1779,8 @@ static napi_value js_backend(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_adopt(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out;
-  engine_t *e = engine_args(env, info, 4, argv);
+  napi_value argv[5], out;
+  engine_t *e = engine_args(env, info, 5, argv);
   if (!e) return NULL;
   if (e->closed) THROW(env, "adopt: engine closed");
   int32_t fd;
@@ -1769,6 +1797,9 @@ static napi_value js_adopt(napi_env env, napi_callback_info info) {
     for (size_t k = 0; k < hl; k++) c->hash_hdr[k] = (char)lc((unsigned char)c->hash_hdr[k]);
     c->hash_len = (uint32_t)hl;
   }
+  bool fwd = false;
+  napi_get_value_bool(env, argv[4], &fwd); /* not a boolean: false */
+  c->forward = fwd;
   int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (dfd < 0) {
     free(c);

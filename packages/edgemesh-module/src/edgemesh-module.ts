@@ -301,6 +301,7 @@ export class EdgeMeshModule implements BeehiveModule {
         log: this.log,
         maxHeadBytes: px.maxHeadBytes,
         headTimeoutMs: px.headTimeoutMs,
+        hashHeader: o.consistentHashHeader,
       });
       const fa = await this.forwardProxy.listen('127.0.0.1', o.listenPort ?? 40001);
       this.forwardProxyAddress = `${fa.address}:${fa.port}`;

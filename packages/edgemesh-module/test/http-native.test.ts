@@ -3,11 +3,13 @@ import { Agent, request as httpRequest } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import {
   ConsistentHash,
+  ForwardProxy,
   HttpProxy,
   LeastConnections,
   LoadBalancer,
   nativeUnavailable,
   RoundRobin,
+  TcpProxy,
   UpstreamPool,
   type Backend,
   type HttpProxyOptions,
@@ -143,6 +145,78 @@ function get(
 
 const fds = (): number => readdirSync('/proc/self/fd').length;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A seeded xorshift fuzzer: structural mutations of HTTP bytes (the same sequence every run). */
+function fuzzer(seed0: number): {
+  rnd: (n: number) => number;
+  pickOne: <T>(a: readonly T[]) => T;
+  mutate: (x: string) => string;
+} {
+  let seed = seed0;
+  const rnd = (n: number): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const pickOne = <T>(a: readonly T[]): T => a[rnd(a.length)];
+  const SPICE = [
+    '\r',
+    '\n',
+    '\0',
+    ' ',
+    ':',
+    '\t',
+    '\r\n',
+    '\r\n\r\n',
+    ',',
+    ';',
+    '\x7f',
+    '\xff',
+    '0',
+    'chunked',
+  ];
+  const mutate = (x: string): string => {
+    let b = x;
+    for (let k = 1 + rnd(4); k > 0; k--) {
+      const at = rnd(b.length + 1);
+      switch (rnd(5)) {
+        case 0: // replace a byte
+          b = b.slice(0, at) + String.fromCharCode(rnd(256)) + b.slice(at + 1);
+          break;
+        case 1: // insert something structural
+          b = b.slice(0, at) + pickOne(SPICE) + b.slice(at);
+          break;
+        case 2: // delete a run
+          b = b.slice(0, at) + b.slice(at + 1 + rnd(8));
+          break;
+        case 3: // duplicate a run
+          b = b.slice(0, at) + b.slice(at, at + rnd(40)) + b.slice(at);
+          break;
+        default: // truncate
+          b = b.slice(0, at);
+      }
+    }
+    return b;
+  };
+  return { rnd, pickOne, mutate };
+}
+
+/** What the proxy says to a well-formed answer or a close: an HTTP/1.1 status line, or nothing. */
+const wellFormed = (out: string): boolean =>
+  out === '' || /^HTTP\/1\.1 \d{3} /.test(out.replace(/<open>$/, ''));
+
+/** Each input on its own connection, 100 at a time; the inputs answered otherwise, with the answer. */
+async function sendAll(port: number, inputs: string[], ms: number): Promise<string[]> {
+  const bad: string[] = [];
+  for (let i = 0; i < inputs.length; i += 100) {
+    const outs = await Promise.all(
+      inputs.slice(i, i + 100).map((x) => raw(port, Buffer.from(x, 'latin1'), ms)),
+    );
+    outs.forEach((o, k) => !wellFormed(o) && bad.push(JSON.stringify([inputs[i + k], o.slice(0, 80)])));
+  }
+  return bad;
+}
+
 async function until(cond: () => boolean, ms = 3000): Promise<void> {
   for (const t0 = Date.now(); !cond() && Date.now() - t0 < ms;) await sleep(10);
 }
@@ -375,53 +449,7 @@ d('native L7 engine', () => {
   });
 
   it('fuzz: 1,200 mutated requests and 400 mutated responses — every answer well-formed or a close, nothing left behind, others still served', async () => {
-    let seed = 0x9e3779b9;
-    const rnd = (n: number): number => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) % n;
-    };
-    const pickOne = <T>(a: readonly T[]): T => a[rnd(a.length)];
-    const SPICE = [
-      '\r',
-      '\n',
-      '\0',
-      ' ',
-      ':',
-      '\t',
-      '\r\n',
-      '\r\n\r\n',
-      ',',
-      ';',
-      '\x7f',
-      '\xff',
-      '0',
-      'chunked',
-    ];
-    const mutate = (x: string): string => {
-      let b = x;
-      for (let k = 1 + rnd(4); k > 0; k--) {
-        const at = rnd(b.length + 1);
-        switch (rnd(5)) {
-          case 0: // replace a byte
-            b = b.slice(0, at) + String.fromCharCode(rnd(256)) + b.slice(at + 1);
-            break;
-          case 1: // insert something structural
-            b = b.slice(0, at) + pickOne(SPICE) + b.slice(at);
-            break;
-          case 2: // delete a run
-            b = b.slice(0, at) + b.slice(at + 1 + rnd(8));
-            break;
-          case 3: // duplicate a run
-            b = b.slice(0, at) + b.slice(at, at + rnd(40)) + b.slice(at);
-            break;
-          default: // truncate
-            b = b.slice(0, at);
-        }
-      }
-      return b;
-    };
+    const { pickOne, mutate } = fuzzer(0x9e3779b9);
     const REQS = [
       'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
       'POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
@@ -444,16 +472,11 @@ d('native L7 engine', () => {
       keepAliveTimeoutMs: 300,
       responseTimeoutMs: 300,
     });
-    const wellFormed = (out: string): boolean =>
-      out === '' || /^HTTP\/1\.1 \d{3} /.test(out.replace(/<open>$/, ''));
-    const bad: string[] = [];
-    const inputs = Array.from({ length: 1200 }, () => mutate(pickOne(REQS)));
-    for (let i = 0; i < inputs.length; i += 100) {
-      const outs = await Promise.all(
-        inputs.slice(i, i + 100).map((x) => raw(f.port, Buffer.from(x, 'latin1'), 1500)),
-      );
-      outs.forEach((o, k) => !wellFormed(o) && bad.push(JSON.stringify([inputs[i + k], o.slice(0, 80)])));
-    }
+    const bad = await sendAll(
+      f.port,
+      Array.from({ length: 1200 }, () => mutate(pickOne(REQS))),
+      1500,
+    );
     // the response side: a backend that answers mutated responses, one connection each
     list[0] = be(b.port);
     for (let i = 0; i < 400; i++) {
@@ -472,6 +495,48 @@ d('native L7 engine', () => {
     await h.close();
     await b.close();
   }, 120_000);
+
+  it('fuzz, forward mode (the explicit proxy): 600 mutated absolute-form requests — every answer well-formed or a close, nothing left behind', async () => {
+    const { pickOne, mutate } = fuzzer(0x2545f491);
+    const h = await httpBackend('ok');
+    const lb = new LoadBalancer(new RoundRobin());
+    const pool = new UpstreamPool();
+    const http = new HttpProxy(lb, pool, {
+      engine: 'native',
+      headTimeoutMs: 300,
+      keepAliveTimeoutMs: 300,
+      responseTimeoutMs: 300,
+    });
+    const tcp = new TcpProxy(lb, { idleTimeoutMs: 300 });
+    const fp = new ForwardProxy(http, tcp, (host, port) =>
+      host === 'svc' && (port === 80 || port === 8080) ? { scope: 'svc', backends: [be(h.port)] } : undefined,
+    );
+    const { port } = await fp.listen('127.0.0.1', 0);
+    const REQS = [
+      'GET http://svc/ HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n',
+      'GET http://svc:8080?q=1 HTTP/1.1\r\nHost: svc\r\n\r\nGET http://nope/ HTTP/1.1\r\nHost: nope\r\nConnection: close\r\n\r\n',
+      'POST http://SVC:80/p HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+      'GET http://u@svc/1 HTTP/1.1\r\nHost: svc\r\n\r\nGET /2 HTTP/1.1\r\nHost: svc:8080\r\nConnection: close\r\n\r\n',
+      'GET http://[::1]:80/ HTTP/1.0\r\n\r\n',
+    ];
+    const bad = await sendAll(
+      port,
+      Array.from({ length: 600 }, () => mutate(pickOne(REQS))),
+      1000,
+    );
+    expect(bad).toEqual([]);
+    expect(http.stats.nativeConnections).toBe(600); // every connection went to the engine first
+    const ok = await raw(port, REQS[0], 2000);
+    expect(ok).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*"id":"ok"/);
+    await until(() => http.native!.counts.clients === 0 && http.stats.activeConnections === 0);
+    expect(http.native!.counts.clients).toBe(0);
+    expect(http.stats.activeConnections).toBe(0);
+    expect(lb.active.size).toBe(0);
+    fp.close();
+    http.close();
+    pool.close();
+    await h.close();
+  }, 60_000);
 
   it('a head of 15 KiB passes; one past maxHeadBytes gets 431 (JavaScript answers what the engine hands back)', async () => {
     const h = await httpBackend('ok');

@@ -28,7 +28,13 @@ export class ForwardProxy {
     private readonly http: HttpProxy,
     private readonly tcp: TcpProxy,
     private readonly resolve: TargetResolver,
-    private readonly opts: { maxHeadBytes?: number; headTimeoutMs?: number; log?: Logger } = {},
+    private readonly opts: {
+      maxHeadBytes?: number;
+      headTimeoutMs?: number;
+      /** Header a ConsistentHash strategy hashes (as on portals). */
+      hashHeader?: string;
+      log?: Logger;
+    } = {},
   ) {
     this.log = opts.log ?? silentLogger;
   }
@@ -46,12 +52,30 @@ export class ForwardProxy {
     this.server = undefined;
   }
 
-  /** Peek at the first head: CONNECT → tunnel, anything else → the L7 proxy. */
-  private onConnection(sock: Socket): void {
-    let buf: Buffer = Buffer.alloc(0);
+  /**
+   * The native L7 engine takes the connection when it is built: it serves `http://` requests and
+   * hands back, at a request boundary, anything else with the bytes it read (`initial`). Here, in
+   * JavaScript: peek at the first head: CONNECT → tunnel, anything else → the L7 proxy.
+   */
+  private onConnection(sock: Socket, initial?: Buffer): void {
+    if (
+      !initial &&
+      this.http.adoptForward(
+        sock,
+        (a) => this.routeAuthority(a),
+        (s, bytes) => this.onConnection(s, bytes),
+        this.opts.hashHeader,
+      )
+    )
+      return;
+    let buf: Buffer = initial ?? Buffer.alloc(0);
+    let done = false;
     const max = this.opts.maxHeadBytes ?? 16 * 1024;
     const timer = setTimeout(() => sock.destroy(), this.opts.headTimeoutMs ?? 10_000);
     sock.on('error', () => sock.destroy());
+    sock.once('end', () => {
+      if (!done) this.fail(sock, 400, 'connection closed inside the request head', timer, onData);
+    });
     const onData = (d: Buffer): void => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
       let end: number;
@@ -61,6 +85,7 @@ export class ForwardProxy {
         return this.fail(sock, (e as HttpParseError).status ?? 400, (e as Error).message, timer, onData);
       }
       if (end < 0) return;
+      done = true;
       sock.off('data', onData);
       clearTimeout(timer);
       sock.pause();
@@ -75,6 +100,7 @@ export class ForwardProxy {
       sock.resume();
     };
     sock.on('data', onData);
+    if (buf.length) onData(Buffer.alloc(0));
   }
 
   private connect(sock: Socket, head: Head, rest: Buffer): void {
@@ -86,29 +112,30 @@ export class ForwardProxy {
     this.tcp.handle(sock, t.backends, t.scope, rest.length ? rest : undefined);
   }
 
-  /** absolute-form (`GET http://host:port/path`) or Host header → the service port. */
+  /** absolute-form (`GET http://host:port/path`, sent upstream as `/path`) or Host header. */
   private route(h: Head): HttpRoute | { status: number; message: string } {
-    let host: string | undefined;
-    let port = 80;
     let path = h.target ?? '/';
     const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(path);
     const authority = abs ? abs[1] : header(h, 'host');
-    if (abs) path = abs[2] || '/';
-    if (authority) {
-      const a = /^\[?([^\]]+?)\]?(?::(\d{1,5}))?$/.exec(authority.replace(/^.*@/, ''));
-      if (a) {
-        host = a[1].toLowerCase();
-        if (a[2]) port = Number(a[2]);
-      }
-    }
-    if (!host) return { status: 400, message: 'no host in the request' };
+    if (abs) path = abs[2].startsWith('/') ? abs[2] : `/${abs[2]}`;
+    if (!authority) return { status: 400, message: 'no host in the request' };
+    const r = this.routeAuthority(authority);
+    return 'status' in r ? r : { ...r, target: path };
+  }
+
+  /** `host[:port]` (a service name or VIP; userinfo ignored) → the service port, or why not. */
+  private routeAuthority(authority: string): HttpRoute | { status: number; message: string } {
+    const a = /^\[?([^\]]+?)\]?(?::(\d{1,5}))?$/.exec(authority.replace(/^.*@/, ''));
+    if (!a) return { status: 400, message: 'no host in the request' };
+    const host = a[1].toLowerCase();
+    const port = a[2] ? Number(a[2]) : 80;
     const t = this.resolve(host, port);
     if (!t)
       return {
         status: 502,
         message: `unknown service ${host}:${port} (not a service name or VIP known to EdgeMesh)`,
       };
-    return { backends: t.backends, scope: t.scope, target: path };
+    return { backends: t.backends, scope: t.scope, hashHeader: this.opts.hashHeader };
   }
 
   private fail(

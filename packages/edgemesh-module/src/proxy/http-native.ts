@@ -20,7 +20,13 @@ interface HttpEngineBinding {
     doneBuf: Int32Array,
   ): unknown;
   backend(engine: unknown, id: number, ip: string, port: number): boolean;
-  adopt(engine: unknown, fd: number, clientIp: string, hashHeader: string | undefined): number;
+  adopt(
+    engine: unknown,
+    fd: number,
+    clientIp: string,
+    hashHeader: string | undefined,
+    forward: boolean,
+  ): number;
   closeAll(engine: unknown): void;
   close(engine: unknown): void;
   stats(engine: unknown): [clients: number, upstreams: number, pooled: number];
@@ -36,13 +42,30 @@ type PickFn = (
   reason: string | undefined,
   stale: boolean,
   ended: number,
+  authority: string | undefined,
 ) => PickResult;
 
-/** What the engine serves for one connection: the route of its portal (head-independent). */
+/** Where a request goes: the route of its portal, or of the service its authority names. */
 export interface NativeRoute {
   backends: readonly Backend[];
   scope: string;
   hashHeader?: string;
+}
+
+/**
+ * A connection's router: called once per request. Portals ignore the argument; an explicit
+ * forward proxy gets each request's `host[:port]` (from `http://host:port/path`) and may refuse.
+ */
+export type NativeRouter = (authority?: string) => NativeRoute | { status: number; message: string };
+
+export interface AdoptOptions {
+  /** Header whose value a ConsistentHash strategy hashes. */
+  hashHeader?: string;
+  /** Explicit forward proxy: the engine takes absolute-form `http://` requests and rewrites them
+   * to origin-form; every other request (CONNECT, origin-form) is handed back. */
+  forward?: boolean;
+  /** Serves a handed-back connection instead of the hooks' fallback. */
+  fallback?: (sock: Socket, bytes: Buffer) => void;
 }
 
 export interface NativeHttpOptions {
@@ -65,11 +88,12 @@ export interface NativeHttpHooks {
   /** A client connection was adopted (+1) or left the engine (-1). */
   connections(delta: number): void;
   /** Serve a handed-back connection in JavaScript, `bytes` already read from it. */
-  fallback(sock: Socket, route: () => NativeRoute, bytes: Buffer): void;
+  fallback(sock: Socket, route: NativeRouter, bytes: Buffer): void;
 }
 
 interface Conn {
-  route: () => NativeRoute;
+  route: NativeRouter;
+  fallback?: (sock: Socket, bytes: Buffer) => void;
   current?: NativeRoute;
   ip: string;
   tried: Set<string>;
@@ -106,9 +130,9 @@ export class NativeHttp {
         o.poolIdleMs,
         o.poolMaxIdle,
       ),
-      (id, idem, hash, failed, reason, stale, ended) => {
+      (id, idem, hash, failed, reason, stale, ended, authority) => {
         if (ended) this.done(ended);
-        return this.pick(id, idem, hash, failed, reason, stale);
+        return this.pick(id, idem, hash, failed, reason, stale, authority);
       },
       (ended) => this.done(ended),
       (id, fd, bytes) => this.handback(id, fd, bytes),
@@ -127,18 +151,26 @@ export class NativeHttp {
    * Take a freshly accepted connection (nothing read from it yet). The engine works on a duplicate
    * of its descriptor; Node's socket is destroyed here. False: not taken, serve it in JavaScript.
    */
-  adopt(sock: Socket, route: () => NativeRoute): boolean {
+  adopt(sock: Socket, route: NativeRouter, o: AdoptOptions = {}): boolean {
     const fd = fdOf(sock);
     if (fd === undefined) return false;
     const ip = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
     let id: number;
     try {
-      id = this.b.adopt(this.engine, fd, ip, route().hashHeader);
+      id = this.b.adopt(this.engine, fd, ip, o.hashHeader, o.forward === true);
     } catch (e) {
       this.hooks.log.debug({ err: (e as Error).message }, 'native L7 engine refused a connection');
       return false;
     }
-    this.conns.set(id, { route, ip, tried: new Set(), retried: false, idempotent: false, lastFailure: '' });
+    this.conns.set(id, {
+      route,
+      fallback: o.fallback,
+      ip,
+      tried: new Set(),
+      retried: false,
+      idempotent: false,
+      lastFailure: '',
+    });
     this.adopted++;
     this.hooks.connections(1);
     sock.destroy();
@@ -166,6 +198,7 @@ export class NativeHttp {
     failed: number,
     reason: string | undefined,
     stale: boolean,
+    authority: string | undefined,
   ): PickResult {
     const c = this.conns.get(id);
     if (!c) return -1;
@@ -174,8 +207,13 @@ export class NativeHttp {
       if (c.tried.size) c.tried.clear();
       c.retried = false;
       c.idempotent = idempotent;
-      c.current = c.route();
       this.hooks.request();
+      const r = c.route(authority);
+      if ('status' in r) {
+        this.hooks.count(r.status);
+        return [r.status, r.message, false];
+      }
+      c.current = r;
     } else {
       // the same rules as HttpProxy.exchange: eject, then one retry for idempotent requests
       const fb = this.byId[failed];
@@ -247,7 +285,8 @@ export class NativeHttp {
     this.hooks.connections(-1);
     const sock = new Socket({ fd, readable: true, writable: true });
     if (!c) return void sock.destroy();
-    this.hooks.fallback(sock, c.route, bytes);
+    if (c.fallback) c.fallback(sock, bytes);
+    else this.hooks.fallback(sock, c.route, bytes);
   }
 
   private closed(id: number): void {

@@ -15,7 +15,7 @@ import {
   type Head,
   wantsKeepAlive,
 } from './http-head';
-import { NativeHttp, type NativeRoute } from './http-native';
+import { NativeHttp, type NativeRoute, type NativeRouter } from './http-native';
 import { SocketReader, writeAll } from './socket-reader';
 import { SpliceEngine } from './splice';
 import { ConnectError, connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
@@ -151,11 +151,29 @@ export class HttpProxy {
    * native engine takes it when built; JavaScript otherwise.
    */
   handleRoute(client: Socket, route: () => NativeRoute): void {
-    if (this.native?.adopt(client, route)) {
+    if (this.native?.adopt(client, route, { hashHeader: route().hashHeader })) {
       this.stats.nativeConnections++;
       return;
     }
     this.handle(client, () => route());
+  }
+
+  /**
+   * An explicit forward proxy's connection, to the native engine when it is built: absolute-form
+   * `http://` requests are routed per request by `route(authority)`; the engine hands anything
+   * else (CONNECT, origin-form) to `fallback` with the bytes read. False: not taken.
+   */
+  adoptForward(
+    client: Socket,
+    route: (authority: string) => NativeRoute | { status: number; message: string },
+    fallback: (sock: Socket, bytes: Buffer) => void,
+    hashHeader?: string,
+  ): boolean {
+    const router: NativeRouter = (a) =>
+      a === undefined ? { status: 400, message: 'no authority' } : route(a);
+    if (!this.native?.adopt(client, router, { forward: true, fallback, hashHeader })) return false;
+    this.stats.nativeConnections++;
+    return true;
   }
 
   /** Serve one client connection until it closes. */

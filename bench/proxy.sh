@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Proxy benchmark (issue #6), side by side in one run, twice, against the same nginx backend
-# (600-byte page): direct, EdgeMesh L7, EdgeMesh L4, nginx reverse proxy (upstream keepalive),
-# haproxy http and tcp mode. Each proxy is pinned to core 1, wrk to core 0.
+# (600-byte page): direct, EdgeMesh L7, EdgeMesh L4, EdgeMesh's explicit forward proxy (wrk sends
+# absolute-form requests, as `curl -x` does), nginx reverse proxy (upstream keepalive), haproxy
+# http and tcp mode. Each proxy is pinned to core 1, wrk to core 0.
 # Prints rps and p50/p99 at -c50, p50 at -c1, CPU µs per request of the proxy process, and
-# iperf3 Gbit/s through the L4 paths. Usage: bench/proxy.sh [seconds per wrk run, default 10]
+# iperf3 Gbit/s through the L4 paths; then PAIRS (default 6) paired rounds, order alternating, for
+# the two contested ratios (L7 rps / nginx, L4 iperf3 / direct) and their medians.
+# Usage: [PAIRS=n] bench/proxy.sh [seconds per wrk run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -13,7 +16,7 @@ trap 'kill -CONT $(jobs -p) $(pgrep -P "${NG_PID:-0}" 2>/dev/null) 2>/dev/null; 
 for t in wrk nginx haproxy iperf3 taskset curl; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
 npm run build >/dev/null # dist must match src
 export TS_NODE_PROJECT=bench/tsconfig.json
-BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092
+BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092; EMF=26093
 mkdir -p "$W/www"; chmod 755 "$W/www"
 python3 -c "print('<!DOCTYPE html><title>bench</title><p>' + 'x'*540 + '</p>')" > "$W/www/index.html"; chmod 644 "$W/www/index.html"
 tmpdirs="client_body_temp_path $W/cb; proxy_temp_path $W/pt; fastcgi_temp_path $W/ft; uwsgi_temp_path $W/ut; scgi_temp_path $W/st;"
@@ -67,12 +70,18 @@ CONF
 nginx -c "$W/backend.conf" -g 'daemon off;' & BE_PID=$!
 taskset -c 1 nginx -c "$W/ngproxy.conf" -g 'daemon off;' & NG_PID=$!
 taskset -c 1 haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & HA_PID=$!
-taskset -c 1 node -r ts-node/register/transpile-only bench/proxy-server.ts $EM7 $EM4 $BE > "$W/em.log" 2>&1 & EM_PID=$!
+taskset -c 1 node -r ts-node/register/transpile-only bench/proxy-server.ts $EM7 $EM4 $BE $BE $EMF > "$W/em.log" 2>&1 & EM_PID=$!
 taskset -c 1 node -r ts-node/register/transpile-only bench/proxy-server.ts $(($EM7+20)) $EMI $BE $IPF > "$W/emi.log" 2>&1 & EMI_PID=$!
 iperf3 -s -p $IPF > /dev/null 2>&1 & IP_PID=$!
 for p in $BE $EM7 $EM4 $NGP $HAH $HAT; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
+for _ in $(seq 1 100); do curl -s -o /dev/null -x "http://127.0.0.1:$EMF" http://web.default.svc.cluster.local/ && break; sleep 0.1; done
+# the forward proxy's requests: absolute-form, as `curl -x` sends them
+cat > "$W/fwd.lua" <<'LUA'
+local req = wrk.format("GET", "http://web.default.svc.cluster.local/", { Host = "web.default.svc.cluster.local" })
+request = function() return req end
+LUA
 # worker pids (nginx proxies in its worker; haproxy single process)
 NG_W=$(pgrep -P $NG_PID | head -1); NG_W=${NG_W:-$NG_PID}
 
@@ -83,9 +92,10 @@ PROXIES="$EM_PID $EMI_PID $NG_W $HA_PID"
 only() { for p in $PROXIES; do [ "$p" = "$1" ] || kill -STOP "$p"; done; }
 all() { for p in $PROXIES; do kill -CONT "$p"; done; }
 CLK=$(getconf CLK_TCK)
-# wrk_run PORT CONNS SECS → "rps p50us p99us requests"
+# wrk_run PORT CONNS SECS → "rps p50us p99us requests" (the forward proxy's port: absolute-form)
 wrk_run() {
-  taskset -c 0 wrk -t1 -c"$2" -d"$3"s --latency "http://127.0.0.1:$1/" | awk '
+  local script=(); [ "$1" = "$EMF" ] && script=(-s "$W/fwd.lua")
+  taskset -c 0 wrk -t1 -c"$2" -d"$3"s --latency "${script[@]}" "http://127.0.0.1:$1/" | awk '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
     /Requests\/sec/ {rps=$2} /^ +50%/ {p50=us($2)} /^ +99%/ {p99=us($2)} / requests in / {n=$1}
     END {printf "%d %d %d %d\n", rps, p50, p99, n}'
@@ -93,7 +103,7 @@ wrk_run() {
 taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EM7/" >/dev/null   # JIT warm-up
 taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EM4/" >/dev/null
 declare -A R P50 P99 C1 CPU G
-targets="direct:$BE: em7:$EM7:$EM_PID em4:$EM4:$EM_PID nginx:$NGP:$NG_W haproxy-http:$HAH:$HA_PID haproxy-tcp:$HAT:$HA_PID"
+targets="direct:$BE: em7:$EM7:$EM_PID em4:$EM4:$EM_PID emf:$EMF:$EM_PID nginx:$NGP:$NG_W haproxy-http:$HAH:$HA_PID haproxy-tcp:$HAT:$HA_PID"
 for run in 1 2; do
   for t in $targets; do
     IFS=: read -r name port pid <<< "$t"
@@ -113,15 +123,42 @@ for run in 1 2; do
     all
   done
 done
-label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em4) echo "EdgeMesh L4 (tcp portal)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; esac; }
+# Paired rounds for the two contested ratios: each pair measures both sides back to back, the
+# order alternating (A B, B A, ...) so a drift of the host's speed during the run cancels out
+# instead of landing on one side. The median of the per-pair ratios is printed.
+PAIRS=${PAIRS:-6}
+L7P=""; L4P=""
+for k in $(seq 1 "$PAIRS"); do
+  declare -A PR=()
+  order="em7:$EM7:$EM_PID nginx:$NGP:$NG_W"; [ $((k % 2)) -eq 0 ] && order="nginx:$NGP:$NG_W em7:$EM7:$EM_PID"
+  for t in $order; do
+    IFS=: read -r name port pid <<< "$t"
+    only "$pid"
+    read -r rps _ _ _ <<< "$(wrk_run "$port" 50 5)"
+    PR[$name]=$rps
+    all
+  done
+  L7P="$L7P $(awk -v a="${PR[em7]}" -v b="${PR[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
+  order="em4:$EMI:$EMI_PID direct:$IPF:"; [ $((k % 2)) -eq 0 ] && order="direct:$IPF: em4:$EMI:$EMI_PID"
+  for t in $order; do
+    IFS=: read -r name port pid <<< "$t"
+    only "$pid"
+    PR[$name]=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "$port" -t 4 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+    all
+  done
+  L4P="$L4P $(awk -v a="${PR[em4]}" -v b="${PR[direct]}" 'BEGIN {printf "%.2f", a/b}')"
+done
+median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; esac; }
 echo "proxy bench — wrk -t1 -c50 -d${SECS}s --latency (p50 c1: -c1 -d5s), proxies on core 1, wrk on core 0; node $(node -v)"
 printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' path run rps 'ratio/dir' 'ratio/ngx' 'p50/p99us' 'p50 c1 us' 'CPU us/req' 'iperf3 Gbit/s'
 printf -- '-%.0s' {1..120}; echo
 for run in 1 2; do
-  for name in direct em7 em4 nginx haproxy-http haproxy-tcp; do
+  for name in direct em7 em4 emf nginx haproxy-http haproxy-tcp; do
     rd=$(awk -v a="${R[$name.$run]}" -v b="${R[direct.$run]}" 'BEGIN {printf "%.2f", a/b}')
     rn=$(awk -v a="${R[$name.$run]}" -v b="${R[nginx.$run]}" 'BEGIN {printf "%.2f", a/b}')
     printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' "$(label $name)" $run "${R[$name.$run]}" "$rd" "$rn" "${P50[$name.$run]}/${P99[$name.$run]}" "${C1[$name.$run]}" "${CPU[$name.$run]}" "${G[$name.$run]:-}"
   done
 done
+echo "paired rounds ($PAIRS, order alternating): L7 rps / nginx:$L7P → median $(median "$L7P"); L4 iperf3 / direct:$L4P → median $(median "$L4P")"
 echo "goals: L7 rps ≥ 1.0 × nginx reverse proxy; L7 CPU ≤ 40 µs/request; added p50 at c1 ≤ 50 µs over direct; L4 iperf3 ≥ 0.7 × direct"

@@ -763,10 +763,22 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
   int bad = ob_put(o, h, ml + 1);
   if (pl == 0 || path[0] != '/') bad |= OB_LIT(o, "/"); /* http://host?q → /?q */
   bad |= ob_put(o, path, pl) | (c->v10 ? OB_LIT(o, " HTTP/1.0\r\n") : OB_LIT(o, " HTTP/1.1\r\n"));
+  if (c->auth_len) { /* forward: Host is the target's authority, userinfo dropped (RFC 9112 §3.2.2) */
+    const char *a = h + c->auth_off;
+    uint32_t al = c->auth_len;
+    for (uint32_t k = al; k > 0; k--)
+      if (a[k - 1] == '@') {
+        a += k;
+        al -= k;
+        break;
+      }
+    bad |= OB_LIT(o, "Host: ") | ob_put(o, a, al) | OB_LIT(o, "\r\n");
+  }
   int first_xff = 1;
   for (int k = 0; k < hi->n; k++) {
     const hline_t *L = &hi->h[k];
     if (L->nlen == 15 && ieq(h + L->name, 15, "x-forwarded-for", 15)) continue;
+    if (c->auth_len && L->nlen == 4 && ieq(h + L->name, 4, "host", 4)) continue;
     if (dropped(h, hi, L)) continue;
     bad |= ob_put(o, h + L->name, L->nlen) | OB_LIT(o, ": ") | ob_put(o, h + L->val, L->vlen) | OB_LIT(o, "\r\n");
   }

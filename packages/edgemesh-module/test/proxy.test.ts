@@ -161,12 +161,14 @@ describe.each(['native', 'js'] as const)(
       expect(parts[2]).toMatch(/^HTTP\/1\.1 502 /);
       expect(parts[2]).toMatch(/unknown service nope\.default\.svc\.cluster\.local:1 /);
       expect(parts[3]).toMatch(/"id":"a1","method":"GET","url":"\/last"/);
+      // the Host sent upstream is the target's authority, not the client's field (RFC 9112 §3.2.2)
+      expect(parts[3]).toMatch(/"host":"API\.default\.svc\.cluster\.local:8080"/);
       expect(n.mesh.http.stats.nativeConnections - before).toBe(engine === 'native' ? 1 : 0);
       // origin-form on the same connection (the native engine hands the connection back to
       // JavaScript, which routes by Host from there), then absolute-form again
       const mixed = await raw(
         port,
-        req('http://web.default.svc.cluster.local:12345/1', 'web') +
+        req('http://user:pw@web.default.svc.cluster.local:12345/1', 'web') +
           req('/2', 'api.default.svc.cluster.local:8080') +
           req('http://api.default.svc.cluster.local:8080/3', 'api', 'Connection: close\r\n'),
         3000,
@@ -174,6 +176,8 @@ describe.each(['native', 'js'] as const)(
       const m = mixed.split(/(?=HTTP\/1\.1 )/);
       expect(m).toHaveLength(3);
       expect(m[0]).toMatch(/"id":"b\d","method":"GET","url":"\/1"/);
+      expect(m[0]).toMatch(/"host":"web\.default\.svc\.cluster\.local:12345"/); // userinfo dropped
+      expect(m[1]).toMatch(/"host":"api\.default\.svc\.cluster\.local:8080"/); // origin-form: as sent
       expect(m[1]).toMatch(/"id":"a1","method":"GET","url":"\/2"/);
       expect(m[2]).toMatch(/"id":"a1","method":"GET","url":"\/3"/);
       await n.delPod('default', 'api-0');

@@ -120,7 +120,9 @@ export class ForwardProxy {
     if (abs) path = abs[2].startsWith('/') ? abs[2] : `/${abs[2]}`;
     if (!authority) return { status: 400, message: 'no host in the request' };
     const r = this.routeAuthority(authority);
-    return 'status' in r ? r : { ...r, target: path };
+    if ('status' in r) return r;
+    // absolute-form: the Host sent upstream is the target's authority (RFC 9112 §3.2.2)
+    return abs ? { ...r, target: path, host: authority.replace(/^.*@/, '') } : { ...r, target: path };
   }
 
   /** `host[:port]` (a service name or VIP; userinfo ignored) → the service port, or why not. */

@@ -28,6 +28,8 @@ export interface HttpRoute {
   hashHeader?: string;
   /** Rewrite of the request target sent upstream (forward proxy: absolute-form → origin-form). */
   target?: string;
+  /** Replaces the client's Host field (forward proxy, RFC 9112 §3.2.2: the target's authority). */
+  host?: string;
 }
 
 /** Resolves a request to its route, or to an error status (e.g. 502 unknown host). */
@@ -368,10 +370,12 @@ export class HttpProxy {
     // the client's version: an HTTP/1.0 client must never get a chunked answer (RFC 9112 §7.1),
     // and an upstream asked in HTTP/1.0 does not send one
     let out = `${head.method} ${route.target ?? head.target} HTTP/${head.version}\r\n`;
+    if (route.host !== undefined) out += `Host: ${route.host}\r\n`;
     let xff: string | undefined;
     for (const [k, v] of endToEnd(head)) {
-      if (k.toLowerCase() === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;
-      else out += `${k}: ${v}\r\n`;
+      const lk = k.toLowerCase();
+      if (lk === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;
+      else if (lk !== 'host' || route.host === undefined) out += `${k}: ${v}\r\n`;
     }
     out += `X-Forwarded-For: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
     if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';

@@ -556,6 +556,21 @@ describe.each(['native', 'js'] as const)(
         s.on('close', () => resolve(b));
       });
       expect(tunnel).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nhello t1\nxbye t1\n$/);
+      // CONNECT after a request on the same connection: the native engine hands the connection
+      // back and it is tunnelled; the JavaScript engine refuses it (never forwarded as a request)
+      const late = await raw(
+        Number(n.mesh.forwardProxyAddress!.split(':')[1]),
+        'GET http://web.default.svc.cluster.local:12345/ HTTP/1.1\r\nHost: web\r\n\r\n' +
+          'CONNECT db.default.svc.cluster.local:5432 HTTP/1.1\r\nHost: db\r\n\r\n',
+        1500,
+      );
+      const [first, second] = late.split(/(?=HTTP\/1\.1 )/);
+      expect(first).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(second).toMatch(
+        engine === 'native'
+          ? /^HTTP\/1\.1 200 Connection Established\r\n\r\nhello t1\n/
+          : /^HTTP\/1\.1 400 Bad Request\r\n[^]*CONNECT must open its own connection/,
+      );
       await e1.close();
     });
 

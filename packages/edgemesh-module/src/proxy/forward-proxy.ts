@@ -114,6 +114,9 @@ export class ForwardProxy {
 
   /** absolute-form (`GET http://host:port/path`, sent upstream as `/path`) or Host header. */
   private route(h: Head): HttpRoute | { status: number; message: string } {
+    // a CONNECT after other requests on a connection the JavaScript engine serves (the native
+    // engine hands such a connection back, and it is tunnelled)
+    if (h.method === 'CONNECT') return { status: 400, message: 'CONNECT must open its own connection' };
     let path = h.target ?? '/';
     const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(path);
     const authority = abs ? abs[1] : header(h, 'host');

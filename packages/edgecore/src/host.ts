@@ -210,7 +210,7 @@ const edgeMeshLoader: ModuleLoader = {
         },
         {
           name: 'edgecore_proxy_native_http_connections_total',
-          help: 'L7 portal connections served by the native HTTP engine.',
+          help: 'L7 client connections (portals and the explicit proxy) taken by the native HTTP engine.',
           type: 'counter',
           samples: [{ value: mesh.http?.stats.nativeConnections ?? 0 }],
         },

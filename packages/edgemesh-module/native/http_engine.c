@@ -990,30 +990,38 @@ static uint32_t find_head_end(client_t *c) {
   return (uint32_t)(f - p) + 4;
 }
 
-/* Read from the client into c->in. 1: got bytes; 0: nothing (EAGAIN / full); -1: EOF; -2 error. */
+/* One read of an edge-triggered socket into `b`, for client and upstream connections alike.
+ * 1: got bytes; 0: nothing (EAGAIN / full); -1: EOF; -2 error. A short read means drained (the
+ * next edge says when more comes) unless EPOLLRDHUP was seen: then the EOF is still to read. */
+static int sock_read(int fd, buf_t *b, int hup, int *rd_ready, int *eof) {
+  if (!*rd_ready || *eof) return *eof ? -1 : 0;
+  uint32_t room = buf_room(b);
+  if (room == 0) return 0;
+  ssize_t n = read(fd, b->p + b->end, room);
+  if (n > 0) {
+    b->end += (uint32_t)n;
+    if ((uint32_t)n < room && !hup) *rd_ready = 0;
+    return 1;
+  }
+  if (n == 0) {
+    *eof = 1;
+    *rd_ready = 0;
+    return -1;
+  }
+  if (errno == EAGAIN || errno == EINTR) {
+    *rd_ready = 0;
+    return 0;
+  }
+  return -2;
+}
+
+/* Read from the client into c->in (allocated on first use). */
 static int client_read(client_t *c) {
   engine_t *e = c->ev.e;
   if (!c->rd_ready || c->eof) return c->eof ? -1 : 0;
   uint32_t cap = e->max_head + 4096 > MIN_CLIENT_BUF ? e->max_head + 4096 : MIN_CLIENT_BUF;
   if (buf_ensure(&c->in, cap) < 0) return -2;
-  uint32_t room = buf_room(&c->in);
-  if (room == 0) return 0;
-  ssize_t n = read(c->ev.fd, c->in.p + c->in.end, room);
-  if (n > 0) {
-    c->in.end += (uint32_t)n;
-    if ((uint32_t)n < room && !c->hup) c->rd_ready = 0; /* short read: drained (the next edge says when) */
-    return 1;
-  }
-  if (n == 0) {
-    c->eof = 1;
-    c->rd_ready = 0;
-    return -1;
-  }
-  if (errno == EAGAIN || errno == EINTR) {
-    c->rd_ready = 0;
-    return 0;
-  }
-  return -2;
+  return sock_read(c->ev.fd, &c->in, c->hup, &c->rd_ready, &c->eof);
 }
 
 static void head_step(client_t *c) {
@@ -1169,28 +1177,8 @@ static void start_next(client_t *c) {
   timer_set(e, &c->ev.t, buf_len(&c->in) ? T_HEAD : T_IDLE);
 }
 
-/* Read from the upstream into u->in. 1: got bytes; 0: nothing (EAGAIN / full); -1: EOF; -2 error. */
-static int up_read(up_t *u) {
-  if (!u->rd_ready || u->eof) return u->eof ? -1 : 0;
-  uint32_t room = buf_room(&u->in);
-  if (room == 0) return 0;
-  ssize_t n = read(u->ev.fd, u->in.p + u->in.end, room);
-  if (n > 0) {
-    u->in.end += (uint32_t)n;
-    if ((uint32_t)n < room && !u->hup) u->rd_ready = 0; /* short read: drained */
-    return 1;
-  }
-  if (n == 0) {
-    u->eof = 1;
-    u->rd_ready = 0;
-    return -1;
-  }
-  if (errno == EAGAIN || errno == EINTR) {
-    u->rd_ready = 0;
-    return 0;
-  }
-  return -2;
-}
+/* Read from the upstream into u->in. */
+static int up_read(up_t *u) { return sock_read(u->ev.fd, &u->in, u->hup, &u->rd_ready, &u->eof); }
 
 /* Move what can move, both directions, until nothing does. */
 static int fwd_step(client_t *c) {

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { request as httpRequest, Agent } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { httpBackend, tcpEcho, udpEcho } from './backends';
 import { pod, service, startMesh, tmpDir, type MeshNode } from './helpers';
@@ -47,6 +48,19 @@ function rawExchange(
     s.on('close', () => (clearTimeout(t), resolve({ out, closed: false })));
     s.on('error', () => undefined);
   });
+}
+
+/** `count` times `chunk` into `w` with back-pressure (waits for 'drain'), then end it. */
+function writeChunks(w: Writable, chunk: Buffer, count: number): void {
+  let left = count;
+  const pump = (): void => {
+    while (left > 0) {
+      left--;
+      if (!w.write(chunk)) return void w.once('drain', pump);
+    }
+    w.end();
+  };
+  pump();
 }
 
 // Every test runs against both L7 engines: the native one (the default where the addon is built)
@@ -381,16 +395,7 @@ describe.each(['native', 'js'] as const)(
       const big = await httpBackend('big', (req, res) => {
         if (req.method === 'GET') {
           res.writeHead(200, { 'content-type': 'application/octet-stream' }); // chunked
-          const chunk = Buffer.alloc(64 * 1024, 7);
-          let left = 4096; // 256 MiB
-          const pump = (): void => {
-            while (left > 0) {
-              left--;
-              if (!res.write(chunk)) return void res.once('drain', pump);
-            }
-            res.end();
-          };
-          pump();
+          writeChunks(res, Buffer.alloc(64 * 1024, 7), 4096); // 256 MiB
           return true;
         }
         return false;
@@ -428,16 +433,7 @@ describe.each(['native', 'js'] as const)(
           },
         );
         req.on('error', reject);
-        const chunk = Buffer.alloc(64 * 1024, 1);
-        let left = 2048;
-        const pump = (): void => {
-          while (left > 0) {
-            left--;
-            if (!req.write(chunk)) return void req.once('drain', pump);
-          }
-          req.end();
-        };
-        pump();
+        writeChunks(req, Buffer.alloc(64 * 1024, 1), 2048); // 128 MiB
       });
       clearInterval(sampler);
       expect(up).toBe(128 * 1024 * 1024);

@@ -23,7 +23,8 @@
  * version (an HTTP/1.0 client never gets a chunked answer), chunked
  * bodies forwarded as they are, interim 1xx responses relayed, Content-Length/chunked/close
  * framing of responses, 408 for a head not complete in time, 504 for an upstream that does not
- * answer, a stale pooled connection retried once on a fresh one.
+ * answer (counted from the last request bytes it took), a stale pooled connection retried once on
+ * a fresh one.
  *
  * JavaScript API (see src/proxy/http-native.ts):
  *   create(opts, onPick, onDone, onHandback, onClosed, doneBuf) -> engine
@@ -1229,6 +1230,10 @@ static int fwd_step(client_t *c) {
           } else
             c->uout.off += (uint32_t)w;
           if (wb) {
+            /* the response timeout counts from the last request bytes the upstream took (as
+             * nginx's proxy_read_timeout starts once the request is sent): a long upload that
+             * flows is not cut off */
+            if (c->rstate == R_HEAD) timer_set(c->ev.e, &u->ev.t, T_RESPONSE);
             c->body_sent = 1;
             c->in.start += wb;
             if (c->req_mode == B_LENGTH) c->req_left -= wb;

@@ -385,8 +385,12 @@ export class HttpProxy {
     up.write(out, 'latin1'); // head text is latin1 both ways: header bytes pass unchanged
 
     // Request body upstream, concurrently with reading the response (100-continue, early replies).
+    // The response timeout counts from the last request bytes the upstream took, as nginx's
+    // proxy_read_timeout starts once the request is sent: an upload longer than the timeout is
+    // not cut off while it flows.
     let bodyDone = !head.chunked && !(head.contentLength ?? 0);
     let bodyFailed = false;
+    const progress = { at: Date.now() };
     const pump = bodyDone
       ? Promise.resolve()
       : this.pumpBody(
@@ -394,6 +398,8 @@ export class HttpProxy {
           up,
           head.chunked ? new ChunkedTracker() : undefined,
           head.contentLength ?? 0,
+          undefined,
+          progress,
         ).then(
           () => void (bodyDone = true),
           () => void (bodyFailed = true),
@@ -404,7 +410,7 @@ export class HttpProxy {
     for (;;) {
       let got: { head: Head } | undefined;
       try {
-        got = await this.readResponseHead(upReader);
+        got = await this.readResponseHead(upReader, progress);
       } catch (e) {
         // not `await pump`: the request body may be stalled on the client; the pump ends when the
         // client does (its writes to the destroyed upstream fail)
@@ -490,8 +496,12 @@ export class HttpProxy {
     return clientKeep && bodyDone && !bodyFailed ? 'keep' : 'close';
   }
 
-  private async readResponseHead(r: SocketReader): Promise<{ head: Head } | undefined> {
-    const deadline = Date.now() + this.o.responseTimeoutMs;
+  /** The next response head; times out `responseTimeoutMs` after the call or `progress.at`, the later. */
+  private async readResponseHead(
+    r: SocketReader,
+    progress: { at: number },
+  ): Promise<{ head: Head } | undefined> {
+    const since = Date.now();
     let buf: Buffer = Buffer.alloc(0);
     for (;;) {
       const more = r.take();
@@ -505,8 +515,9 @@ export class HttpProxy {
         if (buf.length) throw new Error('upstream closed inside the response head');
         return undefined;
       }
-      const left = deadline - Date.now();
-      if (left <= 0 || !(await waitFor(r, left))) throw new UpstreamTimeout();
+      const left = Math.max(since, progress.at) + this.o.responseTimeoutMs - Date.now();
+      if (left <= 0) throw new UpstreamTimeout();
+      await waitFor(r, left); // data, the end, or time to look at the deadline again
     }
   }
 
@@ -517,6 +528,7 @@ export class HttpProxy {
     tracker: ChunkedTracker | undefined,
     n: number,
     prefix?: string,
+    progress?: { at: number },
   ): Promise<void> {
     let remaining = n;
     for (;;) {
@@ -540,6 +552,7 @@ export class HttpProxy {
         await writeAll(to, Buffer.concat([Buffer.from(prefix, 'latin1'), use]));
         prefix = undefined;
       } else await writeAll(to, use);
+      if (progress) progress.at = Date.now();
       if (tracker?.done) return;
     }
   }

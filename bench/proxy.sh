@@ -2,10 +2,13 @@
 # Proxy benchmark (issue #6), side by side in one run, twice, against the same nginx backend
 # (600-byte page): direct, EdgeMesh L7, EdgeMesh L4, EdgeMesh's explicit forward proxy (wrk sends
 # absolute-form requests, as `curl -x` does), nginx reverse proxy (upstream keepalive), haproxy
-# http and tcp mode. Each proxy is pinned to core 1, wrk to core 0.
+# http and tcp mode; for iperf3 also the simplest zero-copy relay (bench/splice-relay.c: blocking
+# splice(2) threads, no event loop), the reference for what a splice-based L4 proxy reaches here.
+# Each proxy is pinned to core 1, wrk and the iperf3 client to core 0.
 # Prints rps and p50/p99 at -c50, p50 at -c1, CPU µs per request of the proxy process, and
 # iperf3 Gbit/s through the L4 paths; then PAIRS (default 6) paired rounds, order alternating, for
-# the two contested ratios (L7 rps / nginx, L4 iperf3 / direct) and their medians.
+# the contested ratios (L7 rps and CPU µs/request against nginx, L4 iperf3 against direct and
+# against the splice relay) and their medians.
 # Usage: [PAIRS=n] bench/proxy.sh [seconds per wrk run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,14 +16,15 @@ SECS=${1:-10}
 W=$(mktemp -d)
 chmod 755 "$W"
 trap 'kill -CONT $(jobs -p) $(pgrep -P "${NG_PID:-0}" 2>/dev/null) 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; sleep 0.2; rm -rf "$W"' EXIT
-for t in wrk nginx haproxy iperf3 taskset curl; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
+for t in wrk nginx haproxy iperf3 taskset curl gcc; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
 npm run build >/dev/null # dist must match src
 # The EdgeMesh proxy runs as compiled JavaScript, as `npm start` runs edgecore: under ts-node the
 # TypeScript compiler sat in its heap (~20 MB), and V8's full collections (the idle-time memory
 # reducer's, 10–30 ms) landed in the measured runs' p99.
 npx tsc -p bench/tsconfig.json --noEmit false --outDir "$W/js"
 export NODE_PATH="$PWD/node_modules"
-BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092; EMF=26093
+gcc -O2 -Wall -o "$W/splice-relay" bench/splice-relay.c -lpthread
+BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092; EMF=26093; SRL=26094
 mkdir -p "$W/www"; chmod 755 "$W/www"
 python3 -c "print('<!DOCTYPE html><title>bench</title><p>' + 'x'*540 + '</p>')" > "$W/www/index.html"; chmod 644 "$W/www/index.html"
 tmpdirs="client_body_temp_path $W/cb; proxy_temp_path $W/pt; fastcgi_temp_path $W/ft; uwsgi_temp_path $W/ut; scgi_temp_path $W/st;"
@@ -76,6 +80,7 @@ taskset -c 1 nginx -c "$W/ngproxy.conf" -g 'daemon off;' & NG_PID=$!
 taskset -c 1 haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & HA_PID=$!
 taskset -c 1 node "$W/js/proxy-server.js" $EM7 $EM4 $BE $BE $EMF > "$W/em.log" 2>&1 & EM_PID=$!
 taskset -c 1 node "$W/js/proxy-server.js" $(($EM7+20)) $EMI $BE $IPF > "$W/emi.log" 2>&1 & EMI_PID=$!
+taskset -c 1 "$W/splice-relay" $SRL $IPF & RL_PID=$!
 iperf3 -s -p $IPF > /dev/null 2>&1 & IP_PID=$!
 for p in $BE $EM7 $EM4 $NGP $HAH $HAT; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
@@ -92,7 +97,7 @@ NG_W=$(pgrep -P $NG_PID | head -1); NG_W=${NG_W:-$NG_PID}
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 # The proxies share core 1: all but the one measured are stopped (SIGSTOP) meanwhile, so an idle
 # one's housekeeping (a Node process's memory-reducing GC, say) never lands in another's run.
-PROXIES="$EM_PID $EMI_PID $NG_W $HA_PID"
+PROXIES="$EM_PID $EMI_PID $NG_W $HA_PID $RL_PID"
 only() { for p in $PROXIES; do [ "$p" = "$1" ] || kill -STOP "$p"; done; }
 all() { for p in $PROXIES; do kill -CONT "$p"; done; }
 CLK=$(getconf CLK_TCK)
@@ -120,7 +125,7 @@ for run in 1 2; do
     C1[$name.$run]=$c1
     all
   done
-  for t in direct:$IPF: em4:$EMI:$EMI_PID haproxy-tcp:$HAI:$HA_PID; do
+  for t in direct:$IPF: em4:$EMI:$EMI_PID haproxy-tcp:$HAI:$HA_PID relay:$SRL:$RL_PID; do
     IFS=: read -r name port pid <<< "$t"
     only "$pid"
     G[$name.$run]=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "$port" -t 8 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
@@ -131,38 +136,52 @@ done
 # order alternating (A B, B A, ...) so a drift of the host's speed during the run cancels out
 # instead of landing on one side. The median of the per-pair ratios is printed.
 PAIRS=${PAIRS:-6}
-L7P=""; L4P=""
+L7P=""; L7C=""; L4P=""; L4R=""
+# iperf3 Gbit/s through PORT
+gbit() { taskset -c 0 iperf3 -c 127.0.0.1 -p "$1" -t 4 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 for k in $(seq 1 "$PAIRS"); do
-  declare -A PR=()
+  declare -A PR=() PC=()
   order="em7:$EM7:$EM_PID nginx:$NGP:$NG_W"; [ $((k % 2)) -eq 0 ] && order="nginx:$NGP:$NG_W em7:$EM7:$EM_PID"
   for t in $order; do
     IFS=: read -r name port pid <<< "$t"
     only "$pid"
-    read -r rps _ _ _ <<< "$(wrk_run "$port" 50 5)"
-    PR[$name]=$rps
+    t0=$(ticks "$pid")
+    read -r rps _ _ n <<< "$(wrk_run "$port" 50 5)"
+    t1=$(ticks "$pid")
+    PR[$name]=$rps; PC[$name]=$(awk -v d=$((t1-t0)) -v c=$CLK -v n="$n" 'BEGIN {printf "%.2f", d/c*1e6/n}')
     all
   done
   L7P="$L7P $(awk -v a="${PR[em7]}" -v b="${PR[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
-  order="em4:$EMI:$EMI_PID direct:$IPF:"; [ $((k % 2)) -eq 0 ] && order="direct:$IPF: em4:$EMI:$EMI_PID"
+  L7C="$L7C $(awk -v a="${PC[em7]}" -v b="${PC[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
+  order="em4:$EMI:$EMI_PID direct:$IPF: relay:$SRL:$RL_PID"; [ $((k % 2)) -eq 0 ] && order="relay:$SRL:$RL_PID direct:$IPF: em4:$EMI:$EMI_PID"
   for t in $order; do
     IFS=: read -r name port pid <<< "$t"
     only "$pid"
-    PR[$name]=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "$port" -t 4 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+    PR[$name]=$(gbit "$port")
     all
   done
   L4P="$L4P $(awk -v a="${PR[em4]}" -v b="${PR[direct]}" 'BEGIN {printf "%.2f", a/b}')"
+  L4R="$L4R $(awk -v a="${PR[relay]}" -v b="${PR[direct]}" 'BEGIN {printf "%.2f", a/b}')"
 done
 median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; esac; }
+label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; relay) echo "splice relay (C, reference)";; esac; }
 echo "proxy bench — wrk -t1 -c50 -d${SECS}s --latency (p50 c1: -c1 -d5s), proxies on core 1, wrk on core 0; node $(node -v)"
 printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' path run rps 'ratio/dir' 'ratio/ngx' 'p50/p99us' 'p50 c1 us' 'CPU us/req' 'iperf3 Gbit/s'
 printf -- '-%.0s' {1..120}; echo
 for run in 1 2; do
-  for name in direct em7 em4 emf nginx haproxy-http haproxy-tcp; do
+  for name in direct em7 em4 emf nginx haproxy-http haproxy-tcp relay; do
+    if [ -z "${R[$name.$run]:-}" ]; then # iperf3 only
+      printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' "$(label $name)" $run - - - - - - "${G[$name.$run]:-}"
+      continue
+    fi
     rd=$(awk -v a="${R[$name.$run]}" -v b="${R[direct.$run]}" 'BEGIN {printf "%.2f", a/b}')
     rn=$(awk -v a="${R[$name.$run]}" -v b="${R[nginx.$run]}" 'BEGIN {printf "%.2f", a/b}')
     printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' "$(label $name)" $run "${R[$name.$run]}" "$rd" "$rn" "${P50[$name.$run]}/${P99[$name.$run]}" "${C1[$name.$run]}" "${CPU[$name.$run]}" "${G[$name.$run]:-}"
   done
 done
-echo "paired rounds ($PAIRS, order alternating): L7 rps / nginx:$L7P → median $(median "$L7P"); L4 iperf3 / direct:$L4P → median $(median "$L4P")"
+echo "paired rounds ($PAIRS, order alternating):"
+echo "  L7 rps / nginx:$L7P → median $(median "$L7P")"
+echo "  L7 CPU µs per request / nginx's:$L7C → median $(median "$L7C")"
+echo "  L4 iperf3 / direct:$L4P → median $(median "$L4P")"
+echo "  splice relay iperf3 / direct:$L4R → median $(median "$L4R")"
 echo "goals: L7 rps ≥ 1.0 × nginx reverse proxy; L7 CPU ≤ 40 µs/request; added p50 at c1 ≤ 50 µs over direct; L4 iperf3 ≥ 0.7 × direct"

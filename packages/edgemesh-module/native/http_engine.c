@@ -23,8 +23,9 @@
  * version (an HTTP/1.0 client never gets a chunked answer), chunked
  * bodies forwarded as they are, interim 1xx responses relayed, Content-Length/chunked/close
  * framing of responses, 408 for a head not complete in time, 504 for an upstream that does not
- * answer (counted from the last request bytes it took), a stale pooled connection retried once on
- * a fresh one.
+ * answer (counted from the last request bytes it took), both connections closed when a response
+ * body stalls (neither side moves a byte) as long, a stale pooled connection retried once on a
+ * fresh one.
  *
  * JavaScript API (see src/proxy/http-native.ts):
  *   create(opts, onPick, onDone, onHandback, onClosed, doneBuf) -> engine
@@ -1181,12 +1182,20 @@ static void start_next(client_t *c) {
 /* Read from the upstream into u->in. */
 static int up_read(up_t *u) { return sock_read(u->ev.fd, &u->in, u->hup, &u->rd_ready, &u->eof); }
 
-/* Move what can move, both directions, until nothing does. */
+/*
+ * Move what can move, both directions, until nothing does.
+ * The exchange's timer (T_RESPONSE, on the upstream) restarts whenever bytes move to or from the
+ * upstream or to the client: before the response head it is the upstream's time to answer,
+ * counted from the last request bytes it took (as nginx's proxy_read_timeout starts once the
+ * request is sent: a long upload that flows is not cut off); in the body, the time either side may
+ * stall (nginx's proxy_read_timeout and send_timeout) before both connections are closed.
+ */
 static int fwd_step(client_t *c) {
+  int moved = 0, progress = 0;
   for (int round = 0; round < 64; round++) {
     if (c->state != C_FWD || c->ev.dead) return 0;
     up_t *u = c->up;
-    int moved = 0;
+    moved = 0;
     /* client → upstream: the head, then body bytes */
     if (!c->req_done || ob_pending(&c->uout)) {
       if (!c->req_done && c->in.start == c->in.end && c->eof) return (exchange_fail(c, 400, NULL), 0);
@@ -1222,7 +1231,7 @@ static int fwd_step(client_t *c) {
           if (errno != EAGAIN && errno != EINTR) return (upstream_stale(c, "closed the connection"), 0);
           u->wr_ready = 0;
         } else {
-          moved = 1;
+          moved = progress = 1;
           uint32_t wb = 0;
           if ((uint32_t)w >= pend) {
             c->uout.off = c->uout.len;
@@ -1230,10 +1239,6 @@ static int fwd_step(client_t *c) {
           } else
             c->uout.off += (uint32_t)w;
           if (wb) {
-            /* the response timeout counts from the last request bytes the upstream took (as
-             * nginx's proxy_read_timeout starts once the request is sent): a long upload that
-             * flows is not cut off */
-            if (c->rstate == R_HEAD) timer_set(c->ev.e, &u->ev.t, T_RESPONSE);
             c->body_sent = 1;
             c->in.start += wb;
             if (c->req_mode == B_LENGTH) c->req_left -= wb;
@@ -1265,7 +1270,7 @@ static int fwd_step(client_t *c) {
         if (buf_room(&u->in) == 0) return (upstream_stale(c, "sent a response head larger than 64 KiB"), 0);
         int r = up_read(u);
         if (r == -2) return (upstream_stale(c, "reset the connection"), 0);
-        if (r == 1) moved = 1;
+        if (r == 1) moved = progress = 1;
       }
       /* interim heads queued in c->out go out now */
       if (c->rstate == R_HEAD && ob_pending(&c->out)) {
@@ -1296,7 +1301,7 @@ static int fwd_step(client_t *c) {
       if (ob_pending(&c->out) || body) {
         if (client_write(c, u->in.p + u->in.start, body, &wb) < 0) return (exchange_fail(c, 0, NULL), 0);
         if (wb) {
-          moved = 1;
+          moved = progress = 1;
           u->in.start += wb;
           if (c->resp_mode == B_LENGTH) c->resp_left -= wb;
           else if (c->resp_mode == B_CHUNKED) c->resp_scanned -= wb;
@@ -1310,13 +1315,14 @@ static int fwd_step(client_t *c) {
       if (u->rd_ready && !u->eof) {
         int r = up_read(u);
         if (r == -2) return (exchange_fail(c, 0, NULL), 0);
-        if (r != 0) moved = 1;
+        if (r != 0) moved = progress = 1;
       } else if (u->eof && c->resp_mode != B_EOF && !body_end && buf_len(&u->in) == 0)
         return (exchange_fail(c, 0, NULL), 0); /* the upstream closed inside the body */
     }
-    if (!moved) return 0;
+    if (!moved) break;
   }
-  return 1; /* more to move: the rest on a later turn */
+  if (progress && c->up && !c->ev.dead && c->state == C_FWD) timer_set(c->ev.e, &c->up->ev.t, T_RESPONSE);
+  return moved; /* 1: more to move, the rest on a later turn */
 }
 
 /*
@@ -1376,7 +1382,7 @@ static int parse_response(client_t *c, uint32_t end) {
   if (bad) return -1;
   u->in.start += end;
   c->rstate = R_BODY;
-  timer_unlink(&u->ev.t);
+  timer_set(e, &u->ev.t, T_RESPONSE); /* from here: the body may not stall longer */
   return 0;
 }
 
@@ -1571,6 +1577,10 @@ static void expire(engine_t *e, ev_t *x, int kind) {
     c->up = NULL;
     pick_backend(c, b, 0, "timeout", NULL, 0);
     if (!c->ev.dead) client_run(c);
+    return;
+  }
+  if (c->rstate == R_BODY) { /* the response body stalled: both connections close */
+    exchange_fail(c, 0, NULL);
     return;
   }
   /* T_RESPONSE: no response head in time */

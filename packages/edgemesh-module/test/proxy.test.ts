@@ -440,6 +440,43 @@ describe.each(['native', 'js'] as const)(
       expect(JSON.parse(body.slice(4))).toMatchObject({ method: 'POST', bodyBytes: 10 });
     });
 
+    it('a response body that stalls — the upstream sends nothing more, or the client reads nothing — is closed after the response timeout', async () => {
+      // nginx: proxy_read_timeout between two reads from the upstream, send_timeout between two
+      // writes to the client (both 60 s there; proxy.responseTimeoutMs here, 800 ms in this suite)
+      const stalls = await httpBackend('stalls', (req, res) => {
+        if (req.url === '/half') {
+          res.writeHead(200, { 'content-length': '100' });
+          res.write('0123456789'); // and nothing more
+          return true;
+        }
+        res.writeHead(200, { 'content-length': String(64 << 20) });
+        writeChunks(res, Buffer.alloc(64 * 1024, 5), 1024); // 64 MiB, as fast as it is taken
+        return true;
+      });
+      backends.push(stalls);
+      await n.put(service('stalls', 'default', { selector: { app: 'stalls' } }));
+      await n.putPod(pod('stalls-0', 'stalls', stalls.port));
+      const half = await rawExchange(portal('stalls'), 'GET /half HTTP/1.1\r\nHost: x\r\n\r\n', 5000);
+      expect(half.out).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n0123456789$/);
+      expect(half.closed).toBe(true); // by the proxy, well before the 5 s here
+      // a client that stops reading: after the timeout the proxy gives up on it
+      const got = await new Promise<{ bytes: number; ended: boolean }>((resolve) => {
+        const s = connect(portal('stalls'), '127.0.0.1', () =>
+          s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n'),
+        );
+        let bytes = 0;
+        s.on('data', (d) => (bytes += d.length));
+        s.pause();
+        setTimeout(() => s.resume(), 2500);
+        const t = setTimeout(() => (s.destroy(), resolve({ bytes, ended: false })), 15_000);
+        s.on('close', () => (clearTimeout(t), resolve({ bytes, ended: true })));
+        s.on('error', () => undefined);
+      });
+      expect(got.ended).toBe(true);
+      expect(got.bytes).toBeGreaterThan(0);
+      expect(got.bytes).toBeLessThan(64 << 20); // cut short, not the whole body
+    }, 30_000);
+
     it('streams a 1 GiB download and a 1 GiB chunked upload (curl) unchanged, with bounded memory', async () => {
       const GiB = 1024 * 1024 * 1024;
       // 64 KiB of a pattern that is not periodic within a chunk: a byte dropped, doubled or

@@ -464,25 +464,38 @@ export class HttpProxy {
         : '\r\n'
       : 'Connection: close\r\n\r\n';
     let upstreamClean = true;
-    if (noBody || resHead.contentLength === 0) await writeAll(client, res);
-    else {
-      try {
-        // the head goes out with the first body bytes: one write, one segment for small replies
-        if (resHead.chunked) await this.pumpBody(upReader, client, new ChunkedTracker(), 0, res);
-        else if (resHead.contentLength !== undefined)
-          await this.pumpBody(upReader, client, undefined, resHead.contentLength, res);
-        else {
-          await writeAll(client, res);
-          await this.pumpUntilEnd(upReader, client);
-          upstreamClean = false;
+    // From here the exchange may not stall — no byte to or from the upstream, none to the client —
+    // longer than the response timeout (nginx's proxy_read_timeout and send_timeout): then both
+    // connections close.
+    progress.at = Date.now();
+    const unwatch = stallGuard(progress, this.o.responseTimeoutMs, () => {
+      up.destroy();
+      client.destroy();
+    });
+    try {
+      if (noBody || resHead.contentLength === 0) await writeAll(client, res);
+      else {
+        try {
+          // the head goes out with the first body bytes: one write, one segment for small replies
+          if (resHead.chunked)
+            await this.pumpBody(upReader, client, new ChunkedTracker(), 0, res, progress);
+          else if (resHead.contentLength !== undefined)
+            await this.pumpBody(upReader, client, undefined, resHead.contentLength, res, progress);
+          else {
+            await writeAll(client, res);
+            await this.pumpUntilEnd(upReader, client, progress);
+            upstreamClean = false;
+          }
+        } catch {
+          up.destroy();
+          client.destroy();
+          return 'close';
         }
-      } catch {
-        up.destroy();
-        client.destroy();
-        return 'close';
       }
+      await pump;
+    } finally {
+      unwatch();
     }
-    await pump;
     const reusable =
       upstreamClean &&
       bodyDone &&
@@ -557,12 +570,13 @@ export class HttpProxy {
     }
   }
 
-  private async pumpUntilEnd(from: SocketReader, to: Socket): Promise<void> {
+  private async pumpUntilEnd(from: SocketReader, to: Socket, progress: { at: number }): Promise<void> {
     for (;;) {
       await from.wait();
       const chunk = from.take();
       if (chunk.length === 0) return;
       await writeAll(to, chunk);
+      progress.at = Date.now();
     }
   }
 
@@ -635,6 +649,18 @@ function pipeBoth(client: Socket, up: Socket): void {
   client.on('close', end);
   up.on('close', end);
   up.on('error', end);
+}
+
+/** Calls `expire` once `progress.at` is `ms` old; the function returned stops watching. */
+function stallGuard(progress: { at: number }, ms: number, expire: () => void): () => void {
+  let t: NodeJS.Timeout;
+  const check = (): void => {
+    const left = progress.at + ms - Date.now();
+    if (left <= 0) expire();
+    else t = setTimeout(check, left);
+  };
+  t = setTimeout(check, ms);
+  return () => clearTimeout(t);
 }
 
 function waitFor(r: SocketReader, ms: number): Promise<boolean> {

@@ -600,6 +600,95 @@ describe.each(['native', 'js'] as const)(
       await ws.close();
     });
 
+    it('portals come and go with their services; live connections of other services, and of a replaced portal, keep going', async () => {
+      const echo = await tcpEcho('k4');
+      const be = await httpBackend('churn');
+      backends.push(be);
+      const keep4 = (ports: { name: string; port: number; targetPort: number }[]) =>
+        n.put(
+          service('keep4', 'default', {
+            selector: { app: 'keep4' },
+            ports: ports.map((q) => ({ ...q, protocol: 'TCP' })),
+          }),
+        );
+      await keep4([{ name: 'pg', port: 5432, targetPort: 5432 }]);
+      await n.putPod(pod('keep4-0', 'keep4', echo.port, { containerPort: 5432 }));
+      const p4 = portal('keep4', 5432);
+      // a live L4 stream to keep4
+      const l4 = connect(p4, '127.0.0.1');
+      let l4got = '';
+      l4.on('data', (d) => (l4got += d));
+      const echoes = async (m: string): Promise<void> => {
+        l4.write(m);
+        for (let i = 0; i < 200 && !l4got.includes(m); i++) await new Promise((r) => setTimeout(r, 10));
+        expect(l4got).toContain(m);
+      };
+      // live L7 keep-alive connections, one socket each: to web, and to the portal about to change
+      const viaOne = (port: number, a: Agent): Promise<string> =>
+        new Promise((resolve, reject) => {
+          const req = httpRequest({ host: '127.0.0.1', port, path: '/', agent: a }, (res) => {
+            const local = res.socket.localPort;
+            res.resume();
+            res.on('end', () => resolve(`${res.statusCode} ${local}`));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      const webAgent = new Agent({ keepAlive: true, maxSockets: 1 });
+      const oldAgent = new Agent({ keepAlive: true, maxSockets: 1 });
+      const web = await viaOne(portal('web'), webAgent);
+      expect(web).toMatch(/^200 /);
+      await n.put(service('churn', 'default', { selector: { app: 'churn' } })); // http-0, port 12345
+      await n.putPod(pod('churn-0', 'churn', be.port));
+      const oldPortal = portal('churn');
+      const old = await viaOne(oldPortal, oldAgent);
+      expect(old).toMatch(/^200 /);
+      const others = async (): Promise<void> => {
+        expect(await viaOne(portal('web'), webAgent)).toBe(web); // the same connection
+        expect(portal('keep4', 5432)).toBe(p4);
+        await echoes(`m${Math.random()};`);
+      };
+      await echoes('first;');
+      // the port becomes plain TCP: its portal is replaced; the old one's connection goes on
+      await n.put(
+        service('churn', 'default', {
+          selector: { app: 'churn' },
+          ports: [{ name: 'raw', port: 12345, protocol: 'TCP', targetPort: 80 }],
+        }),
+      );
+      expect(n.mesh.portals.get('default/churn:12345/TCP')!.protocol).toBe('tcp');
+      expect(await viaOne(portal('churn'), new Agent())).toMatch(/^200 /); // HTTP over L4 now
+      expect(await viaOne(oldPortal, oldAgent)).toBe(old); // the same connection, still L7
+      await others();
+      // a UDP port added, then the whole service deleted
+      await n.put(
+        service('churn', 'default', {
+          selector: { app: 'churn' },
+          ports: [
+            { name: 'raw', port: 12345, protocol: 'TCP', targetPort: 80 },
+            { name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 },
+          ],
+        }),
+      );
+      expect(n.mesh.portals.get('default/churn:53/UDP')).toBeDefined();
+      await others();
+      await n.del('default', 'churn');
+      expect(n.mesh.portals.get('default/churn:12345/TCP')).toBeUndefined();
+      expect(n.mesh.portals.get('default/churn:53/UDP')).toBeUndefined();
+      await others();
+      // keep4 itself gains a port: its first portal stays, with its connection
+      await keep4([
+        { name: 'pg', port: 5432, targetPort: 5432 },
+        { name: 'metrics', port: 9187, targetPort: 5432 },
+      ]);
+      expect(n.mesh.portals.get('default/keep4:9187/TCP')).toBeDefined();
+      await others();
+      l4.end();
+      webAgent.destroy();
+      oldAgent.destroy();
+      await echo.close();
+    });
+
     it('L4 TCP: per-connection LB, next backend on refusal, half-close propagated; CONNECT tunnels', async () => {
       const e1 = await tcpEcho('t1');
       await n.put(

@@ -38,6 +38,9 @@ export interface EdgeMeshOptions {
   httpEngine?: 'auto' | 'native' | 'js';
   proxy?: {
     connectTimeoutMs?: number;
+    /** L7: the upstream's time to answer, counted from the last request bytes it took (504 after
+     * it), and the longest a response body may stall, either side (both connections close).
+     * Default 60 s, as nginx's proxy_read_timeout and send_timeout. */
     responseTimeoutMs?: number;
     headTimeoutMs?: number;
     maxHeadBytes?: number;

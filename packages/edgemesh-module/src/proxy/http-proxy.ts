@@ -477,8 +477,7 @@ export class HttpProxy {
       else {
         try {
           // the head goes out with the first body bytes: one write, one segment for small replies
-          if (resHead.chunked)
-            await this.pumpBody(upReader, client, new ChunkedTracker(), 0, res, progress);
+          if (resHead.chunked) await this.pumpBody(upReader, client, new ChunkedTracker(), 0, res, progress);
           else if (resHead.contentLength !== undefined)
             await this.pumpBody(upReader, client, undefined, resHead.contentLength, res, progress);
           else {

@@ -328,6 +328,21 @@ describe.each(['native', 'js'] as const)(
       expect(urls).toEqual(['/a', '/b', '/c', '/d']);
     });
 
+    it('a client that half-closes after its requests (shutdown(SHUT_WR), as `nc -N` does) still gets every answer, then the close', async () => {
+      const out = await new Promise<{ out: string; closed: boolean }>((resolve) => {
+        const s = connect(portal('web'), '127.0.0.1', () =>
+          s.end('GET /h1 HTTP/1.1\r\nHost: x\r\n\r\nGET /h2 HTTP/1.1\r\nHost: x\r\n\r\n'),
+        );
+        let got = '';
+        s.on('data', (d) => (got += d));
+        const t = setTimeout(() => (s.destroy(), resolve({ out: got, closed: false })), 3000);
+        s.on('close', () => (clearTimeout(t), resolve({ out: got, closed: true })));
+        s.on('error', () => undefined);
+      });
+      expect([...out.out.matchAll(/"url":"([^"]+)"/g)].map((m) => m[1])).toEqual(['/h1', '/h2']);
+      expect(out.closed).toBe(true); // closed by the proxy once both were answered
+    });
+
     it.each([
       ['malformed request line', 'GARBAGE\r\n\r\n', /^HTTP\/1\.1 400 /],
       ['bad header', 'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n', /^HTTP\/1\.1 400 /],

@@ -283,7 +283,7 @@ export class NativeHttp {
     const c = this.conns.get(id);
     this.conns.delete(id);
     this.hooks.connections(-1);
-    const sock = new Socket({ fd, readable: true, writable: true });
+    const sock = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
     if (!c) return void sock.destroy();
     if (c.fallback) c.fallback(sock, bytes);
     else this.hooks.fallback(sock, c.route, bytes);

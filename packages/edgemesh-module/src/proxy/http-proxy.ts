@@ -213,6 +213,10 @@ export class HttpProxy {
   }
 
   private async serve(client: Socket, resolve: RouteResolver, initial?: Buffer): Promise<void> {
+    // A client that half-closes after its request (shutdown(SHUT_WR), as `nc -N` does) still gets
+    // the answer, as from nginx: Node must not end our side when its side ends (whatever the
+    // server was created with); the loop below closes once nothing more can come.
+    client.allowHalfOpen = true;
     const reader = new SocketReader(client);
     if (initial) reader.unshift(initial);
     const ip = (client.remoteAddress ?? '').replace(/^::ffff:/, '');

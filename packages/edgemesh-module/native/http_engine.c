@@ -12,8 +12,9 @@
  *
  * Handed back (JavaScript answers or serves them): a head the conservative parser here does not
  * accept (JavaScript then answers 400/431 with its messages), Upgrade (WebSocket → splice engine),
- * a client EOF inside a head, a backend that is not an IP address; in forward mode (the explicit
- * proxy) every request that is not absolute-form `http://authority[/path]` (CONNECT, origin-form).
+ * a client EOF inside a head, a backend that is not an IP address, on a portal a target that is
+ * not origin-form (absolute-form, `*`); in forward mode (the explicit proxy) every request that is
+ * not absolute-form `http://authority[/path]` (CONNECT, origin-form).
  *
  * Forward mode: each request is routed by its own authority (passed to onPick) and goes upstream
  * in origin-form (`/path`); the rest of the head is handled as on a portal.
@@ -736,7 +737,8 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
     c->auth_len = al;
     path = tgt + 7 + al;
     pl = tl - 7 - al;
-  }
+  } else if (tgt[0] != '/')
+    return 1; /* absolute-form or asterisk-form on a portal: JavaScript's (rewritten or kept) */
   uint32_t vl = rl - ml - 1 - tl - 1;
   const char *ver = sp2 + 1;
   if (vl != 8 || memcmp(ver, "HTTP/1.", 7) || (ver[7] != '0' && ver[7] != '1')) return 1;
@@ -1258,7 +1260,11 @@ static int fwd_step(client_t *c) {
           if (f) {
             uint32_t end = (uint32_t)(f - (u->in.p + u->in.start)) + 4;
             int r = parse_response(c, end);
-            if (r < 0) return (upstream_stale(c, "sent a malformed response head"), 0);
+            if (r < 0) { /* 502 at once, as nginx: no retry, no ejection (the connect worked) */
+              char msg[160];
+              snprintf(msg, sizeof msg, "upstream %s sent a malformed response head", c->ev.e->backends[c->backend].key);
+              return (exchange_fail(c, 502, msg), 0);
+            }
             moved = 1;
             if (r == 1) continue; /* an interim response was queued; the next head */
             break;
@@ -1356,6 +1362,9 @@ static int parse_response(client_t *c, uint32_t end) {
   int v10 = h[7] == '0';
   int no_body = c->head_method || status == 204 || status == 304;
   int chunked = hi.te_count > 0 && hi.te_chunked && hi.te_count == 1;
+  /* as nginx: a transfer coding other than chunked alone (we cannot undo gzip, say, and the field
+   * is hop-by-hop), or Transfer-Encoding with Content-Length (RFC 9112 §6.3), is a bad upstream */
+  if (hi.te_count > 0 && (!chunked || hi.content_length >= 0)) return -1;
   if (no_body) c->resp_mode = B_NONE;
   else if (hi.te_count > 0) c->resp_mode = chunked ? B_CHUNKED : B_EOF;
   else if (hi.content_length >= 0) c->resp_mode = hi.content_length ? B_LENGTH : B_NONE;

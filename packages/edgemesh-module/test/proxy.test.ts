@@ -397,6 +397,59 @@ describe.each(['native', 'js'] as const)(
       await silent.close();
     });
 
+    it('an upstream response framed in a way we do not forward → 502 at once, naming it; the backend is not ejected', async () => {
+      // as nginx: TE with CL (RFC 9112 §6.3), a coding other than chunked alone (the field is
+      // hop-by-hop and we cannot undo gzip), differing Content-Lengths, a negative one
+      const canned: Record<string, string> = {
+        '/clte': 'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+        '/gzip': 'Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+        '/2cl': 'Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd',
+        '/neg': 'Content-Length: -1\r\n\r\nabc',
+        '/ok': 'Content-Length: 2\r\n\r\nok',
+      };
+      const conns = new Set<Socket>();
+      const bad = createServer((s) => {
+        conns.add(s);
+        let buf = '';
+        s.on('data', (d) => {
+          buf += d;
+          for (let i = buf.indexOf('\r\n\r\n'); i >= 0; i = buf.indexOf('\r\n\r\n')) {
+            const path = buf.split(' ')[1];
+            buf = buf.slice(i + 4);
+            s.write(`HTTP/1.1 200 OK\r\n${canned[path] ?? canned['/ok']}`);
+          }
+        });
+        s.on('error', () => undefined);
+      });
+      await new Promise<void>((r) => bad.listen(0, '127.0.0.1', () => r()));
+      const port = (bad.address() as import('node:net').AddressInfo).port;
+      await n.put(service('badframe', 'default', { selector: { app: 'badframe' } }));
+      await n.putPod(pod('badframe-0', 'badframe', port));
+      for (const path of ['/clte', '/gzip', '/2cl', '/neg']) {
+        const r = await get(portal('badframe'), path, {}, new Agent());
+        expect(r.status).toBe(502);
+        expect(r.body).toBe(`502 Bad Gateway: upstream 127.0.0.1:${port} sent a malformed response head\n`);
+        expect(n.mesh.lb.isEjected(`127.0.0.1:${port}`)).toBe(false);
+      }
+      expect(await get(portal('badframe'), '/ok')).toMatchObject({ status: 200, body: 'ok' });
+      for (const s of conns) s.destroy(); // the proxy pools its connection to /ok
+      await new Promise<void>((r) => bad.close(() => r()));
+    });
+
+    it('absolute-form on a portal goes upstream in origin-form with the target as Host; OPTIONS * stays *', async () => {
+      const out = await raw(
+        portal('web'),
+        'GET http://other.example:8080/abs?q=1 HTTP/1.1\r\nHost: x\r\n\r\n' +
+          'GET http://u@other.example?only HTTP/1.1\r\nHost: x\r\n\r\n' +
+          'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        3000,
+      );
+      const seen = [...out.matchAll(/\{"id":[^\n]*?"url":"([^"]*)"[^\n]*?"host":"([^"]*)"/g)].map(
+        (m) => `${m[1]} ${m[2]}`,
+      );
+      expect(seen).toEqual(['/abs?q=1 other.example:8080', '/?only other.example', '* x']);
+    });
+
     it('error answers honour the client: its Connection: close is said and done; a body stalled mid-way still gets the 504', async () => {
       await n.put(service('refuses', 'default', { selector: { app: 'refuses' } }));
       await n.putPod(pod('refuses-0', 'refuses', 1)); // port 1: refused

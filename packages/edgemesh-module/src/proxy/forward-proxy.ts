@@ -2,7 +2,7 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
-import { header, headEnd, HttpParseError, parseRequestHead, type Head } from './http-head';
+import { absoluteForm, header, headEnd, HttpParseError, parseRequestHead, type Head } from './http-head';
 import type { HttpProxy, HttpRoute } from './http-proxy';
 import type { TcpProxy } from './tcp-proxy';
 
@@ -117,15 +117,15 @@ export class ForwardProxy {
     // a CONNECT after other requests on a connection the JavaScript engine serves (the native
     // engine hands such a connection back, and it is tunnelled)
     if (h.method === 'CONNECT') return { status: 400, message: 'CONNECT must open its own connection' };
-    let path = h.target ?? '/';
-    const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(path);
-    const authority = abs ? abs[1] : header(h, 'host');
-    if (abs) path = abs[2].startsWith('/') ? abs[2] : `/${abs[2]}`;
+    const abs = absoluteForm(h.target);
+    const authority = abs ? abs.authority : header(h, 'host');
     if (!authority) return { status: 400, message: 'no host in the request' };
     const r = this.routeAuthority(authority);
     if ('status' in r) return r;
     // absolute-form: the Host sent upstream is the target's authority (RFC 9112 §3.2.2)
-    return abs ? { ...r, target: path, host: authority.replace(/^.*@/, '') } : { ...r, target: path };
+    return abs
+      ? { ...r, target: abs.path, host: authority.replace(/^.*@/, '') }
+      : { ...r, target: h.target ?? '/' };
   }
 
   /** `host[:port]` (a service name or VIP; userinfo ignored) → the service port, or why not. */

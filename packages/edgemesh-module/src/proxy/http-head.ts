@@ -80,9 +80,25 @@ function parseHeaders(lines: string[], head: Head, isRequest: boolean): void {
       if (!head.chunked) throw new HttpParseError(400, 'request Transfer-Encoding must end with chunked');
       if (head.contentLength !== undefined)
         throw new HttpParseError(400, 'both Content-Length and Transfer-Encoding');
+    } else if (codings.length !== 1 || !head.chunked || head.contentLength !== undefined) {
+      // as nginx: a coding we cannot undo (gzip, say: the field is hop-by-hop) or TE with CL
+      throw new HttpParseError(
+        400,
+        'upstream Transfer-Encoding other than chunked alone, or with Content-Length',
+      );
     }
     if (head.chunked) head.contentLength = undefined;
   }
+}
+
+/**
+ * An absolute-form request target, `http://authority[/path]`: the authority as sent and the
+ * origin-form target (`http://h?q` → `/?q`); undefined for any other form.
+ */
+export function absoluteForm(target: string | undefined): { authority: string; path: string } | undefined {
+  const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(target ?? '');
+  if (!abs) return undefined;
+  return { authority: abs[1], path: abs[2].startsWith('/') ? abs[2] : `/${abs[2]}` };
 }
 
 export function parseRequestHead(buf: Buffer, end: number): Head {

@@ -5,6 +5,7 @@ import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
 import { nativeUnavailable } from '../native';
 import {
+  absoluteForm,
   ChunkedTracker,
   endToEnd,
   header,
@@ -272,7 +273,7 @@ export class HttpProxy {
     ip: string,
     resolve: RouteResolver,
   ): Promise<boolean | 'upgraded'> {
-    const route = resolve(head, ip);
+    let route = resolve(head, ip);
     const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
     // after an error answer the connection goes on only if no body is left unread and the client
     // wants it (its own `Connection: close` is honoured and said so)
@@ -281,6 +282,12 @@ export class HttpProxy {
       this.count(route.status);
       await this.respondError(client, route.status, route.message, keepAfterError);
       return keepAfterError;
+    }
+    if (route.target === undefined) {
+      // absolute-form on a portal (servers must accept it, RFC 9112 §3.2.2): upstream in
+      // origin-form, with the target's authority as Host — as nginx does
+      const abs = absoluteForm(head.target);
+      if (abs) route = { ...route, target: abs.path, host: abs.authority.replace(/^.*@/, '') };
     }
     const upgrade = head.connection.has('upgrade') && header(head, 'upgrade') !== undefined;
     const idempotent = IDEMPOTENT.has(head.method!);
@@ -328,22 +335,26 @@ export class HttpProxy {
       this.lb.acquire(b);
       try {
         const r = await this.forward(client, reader, head, route, ip, b, up, upgrade);
-        // a body already (partly) sent upstream cannot be sent again: no retry then
-        if (r === 'stale' && !hasBody) {
-          // A pooled connection the upstream had closed: nothing was answered, try a fresh one.
-          if (up.reused) continue;
-          this.lb.fail(b);
-          tried.add(b.key);
-          if (idempotent && !retried) {
-            retried = true;
-            this.stats.retries++;
-            continue;
-          }
-          this.count(502);
-          await this.respondError(client, 502, `upstream ${b.key} closed the connection`, false);
+        if (r === 'malformed') {
+          // 502 at once, as nginx: no retry, no ejection (the connect worked)
+          this.count(502, b);
+          await this.respondError(client, 502, `upstream ${b.key} sent a malformed response head`, false);
           return false;
         }
         if (r === 'stale') {
+          // a body already (partly) sent upstream cannot be sent again: no retry then
+          if (!hasBody) {
+            // A pooled connection the upstream had closed: nothing was answered, try a fresh one.
+            if (up.reused) continue;
+            this.lb.fail(b);
+            tried.add(b.key);
+            lastFailure = `${b.key} closed the connection`;
+            if (idempotent && !retried) {
+              retried = true;
+              this.stats.retries++;
+              continue;
+            }
+          }
           this.count(502);
           await this.respondError(client, 502, `upstream ${b.key} closed the connection`, false);
           return false;
@@ -357,7 +368,8 @@ export class HttpProxy {
 
   /**
    * Send the request to `up`, stream both bodies, relay the response.
-   * 'keep': done, client reusable; 'close': done, close the client; 'stale': upstream gave no answer.
+   * 'keep': done, client reusable; 'close': done, close the client; 'stale': upstream gave no answer;
+   * 'malformed': its response head was not HTTP we forward.
    */
   private async forward(
     client: Socket,
@@ -368,7 +380,7 @@ export class HttpProxy {
     b: Backend,
     conn: UpstreamConn,
     upgrade: boolean,
-  ): Promise<'keep' | 'close' | 'stale' | 'upgraded'> {
+  ): Promise<'keep' | 'close' | 'stale' | 'malformed' | 'upgraded'> {
     const up = conn.sock;
     const upReader = conn.reader;
     // the client's version: an HTTP/1.0 client must never get a chunked answer (RFC 9112 §7.1),
@@ -429,7 +441,7 @@ export class HttpProxy {
           );
           return 'close';
         }
-        if (!sentAny) return 'stale';
+        if (!sentAny) return e instanceof HttpParseError ? 'malformed' : 'stale';
         client.destroy();
         return 'close';
       }

@@ -351,6 +351,16 @@ describe.each(['native', 'js'] as const)(
         'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n',
         /^HTTP\/1\.1 400 /,
       ],
+      [
+        'a request transfer coding other than chunked alone (RFC 9112 §6.1, as nginx)',
+        'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
+        /^HTTP\/1\.1 501 Not Implemented\r\n[^]*request Transfer-Encoding "gzip, chunked" not implemented/,
+      ],
+      [
+        'chunked applied twice',
+        'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+        /^HTTP\/1\.1 501 /,
+      ],
       ['oversized head', `GET / HTTP/1.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
       ['HTTP/1.1 without Host (RFC 9112 §3.2)', 'GET / HTTP/1.1\r\nX-A: 1\r\n\r\n', /^HTTP\/1\.1 400 /],
       ['two Host headers', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', /^HTTP\/1\.1 400 /],

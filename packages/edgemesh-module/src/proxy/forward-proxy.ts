@@ -2,7 +2,15 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
-import { absoluteForm, header, headEnd, HttpParseError, parseRequestHead, type Head } from './http-head';
+import {
+  absoluteForm,
+  header,
+  headEnd,
+  HttpParseError,
+  parseRequestHead,
+  reasonPhrase,
+  type Head,
+} from './http-head';
 import type { HttpProxy, HttpRoute } from './http-proxy';
 import type { TcpProxy } from './tcp-proxy';
 
@@ -152,14 +160,7 @@ export class ForwardProxy {
   ): void {
     if (timer) clearTimeout(timer);
     if (onData) sock.off('data', onData);
-    const reason =
-      status === 502
-        ? 'Bad Gateway'
-        : status === 503
-          ? 'Service Unavailable'
-          : status === 431
-            ? 'Request Header Fields Too Large'
-            : 'Bad Request';
+    const reason = reasonPhrase(status);
     const body = `${status} ${reason}: ${message}\n`;
     sock.end(
       `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

@@ -1,16 +1,33 @@
 /**
  * HTTP/1.x message heads (RFC 9112) parsed by hand: the proxy forwards bodies as raw bytes and only
  * needs the framing. Request smuggling defences per RFC 9112 §6.3: Content-Length with
- * Transfer-Encoding, differing Content-Lengths, or a request TE not ending in chunked → 400.
+ * Transfer-Encoding, differing Content-Lengths, or a request TE not ending in chunked → 400; other
+ * codings before chunked → 501 (§6.1). Responses: TE other than chunked alone, or with CL, is
+ * an error (502 upstream of it), as nginx.
  */
 export class HttpParseError extends Error {
   readonly code = 'EDGEMESH_HTTP_PARSE';
   constructor(
-    readonly status: 400 | 408 | 431,
+    readonly status: 400 | 408 | 431 | 501,
     message: string,
   ) {
     super(message);
   }
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+  501: 'Not Implemented',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/** The reason phrase of a status the proxies answer with themselves. */
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? 'Error';
 }
 
 export interface Head {
@@ -78,6 +95,10 @@ function parseHeaders(lines: string[], head: Head, isRequest: boolean): void {
     head.chunked = codings[codings.length - 1] === 'chunked';
     if (isRequest) {
       if (!head.chunked) throw new HttpParseError(400, 'request Transfer-Encoding must end with chunked');
+      // RFC 9112 §6.1: a coding we do not understand → 501 (as nginx): forwarding the body with
+      // only `chunked` would hand the upstream gzip bytes unlabelled, or chunked ones twice
+      if (codings.length !== 1)
+        throw new HttpParseError(501, `request Transfer-Encoding "${te}" not implemented`);
       if (head.contentLength !== undefined)
         throw new HttpParseError(400, 'both Content-Length and Transfer-Encoding');
     } else if (codings.length !== 1 || !head.chunked || head.contentLength !== undefined) {

@@ -13,6 +13,7 @@ import {
   HttpParseError,
   parseRequestHead,
   parseResponseHead,
+  reasonPhrase,
   type Head,
   wantsKeepAlive,
 } from './http-head';
@@ -71,15 +72,6 @@ export interface HttpProxyStats {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-const REASONS: Record<number, string> = {
-  400: 'Bad Request',
-  408: 'Request Timeout',
-  431: 'Request Header Fields Too Large',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
 class UpstreamTimeout extends Error {}
 
 /**
@@ -638,8 +630,8 @@ export class HttpProxy {
 
   private async respondError(client: Socket, status: number, message: string, keep: boolean): Promise<void> {
     if (client.destroyed) return;
-    const body = `${status} ${REASONS[status] ?? ''}: ${message}\n`;
-    const head = `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${keep ? '' : 'Connection: close\r\n'}\r\n`;
+    const body = `${status} ${reasonPhrase(status)}: ${message}\n`;
+    const head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${keep ? '' : 'Connection: close\r\n'}\r\n`;
     await writeAll(client, Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(body)])).catch(
       () => undefined,
     );

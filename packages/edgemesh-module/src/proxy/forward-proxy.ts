@@ -131,9 +131,7 @@ export class ForwardProxy {
     const r = this.routeAuthority(authority);
     if ('status' in r) return r;
     // absolute-form: the Host sent upstream is the target's authority (RFC 9112 §3.2.2)
-    return abs
-      ? { ...r, target: abs.path, host: authority.replace(/^.*@/, '') }
-      : { ...r, target: h.target ?? '/' };
+    return abs ? { ...r, target: abs.path, host: abs.host } : { ...r, target: h.target ?? '/' };
   }
 
   /** `host[:port]` (a service name or VIP; userinfo ignored) → the service port, or why not. */

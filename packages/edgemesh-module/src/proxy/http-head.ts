@@ -113,13 +113,21 @@ function parseHeaders(lines: string[], head: Head, isRequest: boolean): void {
 }
 
 /**
- * An absolute-form request target, `http://authority[/path]`: the authority as sent and the
- * origin-form target (`http://h?q` → `/?q`); undefined for any other form.
+ * An absolute-form request target, `http://authority[/path]`: the authority as sent, the Host to
+ * send upstream (the authority without userinfo, RFC 9112 §3.2.2) and the origin-form target
+ * (`http://h?q` → `/?q`); undefined for any other form (origin-form costs one character test).
  */
-export function absoluteForm(target: string | undefined): { authority: string; path: string } | undefined {
-  const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(target ?? '');
+export function absoluteForm(
+  target: string | undefined,
+): { authority: string; host: string; path: string } | undefined {
+  if (!target || target[0] === '/') return undefined;
+  const abs = /^http:\/\/([^/?#]+)(.*)$/i.exec(target);
   if (!abs) return undefined;
-  return { authority: abs[1], path: abs[2].startsWith('/') ? abs[2] : `/${abs[2]}` };
+  return {
+    authority: abs[1],
+    host: abs[1].replace(/^.*@/, ''),
+    path: abs[2].startsWith('/') ? abs[2] : `/${abs[2]}`,
+  };
 }
 
 export function parseRequestHead(buf: Buffer, end: number): Head {

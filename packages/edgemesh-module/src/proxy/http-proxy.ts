@@ -279,7 +279,7 @@ export class HttpProxy {
       // absolute-form on a portal (servers must accept it, RFC 9112 §3.2.2): upstream in
       // origin-form, with the target's authority as Host — as nginx does
       const abs = absoluteForm(head.target);
-      if (abs) route = { ...route, target: abs.path, host: abs.authority.replace(/^.*@/, '') };
+      if (abs) route = { ...route, target: abs.path, host: abs.host };
     }
     const upgrade = head.connection.has('upgrade') && header(head, 'upgrade') !== undefined;
     const idempotent = IDEMPOTENT.has(head.method!);
@@ -475,11 +475,15 @@ export class HttpProxy {
     // From here the exchange may not stall — no byte to or from the upstream, none to the client —
     // longer than the response timeout (nginx's proxy_read_timeout and send_timeout): then both
     // connections close.
+    // (Nothing to watch for a head alone once the request body is in: no timer then.)
     progress.at = Date.now();
-    const unwatch = stallGuard(progress, this.o.responseTimeoutMs, () => {
-      up.destroy();
-      client.destroy();
-    });
+    const streams = !(noBody || resHead.contentLength === 0) || !bodyDone;
+    const unwatch = streams
+      ? stallGuard(progress, this.o.responseTimeoutMs, () => {
+          up.destroy();
+          client.destroy();
+        })
+      : undefined;
     try {
       if (noBody || resHead.contentLength === 0) await writeAll(client, res);
       else {
@@ -501,7 +505,7 @@ export class HttpProxy {
       }
       await pump;
     } finally {
-      unwatch();
+      unwatch?.();
     }
     const reusable =
       upstreamClean &&

@@ -19,6 +19,7 @@ describe('edgecore.yaml', () => {
     expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5, udpBackend: 'auto' });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.edgeMesh.httpEngine).toBe('auto');
+    expect(c.modules.edgeMesh.httpBusyPollUs).toBe(0);
     expect(c.modules.metaManager).toEqual({
       enable: true,
       remoteQueryTimeout: 60,
@@ -115,6 +116,13 @@ modules:
       'modules.edgeMesh.httpEngine',
       5,
       'native',
+    ],
+    [
+      'busy polling past 1 ms',
+      `${head}modules:\n  edgeMesh:\n    httpBusyPollUs: 5000\n`,
+      'modules.edgeMesh.httpBusyPollUs',
+      5,
+      '1000',
     ],
     [
       'bad mqtt url',

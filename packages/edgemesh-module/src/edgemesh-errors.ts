@@ -40,3 +40,14 @@ export class NativeUnavailableError extends EdgeMeshError {
     super('EDGEMESH_NATIVE_UNAVAILABLE', `${what}: the native addon is not built (${why})`);
   }
 }
+
+/** An option given to a library class is out of its range (edgecore's config schema checks the file). */
+export class InvalidOptionError extends EdgeMeshError {
+  constructor(
+    readonly key: string,
+    value: unknown,
+    expected: string,
+  ) {
+    super('EDGEMESH_INVALID_OPTION', `option ${key}: ${JSON.stringify(value)} is not ${expected}`);
+  }
+}

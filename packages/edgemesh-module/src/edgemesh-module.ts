@@ -271,6 +271,7 @@ export class EdgeMeshModule implements BeehiveModule {
       headTimeoutMs: px.headTimeoutMs,
       maxHeadBytes: px.maxHeadBytes,
       engine: o.httpEngine,
+      busyPollUs: o.httpBusyPollUs,
     });
     this.tcp = new TcpProxy(this.lb, {
       log: this.log,

@@ -2,6 +2,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Agent, request as httpRequest } from 'node:http';
+import { HttpProxy, LoadBalancer, RoundRobin, UpstreamPool } from '../src';
 import { freePort, pod, service, startMesh, tmpDir, type MeshNode } from './helpers';
 
 const run = promisify(execFile);
@@ -140,5 +142,71 @@ describe('nginx as the pod (the seed walkthrough, unprivileged)', () => {
         ])
       ).stdout,
     ).toBe('502');
+  });
+});
+
+describe('busy polling (httpBusyPollUs) on the native L7 engine, wrk and nginx in their own processes', () => {
+  let d: ReturnType<typeof tmpDir>;
+  let n: MeshNode;
+  let ngx: Awaited<ReturnType<typeof startNginx>>;
+  let portal: number;
+  beforeAll(async () => {
+    d = tmpDir();
+    ngx = await startNginx(d.dir, 'p');
+    n = await startMesh(d.db, { httpBusyPollUs: 200 });
+    await n.put(service('nginx-svc', 'default', { selector: { app: 'nginx' } }));
+    await n.putPod(pod('nginx-p', 'nginx', ngx.port));
+    portal = n.mesh.portals.get('default/nginx-svc:12345/TCP')!.listenPort;
+  });
+  afterAll(async () => {
+    await n.stop();
+    await ngx.stop();
+    d.cleanup();
+  });
+
+  it('under load every request is answered and the event loop keeps running; sparse requests back it off', async () => {
+    const native = n.mesh.http.native!;
+    expect(native).toBeDefined();
+    // JavaScript keeps its turns while the engine polls (a poll ends after 1 ms at most)
+    let ticks = 0;
+    const tick = setInterval(() => ticks++, 10);
+    const { stdout } = await run('wrk', ['-t1', '-c20', '-d1s', `http://127.0.0.1:${portal}/`]);
+    clearInterval(tick);
+    const total = Number(/(\d+) requests in/.exec(stdout)![1]);
+    expect(total).toBeGreaterThan(100);
+    expect(stdout).not.toMatch(/Non-2xx|Socket errors/);
+    expect(ticks).toBeGreaterThan(0);
+    expect(native.busyPolls.polls).toBeGreaterThan(0);
+    // one client's sequential requests: a poll never pays off, so they are skipped more and more
+    // (after 1, 2, 4 ... 64 wake-ups): far fewer polls than the ~2 wake-ups per request
+    const before = native.busyPolls;
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    for (let i = 0; i < 60; i++) {
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port: portal, path: '/', agent }, (res) => {
+          let b = '';
+          res.on('data', (x) => (b += x));
+          res.on('end', () => resolve(b));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(body).toContain('<p>p</p>');
+    }
+    agent.destroy();
+    const after = native.busyPolls;
+    expect(after.paidOff).toBe(before.paidOff);
+    expect(after.polls - before.polls).toBeLessThanOrEqual(12);
+  });
+
+  it('an out-of-range value is refused with its key', () => {
+    const lb = new LoadBalancer(new RoundRobin());
+    expect(() => new HttpProxy(lb, new UpstreamPool(), { busyPollUs: 5000 })).toThrow(
+      expect.objectContaining({
+        code: 'EDGEMESH_INVALID_OPTION',
+        message: expect.stringContaining('busyPollUs'),
+      }),
+    );
+    expect(() => new HttpProxy(lb, new UpstreamPool(), { busyPollUs: 1.5 })).toThrow(/busyPollUs/);
   });
 });

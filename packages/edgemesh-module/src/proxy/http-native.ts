@@ -29,7 +29,9 @@ interface HttpEngineBinding {
   ): number;
   closeAll(engine: unknown): void;
   close(engine: unknown): void;
-  stats(engine: unknown): [clients: number, upstreams: number, pooled: number];
+  stats(
+    engine: unknown,
+  ): [clients: number, upstreams: number, pooled: number, busyPolls: number, busyPollsPaidOff: number];
 }
 
 /** A backend id, -1 (hand the connection back to JavaScript), or [status, message, close]. */
@@ -76,6 +78,7 @@ export interface NativeHttpOptions {
   responseTimeoutMs: number;
   poolIdleMs: number;
   poolMaxIdle: number;
+  busyPollUs: number;
 }
 
 export interface NativeHttpHooks {
@@ -129,6 +132,7 @@ export class NativeHttp {
         o.responseTimeoutMs,
         o.poolIdleMs,
         o.poolMaxIdle,
+        o.busyPollUs,
       ),
       (id, idem, hash, failed, reason, stale, ended, authority) => {
         if (ended) this.done(ended);
@@ -181,6 +185,12 @@ export class NativeHttp {
   get counts(): { clients: number; upstreams: number; pooled: number } {
     const [clients, upstreams, pooled] = this.b.stats(this.engine);
     return { clients, upstreams, pooled };
+  }
+
+  /** Busy polls done (`busyPollUs`), and of them those that found events densely (kept it on). */
+  get busyPolls(): { polls: number; paidOff: number } {
+    const [, , , polls, paidOff] = this.b.stats(this.engine);
+    return { polls, paidOff };
   }
 
   closeAll(): void {

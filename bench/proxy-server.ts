@@ -3,7 +3,7 @@
  * backend, the real HttpProxy/TcpProxy/LoadBalancer; with FWDPORT also the explicit forward proxy
  * (unprivileged mode), which knows one service, `web.default.svc.cluster.local:80`.
  * Usage: proxy-server.ts L7PORT L4PORT BACKEND_PORT [L4_BACKEND_PORT [FWDPORT]]
- * (HTTP_ENGINE=js|native|auto picks the L7 engine, default auto; BUSY_POLL_US sets busyPollUs, default 0)
+ * (HTTP_ENGINE=js|native|auto picks the L7 engine, default auto; COALESCE_US sets coalesceUs, default 15)
  */
 import 'reflect-metadata';
 import { createServer } from 'node:net';
@@ -25,7 +25,7 @@ const lb = new LoadBalancer(new RoundRobin());
 const engine = (process.env.HTTP_ENGINE ?? 'auto') as 'auto' | 'native' | 'js';
 const http = new HttpProxy(lb, new UpstreamPool(), {
   engine,
-  busyPollUs: Number(process.env.BUSY_POLL_US ?? 0),
+  coalesceUs: Number(process.env.COALESCE_US ?? 15),
 });
 const tcp = new TcpProxy(lb);
 const httpBackends = mk(be);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proxy benchmark (issue #6), side by side in one run, twice, against the same nginx backend
-# (600-byte page): direct, EdgeMesh L7 (default, and with busy polling on: BUSY µs, default 20), EdgeMesh L4, EdgeMesh's explicit forward proxy (wrk sends
+# (600-byte page): direct, EdgeMesh L7 (default, and with event coalescing off), EdgeMesh L4, EdgeMesh's explicit forward proxy (wrk sends
 # absolute-form requests, as `curl -x` does), nginx reverse proxy (upstream keepalive), haproxy
 # http and tcp mode; for iperf3 also the simplest zero-copy relay (bench/splice-relay.c: blocking
 # splice(2) threads, no event loop), the reference for what a splice-based L4 proxy reaches here.
@@ -9,7 +9,7 @@
 # iperf3 Gbit/s through the L4 paths; then PAIRS (default 6) paired rounds, order alternating, for
 # the contested ratios (L7 rps and CPU µs/request against nginx, L4 iperf3 against direct and
 # against the splice relay) and their medians.
-# Usage: [PAIRS=n] [BUSY=µs] bench/proxy.sh [seconds per wrk run, default 10]
+# Usage: [PAIRS=n] bench/proxy.sh [seconds per wrk run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -80,9 +80,9 @@ taskset -c 1 nginx -c "$W/ngproxy.conf" -g 'daemon off;' & NG_PID=$!
 taskset -c 1 haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & HA_PID=$!
 taskset -c 1 node "$W/js/proxy-server.js" $EM7 $EM4 $BE $BE $EMF > "$W/em.log" 2>&1 & EM_PID=$!
 taskset -c 1 node "$W/js/proxy-server.js" $(($EM7+20)) $EMI $BE $IPF > "$W/emi.log" 2>&1 & EMI_PID=$!
-# the same L7 portal with busy polling on (opt-in, httpBusyPollUs: BUSY µs)
-BUSY=${BUSY:-20}; EMB=$(($EM7+40))
-BUSY_POLL_US=$BUSY taskset -c 1 node "$W/js/proxy-server.js" $EMB $(($EM7+41)) $BE > "$W/emb.log" 2>&1 & EMB_PID=$!
+# the same L7 portal with event coalescing off (httpCoalesceUs: 0)
+EMB=$(($EM7+40))
+COALESCE_US=0 taskset -c 1 node "$W/js/proxy-server.js" $EMB $(($EM7+41)) $BE > "$W/emb.log" 2>&1 & EMB_PID=$!
 taskset -c 1 "$W/splice-relay" $SRL $IPF & RL_PID=$!
 iperf3 -s -p $IPF > /dev/null 2>&1 & IP_PID=$!
 for p in $BE $EM7 $EM4 $EMB $NGP $HAH $HAT; do
@@ -170,7 +170,7 @@ for k in $(seq 1 "$PAIRS"); do
   L4R="$L4R $(awk -v a="${PR[relay]}" -v b="${PR[direct]}" 'BEGIN {printf "%.2f", a/b}')"
 done
 median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em7b) echo "EdgeMesh L7, busy poll ${BUSY} us";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; relay) echo "splice relay (C, reference)";; esac; }
+label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em7b) echo "EdgeMesh L7, coalescing off";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; relay) echo "splice relay (C, reference)";; esac; }
 echo "proxy bench — wrk -t1 -c50 -d${SECS}s --latency (p50 c1: -c1 -d5s), proxies on core 1, wrk on core 0; node $(node -v)"
 printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' path run rps 'ratio/dir' 'ratio/ngx' 'p50/p99us' 'p50 c1 us' 'CPU us/req' 'iperf3 Gbit/s'
 printf -- '-%.0s' {1..120}; echo
@@ -188,8 +188,8 @@ done
 echo "paired rounds ($PAIRS, order alternating):"
 echo "  L7 rps / nginx:$L7P → median $(median "$L7P")"
 echo "  L7 CPU µs per request / nginx's:$L7C → median $(median "$L7C")"
-echo "  L7 busy poll ${BUSY} µs, rps / nginx:$L7B → median $(median "$L7B")"
-echo "  L7 busy poll ${BUSY} µs, CPU µs per request / nginx's:$L7BC → median $(median "$L7BC")"
+echo "  L7 coalescing off, rps / nginx:$L7B → median $(median "$L7B")"
+echo "  L7 coalescing off, CPU µs per request / nginx's:$L7BC → median $(median "$L7BC")"
 echo "  L4 iperf3 / direct:$L4P → median $(median "$L4P")"
 echo "  splice relay iperf3 / direct:$L4R → median $(median "$L4R")"
 echo "goals: L7 rps ≥ 1.0 × nginx reverse proxy; L7 CPU ≤ 40 µs/request; added p50 at c1 ≤ 50 µs over direct; L4 iperf3 ≥ 0.7 × direct"

@@ -19,7 +19,7 @@ describe('edgecore.yaml', () => {
     expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5, udpBackend: 'auto' });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.edgeMesh.httpEngine).toBe('auto');
-    expect(c.modules.edgeMesh.httpBusyPollUs).toBe(0);
+    expect(c.modules.edgeMesh.httpCoalesceUs).toBe(15);
     expect(c.modules.metaManager).toEqual({
       enable: true,
       remoteQueryTimeout: 60,
@@ -118,9 +118,9 @@ modules:
       'native',
     ],
     [
-      'busy polling past 1 ms',
-      `${head}modules:\n  edgeMesh:\n    httpBusyPollUs: 5000\n`,
-      'modules.edgeMesh.httpBusyPollUs',
+      'event coalescing past 1 ms',
+      `${head}modules:\n  edgeMesh:\n    httpCoalesceUs: 5000\n`,
+      'modules.edgeMesh.httpCoalesceUs',
       5,
       '1000',
     ],

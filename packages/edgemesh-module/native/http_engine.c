@@ -31,7 +31,7 @@
  * JavaScript API (see src/proxy/http-native.ts):
  *   create(opts, onPick, onDone, onHandback, onClosed, doneBuf) -> engine
  *     opts: Uint32Array [maxHead, idleMs, headMs, connectMs, responseMs, poolIdleMs, maxIdle,
- *                        busyPollUs]
+ *                        coalesceUs]
  *     doneBuf: Int32Array, records of ended requests: (id, backend or -1, status; 0: aborted)
  *     onPick(id, idempotent, hashValue|undefined, failedBackend, reason|undefined, stale, ended,
  *            authority|undefined) -> backend id | -1 (hand back) | [status, message, close]
@@ -44,7 +44,7 @@
  *   adopt(engine, fd, clientIp, hashHeader, forward) -> id   (dups fd; the caller closes its own)
  *   closeAll(engine)             every client and upstream connection closed
  *   close(engine)
- *   stats(engine) -> [clients, upstreams, pooled, busyPolls, busyPollsPaidOff]
+ *   stats(engine) -> [clients, upstreams, pooled, coalescedWakeups]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -63,6 +63,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -71,8 +72,8 @@
 #define UP_BUF (64 * 1024)       /* upstream receive buffer: response heads up to this, bodies */
 #define MIN_CLIENT_BUF (16 * 1024)
 #define EVENTS 256
-#define BUSY_MAX_US 1000 /* longest busy poll of one wake-up */
-#define BUSY_GAP_US 5    /* events at most this far apart on average: the poll paid off */
+#define COALESCE_MAX_US 1000 /* longest coalescing wait */
+#define COALESCE_INFLIGHT 16  /* exchanges in flight from which a wake-up waits for more events */
 #define LINGER_MS 5000
 /* Above this many client connections, an idle keep-alive connection gives its buffer back. */
 #define KEEP_BUFFERS 512
@@ -198,9 +199,9 @@ typedef struct engine {
   int silent; /* finalizing: no calls into JavaScript */
   int depth;      /* > 0 while inside a wake-up or a call from JavaScript */
   int need_drain; /* a JavaScript callback may have queued microtasks */
-  uint32_t busy_poll_us;      /* 0: off */
-  uint32_t busy_skip, busy_backoff;
-  double busy_polls, busy_paid; /* busy polls done; of them, those that paid off */
+  uint32_t coalesce_us;      /* 0: off */
+  uint32_t last_wake_events; /* events the previous wake-up handled */
+  double coalesced;          /* wake-ups that waited */
   napi_ref cb_pick, cb_done, cb_handback, cb_closed, cb_noop, done_ref;
   int32_t *done_buf;
   uint32_t done_cap, done_n;
@@ -1559,32 +1560,27 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(e->env, &scope);
   e->depth++;
-  /* Busy polling (opt-in, busyPollUs): after the events of a wake-up, keep polling the set without
-   * sleeping until no event came for busy_poll_us (at most BUSY_MAX_US in all, then the event loop
-   * runs its other work). A nap of a few µs otherwise ends with a wake-up that the sending process
-   * pays for (an IPI to this core; in a VM a VM exit on both sides). Adaptive: a poll that found
-   * events less than BUSY_GAP_US apart on average pays off; one that did not is skipped for the
-   * next 1, 2, 4 ... 64 wake-ups, so light or sparse traffic (one client's sequential requests, an
-   * idle node) costs next to nothing. */
-  int busy = e->busy_poll_us > 0 && e->busy_skip == 0;
-  if (e->busy_skip > 0) e->busy_skip--;
-  uint64_t t0 = 0, last = 0, found = 0;
-  for (int round = 0; !e->closed; round++) {
-    int n = epoll_wait(e->epfd, e->evs, EVENTS, 0);
-    for (int i = 0; i < n && !e->closed; i++) handle_event(e, &e->evs[i]);
-    if (n == EVENTS && round < 8) continue;
-    if (!busy) break;
-    uint64_t t = uv_hrtime() / 1000;
-    if (round == 0) t0 = last = t;
-    else if (n > 0) last = t, found += (uint64_t)n;
-    if (t - last > e->busy_poll_us || t - t0 > BUSY_MAX_US) {
-      e->busy_polls++;
-      if (found && found * BUSY_GAP_US >= t - t0) e->busy_backoff = 0, e->busy_paid++;
-      else e->busy_backoff = e->busy_backoff ? (e->busy_backoff < 64 ? e->busy_backoff * 2 : 64) : 1;
-      e->busy_skip = e->busy_backoff;
-      break;
-    }
+  /* Event coalescing (coalesceUs): under load — COALESCE_INFLIGHT or more exchanges in flight and
+   * the previous wake-up had more than one event — wait coalesce_us (plus the kernel's timer
+   * slack, 50 µs by default) before taking the events, so that one wake-up serves a batch. While
+   * we wait, the processes writing to our sockets find no one to wake: no inter-processor
+   * interrupt for them to send (in a VM, no exit to the hypervisor on either side), and here one
+   * epoll round, one JavaScript turn, one flush of ended requests serve many requests instead of
+   * two or three. With few exchanges in flight the wait would only add latency (throughput is
+   * in-flight / latency there), so it never happens then, nor for a lone event. */
+  if (e->coalesce_us && e->nups - e->npooled >= COALESCE_INFLIGHT && e->last_wake_events > 1) {
+    struct timespec d = {0, (long)e->coalesce_us * 1000};
+    nanosleep(&d, NULL);
+    e->coalesced++;
   }
+  uint32_t got = 0;
+  for (int round = 0; round < 8 && !e->closed; round++) {
+    int n = epoll_wait(e->epfd, e->evs, EVENTS, 0);
+    if (n > 0) got += (uint32_t)n;
+    for (int i = 0; i < n && !e->closed; i++) handle_event(e, &e->evs[i]);
+    if (n < EVENTS) break;
+  }
+  e->last_wake_events = got;
   e->depth--;
   end_of_wake(e);
   napi_close_handle_scope(e->env, scope);
@@ -1746,7 +1742,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->dur[T_POOL] = o[5];
   e->dur[T_LINGER] = LINGER_MS;
   e->max_idle = o[6];
-  e->busy_poll_us = o[7] > BUSY_MAX_US ? BUSY_MAX_US : o[7];
+  e->coalesce_us = o[7] > COALESCE_MAX_US ? COALESCE_MAX_US : o[7];
   for (int k = 0; k < T_COUNT; k++) e->lists[k].next = e->lists[k].prev = &e->lists[k];
   e->epfd = epoll_create1(EPOLL_CLOEXEC);
   e->kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1904,9 +1900,9 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1], out, v;
   engine_t *e = engine_args(env, info, 1, argv);
   if (!e) return NULL;
-  napi_create_array_with_length(env, 5, &out);
-  double vals[5] = {e->nclients, e->nups, e->npooled, e->busy_polls, e->busy_paid};
-  for (uint32_t i = 0; i < 5; i++) {
+  napi_create_array_with_length(env, 4, &out);
+  double vals[4] = {e->nclients, e->nups, e->npooled, e->coalesced};
+  for (uint32_t i = 0; i < 4; i++) {
     napi_create_double(env, vals[i], &v);
     napi_set_element(env, out, i, v);
   }

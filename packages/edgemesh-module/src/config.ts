@@ -36,8 +36,9 @@ export interface EdgeMeshOptions {
   consistentHashHeader?: string;
   /** L7 portals: the native engine when built (`auto`, default), required (`native`), or never (`js`). */
   httpEngine?: 'auto' | 'native' | 'js';
-  /** Native L7 engine: adaptive busy polling, µs (0, default: off; see HttpProxyOptions.busyPollUs). */
-  httpBusyPollUs?: number;
+  /** Native L7 engine under load: µs a wake-up waits for more events (default 15, 0: off; see
+   * HttpProxyOptions.coalesceUs). */
+  httpCoalesceUs?: number;
   proxy?: {
     connectTimeoutMs?: number;
     /** L7: the upstream's time to answer, counted from the last request bytes it took (504 after

@@ -271,7 +271,7 @@ export class EdgeMeshModule implements BeehiveModule {
       headTimeoutMs: px.headTimeoutMs,
       maxHeadBytes: px.maxHeadBytes,
       engine: o.httpEngine,
-      busyPollUs: o.httpBusyPollUs,
+      coalesceUs: o.httpCoalesceUs,
     });
     this.tcp = new TcpProxy(this.lb, {
       log: this.log,

@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Agent, request as httpRequest } from 'node:http';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { HttpProxy, LoadBalancer, RoundRobin, UpstreamPool } from '../src';
 import { freePort, pod, service, startMesh, tmpDir, type MeshNode } from './helpers';
 
@@ -145,7 +146,7 @@ describe('nginx as the pod (the seed walkthrough, unprivileged)', () => {
   });
 });
 
-describe('busy polling (httpBusyPollUs) on the native L7 engine, wrk and nginx in their own processes', () => {
+describe('event coalescing (httpCoalesceUs) on the native L7 engine, wrk and nginx in their own processes', () => {
   let d: ReturnType<typeof tmpDir>;
   let n: MeshNode;
   let ngx: Awaited<ReturnType<typeof startNginx>>;
@@ -153,7 +154,7 @@ describe('busy polling (httpBusyPollUs) on the native L7 engine, wrk and nginx i
   beforeAll(async () => {
     d = tmpDir();
     ngx = await startNginx(d.dir, 'p');
-    n = await startMesh(d.db, { httpBusyPollUs: 200 });
+    n = await startMesh(d.db, { httpCoalesceUs: 15 });
     await n.put(service('nginx-svc', 'default', { selector: { app: 'nginx' } }));
     await n.putPod(pod('nginx-p', 'nginx', ngx.port));
     portal = n.mesh.portals.get('default/nginx-svc:12345/TCP')!.listenPort;
@@ -164,24 +165,10 @@ describe('busy polling (httpBusyPollUs) on the native L7 engine, wrk and nginx i
     d.cleanup();
   });
 
-  it('under load every request is answered and the event loop keeps running; sparse requests back it off', async () => {
-    const native = n.mesh.http.native!;
-    expect(native).toBeDefined();
-    // JavaScript keeps its turns while the engine polls (a poll ends after 1 ms at most)
-    let ticks = 0;
-    const tick = setInterval(() => ticks++, 10);
-    const { stdout } = await run('wrk', ['-t1', '-c20', '-d1s', `http://127.0.0.1:${portal}/`]);
-    clearInterval(tick);
-    const total = Number(/(\d+) requests in/.exec(stdout)![1]);
-    expect(total).toBeGreaterThan(100);
-    expect(stdout).not.toMatch(/Non-2xx|Socket errors/);
-    expect(ticks).toBeGreaterThan(0);
-    expect(native.busyPolls.polls).toBeGreaterThan(0);
-    // one client's sequential requests: a poll never pays off, so they are skipped more and more
-    // (after 1, 2, 4 ... 64 wake-ups): far fewer polls than the ~2 wake-ups per request
-    const before = native.busyPolls;
+  /** `count` requests one after another on one keep-alive connection, each checked. */
+  async function sequential(count: number): Promise<void> {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < count; i++) {
       const body = await new Promise<string>((resolve, reject) => {
         const req = httpRequest({ host: '127.0.0.1', port: portal, path: '/', agent }, (res) => {
           let b = '';
@@ -194,19 +181,74 @@ describe('busy polling (httpBusyPollUs) on the native L7 engine, wrk and nginx i
       expect(body).toContain('<p>p</p>');
     }
     agent.destroy();
-    const after = native.busyPolls;
-    expect(after.paidOff).toBe(before.paidOff);
-    expect(after.polls - before.polls).toBeLessThanOrEqual(12);
+  }
+
+  it('under load (wrk -c32) wake-ups wait for batches and every request is answered; few clients never wait', async () => {
+    const native = n.mesh.http.native!;
+    expect(native).toBeDefined();
+    const before = native.coalescedWakeups;
+    const { stdout } = await run('wrk', ['-t1', '-c32', '-d1s', `http://127.0.0.1:${portal}/`]);
+    const total = Number(/(\d+) requests in/.exec(stdout)![1]);
+    expect(total).toBeGreaterThan(100);
+    expect(stdout).not.toMatch(/Non-2xx|Socket errors/);
+    expect(native.coalescedWakeups).toBeGreaterThan(before);
+    const mid = native.coalescedWakeups;
+    await sequential(40);
+    expect(native.coalescedWakeups).toBe(mid);
+    // four clients: wake-ups see several events, but with so few requests in flight a wait would
+    // only add latency
+    const c4 = await run('wrk', ['-t1', '-c4', '-d1s', `http://127.0.0.1:${portal}/`]);
+    expect(c4.stdout).not.toMatch(/Non-2xx|Socket errors/);
+    expect(native.coalescedWakeups).toBe(mid);
+  });
+
+  it('many requests held in flight elsewhere: the wake-ups of a lone client still do not wait', async () => {
+    const native = n.mesh.http.native!;
+    // a pod that takes requests and never answers: 20 exchanges stay in flight
+    const held = new Set<Socket>();
+    const hold = createServer((s) => (held.add(s), s.on('error', () => undefined)));
+    await new Promise<void>((r) => hold.listen(0, '127.0.0.1', () => r()));
+    await n.put(
+      service('hold-svc', 'default', {
+        selector: { app: 'hold' },
+        ports: [{ name: 'http-0', port: 12346, protocol: 'TCP', targetPort: 80 }],
+      }),
+    );
+    await n.putPod(pod('hold-1', 'hold', (hold.address() as AddressInfo).port));
+    const holdPortal = n.mesh.portals.get('default/hold-svc:12346/TCP')!.listenPort;
+    const agent = new Agent({ keepAlive: true, maxSockets: 20 });
+    const pending = Array.from(
+      { length: 20 },
+      () =>
+        new Promise<void>((resolve) => {
+          const req = httpRequest({ host: '127.0.0.1', port: holdPortal, path: '/', agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve());
+          });
+          req.on('error', () => resolve());
+          req.end();
+        }),
+    );
+    for (let i = 0; i < 200 && held.size < 20; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(held.size).toBe(20);
+    expect(native.counts.upstreams - native.counts.pooled).toBeGreaterThanOrEqual(20);
+    const before = native.coalescedWakeups;
+    await sequential(40);
+    expect(native.coalescedWakeups).toBe(before);
+    for (const s of held) s.destroy(); // the held requests end (502), the agent closes
+    await Promise.all(pending);
+    agent.destroy();
+    await new Promise<void>((r) => hold.close(() => r()));
   });
 
   it('an out-of-range value is refused with its key', () => {
     const lb = new LoadBalancer(new RoundRobin());
-    expect(() => new HttpProxy(lb, new UpstreamPool(), { busyPollUs: 5000 })).toThrow(
+    expect(() => new HttpProxy(lb, new UpstreamPool(), { coalesceUs: 5000 })).toThrow(
       expect.objectContaining({
         code: 'EDGEMESH_INVALID_OPTION',
-        message: expect.stringContaining('busyPollUs'),
+        message: expect.stringContaining('coalesceUs'),
       }),
     );
-    expect(() => new HttpProxy(lb, new UpstreamPool(), { busyPollUs: 1.5 })).toThrow(/busyPollUs/);
+    expect(() => new HttpProxy(lb, new UpstreamPool(), { coalesceUs: 1.5 })).toThrow(/coalesceUs/);
   });
 });

@@ -114,8 +114,8 @@ export const EdgeCoreConfigSchema = z.strictObject({
           iptablesSyncSeconds: z.number().min(1).max(3600).default(30),
           /** L7 portals: the native engine when built (auto), required (native), or never (js). */
           httpEngine: z.enum(['auto', 'native', 'js']).default('auto'),
-          /** Native L7 engine: adaptive busy polling, µs after a burst of events (0: off). */
-          httpBusyPollUs: z.number().int().min(0).max(1000).default(0),
+          /** Native L7 engine under load: µs a wake-up waits for more events (0: off). */
+          httpCoalesceUs: z.number().int().min(0).max(1000).default(15),
           /** ConsistentHash key header; the client IP when unset. */
           consistentHashHeader: z
             .string()

@@ -29,9 +29,7 @@ interface HttpEngineBinding {
   ): number;
   closeAll(engine: unknown): void;
   close(engine: unknown): void;
-  stats(
-    engine: unknown,
-  ): [clients: number, upstreams: number, pooled: number, busyPolls: number, busyPollsPaidOff: number];
+  stats(engine: unknown): [clients: number, upstreams: number, pooled: number, coalescedWakeups: number];
 }
 
 /** A backend id, -1 (hand the connection back to JavaScript), or [status, message, close]. */
@@ -78,7 +76,7 @@ export interface NativeHttpOptions {
   responseTimeoutMs: number;
   poolIdleMs: number;
   poolMaxIdle: number;
-  busyPollUs: number;
+  coalesceUs: number;
 }
 
 export interface NativeHttpHooks {
@@ -132,7 +130,7 @@ export class NativeHttp {
         o.responseTimeoutMs,
         o.poolIdleMs,
         o.poolMaxIdle,
-        o.busyPollUs,
+        o.coalesceUs,
       ),
       (id, idem, hash, failed, reason, stale, ended, authority) => {
         if (ended) this.done(ended);
@@ -187,10 +185,9 @@ export class NativeHttp {
     return { clients, upstreams, pooled };
   }
 
-  /** Busy polls done (`busyPollUs`), and of them those that found events densely (kept it on). */
-  get busyPolls(): { polls: number; paidOff: number } {
-    const [, , , polls, paidOff] = this.b.stats(this.engine);
-    return { polls, paidOff };
+  /** Wake-ups that waited for more events (`coalesceUs`, under load). */
+  get coalescedWakeups(): number {
+    return this.b.stats(this.engine)[3];
   }
 
   closeAll(): void {

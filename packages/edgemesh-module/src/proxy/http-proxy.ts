@@ -57,11 +57,11 @@ export interface HttpProxyOptions {
    */
   engine?: 'auto' | 'native' | 'js';
   /**
-   * Native engine: busy-poll for up to this many µs after a burst of events instead of sleeping at
-   * once (0, default: off; at most 1000). Adaptive — it stays on only while events arrive densely.
-   * Trades CPU for fewer wake-ups, as haproxy's `busy-polling`; pays off on VMs, see the README.
+   * Native engine, under load (16 or more requests in flight, and more than one event at the last
+   * wake-up): a wake-up first waits this many µs (plus the kernel's timer slack, 50 µs by default)
+   * so that it serves a batch of events. Default 15; 0: off; at most 1000. See the README.
    */
-  busyPollUs?: number;
+  coalesceUs?: number;
   log?: Logger;
 }
 
@@ -109,9 +109,9 @@ export class HttpProxy {
     private readonly pool: UpstreamPool,
     opts: HttpProxyOptions = {},
   ) {
-    const busyPollUs = opts.busyPollUs ?? 0;
-    if (!Number.isInteger(busyPollUs) || busyPollUs < 0 || busyPollUs > 1000)
-      throw new InvalidOptionError('busyPollUs', opts.busyPollUs, 'an integer of 0 to 1000 (µs)');
+    const coalesceUs = opts.coalesceUs ?? 15;
+    if (!Number.isInteger(coalesceUs) || coalesceUs < 0 || coalesceUs > 1000)
+      throw new InvalidOptionError('coalesceUs', opts.coalesceUs, 'an integer of 0 to 1000 (µs)');
     this.o = {
       maxHeadBytes: opts.maxHeadBytes ?? 16 * 1024,
       headTimeoutMs: opts.headTimeoutMs ?? 10_000,
@@ -120,7 +120,7 @@ export class HttpProxy {
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
       tunnelIdleMs: opts.tunnelIdleMs ?? 3_600_000,
       splice: opts.splice ?? true,
-      busyPollUs,
+      coalesceUs,
     };
     this.log = opts.log ?? silentLogger;
     this.engine = this.o.splice ? SpliceEngine.get() : undefined;
@@ -135,7 +135,7 @@ export class HttpProxy {
           responseTimeoutMs: this.o.responseTimeoutMs,
           poolIdleMs: pool.options.idleMs ?? 30_000,
           poolMaxIdle: pool.options.maxIdle ?? 64,
-          busyPollUs: this.o.busyPollUs,
+          coalesceUs: this.o.coalesceUs,
         },
         {
           lb,

@@ -215,6 +215,12 @@ const edgeMeshLoader: ModuleLoader = {
           samples: [{ value: mesh.http?.stats.nativeConnections ?? 0 }],
         },
         {
+          name: 'edgecore_proxy_native_http_coalesced_wakeups_total',
+          help: 'Wake-ups of the native HTTP engine that waited for more events under load (httpCoalesceUs).',
+          type: 'counter',
+          samples: [{ value: mesh.http?.native?.coalescedWakeups ?? 0 }],
+        },
+        {
           name: 'edgecore_dns_udp_native',
           help: '1 when the DNS server uses the native batched UDP path, 0 on node:dgram.',
           type: 'gauge',

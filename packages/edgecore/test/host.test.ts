@@ -81,6 +81,7 @@ modules:
       );
       expect(metrics).toMatch(/^edgecore_proxy_spliced_connections_total\{kind="tcp"\} 0$/m);
       expect(metrics).toMatch(/^edgecore_proxy_native_http_connections_total 0$/m);
+      expect(metrics).toMatch(/^edgecore_proxy_native_http_coalesced_wakeups_total 0$/m);
       expect(metrics).toMatch(/^edgecore_mesh_portals 0$/m);
     } finally {
       await host.stop();

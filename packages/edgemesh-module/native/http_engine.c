@@ -1373,7 +1373,7 @@ static int parse_response(client_t *c, uint32_t end) {
    * is hop-by-hop), or Transfer-Encoding with Content-Length (RFC 9112 §6.3), is a bad upstream */
   if (hi.te_count > 0 && (!chunked || hi.content_length >= 0)) return -1;
   if (no_body) c->resp_mode = B_NONE;
-  else if (hi.te_count > 0) c->resp_mode = chunked ? B_CHUNKED : B_EOF;
+  else if (chunked) c->resp_mode = B_CHUNKED; /* any other TE was refused above */
   else if (hi.content_length >= 0) c->resp_mode = hi.content_length ? B_LENGTH : B_NONE;
   else c->resp_mode = B_EOF;
   c->resp_left = c->resp_mode == B_LENGTH ? (uint64_t)hi.content_length : 0;

@@ -2,8 +2,8 @@ import { join } from 'node:path';
 
 /**
  * The `edgemesh_native` addon (native/*.c, built by `npm install` through node-gyp; Linux): the
- * batched UDP socket of the DNS server and the splice engine of the L4 proxy. Everything that uses
- * it has a pure-Node fallback, chosen when the addon is not built.
+ * batched UDP socket of the DNS server, the splice engine of the L4 proxy and the L7 HTTP engine.
+ * Everything that uses it has a pure-Node fallback, chosen when the addon is not built.
  */
 let binding: unknown;
 let loadError: string | undefined;

@@ -96,7 +96,7 @@ describe.each(['nft', 'legacy'] as const)(
       p.stderr!.on('data', (d) => (log += d));
       const deadline = Date.now() + 20_000;
       while (!log.includes('edgecore ready')) {
-        if (p.exitCode !== null || Date.now() > deadline)
+        if (p.exitCode !== null || p.signalCode !== null || Date.now() > deadline)
           throw new Error(`edgecore did not become ready:\n${log}`);
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -105,11 +105,15 @@ describe.each(['nft', 'legacy'] as const)(
     async function stopEdgecore(signal: NodeJS.Signals): Promise<void> {
       const p = edge;
       edge = undefined;
-      if (!p || p.exitCode !== null) return;
+      // exitCode stays null for a process that a signal ended (a crash): check both, or this
+      // would wait for an 'exit' that has already come and hold the namespaces' cleanup
+      if (!p || p.exitCode !== null || p.signalCode !== null) return;
       const done = new Promise<void>((r) => p.once('exit', () => r()));
       // `ip netns exec` execs the program: the pid is edgecore's own
       p.kill(signal);
+      const t = setTimeout(() => p.kill('SIGKILL'), 15_000);
       await done;
+      clearTimeout(t);
     }
 
     const natRules = async (): Promise<string> => A.run(save, ['-t', 'nat']);
@@ -208,10 +212,13 @@ modules:
     }, 60_000);
 
     afterAll(async () => {
-      await stopEdgecore('SIGTERM').catch(() => undefined);
-      for (const p of bg) p.kill('SIGKILL');
-      for (const ns of [C, B, A]) await ns?.destroy();
-      if (dir) rmSync(dir, { recursive: true, force: true });
+      try {
+        await stopEdgecore('SIGTERM').catch(() => undefined);
+        for (const p of bg) p.kill('SIGKILL');
+      } finally {
+        for (const ns of [C, B, A]) await ns?.destroy();
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('programs our chains, jumped to first from PREROUTING and OUTPUT, one DNAT per service port, and the VIP route', async () => {

@@ -73,7 +73,8 @@ export class Mosquitto {
   async stop(): Promise<void> {
     const p = this.proc;
     this.proc = undefined;
-    if (!p || p.exitCode !== null) return;
+    // exitCode stays null for a process that a signal ended (a crash): check both
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise<void>((r) => p.once('exit', () => r()));
     p.kill('SIGTERM');
     await exited;

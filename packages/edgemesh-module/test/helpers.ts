@@ -135,7 +135,7 @@ export async function startDnsmasq(
   proc.stderr!.on('data', (d) => (err += d));
   const { dig } = await import('./dig');
   for (let i = 0; i < 100; i++) {
-    if (proc.exitCode !== null) throw new Error(`dnsmasq exited: ${err}`);
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`dnsmasq exited: ${err}`);
     const r = await dig(port, ['probe.invalid', '+tries=1', '+time=1']).catch(() => '');
     if (r.includes('status:')) break;
     await new Promise((r) => setTimeout(r, 50));
@@ -145,7 +145,7 @@ export async function startDnsmasq(
     proc,
     stop: () =>
       new Promise<void>((r) => {
-        if (proc.exitCode !== null) return r();
+        if (proc.exitCode !== null || proc.signalCode !== null) return r();
         proc.once('exit', () => r());
         proc.kill('SIGTERM');
       }),

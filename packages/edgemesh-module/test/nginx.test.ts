@@ -51,7 +51,9 @@ async function startNginx(
     proc,
     stop: () =>
       new Promise<void>((r) =>
-        proc.exitCode !== null ? r() : (proc.once('exit', () => r()), proc.kill('SIGTERM')),
+        proc.exitCode !== null || proc.signalCode !== null
+          ? r()
+          : (proc.once('exit', () => r()), proc.kill('SIGTERM')),
       ),
   };
 }

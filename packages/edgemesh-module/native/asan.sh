@@ -5,7 +5,8 @@
 # Not part of `npm test` (CI): the sanitized engines are several times slower.
 #
 # Usage (from anywhere): packages/edgemesh-module/native/asan.sh [jest arguments]
-#   default: the suites that drive the native engines (L7, L4 splice, UDP batch, nginx, proxy)
+#   no test file among them: the suites that drive the native engines (L7, L4 splice, UDP batch,
+#   nginx, proxy), e.g. `EDGEMESH_FUZZ_SCALE=10 native/asan.sh -t fuzz` for a long fuzz session
 #
 # - libasan is preloaded into the Node process only; the tools the tests spawn (nginx, wrk, curl,
 #   dig, ...) run through wrappers that drop LD_PRELOAD (nginx with libasan preloaded hangs at start).
@@ -49,10 +50,13 @@ for t in nginx wrk curl dig iperf3 mosquitto haproxy ip python3; do
   chmod +x "$W/bin/$t"
 done
 cp "$W/build/Release/edgemesh_native.node" "$ADDON"
-if [ $# -eq 0 ]; then
+# no test file named (only options such as -t fuzz): the engine suites
+named=0
+for a in "$@"; do case "$a" in *.ts | */*) named=1 ;; esac; done
+if [ $named -eq 0 ]; then
   set -- packages/edgemesh-module/test/http-native.test.ts packages/edgemesh-module/test/splice.test.ts \
     packages/edgemesh-module/test/udp-batch.test.ts packages/edgemesh-module/test/nginx.test.ts \
-    packages/edgemesh-module/test/proxy.test.ts
+    packages/edgemesh-module/test/proxy.test.ts "$@"
 fi
 cd "$ROOT"
 PATH="$W/bin:$PATH" LD_PRELOAD="$LIBASAN" \

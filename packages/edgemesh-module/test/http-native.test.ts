@@ -201,18 +201,87 @@ function fuzzer(seed0: number): {
   return { rnd, pickOne, mutate };
 }
 
+/** The fuzz corpus of a reverse portal: requests from clients and responses from a backend. */
+const FUZZ_REQS = [
+  'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+  'POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+  'POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+  'GET /a HTTP/1.0\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n',
+  'GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+];
+const FUZZ_RESPS = [
+  'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello',
+  'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+  'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n',
+  'HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nuntil the end',
+];
+
 /** What the proxy says to a well-formed answer or a close: an HTTP/1.1 status line, or nothing. */
 const wellFormed = (out: string): boolean =>
   out === '' || /^HTTP\/1\.1 \d{3} /.test(out.replace(/<open>$/, ''));
 
-/** Each input on its own connection, 100 at a time; the inputs answered otherwise, with the answer. */
-async function sendAll(port: number, inputs: string[], ms: number): Promise<string[]> {
+/**
+ * Fuzz knobs for long sessions (e.g. under `native/asan.sh`): `EDGEMESH_FUZZ_SEED` changes every
+ * fuzzer's sequence, `EDGEMESH_FUZZ_SCALE` multiplies the input counts. Unset: the fixed sequences
+ * and counts the suite always runs.
+ */
+const FUZZ_SEED = Number(process.env.EDGEMESH_FUZZ_SEED ?? 0) >>> 0;
+const FUZZ_SCALE = Math.max(1, Math.floor(Number(process.env.EDGEMESH_FUZZ_SCALE ?? 1)) || 1);
+const fuzzSeed = (base: number): number => (base ^ FUZZ_SEED) >>> 0 || base;
+
+/** `x` cut at up to five random points, empty pieces dropped. */
+function cut(rnd: (n: number) => number, x: string): string[] {
+  const at = Array.from({ length: rnd(6) }, () => rnd(x.length + 1)).sort((a, b) => a - b);
+  const out: string[] = [];
+  let from = 0;
+  for (const a of [...at, x.length]) {
+    if (a > from) out.push(x.slice(from, a));
+    from = Math.max(from, a);
+  }
+  return out;
+}
+
+/** Writes the pieces a millisecond apart (no Nagle: each leaves as its own segment); `done` after the last. */
+function writePieces(s: Socket, pieces: string[], done?: () => void): void {
+  s.setNoDelay(true);
+  const next = (i: number): void => {
+    if (s.destroyed) return;
+    if (i >= pieces.length) return done?.();
+    s.write(Buffer.from(pieces[i], 'latin1'));
+    setTimeout(() => next(i + 1), 1);
+  };
+  next(0);
+}
+
+/** Like raw(), the input written in pieces (see writePieces). */
+function rawPieces(port: number, pieces: string[], ms: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1', () => writePieces(s, pieces));
+    let out = '';
+    s.on('data', (x) => (out += x.toString('latin1')));
+    const t = setTimeout(() => (s.destroy(), resolve(out + '<open>')), ms);
+    s.on('close', () => (clearTimeout(t), resolve(out)));
+    s.on('error', () => undefined);
+  });
+}
+
+/**
+ * Each input (its pieces) on its own connection, 100 at a time; returns the inputs answered otherwise
+ * than well-formed (or than `accept` wants), with the answer.
+ */
+async function sendAll(
+  port: number,
+  inputs: string[][],
+  ms: number,
+  accept: (i: number, out: string) => boolean = () => true,
+): Promise<string[]> {
   const bad: string[] = [];
   for (let i = 0; i < inputs.length; i += 100) {
-    const outs = await Promise.all(
-      inputs.slice(i, i + 100).map((x) => raw(port, Buffer.from(x, 'latin1'), ms)),
+    const outs = await Promise.all(inputs.slice(i, i + 100).map((x) => rawPieces(port, x, ms)));
+    outs.forEach(
+      (o, k) =>
+        (!wellFormed(o) || !accept(i + k, o)) && bad.push(JSON.stringify([inputs[i + k], o.slice(0, 80)])),
     );
-    outs.forEach((o, k) => !wellFormed(o) && bad.push(JSON.stringify([inputs[i + k], o.slice(0, 80)])));
   }
   return bad;
 }
@@ -448,41 +517,50 @@ d('native L7 engine', () => {
     await h.close();
   });
 
-  it('fuzz: 1,200 mutated requests and 400 mutated responses — every answer well-formed or a close, nothing left behind, others still served', async () => {
-    const { pickOne, mutate } = fuzzer(0x9e3779b9);
-    const REQS = [
-      'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
-      'POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
-      'POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
-      'GET /a HTTP/1.0\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n',
-      'GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
-    ];
-    const RESPS = [
-      'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello',
-      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
-      'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n',
-      'HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nuntil the end',
-    ];
+  /**
+   * Mutated requests from clients, then mutated responses from a backend, through one portal. With
+   * `split`, every input is written in up to six pieces a millisecond apart (each read on its own:
+   * the engine's incremental paths — a head, a chunk-size line, a body cut anywhere), and a quarter
+   * of the inputs are left whole and valid, which must then be answered with a success.
+   */
+  async function fuzzReverse(
+    seed: number,
+    requests: number,
+    responses: number,
+    split: boolean,
+  ): Promise<void> {
+    const { rnd, pickOne, mutate } = fuzzer(fuzzSeed(seed));
+    const input = (x: string): { pieces: string[]; valid: boolean } => {
+      const valid = split && rnd(4) === 0;
+      const y = valid ? x : mutate(x);
+      return { pieces: split ? cut(rnd, y) : [y], valid };
+    };
     const h = await httpBackend('ok');
-    let nextResponse = '';
-    const b = await rawBackend((sock) => sock.end(nextResponse, 'latin1'));
+    let next: { pieces: string[]; valid: boolean } = { pieces: [], valid: false };
+    const b = await rawBackend((sock) => writePieces(sock, next.pieces, () => sock.end()));
     const list = [be(h.port)];
     const f = await front(() => list, {
       headTimeoutMs: 300,
       keepAliveTimeoutMs: 300,
       responseTimeoutMs: 300,
     });
+    const reqs = Array.from({ length: requests }, () => input(pickOne(FUZZ_REQS)));
+    // a whole valid request is answered, each request of the pipelined one too
+    const answers = (x: string): number => x.split(/\r\n\r\n(?=[A-Z])/).length;
     const bad = await sendAll(
       f.port,
-      Array.from({ length: 1200 }, () => mutate(pickOne(REQS))),
+      reqs.map((r) => r.pieces),
       1500,
+      (i, o) =>
+        !reqs[i].valid || (o.match(/HTTP\/1\.1 200 /g) ?? []).length === answers(reqs[i].pieces.join('')),
     );
     // the response side: a backend that answers mutated responses, one connection each
     list[0] = be(b.port);
-    for (let i = 0; i < 400; i++) {
-      nextResponse = mutate(pickOne(RESPS));
+    for (let i = 0; i < responses; i++) {
+      next = input(pickOne(FUZZ_RESPS));
       const o = await raw(f.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 1500);
-      if (!wellFormed(o)) bad.push(JSON.stringify([nextResponse, o.slice(0, 80)]));
+      if (!wellFormed(o) || (next.valid && !/^HTTP\/1\.1 [12]\d\d /.test(o)))
+        bad.push(JSON.stringify([next, o.slice(0, 80)]));
     }
     expect(bad).toEqual([]);
     list[0] = be(h.port);
@@ -494,49 +572,71 @@ d('native L7 engine', () => {
     await f.close();
     await h.close();
     await b.close();
-  }, 120_000);
+  }
 
-  it('fuzz, forward mode (the explicit proxy): 600 mutated absolute-form requests — every answer well-formed or a close, nothing left behind', async () => {
-    const { pickOne, mutate } = fuzzer(0x2545f491);
-    const h = await httpBackend('ok');
-    const lb = new LoadBalancer(new RoundRobin());
-    const pool = new UpstreamPool();
-    const http = new HttpProxy(lb, pool, {
-      engine: 'native',
-      headTimeoutMs: 300,
-      keepAliveTimeoutMs: 300,
-      responseTimeoutMs: 300,
-    });
-    const tcp = new TcpProxy(lb, { idleTimeoutMs: 300 });
-    const fp = new ForwardProxy(http, tcp, (host, port) =>
-      host === 'svc' && (port === 80 || port === 8080) ? { scope: 'svc', backends: [be(h.port)] } : undefined,
-    );
-    const { port } = await fp.listen('127.0.0.1', 0);
-    const REQS = [
-      'GET http://svc/ HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n',
-      'GET http://svc:8080?q=1 HTTP/1.1\r\nHost: svc\r\n\r\nGET http://nope/ HTTP/1.1\r\nHost: nope\r\nConnection: close\r\n\r\n',
-      'POST http://SVC:80/p HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
-      'GET http://u@svc/1 HTTP/1.1\r\nHost: svc\r\n\r\nGET /2 HTTP/1.1\r\nHost: svc:8080\r\nConnection: close\r\n\r\n',
-      'GET http://[::1]:80/ HTTP/1.0\r\n\r\n',
-    ];
-    const bad = await sendAll(
-      port,
-      Array.from({ length: 600 }, () => mutate(pickOne(REQS))),
-      1000,
-    );
-    expect(bad).toEqual([]);
-    expect(http.stats.nativeConnections).toBe(600); // every connection went to the engine first
-    const ok = await raw(port, REQS[0], 2000);
-    expect(ok).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*"id":"ok"/);
-    await until(() => http.native!.counts.clients === 0 && http.stats.activeConnections === 0);
-    expect(http.native!.counts.clients).toBe(0);
-    expect(http.stats.activeConnections).toBe(0);
-    expect(lb.active.size).toBe(0);
-    fp.close();
-    http.close();
-    pool.close();
-    await h.close();
-  }, 60_000);
+  it(
+    'fuzz: 1,200 mutated requests and 400 mutated responses — every answer well-formed or a close, nothing left behind, others still served',
+    async () => {
+      await fuzzReverse(0x9e3779b9, 1200 * FUZZ_SCALE, 400 * FUZZ_SCALE, false);
+    },
+    120_000 * FUZZ_SCALE,
+  );
+
+  it(
+    'fuzz, split delivery: 800 requests and 300 responses written in pieces (a quarter valid: answered) — every answer well-formed or a close, nothing left behind',
+    async () => {
+      await fuzzReverse(0x6c8e9cf5, 800 * FUZZ_SCALE, 300 * FUZZ_SCALE, true);
+    },
+    120_000 * FUZZ_SCALE,
+  );
+
+  it(
+    'fuzz, forward mode (the explicit proxy): 600 mutated absolute-form requests — every answer well-formed or a close, nothing left behind',
+    async () => {
+      const { pickOne, mutate } = fuzzer(fuzzSeed(0x2545f491));
+      const h = await httpBackend('ok');
+      const lb = new LoadBalancer(new RoundRobin());
+      const pool = new UpstreamPool();
+      const http = new HttpProxy(lb, pool, {
+        engine: 'native',
+        headTimeoutMs: 300,
+        keepAliveTimeoutMs: 300,
+        responseTimeoutMs: 300,
+      });
+      const tcp = new TcpProxy(lb, { idleTimeoutMs: 300 });
+      const fp = new ForwardProxy(http, tcp, (host, port) =>
+        host === 'svc' && (port === 80 || port === 8080)
+          ? { scope: 'svc', backends: [be(h.port)] }
+          : undefined,
+      );
+      const { port } = await fp.listen('127.0.0.1', 0);
+      const REQS = [
+        'GET http://svc/ HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n',
+        'GET http://svc:8080?q=1 HTTP/1.1\r\nHost: svc\r\n\r\nGET http://nope/ HTTP/1.1\r\nHost: nope\r\nConnection: close\r\n\r\n',
+        'POST http://SVC:80/p HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+        'GET http://u@svc/1 HTTP/1.1\r\nHost: svc\r\n\r\nGET /2 HTTP/1.1\r\nHost: svc:8080\r\nConnection: close\r\n\r\n',
+        'GET http://[::1]:80/ HTTP/1.0\r\n\r\n',
+      ];
+      const bad = await sendAll(
+        port,
+        Array.from({ length: 600 * FUZZ_SCALE }, () => [mutate(pickOne(REQS))]),
+        1000,
+      );
+      expect(bad).toEqual([]);
+      expect(http.stats.nativeConnections).toBe(600 * FUZZ_SCALE); // every connection went to the engine first
+      const ok = await raw(port, REQS[0], 2000);
+      expect(ok).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*"id":"ok"/);
+      await until(() => http.native!.counts.clients === 0 && http.stats.activeConnections === 0);
+      expect(http.native!.counts.clients).toBe(0);
+      expect(http.stats.activeConnections).toBe(0);
+      expect(lb.active.size).toBe(0);
+      fp.close();
+      http.close();
+      pool.close();
+      await h.close();
+    },
+    60_000 * FUZZ_SCALE,
+  );
 
   it('a head of 15 KiB passes; one past maxHeadBytes gets 431 (JavaScript answers what the engine hands back)', async () => {
     const h = await httpBackend('ok');

@@ -22,7 +22,8 @@
  * The rules mirror src/proxy/http-proxy.ts: hop-by-hop fields removed (RFC 9110 §7.6.1, and the
  * fields Connection names), X-Forwarded-For appended, keep-alive upstream in the client's HTTP
  * version (an HTTP/1.0 client never gets a chunked answer), chunked
- * bodies forwarded as they are, interim 1xx responses relayed, Content-Length/chunked/close
+ * bodies forwarded as they are, interim 1xx responses relayed (our status line, hop-by-hop fields
+ * dropped; none to an HTTP/1.0 client, RFC 9110 §15.2), Content-Length/chunked/close
  * framing of responses, 408 for a head not complete in time, 504 for an upstream that does not
  * answer (counted from the last request bytes it took), both connections closed when a response
  * body stalls (neither side moves a byte) as long, a stale pooled connection retried once on a
@@ -1339,8 +1340,24 @@ static int fwd_step(client_t *c) {
 }
 
 /*
+ * A response head's status line, as ours ("HTTP/1.1 NNN reason"), and its end-to-end fields, into
+ * `o` (without the blank line). Nonzero: out of memory.
+ */
+static int put_head(obuf_t *o, const char *h, const hinfo_t *hi, const char *reason, uint32_t reason_len) {
+  char sl[13] = "HTTP/1.1 000 ";
+  memcpy(sl + 9, h + 9, 3);
+  int bad = ob_put(o, sl, sizeof sl) | ob_put(o, reason, reason_len) | OB_LIT(o, "\r\n");
+  for (int k = 0; k < hi->n; k++) {
+    const hline_t *L = &hi->h[k];
+    if (dropped(h, hi, L)) continue;
+    bad |= ob_put(o, h + L->name, L->nlen) | OB_LIT(o, ": ") | ob_put(o, h + L->val, L->vlen) | OB_LIT(o, "\r\n");
+  }
+  return bad;
+}
+
+/*
  * The response head of length `end` at the front of the upstream buffer. 0: the final head, in
- * c->out; 1: an interim (1xx) head, queued raw; -1: malformed.
+ * c->out; 1: an interim (1xx) head, queued (or dropped for an HTTP/1.0 client); -1: malformed.
  */
 static int parse_response(client_t *c, uint32_t end) {
   engine_t *e = c->ev.e;
@@ -1359,7 +1376,11 @@ static int parse_response(client_t *c, uint32_t end) {
   hinfo_t hi;
   if (parse_fields(h, rl + 2, end - 2, &hi, NULL, 0) < 0) return -1;
   if (status < 200 && status != 101) {
-    if (ob_put(&c->out, h, end) < 0) return -1;
+    /* interim: relayed like a final head (our status line, hop-by-hop fields dropped), but never
+     * to an HTTP/1.0 client, which has no 1xx (RFC 9110 §15.2) */
+    uint32_t mark = c->out.len;
+    if (!c->v10 && (put_head(&c->out, h, &hi, reason, reason_len) | OB_LIT(&c->out, "\r\n")))
+      return (c->out.len = mark, -1); /* nothing half-written goes before the 502 */
     u->in.start += end;
     timer_set(e, &u->ev.t, T_RESPONSE);
     return 1;
@@ -1383,19 +1404,13 @@ static int parse_response(client_t *c, uint32_t end) {
   c->client_keep = c->keep && c->resp_mode != B_EOF && c->req_done;
   c->resp_reusable = !v10 && !hi.conn_close && c->resp_mode != B_EOF;
   obuf_t *o = &c->out;
-  char sl[13] = "HTTP/1.1 000 ";
-  memcpy(sl + 9, h + 9, 3);
-  int bad = ob_put(o, sl, sizeof sl) | ob_put(o, reason, reason_len) | OB_LIT(o, "\r\n");
-  for (int k = 0; k < hi.n; k++) {
-    const hline_t *L = &hi.h[k];
-    if (dropped(h, &hi, L)) continue;
-    bad |= ob_put(o, h + L->name, L->nlen) | OB_LIT(o, ": ") | ob_put(o, h + L->val, L->vlen) | OB_LIT(o, "\r\n");
-  }
+  uint32_t mark = o->len;
+  int bad = put_head(o, h, &hi, reason, reason_len);
   if (chunked && !no_body) bad |= OB_LIT(o, "Transfer-Encoding: chunked\r\n");
   if (!c->client_keep) bad |= OB_LIT(o, "Connection: close\r\n\r\n");
   else if (c->v10) bad |= OB_LIT(o, "Connection: keep-alive\r\n\r\n");
   else bad |= OB_LIT(o, "\r\n");
-  if (bad) return -1;
+  if (bad) return (o->len = mark, -1); /* nothing half-written goes before the 502 */
   u->in.start += end;
   c->rstate = R_BODY;
   timer_set(e, &u->ev.t, T_RESPONSE); /* from here: the body may not stall longer */

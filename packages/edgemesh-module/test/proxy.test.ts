@@ -320,6 +320,34 @@ describe.each(['native', 'js'] as const)(
       await streamer.close();
     });
 
+    it('interim responses go out with our status line and without hop-by-hop fields, and never to an HTTP/1.0 client', async () => {
+      // a backend that answers with a 103 written as some servers do (no reason phrase, no space
+      // after the code, hop-by-hop fields), then the final answer
+      const be = createServer((s) => {
+        s.on('error', () => undefined);
+        let buf = '';
+        s.on('data', (d) => {
+          buf += d.toString('latin1');
+          if (!buf.includes('\r\n\r\n')) return;
+          buf = '';
+          s.write(
+            'HTTP/1.1 103\r\nLink: </s.css>; rel=preload\r\nConnection: X-Hint\r\nX-Hint: 1\r\nKeep-Alive: timeout=5\r\n\r\n' +
+              'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+          );
+        });
+      });
+      await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+      const port = await exposeHttp('hints', 8092, (be.address() as { port: number }).port);
+      const out11 = await raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      expect(out11).toMatch(
+        /^HTTP\/1\.1 103 \r\nLink: <\/s\.css>; rel=preload\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nok$/,
+      );
+      // RFC 9110 §15.2: a 1xx is never sent to an HTTP/1.0 client
+      const out10 = await raw(port, 'GET / HTTP/1.0\r\nHost: x\r\n\r\n');
+      expect(out10).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nok$/);
+      be.close();
+    });
+
     it('pipelined requests are answered in order', async () => {
       const p = portal('web');
       const reqs = ['/a', '/b', '/c'].map((u) => `GET ${u} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');

@@ -457,9 +457,13 @@ export class HttpProxy {
       resHead = got.head;
       const st = resHead.status!;
       if (st >= 100 && st < 200 && st !== 101) {
-        // Interim response (e.g. 100 Continue): relay and keep reading.
-        await writeAll(client, rawHead(resHead));
-        sentAny = true;
+        // Interim response (e.g. 100 Continue): relayed with our status line and its end-to-end
+        // fields, then the next head — but never to an HTTP/1.0 client, which has no 1xx (RFC
+        // 9110 §15.2).
+        if (head.version === '1.1') {
+          await writeAll(client, responseLines(resHead) + '\r\n');
+          sentAny = true;
+        }
         continue;
       }
       break;
@@ -474,8 +478,7 @@ export class HttpProxy {
     const noBody = head.method === 'HEAD' || status === 204 || status === 304;
     const delimited = noBody || resHead.chunked || resHead.contentLength !== undefined;
     const clientKeep = wantsKeepAlive(head) && delimited;
-    let res = `HTTP/1.1 ${status} ${resHead.reason}\r\n`;
-    for (const [k, v] of endToEnd(resHead)) res += `${k}: ${v}\r\n`;
+    let res = responseLines(resHead);
     if (resHead.chunked && !noBody) res += 'Transfer-Encoding: chunked\r\n';
     res += clientKeep
       ? head.version === '1.0'
@@ -652,6 +655,13 @@ export class HttpProxy {
     );
     if (!keep) client.end();
   }
+}
+
+/** A response head's status line, as ours, and its end-to-end fields (no blank line). */
+function responseLines(h: Head): string {
+  let s = `HTTP/1.1 ${h.status} ${h.reason}\r\n`;
+  for (const [k, v] of endToEnd(h)) s += `${k}: ${v}\r\n`;
+  return s;
 }
 
 function rawHead(h: Head): string {

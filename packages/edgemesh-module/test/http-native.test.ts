@@ -537,7 +537,15 @@ d('native L7 engine', () => {
     };
     const h = await httpBackend('ok');
     let next: { pieces: string[]; valid: boolean } = { pieces: [], valid: false };
-    const b = await rawBackend((sock) => writePieces(sock, next.pieces, () => sock.end()));
+    // each answer's backend connection is closed (both ends) before the next request: a broken
+    // answer's bytes still arriving on a connection the proxy had already pooled and reused would
+    // be read as the next answer — the keep-alive race every proxy has with a backend that sends
+    // past its framing, not what this test is about
+    let closed = Promise.resolve();
+    const b = await rawBackend((sock) => {
+      closed = new Promise((r) => sock.once('close', () => r()));
+      writePieces(sock, next.pieces, () => sock.end());
+    });
     const list = [be(h.port)];
     const f = await front(() => list, {
       headTimeoutMs: 300,
@@ -560,7 +568,8 @@ d('native L7 engine', () => {
       next = input(pickOne(FUZZ_RESPS));
       const o = await raw(f.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 1500);
       if (!wellFormed(o) || (next.valid && !/^HTTP\/1\.1 [12]\d\d /.test(o)))
-        bad.push(JSON.stringify([next, o.slice(0, 80)]));
+        bad.push(JSON.stringify([next, o.slice(0, 160)]));
+      await Promise.race([closed, sleep(2000)]);
     }
     expect(bad).toEqual([]);
     list[0] = be(h.port);

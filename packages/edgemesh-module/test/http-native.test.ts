@@ -99,16 +99,9 @@ async function rawBackend(
   };
 }
 
-/** Send raw bytes; collect everything until the proxy closes (or `ms`). */
+/** Send raw bytes (a string as UTF-8); collect everything until the proxy closes (or `ms`). */
 function raw(port: number, data: string | Buffer, ms = 2000): Promise<string> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1', () => s.write(data));
-    let out = '';
-    s.on('data', (x) => (out += x.toString('latin1')));
-    const t = setTimeout(() => (s.destroy(), resolve(out + '<open>')), ms);
-    s.on('close', () => (clearTimeout(t), resolve(out)));
-    s.on('error', () => undefined);
-  });
+  return rawPieces(port, [typeof data === 'string' ? Buffer.from(data) : data], ms);
 }
 
 function get(
@@ -241,20 +234,24 @@ function cut(rnd: (n: number) => number, x: string): string[] {
   return out;
 }
 
-/** Writes the pieces a millisecond apart (no Nagle: each leaves as its own segment); `done` after the last. */
-function writePieces(s: Socket, pieces: string[], done?: () => void): void {
+/**
+ * Writes the pieces (strings as latin1: one char, one byte) a millisecond apart (no Nagle: each
+ * leaves as its own segment); `done` after the last.
+ */
+function writePieces(s: Socket, pieces: (string | Buffer)[], done?: () => void): void {
   s.setNoDelay(true);
   const next = (i: number): void => {
     if (s.destroyed) return;
     if (i >= pieces.length) return done?.();
-    s.write(Buffer.from(pieces[i], 'latin1'));
+    const p = pieces[i];
+    s.write(typeof p === 'string' ? Buffer.from(p, 'latin1') : p);
     setTimeout(() => next(i + 1), 1);
   };
   next(0);
 }
 
-/** Like raw(), the input written in pieces (see writePieces). */
-function rawPieces(port: number, pieces: string[], ms: number): Promise<string> {
+/** Writes the pieces (see writePieces); collects everything until the proxy closes (or `ms`). */
+function rawPieces(port: number, pieces: (string | Buffer)[], ms: number): Promise<string> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1', () => writePieces(s, pieces));
     let out = '';

@@ -81,11 +81,11 @@ taskset -c 1 haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & HA_PID=$!
 taskset -c 1 node "$W/js/proxy-server.js" $EM7 $EM4 $BE $BE $EMF > "$W/em.log" 2>&1 & EM_PID=$!
 taskset -c 1 node "$W/js/proxy-server.js" $(($EM7+20)) $EMI $BE $IPF > "$W/emi.log" 2>&1 & EMI_PID=$!
 # the same L7 portal with event coalescing off (httpCoalesceUs: 0)
-EMB=$(($EM7+40))
-COALESCE_US=0 taskset -c 1 node "$W/js/proxy-server.js" $EMB $(($EM7+41)) $BE > "$W/emb.log" 2>&1 & EMB_PID=$!
+EMOFF=$(($EM7+40))
+COALESCE_US=0 taskset -c 1 node "$W/js/proxy-server.js" $EMOFF $(($EM7+41)) $BE > "$W/emoff.log" 2>&1 & EMOFF_PID=$!
 taskset -c 1 "$W/splice-relay" $SRL $IPF & RL_PID=$!
 iperf3 -s -p $IPF > /dev/null 2>&1 & IP_PID=$!
-for p in $BE $EM7 $EM4 $EMB $NGP $HAH $HAT; do
+for p in $BE $EM7 $EM4 $EMOFF $NGP $HAH $HAT; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
 for _ in $(seq 1 100); do curl -s -o /dev/null -x "http://127.0.0.1:$EMF" http://web.default.svc.cluster.local/ && break; sleep 0.1; done
@@ -100,7 +100,7 @@ NG_W=$(pgrep -P $NG_PID | head -1); NG_W=${NG_W:-$NG_PID}
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 # The proxies share core 1: all but the one measured are stopped (SIGSTOP) meanwhile, so an idle
 # one's housekeeping (a Node process's memory-reducing GC, say) never lands in another's run.
-PROXIES="$EM_PID $EMI_PID $EMB_PID $NG_W $HA_PID $RL_PID"
+PROXIES="$EM_PID $EMI_PID $EMOFF_PID $NG_W $HA_PID $RL_PID"
 only() { for p in $PROXIES; do [ "$p" = "$1" ] || kill -STOP "$p"; done; }
 all() { for p in $PROXIES; do kill -CONT "$p"; done; }
 CLK=$(getconf CLK_TCK)
@@ -114,9 +114,9 @@ wrk_run() {
 }
 taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EM7/" >/dev/null   # JIT warm-up
 taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EM4/" >/dev/null
-taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EMB/" >/dev/null
+taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$EMOFF/" >/dev/null
 declare -A R P50 P99 C1 CPU G
-targets="direct:$BE: em7:$EM7:$EM_PID em7b:$EMB:$EMB_PID em4:$EM4:$EM_PID emf:$EMF:$EM_PID nginx:$NGP:$NG_W haproxy-http:$HAH:$HA_PID haproxy-tcp:$HAT:$HA_PID"
+targets="direct:$BE: em7:$EM7:$EM_PID em7off:$EMOFF:$EMOFF_PID em4:$EM4:$EM_PID emf:$EMF:$EM_PID nginx:$NGP:$NG_W haproxy-http:$HAH:$HA_PID haproxy-tcp:$HAT:$HA_PID"
 for run in 1 2; do
   for t in $targets; do
     IFS=: read -r name port pid <<< "$t"
@@ -140,12 +140,12 @@ done
 # order alternating (A B, B A, ...) so a drift of the host's speed during the run cancels out
 # instead of landing on one side. The median of the per-pair ratios is printed.
 PAIRS=${PAIRS:-6}
-L7P=""; L7C=""; L7B=""; L7BC=""; L4P=""; L4R=""
+L7P=""; L7C=""; L7OFF=""; L7OFFC=""; L4P=""; L4R=""
 # iperf3 Gbit/s through PORT
 gbit() { taskset -c 0 iperf3 -c 127.0.0.1 -p "$1" -t 4 -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 for k in $(seq 1 "$PAIRS"); do
   declare -A PR=() PC=()
-  order="em7:$EM7:$EM_PID em7b:$EMB:$EMB_PID nginx:$NGP:$NG_W"; [ $((k % 2)) -eq 0 ] && order="nginx:$NGP:$NG_W em7b:$EMB:$EMB_PID em7:$EM7:$EM_PID"
+  order="em7:$EM7:$EM_PID em7off:$EMOFF:$EMOFF_PID nginx:$NGP:$NG_W"; [ $((k % 2)) -eq 0 ] && order="nginx:$NGP:$NG_W em7off:$EMOFF:$EMOFF_PID em7:$EM7:$EM_PID"
   for t in $order; do
     IFS=: read -r name port pid <<< "$t"
     only "$pid"
@@ -157,8 +157,8 @@ for k in $(seq 1 "$PAIRS"); do
   done
   L7P="$L7P $(awk -v a="${PR[em7]}" -v b="${PR[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
   L7C="$L7C $(awk -v a="${PC[em7]}" -v b="${PC[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
-  L7B="$L7B $(awk -v a="${PR[em7b]}" -v b="${PR[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
-  L7BC="$L7BC $(awk -v a="${PC[em7b]}" -v b="${PC[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
+  L7OFF="$L7OFF $(awk -v a="${PR[em7off]}" -v b="${PR[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
+  L7OFFC="$L7OFFC $(awk -v a="${PC[em7off]}" -v b="${PC[nginx]}" 'BEGIN {printf "%.2f", a/b}')"
   order="em4:$EMI:$EMI_PID direct:$IPF: relay:$SRL:$RL_PID"; [ $((k % 2)) -eq 0 ] && order="relay:$SRL:$RL_PID direct:$IPF: em4:$EMI:$EMI_PID"
   for t in $order; do
     IFS=: read -r name port pid <<< "$t"
@@ -170,12 +170,12 @@ for k in $(seq 1 "$PAIRS"); do
   L4R="$L4R $(awk -v a="${PR[relay]}" -v b="${PR[direct]}" 'BEGIN {printf "%.2f", a/b}')"
 done
 median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em7b) echo "EdgeMesh L7, coalescing off";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; relay) echo "splice relay (C, reference)";; esac; }
+label() { case $1 in direct) echo "direct nginx";; em7) echo "EdgeMesh L7 (http-0 portal)";; em7off) echo "EdgeMesh L7, coalescing off";; em4) echo "EdgeMesh L4 (tcp portal)";; emf) echo "EdgeMesh forward proxy (curl -x)";; nginx) echo "nginx reverse proxy, keepalive";; haproxy-http) echo "haproxy http mode";; haproxy-tcp) echo "haproxy tcp mode";; relay) echo "splice relay (C, reference)";; esac; }
 echo "proxy bench — wrk -t1 -c50 -d${SECS}s --latency (p50 c1: -c1 -d5s), proxies on core 1, wrk on core 0; node $(node -v)"
 printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' path run rps 'ratio/dir' 'ratio/ngx' 'p50/p99us' 'p50 c1 us' 'CPU us/req' 'iperf3 Gbit/s'
 printf -- '-%.0s' {1..120}; echo
 for run in 1 2; do
-  for name in direct em7 em7b em4 emf nginx haproxy-http haproxy-tcp relay; do
+  for name in direct em7 em7off em4 emf nginx haproxy-http haproxy-tcp relay; do
     if [ -z "${R[$name.$run]:-}" ]; then # iperf3 only
       printf '%-32s| %-3s| %8s| %-9s| %-9s| %9s| %10s| %10s| %s\n' "$(label $name)" $run - - - - - - "${G[$name.$run]:-}"
       continue
@@ -188,8 +188,8 @@ done
 echo "paired rounds ($PAIRS, order alternating):"
 echo "  L7 rps / nginx:$L7P → median $(median "$L7P")"
 echo "  L7 CPU µs per request / nginx's:$L7C → median $(median "$L7C")"
-echo "  L7 coalescing off, rps / nginx:$L7B → median $(median "$L7B")"
-echo "  L7 coalescing off, CPU µs per request / nginx's:$L7BC → median $(median "$L7BC")"
+echo "  L7 coalescing off, rps / nginx:$L7OFF → median $(median "$L7OFF")"
+echo "  L7 coalescing off, CPU µs per request / nginx's:$L7OFFC → median $(median "$L7OFFC")"
 echo "  L4 iperf3 / direct:$L4P → median $(median "$L4P")"
 echo "  splice relay iperf3 / direct:$L4R → median $(median "$L4R")"
 echo "goals: L7 rps ≥ 1.0 × nginx reverse proxy; L7 CPU ≤ 40 µs/request; added p50 at c1 ≤ 50 µs over direct; L4 iperf3 ≥ 0.7 × direct"

@@ -235,7 +235,9 @@ modules:
       expect(rules).toMatch(
         /-A EDGEMESH-PORTALS-CONTAINER -i docker0 -p udp -m udp --dport 53 .* --to-destination 172\.17\.0\.1:53/,
       );
-      expect(await A.run('ip', ['route', 'show', '198.18.0.0/16'])).toMatch(/198\.18\.0\.0\/16 dev docker0/);
+      expect(await A.run('ip', ['route', 'show', '198.18.0.0/16'])).toMatch(
+        /198\.18\.0\.0\/16 dev docker0 .*mtu 65520/,
+      );
     });
 
     for (const where of ['node', 'container'] as const) {

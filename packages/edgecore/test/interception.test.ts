@@ -69,13 +69,24 @@ function objects(): { key: string; type: string; name: string; value: unknown }[
         { containerPort: 7001, hostPort: 7001, protocol: 'UDP' },
       ]),
     },
+    {
+      // a second TCP echo backend of the same service, on another host port
+      key: 'default/pod/echo-b2',
+      type: 'pod',
+      name: 'echo-b2',
+      value: pod('echo-b2', 'echo', [{ containerPort: 7000, hostPort: 7002 }]),
+    },
   ];
 }
 
-describe.each(['nft', 'legacy'] as const)(
-  'interception in network namespaces (iptables-%s, DNS hijack, docker0)',
-  (backend) => {
-    const tag = `${TAG}${backend[0]}`;
+describe.each([
+  ['nft', 'portal'],
+  ['legacy', 'portal'],
+  ['nft', 'dnat'],
+] as const)(
+  'interception in network namespaces (iptables-%s, l4Mode %s, DNS hijack, docker0)',
+  (backend, l4Mode) => {
+    const tag = `${TAG}${backend[0]}${l4Mode[0]}`;
     const save = backend === 'nft' ? 'iptables-nft-save' : 'iptables-legacy-save';
     const iptables = backend === 'nft' ? 'iptables-nft' : 'iptables-legacy';
     let A: Netns, B: Netns, C: Netns;
@@ -138,6 +149,8 @@ describe.each(['nft', 'legacy'] as const)(
       await C.run('ip', ['addr', 'add', '172.17.0.2/16', 'dev', 'eth0']);
       await C.run('ip', ['link', 'set', 'eth0', 'up']);
       await C.run('ip', ['route', 'add', 'default', 'via', '172.17.0.1']);
+      // DNAT mode forwards the container's connections to node b (node a's own namespace only)
+      if (l4Mode === 'dnat') await A.run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
       // node b: nginx (the pod) and echo servers on its host address
       dir = mkdtempSync(join(tmpdir(), 'edgecore-netns-'));
       chmodSync(dir, 0o755);
@@ -161,7 +174,7 @@ describe.each(['nft', 'legacy'] as const)(
           },
         ),
       );
-      const echo = `const net=require('net'),dgram=require('dgram');net.createServer(s=>s.pipe(s)).listen(7000,'192.0.2.2');const u=dgram.createSocket('udp4');u.on('message',(m,r)=>u.send(Buffer.concat([Buffer.from('udp:'),m]),r.port,r.address));u.bind(7001,'192.0.2.2');`;
+      const echo = `const net=require('net'),dgram=require('dgram');net.createServer(s=>s.pipe(s)).listen(7000,'192.0.2.2');net.createServer(s=>s.pipe(s)).listen(7002,'192.0.2.2');const u=dgram.createSocket('udp4');u.on('message',(m,r)=>u.send(Buffer.concat([Buffer.from('udp:'),m]),r.port,r.address));u.bind(7001,'192.0.2.2');`;
       bg.push(spawn('ip', ['netns', 'exec', B.name, process.execPath, '-e', echo], { stdio: 'ignore' }));
       // the node's database, as MetaManager left it: this run starts offline
       const store = new MetaStore(t('edgecore.db'));
@@ -193,6 +206,7 @@ modules:
     listenInterface: docker0
     iptablesSyncSeconds: 1
     iptablesBackend: ${backend}
+    l4Mode: ${l4Mode}
     dns: { listenPort: 53, hijack: iptables }
 `,
       );
@@ -269,6 +283,67 @@ dns.lookup('echo-udp.default.svc.cluster.local',4,(e2,u)=>{if(e2)throw e2;const 
       const out = await C.run(process.execPath, ['-e', script]);
       expect(out.trim()).toBe('tcp-ping udp:udp-ping');
     });
+
+    if (l4Mode === 'dnat')
+      it('l4Mode dnat: the kernel DNATs a plain TCP port straight to its backends, picked at random, from node and container; HTTP and UDP keep the portal', async () => {
+        const rules = await natRules();
+        const mark =
+          /^-A EDGEMESH-H-(C612[0-9A-F]{2}) -d 198\.18\.\d+\.\d+\/32 -p tcp -m tcp --dport 7000 .*default\/echo-tcp:7000@[0-9a-f]{8}"? -j MARK --set-xmark 0x4000\/0x4000$/m.exec(
+            rules,
+          );
+        expect(mark).not.toBeNull();
+        const bucket = mark![1];
+        expect(rules).toMatch(/^-A POSTROUTING -j EDGEMESH-POSTROUTING$/m);
+        expect(rules).toMatch(/--dport 12345 .* -j DNAT --to-destination 172\.17\.0\.1:\d+/);
+        expect(rules).toMatch(/--dport 7001 .* -j DNAT --to-destination 172\.17\.0\.1:\d+/);
+        // per side (H: node processes, C: containers) and backend: connections DNAT'd
+        const counters = async (): Promise<Map<string, number>> => {
+          const hits = new Map<string, number>();
+          for (const side of ['H', 'C']) {
+            const out = await A.run(iptables, [
+              '-t',
+              'nat',
+              '-L',
+              `EDGEMESH-${side}-${bucket}`,
+              '-n',
+              '-v',
+              '-x',
+            ]);
+            for (const l of out.split('\n')) {
+              const m = /^\s*(\d+)\s+\d+\s+DNAT\s.*dpt:7000 .*to:(\S+)/.exec(l);
+              if (m) hits.set(`${side} ${m[2]}`, Number(m[1]));
+            }
+          }
+          return hits;
+        };
+        const before = await counters();
+        // 30 connections from each side; each must be echoed
+        const script = `const dns=require('dns'),net=require('net');
+dns.lookup('echo-tcp.default.svc.cluster.local',4,async(e,a)=>{if(e)throw e;let ok=0;
+for(let i=0;i<30;i++)await new Promise(r=>{const s=net.connect(7000,a,()=>s.end('p'+i));let b='';s.setTimeout(3000,()=>s.destroy());s.on('data',d=>b+=d);s.on('error',()=>{});s.on('close',()=>{if(b==='p'+i)ok++;r()})});
+console.log(ok)});`;
+        expect((await A.run(process.execPath, ['-e', script])).trim()).toBe('30');
+        expect((await C.run(process.execPath, ['-e', script])).trim()).toBe('30');
+        // the connections went through the DNAT rules (packet counters: the nat table sees the
+        // first packet of each connection), 30 per side, and to both backends
+        const after = await counters();
+        expect([...after.keys()].sort()).toEqual([
+          'C 192.0.2.2:7000',
+          'C 192.0.2.2:7002',
+          'H 192.0.2.2:7000',
+          'H 192.0.2.2:7002',
+        ]);
+        const d = (k: string) => after.get(k)! - (before.get(k) ?? 0);
+        expect(d('H 192.0.2.2:7000') + d('H 192.0.2.2:7002')).toBe(30);
+        expect(d('C 192.0.2.2:7000') + d('C 192.0.2.2:7002')).toBe(30);
+        // both picked (each 1/2 of 60)
+        expect(
+          Math.min(
+            d('H 192.0.2.2:7000') + d('C 192.0.2.2:7000'),
+            d('H 192.0.2.2:7002') + d('C 192.0.2.2:7002'),
+          ),
+        ).toBeGreaterThan(0);
+      }, 30_000);
 
     it('a rule deleted by hand comes back within the sync period', async () => {
       await A.run(iptables, ['-t', 'nat', '-D', 'OUTPUT', '-j', 'EDGEMESH-PORTALS-HOST']);

@@ -9,20 +9,26 @@ import { Netns } from './netns';
  */
 const FIXTURE = join(__dirname, 'fixtures', 'iptables-steps.js');
 
+/** Run a fixture in `ns`: its `{ step, save }` lines (other output, such as logs, skipped). */
+async function runSteps(ns: Netns, fixture: string, backend: string): Promise<Record<string, string>> {
+  const out = await ns.run(process.execPath, [fixture, backend], 30_000);
+  return Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{"step"'))
+      .map((l) => JSON.parse(l) as { step: string; save: string })
+      .map((s) => [s.step, s.save]),
+  );
+}
+
 describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a netns)', (backend) => {
   let ns: Netns;
   let steps: Record<string, string>;
 
   beforeAll(async () => {
     ns = await Netns.create(`emipt${process.pid % 100000}${backend[0]}`);
-    const out = await ns.run(process.execPath, [FIXTURE, backend], 30_000);
-    steps = Object.fromEntries(
-      out
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as { step: string; save: string })
-        .map((s) => [s.step, s.save]),
-    );
+    steps = await runSteps(ns, FIXTURE, backend);
   }, 40_000);
 
   afterAll(async () => {
@@ -32,7 +38,7 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
   const ours = (save: string) =>
     save
       .split('\n')
-      .filter((l) => /^-A (EDGEMESH-|PREROUTING|OUTPUT)/.test(l))
+      .filter((l) => /^-A (EDGEMESH-|PREROUTING|OUTPUT|POSTROUTING)/.test(l))
       .map((l) => l.replace(/"/g, ''))
       .sort();
 
@@ -76,5 +82,118 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
 
   it('a cleanup by a manager that never wrote (after a crash) removes every chain and jump of ours', () => {
     expect(steps.cleanup).not.toContain('EDGEMESH');
+  });
+
+  describe('DNAT mode (l4Mode: dnat)', () => {
+    // a port's lines in a chain, in the chain's order (ours() sorts): [comment, what follows it]
+    const portLines = (save: string, chain: string, port: number) =>
+      save
+        .split('\n')
+        .map((l) => l.replace(/"/g, ''))
+        .filter((l) => l.startsWith(`-A ${chain} `) && l.includes(`--dport ${port} `))
+        .map((l) => /--comment (\S+) (.*)$/.exec(l)!.slice(1, 3));
+    const actions = (save: string, chain: string, port: number) =>
+      portLines(save, chain, port).map(([, a]) => a);
+
+    it('a TCP port with backends: a mark, then 1/3, 1/2 and the rest, each a DNAT to a backend, on both sides', () => {
+      for (const chain of ['EDGEMESH-H-C61200', 'EDGEMESH-C-C61200'])
+        expect(actions(steps['dnat-full'], chain, 80)).toEqual([
+          '-j MARK --set-xmark 0x4000/0x4000',
+          '-m statistic --mode random --probability 0.33333333349 -j DNAT --to-destination 10.0.0.1:80',
+          '-m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.0.2:80',
+          '-j DNAT --to-destination 10.0.0.3:80',
+        ]);
+      // every line carries the port and a hash of its backend list
+      const comments = new Set(portLines(steps['dnat-full'], 'EDGEMESH-H-C61200', 80).map(([c]) => c));
+      expect([...comments]).toEqual([expect.stringMatching(/^default\/a:80@[0-9a-f]{8}$/)]);
+      // UDP, and a TCP port without backends, keep their portal
+      expect(ours(steps['dnat-full'])).toContain(
+        '-A EDGEMESH-H-C61200 -d 198.18.0.6/32 -p udp -m udp --dport 53 -m comment --comment default/b:53 -j DNAT --to-destination 169.254.96.16:20002',
+      );
+      expect(actions(steps['dnat-full'], 'EDGEMESH-H-C61201', 8080)).toEqual([
+        '-j DNAT --to-destination 169.254.96.16:20003',
+      ]);
+    });
+
+    it('masquerades what it DNATs to another host, from POSTROUTING', () => {
+      expect(ours(steps['dnat-full'])).toContain('-A POSTROUTING -j EDGEMESH-POSTROUTING');
+      expect(
+        steps['dnat-full']
+          .split('\n')
+          .filter((l) => l.startsWith('-A EDGEMESH-POSTROUTING '))
+          .map((l) => l.slice('-A EDGEMESH-POSTROUTING '.length).replace(/"/g, '')),
+      ).toEqual([
+        '-m mark ! --mark 0x4000/0x4000 -j RETURN',
+        '-m addrtype --dst-type LOCAL -j RETURN',
+        '-j MARK --set-xmark 0x4000/0x0', // --xor-mark, as saved
+        '-m comment --comment edgemesh-masquerade -j MASQUERADE',
+      ]);
+    });
+
+    it("a backend change (incremental) replaces all of the port's lines, in order; a port that gains backends gets them", () => {
+      // the last line (`-j DNAT … 10.0.0.3:80`) is the same text but for the hash: kept in place
+      // while the others were appended after it, it would take every connection
+      expect(actions(steps['dnat-change'], 'EDGEMESH-H-C61200', 80)).toEqual([
+        '-j MARK --set-xmark 0x4000/0x4000',
+        '-m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.0.1:80',
+        '-j DNAT --to-destination 10.0.0.3:80',
+      ]);
+      const before = portLines(steps['dnat-full'], 'EDGEMESH-H-C61200', 80)[0][0];
+      const after = portLines(steps['dnat-change'], 'EDGEMESH-H-C61200', 80)[0][0];
+      expect(after).not.toBe(before);
+      expect(actions(steps['dnat-change'], 'EDGEMESH-C-C61201', 8080)).toEqual([
+        '-j MARK --set-xmark 0x4000/0x4000',
+        '-j DNAT --to-destination 10.0.0.9:8080',
+      ]);
+    });
+
+    it('no backend left: back to the portal; a resync writes the same; cleanup removes all', () => {
+      expect(actions(steps['dnat-empty'], 'EDGEMESH-H-C61200', 80)).toEqual([
+        '-j DNAT --to-destination 169.254.96.16:20001',
+      ]);
+      expect(ours(steps['dnat-resync'])).toEqual(ours(steps['dnat-empty']));
+      expect(steps['dnat-cleanup']).not.toContain('EDGEMESH');
+    });
+  });
+});
+
+/**
+ * EdgeMeshModule's side of DNAT mode: a pod that arrives or leaves (as MetaManager sends it) is a
+ * rule change, written without a restart; stop removes every rule and chain.
+ */
+describe('EdgeMeshModule with l4Mode dnat (iptables-nft, in a netns)', () => {
+  let ns: Netns;
+  let steps: Record<string, string>;
+
+  beforeAll(async () => {
+    ns = await Netns.create(`emdnm${process.pid % 100000}`);
+    steps = await runSteps(ns, join(__dirname, 'fixtures', 'dnat-module-steps.js'), 'nft');
+  }, 40_000);
+
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  // the backends the host side DNATs port 7000 to
+  const targets = (save: string) =>
+    [...save.matchAll(/^-A EDGEMESH-H-\S+ .*--dport 7000 .*-j DNAT --to-destination (\S+)$/gm)]
+      .map((m) => m[1])
+      .sort();
+
+  it("starts with the VIP DNAT'd to its one backend", () => {
+    expect(steps.start).toMatch(/-d 198\.18\.0\.10\/32 -p tcp -m tcp --dport 7000 .* -j MARK --set-xmark/);
+    expect(targets(steps.start)).toEqual(['10.0.0.1:7000']);
+    expect(steps.start).toMatch(/^-A POSTROUTING -j EDGEMESH-POSTROUTING$/m);
+  });
+
+  it('a pod added is a second DNAT target at once; both deleted: back to the portal', () => {
+    expect(targets(steps.added)).toEqual(['10.0.0.1:7000', '10.0.0.2:7000']);
+    expect(steps.added).toContain('--probability 0.50000000000');
+    expect(steps.removed).toMatch(/--dport 7000 .* -j DNAT --to-destination 169\.254\.96\.16:\d+/);
+    expect(steps.removed).not.toMatch(/--dport 7000 .* -j MARK/);
+  });
+
+  it('stop leaves no rule or chain of ours', () => {
+    expect(steps.stopped).not.toContain('EDGEMESH');
   });
 });

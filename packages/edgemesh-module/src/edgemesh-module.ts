@@ -12,6 +12,7 @@ import {
 } from '@edgecore/beehive';
 import { decodeChange, MetaClient } from '@edgecore/metamanager';
 import { inject, injectable, optional } from 'inversify';
+import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { ServiceCatalog, type CatalogEvent } from './catalog/catalog';
 import type { Endpoints, Pod, Service } from './catalog/types';
@@ -46,6 +47,8 @@ export class EdgeMeshModule implements BeehiveModule {
   readonly mode: MeshMode;
   private readonly modeReason?: string;
   iptables?: IptablesManager;
+  /** iptables mode with `l4Mode: dnat` in force: plain TCP ports are DNAT'd straight to backends. */
+  l4Dnat = false;
   private listenIfc?: ListenInterface;
   private resolvConf?: ResolvConfHijack;
   vips!: VipAllocator;
@@ -137,6 +140,32 @@ export class EdgeMeshModule implements BeehiveModule {
     await this.dns?.close();
   }
 
+  /** iptables mode with `l4Mode: dnat` and a strategy iptables can express (random picks). */
+  private dnatMode(): boolean {
+    if (this.options.l4Mode !== 'dnat') return false;
+    const strategy = this.options.lbStrategy ?? 'RoundRobin';
+    if (strategy !== 'RoundRobin' && strategy !== 'Random') {
+      this.log.warn(
+        { lbStrategy: strategy },
+        'l4Mode dnat: iptables picks backends at random only; TCP ports keep the portal for this strategy',
+      );
+      return false;
+    }
+    this.l4Dnat = true;
+    let forwarding = '1';
+    try {
+      forwarding = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    } catch {
+      // no procfs: nothing to warn about
+    }
+    if (forwarding === '0')
+      this.log.warn(
+        {},
+        'l4Mode dnat: net.ipv4.ip_forward is 0, so containers cannot reach backends on other hosts (host processes can)',
+      );
+    return true;
+  }
+
   /** Program the whole rule set for the current portal table (one iptables-restore). */
   private syncRules(): Promise<void> {
     const name = this.options.proxyName ?? 'edgemesh';
@@ -206,6 +235,9 @@ export class EdgeMeshModule implements BeehiveModule {
       listenIP = await this.listenIfc.ensure();
       await this.listenIfc.routeSubnet(o.subNet ?? DEFAULT_SUBNET);
       this.iptables = new IptablesManager({
+        dnatTargets: this.dnatMode()
+          ? (e) => (e.protocol === 'tcp' ? this.backendsFor(e) : undefined)
+          : undefined,
         listenIP,
         listenInterface: this.listenIfc.name,
         dnsPort: o.dns?.listenPort ?? 53,
@@ -219,7 +251,10 @@ export class EdgeMeshModule implements BeehiveModule {
         this.resolvConf = new ResolvConfHijack(o.dns.resolvConf ?? '/etc/resolv.conf', listenIP);
         this.resolvConf.recover(); // a crashed run's change first, so upstreams come from the original
       }
-    } else if (o.mode !== 'unprivileged') {
+    } else if (o.l4Mode === 'dnat') {
+      this.log.warn({ mode: this.mode }, 'l4Mode dnat needs iptables mode; TCP ports keep the portal');
+    }
+    if (this.mode !== 'iptables' && o.mode !== 'unprivileged') {
       this.log.info(
         { reason: this.modeReason },
         'edgemesh in unprivileged mode: DNS on 127.0.0.1, explicit proxy on listenPort, no interception',
@@ -313,6 +348,7 @@ export class EdgeMeshModule implements BeehiveModule {
         dns: `${a.address}:${a.port}`,
         dnsUdp: this.dns.udpBackend,
         l4Splice: this.tcp.splicing,
+        l4Mode: this.l4Dnat ? 'dnat' : 'portal',
         l7Engine: this.http.native ? 'native' : 'js',
         proxy: this.forwardProxyAddress,
         portals: this.portals.table().length,
@@ -337,13 +373,13 @@ export class EdgeMeshModule implements BeehiveModule {
     }
     this.backendCache.clear();
     this.dns?.invalidate();
-    if (ev.kind === 'service' && this.portals) {
+    if (ev.kind === 'service' && this.portals)
       await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
-      if (this.iptables)
-        await this.syncRules().catch((e) =>
-          this.log.error({ err: (e as Error).message }, 'iptables sync failed'),
-        );
-    }
+    // DNAT mode writes backends into the rules: a pod or Endpoints change is a rule change too
+    if (this.iptables && this.portals && (ev.kind === 'service' || this.l4Dnat))
+      await this.syncRules().catch((e) =>
+        this.log.error({ err: (e as Error).message }, 'iptables sync failed'),
+      );
   }
 
   private async ensureVip(key: string, s: Service): Promise<void> {

@@ -112,6 +112,8 @@ export const EdgeCoreConfigSchema = z.strictObject({
           iptablesBackend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
           /** iptables mode: seconds between re-ensures of our rules. */
           iptablesSyncSeconds: z.number().min(1).max(3600).default(30),
+          /** iptables mode, non-HTTP TCP ports: DNAT to our portal, or straight to a backend (kube-proxy style). */
+          l4Mode: z.enum(['portal', 'dnat']).default('portal'),
           /** L7 portals: the native engine when built (auto), required (native), or never (js). */
           httpEngine: z.enum(['auto', 'native', 'js']).default('auto'),
           /** Native L7 engine under load: µs a wake-up waits for more events (0: off). */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { EdgeMeshError } from '../edgemesh-errors';
 import type { PortalEntry } from '../proxy/portals';
@@ -5,8 +6,12 @@ import { run } from './exec';
 
 export const CHAIN_CONTAINER = 'EDGEMESH-PORTALS-CONTAINER';
 export const CHAIN_HOST = 'EDGEMESH-PORTALS-HOST';
-/** Every chain of ours: the two top chains and the per-/24 bucket chains. */
-const OUR_CHAIN = /^EDGEMESH-(PORTALS-CONTAINER|PORTALS-HOST|[CH]-[0-9A-F]{6})$/;
+/** DNAT mode: masquerade of the connections DNAT'd to a backend on another address. */
+export const CHAIN_POSTROUTING = 'EDGEMESH-POSTROUTING';
+/** The packet mark of a connection to masquerade (kube-proxy's bit, with the same meaning). */
+export const MASQ_MARK = '0x4000/0x4000';
+/** Every chain of ours: the top chains and the per-/24 bucket chains. */
+const OUR_CHAIN = /^EDGEMESH-(PORTALS-CONTAINER|PORTALS-HOST|POSTROUTING|[CH]-[0-9A-F]{6})$/;
 /** Label that hands a service to another proxy (EdgeMesh's own convention). */
 export const PROXY_NAME_LABEL = 'service.edgemesh.kubeedge.io/service-proxy-name';
 
@@ -30,6 +35,13 @@ export interface IptablesOptions {
   iptables?: string;
   iptablesSave?: string;
   log?: Logger;
+  /**
+   * DNAT mode (kube-proxy's iptables mode) for the TCP ports it returns backends for: instead of
+   * the DNAT to the portal, a mark and one DNAT per backend, picked at random (`-m statistic`) —
+   * no userspace hop. Ports it returns nothing (or an empty list) for keep their portal.
+   * Connections DNAT'd to another host are masqueraded.
+   */
+  dnatTargets?: (e: PortalEntry) => readonly { host: string; port: number }[] | undefined;
 }
 
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -46,13 +58,14 @@ function bucketOf(vip: string): { id: string; cidr: string } {
 
 interface CachedRule {
   e: PortalEntry;
-  /** Bucket chains (container, host), their jumps and the two DNAT lines. */
+  /** DNAT mode: the backends as written (`host:port,…`; '' = the portal). */
+  t: string;
+  /** Bucket chains (container, host), their jumps and the port's lines in them. */
   c: string;
   h: string;
   jc: string;
   jh: string;
-  lc: string;
-  lh: string;
+  l: string[];
 }
 
 /** What a rule set is made of: the `-A` lines (top chains first) and the bucket chains they use. */
@@ -60,6 +73,14 @@ interface RuleSet {
   lines: string[];
   chains: Set<string>;
 }
+
+const MASQ_LINES = [
+  `-A ${CHAIN_POSTROUTING} -m mark ! --mark ${MASQ_MARK} -j RETURN`,
+  // a backend on this node keeps the client's address (local delivery, no masquerade needed)
+  `-A ${CHAIN_POSTROUTING} -m addrtype --dst-type LOCAL -j RETURN`,
+  `-A ${CHAIN_POSTROUTING} -j MARK --xor-mark ${MASQ_MARK.split('/')[0]}`,
+  `-A ${CHAIN_POSTROUTING} -m comment --comment edgemesh-masquerade -j MASQUERADE`,
+];
 
 export interface ServiceFilterInfo {
   labels?: Record<string, string>;
@@ -112,12 +133,30 @@ export class IptablesManager {
       '*nat',
       `:${CHAIN_CONTAINER} - [0:0]`,
       `:${CHAIN_HOST} - [0:0]`,
+      ...(this.o.dnatTargets ? [`:${CHAIN_POSTROUTING} - [0:0]`] : []),
       ...[...rs.chains, ...stale].map((c) => `:${c} - [0:0]`),
       ...rs.lines,
       ...stale.map((c) => `-X ${c}`),
       'COMMIT',
       '',
     ].join('\n');
+  }
+
+  /** DNAT mode: a TCP port's backends as `host:port` (those that can be written into a rule). */
+  private targetsOf(e: PortalEntry): string[] {
+    const list = e.transport === 'TCP' ? this.o.dnatTargets?.(e) : undefined;
+    if (!list?.length) return [];
+    const out: string[] = [];
+    for (const b of list) {
+      if (IPV4.test(b.host) && Number.isInteger(b.port) && b.port > 0 && b.port < 65536)
+        out.push(`${b.host}:${b.port}`);
+      else
+        this.log.warn(
+          { portal: e.key, backend: `${b.host}:${b.port}` },
+          'backend not writable as a DNAT target',
+        );
+    }
+    return out;
   }
 
   /** Our `-A` lines: DNS hijack first, then the bucket jumps, then the DNAT rules. */
@@ -130,6 +169,7 @@ export class IptablesManager {
     const jumps: string[] = [];
     const dnat: string[] = [];
     const chains = new Set<string>();
+    if (o.dnatTargets) out.push(...MASQ_LINES);
     if (o.hijackDns) {
       for (const proto of ['udp', 'tcp']) {
         out.push(
@@ -146,8 +186,11 @@ export class IptablesManager {
       // The rule text of an unchanged portal is reused: a change at 10,000 ports costs a lookup
       // per port, not a validation and two string builds.
       const was = this.ruleCache.get(e.key);
+      const targets = o.dnatTargets ? this.targetsOf(e) : [];
+      const t = targets.join(',');
       if (
         was &&
+        was.t === t &&
         was.e.vip === e.vip &&
         was.e.port === e.port &&
         was.e.transport === e.transport &&
@@ -161,7 +204,7 @@ export class IptablesManager {
           chains.add(was.c).add(was.h);
           jumps.push(was.jc, was.jh);
         }
-        dnat.push(was.lc, was.lh);
+        dnat.push(...was.l);
         continue;
       }
       const comment = `${e.namespace}/${e.service}:${e.port}`;
@@ -179,25 +222,40 @@ export class IptablesManager {
         continue;
       }
       const proto = e.transport === 'UDP' ? 'udp' : 'tcp';
-      const rule = `-d ${e.vip}/32 -p ${proto} --dport ${e.port} -m comment --comment ${comment} -j DNAT --to-destination ${e.listenHost}:${e.listenPort}`;
+      const match = `-d ${e.vip}/32 -p ${proto} --dport ${e.port} -m comment --comment ${comment}`;
+      let rules: string[];
+      if (targets.length) {
+        // DNAT mode, kube-proxy's pick: rule i of n takes 1/(n-i) of what reaches it, the last the
+        // rest; a mark first for the masquerade. The lines sit in the bucket (a chain per port cost
+        // 3-4x the time to write on nft at 10,000 ports) and carry a hash of the backend list, so
+        // a change replaces the port's lines all together and they stay in order.
+        const tag = createHash('sha256').update(t).digest('hex').slice(0, 8);
+        const m = `${match}@${tag}`;
+        rules = [`${m} -j MARK --set-xmark ${MASQ_MARK}`];
+        targets.forEach((to, i) => {
+          const left = targets.length - i;
+          const pick = left > 1 ? `-m statistic --mode random --probability ${(1 / left).toFixed(10)} ` : '';
+          rules.push(`${m} ${pick}-j DNAT --to-destination ${to}`);
+        });
+      } else rules = [`${match} -j DNAT --to-destination ${e.listenHost}:${e.listenPort}`];
       const b = bucketOf(e.vip);
       const c = `EDGEMESH-C-${b.id}`;
       const h = `EDGEMESH-H-${b.id}`;
       const r: CachedRule = {
         e: { ...e },
+        t,
         c,
         h,
         jc: `-A ${CHAIN_CONTAINER} -d ${b.cidr} -j ${c}`,
         jh: `-A ${CHAIN_HOST} -d ${b.cidr} -j ${h}`,
-        lc: `-A ${c} ${rule}`,
-        lh: `-A ${h} ${rule}`,
+        l: [...rules.map((x) => `-A ${c} ${x}`), ...rules.map((x) => `-A ${h} ${x}`)],
       };
       cache.set(e.key, r);
       if (!chains.has(c)) {
         chains.add(c).add(h);
         jumps.push(r.jc, r.jh);
       }
-      dnat.push(r.lc, r.lh);
+      dnat.push(...r.l);
     }
     this.ruleCache = cache;
     return { lines: out.concat(jumps, dnat), chains };
@@ -259,6 +317,7 @@ export class IptablesManager {
         if (wasFull) {
           await this.ensureJump('PREROUTING', CHAIN_CONTAINER);
           await this.ensureJump('OUTPUT', CHAIN_HOST);
+          if (this.o.dnatTargets) await this.ensureJump('POSTROUTING', CHAIN_POSTROUTING);
         }
         this.syncs++;
       });
@@ -291,6 +350,7 @@ export class IptablesManager {
     for (const [parent, chain] of [
       ['PREROUTING', CHAIN_CONTAINER],
       ['OUTPUT', CHAIN_HOST],
+      ['POSTROUTING', CHAIN_POSTROUTING],
     ]) {
       for (let i = 0; i < 100; i++) {
         const r = await run(this.ipt, ['-w', '5', '-t', 'nat', '-D', parent, '-j', chain]);

@@ -42,16 +42,18 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
       .map((l) => l.replace(/"/g, ''))
       .sort();
 
-  it('full write: the top chains jump per VIP /24 to bucket chains that hold the DNAT rules', () => {
+  it('full write: both top chains jump per VIP /24 to one bucket chain that holds the DNAT rules', () => {
     const r = ours(steps.full);
     expect(r).toContain('-A PREROUTING -j EDGEMESH-PORTALS-CONTAINER');
     expect(r).toContain('-A OUTPUT -j EDGEMESH-PORTALS-HOST');
-    expect(r).toContain('-A EDGEMESH-PORTALS-HOST -d 198.18.0.0/24 -j EDGEMESH-H-C61200');
-    expect(r).toContain('-A EDGEMESH-PORTALS-CONTAINER -d 198.18.1.0/24 -j EDGEMESH-C-C61201');
+    expect(r).toContain('-A EDGEMESH-PORTALS-HOST -d 198.18.0.0/24 -j EDGEMESH-B-C61200');
+    expect(r).toContain('-A EDGEMESH-PORTALS-CONTAINER -d 198.18.0.0/24 -j EDGEMESH-B-C61200');
+    expect(r).toContain('-A EDGEMESH-PORTALS-CONTAINER -d 198.18.1.0/24 -j EDGEMESH-B-C61201');
     expect(r).toContain(
-      '-A EDGEMESH-H-C61200 -d 198.18.0.6/32 -p udp -m udp --dport 53 -m comment --comment default/b:53 -j DNAT --to-destination 169.254.96.16:20002',
+      '-A EDGEMESH-B-C61200 -d 198.18.0.6/32 -p udp -m udp --dport 53 -m comment --comment default/b:53 -j DNAT --to-destination 169.254.96.16:20002',
     );
-    expect(r.filter((l) => l.includes('--comment default/'))).toHaveLength(6);
+    // one rule per service port, shared by both sides
+    expect(r.filter((l) => l.includes('--comment default/'))).toHaveLength(3);
     // DNS hijack first in the top chains
     const host = steps.full.split('\n').filter((l) => l.startsWith('-A EDGEMESH-PORTALS-HOST'));
     expect(host[0]).toMatch(/--dport 53 .*edgemesh-dns/);
@@ -60,15 +62,15 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
   it('a change writes the difference: moved and new rules, a new bucket, the empty bucket kept until resync', () => {
     const r = ours(steps.incremental);
     const dnat = r.filter((l) => l.includes('--comment default/'));
-    expect(dnat).toHaveLength(6);
+    expect(dnat).toHaveLength(3);
     expect(dnat.join('\n')).toContain('--comment default/b:53 -j DNAT --to-destination 169.254.96.16:20099');
     expect(dnat.join('\n')).not.toContain('20002');
     expect(dnat.join('\n')).not.toContain('default/c:');
-    expect(r).toContain('-A EDGEMESH-PORTALS-HOST -d 10.96.2.0/24 -j EDGEMESH-H-0A6002');
+    expect(r).toContain('-A EDGEMESH-PORTALS-HOST -d 10.96.2.0/24 -j EDGEMESH-B-0A6002');
     expect(r).toContain(
-      '-A EDGEMESH-C-0A6002 -d 10.96.2.9/32 -p tcp -m tcp --dport 443 -m comment --comment default/d:443 -j DNAT --to-destination 169.254.96.16:20004',
+      '-A EDGEMESH-B-0A6002 -d 10.96.2.9/32 -p tcp -m tcp --dport 443 -m comment --comment default/d:443 -j DNAT --to-destination 169.254.96.16:20004',
     );
-    expect(r).toContain('-A EDGEMESH-PORTALS-HOST -d 198.18.1.0/24 -j EDGEMESH-H-C61201');
+    expect(r).toContain('-A EDGEMESH-PORTALS-HOST -d 198.18.1.0/24 -j EDGEMESH-B-C61201');
   });
 
   it('a resync rewrites everything and removes the empty bucket chains', () => {
@@ -80,7 +82,8 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
     expect(r.filter((l) => l.startsWith('-A PREROUTING') || l.startsWith('-A OUTPUT'))).toHaveLength(2);
   });
 
-  it('a cleanup by a manager that never wrote (after a crash) removes every chain and jump of ours', () => {
+  it('a cleanup by a manager that never wrote (after a crash) removes every chain and jump of ours, also the per-side buckets of earlier versions', () => {
+    expect(steps.resync).toContain(':EDGEMESH-C-C61299');
     expect(steps.cleanup).not.toContain('EDGEMESH');
   });
 
@@ -95,22 +98,21 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
     const actions = (save: string, chain: string, port: number) =>
       portLines(save, chain, port).map(([, a]) => a);
 
-    it('a TCP port with backends: a mark, then 1/3, 1/2 and the rest, each a DNAT to a backend, on both sides', () => {
-      for (const chain of ['EDGEMESH-H-C61200', 'EDGEMESH-C-C61200'])
-        expect(actions(steps['dnat-full'], chain, 80)).toEqual([
-          '-j MARK --set-xmark 0x4000/0x4000',
-          '-m statistic --mode random --probability 0.33333333349 -j DNAT --to-destination 10.0.0.1:80',
-          '-m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.0.2:80',
-          '-j DNAT --to-destination 10.0.0.3:80',
-        ]);
+    it('a TCP port with backends: a mark, then 1/3, 1/2 and the rest, each a DNAT to a backend', () => {
+      expect(actions(steps['dnat-full'], 'EDGEMESH-B-C61200', 80)).toEqual([
+        '-j MARK --set-xmark 0x4000/0x4000',
+        '-m statistic --mode random --probability 0.33333333349 -j DNAT --to-destination 10.0.0.1:80',
+        '-m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.0.2:80',
+        '-j DNAT --to-destination 10.0.0.3:80',
+      ]);
       // every line carries the port and a hash of its backend list
-      const comments = new Set(portLines(steps['dnat-full'], 'EDGEMESH-H-C61200', 80).map(([c]) => c));
+      const comments = new Set(portLines(steps['dnat-full'], 'EDGEMESH-B-C61200', 80).map(([c]) => c));
       expect([...comments]).toEqual([expect.stringMatching(/^default\/a:80@[0-9a-f]{8}$/)]);
       // UDP, and a TCP port without backends, keep their portal
       expect(ours(steps['dnat-full'])).toContain(
-        '-A EDGEMESH-H-C61200 -d 198.18.0.6/32 -p udp -m udp --dport 53 -m comment --comment default/b:53 -j DNAT --to-destination 169.254.96.16:20002',
+        '-A EDGEMESH-B-C61200 -d 198.18.0.6/32 -p udp -m udp --dport 53 -m comment --comment default/b:53 -j DNAT --to-destination 169.254.96.16:20002',
       );
-      expect(actions(steps['dnat-full'], 'EDGEMESH-H-C61201', 8080)).toEqual([
+      expect(actions(steps['dnat-full'], 'EDGEMESH-B-C61201', 8080)).toEqual([
         '-j DNAT --to-destination 169.254.96.16:20003',
       ]);
     });
@@ -133,22 +135,22 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
     it("a backend change (incremental) replaces all of the port's lines, in order; a port that gains backends gets them", () => {
       // the last line (`-j DNAT … 10.0.0.3:80`) is the same text but for the hash: kept in place
       // while the others were appended after it, it would take every connection
-      expect(actions(steps['dnat-change'], 'EDGEMESH-H-C61200', 80)).toEqual([
+      expect(actions(steps['dnat-change'], 'EDGEMESH-B-C61200', 80)).toEqual([
         '-j MARK --set-xmark 0x4000/0x4000',
         '-m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.0.1:80',
         '-j DNAT --to-destination 10.0.0.3:80',
       ]);
-      const before = portLines(steps['dnat-full'], 'EDGEMESH-H-C61200', 80)[0][0];
-      const after = portLines(steps['dnat-change'], 'EDGEMESH-H-C61200', 80)[0][0];
+      const before = portLines(steps['dnat-full'], 'EDGEMESH-B-C61200', 80)[0][0];
+      const after = portLines(steps['dnat-change'], 'EDGEMESH-B-C61200', 80)[0][0];
       expect(after).not.toBe(before);
-      expect(actions(steps['dnat-change'], 'EDGEMESH-C-C61201', 8080)).toEqual([
+      expect(actions(steps['dnat-change'], 'EDGEMESH-B-C61201', 8080)).toEqual([
         '-j MARK --set-xmark 0x4000/0x4000',
         '-j DNAT --to-destination 10.0.0.9:8080',
       ]);
     });
 
     it('no backend left: back to the portal; a resync writes the same; cleanup removes all', () => {
-      expect(actions(steps['dnat-empty'], 'EDGEMESH-H-C61200', 80)).toEqual([
+      expect(actions(steps['dnat-empty'], 'EDGEMESH-B-C61200', 80)).toEqual([
         '-j DNAT --to-destination 169.254.96.16:20001',
       ]);
       expect(ours(steps['dnat-resync'])).toEqual(ours(steps['dnat-empty']));
@@ -174,9 +176,9 @@ describe('EdgeMeshModule with l4Mode dnat (iptables-nft, in a netns)', () => {
     await ns?.destroy();
   });
 
-  // the backends the host side DNATs port 7000 to
+  // the backends port 7000 is DNAT'd to
   const targets = (save: string) =>
-    [...save.matchAll(/^-A EDGEMESH-H-\S+ .*--dport 7000 .*-j DNAT --to-destination (\S+)$/gm)]
+    [...save.matchAll(/^-A EDGEMESH-B-\S+ .*--dport 7000 .*-j DNAT --to-destination (\S+)$/gm)]
       .map((m) => m[1])
       .sort();
 

@@ -10,8 +10,11 @@ export const CHAIN_HOST = 'EDGEMESH-PORTALS-HOST';
 export const CHAIN_POSTROUTING = 'EDGEMESH-POSTROUTING';
 /** The packet mark of a connection to masquerade (kube-proxy's bit, with the same meaning). */
 export const MASQ_MARK = '0x4000/0x4000';
-/** Every chain of ours: the top chains and the per-/24 bucket chains. */
-const OUR_CHAIN = /^EDGEMESH-(PORTALS-CONTAINER|PORTALS-HOST|POSTROUTING|[CH]-[0-9A-F]{6})$/;
+/**
+ * Every chain of ours: the top chains and the per-/24 bucket chains (`B-`; `C-` and `H-` were the
+ * container and host copies of a bucket before they were shared, still removed if left behind).
+ */
+const OUR_CHAIN = /^EDGEMESH-(PORTALS-CONTAINER|PORTALS-HOST|POSTROUTING|[BCH]-[0-9A-F]{6})$/;
 /** Label that hands a service to another proxy (EdgeMesh's own convention). */
 export const PROXY_NAME_LABEL = 'service.edgemesh.kubeedge.io/service-proxy-name';
 
@@ -47,7 +50,7 @@ export interface IptablesOptions {
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const SAFE_COMMENT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[0-9]{1,5}$/;
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-const JUMP = / -j EDGEMESH-[CH]-[0-9A-F]{6}$/;
+const JUMP = / -j EDGEMESH-B-[0-9A-F]{6}$/;
 
 /** The bucket of a VIP: its /24, as the chain-name suffix and the match. */
 function bucketOf(vip: string): { id: string; cidr: string } {
@@ -60,9 +63,8 @@ interface CachedRule {
   e: PortalEntry;
   /** DNAT mode: the backends as written (`host:port,…`; '' = the portal). */
   t: string;
-  /** Bucket chains (container, host), their jumps and the port's lines in them. */
-  c: string;
-  h: string;
+  /** The bucket chain, its jumps (from the container and the host top chain), the port's lines. */
+  b: string;
   jc: string;
   jh: string;
   l: string[];
@@ -92,11 +94,13 @@ export interface ServiceFilterInfo {
  * portal, and the DNS hijack. The chains are rewritten whole in one `iptables-restore --noflush`
  * batch (declaring a chain in the input flushes it), so 10,000 ports are one exec, not 10,000.
  *
- * The DNAT rules sit in one chain per VIP /24 (`EDGEMESH-H-C61213` for 198.18.19.0/24, `-C-` for
- * the container side), jumped to from the top chain by `-d 198.18.19.0/24`. Two reasons: a change
- * deletes a rule in a chain of at most 256 VIPs, and iptables-nft fetches only the chains a batch
- * touches (one chain of 10,000 rules made one change cost ~300 ms, a bucket ~10 ms); and a new
- * connection walks one jump plus its bucket instead of up to 10,000 rules.
+ * The DNAT rules sit in one chain per VIP /24 (`EDGEMESH-B-C61213` for 198.18.19.0/24), jumped to
+ * from both top chains by `-d 198.18.19.0/24`. Two reasons: a change deletes a rule in a chain of
+ * at most 256 VIPs, and iptables-nft fetches only the chains a batch touches (one chain of 10,000
+ * rules made one change cost ~300 ms, a bucket ~10 ms); and a new connection walks one jump plus
+ * its bucket instead of up to 10,000 rules. Both sides share the bucket (a container's and a
+ * node process's connection to a VIP:port go to the same place): one copy of each rule, where a
+ * bucket per side wrote every rule twice.
  */
 export class IptablesManager {
   private timer?: NodeJS.Timeout;
@@ -200,8 +204,8 @@ export class IptablesManager {
         was.e.service === e.service
       ) {
         cache.set(e.key, was);
-        if (!chains.has(was.c)) {
-          chains.add(was.c).add(was.h);
+        if (!chains.has(was.b)) {
+          chains.add(was.b);
           jumps.push(was.jc, was.jh);
         }
         dnat.push(...was.l);
@@ -238,21 +242,19 @@ export class IptablesManager {
           rules.push(`${m} ${pick}-j DNAT --to-destination ${to}`);
         });
       } else rules = [`${match} -j DNAT --to-destination ${e.listenHost}:${e.listenPort}`];
-      const b = bucketOf(e.vip);
-      const c = `EDGEMESH-C-${b.id}`;
-      const h = `EDGEMESH-H-${b.id}`;
+      const bucket = bucketOf(e.vip);
+      const b = `EDGEMESH-B-${bucket.id}`;
       const r: CachedRule = {
         e: { ...e },
         t,
-        c,
-        h,
-        jc: `-A ${CHAIN_CONTAINER} -d ${b.cidr} -j ${c}`,
-        jh: `-A ${CHAIN_HOST} -d ${b.cidr} -j ${h}`,
-        l: [...rules.map((x) => `-A ${c} ${x}`), ...rules.map((x) => `-A ${h} ${x}`)],
+        b,
+        jc: `-A ${CHAIN_CONTAINER} -d ${bucket.cidr} -j ${b}`,
+        jh: `-A ${CHAIN_HOST} -d ${bucket.cidr} -j ${b}`,
+        l: rules.map((x) => `-A ${b} ${x}`),
       };
       cache.set(e.key, r);
-      if (!chains.has(c)) {
-        chains.add(c).add(h);
+      if (!chains.has(b)) {
+        chains.add(b);
         jumps.push(r.jc, r.jh);
       }
       dnat.push(...r.l);

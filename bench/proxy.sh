@@ -9,7 +9,8 @@
 # iperf3 Gbit/s through the L4 paths; then PAIRS (default 6) paired rounds, order alternating, for
 # the contested ratios (L7 rps and CPU µs/request against nginx, L4 iperf3 against direct and
 # against the splice relay) and their medians.
-# Usage: [PAIRS=n] bench/proxy.sh [seconds per wrk run, default 10]
+# Then, as root, bench/l4-dnat.sh: L4 through a service VIP in iptables mode, portal and DNAT mode.
+# Usage: [PAIRS=n] [L4DNAT=0] bench/proxy.sh [seconds per wrk run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -193,3 +194,9 @@ echo "  L7 coalescing off, CPU µs per request / nginx's:$L7OFFC → median $(me
 echo "  L4 iperf3 / direct:$L4P → median $(median "$L4P")"
 echo "  splice relay iperf3 / direct:$L4R → median $(median "$L4R")"
 echo "goals: L7 rps ≥ 1.0 × nginx reverse proxy; L7 CPU ≤ 40 µs/request; added p50 at c1 ≤ 50 µs over direct; L4 iperf3 ≥ 0.7 × direct"
+# L4 in iptables mode, through a service VIP (l4Mode portal and dnat): needs root and network
+# namespaces (bench/l4-dnat.sh makes and deletes its own); L4DNAT=0 skips it
+if [ "${L4DNAT:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
+  echo
+  PAIRS=$PAIRS bash bench/l4-dnat.sh
+fi

@@ -195,6 +195,13 @@ describe('EdgeMeshModule with l4Mode dnat (iptables-nft, in a netns)', () => {
     expect(steps.removed).not.toMatch(/--dport 7000 .* -j MARK/);
   });
 
+  it('a burst of 100 pods is one or a few rule writes (not one per pod), with every backend in them', () => {
+    expect(targets(steps.burst)).toHaveLength(100);
+    const syncs = Number(steps['burst-syncs']);
+    expect(syncs).toBeGreaterThanOrEqual(1);
+    expect(syncs).toBeLessThan(20);
+  });
+
   it('stop leaves no rule or chain of ours', () => {
     expect(steps.stopped).not.toContain('EDGEMESH');
   });

@@ -70,6 +70,11 @@ export class EdgeMeshModule implements BeehiveModule {
   private readonly serviceByVip = new Map<string, string>();
   private readonly readiness = new ReadySignal();
   private pending: Promise<void> = Promise.resolve();
+  /** DNAT mode: rule syncs for pod/Endpoints changes, one after another… */
+  private backendSyncs: Promise<void> = Promise.resolve();
+  /** …and whether one is queued and not yet started (every change before it starts is in it). */
+  private backendSyncQueued = false;
+  private stopping = false;
 
   constructor(
     @inject(EdgeMeshOptions) readonly options: EdgeMeshOptions,
@@ -127,6 +132,8 @@ export class EdgeMeshModule implements BeehiveModule {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    await this.backendSyncs;
     await this.iptables
       ?.cleanup()
       .catch((e) => this.log.error({ err: (e as Error).message }, 'removing iptables rules failed'));
@@ -375,11 +382,30 @@ export class EdgeMeshModule implements BeehiveModule {
     this.dns?.invalidate();
     if (ev.kind === 'service' && this.portals)
       await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
-    // DNAT mode writes backends into the rules: a pod or Endpoints change is a rule change too
-    if (this.iptables && this.portals && (ev.kind === 'service' || this.l4Dnat))
-      await this.syncRules().catch((e) =>
-        this.log.error({ err: (e as Error).message }, 'iptables sync failed'),
-      );
+    if (this.iptables && this.portals) {
+      if (ev.kind === 'service')
+        await this.syncRules().catch((e) =>
+          this.log.error({ err: (e as Error).message }, 'iptables sync failed'),
+        );
+      // DNAT mode writes backends into the rules: a pod or Endpoints change is a rule change too
+      else if (this.l4Dnat) this.syncBackendRules();
+    }
+  }
+
+  /**
+   * DNAT mode, a pod or Endpoints change: a rule sync, not awaited by the change, so a burst (a
+   * node back online, a rollout) costs one or two writes, not one per pod — a sync queued and not
+   * yet started takes every change that comes before it starts.
+   */
+  private syncBackendRules(): void {
+    if (this.backendSyncQueued) return;
+    this.backendSyncQueued = true;
+    this.backendSyncs = this.backendSyncs
+      .then(() => {
+        this.backendSyncQueued = false;
+        return this.stopping ? undefined : this.syncRules();
+      })
+      .catch((e) => this.log.error({ err: (e as Error).message }, 'iptables sync failed'));
   }
 
   private async ensureVip(key: string, s: Service): Promise<void> {

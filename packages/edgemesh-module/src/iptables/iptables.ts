@@ -91,7 +91,8 @@ export interface ServiceFilterInfo {
 /**
  * The nat rules of EdgeMesh (kube-proxy userspace style): our own chains jumped to first from
  * PREROUTING (containers) and OUTPUT (host processes), one DNAT per service port VIP:port →
- * portal, and the DNS hijack. The chains are rewritten whole in one `iptables-restore --noflush`
+ * portal (in DNAT mode, for plain TCP ports, a random pick among DNATs to the backends, as
+ * kube-proxy's iptables mode), and the DNS hijack. The chains are rewritten whole in one `iptables-restore --noflush`
  * batch (declaring a chain in the input flushes it), so 10,000 ports are one exec, not 10,000.
  *
  * The DNAT rules sit in one chain per VIP /24 (`EDGEMESH-B-C61213` for 198.18.19.0/24), jumped to
@@ -230,9 +231,10 @@ export class IptablesManager {
       let rules: string[];
       if (targets.length) {
         // DNAT mode, kube-proxy's pick: rule i of n takes 1/(n-i) of what reaches it, the last the
-        // rest; a mark first for the masquerade. The lines sit in the bucket (a chain per port cost
-        // 3-4x the time to write on nft at 10,000 ports) and carry a hash of the backend list, so
-        // a change replaces the port's lines all together and they stay in order.
+        // rest; a mark first for the masquerade. The lines sit in the bucket (a chain per port, as
+        // kube-proxy's, took 6.3–6.9 s to write for 10,000 ports on nft, against 1.0–1.6 s) and
+        // carry a hash of the backend list, so a change replaces the port's lines all together and
+        // they stay in order.
         const tag = createHash('sha256').update(t).digest('hex').slice(0, 8);
         const m = `${match}@${tag}`;
         rules = [`${m} -j MARK --set-xmark ${MASQ_MARK}`];

@@ -206,3 +206,45 @@ describe('EdgeMeshModule with l4Mode dnat (iptables-nft, in a netns)', () => {
     expect(steps.stopped).not.toContain('EDGEMESH');
   });
 });
+
+/**
+ * DNAT mode with real connections inside one namespace: two backends on the namespace's own
+ * addresses, 40 connections to the VIP from the node — spread by RoundRobin/Random's random picks,
+ * all to one backend with SessionStickiness (client-IP affinity via `-m recent`).
+ */
+describe.each(['RoundRobin', 'SessionStickiness'] as const)(
+  'DNAT mode with traffic, lbStrategy %s (iptables-nft, in a netns)',
+  (strategy) => {
+    let ns: Netns;
+    let steps: Record<string, string>;
+
+    beforeAll(async () => {
+      ns = await Netns.create(`emdnt${process.pid % 100000}${strategy[0]}`);
+      steps = await runSteps(ns, join(__dirname, 'fixtures', 'dnat-traffic.js'), strategy);
+    }, 40_000);
+
+    afterAll(async () => {
+      await ns?.destroy();
+    });
+
+    it('every connection is answered by a backend, through the kernel DNAT rules', () => {
+      expect(steps.answers).toMatch(/^[ab]{40}$/);
+      expect(steps.rules).toMatch(/--dport 7000 .* -j DNAT --to-destination 10\.0\.0\.1:7000/);
+    });
+
+    if (strategy === 'RoundRobin')
+      it('spreads: both backends answer (each 1/2 of 40 picks)', () => {
+        expect(steps.answers).toContain('a');
+        expect(steps.answers).toContain('b');
+        expect(steps.rules).not.toContain('-m recent');
+      });
+    else
+      it('sticks: one client, one backend for all 40 (the affinity check renews, 3 h as kube-proxy)', () => {
+        expect(new Set(steps.answers).size).toBe(1);
+        expect(steps.rules).toMatch(
+          /-m recent --update --seconds 10800 --reap --name EM-[0-9a-f]{16} --mask 255\.255\.255\.255 --rsource -j DNAT --to-destination 10\.0\.0\.[12]:7000/,
+        );
+        expect(steps.rules).toMatch(/-m recent --set --name EM-[0-9a-f]{16} .*-j DNAT/);
+      });
+  },
+);

@@ -40,8 +40,8 @@ export interface EdgeMeshOptions {
    * iptables mode, TCP ports that are not HTTP: `portal` (default) — DNAT to our L4 portal, which
    * balances per connection with passive health and every strategy; `dnat` — kube-proxy's iptables
    * mode: DNAT straight to a backend picked at random by the kernel (no userspace hop, no passive
-   * health; RoundRobin and Random only — with another strategy the ports keep the portal). HTTP
-   * and UDP ports keep the portal either way.
+   * health; RoundRobin, Random and SessionStickiness — with another strategy the ports keep the
+   * portal). HTTP and UDP ports keep the portal either way.
    */
   l4Mode?: 'portal' | 'dnat';
   /** Native L7 engine under load: µs a wake-up waits for more events (default 15, 0: off; see

@@ -24,7 +24,7 @@ import { defaultAllowFrom, dnsListen, nodeIPv4s, resolveMode, type MeshMode } fr
 import { VipAllocator } from './vip/vip-allocator';
 import { resolveBackends, type Backend } from './lb/backends';
 import { LoadBalancer } from './lb/load-balancer';
-import { createStrategy } from './lb/strategies';
+import { createStrategy, STICKY_TIMEOUT_MS } from './lb/strategies';
 import { ForwardProxy, type ResolvedTarget } from './proxy/forward-proxy';
 import { HttpProxy } from './proxy/http-proxy';
 import { desiredPortals, PortalManager, type PortalSpec } from './proxy/portals';
@@ -147,14 +147,17 @@ export class EdgeMeshModule implements BeehiveModule {
     await this.dns?.close();
   }
 
-  /** iptables mode with `l4Mode: dnat` and a strategy iptables can express (random picks). */
+  /**
+   * iptables mode with `l4Mode: dnat` and a strategy iptables can express: random picks
+   * (RoundRobin, Random), or random picks remembered per client address (SessionStickiness).
+   */
   private dnatMode(): boolean {
     if (this.options.l4Mode !== 'dnat') return false;
     const strategy = this.options.lbStrategy ?? 'RoundRobin';
-    if (strategy !== 'RoundRobin' && strategy !== 'Random') {
+    if (strategy !== 'RoundRobin' && strategy !== 'Random' && strategy !== 'SessionStickiness') {
       this.log.warn(
         { lbStrategy: strategy },
-        'l4Mode dnat: iptables picks backends at random only; TCP ports keep the portal for this strategy',
+        'l4Mode dnat: iptables cannot express this strategy; TCP ports keep the portal',
       );
       return false;
     }
@@ -242,6 +245,8 @@ export class EdgeMeshModule implements BeehiveModule {
       listenIP = await this.listenIfc.ensure();
       await this.listenIfc.routeSubnet(o.subNet ?? DEFAULT_SUBNET);
       this.iptables = new IptablesManager({
+        dnatAffinitySeconds:
+          this.options.lbStrategy === 'SessionStickiness' ? STICKY_TIMEOUT_MS / 1000 : undefined,
         dnatTargets: this.dnatMode()
           ? (e) => (e.protocol === 'tcp' ? this.backendsFor(e) : undefined)
           : undefined,

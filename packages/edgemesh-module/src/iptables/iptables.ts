@@ -45,6 +45,12 @@ export interface IptablesOptions {
    * Connections DNAT'd to another host are masqueraded.
    */
   dnatTargets?: (e: PortalEntry) => readonly { host: string; port: number }[] | undefined;
+  /**
+   * DNAT mode with client-IP affinity (SessionStickiness, kube-proxy's `sessionAffinity:
+   * ClientIP`): a client's connections go to the backend it was last sent to while it connects
+   * again within this many seconds (`-m recent`, one list per port and backend).
+   */
+  dnatAffinitySeconds?: number;
 }
 
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -238,10 +244,19 @@ export class IptablesManager {
         const tag = createHash('sha256').update(t).digest('hex').slice(0, 8);
         const m = `${match}@${tag}`;
         rules = [`${m} -j MARK --set-xmark ${MASQ_MARK}`];
+        // affinity: first a client seen for a backend within the timeout (the check renews it),
+        // then the random pick, which records the client for the backend it picked
+        const secs = o.dnatAffinitySeconds;
+        const list = (to: string) =>
+          `-m recent --name EM-${createHash('sha256').update(`${e.key}>${to}`).digest('hex').slice(0, 16)} --mask 255.255.255.255 --rsource`;
+        if (secs)
+          for (const to of targets)
+            rules.push(`${m} ${list(to)} --update --seconds ${secs} --reap -j DNAT --to-destination ${to}`);
         targets.forEach((to, i) => {
           const left = targets.length - i;
           const pick = left > 1 ? `-m statistic --mode random --probability ${(1 / left).toFixed(10)} ` : '';
-          rules.push(`${m} ${pick}-j DNAT --to-destination ${to}`);
+          const remember = secs ? `${list(to)} --set ` : '';
+          rules.push(`${m} ${pick}${remember}-j DNAT --to-destination ${to}`);
         });
       } else rules = [`${match} -j DNAT --to-destination ${e.listenHost}:${e.listenPort}`];
       const bucket = bucketOf(e.vip);

@@ -35,12 +35,15 @@ export class RandomStrategy implements LbStrategy {
   }
 }
 
+/** SessionStickiness's idle timeout: kube-proxy's default for `sessionAffinity: ClientIP` (3 h). */
+export const STICKY_TIMEOUT_MS = 10_800_000;
+
 /** Client-IP affinity (kube-proxy `sessionAffinity: ClientIP`), expiring after `timeoutMs` idle. */
 export class SessionStickiness implements LbStrategy {
   readonly name = 'SessionStickiness';
   private readonly sessions = new Map<string, { key: string; until: number }>();
   private readonly rr = new RoundRobin();
-  constructor(readonly timeoutMs = 10_800_000 /* kube-proxy default 3 h */) {}
+  constructor(readonly timeoutMs = STICKY_TIMEOUT_MS) {}
   pick(b: readonly Backend[], ctx: PickContext): Backend {
     const id = `${ctx.scope}|${ctx.clientIp}`;
     const now = Date.now();

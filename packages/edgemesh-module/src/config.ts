@@ -41,7 +41,8 @@ export interface EdgeMeshOptions {
    * balances per connection with passive health and every strategy; `dnat` — kube-proxy's iptables
    * mode: DNAT straight to a backend picked at random by the kernel (no userspace hop, no passive
    * health; RoundRobin, Random and SessionStickiness — with another strategy the ports keep the
-   * portal). HTTP and UDP ports keep the portal either way.
+   * portal). UDP ports too when conntrack-tools is installed (a gone backend's flows are
+   * deleted); HTTP ports keep the L7 portal either way.
    */
   l4Mode?: 'portal' | 'dnat';
   /** Native L7 engine under load: µs a wake-up waits for more events (default 15, 0: off; see

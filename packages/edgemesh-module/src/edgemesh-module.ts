@@ -30,6 +30,7 @@ import { HttpProxy } from './proxy/http-proxy';
 import { desiredPortals, PortalManager, type PortalSpec } from './proxy/portals';
 import { TcpProxy } from './proxy/tcp-proxy';
 import { UpstreamPool } from './proxy/upstream-pool';
+import { run } from './iptables/exec';
 import { iptablesBinaries, IptablesManager, proxiedByUs } from './iptables/iptables';
 import { ListenInterface } from './iptables/listen-interface';
 import { ResolvConfHijack } from './iptables/resolvconf';
@@ -244,11 +245,16 @@ export class EdgeMeshModule implements BeehiveModule {
       this.listenIfc = new ListenInterface(o.listenInterface ?? 'docker0', { log: this.log });
       listenIP = await this.listenIfc.ensure();
       await this.listenIfc.routeSubnet(o.subNet ?? DEFAULT_SUBNET);
+      // DNAT mode: plain TCP ports, and UDP ports when conntrack can forget a gone backend's flows
+      const dnat = this.dnatMode();
+      const udp = dnat && (await run('conntrack', ['--version'])).code === 0;
+      if (dnat && !udp)
+        this.log.warn({}, 'l4Mode dnat: conntrack (conntrack-tools) not found; UDP ports keep the portal');
       this.iptables = new IptablesManager({
         dnatAffinitySeconds:
           this.options.lbStrategy === 'SessionStickiness' ? STICKY_TIMEOUT_MS / 1000 : undefined,
-        dnatTargets: this.dnatMode()
-          ? (e) => (e.protocol === 'tcp' ? this.backendsFor(e) : undefined)
+        dnatTargets: dnat
+          ? (e) => (e.protocol === 'tcp' || (udp && e.protocol === 'udp') ? this.backendsFor(e) : undefined)
           : undefined,
         listenIP,
         listenInterface: this.listenIfc.name,

@@ -39,10 +39,12 @@ export interface IptablesOptions {
   iptablesSave?: string;
   log?: Logger;
   /**
-   * DNAT mode (kube-proxy's iptables mode) for the TCP ports it returns backends for: instead of
-   * the DNAT to the portal, a mark and one DNAT per backend, picked at random (`-m statistic`) —
-   * no userspace hop. Ports it returns nothing (or an empty list) for keep their portal.
-   * Connections DNAT'd to another host are masqueraded.
+   * DNAT mode (kube-proxy's iptables mode) for the ports it returns backends for: instead of the
+   * DNAT to the portal, a mark and one DNAT per backend, picked at random (`-m statistic`) — no
+   * userspace hop. Ports it returns nothing (or an empty list) for keep their portal.
+   * Connections DNAT'd to another host are masqueraded. For a UDP port, the conntrack entries of
+   * a backend that leaves are deleted after the write (a UDP client that keeps sending would
+   * otherwise keep its flow to the gone backend): give UDP ports only with `conntrack` installed.
    */
   dnatTargets?: (e: PortalEntry) => readonly { host: string; port: number }[] | undefined;
   /**
@@ -51,6 +53,8 @@ export interface IptablesOptions {
    * again within this many seconds (`-m recent`, one list per port and backend).
    */
   dnatAffinitySeconds?: number;
+  /** The conntrack binary (conntrack-tools), for DNAT mode's UDP ports (default `conntrack`). */
+  conntrack?: string;
 }
 
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -76,10 +80,14 @@ interface CachedRule {
   l: string[];
 }
 
-/** What a rule set is made of: the `-A` lines (top chains first) and the bucket chains they use. */
+/**
+ * What a rule set is made of: the `-A` lines (top chains first), the bucket chains they use, and
+ * (DNAT mode) the UDP flows to forget once it is written: a backend that left a VIP:port.
+ */
 interface RuleSet {
   lines: string[];
   chains: Set<string>;
+  forget: { vip: string; port: number; backend: string }[];
 }
 
 const MASQ_LINES = [
@@ -153,9 +161,9 @@ export class IptablesManager {
     ].join('\n');
   }
 
-  /** DNAT mode: a TCP port's backends as `host:port` (those that can be written into a rule). */
+  /** DNAT mode: a port's backends as `host:port` (those that can be written into a rule). */
   private targetsOf(e: PortalEntry): string[] {
-    const list = e.transport === 'TCP' ? this.o.dnatTargets?.(e) : undefined;
+    const list = this.o.dnatTargets?.(e);
     if (!list?.length) return [];
     const out: string[] = [];
     for (const b of list) {
@@ -276,8 +284,19 @@ export class IptablesManager {
       }
       dnat.push(...r.l);
     }
+    // UDP backends that left (or whose port left): their conntrack flows go after the write
+    const forget: RuleSet['forget'] = [];
+    for (const [key, was] of this.ruleCache) {
+      if (was.e.transport !== 'UDP' || !was.t) continue;
+      const now = cache.get(key);
+      const kept = new Set(
+        now && now.e.vip === was.e.vip && now.e.port === was.e.port ? now.t.split(',') : [],
+      );
+      for (const backend of was.t.split(','))
+        if (!kept.has(backend)) forget.push({ vip: was.e.vip, port: was.e.port, backend });
+    }
     this.ruleCache = cache;
-    return { lines: out.concat(jumps, dnat), chains };
+    return { lines: out.concat(jumps, dnat), chains, forget };
   }
 
   /**
@@ -338,6 +357,7 @@ export class IptablesManager {
           await this.ensureJump('OUTPUT', CHAIN_HOST);
           if (this.o.dnatTargets) await this.ensureJump('POSTROUTING', CHAIN_POSTROUTING);
         }
+        for (const f of rs.forget) await this.forgetFlows(f.vip, f.port, f.backend);
         this.syncs++;
       });
     return this.syncing;
@@ -393,6 +413,30 @@ export class IptablesManager {
       const r = await run(this.restore, ['--noflush', '-w', '5'], input);
       if (r.code !== 0) throw new IptablesError('iptables-restore (cleanup)', r.stderr);
     }
+  }
+
+  /** Delete the UDP conntrack entries from VIP:port to a backend that left (kube-proxy does too). */
+  private async forgetFlows(vip: string, port: number, backend: string): Promise<void> {
+    const [host, bport] = backend.split(':');
+    const r = await run(this.o.conntrack ?? 'conntrack', [
+      '-D',
+      '-p',
+      'udp',
+      '--orig-dst',
+      vip,
+      '--orig-port-dst',
+      String(port),
+      '--reply-src',
+      host,
+      '--reply-port-src',
+      bport,
+    ]);
+    // exit 1 with "0 flow entries" is nothing to delete
+    if (r.code !== 0 && !/0 flow entries/.test(r.stderr))
+      this.log.warn(
+        { vip, port, backend, err: r.stderr.trim() },
+        'conntrack could not forget the flows to a gone backend',
+      );
   }
 
   private async ensureJump(parent: string, chain: string): Promise<void> {

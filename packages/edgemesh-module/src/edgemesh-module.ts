@@ -48,7 +48,8 @@ export class EdgeMeshModule implements BeehiveModule {
   readonly mode: MeshMode;
   private readonly modeReason?: string;
   iptables?: IptablesManager;
-  /** iptables mode with `l4Mode: dnat` in force: plain TCP ports are DNAT'd straight to backends. */
+  /** iptables mode with `l4Mode: dnat` in force: plain TCP (and, with conntrack, UDP) ports are
+   * DNAT'd straight to backends. */
   l4Dnat = false;
   private listenIfc?: ListenInterface;
   private resolvConf?: ResolvConfHijack;

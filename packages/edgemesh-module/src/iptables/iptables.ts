@@ -255,15 +255,19 @@ export class IptablesManager {
         // affinity: first a client seen for a backend within the timeout (the check renews it),
         // then the random pick, which records the client for the backend it picked
         const secs = o.dnatAffinitySeconds;
-        const list = (to: string) =>
-          `-m recent --name EM-${createHash('sha256').update(`${e.key}>${to}`).digest('hex').slice(0, 16)} --mask 255.255.255.255 --rsource`;
-        if (secs)
-          for (const to of targets)
-            rules.push(`${m} ${list(to)} --update --seconds ${secs} --reap -j DNAT --to-destination ${to}`);
+        const lists = secs
+          ? targets.map(
+              (to) =>
+                `-m recent --name EM-${createHash('sha256').update(`${e.key}>${to}`).digest('hex').slice(0, 16)} --mask 255.255.255.255 --rsource`,
+            )
+          : [];
+        lists.forEach((l, i) =>
+          rules.push(`${m} ${l} --update --seconds ${secs} --reap -j DNAT --to-destination ${targets[i]}`),
+        );
         targets.forEach((to, i) => {
           const left = targets.length - i;
           const pick = left > 1 ? `-m statistic --mode random --probability ${(1 / left).toFixed(10)} ` : '';
-          const remember = secs ? `${list(to)} --set ` : '';
+          const remember = secs ? `${lists[i]} --set ` : '';
           rules.push(`${m} ${pick}${remember}-j DNAT --to-destination ${to}`);
         });
       } else rules = [`${match} -j DNAT --to-destination ${e.listenHost}:${e.listenPort}`];

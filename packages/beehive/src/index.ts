@@ -8,3 +8,4 @@ export * from './module';
 export * from './channel-context';
 export * from './core';
 export * from './beehive-container-module';
+export * from './digest';

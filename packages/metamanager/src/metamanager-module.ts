@@ -187,6 +187,9 @@ export class MetaManagerModule implements BeehiveModule {
             resource: parsed.op.key,
             resourceVersion: parsed.op.resourceVersion ? String(parsed.op.resourceVersion) : undefined,
           });
+          // the cloud's publish time travels on (KubeEdge forwards the cloud's message itself), so
+          // EdgeMesh can measure publish → applied
+          fwd.header.timestamp = msg.header.timestamp;
           try {
             await ctx.sendToGroup(Group.Mesh, fwd);
           } catch (e) {
@@ -247,6 +250,15 @@ export class MetaManagerModule implements BeehiveModule {
       return;
     }
     if (r.name === undefined) {
+      // `{select: 'digest'}` / `{select: 'versions'}` on `*/<type>`: what EdgeHub compares with
+      // the cloud's digest and resyncs against (see EdgeHub's README)
+      const select = (msg.content as { select?: unknown } | null)?.select;
+      if (select === 'digest' || select === 'versions') {
+        const out =
+          select === 'digest' ? this.store.digest(r.type) : [...this.store.versions(r.type).entries()];
+        this.reply(ctx, msg, newResponse(msg, out, this.name));
+        return;
+      }
       const items = this.store.list(r.namespace, r.type).map((rec) => JSON.parse(rec.value) as unknown);
       this.reply(ctx, msg, newResponse(msg, items, this.name));
       return;

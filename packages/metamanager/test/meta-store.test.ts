@@ -123,4 +123,27 @@ describe('MetaStore', () => {
     store.apply([up('a', 1), up('a', 2), up('a', 2), del('a', 3)]);
     expect(events).toEqual(['ADDED:a', 'MODIFIED:a', 'DELETED:a']);
   });
+
+  it('keeps the digest of a type current through upserts, deletes and a rolled-back batch', () => {
+    const fresh = (): MetaStore => new MetaStore(db.path);
+    store.apply([up('a', 1), up('b', 2), up('p', 3, '{}', 'pod')]);
+    const first = store.digest('service'); // computed by a scan, then kept current
+    expect(first.count).toBe(2);
+    store.apply([up('a', 5), del('b', 6), up('c', 7)]);
+    store.apply([up('a', 4)]); // stale: nothing changes
+    const other = fresh();
+    expect(store.digest('service')).toEqual(other.digest('service')); // the same as a fresh scan
+    expect(store.digest('service').count).toBe(2);
+    expect(store.digest('service').namespaces).toEqual({
+      default: { count: 2, hash: store.digest('service').hash },
+    });
+    const bad = { ...up('d', 8), value: undefined as unknown as string }; // NOT NULL: the batch rolls back
+    expect(() => store.apply([up('e', 9), bad])).toThrow();
+    expect(store.digest('service')).toEqual(other.digest('service'));
+    expect([...store.versions('service').entries()].sort()).toEqual([
+      ['default/service/a', 5],
+      ['default/service/c', 7],
+    ]);
+    other.close();
+  });
 });

@@ -1,3 +1,4 @@
+import { TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
 import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
@@ -104,9 +105,12 @@ export class MetaStore extends EventEmitter {
     getTombstone: Database.Statement;
     clearTombstone: Database.Statement;
     countType: Database.Statement;
+    versionsType: Database.Statement;
   };
   private readonly applyTx: (ops: MetaOp[]) => { results: MetaOpResult[]; events: MetaChangeEvent[] };
   private closed = false;
+  /** Digests of the types someone asked for, kept current by every write from then on. */
+  private readonly digests = new Map<string, TypeDigest>();
 
   constructor(
     readonly path: string,
@@ -145,6 +149,7 @@ export class MetaStore extends EventEmitter {
       getTombstone: db.prepare('SELECT resource_version FROM meta_tombstone WHERE key = ?'),
       clearTombstone: db.prepare('DELETE FROM meta_tombstone WHERE key = ?'),
       countType: db.prepare('SELECT count(*) AS n FROM meta WHERE type = ?'),
+      versionsType: db.prepare('SELECT key, namespace, resource_version FROM meta WHERE type = ?'),
     };
     this.applyTx = db.transaction((ops: MetaOp[]) => {
       const results: MetaOpResult[] = [];
@@ -175,6 +180,36 @@ export class MetaStore extends EventEmitter {
     return (this.stmts.countType.get(type) as { n: number }).n;
   }
 
+  /**
+   * The digest of the live objects of `type` (tombstones excluded): computed with one scan the first
+   * time, then kept current at O(1) per write.
+   */
+  digest(type: string): TypeDigestValue {
+    let d = this.digests.get(type);
+    if (!d) {
+      d = new TypeDigest();
+      for (const r of this.stmts.versionsType.iterate(type) as Iterable<{
+        key: string;
+        namespace: string;
+        resource_version: number;
+      }>)
+        d.add(r.namespace, r.key, r.resource_version);
+      this.digests.set(type, d);
+    }
+    return d.value;
+  }
+
+  /** key → resourceVersion of every live object of `type`. */
+  versions(type: string): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const r of this.stmts.versionsType.iterate(type) as Iterable<{
+      key: string;
+      resource_version: number;
+    }>)
+      out.set(r.key, r.resource_version);
+    return out;
+  }
+
   /** Apply a batch in one transaction (one WAL commit); then emit the changes. */
   apply(ops: MetaOp[]): MetaOpResult[] {
     if (this.closed) throw new MetaDatabaseError(`database "${this.path}" is closed`);
@@ -182,6 +217,8 @@ export class MetaStore extends EventEmitter {
     try {
       out = this.applyTx(ops);
     } catch (e) {
+      // the transaction rolled back, but digests were updated as it went: recompute them on demand
+      this.digests.clear();
       throw new MetaDatabaseError(`write to "${this.path}" failed: ${(e as Error).message}`, { cause: e });
     }
     for (const ev of out.events) this.emit('change', ev);
@@ -221,6 +258,11 @@ export class MetaStore extends EventEmitter {
       }
       this.stmts.upsert.run(op.key, op.type, op.namespace, op.name, op.value, rv);
       if (!current) this.stmts.clearTombstone.run(op.key);
+      const d = this.digests.get(op.type);
+      if (d) {
+        if (current) d.remove(op.namespace, op.key, current.resource_version);
+        d.add(op.namespace, op.key, rv);
+      }
       events.push({
         type: current ? 'MODIFIED' : 'ADDED',
         record: {
@@ -241,6 +283,7 @@ export class MetaStore extends EventEmitter {
     if (rv > 0 && rv < current.resource_version) return { status: 'stale', stored: current.resource_version };
     this.stmts.del.run(op.key);
     this.stmts.tombstone.run(op.key, Math.max(rv, current.resource_version));
+    this.digests.get(op.type)?.remove(op.namespace, op.key, current.resource_version);
     events.push({ type: 'DELETED', record: toRecord(current) });
     return { status: 'applied' };
   }

@@ -8,7 +8,18 @@ export const HubCode = {
   MalformedPayload: 'HUB_MALFORMED_PAYLOAD',
   BadTopic: 'HUB_BAD_TOPIC',
   BrokerListen: 'HUB_BROKER_LISTEN',
+  RetainedRead: 'HUB_RETAINED_READ',
 } as const;
+
+/** Reading a filter's retained state failed (the link closed, or the broker went quiet). */
+export class RetainedReadError extends EdgeHubError {
+  constructor(
+    readonly filter: string,
+    reason: string,
+  ) {
+    super(HubCode.RetainedRead, `reading the retained state of "${filter}" failed: ${reason}`);
+  }
+}
 
 /** A payload that cannot become a beehive write: the topic and the reason are kept for the log. */
 export class MalformedPayloadError extends EdgeHubError {

@@ -15,14 +15,24 @@ import {
   silentLogger,
   splitHostPort,
   toWire,
+  type DigestValue,
   type Message,
 } from '@edgecore/beehive';
 import { inject, injectable, optional } from 'inversify';
-import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import {
+  connect,
+  type IClientOptions,
+  type IConnackPacket,
+  type IPublishPacket,
+  type MqttClient,
+} from 'mqtt';
+import { AckQueue } from './ack-queue';
 import { readFileSync } from 'node:fs';
 import { EdgeHubOptions, HUB_MODULE_NAME } from './config';
 import { MalformedPayloadError, HubCode } from './edgehub-errors';
 import { EmbeddedBroker } from './embedded-broker';
+import { RetainedReader } from './retained-reader';
+import { StateSync, type StateSyncStats } from './state-sync';
 import { KIND_TO_TYPE, Topics } from './topics';
 
 export interface EdgeHubStats {
@@ -32,6 +42,13 @@ export interface EdgeHubStats {
   connects: number;
   disconnects: number;
   published: number;
+  /** Object messages whose commit was under way at once, at most (a batch of the broker's window). */
+  maxPending: number;
+  /** Publish (the cloud message's timestamp) → committed on this node, summed over committed messages. */
+  lagMsSum: number;
+  lagCount: number;
+  lagMsMax: number;
+  sync: StateSyncStats;
 }
 
 /**
@@ -50,6 +67,11 @@ export class EdgeHubModule implements BeehiveModule {
     connects: 0,
     disconnects: 0,
     published: 0,
+    maxPending: 0,
+    lagMsSum: 0,
+    lagCount: 0,
+    lagMsMax: 0,
+    sync: { checks: 0, resyncs: 0, orphansDeleted: 0, unconverged: 0, deferred: 0 },
   };
   readonly topics: Topics;
   private client?: MqttClient;
@@ -60,6 +82,19 @@ export class EdgeHubModule implements BeehiveModule {
   private reconnectTimer?: NodeJS.Timeout;
   private backoff: number;
   private readonly readiness = new ReadySignal();
+  private readonly acks = new AckQueue();
+  /** Commits under way; at maxInflight the next message waits (TCP holds the rest). */
+  private pendingCommits = 0;
+  private wakeWhenRoom?: () => void;
+  private lastObjectAt = 0;
+  /** Per type, the newest publish time of an object message received (see StateSync). */
+  private readonly newestObjectAt = new Map<string, number>();
+  private readonly sync: StateSync;
+  private syncTimer?: NodeJS.Timeout;
+  private checkTimer?: NodeJS.Timeout;
+  private retryMs = 1_000;
+  /** Bumped on every (re)connect: an acknowledgement never crosses to a newer connection. */
+  private linkGeneration = 0;
 
   constructor(
     @inject(EdgeHubOptions) private readonly options: EdgeHubOptions,
@@ -67,6 +102,25 @@ export class EdgeHubModule implements BeehiveModule {
   ) {
     this.topics = new Topics(options.topicPrefix);
     this.backoff = options.reconnect?.initialMs ?? 500;
+    this.sync = new StateSync({
+      topics: this.topics,
+      node: options.nodeName,
+      openReader: () =>
+        RetainedReader.open(options.mqtt.server, {
+          ...this.clientAuth(),
+          clientId: `${options.nodeName}.sync-${Math.random().toString(16).slice(2, 8)}`,
+          protocolVersion: 4,
+          keepalive: options.mqtt.keepalive ?? 30,
+        }),
+      decode: (topic, payload) => this.decode(topic, payload),
+      commit: (msg) => this.commitWrite(msg, msg.route.resource ?? ''),
+      localDigest: (type) => this.queryMeta(type, 'digest') as Promise<DigestValue>,
+      localVersions: async (type) => new Map((await this.queryMeta(type, 'versions')) as [string, number][]),
+      settled: () => this.settled(),
+      newestReceived: (type) => this.newestObjectAt.get(type) ?? 0,
+      log,
+    });
+    this.stats.sync = this.sync.stats;
   }
 
   get cloudConnected(): boolean {
@@ -94,6 +148,7 @@ export class EdgeHubModule implements BeehiveModule {
       this.log.info({ address: `${a.address}:${a.port}` }, 'embedded MQTT broker listening');
     }
     this.connectClient();
+    this.startPeriodicCheck();
     this.readiness.resolve();
     signal.addEventListener('abort', () => void this.shutdownLink(), { once: true });
     for await (const msg of ctx.receive(this.name)) {
@@ -102,8 +157,18 @@ export class EdgeHubModule implements BeehiveModule {
     }
   }
 
+  /**
+   * Compare the cloud's digests with the node's now (once the link is quiet) and resync what
+   * differs; true when everything matched. Runs by itself on connect, on a new digest and every
+   * `sync.checkIntervalMs`.
+   */
+  checkSync(): Promise<boolean> {
+    return this.sync.check();
+  }
+
   async stop(): Promise<void> {
     await this.shutdownLink();
+    await this.sync.close();
     await this.broker?.close();
     this.broker = undefined;
   }
@@ -119,8 +184,7 @@ export class EdgeHubModule implements BeehiveModule {
       keepalive: o.mqtt.keepalive ?? 30,
       reconnectPeriod: 0, // we reconnect ourselves, with capped exponential backoff
       connectTimeout: 10_000,
-      username: o.mqtt.username,
-      password: o.mqtt.password,
+      ...this.clientAuth(),
       will: {
         topic: this.topics.status(node),
         payload: Buffer.from(JSON.stringify({ status: 'offline', node })),
@@ -128,48 +192,152 @@ export class EdgeHubModule implements BeehiveModule {
         retain: true,
       },
     };
-    if (o.mqtt.tls?.caFile) opts.ca = readFileSync(o.mqtt.tls.caFile);
-    if (o.mqtt.tls?.certFile) opts.cert = readFileSync(o.mqtt.tls.certFile);
-    if (o.mqtt.tls?.keyFile) opts.key = readFileSync(o.mqtt.tls.keyFile);
     const client = connect(o.mqtt.server, opts);
     this.client = client;
-    // The PUBACK of a QoS 1 message is sent only when this callback runs: after MetaManager committed.
-    client.handleMessage = (packet: IPublishPacket, done: (err?: Error) => void) => {
-      this.onPublish(packet).then(
-        () => done(),
-        (e) => {
-          if (this.stopped) return; // shutting down: the link is being closed anyway
-          this.log.error(
-            { err: e, topic: packet.topic },
-            'commit of incoming object failed; resetting the link for redelivery',
-          );
-          client.end(true);
-        },
-      );
-    };
-    client.on('connect', () => {
+    client.handleMessage = (packet: IPublishPacket, next: (err?: Error) => void) =>
+      this.onPacket(client, packet, next);
+    client.on('connect', (connack: IConnackPacket) => {
       this.stats.connects++;
+      this.linkGeneration++;
+      this.acks.clear();
       this.backoff = o.reconnect?.initialMs ?? 500;
       this.log.info({ server: o.mqtt.server, node }, 'connected to cloud');
       client.publish(this.topics.status(node), JSON.stringify({ status: 'online', node, nodeIP: o.nodeIP }), {
         qos: 1,
         retain: true,
       });
-      // Subscribing again on every connect replays the retained state of every object, so a node
-      // converges even if its queued messages were lost (session expired, queue limit).
-      client.subscribe(
-        { [this.topics.objects()]: { qos: 1 }, [this.topics.down(node)]: { qos: 1 } },
-        (err) => {
-          if (err) this.log.error({ err }, 'subscribe failed');
-        },
-      );
+      // A session the broker kept has its subscriptions and queued messages: subscribing again
+      // would make it replay every retained object into that queue at QoS 1, where a stock
+      // broker's limit drops all but ~1,000 — and the live updates behind them. A new session
+      // must subscribe. Either way the digest check below finds what was lost and reads it back.
+      if (!connack.sessionPresent)
+        client.subscribe(
+          {
+            [this.topics.objects()]: { qos: 1 },
+            [this.topics.digests()]: { qos: 1 },
+            [this.topics.down(node)]: { qos: 1 },
+          },
+          (err) => {
+            if (err) this.log.error({ err }, 'subscribe failed');
+          },
+        );
       this.setConnected(true);
+      this.scheduleCheck(0);
     });
     client.on('close', () => {
       this.setConnected(false);
       this.scheduleReconnect();
     });
     client.on('error', (e) => this.log.warn({ err: e.message, server: o.mqtt.server }, 'mqtt error'));
+  }
+
+  private clientAuth(): Pick<IClientOptions, 'username' | 'password' | 'ca' | 'cert' | 'key'> {
+    const m = this.options.mqtt;
+    return {
+      username: m.username,
+      password: m.password,
+      ca: m.tls?.caFile ? readFileSync(m.tls.caFile) : undefined,
+      cert: m.tls?.certFile ? readFileSync(m.tls.certFile) : undefined,
+      key: m.tls?.keyFile ? readFileSync(m.tls.keyFile) : undefined,
+    };
+  }
+
+  /**
+   * mqtt.js hands over one packet at a time and takes the next when `next` is called, and it sends
+   * a QoS 1 PUBACK inside that callback. So that the messages of the broker's in-flight window are
+   * committed together (one MetaManager transaction, not one round trip each), the callback is
+   * called at once with an error — which makes mqtt.js go on without acknowledging — and the PUBACK
+   * is written here when the commit is done, in arrival order (AckQueue).
+   */
+  private onPacket(client: MqttClient, packet: IPublishPacket, next: (err?: Error) => void): void {
+    if (packet.qos === 0) {
+      this.onPublish(packet).then(
+        () => next(),
+        (e) => (this.log.warn({ err: e, topic: packet.topic }, 'QoS 0 message not committed'), next()),
+      );
+      return;
+    }
+    const generation = this.linkGeneration;
+    const messageId = packet.messageId;
+    const ack = this.acks.enqueue(() => {
+      if (generation !== this.linkGeneration || !client.connected || this.client !== client) return;
+      (client as unknown as { _sendPacket(p: object, cb?: () => void): void })._sendPacket(
+        { cmd: 'puback', messageId },
+        () => undefined,
+      );
+    });
+    this.pendingCommits++;
+    if (this.pendingCommits > this.stats.maxPending) this.stats.maxPending = this.pendingCommits;
+    this.onPublish(packet).then(
+      () => {
+        this.commitDone();
+        ack();
+      },
+      (e) => {
+        this.commitDone();
+        if (this.stopped || generation !== this.linkGeneration) return; // the link is gone anyway
+        this.log.error(
+          { err: e, topic: packet.topic },
+          'commit of incoming object failed; resetting the link for redelivery',
+        );
+        this.acks.clear();
+        client.end(true);
+      },
+    );
+    const max = this.options.maxInflight ?? 1000;
+    if (this.pendingCommits < max) next(DEFERRED_ACK);
+    else this.wakeWhenRoom = () => next(DEFERRED_ACK);
+  }
+
+  private commitDone(): void {
+    this.pendingCommits--;
+    const wake = this.wakeWhenRoom;
+    if (wake && this.pendingCommits < (this.options.maxInflight ?? 1000)) {
+      this.wakeWhenRoom = undefined;
+      wake();
+    }
+  }
+
+  /** Resolves once no object message waits for its commit and none came for `settleMs`. */
+  private async settled(): Promise<void> {
+    const quiet = this.options.sync?.settleMs ?? 100;
+    const deadline = Date.now() + 30_000; // a link that never goes quiet is checked anyway
+    for (;;) {
+      if (this.stopped) throw new Error('edgehub stopped');
+      const idle = Date.now() - this.lastObjectAt;
+      if ((this.pendingCommits === 0 && idle >= quiet) || Date.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, Math.max(10, quiet - idle)));
+    }
+  }
+
+  /** A digest check after `delayMs` (an earlier one already scheduled wins). */
+  private scheduleCheck(delayMs: number): void {
+    if (this.stopped || this.checkTimer) return;
+    this.checkTimer = setTimeout(() => {
+      this.checkTimer = undefined;
+      if (this.stopped || !this.connected) return;
+      this.sync.check().then(
+        (ok) => {
+          // not in step yet: again soon, then less often (a digest that stays wrong must not
+          // cost a resync a second), up to the periodic interval
+          if (ok) this.retryMs = 1_000;
+          else {
+            this.scheduleCheck(this.retryMs);
+            this.retryMs = Math.min(this.retryMs * 2, this.options.sync?.checkIntervalMs || 60_000);
+          }
+        },
+        (e) => {
+          if (!this.stopped) this.log.warn({ err: (e as Error).message }, 'digest check failed');
+        },
+      );
+    }, delayMs);
+  }
+
+  private startPeriodicCheck(): void {
+    const every = this.options.sync?.checkIntervalMs ?? 60_000;
+    if (!every || this.syncTimer) return;
+    this.syncTimer = setInterval(() => this.scheduleCheck(0), every);
+    this.syncTimer.unref();
   }
 
   private scheduleReconnect(): void {
@@ -196,6 +364,9 @@ export class EdgeHubModule implements BeehiveModule {
   private async closeLink(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.checkTimer);
+    clearInterval(this.syncTimer);
+    this.checkTimer = this.syncTimer = undefined;
     const c = this.client;
     this.client = undefined;
     if (!c) return;
@@ -264,6 +435,11 @@ export class EdgeHubModule implements BeehiveModule {
     if (!ctx) throw new Error('not started');
     this.stats.received++;
     const topic = packet.topic;
+    if (this.topics.digestType(topic)) {
+      // a new digest: compare once the objects published before it are committed
+      this.scheduleCheck(0);
+      return;
+    }
     let msg: Message<unknown> | undefined;
     try {
       msg = this.decode(topic, packet.payload as Buffer);
@@ -279,18 +455,22 @@ export class EdgeHubModule implements BeehiveModule {
       return;
     }
     if (isWriteOperation(op)) {
-      const meta = ctx.moduleNames(Group.Meta)[0];
-      if (!meta) throw new Error('no MetaManager module to commit to');
-      msg.header.sync = false;
-      const reply = await ctx.sendSync(meta, msg, this.options.commitTimeoutMs ?? 30_000);
-      if (isErrorMessage(reply) && reply.content.code !== 'META_STALE_RESOURCE_VERSION') {
-        this.log.warn(
-          { topic, code: reply.content.code, err: reply.content.message },
-          'object refused by MetaManager',
-        );
-      } else {
-        this.stats.committed++;
+      this.lastObjectAt = Date.now();
+      const resource = msg.route.resource ?? '';
+      this.sync.noteLiveWrite(resource);
+      const type = resource.split('/')[1];
+      if (msg.header.timestamp > (this.newestObjectAt.get(type) ?? 0))
+        this.newestObjectAt.set(type, msg.header.timestamp);
+      await this.commitWrite(msg, resource);
+      // once the link is quiet, compare digests: a burst the broker's queue cut short ends here
+      this.scheduleCheck(this.options.sync?.settleMs ?? 100);
+      const lag = Date.now() - msg.header.timestamp;
+      if (msg.header.timestamp > 0 && lag >= 0) {
+        this.stats.lagMsSum += lag;
+        this.stats.lagCount++;
+        if (lag > this.stats.lagMsMax) this.stats.lagMsMax = lag;
       }
+      this.lastObjectAt = Date.now();
       return;
     }
     if (msg.route.group) {
@@ -298,6 +478,37 @@ export class EdgeHubModule implements BeehiveModule {
         .sendToGroup(msg.route.group, msg)
         .catch((e) => this.log.warn({ topic, err: (e as Error).message }, 'undeliverable message'));
     }
+  }
+
+  /** Commit a write through MetaManager; a refusal is logged (a stale one is a redelivery). */
+  private async commitWrite(msg: Message<unknown>, resource: string): Promise<void> {
+    const ctx = this.ctx;
+    const meta = ctx?.moduleNames(Group.Meta)[0];
+    if (!ctx || !meta) throw new Error('no MetaManager module to commit to');
+    msg.header.sync = false;
+    const reply = await ctx.sendSync(meta, msg, this.options.commitTimeoutMs ?? 30_000);
+    if (isErrorMessage(reply) && reply.content.code !== 'META_STALE_RESOURCE_VERSION') {
+      this.log.warn(
+        { resource, code: reply.content.code, err: reply.content.message },
+        'object refused by MetaManager',
+      );
+    } else {
+      this.stats.committed++;
+    }
+  }
+
+  /** MetaManager's digest or versions of a type (what the state sync compares). */
+  private async queryMeta(type: string, select: 'digest' | 'versions'): Promise<unknown> {
+    const ctx = this.ctx;
+    const meta = ctx?.moduleNames(Group.Meta)[0];
+    if (!ctx || !meta) throw new Error('no MetaManager module to ask');
+    const q = newMessage(
+      { select },
+      { source: this.name, group: Group.Meta, operation: Operation.Query, resource: `*/${type}` },
+    );
+    const reply = await ctx.sendSync(meta, q, this.options.commitTimeoutMs ?? 30_000);
+    if (isErrorMessage(reply)) throw new Error(`${reply.content.code}: ${reply.content.message}`);
+    return reply.content;
   }
 
   /** Payload → beehive message, validated against the topic; throws MalformedPayloadError. */
@@ -350,3 +561,6 @@ export class EdgeHubModule implements BeehiveModule {
     return msg;
   }
 }
+
+/** Tells mqtt.js to take the next packet without acknowledging this one (see onPacket). */
+const DEFERRED_ACK = new Error('acknowledged after the commit');

@@ -2,5 +2,8 @@ export * from './edgehub-errors';
 export * from './config';
 export * from './topics';
 export * from './embedded-broker';
+export * from './ack-queue';
+export * from './retained-reader';
+export * from './state-sync';
 export * from './edgehub-module';
 export * from './edgehub-container-module';

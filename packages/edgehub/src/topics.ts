@@ -7,6 +7,9 @@ import { isDnsLabel, isDnsSubdomain } from '@edgecore/beehive';
  *   {prefix}/nodes/{node}/down            QoS 1: cloud → one node (replies, per-node objects)
  *   {prefix}/nodes/{node}/up              QoS 1: node → cloud (remote queries, replies)
  *   {prefix}/nodes/{node}/status          retained: {"status":"online|offline"}; offline is the will
+ *   {prefix}/digest/{type}                retained, QoS 1: {"count","hash"} of the live objects of a
+ *                                         type, published by the cloud after its objects
+ *   {prefix}/nodes/{node}/sync/{id}       QoS 0: a node's own fence while it reads retained state
  */
 export class Topics {
   constructor(readonly prefix = 'edgecore') {}
@@ -16,6 +19,26 @@ export class Topics {
   }
   object(namespace: string, type: string, name: string): string {
     return `${this.prefix}/objects/${namespace}/${type}/${name}`;
+  }
+  /** The objects of one type in every namespace (a resync reads these). */
+  objectsOfType(type: string, namespace = '+'): string {
+    return `${this.prefix}/objects/${namespace}/${type}/+`;
+  }
+  digests(): string {
+    return `${this.prefix}/digest/+`;
+  }
+  digest(type: string): string {
+    return `${this.prefix}/digest/${type}`;
+  }
+  /** The type of a digest topic, or undefined. */
+  digestType(topic: string): string | undefined {
+    const head = `${this.prefix}/digest/`;
+    if (!topic.startsWith(head)) return undefined;
+    const type = topic.slice(head.length);
+    return /^[a-z][a-z0-9]*$/.test(type) ? type : undefined;
+  }
+  fence(node: string, id: string): string {
+    return `${this.prefix}/nodes/${node}/sync/${id}`;
   }
   down(node: string): string {
     return `${this.prefix}/nodes/${node}/down`;

@@ -29,6 +29,11 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
+export interface MosquittoOptions {
+  /** Keep mosquitto's default queue limits (the tests otherwise raise max_queued_messages). */
+  stock?: boolean;
+}
+
 /**
  * A real mosquitto (Debian package) on 127.0.0.1 and a free port, persistence in a temp dir so a
  * restart keeps retained messages and persistent sessions.
@@ -37,21 +42,25 @@ export class Mosquitto {
   private proc?: ChildProcess;
   readonly dir = mkdtempSync(join(tmpdir(), 'mosquitto-'));
   log = '';
-  private constructor(readonly port: number) {
+  private constructor(
+    readonly port: number,
+    opts: MosquittoOptions,
+  ) {
     const lines = [
       `listener ${port} 127.0.0.1`,
       'allow_anonymous true',
       'persistence true',
       `persistence_location ${this.dir}/`,
-      'max_queued_messages 10000',
+      // stock: mosquitto's own limits (max_queued_messages 1000, max_inflight_messages 20)
+      ...(opts.stock ? [] : ['max_queued_messages 10000']),
       'log_dest stdout',
     ];
     if (process.getuid?.() === 0) lines.push('user root');
     writeFileSync(join(this.dir, 'mosquitto.conf'), lines.join('\n') + '\n');
   }
 
-  static async start(): Promise<Mosquitto> {
-    const m = new Mosquitto(await freePort());
+  static async start(opts: MosquittoOptions = {}): Promise<Mosquitto> {
+    const m = new Mosquitto(await freePort(), opts);
     await m.restart();
     return m;
   }

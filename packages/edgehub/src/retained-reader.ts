@@ -1,0 +1,111 @@
+import { randomUUID } from 'node:crypto';
+import { connectAsync, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { RetainedReadError } from './edgehub-errors';
+
+export interface RetainedReaderOptions {
+  /** No message (nor the fence) for this long ends the read with an error (default 15 s). */
+  idleTimeoutMs?: number;
+}
+
+/**
+ * Reads the retained state of a topic filter over a connection of its own, with a clean session
+ * and QoS 0. QoS 0 matters: a broker delivers the retained messages of a QoS 1 subscription
+ * through the client's queue, and a stock mosquitto (`max_queued_messages 1000`) drops all but
+ * the first ~1,020 of them; a QoS 0 subscription of an online client is written to the socket as
+ * fast as the reader takes it (TCP is the back-pressure), and none is dropped.
+ *
+ * The end of the retained messages is a fence: after the SUBACK the reader publishes a token on a
+ * topic of its own that it subscribed to first. mosquitto queues a subscription's retained
+ * messages while it handles the SUBSCRIBE, so the token comes after all of them; a broker that
+ * streams them later (aedes does) may let the token overtake, so callers check what they read
+ * against a digest before they act on anything missing from it.
+ */
+export class RetainedReader {
+  private constructor(
+    private readonly client: MqttClient,
+    private readonly opts: RetainedReaderOptions,
+  ) {}
+
+  static async open(
+    server: string,
+    clientOptions: IClientOptions,
+    opts: RetainedReaderOptions = {},
+  ): Promise<RetainedReader> {
+    const client = await connectAsync(server, {
+      ...clientOptions,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: clientOptions.connectTimeout ?? 10_000,
+    });
+    return new RetainedReader(client, opts);
+  }
+
+  /**
+   * Deliver every retained message on `filter` to `onMessage` (in broker order), then resolve with
+   * how many came. A promise returned by `onMessage` holds the next message back until it settles
+   * (so a slow consumer slows the socket, not memory); its rejection ends the read.
+   */
+  async read(
+    filter: string | string[],
+    fenceTopic: string,
+    onMessage: (topic: string, payload: Buffer) => void | Promise<void>,
+  ): Promise<number> {
+    const c = this.client;
+    const token = randomUUID();
+    let count = 0;
+    let failed: Error | undefined;
+    let finish!: (e?: Error) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      finish = (e) => (e ? reject(e) : resolve());
+    });
+    // awaited below, but it may fail while a subscribe is still awaited: never unhandled
+    done.catch(() => undefined);
+    const idleMs = this.opts.idleTimeoutMs ?? 15_000;
+    let timer = setTimeout(() => finish(idle()), idleMs);
+    const idle = (): Error =>
+      new RetainedReadError(String(filter), `nothing arrived for ${idleMs} ms (after ${count} messages)`);
+    c.handleMessage = (packet: IPublishPacket, cb: (err?: Error) => void) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => finish(idle()), idleMs);
+      const payload = packet.payload as Buffer;
+      if (packet.topic === fenceTopic) {
+        if (payload.toString() === token) finish(failed);
+        cb();
+        return;
+      }
+      count++;
+      let r: void | Promise<void> = undefined;
+      try {
+        r = onMessage(packet.topic, payload);
+      } catch (e) {
+        failed ??= e as Error;
+      }
+      if (r && typeof r.then === 'function')
+        r.then(
+          () => cb(),
+          (e: Error) => {
+            failed ??= e;
+            cb();
+          },
+        );
+      else cb();
+    };
+    const onClose = (): void => finish(new RetainedReadError(String(filter), 'the connection closed'));
+    c.once('close', onClose);
+    try {
+      await c.subscribeAsync(fenceTopic, { qos: 0 });
+      await c.subscribeAsync(filter, { qos: 0 }); // several filters: one SUBSCRIBE
+      await c.publishAsync(fenceTopic, token, { qos: 0 });
+      await done;
+    } finally {
+      clearTimeout(timer);
+      c.off('close', onClose);
+    }
+    await c.unsubscribeAsync([...[filter].flat(), fenceTopic]).catch(() => undefined);
+    return count;
+  }
+
+  async close(): Promise<void> {
+    await this.client.endAsync(true).catch(() => undefined);
+  }
+}

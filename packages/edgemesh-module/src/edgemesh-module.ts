@@ -1,20 +1,9 @@
-import {
-  BeehiveModule,
-  ChannelContext,
-  CloudConnected,
-  CloudDisconnected,
-  ContextClosedError,
-  Group,
-  Logger,
-  Operation,
-  ReadySignal,
-  silentLogger,
-} from '@edgecore/beehive';
-import { decodeChange, MetaClient } from '@edgecore/metamanager';
+import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger } from '@edgecore/beehive';
+import { MetaClient } from '@edgecore/metamanager';
 import { inject, injectable, optional } from 'inversify';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
-import { ServiceCatalog, type CatalogEvent } from './catalog/catalog';
+import { ServiceCatalog, type CatalogDelta } from './catalog/catalog';
 import type { Endpoints, Pod, Service } from './catalog/types';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_SUBNET, EdgeMeshOptions, MESH_MODULE_NAME } from './config';
 import { ClusterZone } from './dns/cluster-zone';
@@ -34,6 +23,20 @@ import { run } from './iptables/exec';
 import { iptablesBinaries, IptablesManager, proxiedByUs } from './iptables/iptables';
 import { ListenInterface } from './iptables/listen-interface';
 import { ResolvConfHijack } from './iptables/resolvconf';
+import { processMessages, type MeshChanges } from './process';
+
+export interface EdgeMeshUpdateStats {
+  /** Changes from MetaManager applied to the catalog. */
+  applied: number;
+  /** Batches they were applied in (one reconcile each). */
+  batches: number;
+  /** The largest batch. */
+  maxBatch: number;
+  /** Cloud publish → applied here (the change's message timestamp), summed, counted, and at most. */
+  lagMsSum: number;
+  lagCount: number;
+  lagMsMax: number;
+}
 
 /**
  * The EdgeMesh beehive module (name `edgemesh`, group `mesh`): loads the whole catalog from
@@ -65,13 +68,21 @@ export class EdgeMeshModule implements BeehiveModule {
   /** Address of the explicit proxy (unprivileged mode). */
   forwardProxyAddress?: string;
   private pool?: UpstreamPool;
-  private readonly backendCache = new Map<string, Backend[]>();
+  /** Backends per service, then per portal key: cleared per service as its backends change. */
+  private readonly backendCache = new Map<string, Map<string, Backend[]>>();
+  readonly updates: EdgeMeshUpdateStats = {
+    applied: 0,
+    batches: 0,
+    maxBatch: 0,
+    lagMsSum: 0,
+    lagCount: 0,
+    lagMsMax: 0,
+  };
   private cloud = false;
   /** service key → VIP (allocated or the real ClusterIP), and back. */
   private readonly vipByService = new Map<string, string>();
   private readonly serviceByVip = new Map<string, string>();
   private readonly readiness = new ReadySignal();
-  private pending: Promise<void> = Promise.resolve();
   /** DNAT mode: rule syncs for pod/Endpoints changes, one after another… */
   private backendSyncs: Promise<void> = Promise.resolve();
   /** …and whether one is queued and not yet started (every change before it starts is in it). */
@@ -114,23 +125,10 @@ export class EdgeMeshModule implements BeehiveModule {
       throw e;
     }
     this.readiness.resolve();
-    for (;;) {
-      let msg;
-      try {
-        msg = await ctx.receiveOne(this.name);
-      } catch (e) {
-        if (e instanceof ContextClosedError) break;
-        throw e;
-      }
-      if (signal.aborted) break;
-      if (msg.route.operation === Operation.Connect) {
-        this.cloud =
-          msg.content === CloudConnected ? true : msg.content === CloudDisconnected ? false : this.cloud;
-        continue;
-      }
-      const ch = decodeChange(msg);
-      if (ch && this.catalog.apply(ch)) await this.pending;
-    }
+    await processMessages(ctx, this.name, signal, {
+      onConnection: (up) => (this.cloud = up),
+      onChanges: (batch) => this.applyChanges(batch),
+    });
   }
 
   async stop(): Promise<void> {
@@ -188,14 +186,17 @@ export class EdgeMeshModule implements BeehiveModule {
 
   /** Backends of a portal's service port, cached until the next catalog change. */
   backendsFor(spec: PortalSpec): readonly Backend[] {
-    let b = this.backendCache.get(spec.key);
+    const skey = `${spec.namespace}/${spec.service}`;
+    let perService = this.backendCache.get(skey);
+    let b = perService?.get(spec.key);
     if (b) return b;
     const svc = this.catalog.getService(spec.namespace, spec.service);
     const sp = svc?.spec?.ports?.find(
       (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
     );
     b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.options.networking ?? 'host') : [];
-    this.backendCache.set(spec.key, b);
+    if (!perService) this.backendCache.set(skey, (perService = new Map()));
+    perService.set(spec.key, b);
     return b;
   }
 
@@ -232,14 +233,9 @@ export class EdgeMeshModule implements BeehiveModule {
     this.vips = new VipAllocator(o.subNet ?? DEFAULT_SUBNET, this.meta);
     const dropped = await this.vips.load();
     if (dropped.length) this.log.warn({ dropped }, 'ignored persisted VIPs outside the pool or duplicated');
-    await Promise.all([...this.catalog.services.entries()].map(([key, s]) => this.ensureVip(key, s)));
+    await this.ensureVips([...this.catalog.services.entries()]);
     const orphans = this.vips.services().filter((k) => !this.catalog.services.has(k));
     await Promise.all(orphans.map((k) => this.vips.release(k)));
-    this.catalog.on('change', (ev: CatalogEvent) => {
-      this.pending = this.pending
-        .then(() => this.onCatalogChange(ev))
-        .catch((e) => this.log.error({ err: e }, 'catalog change failed'));
-    });
     // 3. Interception set-up (iptables mode): listen address, VIP route, leftovers of a crash.
     let listenIP: string | undefined;
     if (this.mode === 'iptables') {
@@ -380,27 +376,64 @@ export class EdgeMeshModule implements BeehiveModule {
     );
   }
 
-  private async onCatalogChange(ev: CatalogEvent): Promise<void> {
-    if (ev.kind === 'service') {
-      if (ev.op === 'delete') await this.dropVip(ev.key, true);
+  /**
+   * One batch of changes from MetaManager: the catalog first, then one reconcile of what the batch
+   * touched — VIPs of its new services in one pass, the backend cache of the services whose
+   * backends may have changed, one DNS cache flush, the portals of its services, one rule sync.
+   * A burst costs what it changed, not a pass over the catalog per object.
+   */
+  private async applyChanges(batch: MeshChanges): Promise<void> {
+    const delta = this.catalog.applyBatch(batch.changes);
+    try {
+      if (delta.applied) await this.reconcile(delta);
+    } catch (e) {
+      this.log.error({ err: e }, 'catalog change failed');
+    }
+    const now = Date.now();
+    const u = this.updates;
+    u.applied += delta.applied;
+    u.batches++;
+    if (batch.changes.length > u.maxBatch) u.maxBatch = batch.changes.length;
+    for (const t of batch.timestamps) {
+      const lag = now - t;
+      if (!(t > 0) || lag < 0) continue;
+      u.lagMsSum += lag;
+      u.lagCount++;
+      if (lag > u.lagMsMax) u.lagMsMax = lag;
+    }
+  }
+
+  private async reconcile(delta: CatalogDelta): Promise<void> {
+    const upserts: [string, Service][] = [];
+    for (const [key, { previous, current }] of delta.services) {
+      if (!current) await this.dropVip(key, true);
       else {
-        const before = ev.previous?.spec?.clusterIP;
-        if (before !== ev.service.spec?.clusterIP)
-          await this.dropVip(ev.key, isRealIP(ev.service.spec?.clusterIP));
-        await this.ensureVip(ev.key, ev.service);
+        if (previous && previous.spec?.clusterIP !== current.spec?.clusterIP)
+          await this.dropVip(key, isRealIP(current.spec?.clusterIP));
+        upserts.push([key, current]);
       }
     }
-    this.backendCache.clear();
+    await this.ensureVips(upserts);
+    for (const k of delta.backends) this.backendCache.delete(k);
     this.dns?.invalidate();
-    if (ev.kind === 'service' && this.portals)
-      await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
+    if (delta.services.size && this.portals) {
+      const changed = [...delta.services.keys()];
+      const live = changed.flatMap((k) => {
+        const svc = this.catalog.services.get(k);
+        return svc ? [[k, svc] as [string, Service]] : [];
+      });
+      await this.portals.syncServices(
+        changed,
+        desiredPortals(live, (k) => this.vipByService.get(k)),
+      );
+    }
     if (this.iptables && this.portals) {
-      if (ev.kind === 'service')
+      if (delta.services.size)
         await this.syncRules().catch((e) =>
           this.log.error({ err: (e as Error).message }, 'iptables sync failed'),
         );
       // DNAT mode writes backends into the rules: a pod or Endpoints change is a rule change too
-      else if (this.l4Dnat) this.syncBackendRules();
+      else if (this.l4Dnat && delta.backends.size) this.syncBackendRules();
     }
   }
 
@@ -420,27 +453,46 @@ export class EdgeMeshModule implements BeehiveModule {
       .catch((e) => this.log.error({ err: (e as Error).message }, 'iptables sync failed'));
   }
 
-  private async ensureVip(key: string, s: Service): Promise<void> {
-    const cip = s.spec?.clusterIP;
-    try {
-      let ip: string;
-      if (isRealIP(cip)) {
-        this.vips.reserve(key, cip!);
-        ip = cip!;
-      } else {
-        ip = await this.vips.allocate(key);
+  /** VIPs for these services: real ClusterIPs reserved, the rest allocated in one pass. */
+  private async ensureVips(services: [string, Service][]): Promise<void> {
+    const alloc: string[] = [];
+    for (const [key, s] of services) {
+      const cip = s.spec?.clusterIP;
+      if (!isRealIP(cip)) {
+        alloc.push(key);
+        continue;
       }
-      const old = this.vipByService.get(key);
-      if (old && old !== ip) this.serviceByVip.delete(old);
-      this.vipByService.set(key, ip);
-      this.serviceByVip.set(ip, key);
-    } catch (e) {
-      // Pool exhausted or a conflict: this service gets no VIP; every other one is unaffected.
-      this.log.error(
-        { service: key, code: (e as { code?: string }).code, err: (e as Error).message },
-        'no VIP for service',
-      );
+      try {
+        this.vips.reserve(key, cip!);
+        this.bindVip(key, cip!);
+      } catch (e) {
+        this.noVip(key, e);
+      }
     }
+    if (!alloc.length) return;
+    let got: (string | Error)[];
+    try {
+      got = await this.vips.allocateMany(alloc);
+    } catch (e) {
+      for (const key of alloc) this.noVip(key, e);
+      return;
+    }
+    got.forEach((ip, i) => (ip instanceof Error ? this.noVip(alloc[i], ip) : this.bindVip(alloc[i], ip)));
+  }
+
+  private bindVip(key: string, ip: string): void {
+    const old = this.vipByService.get(key);
+    if (old && old !== ip) this.serviceByVip.delete(old);
+    this.vipByService.set(key, ip);
+    this.serviceByVip.set(ip, key);
+  }
+
+  /** Pool exhausted or a conflict: this service gets no VIP; every other one is unaffected. */
+  private noVip(key: string, e: unknown): void {
+    this.log.error(
+      { service: key, code: (e as { code?: string }).code, err: (e as Error).message },
+      'no VIP for service',
+    );
   }
 
   private async dropVip(key: string, release: boolean): Promise<void> {

@@ -18,15 +18,6 @@ function ready(p: Pod): boolean {
   return !c || c.status === 'True';
 }
 
-function matches(
-  sel: Record<string, string> | undefined,
-  labels: Record<string, string> | undefined,
-): boolean {
-  if (!sel || Object.keys(sel).length === 0) return false; // no selector: Endpoints only (Kubernetes)
-  for (const k in sel) if (labels?.[k] !== sel[k]) return false;
-  return true;
-}
-
 /** The pod's port for `targetPort` (number, or a container port name), and its hostPort. */
 function podPort(
   p: Pod,
@@ -75,13 +66,8 @@ export function resolveBackends(
     }
     return out;
   }
-  for (const p of catalog.pods.values()) {
-    if (
-      (p.metadata.namespace ?? 'default') !== ns ||
-      !matches(svc.spec?.selector, p.metadata.labels) ||
-      !ready(p)
-    )
-      continue;
+  for (const p of catalog.podsMatching(ns, svc.spec?.selector)) {
+    if (!ready(p)) continue;
     const pp = podPort(p, sp.targetPort, sp.port);
     if (!pp) continue;
     const origin = `pod/${ns}/${p.metadata.name}`;

@@ -79,6 +79,8 @@ export function desiredPortals(
  */
 export class PortalManager {
   private readonly portals = new Map<string, Portal>();
+  /** `<ns>/<svc>` → keys of its portals. */
+  private readonly byService = new Map<string, Set<string>>();
   private readonly log: Logger;
 
   constructor(
@@ -91,6 +93,11 @@ export class PortalManager {
     private readonly opts: { udp?: UdpProxyOptions; log?: Logger; hashHeader?: string } = {},
   ) {
     this.log = opts.log ?? silentLogger;
+  }
+
+  /** How many portals are open (a scrape must not build the table). */
+  get size(): number {
+    return this.portals.size;
   }
 
   table(): PortalEntry[] {
@@ -107,14 +114,31 @@ export class PortalManager {
   }
 
   /** Bring the listeners in line with `desired`. Returns whether the table changed. */
-  async sync(desired: PortalSpec[]): Promise<boolean> {
+  sync(desired: PortalSpec[]): Promise<boolean> {
+    return this.reconcile([...this.portals.keys()], desired);
+  }
+
+  /**
+   * The same for some services only: `desired` holds the portals those services should have now
+   * (none for a deleted one); every other portal is left alone. A batch of catalog changes costs
+   * the ports it touched, not the whole table.
+   */
+  syncServices(serviceKeys: Iterable<string>, desired: PortalSpec[]): Promise<boolean> {
+    const current: string[] = [];
+    for (const s of serviceKeys) for (const k of this.byService.get(s) ?? []) current.push(k);
+    return this.reconcile(current, desired);
+  }
+
+  private async reconcile(current: string[], desired: PortalSpec[]): Promise<boolean> {
     let changed = false;
     const want = new Map(desired.map((d) => [d.key, d]));
-    for (const [key, p] of this.portals) {
+    for (const key of current) {
+      const p = this.portals.get(key);
+      if (!p) continue;
       const d = want.get(key);
       if (!d || d.protocol !== p.spec.protocol) {
         await this.close(p);
-        this.portals.delete(key);
+        this.forget(key, p.spec);
         changed = true;
       } else if (d.vip !== p.spec.vip || d.portName !== p.spec.portName) {
         p.spec = d; // same listener, new VIP/name: connections keep going
@@ -125,6 +149,10 @@ export class PortalManager {
       if (this.portals.has(key)) continue;
       try {
         this.portals.set(key, await this.open(d));
+        const s = `${d.namespace}/${d.service}`;
+        let set = this.byService.get(s);
+        if (!set) this.byService.set(s, (set = new Set()));
+        set.add(key);
         changed = true;
       } catch (e) {
         this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');
@@ -133,9 +161,18 @@ export class PortalManager {
     return changed;
   }
 
+  private forget(key: string, spec: PortalSpec): void {
+    this.portals.delete(key);
+    const s = `${spec.namespace}/${spec.service}`;
+    const set = this.byService.get(s);
+    set?.delete(key);
+    if (set && !set.size) this.byService.delete(s);
+  }
+
   async closeAll(): Promise<void> {
     for (const p of this.portals.values()) await this.close(p);
     this.portals.clear();
+    this.byService.clear();
   }
 
   private async open(spec: PortalSpec): Promise<Portal> {

@@ -83,10 +83,44 @@ export class VipAllocator {
 
   /** The service's VIP, allocating and persisting one if it has none. */
   async allocate(service: string): Promise<string> {
-    const have = this.byService.get(service);
-    if (have !== undefined) return intToIp(have);
+    const [r] = await this.allocateMany([service]);
+    if (r instanceof Error) throw r;
+    return r;
+  }
+
+  /**
+   * VIPs for many services in one pass (a burst of new services): each is taken in memory, then
+   * the new records and the cursor are written together — one cursor write, not one per service.
+   * A service the pool cannot serve gets its error; the others are unaffected.
+   */
+  async allocateMany(services: string[]): Promise<(string | Error)[]> {
+    const out: (string | Error)[] = [];
+    const writes: Promise<void>[] = [];
+    for (const service of services) {
+      const have = this.byService.get(service);
+      if (have !== undefined) {
+        out.push(intToIp(have));
+        continue;
+      }
+      const ip = this.take(service);
+      if (ip === undefined) {
+        out.push(new VipPoolExhaustedError(this.cidr.text, service));
+        continue;
+      }
+      const text = intToIp(ip);
+      out.push(text);
+      writes.push(this.meta.put(NS, TYPE, recordName(service), { service, ip: text } satisfies VipRecord));
+    }
+    if (writes.length) {
+      writes.push(this.meta.put(NS, CURSOR_TYPE, 'state', { next: this.cursor }));
+      await Promise.all(writes);
+    }
+    return out;
+  }
+
+  /** Next-fit from the cursor; undefined when the pool is full. */
+  private take(service: string): number | undefined {
     const last = this.cidr.size - 2;
-    if (last < 1) throw new VipPoolExhaustedError(this.cidr.text, service);
     let off = this.cursor;
     for (let tried = 0; tried < last; tried++) {
       const ip = this.cidr.base + off;
@@ -95,16 +129,11 @@ export class VipAllocator {
         this.byService.set(service, ip);
         this.byIp.set(ip, service);
         this.cursor = next;
-        const text = intToIp(ip);
-        await Promise.all([
-          this.meta.put(NS, TYPE, recordName(service), { service, ip: text } satisfies VipRecord),
-          this.meta.put(NS, CURSOR_TYPE, 'state', { next }),
-        ]);
-        return text;
+        return ip;
       }
       off = next;
     }
-    throw new VipPoolExhaustedError(this.cidr.text, service);
+    return undefined;
   }
 
   /** A real ClusterIP inside our pool is reserved so we never hand it to another service. */

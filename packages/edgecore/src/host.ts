@@ -13,7 +13,7 @@ import { EdgeMeshModule, EdgeMeshOptions, edgemeshContainerModule } from '@edgec
 import { Container } from 'inversify';
 import type { EdgeCoreConfig } from './config/config';
 import { DbLock } from './db-lock';
-import { MetricsRegistry } from './observability/metrics';
+import { MetricsRegistry, type MetricFamily } from './observability/metrics';
 import { ObservabilityServer } from './observability/observability-server';
 
 /** edgecore.yaml module keys, in KubeEdge's naming. */
@@ -88,10 +88,28 @@ const edgeHubLoader: ModuleLoader = {
       nodeName: h.nodeName!,
       nodeIP: h.nodeIP,
       mqtt: h.mqtt,
+      maxInflight: h.maxInflight,
+      sync: { checkIntervalMs: h.sync.checkIntervalSeconds * 1000, settleMs: h.sync.settleMs },
     } satisfies EdgeHubOptions);
     metrics.register(() => {
       const s = c.get(EdgeHubModule).stats;
       return [
+        counter(
+          'edgecore_edgehub_digest_checks_total',
+          'Comparisons of the cloud digests with the local store.',
+          s.sync.checks,
+        ),
+        counter(
+          'edgecore_edgehub_resyncs_total',
+          'Object types read back from retained state because the local digest differed (a lost message).',
+          s.sync.resyncs,
+        ),
+        counter(
+          'edgecore_edgehub_orphans_deleted_total',
+          'Objects deleted by a resync because the broker no longer retains them.',
+          s.sync.orphansDeleted,
+        ),
+        ...lagFamilies('edgecore_edgehub_update_lag_seconds', 'Cloud publish to committed on this node', s),
         {
           name: 'edgecore_edgehub_messages_total',
           help: 'MQTT messages from the cloud, by outcome.',
@@ -118,6 +136,24 @@ const edgeHubLoader: ModuleLoader = {
     });
   },
 };
+
+/** A counter family with one unlabelled sample. */
+function counter(name: string, help: string, value: number): MetricFamily {
+  return { name, help, type: 'counter', samples: [{ value }] };
+}
+
+/** `_sum` and `_count` (counters) and `_max` (gauge) of a lag in milliseconds, in seconds. */
+function lagFamilies(
+  name: string,
+  what: string,
+  s: { lagMsSum: number; lagCount: number; lagMsMax: number },
+): MetricFamily[] {
+  return [
+    counter(`${name}_sum`, `${what}: seconds, summed.`, s.lagMsSum / 1000),
+    counter(`${name}_count`, `${what}: updates measured.`, s.lagCount),
+    { ...counter(`${name}_max`, `${what}: the longest, seconds.`, s.lagMsMax / 1000), type: 'gauge' },
+  ];
+}
 
 const edgeMeshLoader: ModuleLoader = {
   key: 'edgeMesh',
@@ -160,6 +196,21 @@ const edgeMeshLoader: ModuleLoader = {
             { labels: { result: 'servfail' }, value: fwd?.servfail ?? 0 },
           ],
         },
+        counter(
+          'edgecore_mesh_updates_applied_total',
+          'Catalog changes from MetaManager applied by EdgeMesh.',
+          mesh.updates.applied,
+        ),
+        counter(
+          'edgecore_mesh_update_batches_total',
+          'Batches those changes were applied in (one reconcile each).',
+          mesh.updates.batches,
+        ),
+        ...lagFamilies(
+          'edgecore_mesh_update_lag_seconds',
+          'Cloud publish to applied in EdgeMesh',
+          mesh.updates,
+        ),
         {
           name: 'edgecore_mesh_services',
           help: 'Services in the EdgeMesh catalog.',
@@ -236,7 +287,7 @@ const edgeMeshLoader: ModuleLoader = {
           name: 'edgecore_mesh_portals',
           help: 'Portals (one per service port).',
           type: 'gauge',
-          samples: [{ value: mesh.portals?.table().length ?? 0 }],
+          samples: [{ value: mesh.portals?.size ?? 0 }],
         },
       ];
     });

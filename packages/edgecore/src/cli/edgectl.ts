@@ -114,14 +114,31 @@ async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, i
     prefix: v.prefix,
   });
   try {
+    // the retained state of every type touched: the digests published after the objects cover it
+    await pub.begin(planned.flatMap((d) => d.objects.map((o) => o.type)));
+    // publishes overlap (up to the publisher's window); a document is reported once all of its
+    // objects are acknowledged by the broker, in file order, and nothing after a failure
+    const done: Promise<unknown>[] = [];
     for (const d of planned) {
-      for (const o of d.objects) await (verb === 'apply' ? pub.apply(o) : pub.delete(o));
+      const objs: Promise<void>[] = [];
+      for (const o of d.objects) {
+        await pub.room();
+        const p = verb === 'apply' ? pub.apply(o) : pub.delete(o);
+        p.catch(() => undefined); // reported below, in order
+        objs.push(p);
+      }
+      done.push(Promise.all(objs));
+    }
+    for (let i = 0; i < planned.length; i++) {
+      await done[i];
+      const d = planned[i];
       io.stdout(
         verb === 'apply'
           ? `${d.display} configured\n`
           : `${d.display.split('/')[0]} "${d.display.split('/')[1]}" deleted\n`,
       );
     }
+    await pub.finish();
   } finally {
     await pub.close();
   }

@@ -78,6 +78,15 @@ export const EdgeCoreConfigSchema = z.strictObject({
                 .prefault({}),
             })
             .prefault({}),
+          /** Object messages committed at once (their PUBACKs wait for the commit, in order). */
+          maxInflight: z.number().int().min(1).max(65535).default(1000),
+          /** Digest checks against the cloud: a lost message is noticed and read back. */
+          sync: z
+            .strictObject({
+              checkIntervalSeconds: z.number().min(0).max(86400).default(60),
+              settleMs: z.number().int().min(0).max(60000).default(100),
+            })
+            .prefault({}),
         })
         .prefault({}),
       metaManager: z

@@ -1,32 +1,89 @@
-import { newMessage, toWire } from '@edgecore/beehive';
-import { Topics, TYPE_TO_KIND } from '@edgecore/edgehub';
-import { connectAsync, type MqttClient } from 'mqtt';
+import { fromWire, newMessage, toWire, TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
+import { RetainedReader, Topics, TYPE_TO_KIND } from '@edgecore/edgehub';
+import { parseWrite } from '@edgecore/metamanager';
+import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import type { PlannedObject } from './manifest';
+
+export interface PublisherOptions {
+  username?: string;
+  password?: string;
+  prefix?: string;
+  /** Publishes awaiting the broker's PUBACK at once (default 1000). */
+  window?: number;
+}
 
 /**
  * Publishes objects as retained QoS 1 messages on `{prefix}/objects/{ns}/{type}/{name}`; a delete
  * is a retained tombstone (operation delete) so nodes that were away converge when they return.
+ *
+ * After its objects it publishes, retained, the digest of every live object of each type it
+ * touched (`{prefix}/digest/{type}`), which nodes compare with their own to notice a lost message.
+ * The digest covers the whole retained state, not only this run's objects, so `begin()` first
+ * reads that state back from the broker (at QoS 0, see RetainedReader); every run recomputes it
+ * from the retained truth, so a digest left wrong by an interrupted or concurrent run is repaired
+ * by the next one.
  */
 export class ObjectPublisher {
   private rvSeq = 0;
+  /** Per type: key → resourceVersion of each live object (tombstones are absent). */
+  private readonly state = new Map<string, Map<string, number>>();
+  private readonly inflight = new Set<Promise<void>>();
+  private failed?: Error;
+  private wake?: () => void;
+
   private constructor(
     private readonly client: MqttClient,
     private readonly topics: Topics,
+    private readonly server: string,
+    private readonly clientOptions: IClientOptions,
+    private readonly window: number,
   ) {}
 
-  static async connect(
-    server: string,
-    opts: { username?: string; password?: string; prefix?: string } = {},
-  ): Promise<ObjectPublisher> {
-    const client = await connectAsync(server, {
+  static async connect(server: string, opts: PublisherOptions = {}): Promise<ObjectPublisher> {
+    const clientOptions: IClientOptions = {
       clientId: `edgectl-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
       clean: true,
       reconnectPeriod: 0,
       connectTimeout: 10_000,
       username: opts.username,
       password: opts.password,
+    };
+    const client = await connectAsync(server, clientOptions);
+    return new ObjectPublisher(client, new Topics(opts.prefix), server, clientOptions, opts.window ?? 1000);
+  }
+
+  /** Read the retained state of these types (what the digests are computed over). */
+  async begin(types: Iterable<string>): Promise<void> {
+    const want = [...new Set(types)].filter((t) => !this.state.has(t));
+    if (!want.length) return;
+    const reader = await RetainedReader.open(this.server, {
+      ...this.clientOptions,
+      clientId: `${this.clientOptions.clientId}-read`,
     });
-    return new ObjectPublisher(client, new Topics(opts.prefix));
+    try {
+      for (const type of want) {
+        const live = new Map<string, number>();
+        await reader.read(
+          this.topics.objectsOfType(type),
+          `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
+          (topic, payload) => {
+            const key = this.topics.objectResource(topic);
+            if (!key) return;
+            live.delete(key);
+            if (!payload.length) return; // a forgotten tombstone: nothing retained
+            try {
+              const w = parseWrite(fromWire(payload)).op;
+              if (w.op === 'upsert') live.set(key, w.resourceVersion);
+            } catch {
+              // not an object message: nodes refuse it too, so it counts for neither side
+            }
+          },
+        );
+        this.state.set(type, live);
+      }
+    } finally {
+      await reader.close();
+    }
   }
 
   /**
@@ -37,45 +94,87 @@ export class ObjectPublisher {
     return Date.now() * 1000 + (this.rvSeq++ % 1000);
   }
 
+  /** Resolves when the broker has the object (PUBACK); up to `window` publishes run at once. */
   async apply(o: PlannedObject): Promise<void> {
-    const rv = String(this.nextResourceVersion());
-    const object = { ...o.object, metadata: { ...o.object.metadata, resourceVersion: rv } };
-    const resource = `${o.namespace}/${o.type}/${o.name}`;
-    const msg = newMessage(object, {
-      source: 'edgectl',
-      group: 'resource',
-      operation: 'update',
-      resource,
-      resourceVersion: rv,
-    });
-    await this.client.publishAsync(this.topics.object(o.namespace, o.type, o.name), toWire(msg), {
-      qos: 1,
-      retain: true,
-    });
+    const rv = this.nextResourceVersion();
+    const object = { ...o.object, metadata: { ...o.object.metadata, resourceVersion: String(rv) } };
+    await this.send(o, 'update', object, rv);
+    this.state.get(o.type)?.set(`${o.namespace}/${o.type}/${o.name}`, rv);
   }
 
   async delete(o: PlannedObject): Promise<void> {
-    const rv = String(this.nextResourceVersion());
+    const rv = this.nextResourceVersion();
     const tomb = {
       apiVersion: 'v1',
       kind: TYPE_TO_KIND[o.type],
-      metadata: { name: o.name, namespace: o.namespace, resourceVersion: rv },
+      metadata: { name: o.name, namespace: o.namespace, resourceVersion: String(rv) },
     };
-    const resource = `${o.namespace}/${o.type}/${o.name}`;
-    const msg = newMessage(tomb, {
-      source: 'edgectl',
-      group: 'resource',
-      operation: 'delete',
-      resource,
-      resourceVersion: rv,
-    });
-    await this.client.publishAsync(this.topics.object(o.namespace, o.type, o.name), toWire(msg), {
-      qos: 1,
-      retain: true,
-    });
+    await this.send(o, 'delete', tomb, rv);
+    this.state.get(o.type)?.delete(`${o.namespace}/${o.type}/${o.name}`);
+  }
+
+  /** The digest of a type as this publisher knows it (after begin()). */
+  digest(type: string): TypeDigestValue | undefined {
+    const live = this.state.get(type);
+    if (!live) return undefined;
+    const d = new TypeDigest();
+    for (const [key, rv] of live) d.add(key.slice(0, key.indexOf('/')), key, rv);
+    return d.value;
+  }
+
+  /** Wait for every publish, then publish the digest of each type read in begin(). */
+  async finish(): Promise<void> {
+    await Promise.all(this.inflight);
+    if (this.failed) throw this.failed;
+    for (const type of this.state.keys()) {
+      const d = { ...this.digest(type)!, at: Date.now() };
+      await this.client.publishAsync(this.topics.digest(type), JSON.stringify(d), {
+        qos: 1,
+        retain: true,
+      });
+    }
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled(this.inflight);
     await this.client.endAsync();
+  }
+
+  /** Resolves when another publish may start (fewer than `window` await their PUBACK). */
+  room(): Promise<void> {
+    if (this.inflight.size < this.window) return Promise.resolve();
+    return new Promise<void>((r) => (this.wake = r));
+  }
+
+  private async send(o: PlannedObject, operation: string, content: object, rv: number): Promise<void> {
+    if (this.failed) throw this.failed;
+    const msg = newMessage(content, {
+      source: 'edgectl',
+      group: 'resource',
+      operation,
+      resource: `${o.namespace}/${o.type}/${o.name}`,
+      resourceVersion: String(rv),
+    });
+    const p: Promise<void> = this.client
+      .publishAsync(this.topics.object(o.namespace, o.type, o.name), toWire(msg), { qos: 1, retain: true })
+      .then(
+        () => this.settle(p),
+        (e: Error) => {
+          this.failed ??= e;
+          this.settle(p);
+          throw e;
+        },
+      );
+    this.inflight.add(p);
+    await p;
+  }
+
+  private settle(p: Promise<void>): void {
+    this.inflight.delete(p);
+    const w = this.wake;
+    if (w && this.inflight.size < this.window) {
+      this.wake = undefined;
+      w();
+    }
   }
 }

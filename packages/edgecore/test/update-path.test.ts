@@ -1,0 +1,174 @@
+import { digestEquals, silentLogger } from '@edgecore/beehive';
+import { EdgeHubModule } from '@edgecore/edgehub';
+import { EdgeMeshModule } from '@edgecore/edgemesh-module';
+import { MetaManagerModule } from '@edgecore/metamanager';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { connectAsync } from 'mqtt';
+import { EdgeCoreHost, ObjectPublisher, parseConfig } from '../src';
+import { edgectl } from '../src/cli/edgectl';
+import { until } from '../../edgehub/test/helpers';
+import { Mosquitto } from '../../edgehub/test/mosquitto';
+import { MqttRelay } from '../../edgehub/test/mqtt-relay';
+
+const execFileP = promisify(execFile);
+const quiet = { stdout: () => undefined, stderr: () => undefined, stdin: () => '' };
+
+function services(names: string[]): string {
+  return names
+    .map(
+      (n) => `apiVersion: v1
+kind: Service
+metadata: { name: ${n}, namespace: default }
+spec: { clusterIP: None, selector: { app: ${n} }, ports: [{ name: http-0, port: 80, targetPort: 80 }] }
+`,
+    )
+    .join('---\n');
+}
+
+async function startHost(dir: string, node: string, server: string): Promise<EdgeCoreHost> {
+  const host = new EdgeCoreHost(
+    parseConfig(`apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'edgecore.db')} }
+observability: { listen: 127.0.0.1:0 }
+modules:
+  edgeHub: { nodeName: ${node}, nodeIP: 198.51.100.1, mqtt: { server: ${server} } }
+  metaManager: { metaServer: { enable: false } }
+  edgeMesh: { mode: unprivileged, listenPort: 0, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
+`),
+    { logger: silentLogger },
+  );
+  await host.start();
+  return host;
+}
+
+/** The digest of the broker's retained services, as edgectl computes it. */
+async function cloudDigest(url: string) {
+  const pub = await ObjectPublisher.connect(url);
+  try {
+    await pub.begin(['service']);
+    return pub.digest('service')!;
+  } finally {
+    await pub.close();
+  }
+}
+
+async function dig(port: number, name: string): Promise<string> {
+  const r = await execFileP('dig', ['@127.0.0.1', '-p', String(port), '+tries=1', '+time=2', name]);
+  return r.stdout;
+}
+
+describe('cloud → node updates through a stock mosquitto (max_queued_messages 1000, max_inflight_messages 20)', () => {
+  const dirs: string[] = [];
+  const tmp = (): string => {
+    const d = mkdtempSync(join(tmpdir(), 'update-path-'));
+    dirs.push(d);
+    return d;
+  };
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('a burst larger than the broker queue ends with exactly the cloud state on the node, without a reconnect', async () => {
+    const broker = await Mosquitto.start({ stock: true });
+    const dir = tmp();
+    const host = await startHost(dir, 'edge-node-burst', broker.url);
+    try {
+      const hub = host.container.get(EdgeHubModule);
+      const mm = host.container.get(MetaManagerModule);
+      const mesh = host.container.get(EdgeMeshModule);
+      await until(() => hub.cloudConnected, 'connected');
+      const N = 4000;
+      const names = Array.from({ length: N }, (_, i) => `burst-${i}`);
+      const f = join(dir, 'burst.yaml');
+      writeFileSync(f, services(names));
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f], quiet)).toBe(0);
+      const want = await cloudDigest(broker.url);
+      expect(want.count).toBe(N);
+      await until(
+        () => digestEquals(mm.store.digest('service'), want) && mesh.catalog.services.size === N,
+        'the node holds the cloud state',
+        90_000,
+      );
+      // every service has its VIP and answers in DNS, the last one published too
+      await until(() => mesh.vips.allocated === N, 'a VIP per service', 30_000);
+      expect(await dig(mesh.dns.port, `burst-${N - 1}.default.svc.cluster.local`)).toMatch(
+        /status: NOERROR[\s\S]*IN\s+A\s+198\.18\./,
+      );
+      expect(hub.stats.connects).toBe(1); // no reconnect was needed
+      // batches, not one reconcile per object
+      expect(mesh.updates.applied).toBeGreaterThanOrEqual(N);
+      expect(mesh.updates.batches).toBeLessThan(mesh.updates.applied);
+    } finally {
+      await host.stop();
+      await broker.destroy();
+    }
+  }, 180_000);
+
+  it('messages dropped between broker and node are noticed and read back, without a reconnect', async () => {
+    const broker = await Mosquitto.start({ stock: true });
+    const node = 'edge-node-gap';
+    let dropping = false;
+    const lost = new Set(['late-1', 'late-2', 'early-3'].map((n) => `edgecore/objects/default/service/${n}`));
+    // only the node's own session loses them; its resync connection reads them like anyone else
+    const relay = new MqttRelay(
+      broker.port,
+      (topic, clientId) => dropping && clientId === node && lost.has(topic),
+    );
+    const relayPort = await relay.listen();
+    const dir = tmp();
+    const host = await startHost(dir, node, `tcp://127.0.0.1:${relayPort}`);
+    const cloud = await connectAsync(broker.url, { clientId: 'test-cloud', reconnectPeriod: 0 });
+    try {
+      const hub = host.container.get(EdgeHubModule);
+      const mm = host.container.get(MetaManagerModule);
+      const mesh = host.container.get(EdgeMeshModule);
+      await until(() => hub.cloudConnected, 'connected');
+      const early = Array.from({ length: 10 }, (_, i) => `early-${i}`);
+      const f1 = join(dir, 'early.yaml');
+      writeFileSync(f1, services(early));
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f1], quiet)).toBe(0);
+      await until(() => mm.store.count('service') === 10, 'ten services');
+      expect(await hub.checkSync()).toBe(true); // in step with the cloud before the gap
+      const resyncsBefore = hub.stats.sync.resyncs;
+
+      dropping = true;
+      // the cloud forgets early-3 altogether (an empty retained payload: no tombstone stays) …
+      await cloud.publishAsync('edgecore/objects/default/service/early-3', '', { qos: 1, retain: true });
+      // … and publishes five new services; the node's session loses late-1 and late-2
+      const late = Array.from({ length: 5 }, (_, i) => `late-${i}`);
+      const f2 = join(dir, 'late.yaml');
+      writeFileSync(f2, services(late));
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f2], quiet)).toBe(0);
+      const want = await cloudDigest(broker.url);
+      expect(want.count).toBe(14);
+
+      await until(
+        () => digestEquals(mm.store.digest('service'), want),
+        'converged to the cloud digest',
+        20_000,
+      );
+      expect([...relay.dropped].sort()).toEqual([...lost].sort()); // the gap was real
+      expect(mm.store.get('default/service/late-1')).toBeDefined();
+      expect(mm.store.get('default/service/late-2')).toBeDefined();
+      expect(mm.store.get('default/service/early-3')).toBeUndefined(); // an orphan, proven by the digest
+      expect(hub.stats.sync.resyncs).toBeGreaterThan(resyncsBefore);
+      expect(hub.stats.sync.orphansDeleted).toBe(1);
+      expect(hub.stats.connects).toBe(1);
+      await until(() => mesh.catalog.services.size === 14, 'the mesh follows');
+      expect(await dig(mesh.dns.port, 'late-2.default.svc.cluster.local')).toMatch(/IN\s+A\s+198\.18\./);
+      expect(await dig(mesh.dns.port, 'early-3.default.svc.cluster.local')).toMatch(/status: NXDOMAIN/);
+      const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
+      expect(m).toMatch(/edgecore_edgehub_resyncs_total [1-9]/);
+    } finally {
+      await cloud.endAsync(true);
+      await host.stop();
+      await relay.close();
+      await broker.destroy();
+    }
+  }, 120_000);
+});

@@ -1,0 +1,353 @@
+/**
+ * The cloud → node update path end to end (issue #26): a publisher like edgectl applies 10,000
+ * services and 50,000 pods, 1,000 services (+ their 5,000 pods) at a time, to one unprivileged
+ * edgecore through a stock mosquitto (its default queue limits); each step is timed from its
+ * first publish until the node has applied all of it (its /metrics) and its last service answers
+ * in DNS and through the explicit proxy (a real backend behind the service's pods). After each
+ * step, single updates (a new service each) are timed from publish to the first DNS answer.
+ * Reference in the same run: a bare MQTT subscriber counting the same publishes (the broker and
+ * publisher's own ceiling). Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
+ * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
+ * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes).
+ */
+import { ObjectPublisher } from '@edgecore/edgecore';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectAsync } from 'mqtt';
+import * as dnsPacket from 'dns-packet';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+const SERVICES = Number(process.env.SERVICES ?? 10_000);
+const PER = Number(process.env.PODS_PER_SERVICE ?? 5);
+const STEP = Math.min(1000, SERVICES);
+const SINGLES = Number(process.env.SINGLES ?? 30);
+const TUNED = process.env.BROKER === 'tuned';
+const root = join(__dirname, '..');
+const W = mkdtempSync(join(tmpdir(), 'bench-update-'));
+const children: ChildProcess[] = [];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function waitFor(cond: () => Promise<boolean> | boolean, what: string, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50)); // a scrape costs the node too
+  }
+}
+
+function service(i: number) {
+  return {
+    type: 'service' as const,
+    namespace: `ns-${i % 50}`,
+    name: `svc-${i}`,
+    object: {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: `svc-${i}`, namespace: `ns-${i % 50}` },
+      spec: {
+        clusterIP: 'None',
+        selector: { app: `app-${i}` },
+        ports: [{ name: 'http-0', port: 12345, protocol: 'TCP', targetPort: 80 }],
+      },
+    },
+  };
+}
+
+function pod(i: number, j: number, backendPort: number) {
+  return {
+    type: 'pod' as const,
+    namespace: `ns-${i % 50}`,
+    name: `app-${i}-${j}`,
+    object: {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: `app-${i}-${j}`, namespace: `ns-${i % 50}`, labels: { app: `app-${i}` } },
+      spec: {
+        nodeName: `edge-node-${j % 100}`,
+        containers: [{ name: 'c', ports: [{ containerPort: 80, hostPort: backendPort }] }],
+      },
+      status: { phase: 'Running', hostIP: '127.0.0.1', conditions: [{ type: 'Ready', status: 'True' }] },
+    },
+  };
+}
+
+/** One UDP socket asking the node's DNS; resolves with whether an A record came back. */
+class DnsProbe {
+  private readonly sock = createSocket('udp4');
+  private id = 0;
+  private readonly waiters = new Map<number, (ok: boolean) => void>();
+  constructor(private readonly port: number) {
+    this.sock.on('message', (m) => {
+      const r = dnsPacket.decode(m);
+      const w = this.waiters.get(r.id ?? -1);
+      if (!w) return;
+      this.waiters.delete(r.id!);
+      w((r.answers ?? []).some((a) => a.type === 'A'));
+    });
+  }
+  ask(name: string): Promise<boolean> {
+    const id = (this.id = (this.id + 1) & 0xffff);
+    const q = dnsPacket.encode({
+      type: 'query',
+      id,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'A', name }],
+    });
+    return new Promise((resolve) => {
+      const t = setTimeout(() => (this.waiters.delete(id), resolve(false)), 1000);
+      this.waiters.set(id, (ok) => (clearTimeout(t), resolve(ok)));
+      this.sock.send(q, this.port, '127.0.0.1');
+    });
+  }
+  close(): void {
+    this.sock.close();
+  }
+}
+
+async function metric(obs: string, name: string): Promise<number> {
+  const text = await (await fetch(`http://${obs}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** curl through the explicit proxy (async: the pods' backend lives in this process). */
+async function proxied(proxy: string, host: string): Promise<boolean> {
+  try {
+    const r = await execFileP('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '--max-time',
+      '2',
+      '-x',
+      `http://${proxy}`,
+      `http://${host}:12345/`,
+    ]);
+    return r.stdout === '200';
+  } catch {
+    return false;
+  }
+}
+
+function trace(what: string): void {
+  if (process.env.TRACE) console.error(new Date().toISOString(), what);
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function main(): Promise<void> {
+  execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
+  const [mqttPort, obsPort, dnsPort, proxyPort] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  // the pods' backend: one tiny HTTP server
+  const backend = createServer((s) =>
+    s.on('data', () => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')),
+  );
+  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', () => r()));
+  const backendPort = (backend.address() as AddressInfo).port;
+  // a stock mosquitto: no queue limit raised
+  writeFileSync(
+    join(W, 'mosquitto.conf'),
+    [
+      `listener ${mqttPort} 127.0.0.1`,
+      'allow_anonymous true',
+      'log_dest none',
+      ...(process.getuid?.() === 0 ? ['user root'] : []),
+      // tuned: the broker settings the EdgeHub README recommends for large catalogs
+      ...(TUNED ? ['max_inflight_messages 1000', 'max_queued_messages 100000'] : []),
+    ].join('\n') + '\n',
+  );
+  const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(W, 'mosquitto.conf')], { stdio: 'ignore' });
+  children.push(mosq);
+  await new Promise((r) => setTimeout(r, 300));
+  const server = `tcp://127.0.0.1:${mqttPort}`;
+  writeFileSync(
+    join(W, 'edgecore.yaml'),
+    `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(W, 'edgecore.db')} }
+observability: { listen: 127.0.0.1:${obsPort} }
+log: { level: ${process.env.TRACE ? 'info' : 'warn'}, format: json }
+modules:
+  edgeHub: { nodeName: edge-node-0, nodeIP: 127.0.0.1, mqtt: { server: ${server} } }
+  metaManager: { metaServer: { enable: false } }
+  edgeMesh: { mode: unprivileged, listenPort: ${proxyPort}, dns: { listenPort: ${dnsPort}, upstreams: [127.0.0.1:9] } }
+`,
+  );
+  const core = spawn(
+    process.execPath,
+    [
+      // PROF=DIR: a CPU profile of edgecore for the whole run
+      ...(process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF}`] : []),
+      join(root, 'packages/edgecore/bin/edgecore'),
+      '--config',
+      join(W, 'edgecore.yaml'),
+    ],
+    {
+      stdio: ['ignore', process.env.TRACE ? 'inherit' : 'ignore', 'inherit'],
+    },
+  );
+  children.push(core);
+  const obs = `127.0.0.1:${obsPort}`;
+  await waitFor(
+    async () => (await metric(obs, 'edgecore_edgehub_connected').catch(() => 0)) === 1,
+    'edgecore up',
+    30_000,
+  );
+
+  // the reference: a bare subscriber counting what the broker hands out
+  const bare = await connectAsync(server, { clientId: 'bench-bare', clean: true });
+  let bareCount = 0;
+  let bareLast = 0;
+  bare.on('message', () => ((bareCount += 1), (bareLast = Date.now())));
+  // QoS 0: what the broker can hand out (at QoS 1 a stock queue drops it too)
+  await bare.subscribeAsync('edgecore/objects/#', { qos: 0 });
+
+  const pub = await ObjectPublisher.connect(server);
+  await pub.begin(['service', 'pod']);
+  const probe = new DnsProbe(dnsPort);
+  const rows: string[] = [];
+  let total = 0;
+  let totalMs = 0;
+  let bareMs = 0;
+  let single: number[] = [];
+  console.log(
+    `update path: ${SERVICES} services + ${SERVICES * PER} pods in steps of ${STEP} services, ${TUNED ? 'mosquitto with max_inflight_messages 1000, max_queued_messages 100000' : 'stock mosquitto (max_inflight_messages 20, max_queued_messages 1000)'}`,
+  );
+  console.log(
+    'services  step objects  step s  objects/s  bare subscriber objects/s  ratio  single p50 ms  p99 ms  max ms',
+  );
+  for (let s0 = 0; s0 < SERVICES; s0 += STEP) {
+    const objs = [];
+    for (let i = s0; i < s0 + STEP; i++) {
+      objs.push(service(i));
+      for (let j = 0; j < PER; j++) objs.push(pod(i, j, backendPort));
+    }
+    const applied0 = await metric(obs, 'edgecore_mesh_updates_applied_total');
+    const bare0 = bareCount;
+    const t0 = Date.now();
+    const ps: Promise<void>[] = [];
+    for (const o of objs) {
+      await pub.room();
+      ps.push(pub.apply(o));
+    }
+    trace('published');
+    await Promise.all(ps);
+    trace('acknowledged');
+    await pub.finish();
+    trace('digests');
+    const last = service(s0 + STEP - 1);
+    const host = `${last.name}.${last.namespace}.svc.cluster.local`;
+    await waitFor(
+      async () => {
+        const a = (await metric(obs, 'edgecore_mesh_updates_applied_total')) - applied0;
+        const d = a >= objs.length && (await probe.ask(host));
+        const p = d && (await proxied(`127.0.0.1:${proxyPort}`, host));
+        trace(`applied ${a} dns ${d} proxy ${p}`);
+        return p;
+      },
+      'step visible',
+      300_000,
+    );
+    const ms = Date.now() - t0;
+    trace('visible');
+    await waitFor(
+      () => bareCount - bare0 >= objs.length || Date.now() - t0 > ms + 5000,
+      'bare subscriber',
+      10_000,
+    );
+    const bMs = bareCount - bare0 >= objs.length ? bareLast - t0 : NaN;
+    total += objs.length;
+    totalMs += ms;
+    bareMs += bMs;
+    // single updates against this catalog: a new service each, publish → first DNS answer
+    single = [];
+    for (let k = 0; k < SINGLES; k++) {
+      const o = service(1_000_000 + s0 + k);
+      const name = `${o.name}.${o.namespace}.svc.cluster.local`;
+      const t = process.hrtime.bigint();
+      await pub.apply(o);
+      while (!(await probe.ask(name))) await new Promise((r) => setImmediate(r));
+      single.push(Number(process.hrtime.bigint() - t) / 1e6);
+      await pub.delete(o);
+    }
+    await pub.finish();
+    rows.push(
+      [
+        String(s0 + STEP).padStart(8),
+        String(objs.length).padStart(13),
+        (ms / 1000).toFixed(2).padStart(7),
+        String(Math.round(objs.length / (ms / 1000))).padStart(10),
+        String(Math.round(objs.length / (bMs / 1000))).padStart(26),
+        (bMs / ms).toFixed(2).padStart(6),
+        pct(single, 50).toFixed(2).padStart(14),
+        pct(single, 99).toFixed(2).padStart(7),
+        Math.max(...single)
+          .toFixed(2)
+          .padStart(7),
+      ].join(' '),
+    );
+    console.log(rows.at(-1));
+  }
+  const rss = rssMiB(core.pid!);
+  const resyncs = await metric(obs, 'edgecore_edgehub_resyncs_total');
+  const lagSum = await metric(obs, 'edgecore_mesh_update_lag_seconds_sum');
+  const lagCount = await metric(obs, 'edgecore_mesh_update_lag_seconds_count');
+  console.log(
+    `\nend to end: ${total} objects in ${(totalMs / 1000).toFixed(2)} s = ${Math.round(total / (totalMs / 1000))} objects/s (goal ≥ 10000); ` +
+      `bare subscriber ${Math.round(total / (bareMs / 1000))} objects/s, ratio ${(bareMs / totalMs).toFixed(2)}`,
+  );
+  console.log(
+    `single update at ${SERVICES} services: p50 ${pct(single, 50).toFixed(2)} ms, p99 ${pct(single, 99).toFixed(2)} ms (goal ≤ 20)`,
+  );
+  console.log(
+    `edgecore RSS after load: ${rss.toFixed(0)} MiB; resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
+  );
+  probe.close();
+  await bare.endAsync(true);
+  await pub.close();
+  backend.close();
+}
+
+main()
+  .catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    for (const c of children) c.kill('SIGTERM');
+    setTimeout(() => {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+      rmSync(W, { recursive: true, force: true });
+      process.exit();
+    }, 1500);
+  });

@@ -24,6 +24,7 @@ import { iptablesBinaries, IptablesManager, proxiedByUs } from './iptables/iptab
 import { ListenInterface } from './iptables/listen-interface';
 import { ResolvConfHijack } from './iptables/resolvconf';
 import { processMessages, type MeshChanges } from './process';
+import { InvalidOptionError } from './edgemesh-errors';
 
 export interface EdgeMeshUpdateStats {
   /** Changes from MetaManager applied to the catalog. */
@@ -340,6 +341,7 @@ export class EdgeMeshModule implements BeehiveModule {
         log: this.log,
         hashHeader: o.consistentHashHeader,
         udp: { idleTimeoutMs: px.udpIdleTimeoutMs },
+        portRange: portalPortRange(o.portalPortRange ?? 'auto'),
       },
     );
     await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipByService.get(k)));
@@ -504,6 +506,25 @@ export class EdgeMeshModule implements BeehiveModule {
     }
     if (release) await this.vips.release(key);
   }
+}
+
+/** `auto` → the kernel's ephemeral range, `FROM-TO`, or `0` (random bind: undefined). */
+export function portalPortRange(spec: string): { from: number; to: number } | undefined {
+  if (spec === '0') return undefined;
+  let text = spec;
+  if (spec === 'auto') {
+    try {
+      text = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().replace(/\s+/, '-');
+    } catch {
+      return undefined; // no procfs: the kernel picks, as before
+    }
+  }
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(text);
+  const from = Number(m?.[1]);
+  const to = Number(m?.[2]);
+  if (!m || from < 1 || to > 65535 || from > to)
+    throw new InvalidOptionError('portalPortRange', spec, 'auto, 0 or FROM-TO within 1-65535');
+  return { from, to };
 }
 
 function isRealIP(ip: string | undefined): boolean {

@@ -1,6 +1,14 @@
 import type { MetaChange } from '@edgecore/metamanager';
-import { resolveBackends, ServiceCatalog, VipAllocator, type Pod, type Service } from '../src';
-import { pod, service } from './helpers';
+import { createServer, type AddressInfo } from 'node:net';
+import {
+  portalPortRange,
+  resolveBackends,
+  ServiceCatalog,
+  VipAllocator,
+  type Pod,
+  type Service,
+} from '../src';
+import { pod, service, startMesh, tmpDir } from './helpers';
 
 const put = (type: string, o: Service | Pod): MetaChange => ({
   operation: 'update',
@@ -88,5 +96,44 @@ describe('VipAllocator.allocateMany', () => {
     expect(more[3]).toBeInstanceOf(Error);
     expect((more[3] as Error & { code: string }).code).toBe('EDGEMESH_VIP_EXHAUSTED');
     expect(more[4]).toBe('198.18.9.1'); // already had one
+  });
+});
+
+describe('portal ports (portalPortRange, next-fit as kube-proxy --proxy-port-range)', () => {
+  it('a portal takes its port from the range, skips one in use, and waits for the range to free up', async () => {
+    // the test holds the only port of the range: no portal can open until it lets go
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(0, '127.0.0.1', () => r()));
+    const port = (held.address() as AddressInfo).port;
+    const d = tmpDir();
+    const n = await startMesh(d.db, { portalPortRange: `${port}-${port}` });
+    try {
+      await n.put(service('first'));
+      expect(n.mesh.portals.table()).toEqual([]); // logged 'cannot open portal'; nothing else broke
+      await new Promise<void>((r) => held.close(() => r()));
+      await n.put(service('second'));
+      expect(n.mesh.portals.table().map((p) => [p.service, p.listenPort])).toEqual([['second', port]]);
+    } finally {
+      held.close();
+      await n.stop();
+      d.cleanup();
+    }
+  });
+
+  it.each([
+    ['auto', true],
+    ['0', false],
+    ['2000-2001', true],
+  ])('portalPortRange %s', (spec, ranged) => {
+    const r = portalPortRange(spec);
+    expect(r !== undefined).toBe(ranged);
+    if (spec === '2000-2001') expect(r).toEqual({ from: 2000, to: 2001 });
+  });
+
+  it('a bad range is a typed error naming the key', () => {
+    expect(() => portalPortRange('9-3')).toThrow(
+      expect.objectContaining({ code: 'EDGEMESH_INVALID_OPTION' }),
+    );
+    expect(() => portalPortRange('9-3')).toThrow(/portalPortRange/);
   });
 });

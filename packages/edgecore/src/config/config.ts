@@ -127,6 +127,15 @@ export const EdgeCoreConfigSchema = z.strictObject({
           httpEngine: z.enum(['auto', 'native', 'js']).default('auto'),
           /** Native L7 engine under load: µs a wake-up waits for more events (0: off). */
           httpCoalesceUs: z.number().int().min(0).max(1000).default(15),
+          /** Portal listen ports, next-fit: auto (the kernel's ephemeral range), FROM-TO, or 0 (random bind). */
+          portalPortRange: z
+            .string()
+            .refine((s) => {
+              if (s === 'auto' || s === '0') return true;
+              const m = /^(\d{1,5})-(\d{1,5})$/.exec(s);
+              return !!m && Number(m[1]) >= 1 && Number(m[2]) <= 65535 && Number(m[1]) <= Number(m[2]);
+            }, 'expected auto, 0 or FROM-TO (ports 1-65535)')
+            .default('auto'),
           /** ConsistentHash key header; the client IP when unset. */
           consistentHashHeader: z
             .string()

@@ -90,9 +90,44 @@ export class PortalManager {
     private readonly lb: LoadBalancer,
     /** Backends of a portal, resolved at connection time (changes apply to the next request). */
     private readonly backendsOf: (spec: PortalSpec) => readonly Backend[],
-    private readonly opts: { udp?: UdpProxyOptions; log?: Logger; hashHeader?: string } = {},
+    private readonly opts: {
+      udp?: UdpProxyOptions;
+      log?: Logger;
+      hashHeader?: string;
+      /** Listen ports taken next-fit from this range (inclusive); a random bind without it. */
+      portRange?: { from: number; to: number };
+    } = {},
   ) {
     this.log = opts.log ?? silentLogger;
+    // a random place to start, so that several edgecores on one host do not all walk the ports
+    // the first one took
+    const r = opts.portRange;
+    this.nextPort = r ? r.from + Math.floor(Math.random() * (r.to - r.from + 1)) : 0;
+  }
+
+  /** The next port of the range to try (next-fit: a closed portal's port is reused last). */
+  private nextPort: number;
+
+  /**
+   * Bind with `bind(port)` for each port of the range from the cursor on, skipping ports in use;
+   * a random bind without a range. Throws the last error when the whole range is taken.
+   */
+  private async bindInRange(bind: (port: number) => Promise<void>): Promise<void> {
+    const r = this.opts.portRange;
+    if (!r) return bind(0);
+    const size = r.to - r.from + 1;
+    let last: unknown;
+    for (let i = 0; i < size; i++) {
+      const port = this.nextPort;
+      this.nextPort = port >= r.to ? r.from : port + 1;
+      try {
+        return await bind(port);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'EADDRINUSE') throw e;
+        last = e;
+      }
+    }
+    throw last;
   }
 
   /** How many portals are open (a scrape must not build the table). */
@@ -178,11 +213,19 @@ export class PortalManager {
   private async open(spec: PortalSpec): Promise<Portal> {
     const portal: Portal = { spec, listenPort: 0 };
     if (spec.transport === 'UDP') {
-      const sock = createSocket('udp4');
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.bind(0, this.listenHost, () => resolve());
-      });
+      let sock!: UdpSocket;
+      await this.bindInRange(
+        (port) =>
+          new Promise<void>((resolve, reject) => {
+            const s = createSocket('udp4');
+            s.once('error', (e) => (s.close(), reject(e)));
+            s.bind(port, this.listenHost, () => {
+              s.removeAllListeners('error');
+              sock = s;
+              resolve();
+            });
+          }),
+      );
       portal.udp = sock;
       portal.udpProxy = new UdpProxy(
         sock,
@@ -205,8 +248,10 @@ export class PortalManager {
         this.tcp.handle(sock, this.backendsOf(s), s.key);
       }
     });
-    server.listen(0, this.listenHost);
-    await once(server, 'listening'); // rejects on 'error'
+    await this.bindInRange(async (port) => {
+      server.listen(port, this.listenHost);
+      await once(server, 'listening'); // rejects on 'error'
+    });
     portal.tcp = server;
     portal.listenPort = (server.address() as AddressInfo).port;
     return portal;

@@ -14,8 +14,6 @@ for (const p of packages) moduleNameMapper[`^@edgecore/${p}$`] = `<rootDir>/../$
 
 const config: Config = {
   testTimeout: 30000,
-  // A leaked handle in a failing test must never hang CI; Jest still reports it.
-  forceExit: true,
   projects: packages.map((p) => ({
     displayName: p,
     rootDir: join(root, 'packages', p),

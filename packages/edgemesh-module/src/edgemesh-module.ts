@@ -89,6 +89,8 @@ export class EdgeMeshModule implements BeehiveModule {
   /** …and whether one is queued and not yet started (every change before it starts is in it). */
   private backendSyncQueued = false;
   private stopping = false;
+  /** A change taken from the mailbox is not applied yet (what a caller waits on: no sleep). */
+  applying = false;
 
   constructor(
     @inject(EdgeMeshOptions) readonly options: EdgeMeshOptions,
@@ -128,6 +130,7 @@ export class EdgeMeshModule implements BeehiveModule {
     this.readiness.resolve();
     await processMessages(ctx, this.name, signal, {
       onConnection: (up) => (this.cloud = up),
+      onBusy: (busy) => (this.applying = busy),
       onChanges: (batch) => this.applyChanges(batch),
     });
   }

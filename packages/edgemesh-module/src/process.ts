@@ -16,6 +16,8 @@ export interface MeshChanges {
 
 export interface MeshProcessHandlers {
   onConnection(connected: boolean): void;
+  /** True from the moment a change is taken until the last batch with it is applied. */
+  onBusy?(busy: boolean): void;
   /** One batch: every change that came while the previous batch was being applied. */
   onChanges(batch: MeshChanges): Promise<void>;
 }
@@ -50,6 +52,7 @@ export async function processMessages(
         failure = e;
       } finally {
         running = false; // in the same turn as the empty-queue check: no change is left behind
+        if (!queue.changes.length) h.onBusy?.(false);
       }
     })();
   };
@@ -63,6 +66,7 @@ export async function processMessages(
     if (!ch) return;
     queue.changes.push(ch);
     queue.timestamps.push(msg.header.timestamp);
+    h.onBusy?.(true);
   };
   for (;;) {
     let msg: Message<unknown>;

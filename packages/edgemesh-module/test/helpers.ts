@@ -66,9 +66,11 @@ export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {})
   const client = new BeehiveMetaClient(ctx, { source: 'cloud' });
   let rv = Date.now() * 1000;
   const settle = async (): Promise<void> => {
-    // MetaManager forwards before it acknowledges; EdgeMesh applies in order: poll until idle.
-    for (let i = 0; i < 200 && ctx.queued('edgemesh') > 0; i++) await new Promise((r) => setTimeout(r, 5));
-    await new Promise((r) => setTimeout(r, 20));
+    // MetaManager forwards before it acknowledges: the change is in EdgeMesh's mailbox, or taken
+    // and being applied (mesh.applying) — wait until neither, however slow the machine is
+    const deadline = Date.now() + 20_000;
+    while ((ctx.queued('edgemesh') > 0 || mesh.applying) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 2));
   };
   return {
     ctx,

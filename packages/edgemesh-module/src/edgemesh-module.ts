@@ -69,8 +69,10 @@ export class EdgeMeshModule implements BeehiveModule {
   /** Address of the explicit proxy (unprivileged mode). */
   forwardProxyAddress?: string;
   private pool?: UpstreamPool;
-  /** Backends per service, then per portal key: cleared per service as its backends change. */
-  private readonly backendCache = new Map<string, Map<string, Backend[]>>();
+  /** Backends per portal key, cached until the service's backends may have changed… */
+  private readonly backendCache = new Map<string, Backend[]>();
+  /** …and, per service, which portal keys are cached (to clear only those). */
+  private readonly cachedPortsOf = new Map<string, Set<string>>();
   readonly updates: EdgeMeshUpdateStats = {
     applied: 0,
     batches: 0,
@@ -190,17 +192,18 @@ export class EdgeMeshModule implements BeehiveModule {
 
   /** Backends of a portal's service port, cached until the next catalog change. */
   backendsFor(spec: PortalSpec): readonly Backend[] {
-    const skey = `${spec.namespace}/${spec.service}`;
-    let perService = this.backendCache.get(skey);
-    let b = perService?.get(spec.key);
+    let b = this.backendCache.get(spec.key); // per request: one lookup, nothing allocated
     if (b) return b;
     const svc = this.catalog.getService(spec.namespace, spec.service);
     const sp = svc?.spec?.ports?.find(
       (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
     );
     b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.options.networking ?? 'host') : [];
-    if (!perService) this.backendCache.set(skey, (perService = new Map()));
-    perService.set(spec.key, b);
+    this.backendCache.set(spec.key, b);
+    const skey = `${spec.namespace}/${spec.service}`;
+    let keys = this.cachedPortsOf.get(skey);
+    if (!keys) this.cachedPortsOf.set(skey, (keys = new Set()));
+    keys.add(spec.key);
     return b;
   }
 
@@ -419,7 +422,10 @@ export class EdgeMeshModule implements BeehiveModule {
       }
     }
     await this.ensureVips(upserts);
-    for (const k of delta.backends) this.backendCache.delete(k);
+    for (const s of delta.backends) {
+      for (const k of this.cachedPortsOf.get(s) ?? []) this.backendCache.delete(k);
+      this.cachedPortsOf.delete(s);
+    }
     this.dns?.invalidate();
     if (delta.services.size && this.portals) {
       const changed = [...delta.services.keys()];

@@ -160,13 +160,16 @@ describe('DNS UDP paths', () => {
     }
   });
 
+  /** A TCP listen that fails as if another process held the port. */
+  function clash(this: Server): Server {
+    process.nextTick(() =>
+      this.emit('error', Object.assign(new Error('listen EADDRINUSE'), { code: 'EADDRINUSE' })),
+    );
+    return this;
+  }
+
   it('port 0: a TCP clash on the port UDP picked is retried with a fresh port', async () => {
-    const spy = jest.spyOn(Server.prototype, 'listen').mockImplementationOnce(function (this: Server) {
-      process.nextTick(() =>
-        this.emit('error', Object.assign(new Error('listen EADDRINUSE'), { code: 'EADDRINUSE' })),
-      );
-      return this;
-    });
+    const spy = jest.spyOn(Server.prototype, 'listen').mockImplementationOnce(clash);
     const s = server('native');
     try {
       await s.listen();
@@ -188,12 +191,7 @@ describe('DNS UDP paths', () => {
   });
 
   it('port 0: the retry is bounded — five clashes in a row are a clear error', async () => {
-    const spy = jest.spyOn(Server.prototype, 'listen').mockImplementation(function (this: Server) {
-      process.nextTick(() =>
-        this.emit('error', Object.assign(new Error('listen EADDRINUSE'), { code: 'EADDRINUSE' })),
-      );
-      return this;
-    });
+    const spy = jest.spyOn(Server.prototype, 'listen').mockImplementation(clash);
     const s = server('native');
     try {
       await expect(s.listen()).rejects.toMatchObject({ code: 'EDGEMESH_DNS_LISTEN' });

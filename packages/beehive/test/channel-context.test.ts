@@ -10,6 +10,7 @@ import {
   UnknownModuleError,
   type Message,
 } from '../src';
+import { until } from './until';
 
 function ctxWith(...mods: [string, string][]): ChannelContext {
   const ctx = new ChannelContext({ mailboxSize: 8 });
@@ -94,7 +95,7 @@ describe('ChannelContext', () => {
     expect(ctx.stats.timeouts).toBe(1);
     // A second request must not receive the first one's late reply.
     const ctx2Reply = ctx.sendSync('meta', newMessage('second'), 1000);
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => ctx.stats.lateReplies > 0, 'the late reply');
     expect(ctx.stats.lateReplies).toBe(1);
     expect((await ctx2Reply).content).toEqual({ from: 'meta', echo: 'second' });
     ctx.close();

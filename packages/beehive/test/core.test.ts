@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { EventEmitter } from 'node:events';
 import { Container, injectable } from 'inversify';
+import { until } from './until';
 import {
   BeehiveModule,
   BeehiveOptions,
@@ -170,7 +171,7 @@ describe('Core', () => {
     });
     const core = new Core(new ChannelContext(), [flaky]);
     await core.start();
-    await new Promise((r) => setTimeout(r, 250));
+    await until(() => core.state('flaky') === 'failed', 'the restarts to run out');
     expect(flaky.runs).toBe(4); // first run + 3 restarts
     expect(core.restarts('flaky')).toBe(3);
     expect(core.state('flaky')).toBe('failed');
@@ -199,7 +200,7 @@ describe('Core', () => {
     });
     const core = new Core(new ChannelContext(), [once, always]);
     await core.start();
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => n === 3 && core.state('once') === 'stopped', 'both modules to finish');
     expect(once.runs).toBe(1);
     expect(core.state('once')).toBe('stopped');
     expect(n).toBe(3);
@@ -223,7 +224,7 @@ describe('Core', () => {
     const core = new Core(ctx, [m]);
     await core.start();
     await ctx.send('m', newMessage('kept'));
-    await new Promise((r) => setTimeout(r, 80));
+    await until(() => m.received.length > 0, 'the message to be received');
     expect(m.received).toEqual(['kept']);
     await core.shutdown();
   });

@@ -6,7 +6,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { httpBackend, tcpEcho, udpEcho } from './backends';
-import { pod, service, startMesh, tmpDir, type MeshNode } from './helpers';
+import { pod, service, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
 const run = promisify(execFile);
 const agent = new Agent({ keepAlive: true, maxSockets: 8 });
@@ -406,7 +406,7 @@ describe.each(['native', 'js'] as const)(
       const load = (async () => {
         for (let i = 0; i < 120; i++) statuses.push((await get(portal('web'))).status);
       })();
-      await new Promise((r) => setTimeout(r, 30));
+      await until(() => statuses.length >= 10, 'the load to be under way');
       await victim.close(); // killed mid-load
       await load;
       expect(statuses.every((s) => s === 200)).toBe(true);
@@ -866,7 +866,7 @@ describe.each(['native', 'js'] as const)(
         s.on('message', (m) => got.push(m.toString()));
         await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
         for (const m of ['a', 'b', 'c']) s.send(m, p.listenPort, '127.0.0.1');
-        await new Promise((r) => setTimeout(r, 200));
+        await until(() => got.length >= 3, 'three echoes').catch(() => undefined); // asserted below
         s.close();
         return got;
       };

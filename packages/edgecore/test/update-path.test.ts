@@ -100,9 +100,8 @@ describe('cloud → node updates through a stock mosquitto (max_queued_messages 
         /status: NOERROR[\s\S]*IN\s+A\s+198\.18\./,
       );
       expect(hub.stats.connects).toBe(1); // no reconnect was needed
-      // batches, not one reconcile per object
+      // every change reached the mesh (how they were batched depends on timing: process.test)
       expect(mesh.updates.applied).toBeGreaterThanOrEqual(N);
-      expect(mesh.updates.batches).toBeLessThan(mesh.updates.applied);
     } finally {
       await host.stop();
       await broker.destroy();

@@ -19,7 +19,7 @@
  * Forward mode: each request is routed by its own authority (passed to onPick) and goes upstream
  * in origin-form (`/path`); the rest of the head is handled as on a portal.
  *
- * The rules mirror src/proxy/http-proxy.ts: hop-by-hop fields removed (RFC 9110 §7.6.1, and the
+ * The framing mirrors the JavaScript engine (src/proxy/http/exchange.ts): hop-by-hop fields removed (RFC 9110 §7.6.1, and the
  * fields Connection names), X-Forwarded-For appended, keep-alive upstream in the client's HTTP
  * version (an HTTP/1.0 client never gets a chunked answer), chunked
  * bodies forwarded as they are, interim 1xx responses relayed (our status line, hop-by-hop fields
@@ -27,9 +27,10 @@
  * framing of responses, 408 for a head not complete in time, 504 for an upstream that does not
  * answer (counted from the last request bytes it took), both connections closed when a response
  * body stalls (neither side moves a byte) as long, a stale pooled connection retried once on a
- * fresh one.
+ * fresh one. Which backend, the retry after a failure, ejection and the words of the answers to a
+ * failed pick come from the rulebook (src/proxy/http/policy.ts), through onPick.
  *
- * JavaScript API (see src/proxy/http-native.ts):
+ * JavaScript API (see src/proxy/http/native-engine.ts):
  *   create(opts, onPick, onDone, onHandback, onClosed, doneBuf) -> engine
  *     opts: Uint32Array [maxHead, idleMs, headMs, connectMs, responseMs, poolIdleMs, maxIdle,
  *                        coalesceUs]

@@ -12,7 +12,7 @@
  * Half-close: at EOF of one direction's source, after the pipe is drained, shutdown(SHUT_WR) of
  * the destination — the other direction keeps flowing.
  *
- * JavaScript API (see src/proxy/splice.ts):
+ * JavaScript API (see src/proxy/l4/splice.ts):
  *   start(clientFd, backendFd, idleMs) -> id           (throws on fd/pipe errors)
  *   abort(id) -> boolean                                (ends it with reason "aborted")
  *   setOnDone((id, reason, bytesUp, bytesDown) => void) reason: eof | error | idle | aborted

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { EdgeMeshOptions } from './config';
-import { intToIp, ipToInt } from './vip/ipv4';
+import { intToIp, ipToInt } from './net/ipv4';
 
 export type MeshMode = 'iptables' | 'unprivileged';
 

@@ -2,7 +2,7 @@ import * as dnsPacket from 'dns-packet';
 import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { DnsListenError } from '../edgemesh-errors';
-import { cidrContains, ipToInt, parseCidr, type Cidr } from '../vip/ipv4';
+import { cidrContains, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 import type { ClusterZone, ZoneAnswer } from './cluster-zone';
 import type { Forwarder } from './forwarder';
 import {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { EdgeMeshError } from '../edgemesh-errors';
-import type { PortalEntry } from '../proxy/portals';
+import type { PortalEntry } from '../portal-table';
 import { run } from './exec';
 
 export const CHAIN_CONTAINER = 'EDGEMESH-PORTALS-CONTAINER';

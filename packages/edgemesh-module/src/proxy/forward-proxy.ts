@@ -2,17 +2,12 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Backend } from '../lb/backends';
-import {
-  absoluteForm,
-  header,
-  headEnd,
-  HttpParseError,
-  parseRequestHead,
-  reasonPhrase,
-  type Head,
-} from './http-head';
-import type { HttpProxy, HttpRoute } from './http-proxy';
-import type { TcpProxy } from './tcp-proxy';
+import { errorResponse } from './http/error-response';
+import { failures } from './http/policy';
+import { absoluteForm, header, headEnd, HttpParseError, parseRequestHead, type Head } from './http/head';
+import type { HttpProxy } from './http/http-proxy';
+import type { HttpRoute } from './http/route';
+import type { TcpProxy } from './l4/tcp-proxy';
 
 /** A service port addressed by name or VIP: what the forward proxy needs to route. */
 export interface ResolvedTarget {
@@ -115,7 +110,7 @@ export class ForwardProxy {
     const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(head.target ?? '');
     const t = m ? this.resolve(m[1].toLowerCase(), Number(m[2])) : undefined;
     if (!t) return this.fail(sock, 502, `unknown service ${head.target}`);
-    if (t.backends.length === 0) return this.fail(sock, 503, `no backend for ${t.scope}`);
+    if (t.backends.length === 0) return this.fail(sock, 503, failures.noBackend(t.scope).message);
     sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     this.tcp.handle(sock, t.backends, t.scope, rest.length ? rest : undefined);
   }
@@ -158,11 +153,7 @@ export class ForwardProxy {
   ): void {
     if (timer) clearTimeout(timer);
     if (onData) sock.off('data', onData);
-    const reason = reasonPhrase(status);
-    const body = `${status} ${reason}: ${message}\n`;
-    sock.end(
-      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
+    sock.end(errorResponse(status, message, false));
     this.log.debug({ status, message }, 'forward proxy refused a request');
   }
 }

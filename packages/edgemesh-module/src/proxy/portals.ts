@@ -2,40 +2,13 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import type { Service, ServicePort } from '../catalog/types';
+import type { Service } from '../catalog/types';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
-import type { HttpProxy } from './http-proxy';
-import type { TcpProxy } from './tcp-proxy';
-import { UdpProxy, type UdpProxyOptions } from './udp-proxy';
-
-export type PortalProtocol = 'http' | 'tcp' | 'udp';
-
-/** The seed's convention: port name `http` or `http-<n>`, or appProtocol http → L7. */
-export function portProtocol(p: ServicePort): PortalProtocol {
-  if ((p.protocol ?? 'TCP') === 'UDP') return 'udp';
-  if (p.name === 'http' || /^http-\d+$/.test(p.name ?? '') || p.appProtocol?.toLowerCase() === 'http')
-    return 'http';
-  return 'tcp';
-}
-
-export interface PortalSpec {
-  /** `<ns>/<svc>:<port>/<proto>` — stable identity of the service port. */
-  key: string;
-  namespace: string;
-  service: string;
-  vip: string;
-  port: number;
-  portName?: string;
-  transport: 'TCP' | 'UDP';
-  protocol: PortalProtocol;
-}
-
-/** One row of the portal table: what interception maps VIP:port to. */
-export interface PortalEntry extends PortalSpec {
-  listenHost: string;
-  listenPort: number;
-}
+import type { HttpProxy } from './http/http-proxy';
+import type { TcpProxy } from './l4/tcp-proxy';
+import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
+import { portProtocol, type PortalEntry, type PortalSpec } from '../portal-table';
 
 interface Portal {
   spec: PortalSpec;

@@ -1,7 +1,7 @@
 import type { MetaClient } from '@edgecore/metamanager';
 import { isIPv4 } from 'node:net';
 import { InvalidSubnetError, VipConflictError, VipPoolExhaustedError } from '../edgemesh-errors';
-import { cidrContains, intToIp, ipToInt, parseCidr, type Cidr } from './ipv4';
+import { cidrContains, intToIp, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 
 /** Stored as `edgemesh/vip/<ns>.<name>` through MetaManager (its own resource type). */
 interface VipRecord {

@@ -1,7 +1,7 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import type { Backend } from '../lb/backends';
-import type { LoadBalancer } from '../lb/load-balancer';
+import type { Backend } from '../../lb/backends';
+import type { LoadBalancer } from '../../lb/load-balancer';
 
 export interface UdpProxyOptions {
   /** A session ends after this long without packets (default 60 s). */

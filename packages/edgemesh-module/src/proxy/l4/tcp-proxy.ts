@@ -1,7 +1,7 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { connect, type Socket } from 'node:net';
-import type { Backend } from '../lb/backends';
-import type { LoadBalancer } from '../lb/load-balancer';
+import type { Backend } from '../../lb/backends';
+import type { LoadBalancer } from '../../lb/load-balancer';
 import { SpliceEngine } from './splice';
 
 export interface TcpProxyOptions {

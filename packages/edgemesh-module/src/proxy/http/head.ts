@@ -1,3 +1,5 @@
+import { HOP_BY_HOP, LIMITS } from './protocol';
+
 /**
  * HTTP/1.x message heads (RFC 9112) parsed by hand: the proxy forwards bodies as raw bytes and only
  * needs the framing. Request smuggling defences per RFC 9112 §6.3: Content-Length with
@@ -13,21 +15,6 @@ export class HttpParseError extends Error {
   ) {
     super(message);
   }
-}
-
-const REASONS: Record<number, string> = {
-  400: 'Bad Request',
-  408: 'Request Timeout',
-  431: 'Request Header Fields Too Large',
-  501: 'Not Implemented',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
-/** The reason phrase of a status the proxies answer with themselves. */
-export function reasonPhrase(status: number): string {
-  return REASONS[status] ?? 'Error';
 }
 
 export interface Head {
@@ -47,6 +34,7 @@ export interface Head {
   length: number;
 }
 
+const CONTENT_LENGTH = new RegExp(`^\\d{1,${LIMITS.contentLengthDigits}}$`);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 
@@ -76,7 +64,7 @@ function parseHeaders(lines: string[], head: Head, isRequest: boolean): void {
     head.headers.push([name, value]);
     const lower = name.toLowerCase();
     if (lower === 'content-length') {
-      if (!/^\d{1,15}$/.test(value)) throw new HttpParseError(400, 'bad Content-Length');
+      if (!CONTENT_LENGTH.test(value)) throw new HttpParseError(400, 'bad Content-Length');
       const n = Number(value);
       if (head.contentLength !== undefined && head.contentLength !== n)
         throw new HttpParseError(400, 'conflicting Content-Length');
@@ -182,18 +170,7 @@ export function header(h: Head, name: string): string | undefined {
   return undefined;
 }
 
-/** RFC 9110 §7.6.1: hop-by-hop fields, plus whatever Connection names. */
-const HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'transfer-encoding',
-  'trailer',
-  'upgrade',
-  'proxy-authorization',
-  'proxy-authenticate',
-]);
+const HOP = new Set(HOP_BY_HOP);
 
 /** Header lines to forward: hop-by-hop ones removed. */
 export function endToEnd(h: Head): [string, string][] {
@@ -201,74 +178,4 @@ export function endToEnd(h: Head): [string, string][] {
     const l = k.toLowerCase();
     return !HOP.has(l) && !h.connection.has(l);
   });
-}
-
-/**
- * Tracks where a chunked body ends (RFC 9112 §7.1) while the bytes are forwarded unchanged.
- * `feed` returns the index in `buf` just past the body, or -1 if it continues.
- */
-export class ChunkedTracker {
-  private state: 'size' | 'data' | 'data-crlf' | 'trailer' = 'size';
-  private line = '';
-  private remaining = 0;
-  done = false;
-
-  feed(buf: Buffer, start = 0): number {
-    let i = start;
-    while (i < buf.length) {
-      switch (this.state) {
-        case 'size': {
-          const nl = buf.indexOf(10, i);
-          if (nl < 0) {
-            this.line += buf.toString('latin1', i);
-            if (this.line.length > 1024) throw new HttpParseError(400, 'chunk size line too long');
-            return -1;
-          }
-          this.line += buf.toString('latin1', i, nl);
-          i = nl + 1;
-          const hex = this.line.replace(/\r$/, '').split(';')[0].trim();
-          this.line = '';
-          if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw new HttpParseError(400, 'bad chunk size');
-          this.remaining = parseInt(hex, 16);
-          this.state = this.remaining === 0 ? 'trailer' : 'data';
-          break;
-        }
-        case 'data': {
-          const n = Math.min(this.remaining, buf.length - i);
-          i += n;
-          this.remaining -= n;
-          if (this.remaining === 0) {
-            this.state = 'data-crlf';
-            this.remaining = 2;
-          }
-          break;
-        }
-        case 'data-crlf': {
-          const n = Math.min(this.remaining, buf.length - i);
-          i += n;
-          this.remaining -= n;
-          if (this.remaining === 0) this.state = 'size';
-          break;
-        }
-        case 'trailer': {
-          const nl = buf.indexOf(10, i);
-          if (nl < 0) {
-            this.line += buf.toString('latin1', i);
-            if (this.line.length > 16384) throw new HttpParseError(400, 'trailers too long');
-            return -1;
-          }
-          this.line += buf.toString('latin1', i, nl);
-          i = nl + 1;
-          const empty = this.line.replace(/\r$/, '') === '';
-          this.line = '';
-          if (empty) {
-            this.done = true;
-            return i;
-          }
-          break;
-        }
-      }
-    }
-    return -1;
-  }
 }

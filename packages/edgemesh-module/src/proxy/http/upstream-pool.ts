@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
-import type { Backend } from '../lb/backends';
-import { SocketReader } from './socket-reader';
+import type { Backend } from '../../lb/backends';
+import { SocketReader } from '../socket-reader';
 
 export class ConnectError extends Error {
   readonly code = 'EDGEMESH_UPSTREAM_CONNECT';

@@ -1,14 +1,16 @@
 import type { Logger } from '@edgecore/beehive';
 import { isIP, Socket } from 'node:net';
-import type { Backend } from '../lb/backends';
-import type { LoadBalancer } from '../lb/load-balancer';
-import { loadNative } from '../native';
-import { fdOf } from './splice';
+import type { Backend } from '../../lb/backends';
+import { loadNative } from '../../native';
+import { fdOf } from '../l4/splice';
+import { failures, FRESH, isReply, type Decision, type RequestPolicy } from './policy';
+import type { NativeRouter } from './route';
 
 /**
  * The L7 engine of the native addon (native/http_engine.c): client and upstream sockets of portal
- * connections are driven in C on Node's event loop; JavaScript picks each request's backend (the
- * LB strategy, passive health, one retry), counts, and serves what the engine hands back.
+ * connections are driven in C on Node's event loop; its per-request callback asks the rulebook
+ * (`RequestPolicy`: the LB strategy, passive health, one retry) for each request's backend, and
+ * JavaScript serves what the engine hands back.
  */
 interface HttpEngineBinding {
   create(
@@ -45,19 +47,6 @@ type PickFn = (
   authority: string | undefined,
 ) => PickResult;
 
-/** Where a request goes: the route of its portal, or of the service its authority names. */
-export interface NativeRoute {
-  backends: readonly Backend[];
-  scope: string;
-  hashHeader?: string;
-}
-
-/**
- * A connection's router: called once per request. Portals ignore the argument; an explicit
- * forward proxy gets each request's `host[:port]` (from `http://host:port/path`) and may refuse.
- */
-export type NativeRouter = (authority?: string) => NativeRoute | { status: number; message: string };
-
 export interface AdoptOptions {
   /** Header whose value a ConsistentHash strategy hashes. */
   hashHeader?: string;
@@ -80,12 +69,9 @@ export interface NativeHttpOptions {
 }
 
 export interface NativeHttpHooks {
-  lb: LoadBalancer;
   log: Logger;
-  /** A request was counted (its first pick). */
-  request(): void;
-  retry(): void;
-  count(status: number, backend?: Backend): void;
+  /** A fresh rulebook for a connection's requests. */
+  policy(): RequestPolicy;
   /** A client connection was adopted (+1) or left the engine (-1). */
   connections(delta: number): void;
   /** Serve a handed-back connection in JavaScript, `bytes` already read from it. */
@@ -95,12 +81,8 @@ export interface NativeHttpHooks {
 interface Conn {
   route: NativeRouter;
   fallback?: (sock: Socket, bytes: Buffer) => void;
-  current?: NativeRoute;
   ip: string;
-  tried: Set<string>;
-  retried: boolean;
-  idempotent: boolean;
-  lastFailure: string;
+  policy: RequestPolicy;
 }
 
 /** Distinct backends the engine knows (ids are never reused; past this, JavaScript serves). */
@@ -113,6 +95,8 @@ export class NativeHttp {
   private readonly engine: unknown;
   /** Ended requests, written by the engine: (connection id, backend id or -1, status) each. */
   private readonly ended = new Int32Array(3 * 256);
+  /** Ended requests are accounted by a rulebook of no connection (a connection may be gone). */
+  private readonly accounts: RequestPolicy;
   /** Connections adopted so far. */
   adopted = 0;
 
@@ -121,6 +105,7 @@ export class NativeHttp {
     o: NativeHttpOptions,
     private readonly hooks: NativeHttpHooks,
   ) {
+    this.accounts = hooks.policy();
     this.engine = b.create(
       Uint32Array.of(
         o.maxHeadBytes,
@@ -164,15 +149,7 @@ export class NativeHttp {
       this.hooks.log.debug({ err: (e as Error).message }, 'native L7 engine refused a connection');
       return false;
     }
-    this.conns.set(id, {
-      route,
-      fallback: o.fallback,
-      ip,
-      tried: new Set(),
-      retried: false,
-      idempotent: false,
-      lastFailure: '',
-    });
+    this.conns.set(id, { route, fallback: o.fallback, ip, policy: this.hooks.policy() });
     this.adopted++;
     this.hooks.connections(1);
     sock.destroy();
@@ -209,65 +186,38 @@ export class NativeHttp {
   ): PickResult {
     const c = this.conns.get(id);
     if (!c) return -1;
-    const { lb } = this.hooks;
+    let d: Decision;
     if (failed < 0) {
-      if (c.tried.size) c.tried.clear();
-      c.retried = false;
-      c.idempotent = idempotent;
-      this.hooks.request();
       const r = c.route(authority);
-      if ('status' in r) {
-        this.hooks.count(r.status);
-        return [r.status, r.message, false];
-      }
-      c.current = r;
+      d = c.policy.begin('status' in r ? { ...r, close: false } : r, c.ip, hash, idempotent);
     } else {
-      // the same rules as HttpProxy.exchange: eject, then one retry for idempotent requests
       const fb = this.byId[failed];
-      lb.release(fb);
-      lb.fail(fb);
-      c.tried.add(fb.key);
-      c.lastFailure = `${fb.key} ${reason}`;
-      this.hooks.log.debug({ backend: fb.key, reason }, 'backend connect failed');
-      if (!c.idempotent || c.retried) {
-        this.hooks.count(502);
-        return stale
-          ? [502, `upstream ${fb.key} ${reason}`, true]
-          : [502, `upstream ${fb.key}: ${reason}`, false];
-      }
-      c.retried = true;
-      this.hooks.retry();
+      // the engine retried a stale pooled connection on a fresh one already: this is a failure
+      d = stale ? c.policy.stale(fb, false, true, reason) : c.policy.connectFailed(fb, reason ?? 'EIO');
     }
-    const route = c.current!;
-    const b = lb.pick(route.backends, route.scope, c.ip, hash, c.tried);
-    if (!b) {
-      const status = route.backends.length === 0 ? 503 : 502;
-      this.hooks.count(status);
-      return [
-        status,
-        status === 503
-          ? `no backend for ${route.scope}`
-          : `every backend of ${route.scope} failed (last: ${c.lastFailure})`,
-        false,
-      ];
-    }
+    if (d === FRESH) return failed; // (not asked for: the engine makes its fresh retry itself)
+    if (isReply(d)) return [d.status, d.message, d.close];
+    return this.idOf(d, c.policy, failed < 0);
+  }
+
+  /** The engine's id of backend `b` (registered on first use); -1: JavaScript serves it. */
+  private idOf(b: Backend, policy: RequestPolicy, first: boolean): PickResult {
     let bid = this.ids.get(b.key);
-    if (bid === undefined) {
-      if (
-        this.byId.length >= MAX_BACKENDS ||
-        !isIP(b.host) ||
-        !this.b.backend(this.engine, this.byId.length, b.host, b.port)
-      ) {
-        // JavaScript serves this connection from here (a host name, or too many backends)
-        if (failed < 0) return -1;
-        this.hooks.count(502);
-        return [502, `upstream ${b.key}: not an IP address`, false];
-      }
-      bid = this.byId.length;
-      this.byId.push(b);
-      this.ids.set(b.key, bid);
+    if (bid !== undefined) return bid;
+    if (
+      this.byId.length >= MAX_BACKENDS ||
+      !isIP(b.host) ||
+      !this.b.backend(this.engine, this.byId.length, b.host, b.port)
+    ) {
+      // JavaScript serves this connection from here (a host name, or too many backends)
+      policy.release(b, false);
+      if (first) return -1;
+      const r = policy.reply(failures.notAnIp(b));
+      return [r.status, r.message, r.close];
     }
-    lb.acquire(b);
+    bid = this.byId.length;
+    this.byId.push(b);
+    this.ids.set(b.key, bid);
     return bid;
   }
 
@@ -277,12 +227,7 @@ export class NativeHttp {
     for (let i = 0; i < 3 * n; i += 3) {
       const backend = r[i + 1];
       const status = r[i + 2];
-      const b = backend >= 0 ? this.byId[backend] : undefined;
-      if (b) {
-        this.hooks.lb.release(b);
-        if (status > 0) this.hooks.lb.succeed(b);
-      }
-      if (status > 0) this.hooks.count(status, b);
+      this.accounts.done(backend >= 0 ? this.byId[backend] : undefined, status);
     }
   }
 

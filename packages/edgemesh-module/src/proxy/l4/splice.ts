@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { loadNative } from '../native';
+import { loadNative } from '../../native';
 
 /**
  * The L4 splice engine of the native addon (native/splice.c): once JavaScript has connected a

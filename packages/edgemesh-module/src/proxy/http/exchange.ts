@@ -1,0 +1,386 @@
+import type { Logger } from '@edgecore/beehive';
+import type { Socket } from 'node:net';
+import type { Backend } from '../../lb/backends';
+import { SocketReader, writeAll } from '../socket-reader';
+import { pumpBody, pumpUntilEnd, stallGuard, waitFor, type Progress } from './body-pump';
+import { ChunkedTracker } from './chunked';
+import { errorResponse } from './error-response';
+import {
+  absoluteForm,
+  endToEnd,
+  header,
+  headEnd,
+  HttpParseError,
+  parseRequestHead,
+  parseResponseHead,
+  type Head,
+  wantsKeepAlive,
+} from './head';
+import { failures, FRESH, idempotent, isReply, type Decision, type RequestPolicy } from './policy';
+import { LIMITS } from './protocol';
+import type { UpgradeTunnels } from './tunnel';
+import { ConnectError, connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
+import type { HttpRoute, RouteResolver } from './route';
+
+/** Timeouts and limits of the JavaScript engine (HttpProxy's options, defaulted). */
+export interface ExchangeOptions {
+  maxHeadBytes: number;
+  headTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  responseTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+/** How one attempt at a backend ended. */
+type Attempt =
+  | 'stale' // no answer: the upstream closed first
+  | 'malformed' // its response head was not HTTP we forward
+  | 'timeout' // no response head in time
+  | { next: 'keep' | 'close' | 'upgraded'; status: number };
+
+class UpstreamTimeout extends Error {}
+
+/**
+ * The JavaScript L7 engine: HTTP/1.x on raw sockets. Heads are parsed here; bodies are forwarded
+ * as raw bytes with back-pressure; each request goes where the rulebook (`RequestPolicy`) says,
+ * over keep-alive upstream connections.
+ */
+export class JsExchange {
+  constructor(
+    private readonly o: ExchangeOptions,
+    private readonly pool: UpstreamPool,
+    private readonly tunnels: UpgradeTunnels,
+    private readonly policyFor: () => RequestPolicy,
+    private readonly log: Logger,
+  ) {}
+
+  /** Serve one client connection until it closes. */
+  async serve(client: Socket, resolve: RouteResolver, initial?: Buffer): Promise<void> {
+    // A client that half-closes after its request (shutdown(SHUT_WR), as `nc -N` does) still gets
+    // the answer, as from nginx: Node must not end our side when its side ends (whatever the
+    // server was created with); the loop below closes once nothing more can come.
+    client.allowHalfOpen = true;
+    const reader = new SocketReader(client);
+    if (initial) reader.unshift(initial);
+    const ip = (client.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const policy = this.policyFor();
+    for (;;) {
+      // Idle keep-alive: wait quietly for the first byte of the next request.
+      if (!(await waitFor(reader, this.o.keepAliveTimeoutMs))) return void client.destroy();
+      if (reader.buffered === 0 && reader.ended) return void client.end();
+      let head: Head;
+      try {
+        head = await this.readHead(reader);
+      } catch (e) {
+        if (e instanceof HttpParseError) {
+          policy.count(e.status);
+          await respond(client, e.status, e.message, false);
+        } else client.destroy();
+        return;
+      }
+      const keep = await this.exchange(client, reader, head, ip, resolve, policy);
+      if (keep === 'upgraded') return; // the socket is an L4 tunnel now
+      if (!keep || !wantsKeepAlive(head)) {
+        client.end();
+        return;
+      }
+    }
+  }
+
+  private async readHead(reader: SocketReader): Promise<Head> {
+    const deadline = Date.now() + this.o.headTimeoutMs;
+    let buf = reader.take();
+    for (;;) {
+      const end = headEnd(buf, this.o.maxHeadBytes);
+      if (end > 0) {
+        reader.unshift(buf.subarray(end));
+        return parseRequestHead(buf, end);
+      }
+      if (reader.ended) throw new HttpParseError(400, 'connection closed inside the request head');
+      const left = deadline - Date.now();
+      if (left <= 0 || !(await waitFor(reader, left))) {
+        throw new HttpParseError(408, failures.headTimeout(this.o.headTimeoutMs).message);
+      }
+      const more = reader.take();
+      buf = buf.length ? Buffer.concat([buf, more]) : more;
+    }
+  }
+
+  /** One request/response. Returns whether the client connection can carry another request. */
+  private async exchange(
+    client: Socket,
+    reader: SocketReader,
+    head: Head,
+    ip: string,
+    resolve: RouteResolver,
+    policy: RequestPolicy,
+  ): Promise<boolean | 'upgraded'> {
+    let route = resolve(head, ip);
+    const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
+    // after an error answer the connection goes on only if no body is left unread and the client
+    // wants it (its own `Connection: close` is honoured and said so)
+    const keepAfterError = !hasBody && wantsKeepAlive(head);
+    let d: Decision;
+    if ('status' in route) d = policy.begin({ ...route, close: false }, ip, undefined, false);
+    else {
+      if (route.target === undefined) {
+        // absolute-form on a portal (servers must accept it, RFC 9112 §3.2.2): upstream in
+        // origin-form, with the target's authority as Host — as nginx does
+        const abs = absoluteForm(head.target);
+        if (abs) route = { ...route, target: abs.path, host: abs.host };
+      }
+      const hashKey = route.hashHeader ? header(head, route.hashHeader) : undefined;
+      d = policy.begin(route, ip, hashKey, idempotent(head.method!));
+    }
+    const upgrade = head.connection.has('upgrade') && header(head, 'upgrade') !== undefined;
+    let b: Backend | undefined;
+    for (;;) {
+      if (isReply(d)) {
+        const keep = keepAfterError && !d.close;
+        await respond(client, d.status, d.message, keep);
+        return keep;
+      }
+      const fresh = d === FRESH;
+      if (d !== FRESH) b = d;
+      const backend = b!;
+      let up: UpstreamConn & { reused: boolean };
+      try {
+        if (upgrade || fresh) {
+          const sock = await connectTo(backend, this.o.connectTimeoutMs);
+          up = { sock, reader: new SocketReader(sock), reused: false };
+        } else up = await this.pool.get(backend);
+      } catch (e) {
+        if (!(e instanceof ConnectError)) throw e;
+        d = policy.connectFailed(backend, e.reason);
+        continue;
+      }
+      const r = await this.forward(
+        client,
+        reader,
+        head,
+        route as HttpRoute,
+        ip,
+        backend,
+        up,
+        upgrade,
+        policy,
+      );
+      if (r === 'stale') {
+        // a body already (partly) sent upstream cannot be sent again: no retry then
+        d = policy.stale(backend, up.reused, !hasBody);
+        continue;
+      }
+      if (r === 'malformed' || r === 'timeout') {
+        const f =
+          r === 'malformed'
+            ? failures.malformed(backend)
+            : failures.timeout(backend, this.o.responseTimeoutMs);
+        const reply = policy.fail(backend, f);
+        await respond(client, reply.status, reply.message, false);
+        return false;
+      }
+      policy.release(backend, r.status > 0);
+      return r.next === 'upgraded' ? r.next : r.next === 'keep';
+    }
+  }
+
+  /** Send the request to `conn`, stream both bodies, relay the response. */
+  private async forward(
+    client: Socket,
+    reader: SocketReader,
+    head: Head,
+    route: HttpRoute,
+    ip: string,
+    b: Backend,
+    conn: UpstreamConn,
+    upgrade: boolean,
+    policy: RequestPolicy,
+  ): Promise<Attempt> {
+    const up = conn.sock;
+    const upReader = conn.reader;
+    up.write(requestHead(head, route, ip, upgrade), 'latin1'); // latin1 both ways: header bytes pass unchanged
+
+    // Request body upstream, concurrently with reading the response (100-continue, early replies).
+    // The response timeout counts from the last request bytes the upstream took, as nginx's
+    // proxy_read_timeout starts once the request is sent: an upload longer than the timeout is
+    // not cut off while it flows.
+    let bodyDone = !head.chunked && !(head.contentLength ?? 0);
+    let bodyFailed = false;
+    const progress: Progress = { at: Date.now() };
+    const pump = bodyDone
+      ? Promise.resolve()
+      : pumpBody(
+          reader,
+          up,
+          head.chunked ? new ChunkedTracker() : undefined,
+          head.contentLength ?? 0,
+          undefined,
+          progress,
+        ).then(
+          () => void (bodyDone = true),
+          () => void (bodyFailed = true),
+        );
+
+    let sentAny = false;
+    let resHead: Head;
+    for (;;) {
+      let got: Head | undefined;
+      try {
+        got = await this.readResponseHead(upReader, progress);
+      } catch (e) {
+        // not `await pump`: the request body may be stalled on the client; the pump ends when the
+        // client does (its writes to the destroyed upstream fail)
+        up.destroy();
+        if (e instanceof UpstreamTimeout) return 'timeout';
+        if (!sentAny) return e instanceof HttpParseError ? 'malformed' : 'stale';
+        client.destroy();
+        return { next: 'close', status: 0 };
+      }
+      if (!got) {
+        up.destroy();
+        if (!sentAny) return 'stale';
+        client.destroy();
+        return { next: 'close', status: 0 };
+      }
+      resHead = got;
+      const st = resHead.status!;
+      if (st >= 100 && st < 200 && st !== 101) {
+        // Interim response (e.g. 100 Continue): relayed with our status line and its end-to-end
+        // fields, then the next head — but never to an HTTP/1.0 client, which has no 1xx (RFC
+        // 9110 §15.2).
+        if (head.version === '1.1') {
+          await writeAll(client, responseLines(resHead) + '\r\n');
+          sentAny = true;
+        }
+        continue;
+      }
+      break;
+    }
+    const status = resHead.status!;
+    policy.count(status, b);
+    if (status === 101 && upgrade) {
+      await writeAll(client, rawHead(resHead));
+      this.tunnels.open(client, reader, up, upReader);
+      return { next: 'upgraded', status };
+    }
+    const noBody = head.method === 'HEAD' || status === 204 || status === 304;
+    const delimited = noBody || resHead.chunked || resHead.contentLength !== undefined;
+    const clientKeep = wantsKeepAlive(head) && delimited;
+    let res = responseLines(resHead);
+    if (resHead.chunked && !noBody) res += 'Transfer-Encoding: chunked\r\n';
+    res += clientKeep
+      ? head.version === '1.0'
+        ? 'Connection: keep-alive\r\n\r\n'
+        : '\r\n'
+      : 'Connection: close\r\n\r\n';
+    let upstreamClean = true;
+    // From here the exchange may not stall — no byte to or from the upstream, none to the client —
+    // longer than the response timeout (nginx's proxy_read_timeout and send_timeout): then both
+    // connections close. (Nothing to watch for a head alone once the request body is in.)
+    progress.at = Date.now();
+    const streams = !(noBody || resHead.contentLength === 0) || !bodyDone;
+    const unwatch = streams
+      ? stallGuard(progress, this.o.responseTimeoutMs, () => {
+          up.destroy();
+          client.destroy();
+        })
+      : undefined;
+    try {
+      if (noBody || resHead.contentLength === 0) await writeAll(client, res);
+      else {
+        try {
+          if (resHead.chunked) await pumpBody(upReader, client, new ChunkedTracker(), 0, res, progress);
+          else if (resHead.contentLength !== undefined)
+            await pumpBody(upReader, client, undefined, resHead.contentLength, res, progress);
+          else {
+            await writeAll(client, res);
+            await pumpUntilEnd(upReader, client, progress);
+            upstreamClean = false;
+          }
+        } catch {
+          up.destroy();
+          client.destroy();
+          return { next: 'close', status };
+        }
+      }
+      await pump;
+    } finally {
+      unwatch?.();
+    }
+    const reusable =
+      upstreamClean &&
+      bodyDone &&
+      !bodyFailed &&
+      resHead.version === '1.1' &&
+      !resHead.connection.has('close') &&
+      upReader.buffered === 0 &&
+      !upReader.ended;
+    if (reusable) this.pool.put(b, conn);
+    else up.destroy();
+    return { next: clientKeep && bodyDone && !bodyFailed ? 'keep' : 'close', status };
+  }
+
+  /** The next response head; times out `responseTimeoutMs` after the call or `progress.at`, the later. */
+  private async readResponseHead(r: SocketReader, progress: Progress): Promise<Head | undefined> {
+    const since = Date.now();
+    let buf: Buffer = Buffer.alloc(0);
+    for (;;) {
+      const more = r.take();
+      if (more.length) buf = buf.length ? Buffer.concat([buf, more]) : more;
+      const end = buf.length ? headEnd(buf, LIMITS.responseHeadBytes) : -1;
+      if (end > 0) {
+        r.unshift(buf.subarray(end));
+        return parseResponseHead(buf, end);
+      }
+      if (r.ended) {
+        if (buf.length) throw new Error('upstream closed inside the response head');
+        return undefined;
+      }
+      const left = Math.max(since, progress.at) + this.o.responseTimeoutMs - Date.now();
+      if (left <= 0) throw new UpstreamTimeout();
+      await waitFor(r, left); // data, the end, or time to look at the deadline again
+    }
+  }
+}
+
+/** An answer of ours; the client's side closes after it unless `keep`. */
+export async function respond(client: Socket, status: number, message: string, keep: boolean): Promise<void> {
+  if (client.destroyed) return;
+  await writeAll(client, errorResponse(status, message, keep)).catch(() => undefined);
+  if (!keep) client.end();
+}
+
+/**
+ * The head sent upstream: the client's version (an HTTP/1.0 client must never get a chunked
+ * answer, RFC 9112 §7.1, and an upstream asked in HTTP/1.0 does not send one), hop-by-hop fields
+ * dropped, X-Forwarded-For appended, keep-alive (or the upgrade asked for).
+ */
+function requestHead(head: Head, route: HttpRoute, ip: string, upgrade: boolean): string {
+  let out = `${head.method} ${route.target ?? head.target} HTTP/${head.version}\r\n`;
+  if (route.host !== undefined) out += `Host: ${route.host}\r\n`;
+  let xff: string | undefined;
+  for (const [k, v] of endToEnd(head)) {
+    const lk = k.toLowerCase();
+    if (lk === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;
+    else if (lk !== 'host' || route.host === undefined) out += `${k}: ${v}\r\n`;
+  }
+  out += `X-Forwarded-For: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
+  if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';
+  out += upgrade
+    ? `Connection: Upgrade\r\nUpgrade: ${header(head, 'upgrade')}\r\n\r\n`
+    : 'Connection: keep-alive\r\n\r\n';
+  return out;
+}
+
+/** A response head's status line, as ours, and its end-to-end fields (no blank line). */
+function responseLines(h: Head): string {
+  let s = `HTTP/1.1 ${h.status} ${h.reason}\r\n`;
+  for (const [k, v] of endToEnd(h)) s += `${k}: ${v}\r\n`;
+  return s;
+}
+
+function rawHead(h: Head): string {
+  let s = `HTTP/1.1 ${h.status} ${h.reason}\r\n`;
+  for (const [k, v] of h.headers) s += `${k}: ${v}\r\n`;
+  return s + '\r\n';
+}

@@ -1,0 +1,181 @@
+import { Logger, silentLogger } from '@edgecore/beehive';
+import type { Socket } from 'node:net';
+import { InvalidOptionError, NativeUnavailableError } from '../../edgemesh-errors';
+import type { LoadBalancer } from '../../lb/load-balancer';
+import { nativeUnavailable } from '../../native';
+import { SpliceEngine } from '../l4/splice';
+import { JsExchange } from './exchange';
+import { NativeHttp } from './native-engine';
+import { RequestPolicy } from './policy';
+import type { NativeRoute, NativeRouter, RouteRefusal, RouteResolver } from './route';
+import { UpgradeTunnels } from './tunnel';
+import type { UpstreamPool } from './upstream-pool';
+
+export interface HttpProxyOptions {
+  /** Max request head (default 16 KiB) → 431 beyond. */
+  maxHeadBytes?: number;
+  /** A started head must complete within this (default 10 s) → 408. */
+  headTimeoutMs?: number;
+  /** Idle keep-alive client connections are closed after this (default 60 s). */
+  keepAliveTimeoutMs?: number;
+  /** No response head from upstream within this → 504 (default 60 s). */
+  responseTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** Upgraded (WebSocket) connections are closed after this long without traffic (default 1 h). */
+  tunnelIdleMs?: number;
+  /** Upgraded connections go through the native splice engine when it is built (default true). */
+  splice?: boolean;
+  /**
+   * Portal connections (`handleRoute`): `auto` (default) serves them with the native L7 engine when
+   * the addon is built, `native` requires it, `js` never uses it.
+   */
+  engine?: 'auto' | 'native' | 'js';
+  /**
+   * Native engine, under load (16 or more requests in flight, and more than one event at the last
+   * wake-up): a wake-up first waits this many µs (plus the kernel's timer slack, 50 µs by default)
+   * so that it serves a batch of events. Default 15; 0: off; at most 1000. See the README.
+   */
+  coalesceUs?: number;
+  log?: Logger;
+}
+
+export interface HttpProxyStats {
+  requests: number;
+  retries: number;
+  activeConnections: number;
+  /** Upgraded connections handed to the splice engine. */
+  readonly splicedTunnels: number;
+  /** Client connections served by the native L7 engine (some are handed back to JavaScript later). */
+  nativeConnections: number;
+  byStatus: Map<number, number>;
+  byBackend: Map<string, number>;
+}
+
+/**
+ * The L7 proxy of a portal (and of the explicit forward proxy): picks the engine of each
+ * connection — the native one when built, else JavaScript — and holds what both share: the
+ * rulebook's counters, the upstream pool, the upgrade tunnels.
+ */
+export class HttpProxy {
+  readonly stats: HttpProxyStats;
+  /** The native L7 engine (portal connections), when built and not turned off. */
+  readonly native?: NativeHttp;
+  private readonly log: Logger;
+  private readonly clients = new Set<Socket>();
+  private readonly tunnels: UpgradeTunnels;
+  private readonly js: JsExchange;
+
+  constructor(
+    private readonly lb: LoadBalancer,
+    pool: UpstreamPool,
+    opts: HttpProxyOptions = {},
+  ) {
+    const coalesceUs = opts.coalesceUs ?? 15;
+    if (!Number.isInteger(coalesceUs) || coalesceUs < 0 || coalesceUs > 1000)
+      throw new InvalidOptionError('coalesceUs', opts.coalesceUs, 'an integer of 0 to 1000 (µs)');
+    const o = {
+      maxHeadBytes: opts.maxHeadBytes ?? 16 * 1024,
+      headTimeoutMs: opts.headTimeoutMs ?? 10_000,
+      keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
+      responseTimeoutMs: opts.responseTimeoutMs ?? 60_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+    };
+    this.log = opts.log ?? silentLogger;
+    const tunnels = new UpgradeTunnels(
+      (opts.splice ?? true) ? SpliceEngine.get() : undefined,
+      opts.tunnelIdleMs ?? 3_600_000,
+    );
+    this.tunnels = tunnels;
+    this.stats = {
+      requests: 0,
+      retries: 0,
+      activeConnections: 0,
+      get splicedTunnels() {
+        return tunnels.spliced;
+      },
+      nativeConnections: 0,
+      byStatus: new Map(),
+      byBackend: new Map(),
+    };
+    const policy = (): RequestPolicy => new RequestPolicy(this.lb, this.stats, this.log);
+    this.js = new JsExchange(o, pool, tunnels, policy, this.log);
+    const mode = opts.engine ?? 'auto';
+    if (mode !== 'js') {
+      this.native = NativeHttp.create(
+        {
+          ...o,
+          poolIdleMs: pool.options.idleMs ?? 30_000,
+          poolMaxIdle: pool.options.maxIdle ?? 64,
+          coalesceUs,
+        },
+        {
+          log: this.log,
+          policy,
+          connections: (d) => void (this.stats.activeConnections += d),
+          fallback: (sock, route, bytes) => this.handle(sock, () => route(), bytes),
+        },
+      );
+      if (!this.native && mode === 'native')
+        throw new NativeUnavailableError('proxy httpEngine native', nativeUnavailable() ?? '');
+    }
+  }
+
+  /**
+   * Serve a portal connection: its route does not depend on the request (a service port). The
+   * native engine takes it when built; JavaScript otherwise.
+   */
+  handleRoute(client: Socket, route: () => NativeRoute): void {
+    if (this.native?.adopt(client, route, { hashHeader: route().hashHeader })) {
+      this.stats.nativeConnections++;
+      return;
+    }
+    this.handle(client, () => route());
+  }
+
+  /**
+   * An explicit forward proxy's connection, to the native engine when it is built: absolute-form
+   * `http://` requests are routed per request by `route(authority)`; the engine hands anything
+   * else (CONNECT, origin-form) to `fallback` with the bytes read. False: not taken.
+   */
+  adoptForward(
+    client: Socket,
+    route: (authority: string) => NativeRoute | RouteRefusal,
+    fallback: (sock: Socket, bytes: Buffer) => void,
+    hashHeader?: string,
+  ): boolean {
+    const router: NativeRouter = (a) =>
+      a === undefined ? { status: 400, message: 'no authority' } : route(a);
+    if (!this.native?.adopt(client, router, { forward: true, fallback, hashHeader })) return false;
+    this.stats.nativeConnections++;
+    return true;
+  }
+
+  /** Serve one client connection in JavaScript until it closes. */
+  handle(client: Socket, resolve: RouteResolver, initial?: Buffer): void {
+    client.setNoDelay(true);
+    this.clients.add(client);
+    this.stats.activeConnections++;
+    client.once('close', () => {
+      this.clients.delete(client);
+      this.stats.activeConnections--;
+    });
+    client.on('error', () => client.destroy());
+    void this.js.serve(client, resolve, initial).catch((e) => {
+      this.log.debug({ err: (e as Error).message }, 'client connection ended with an error');
+      client.destroy();
+    });
+  }
+
+  /** closeAll, and the native engine's descriptors and handles released (module stop). */
+  close(): void {
+    this.closeAll();
+    this.native?.close();
+  }
+
+  /** Destroy every client connection (portal removed or shutdown). */
+  closeAll(): void {
+    this.native?.closeAll();
+    this.tunnels.abortAll();
+    for (const c of this.clients) c.destroy();
+  }
+}

@@ -1,0 +1,210 @@
+import type { Logger } from '@edgecore/beehive';
+import type { Backend } from '../../lb/backends';
+import type { LoadBalancer } from '../../lb/load-balancer';
+import { IDEMPOTENT_METHODS } from './protocol';
+
+/**
+ * The L7 rulebook: what happens to one request between its head and its answer — which backend,
+ * what a failed connect or a stale pooled connection leads to, when to retry, when to eject, and
+ * the words of every answer the proxy makes itself. Both engines ask it (the JavaScript exchange
+ * directly, the native engine through its per-request callback); neither states a rule of its own.
+ */
+
+/** Where a request goes: a service port's backends and the scope its LB state is kept under. */
+export interface L7Route {
+  backends: readonly Backend[];
+  scope: string;
+}
+
+/** An answer the proxy makes itself; `close`: the client connection ends after it. */
+export interface Reply {
+  status: number;
+  message: string;
+  close: boolean;
+}
+
+/** Try the same backend again on a fresh connection (a pooled one it had closed). */
+export const FRESH = Symbol('fresh connection');
+
+/** A backend to send the request to, the same one afresh, or an answer of ours. */
+export type Decision = Backend | typeof FRESH | Reply;
+
+export const isReply = (d: Decision): d is Reply => typeof d === 'object' && 'status' in d;
+
+/** Counters the rulebook keeps (HttpProxy's stats). */
+export interface PolicyCounters {
+  requests: number;
+  retries: number;
+  byStatus: Map<number, number>;
+  byBackend: Map<string, number>;
+}
+
+/** What the proxy answers when a request ends in its hands, not a backend's. */
+export const failures = {
+  noBackend: (scope: string): Reply => ({ status: 503, message: `no backend for ${scope}`, close: false }),
+  allFailed: (scope: string, last: string): Reply => ({
+    status: 502,
+    message: `every backend of ${scope} failed (last: ${last})`,
+    close: false,
+  }),
+  connect: (b: Backend, reason: string): Reply => ({
+    status: 502,
+    message: `upstream ${b.key}: ${reason}`,
+    close: false,
+  }),
+  closed: (b: Backend, how = 'closed the connection'): Reply => ({
+    status: 502,
+    message: `upstream ${b.key} ${how}`,
+    close: true,
+  }),
+  /** 502 at once, as nginx: no retry, no ejection (the connect worked). */
+  malformed: (b: Backend): Reply => ({
+    status: 502,
+    message: `upstream ${b.key} sent a malformed response head`,
+    close: true,
+  }),
+  timeout: (b: Backend, ms: number): Reply => ({
+    status: 504,
+    message: `upstream ${b.key} did not answer in ${ms} ms`,
+    close: true,
+  }),
+  headTimeout: (ms: number): Reply => ({
+    status: 408,
+    message: `request head not complete in ${ms} ms`,
+    close: true,
+  }),
+  badBody: (): Reply => ({ status: 400, message: 'bad chunk in the request body', close: true }),
+  notAnIp: (b: Backend): Reply => ({
+    status: 502,
+    message: `upstream ${b.key}: not an IP address`,
+    close: false,
+  }),
+};
+
+const IDEMPOTENT = new Set<string>(IDEMPOTENT_METHODS);
+
+/** RFC 9110 §9.2.2: a request that may be sent again after a failure. */
+export function idempotent(method: string): boolean {
+  return IDEMPOTENT.has(method);
+}
+
+/**
+ * One request's course through the backends (one object per client connection, reset per
+ * request): pick, connect failure → eject and one retry for an idempotent request, a stale pooled
+ * connection → the same backend on a fresh connection once, then as a failure.
+ */
+export class RequestPolicy {
+  private route?: L7Route;
+  private ip = '';
+  private hashKey?: string;
+  private idempotent = false;
+  private retried = false;
+  private freshRetried = false;
+  private lastFailure = '';
+  private readonly tried = new Set<string>();
+
+  constructor(
+    private readonly lb: LoadBalancer,
+    private readonly counters: PolicyCounters,
+    private readonly log: Logger,
+  ) {}
+
+  /** A new request: its route (or the resolver's refusal), its client and its method. */
+  begin(route: L7Route | Reply, ip: string, hashKey: string | undefined, isIdempotent: boolean): Decision {
+    this.counters.requests++;
+    if (this.tried.size) this.tried.clear();
+    this.retried = this.freshRetried = false;
+    this.lastFailure = '';
+    this.ip = ip;
+    this.hashKey = hashKey;
+    this.idempotent = isIdempotent;
+    if ('status' in route) return this.reply(route);
+    this.route = route;
+    return this.pick();
+  }
+
+  /** The connect to `b` failed (`reason`: an errno name or `timeout`). */
+  connectFailed(b: Backend, reason: string): Decision {
+    this.eject(b, `${b.key} ${reason}`);
+    this.log.debug({ backend: b.key, reason }, 'backend connect failed');
+    if (this.retry()) return this.pick();
+    return this.reply(failures.connect(b, reason));
+  }
+
+  /**
+   * `b` closed the connection before any response byte. `replayable`: nothing of the request body
+   * and nothing to the client was sent, so the request can go again.
+   */
+  stale(b: Backend, reused: boolean, replayable: boolean, how = 'closed the connection'): Decision {
+    this.lb.release(b);
+    if (replayable && reused && !this.freshRetried) {
+      // a pooled connection the upstream had closed: nothing was answered, try a fresh one
+      this.freshRetried = true;
+      this.lb.acquire(b);
+      return FRESH;
+    }
+    if (replayable) {
+      this.eject(b, `${b.key} ${how}`, false);
+      if (this.retry()) return this.pick();
+    }
+    return this.reply(failures.closed(b, how));
+  }
+
+  /** The exchange with `b` ended: `status` relayed to the client (0: aborted). */
+  done(b: Backend | undefined, status: number): void {
+    if (b) this.release(b, status > 0);
+    if (status > 0) this.count(status, b);
+  }
+
+  /** `b` is no longer busy with this request; `ok`: it answered (its failures are forgotten). */
+  release(b: Backend, ok: boolean): void {
+    this.lb.release(b);
+    if (ok) this.lb.succeed(b);
+  }
+
+  /** An answer of ours that ends the exchange with `b` (which keeps no connection of it). */
+  fail(b: Backend | undefined, r: Reply): Reply {
+    if (b) this.lb.release(b);
+    return this.reply(r, b);
+  }
+
+  /** An answer of ours, counted. */
+  reply(r: Reply, b?: Backend): Reply {
+    this.count(r.status, b);
+    return r;
+  }
+
+  private pick(): Decision {
+    const route = this.route!;
+    const b = this.lb.pick(route.backends, route.scope, this.ip, this.hashKey, this.tried);
+    if (!b)
+      return this.reply(
+        route.backends.length === 0
+          ? failures.noBackend(route.scope)
+          : failures.allFailed(route.scope, this.lastFailure),
+      );
+    this.lb.acquire(b);
+    return b;
+  }
+
+  private eject(b: Backend, why: string, release = true): void {
+    if (release) this.lb.release(b);
+    this.lb.fail(b);
+    this.tried.add(b.key);
+    this.lastFailure = why;
+  }
+
+  private retry(): boolean {
+    if (!this.idempotent || this.retried) return false;
+    this.retried = true;
+    this.counters.retries++;
+    return true;
+  }
+
+  /** A status relayed or answered, counted (per backend when one answered). */
+  count(status: number, b?: Backend): void {
+    const c = this.counters;
+    c.byStatus.set(status, (c.byStatus.get(status) ?? 0) + 1);
+    if (b) c.byBackend.set(b.key, (c.byBackend.get(b.key) ?? 0) + 1);
+  }
+}

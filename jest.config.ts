@@ -10,7 +10,11 @@ const packages = readdirSync(join(root, 'packages')).filter((p) =>
 );
 
 const moduleNameMapper: Record<string, string> = {};
-for (const p of packages) moduleNameMapper[`^@edgecore/${p}$`] = `<rootDir>/../${p}/src/index.ts`;
+for (const p of packages) {
+  moduleNameMapper[`^@edgecore/${p}$`] = `<rootDir>/../${p}/src/index.ts`;
+  // a package's client entry point (`@edgecore/metamanager/client`)
+  moduleNameMapper[`^@edgecore/${p}/client$`] = `<rootDir>/../${p}/src/client/index.ts`;
+}
 
 const config: Config = {
   testTimeout: 30000,

@@ -1,5 +1,5 @@
 import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger } from '@edgecore/beehive';
-import { MetaClient } from '@edgecore/metamanager';
+import { MetaClient } from '@edgecore/metamanager/client';
 import { inject, injectable, optional } from 'inversify';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';

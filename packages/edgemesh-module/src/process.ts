@@ -6,7 +6,7 @@ import {
   Operation,
   type Message,
 } from '@edgecore/beehive';
-import { decodeChange, type MetaChange } from '@edgecore/metamanager';
+import { decodeChange, type MetaChange } from '@edgecore/metamanager/client';
 
 export interface MeshChanges {
   changes: MetaChange[];

@@ -1,4 +1,4 @@
-import type { MetaChange } from '@edgecore/metamanager';
+import type { MetaChange } from '@edgecore/metamanager/client';
 import type { Endpoints, Pod, Service } from './types';
 
 /** What one batch of changes did, for a reconcile of only what it touched. */

@@ -1,4 +1,4 @@
-import type { MetaClient } from '@edgecore/metamanager';
+import type { MetaClient } from '@edgecore/metamanager/client';
 import { isIPv4 } from 'node:net';
 import { InvalidSubnetError, VipConflictError, VipPoolExhaustedError } from '../edgemesh-errors';
 import { cidrContains, intToIp, ipToInt, parseCidr, type Cidr } from '../net/ipv4';

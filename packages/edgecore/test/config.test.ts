@@ -16,7 +16,15 @@ describe('edgecore.yaml', () => {
       listenPort: 40001,
       clusterDomain: 'cluster.local',
     });
-    expect(c.modules.edgeMesh.dns).toEqual({ hijack: 'iptables', upstreams: [], ttl: 5, udpBackend: 'auto' });
+    expect(c.modules.edgeMesh.dns).toEqual({
+      hijack: 'iptables',
+      upstreams: [],
+      ttl: 5,
+      udpBackend: 'auto',
+      cacheSize: 10_000,
+      upstreamTimeoutMs: 2000,
+      resolvConf: '/etc/resolv.conf',
+    });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.edgeMesh.httpEngine).toBe('auto');
     expect(c.modules.edgeMesh.httpCoalesceUs).toBe(15);

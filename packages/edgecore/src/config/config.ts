@@ -11,6 +11,10 @@ const cidr4 = z.string().refine((s) => {
   const [ip, len] = s.split('/');
   return isIPv4(ip) && /^\d{1,2}$/.test(len ?? '') && Number(len) <= 30;
 }, 'expected an IPv4 CIDR such as 198.18.0.0/16 (prefix ≤ 30)');
+const cidr = z.string().refine((s) => {
+  const [ip, len] = s.split('/');
+  return isIPv4(ip) && /^\d{1,2}$/.test(len ?? '') && Number(len) <= 32;
+}, 'expected an IPv4 CIDR such as 10.0.0.0/8');
 const port = z.number().int().min(0).max(65535);
 const upstream = z.string().refine((s) => {
   const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(s);
@@ -149,8 +153,42 @@ export const EdgeCoreConfigSchema = z.strictObject({
               ttl: z.number().int().min(0).max(86400).default(5),
               /** UDP I/O: native (recvmmsg/sendmmsg addon) when built, else node:dgram. */
               udpBackend: z.enum(['auto', 'native', 'dgram']).default('auto'),
+              /** Listen address (default: the listen interface's in iptables mode, 127.0.0.1 otherwise). */
+              listenAddress: ipv4.optional(),
+              /** Query sources allowed (default: loopback, this node's addresses, the bridge subnet). */
+              allowFrom: z.array(cidr).optional(),
+              /** Upstream answers cached at most. */
+              cacheSize: z.number().int().min(0).max(10_000_000).default(10_000),
+              /** Per-upstream timeout of a forwarded query. */
+              upstreamTimeoutMs: z.number().int().min(1).max(60_000).default(2000),
+              /** Where the host's upstream resolvers are read from (and the resolvconf hijack writes). */
+              resolvConf: z.string().min(1).default('/etc/resolv.conf'),
             })
             .prefault({}),
+          /** Proxy timeouts, limits and passive health. */
+          proxy: z
+            .strictObject({
+              connectTimeoutMs: z.number().int().min(1).max(600_000).default(5000),
+              /** L7: the upstream's time to answer after the request, and the longest a body may stall. */
+              responseTimeoutMs: z.number().int().min(1).max(86_400_000).default(60_000),
+              headTimeoutMs: z.number().int().min(1).max(600_000).default(10_000),
+              maxHeadBytes: z
+                .number()
+                .int()
+                .min(1024)
+                .max(1024 * 1024)
+                .default(16 * 1024),
+              tcpIdleTimeoutMs: z.number().int().min(1).max(86_400_000).default(3_600_000),
+              /** L4: the native splice engine when the addon is built. */
+              splice: z.boolean().default(true),
+              udpIdleTimeoutMs: z.number().int().min(1).max(86_400_000).default(60_000),
+              /** Passive health: the first ejection, doubled per consecutive failure up to ejectMaxMs. */
+              ejectBaseMs: z.number().int().min(1).max(3_600_000).default(1000),
+              ejectMaxMs: z.number().int().min(1).max(86_400_000).default(30_000),
+            })
+            .prefault({}),
+          /** Our value of the service.kubernetes.io/service-proxy-name label. */
+          proxyName: z.string().min(1).max(63).default('edgemesh'),
         })
         .prefault({}),
     })

@@ -51,3 +51,61 @@ export class InvalidOptionError extends EdgeMeshError {
     super('EDGEMESH_INVALID_OPTION', `option ${key}: ${JSON.stringify(value)} is not ${expected}`);
   }
 }
+
+/** A request head the proxy does not forward (RFC 9112): answered with `status`. */
+export class HttpParseError extends EdgeMeshError {
+  constructor(
+    readonly status: 400 | 408 | 431 | 501,
+    message: string,
+  ) {
+    super('EDGEMESH_HTTP_PARSE', message);
+  }
+}
+
+/** A connect to a backend failed (`reason`: an errno name or `timeout`). */
+export class ConnectError extends EdgeMeshError {
+  constructor(
+    readonly backend: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super('EDGEMESH_UPSTREAM_CONNECT', `connect to ${backend} failed: ${reason}`, options);
+  }
+}
+
+/** No response head from a backend in `proxy.responseTimeoutMs` (answered with 504). */
+export class UpstreamTimeoutError extends EdgeMeshError {
+  constructor(backend: string, ms: number) {
+    super('EDGEMESH_UPSTREAM_TIMEOUT', `upstream ${backend} did not answer in ${ms} ms`);
+  }
+}
+
+/** A DNS message that cannot be parsed (answered with FORMERR), with the byte offset. */
+export class DnsFormatError extends EdgeMeshError {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super('EDGEMESH_DNS_FORMERR', `${message} at byte ${offset}`);
+  }
+}
+
+/** An iptables-restore (or iptables) run failed; the first lines of its stderr. */
+export class IptablesError extends EdgeMeshError {
+  constructor(what: string, stderr: string) {
+    super('EDGEMESH_IPTABLES', `${what} failed: ${stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
+  }
+}
+
+/**
+ * Codes of the errors the native addon throws (TypeErrors and Errors with `code`): a bad call of
+ * its JavaScript API, which is a bug of ours, never the peer's input.
+ */
+export const NATIVE_ERROR_CODES = {
+  /** native/http_engine.c */
+  httpEngine: 'EDGEMESH_HTTP_ENGINE',
+  /** native/splice.c */
+  splice: 'EDGEMESH_SPLICE',
+  /** native/udp_batch.c */
+  udpBatch: 'EDGEMESH_UDP_BATCH',
+} as const;

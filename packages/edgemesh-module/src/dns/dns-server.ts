@@ -1,19 +1,11 @@
 import * as dnsPacket from 'dns-packet';
 import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';
 import { Logger, silentLogger } from '@edgecore/beehive';
-import { DnsListenError } from '../edgemesh-errors';
+import { DnsFormatError, DnsListenError } from '../edgemesh-errors';
 import { cidrContains, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 import type { ClusterZone, ZoneAnswer } from './cluster-zone';
 import type { Forwarder } from './forwarder';
-import {
-  DnsFormatError,
-  errorReply,
-  parseQuery,
-  plainQuestionEnd,
-  readName,
-  RCODE,
-  type ParsedQuery,
-} from './wire';
+import { errorReply, parseQuery, plainQuestionEnd, readName, RCODE, type ParsedQuery } from './wire';
 import { openUdp, type UdpBackend, type UdpTransport } from './udp-batch';
 
 export interface DnsServerOptions {

@@ -1,3 +1,4 @@
+import { DnsFormatError } from '../edgemesh-errors';
 /**
  * Hand-rolled parsing of DNS queries for the hot path (RFC 1035 §4.1). dns-packet is used to
  * build answers once; queries are read here without allocating a decoded object tree.
@@ -32,16 +33,6 @@ export interface ParsedQuery {
   questionEnd: number;
   /** EDNS0 (RFC 6891): advertised UDP payload size and DO bit, when an OPT RR is present. */
   edns?: { udpSize: number; dnssecOk: boolean; version: number };
-}
-
-export class DnsFormatError extends Error {
-  readonly code = 'EDGEMESH_DNS_FORMERR';
-  constructor(
-    message: string,
-    readonly offset: number,
-  ) {
-    super(`${message} at byte ${offset}`);
-  }
 }
 
 /** Read a (possibly compressed) name starting at `off`; returns the name and the offset after it. */

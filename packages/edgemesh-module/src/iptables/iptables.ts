@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Logger, silentLogger } from '@edgecore/beehive';
-import { EdgeMeshError } from '../edgemesh-errors';
+import { IptablesError } from '../edgemesh-errors';
 import type { PortalEntry } from '../portal-table';
 import { run } from './exec';
 
@@ -17,12 +17,6 @@ export const MASQ_MARK = '0x4000/0x4000';
 const OUR_CHAIN = /^EDGEMESH-(PORTALS-CONTAINER|PORTALS-HOST|POSTROUTING|[BCH]-[0-9A-F]{6})$/;
 /** Label that hands a service to another proxy (EdgeMesh's own convention). */
 export const PROXY_NAME_LABEL = 'service.edgemesh.kubeedge.io/service-proxy-name';
-
-export class IptablesError extends EdgeMeshError {
-  constructor(what: string, stderr: string) {
-    super('EDGEMESH_IPTABLES', `${what} failed: ${stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
-  }
-}
 
 export interface IptablesOptions {
   /** Address of the portals and the DNS server (the listen interface's IPv4). */

@@ -4,7 +4,8 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { Backend } from '../lb/backends';
 import { errorResponse } from './http/error-response';
 import { failures } from './http/policy';
-import { absoluteForm, header, headEnd, HttpParseError, parseRequestHead, type Head } from './http/head';
+import type { HttpParseError } from '../edgemesh-errors';
+import { absoluteForm, header, headEnd, parseRequestHead, type Head } from './http/head';
 import type { HttpProxy } from './http/http-proxy';
 import type { HttpRoute } from './http/route';
 import type { TcpProxy } from './l4/tcp-proxy';

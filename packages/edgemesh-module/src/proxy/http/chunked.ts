@@ -1,4 +1,4 @@
-import { HttpParseError } from './head';
+import { HttpParseError } from '../../edgemesh-errors';
 import { LIMITS } from './protocol';
 
 const CHUNK_SIZE = new RegExp(`^[0-9a-fA-F]{1,${LIMITS.chunkSizeDigits}}$`);

@@ -1,5 +1,6 @@
 import type { Logger } from '@edgecore/beehive';
 import type { Socket } from 'node:net';
+import { ConnectError, HttpParseError, UpstreamTimeoutError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import { SocketReader, writeAll } from '../socket-reader';
 import { pumpBody, pumpUntilEnd, stallGuard, waitFor, type Progress } from './body-pump';
@@ -10,7 +11,6 @@ import {
   endToEnd,
   header,
   headEnd,
-  HttpParseError,
   parseRequestHead,
   parseResponseHead,
   type Head,
@@ -19,7 +19,7 @@ import {
 import { failures, FRESH, idempotent, isReply, type Decision, type RequestPolicy } from './policy';
 import { LIMITS } from './protocol';
 import type { UpgradeTunnels } from './tunnel';
-import { ConnectError, connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
+import { connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
 import type { HttpRoute, RouteResolver } from './route';
 
 /** Timeouts and limits of the JavaScript engine (HttpProxy's options, defaulted). */
@@ -37,8 +37,6 @@ type Attempt =
   | 'malformed' // its response head was not HTTP we forward
   | 'timeout' // no response head in time
   | { next: 'keep' | 'close' | 'upgraded'; status: number };
-
-class UpstreamTimeout extends Error {}
 
 /**
  * The JavaScript L7 engine: HTTP/1.x on raw sockets. Heads are parsed here; bodies are forwarded
@@ -226,12 +224,12 @@ export class JsExchange {
     for (;;) {
       let got: Head | undefined;
       try {
-        got = await this.readResponseHead(upReader, progress);
+        got = await this.readResponseHead(upReader, progress, b.key);
       } catch (e) {
         // not `await pump`: the request body may be stalled on the client; the pump ends when the
         // client does (its writes to the destroyed upstream fail)
         up.destroy();
-        if (e instanceof UpstreamTimeout) return 'timeout';
+        if (e instanceof UpstreamTimeoutError) return 'timeout';
         if (!sentAny) return e instanceof HttpParseError ? 'malformed' : 'stale';
         client.destroy();
         return { next: 'close', status: 0 };
@@ -321,7 +319,11 @@ export class JsExchange {
   }
 
   /** The next response head; times out `responseTimeoutMs` after the call or `progress.at`, the later. */
-  private async readResponseHead(r: SocketReader, progress: Progress): Promise<Head | undefined> {
+  private async readResponseHead(
+    r: SocketReader,
+    progress: Progress,
+    backend: string,
+  ): Promise<Head | undefined> {
     const since = Date.now();
     let buf: Buffer = Buffer.alloc(0);
     for (;;) {
@@ -337,7 +339,7 @@ export class JsExchange {
         return undefined;
       }
       const left = Math.max(since, progress.at) + this.o.responseTimeoutMs - Date.now();
-      if (left <= 0) throw new UpstreamTimeout();
+      if (left <= 0) throw new UpstreamTimeoutError(backend, this.o.responseTimeoutMs);
       await waitFor(r, left); // data, the end, or time to look at the deadline again
     }
   }

@@ -1,3 +1,4 @@
+import { HttpParseError } from '../../edgemesh-errors';
 import { HOP_BY_HOP, LIMITS } from './protocol';
 
 /**
@@ -7,16 +8,6 @@ import { HOP_BY_HOP, LIMITS } from './protocol';
  * codings before chunked → 501 (§6.1). Responses: TE other than chunked alone, or with CL, is
  * an error (502 upstream of it), as nginx.
  */
-export class HttpParseError extends Error {
-  readonly code = 'EDGEMESH_HTTP_PARSE';
-  constructor(
-    readonly status: 400 | 408 | 431 | 501,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export interface Head {
   /** Request: method; response: undefined. */
   method?: string;

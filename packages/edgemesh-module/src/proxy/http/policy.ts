@@ -1,4 +1,5 @@
 import type { Logger } from '@edgecore/beehive';
+import { UpstreamTimeoutError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { IDEMPOTENT_METHODS } from './protocol';
@@ -65,7 +66,7 @@ export const failures = {
   }),
   timeout: (b: Backend, ms: number): Reply => ({
     status: 504,
-    message: `upstream ${b.key} did not answer in ${ms} ms`,
+    message: new UpstreamTimeoutError(b.key, ms).message,
     close: true,
   }),
   headTimeout: (ms: number): Reply => ({

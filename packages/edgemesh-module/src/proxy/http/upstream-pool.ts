@@ -1,17 +1,7 @@
 import { connect, type Socket } from 'node:net';
+import { ConnectError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import { SocketReader } from '../socket-reader';
-
-export class ConnectError extends Error {
-  readonly code = 'EDGEMESH_UPSTREAM_CONNECT';
-  constructor(
-    readonly backend: string,
-    readonly reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`connect to ${backend} failed: ${reason}`, options);
-  }
-}
 
 /** An upstream connection with the reader that stays attached to it for its whole life. */
 export interface UpstreamConn {

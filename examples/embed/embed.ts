@@ -4,9 +4,28 @@
  */
 import 'reflect-metadata';
 import { beehiveContainerModule, Core } from '@edgecore/beehive';
-import { EdgeMeshModule, EdgeMeshOptions, edgemeshContainerModule } from '@edgecore/edgemesh-module';
-import { MetaClient } from '@edgecore/metamanager';
+import {
+  type Backend,
+  EdgeMeshModule,
+  EdgeMeshOptions,
+  edgemeshContainerModule,
+  LbStrategyContribution,
+  type LbStrategy,
+} from '@edgecore/edgemesh-module';
+import { MetaClient } from '@edgecore/metamanager/client';
 import { Container } from 'inversify';
+
+/**
+ * The host runtime's own load-balancing rule, contributed beside the built-in strategies: every
+ * request to the backend that sorts first by address (a primary, with the others as failover —
+ * passive health still ejects it when it refuses connections).
+ */
+export class PreferFirst implements LbStrategy {
+  readonly name = 'PreferFirst';
+  pick(b: readonly Backend[]): Backend {
+    return [...b].sort((x, y) => (x.key < y.key ? -1 : 1))[0];
+  }
+}
 
 /** The host runtime's own metadata: an in-memory map keyed `<ns>/<type>/<name>`. */
 export class StaticMetaSource implements MetaClient {
@@ -31,11 +50,15 @@ export async function startEmbedded(
   source: MetaClient,
   dnsPort = 5353,
   proxyPort = 40001,
+  lbStrategy = 'PreferFirst',
 ): Promise<{ core: Core; mesh: EdgeMeshModule }> {
   const c = new Container();
   c.loadSync(beehiveContainerModule, edgemeshContainerModule);
   c.bind(MetaClient).toConstantValue(source);
+  // one more strategy at EdgeMesh's contribution point, chosen by name like a built-in one
+  c.bind(LbStrategyContribution).toConstantValue({ name: 'PreferFirst', create: () => new PreferFirst() });
   c.bind(EdgeMeshOptions).toConstantValue({
+    lbStrategy,
     mode: 'unprivileged',
     listenPort: proxyPort,
     dns: { listenPort: dnsPort, upstreams: [] },

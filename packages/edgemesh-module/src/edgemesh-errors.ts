@@ -109,3 +109,13 @@ export const NATIVE_ERROR_CODES = {
   /** native/udp_batch.c */
   udpBatch: 'EDGEMESH_UDP_BATCH',
 } as const;
+
+/** `lbStrategy` names no strategy bound (the built-in ones, or an embedder's contributions). */
+export class UnknownLbStrategyError extends EdgeMeshError {
+  constructor(
+    readonly strategy: string,
+    known: readonly string[],
+  ) {
+    super('EDGEMESH_UNKNOWN_LB_STRATEGY', `unknown lbStrategy "${strategy}" (${known.join(', ')})`);
+  }
+}

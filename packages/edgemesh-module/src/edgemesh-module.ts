@@ -1,6 +1,6 @@
 import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger } from '@edgecore/beehive';
 import { MetaClient } from '@edgecore/metamanager/client';
-import { inject, injectable, optional } from 'inversify';
+import { inject, injectable, multiInject, optional } from 'inversify';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { ServiceCatalog, type CatalogDelta } from './catalog/catalog';
@@ -13,7 +13,7 @@ import { defaultAllowFrom, dnsListen, nodeIPv4s, resolveMode, type MeshMode } fr
 import { VipAllocator } from './vip/vip-allocator';
 import { resolveBackends, type Backend } from './lb/backends';
 import { LoadBalancer } from './lb/load-balancer';
-import { createStrategy, STICKY_TIMEOUT_MS } from './lb/strategies';
+import { createStrategy, LbStrategyContribution, STICKY_TIMEOUT_MS } from './lb/strategies';
 import { ForwardProxy, type ResolvedTarget } from './proxy/forward-proxy';
 import { HttpProxy } from './proxy/http/http-proxy';
 import type { PortalSpec } from './portal-table';
@@ -100,6 +100,9 @@ export class EdgeMeshModule implements BeehiveModule {
     @inject(MetaClient) private readonly meta: MetaClient,
     @inject(ServiceCatalog) readonly catalog: ServiceCatalog,
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
+    @multiInject(LbStrategyContribution)
+    @optional()
+    private readonly strategies: LbStrategyContribution[] = [],
   ) {
     this.dependencies = options.dependencies ?? ['metamanager'];
     const m = resolveMode(options);
@@ -317,10 +320,13 @@ export class EdgeMeshModule implements BeehiveModule {
     }
     // 4. Proxy: load balancer, portals per service port, explicit proxy when unprivileged.
     const px = o.proxy ?? {};
-    this.lb = new LoadBalancer(createStrategy(o.lbStrategy), {
-      baseEjectMs: px.ejectBaseMs,
-      maxEjectMs: px.ejectMaxMs,
-    });
+    this.lb = new LoadBalancer(
+      createStrategy(o.lbStrategy, this.strategies.length ? this.strategies : undefined),
+      {
+        baseEjectMs: px.ejectBaseMs,
+        maxEjectMs: px.ejectMaxMs,
+      },
+    );
     this.pool = new UpstreamPool({ connectTimeoutMs: px.connectTimeoutMs });
     this.http = new HttpProxy(this.lb, this.pool, {
       log: this.log,

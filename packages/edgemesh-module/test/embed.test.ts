@@ -17,4 +17,30 @@ describe('examples/embed: EdgeMesh in another runtime with its own metadata sour
       await core.shutdown();
     }
   });
+
+  it('an embedder contributes its own LB strategy and names it in lbStrategy', async () => {
+    const { core, mesh } = await startEmbedded(new StaticMetaSource(), 0, 0);
+    try {
+      expect(mesh.lb.strategy.name).toBe('PreferFirst');
+      const b = ['10.0.0.9', '10.0.0.2', '10.0.0.5'].map((host) => ({
+        host,
+        port: 80,
+        key: `${host}:80`,
+        origin: 't',
+      }));
+      const picks = new Set(Array.from({ length: 20 }, () => mesh.lb.pick(b, 's', '127.0.0.1')!.key));
+      expect([...picks]).toEqual(['10.0.0.2:80']);
+    } finally {
+      await core.shutdown();
+    }
+  });
+
+  it('the built-in strategies stay at the contribution point beside it', async () => {
+    const { core, mesh } = await startEmbedded(new StaticMetaSource(), 0, 0, 'LeastConnections');
+    try {
+      expect(mesh.lb.strategy.name).toBe('LeastConnections');
+    } finally {
+      await core.shutdown();
+    }
+  });
 });

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { UnknownLbStrategyError } from '../edgemesh-errors';
 import type { Backend } from './backends';
 
 /** What a strategy may look at for one pick. */
@@ -119,19 +120,37 @@ export const LB_STRATEGIES = [
 ] as const;
 export type LbStrategyName = (typeof LB_STRATEGIES)[number];
 
-export function createStrategy(name: string | undefined): LbStrategy {
-  switch (name ?? 'RoundRobin') {
-    case 'RoundRobin':
-      return new RoundRobin();
-    case 'Random':
-      return new RandomStrategy();
-    case 'SessionStickiness':
-      return new SessionStickiness();
-    case 'ConsistentHash':
-      return new ConsistentHash();
-    case 'LeastConnections':
-      return new LeastConnections();
-    default:
-      throw new Error(`unknown lbStrategy "${name}" (${LB_STRATEGIES.join(', ')})`);
-  }
+/**
+ * A contribution point (Theia style): each strategy a node may run under `lbStrategy`, by name.
+ * EdgeMesh's container module binds the built-in ones; an embedder binds more (and names one in
+ * `lbStrategy`), or rebinds the point to replace them.
+ */
+export const LbStrategyContribution = Symbol.for('edgecore.edgemesh.LbStrategyContribution');
+export interface LbStrategyContribution {
+  readonly name: string;
+  create(): LbStrategy;
+}
+
+/** The built-in strategies (KubeEdge's three, plus ConsistentHash and LeastConnections). */
+export const BUILTIN_LB_STRATEGIES: readonly LbStrategyContribution[] = [
+  { name: 'RoundRobin', create: () => new RoundRobin() },
+  { name: 'Random', create: () => new RandomStrategy() },
+  { name: 'SessionStickiness', create: () => new SessionStickiness() },
+  { name: 'ConsistentHash', create: () => new ConsistentHash() },
+  { name: 'LeastConnections', create: () => new LeastConnections() },
+];
+
+/** The strategy named `name` (default RoundRobin) among `from`; an unknown name is an error naming the known ones. */
+export function createStrategy(
+  name: string | undefined,
+  from: readonly LbStrategyContribution[] = BUILTIN_LB_STRATEGIES,
+): LbStrategy {
+  const want = name ?? 'RoundRobin';
+  const c = from.find((x) => x.name === want);
+  if (!c)
+    throw new UnknownLbStrategyError(
+      want,
+      from.map((x) => x.name),
+    );
+  return c.create();
 }

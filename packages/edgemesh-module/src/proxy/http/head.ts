@@ -109,20 +109,28 @@ export function absoluteForm(
   };
 }
 
-export function parseRequestHead(buf: Buffer, end: number): Head {
-  const text = buf.toString('latin1', 0, end - 4);
-  const lines = text.split('\r\n');
-  const m = /^([^ ]+) ([^ ]+) HTTP\/1\.([01])$/.exec(lines[0]);
-  if (!m || !TOKEN.test(m[1])) throw new HttpParseError(400, 'malformed request line');
-  const head: Head = {
-    method: m[1],
-    target: m[2],
-    version: m[3] === '1' ? '1.1' : '1.0',
+/** The lines of a head (its final CRLFCRLF left out); header bytes as they came (latin1). */
+function headLines(buf: Buffer, end: number): string[] {
+  return buf.toString('latin1', 0, end - 4).split('\r\n');
+}
+
+/** A head with its start line read (`start`) and no fields yet. */
+function newHead(start: Pick<Head, 'method' | 'target' | 'status' | 'reason'>, v: string, end: number): Head {
+  return {
+    ...start,
+    version: v === '1' ? '1.1' : '1.0',
     headers: [],
     chunked: false,
     connection: new Set(),
     length: end,
   };
+}
+
+export function parseRequestHead(buf: Buffer, end: number): Head {
+  const lines = headLines(buf, end);
+  const m = /^([^ ]+) ([^ ]+) HTTP\/1\.([01])$/.exec(lines[0]);
+  if (!m || !TOKEN.test(m[1])) throw new HttpParseError(400, 'malformed request line');
+  const head = newHead({ method: m[1], target: m[2] }, m[3], end);
   parseHeaders(lines, head, true);
   // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, and for any with more than one.
   let hosts = 0;
@@ -133,19 +141,10 @@ export function parseRequestHead(buf: Buffer, end: number): Head {
 }
 
 export function parseResponseHead(buf: Buffer, end: number): Head {
-  const text = buf.toString('latin1', 0, end - 4);
-  const lines = text.split('\r\n');
+  const lines = headLines(buf, end);
   const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]);
   if (!m) throw new HttpParseError(400, 'malformed status line from upstream');
-  const head: Head = {
-    status: Number(m[2]),
-    reason: m[3] ?? '',
-    version: m[1] === '1' ? '1.1' : '1.0',
-    headers: [],
-    chunked: false,
-    connection: new Set(),
-    length: end,
-  };
+  const head = newHead({ status: Number(m[2]), reason: m[3] ?? '' }, m[1], end);
   parseHeaders(lines, head, false);
   return head;
 }

@@ -1,5 +1,5 @@
 /* edgemesh_native: the batched UDP socket (udp_batch.c), the L4 splice engine (splice.c) and the
- * L7 engine (http_engine.c). */
+ * L7 engine (http/engine.c). */
 #include <node_api.h>
 
 napi_value udp_batch_init(napi_env env, napi_value exports);

@@ -32,14 +32,16 @@ W=$(mktemp -d)
 cp "$ADDON" "$W/regular.node"
 trap 'cp "$W/regular.node" "$ADDON"; rm -rf "$W"' EXIT
 cp -r "$PKG/native" "$W/native"
-# the sources of binding.gyp, with sanitizer flags
-cat > "$W/binding.gyp" <<'GYP'
-{ "targets": [ { "target_name": "edgemesh_native",
-  "sources": ["native/addon.c", "native/udp_batch.c", "native/splice.c", "native/http_engine.c"],
-  "cflags": ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
-             "-Wno-unused-parameter"],
-  "ldflags": ["-fsanitize=address"] } ] }
-GYP
+# binding.gyp's own target (its sources), with sanitizer flags
+node -e '
+  const g = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const t = g.targets[0];
+  const linux = t.conditions.find((c) => c[0] === "OS==\x27linux\x27")[1];
+  const out = { targets: [{ target_name: t.target_name, sources: linux.sources,
+    cflags: ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    ldflags: ["-fsanitize=address"] }] };
+  require("fs").writeFileSync(process.argv[2], JSON.stringify(out, null, 1));
+' "$PKG/binding.gyp" "$W/binding.gyp"
 echo '{"name":"edgemesh-native-asan","version":"0.0.0","private":true}' > "$W/package.json"
 # through npx, which passes npm's config (nodedir: Node's own headers, no download)
 (cd "$W" && npx --prefix "$ROOT" node-gyp rebuild > build.log 2>&1) || { cat "$W/build.log"; exit 1; }

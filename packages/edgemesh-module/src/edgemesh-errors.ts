@@ -102,7 +102,7 @@ export class IptablesError extends EdgeMeshError {
  * its JavaScript API, which is a bug of ours, never the peer's input.
  */
 export const NATIVE_ERROR_CODES = {
-  /** native/http_engine.c */
+  /** native/http/ */
   httpEngine: 'EDGEMESH_HTTP_ENGINE',
   /** native/splice.c */
   splice: 'EDGEMESH_SPLICE',

@@ -18,7 +18,7 @@ import {
 import { httpBackend } from './backends';
 
 /**
- * The native L7 engine (native/http_engine.c) on its own: an HttpProxy with `engine: 'native'`
+ * The native L7 engine (native/http/) on its own: an HttpProxy with `engine: 'native'`
  * behind a listener, real backends on 127.0.0.1, raw client bytes where the exact wire matters.
  */
 const linux = process.platform === 'linux';

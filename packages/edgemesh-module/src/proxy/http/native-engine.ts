@@ -3,19 +3,32 @@ import { isIP, Socket } from 'node:net';
 import type { Backend } from '../../lb/backends';
 import { loadNative } from '../../native';
 import { fdOf } from '../l4/splice';
-import { failures, FRESH, isReply, type Decision, type RequestPolicy } from './policy';
+import { errorResponse } from './error-response';
+import {
+  failures,
+  FRESH,
+  isReply,
+  type Decision,
+  type Reply,
+  type RequestPolicy,
+  type StaleReason,
+} from './policy';
+import { HOP_BY_HOP, IDEMPOTENT_METHODS, LIMITS } from './protocol';
 import type { NativeRouter } from './route';
 
 /**
- * The L7 engine of the native addon (native/http_engine.c): client and upstream sockets of portal
+ * The L7 engine of the native addon (native/http/): client and upstream sockets of portal
  * connections are driven in C on Node's event loop; its per-request callback asks the rulebook
- * (`RequestPolicy`: the LB strategy, passive health, one retry) for each request's backend, and
- * JavaScript serves what the engine hands back.
+ * (`RequestPolicy`: the LB strategy, passive health, one retry, the words of every answer) what
+ * each event of a request leads to, and JavaScript serves what the engine hands back. The protocol
+ * tables and limits are handed to the engine at create; it states none of its own.
  */
 interface HttpEngineBinding {
   create(
     opts: Uint32Array,
-    onPick: PickFn,
+    hopByHop: readonly string[],
+    idempotentMethods: readonly string[],
+    onDecide: DecideFn,
     onDone: (ended: number) => void,
     onHandback: (id: number, fd: number, bytes: Buffer) => void,
     onClosed: (id: number) => void,
@@ -34,18 +47,39 @@ interface HttpEngineBinding {
   stats(engine: unknown): [clients: number, upstreams: number, pooled: number, coalescedWakeups: number];
 }
 
-/** A backend id, -1 (hand the connection back to JavaScript), or [status, message, close]. */
-type PickResult = number | [number, string, boolean];
-type PickFn = (
+/** Events of a request the engine asks about (`D_*` in native/http/engine.h). */
+const enum EngineEvent {
+  Pick = 0,
+  ConnectFailed = 1,
+  Stale = 2,
+  Timeout = 3,
+  Malformed = 4,
+  BadBody = 5,
+  HeadTimeout = 6,
+}
+
+/** Flags of the request an event is about (`F_*`). */
+const enum EventFlag {
+  Idempotent = 1,
+  CanKeep = 2,
+  Reused = 4,
+  Replayable = 8,
+}
+
+/** A backend id, HANDBACK, FRESH_CONNECTION (the same backend afresh), or [answer bytes, keep]. */
+type DecideResult = number | [Buffer, boolean];
+const HANDBACK = -1;
+const FRESH_CONNECTION = -2;
+type DecideFn = (
   id: number,
-  idempotent: boolean,
-  hashValue: string | undefined,
-  failed: number,
+  event: EngineEvent,
+  backend: number,
   reason: string | undefined,
-  stale: boolean,
+  flags: number,
+  hashValue: string | undefined,
   ended: number,
   authority: string | undefined,
-) => PickResult;
+) => DecideResult;
 
 export interface AdoptOptions {
   /** Header whose value a ConsistentHash strategy hashes. */
@@ -102,7 +136,7 @@ export class NativeHttp {
 
   private constructor(
     private readonly b: HttpEngineBinding,
-    o: NativeHttpOptions,
+    private readonly o: NativeHttpOptions,
     private readonly hooks: NativeHttpHooks,
   ) {
     this.accounts = hooks.policy();
@@ -116,10 +150,17 @@ export class NativeHttp {
         o.poolIdleMs,
         o.poolMaxIdle,
         o.coalesceUs,
+        LIMITS.chunkLineBytes,
+        LIMITS.trailerBytes,
+        LIMITS.chunkSizeDigits,
+        LIMITS.contentLengthDigits,
+        LIMITS.responseHeadBytes,
       ),
-      (id, idem, hash, failed, reason, stale, ended, authority) => {
+      HOP_BY_HOP,
+      IDEMPOTENT_METHODS,
+      (id, event, backend, reason, flags, hash, ended, authority) => {
         if (ended) this.done(ended);
-        return this.pick(id, idem, hash, failed, reason, stale, authority);
+        return this.decide(id, event, backend, reason, flags, hash, authority);
       },
       (ended) => this.done(ended),
       (id, fd, bytes) => this.handback(id, fd, bytes),
@@ -175,33 +216,67 @@ export class NativeHttp {
     this.b.close(this.engine);
   }
 
-  private pick(
+  private decide(
     id: number,
-    idempotent: boolean,
-    hash: string | undefined,
-    failed: number,
+    event: EngineEvent,
+    backend: number,
     reason: string | undefined,
-    stale: boolean,
+    flags: number,
+    hash: string | undefined,
     authority: string | undefined,
-  ): PickResult {
+  ): DecideResult {
     const c = this.conns.get(id);
-    if (!c) return -1;
+    const policy = c?.policy ?? this.accounts;
+    const b = backend >= 0 ? this.byId[backend] : undefined;
     let d: Decision;
-    if (failed < 0) {
-      const r = c.route(authority);
-      d = c.policy.begin('status' in r ? { ...r, close: false } : r, c.ip, hash, idempotent);
-    } else {
-      const fb = this.byId[failed];
-      // the engine retried a stale pooled connection on a fresh one already: this is a failure
-      d = stale ? c.policy.stale(fb, false, true, reason) : c.policy.connectFailed(fb, reason ?? 'EIO');
+    switch (event) {
+      case EngineEvent.Pick: {
+        if (!c) return HANDBACK;
+        const r = c.route(authority);
+        d = policy.begin(
+          'status' in r ? { ...r, close: false } : r,
+          c.ip,
+          hash,
+          (flags & EventFlag.Idempotent) !== 0,
+        );
+        break;
+      }
+      case EngineEvent.ConnectFailed:
+        d = policy.connectFailed(b!, reason ?? 'EIO');
+        break;
+      case EngineEvent.Stale:
+        d = policy.stale(
+          b!,
+          (flags & EventFlag.Reused) !== 0,
+          (flags & EventFlag.Replayable) !== 0,
+          reason as StaleReason,
+        );
+        break;
+      default:
+        d = policy.fail(b, this.answer(event, b));
     }
-    if (d === FRESH) return failed; // (not asked for: the engine makes its fresh retry itself)
-    if (isReply(d)) return [d.status, d.message, d.close];
-    return this.idOf(d, c.policy, failed < 0);
+    if (d === FRESH) return FRESH_CONNECTION;
+    if (isReply(d))
+      return [errorResponse(d.status, d.message, (flags & EventFlag.CanKeep) !== 0 && !d.close), !d.close];
+    return this.idOf(d, policy, event === EngineEvent.Pick);
+  }
+
+  /** The rulebook's words for an exchange that failed in the engine's hands. */
+  private answer(event: EngineEvent, b: Backend | undefined): Reply {
+    switch (event) {
+      case EngineEvent.Timeout:
+        return failures.timeout(b!, this.o.responseTimeoutMs);
+      case EngineEvent.Malformed:
+        return failures.malformed(b!);
+      case EngineEvent.BadBody:
+        return failures.badBody();
+      default:
+        return failures.headTimeout(this.o.headTimeoutMs);
+    }
   }
 
   /** The engine's id of backend `b` (registered on first use); -1: JavaScript serves it. */
-  private idOf(b: Backend, policy: RequestPolicy, first: boolean): PickResult {
+  private idOf(b: Backend, policy: RequestPolicy, first: boolean): DecideResult {
     let bid = this.ids.get(b.key);
     if (bid !== undefined) return bid;
     if (
@@ -211,9 +286,9 @@ export class NativeHttp {
     ) {
       // JavaScript serves this connection from here (a host name, or too many backends)
       policy.release(b, false);
-      if (first) return -1;
+      if (first) return HANDBACK;
       const r = policy.reply(failures.notAnIp(b));
-      return [r.status, r.message, r.close];
+      return [errorResponse(r.status, r.message, false), false];
     }
     bid = this.byId.length;
     this.byId.push(b);

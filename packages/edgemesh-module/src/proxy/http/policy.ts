@@ -40,6 +40,13 @@ export interface PolicyCounters {
   byBackend: Map<string, number>;
 }
 
+/** Why an upstream gave no answer: it closed the connection, or reset it. */
+export type StaleReason = 'closed' | 'reset';
+const STALE_WORDS: Record<StaleReason, string> = {
+  closed: 'closed the connection',
+  reset: 'reset the connection',
+};
+
 /** What the proxy answers when a request ends in its hands, not a backend's. */
 export const failures = {
   noBackend: (scope: string): Reply => ({ status: 503, message: `no backend for ${scope}`, close: false }),
@@ -53,9 +60,9 @@ export const failures = {
     message: `upstream ${b.key}: ${reason}`,
     close: false,
   }),
-  closed: (b: Backend, how = 'closed the connection'): Reply => ({
+  closed: (b: Backend, why: StaleReason): Reply => ({
     status: 502,
-    message: `upstream ${b.key} ${how}`,
+    message: `upstream ${b.key} ${STALE_WORDS[why]}`,
     close: true,
   }),
   /** 502 at once, as nginx: no retry, no ejection (the connect worked). */
@@ -136,7 +143,7 @@ export class RequestPolicy {
    * `b` closed the connection before any response byte. `replayable`: nothing of the request body
    * and nothing to the client was sent, so the request can go again.
    */
-  stale(b: Backend, reused: boolean, replayable: boolean, how = 'closed the connection'): Decision {
+  stale(b: Backend, reused: boolean, replayable: boolean, why: StaleReason = 'closed'): Decision {
     this.lb.release(b);
     if (replayable && reused && !this.freshRetried) {
       // a pooled connection the upstream had closed: nothing was answered, try a fresh one
@@ -145,10 +152,10 @@ export class RequestPolicy {
       return FRESH;
     }
     if (replayable) {
-      this.eject(b, `${b.key} ${how}`, false);
+      this.eject(b, `${b.key} ${STALE_WORDS[why]}`, false);
       if (this.retry()) return this.pick();
     }
-    return this.reply(failures.closed(b, how));
+    return this.reply(failures.closed(b, why));
   }
 
   /** The exchange with `b` ended: `status` relayed to the client (0: aborted). */

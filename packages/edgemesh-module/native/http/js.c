@@ -1,0 +1,40 @@
+/* Calls into JavaScript. */
+
+static int js_failed(engine_t *e, napi_status st) {
+  if (st == napi_ok) return 0;
+  bool pending = false;
+  napi_is_exception_pending(e->env, &pending);
+  if (pending) {
+    napi_value err;
+    napi_get_and_clear_last_exception(e->env, &err);
+    napi_fatal_exception(e->env, err); /* a bug in a callback: uncaughtException, as elsewhere */
+  }
+  return 1;
+}
+
+static napi_status js_call(engine_t *e, napi_ref fn, size_t argc, napi_value *argv, napi_value *res) {
+  if (e->silent) return napi_generic_failure;
+  napi_value cb, recv;
+  napi_get_reference_value(e->env, fn, &cb);
+  napi_get_undefined(e->env, &recv);
+  return napi_call_function(e->env, recv, cb, argc, argv, res);
+}
+
+/* Ended requests are recorded in a buffer JavaScript shares (id, backend, status per record) and
+ * handed over in one call: before the next pick (so connection counts are exact when a strategy
+ * looks at them), or at the end of the wake-up. One call into JavaScript per request, not two. */
+static void flush_done(engine_t *e) {
+  if (e->done_n == 0) return;
+  napi_value argv[1];
+  napi_create_uint32(e->env, e->done_n, &argv[0]);
+  e->done_n = 0;
+  js_failed(e, js_call(e, e->cb_done, 1, argv, NULL));
+}
+
+static void js_done(engine_t *e, client_t *c, int backend, int status) {
+  if (e->done_n == e->done_cap) flush_done(e);
+  int32_t *r = e->done_buf + 3 * e->done_n++;
+  r[0] = (int32_t)c->id;
+  r[1] = backend;
+  r[2] = status;
+}

@@ -29,13 +29,11 @@ for (let i = 0; i < n; i++) {
 }
 catalog.load(services, [], []);
 const byVip = new Map([...vips].map(([k, v]) => [v, k]));
-const zone = new ClusterZone(catalog, {
-  clusterDomain: 'cluster.local',
-  ttl: 5,
-  vipOf: (k) => vips.get(k),
-  serviceOfVip: (ip) => byVip.get(ip),
-  inPool: () => false,
-});
+const zone = new ClusterZone(
+  catalog,
+  { vipOf: (k) => vips.get(k), serviceOf: (ip) => byVip.get(ip), inPool: () => false },
+  { clusterDomain: 'cluster.local', ttl: 5 },
+);
 const server = new DnsServer(zone, new Forwarder([]), {
   host: '127.0.0.1',
   port,

@@ -8,17 +8,8 @@ import {
   UnknownModuleError,
 } from './beehive-errors';
 import { Mailbox } from './mailbox';
+import { BeehiveOptions, beehiveOptionsSchema, resolveOptions } from './options';
 import type { Message } from './message';
-
-export const BeehiveOptions = Symbol.for('edgecore.BeehiveOptions');
-export interface BeehiveOptions {
-  /** Capacity of each module's mailbox (default 1024, as KubeEdge's channel buffer). */
-  mailboxSize?: number;
-  /** Default timeout for sendSync / sendToGroupSync when the caller gives none (default 30 s). */
-  syncTimeoutMs?: number;
-  /** How long shutdown lets a module drain its mailbox before aborting it (default 5 s). */
-  drainTimeoutMs?: number;
-}
 
 export interface SendOptions {
   /** Wait for mailbox space (default true). With false, a full mailbox rejects with MailboxFullError. */
@@ -66,8 +57,9 @@ export class ChannelContext {
   private closed = false;
 
   constructor(@inject(BeehiveOptions) @optional() options?: BeehiveOptions) {
-    this.mailboxSize = options?.mailboxSize ?? 1024;
-    this.syncTimeoutMs = options?.syncTimeoutMs ?? 30_000;
+    const o = resolveOptions(beehiveOptionsSchema, options, 'beehive');
+    this.mailboxSize = o.mailboxSize;
+    this.syncTimeoutMs = o.syncTimeoutMs;
   }
 
   /** Register a module's mailbox. Idempotent for the same name and group. */

@@ -1,6 +1,7 @@
 import { inject, injectable, multiInject, optional } from 'inversify';
 import { DependencyError, DuplicateModuleError } from './beehive-errors';
-import { BeehiveOptions, ChannelContext } from './channel-context';
+import { ChannelContext } from './channel-context';
+import { BeehiveOptions, beehiveOptionsSchema, resolveOptions, restartPolicySchema } from './options';
 import { Logger, silentLogger } from './logger';
 import { BeehiveModule, type ModuleState, type RestartPolicy } from './module';
 
@@ -35,7 +36,7 @@ export class Core {
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
     @inject(BeehiveOptions) @optional() options?: BeehiveOptions,
   ) {
-    this.drainTimeoutMs = options?.drainTimeoutMs ?? 5000;
+    this.drainTimeoutMs = resolveOptions(beehiveOptionsSchema, options, 'beehive').drainTimeoutMs;
     for (const m of modules ?? []) this.register(m);
   }
 
@@ -157,10 +158,10 @@ export class Core {
   }
 
   private async supervise(s: Slot): Promise<void> {
-    const policy = s.module.restartPolicy ?? NEVER;
-    let backoff = policy.initialBackoffMs ?? 100;
-    const growth = policy.growth ?? 2;
-    const cap = policy.maxBackoffMs ?? 30_000;
+    const policy = resolveOptions(restartPolicySchema, s.module.restartPolicy ?? NEVER, 'restartPolicy');
+    let backoff = policy.initialBackoffMs;
+    const growth = policy.growth;
+    const cap = policy.maxBackoffMs;
     for (;;) {
       s.state = 'running';
       let failed = false;

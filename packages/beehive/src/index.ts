@@ -9,3 +9,4 @@ export * from './channel-context';
 export * from './core';
 export * from './beehive-container-module';
 export * from './digest';
+export * from './options';

@@ -34,10 +34,8 @@ const metaManagerLoader: ModuleLoader = {
     const mmCfg = cfg.modules.metaManager;
     c.loadSync(metamanagerContainerModule);
     c.bind(MetaManagerOptions).toConstantValue({
+      ...mmCfg,
       dataSource: cfg.database.dataSource,
-      enable: mmCfg.enable,
-      remoteQueryTimeout: mmCfg.remoteQueryTimeout,
-      metaServer: mmCfg.metaServer,
     } satisfies MetaManagerOptions);
     metrics.register(() => {
       const mm = c.get(MetaManagerModule);
@@ -83,14 +81,7 @@ const edgeHubLoader: ModuleLoader = {
   load(c, cfg, metrics) {
     const h = cfg.modules.edgeHub;
     c.loadSync(edgehubContainerModule);
-    c.bind(EdgeHubOptions).toConstantValue({
-      enable: h.enable,
-      nodeName: h.nodeName!,
-      nodeIP: h.nodeIP,
-      mqtt: h.mqtt,
-      maxInflight: h.maxInflight,
-      sync: { checkIntervalMs: h.sync.checkIntervalSeconds * 1000, settleMs: h.sync.settleMs },
-    } satisfies EdgeHubOptions);
+    c.bind(EdgeHubOptions).toConstantValue({ ...h, nodeName: h.nodeName! } satisfies EdgeHubOptions);
     metrics.register(() => {
       const s = c.get(EdgeHubModule).stats;
       return [
@@ -162,7 +153,6 @@ const edgeMeshLoader: ModuleLoader = {
     c.loadSync(edgemeshContainerModule);
     c.bind(EdgeMeshOptions).toConstantValue({
       ...m,
-      iptablesSyncIntervalMs: m.iptablesSyncSeconds * 1000,
       dependencies: cfg.modules.metaManager.enable ? ['metamanager'] : [],
     } satisfies EdgeMeshOptions);
     metrics.register(() => {

@@ -1,39 +1,112 @@
-/** EdgeHub configuration (edgecore.yaml `modules.edgeHub`). */
-export const EdgeHubOptions = Symbol.for('edgecore.EdgeHubOptions');
-export interface EdgeHubOptions {
-  enable?: boolean;
-  /** MQTT client id and the node's topics (default: hostname). */
-  nodeName: string;
-  nodeIP?: string;
-  mqtt: {
-    /** `tcp://`, `mqtt://`, `mqtts://` URL of the broker. */
-    server: string;
-    username?: string;
-    password?: string;
-    tls?: { caFile?: string; certFile?: string; keyFile?: string };
-    /** Seconds (default 30). */
-    keepalive?: number;
-    embeddedBroker?: { enable?: boolean; listen?: string };
-  };
-  /** Topic prefix (default `edgecore`). */
-  topicPrefix?: string;
-  /** Reconnect backoff: first delay, growth factor, cap (ms). */
-  reconnect?: { initialMs?: number; growth?: number; maxMs?: number };
-  /** How long an incoming object may wait for MetaManager's commit before the link is reset (default 30 s). */
-  commitTimeoutMs?: number;
+import { isIPv4 } from 'node:net';
+import { resolveOptions } from '@edgecore/beehive';
+import { z } from 'zod';
+import { InvalidEdgeHubOptionError } from './edgehub-errors';
+
+/**
+ * EdgeHub's configuration, stated once: edgecore.yaml's `modules.edgeHub` as a zod schema with
+ * every default, and the library's options (the same keys, plus the few edgecore does not expose).
+ */
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port');
+const ipv4 = z.string().refine((s) => isIPv4(s), 'expected an IPv4 address');
+const url = z
+  .string()
+  .regex(
+    /^(tcp|mqtt|mqtts|ssl|tls|ws|wss):\/\/[^\s]+$/,
+    'expected tcp://, mqtt://, mqtts://, ws:// or wss:// URL',
+  );
+const nodeName = z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected an RFC 1123 name');
+
+/** edgecore.yaml `modules.edgeHub`. Strict: an unknown key is an error naming it. */
+export const edgeHubConfigSchema = z.strictObject({
+  enable: z.boolean().default(true),
+  /** MQTT client id and the node's topics (edgecore's default: the hostname). */
+  nodeName: nodeName.optional(),
+  nodeIP: ipv4.optional(),
+  mqtt: z
+    .strictObject({
+      /** `tcp://`, `mqtt://`, `mqtts://` URL of the broker. */
+      server: url.default('tcp://127.0.0.1:1883'),
+      username: z.string().optional(),
+      password: z.string().optional(),
+      tls: z
+        .strictObject({
+          caFile: z.string().optional(),
+          certFile: z.string().optional(),
+          keyFile: z.string().optional(),
+        })
+        .optional(),
+      /** Seconds. */
+      keepalive: z.number().int().min(1).max(3600).default(30),
+      embeddedBroker: z
+        .strictObject({
+          enable: z.boolean().default(false),
+          listen: hostPort.default('127.0.0.1:1883'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   /**
    * Object messages whose commit may be under way at once; their PUBACKs go out in order as the
-   * commits finish (default 1000; the broker's own window, mosquitto's `max_inflight_messages`,
-   * 20 by default, is usually the smaller).
+   * commits finish (the broker's own window, mosquitto's `max_inflight_messages`, 20 by default,
+   * is usually the smaller).
    */
-  maxInflight?: number;
-  /** Digest checks against the cloud (see README: "Nothing lost, and the node knows"). */
-  sync?: {
-    /** Also check this often while connected (default 60 000 ms; 0: only on connect and on a new digest). */
-    checkIntervalMs?: number;
-    /** Quiet time (no object message, none waiting for its commit) before a check (default 100 ms). */
-    settleMs?: number;
-  };
+  maxInflight: z.number().int().min(1).max(65535).default(1000),
+  /** Digest checks against the cloud (README: "Nothing lost, and the node knows"). */
+  sync: z
+    .strictObject({
+      /** Also check this often while connected (0: only on connect and on a new digest). */
+      checkIntervalSeconds: z.number().min(0).max(86400).default(60),
+      /** Quiet time (no object message, none waiting for its commit) before a check. */
+      settleMs: z.number().int().min(0).max(60000).default(100),
+    })
+    .prefault({}),
+});
+
+export type EdgeHubConfig = z.output<typeof edgeHubConfigSchema>;
+
+/** The library's options: edgecore.yaml's keys (a node name required), and three of its own. */
+export const edgeHubOptionsSchema = z.object({
+  ...edgeHubConfigSchema.shape,
+  nodeName,
+  /** Topic prefix. */
+  topicPrefix: z.string().min(1).default('edgecore'),
+  /** Reconnect backoff: the first delay, its growth per attempt, its cap (ms). */
+  reconnect: z
+    .strictObject({
+      initialMs: z.number().int().min(1).default(500),
+      growth: z.number().min(1).default(2),
+      maxMs: z.number().int().min(1).default(30_000),
+    })
+    .prefault({}),
+  /** How long an incoming object may wait for MetaManager's commit before the link is reset. */
+  commitTimeoutMs: z.number().int().min(1).default(30_000),
+});
+
+export const EdgeHubOptions = Symbol.for('edgecore.EdgeHubOptions');
+export type EdgeHubOptions = z.input<typeof edgeHubOptionsSchema>;
+export type ResolvedEdgeHubOptions = z.output<typeof edgeHubOptionsSchema>;
+
+/** A part's options resolved, a bad one an `InvalidEdgeHubOptionError`. */
+export function resolveEdgeHubPart<S extends z.ZodType, I extends object>(
+  schema: S,
+  input: I | undefined,
+  what = 'edgeHub',
+): Omit<I, keyof z.output<S>> & z.output<S> {
+  return resolveOptions(schema, input, what, (k, v, e) => new InvalidEdgeHubOptionError(k, v, e));
 }
+
+/** Every default filled in, or an error naming the key. */
+export function resolveEdgeHubOptions(o: EdgeHubOptions): ResolvedEdgeHubOptions {
+  return resolveEdgeHubPart(edgeHubOptionsSchema, o);
+}
+
+/** A read of retained state: its connect timeout, and how long it may go without a message. */
+export const retainedReaderOptionsSchema = z.object({
+  connectTimeoutMs: z.number().int().min(1).default(10_000),
+  /** No message (nor the fence) for this long ends the read with an error. */
+  idleTimeoutMs: z.number().int().min(1).default(15_000),
+});
 
 export const HUB_MODULE_NAME = 'edgehub';

@@ -9,7 +9,22 @@ export const HubCode = {
   BadTopic: 'HUB_BAD_TOPIC',
   BrokerListen: 'HUB_BROKER_LISTEN',
   RetainedRead: 'HUB_RETAINED_READ',
+  InvalidOption: 'HUB_INVALID_OPTION',
 } as const;
+
+/** An EdgeHub option that is missing or not what its key takes. */
+export class InvalidEdgeHubOptionError extends EdgeHubError {
+  constructor(
+    readonly key: string,
+    value: unknown,
+    expected: string,
+  ) {
+    super(
+      HubCode.InvalidOption,
+      `option ${key}: ${JSON.stringify(value) ?? 'undefined'} is not valid: ${expected}`,
+    );
+  }
+}
 
 /** Reading a filter's retained state failed (the link closed, or the broker went quiet). */
 export class RetainedReadError extends EdgeHubError {

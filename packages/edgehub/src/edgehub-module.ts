@@ -28,7 +28,12 @@ import {
 } from 'mqtt';
 import { AckQueue } from './ack-queue';
 import { readFileSync } from 'node:fs';
-import { EdgeHubOptions, HUB_MODULE_NAME } from './config';
+import {
+  EdgeHubOptions,
+  HUB_MODULE_NAME,
+  resolveEdgeHubOptions,
+  type ResolvedEdgeHubOptions,
+} from './config';
 import { MalformedPayloadError, HubCode } from './edgehub-errors';
 import { EmbeddedBroker } from './embedded-broker';
 import { RetainedReader } from './retained-reader';
@@ -93,15 +98,17 @@ export class EdgeHubModule implements BeehiveModule {
   private syncTimer?: NodeJS.Timeout;
   private checkTimer?: NodeJS.Timeout;
   private retryMs = 1_000;
+  private readonly options: ResolvedEdgeHubOptions;
   /** Bumped on every (re)connect: an acknowledgement never crosses to a newer connection. */
   private linkGeneration = 0;
 
   constructor(
-    @inject(EdgeHubOptions) private readonly options: EdgeHubOptions,
+    @inject(EdgeHubOptions) input: EdgeHubOptions,
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
   ) {
+    const options = (this.options = resolveEdgeHubOptions(input));
     this.topics = new Topics(options.topicPrefix);
-    this.backoff = options.reconnect?.initialMs ?? 500;
+    this.backoff = options.reconnect.initialMs;
     this.sync = new StateSync({
       topics: this.topics,
       node: options.nodeName,
@@ -110,7 +117,7 @@ export class EdgeHubModule implements BeehiveModule {
           ...this.clientAuth(),
           clientId: `${options.nodeName}.sync-${Math.random().toString(16).slice(2, 8)}`,
           protocolVersion: 4,
-          keepalive: options.mqtt.keepalive ?? 30,
+          keepalive: options.mqtt.keepalive,
         }),
       decode: (topic, payload) => this.decode(topic, payload),
       commit: (msg) => this.commitWrite(msg, msg.route.resource ?? ''),
@@ -123,12 +130,17 @@ export class EdgeHubModule implements BeehiveModule {
     this.stats.sync = this.sync.stats;
   }
 
+  /** The periodic digest check (0: off). */
+  private get checkIntervalMs(): number {
+    return this.options.sync.checkIntervalSeconds * 1000;
+  }
+
   get cloudConnected(): boolean {
     return this.connected;
   }
 
   enable(): boolean {
-    return this.options.enable ?? true;
+    return this.options.enable;
   }
 
   /** Ready once the link is being established; the edge never waits for the cloud to serve. */
@@ -141,8 +153,8 @@ export class EdgeHubModule implements BeehiveModule {
     this.stopped = false;
     this.linkClosing = undefined;
     const eb = this.options.mqtt.embeddedBroker;
-    if (eb?.enable && !this.broker) {
-      const [host, port] = splitHostPort(eb.listen ?? '127.0.0.1:1883');
+    if (eb.enable && !this.broker) {
+      const [host, port] = splitHostPort(eb.listen);
       this.broker = new EmbeddedBroker();
       const a = await this.broker.listen(host, port);
       this.log.info({ address: `${a.address}:${a.port}` }, 'embedded MQTT broker listening');
@@ -181,7 +193,7 @@ export class EdgeHubModule implements BeehiveModule {
       // A persistent session: QoS 1 messages published while the node is away wait for it.
       clean: false,
       protocolVersion: 4,
-      keepalive: o.mqtt.keepalive ?? 30,
+      keepalive: o.mqtt.keepalive,
       reconnectPeriod: 0, // we reconnect ourselves, with capped exponential backoff
       connectTimeout: 10_000,
       ...this.clientAuth(),
@@ -200,7 +212,7 @@ export class EdgeHubModule implements BeehiveModule {
       this.stats.connects++;
       this.linkGeneration++;
       this.acks.clear();
-      this.backoff = o.reconnect?.initialMs ?? 500;
+      this.backoff = o.reconnect.initialMs;
       this.log.info({ server: o.mqtt.server, node }, 'connected to cloud');
       client.publish(this.topics.status(node), JSON.stringify({ status: 'online', node, nodeIP: o.nodeIP }), {
         qos: 1,
@@ -284,7 +296,7 @@ export class EdgeHubModule implements BeehiveModule {
         client.end(true);
       },
     );
-    const max = this.options.maxInflight ?? 1000;
+    const max = this.options.maxInflight;
     if (this.pendingCommits < max) next(DEFERRED_ACK);
     else this.wakeWhenRoom = () => next(DEFERRED_ACK);
   }
@@ -292,7 +304,7 @@ export class EdgeHubModule implements BeehiveModule {
   private commitDone(): void {
     this.pendingCommits--;
     const wake = this.wakeWhenRoom;
-    if (wake && this.pendingCommits < (this.options.maxInflight ?? 1000)) {
+    if (wake && this.pendingCommits < this.options.maxInflight) {
       this.wakeWhenRoom = undefined;
       wake();
     }
@@ -300,7 +312,7 @@ export class EdgeHubModule implements BeehiveModule {
 
   /** Resolves once no object message waits for its commit and none came for `settleMs`. */
   private async settled(): Promise<void> {
-    const quiet = this.options.sync?.settleMs ?? 100;
+    const quiet = this.options.sync.settleMs;
     const deadline = Date.now() + 30_000; // a link that never goes quiet is checked anyway
     for (;;) {
       if (this.stopped) throw new Error('edgehub stopped');
@@ -323,7 +335,7 @@ export class EdgeHubModule implements BeehiveModule {
           if (ok) this.retryMs = 1_000;
           else {
             this.scheduleCheck(this.retryMs);
-            this.retryMs = Math.min(this.retryMs * 2, this.options.sync?.checkIntervalMs || 60_000);
+            this.retryMs = Math.min(this.retryMs * 2, this.checkIntervalMs || 60_000);
           }
         },
         (e) => {
@@ -334,7 +346,7 @@ export class EdgeHubModule implements BeehiveModule {
   }
 
   private startPeriodicCheck(): void {
-    const every = this.options.sync?.checkIntervalMs ?? 60_000;
+    const every = this.checkIntervalMs;
     if (!every || this.syncTimer) return;
     this.syncTimer = setInterval(() => this.scheduleCheck(0), every);
     this.syncTimer.unref();
@@ -344,7 +356,7 @@ export class EdgeHubModule implements BeehiveModule {
     if (this.stopped || this.reconnectTimer) return;
     const delay = this.backoff;
     const r = this.options.reconnect;
-    this.backoff = Math.min(this.backoff * (r?.growth ?? 2), r?.maxMs ?? 30_000);
+    this.backoff = Math.min(this.backoff * r.growth, r.maxMs);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.stopped || !this.client) return;
@@ -463,7 +475,7 @@ export class EdgeHubModule implements BeehiveModule {
         this.newestObjectAt.set(type, msg.header.timestamp);
       await this.commitWrite(msg, resource);
       // once the link is quiet, compare digests: a burst the broker's queue cut short ends here
-      this.scheduleCheck(this.options.sync?.settleMs ?? 100);
+      this.scheduleCheck(this.options.sync.settleMs);
       const lag = Date.now() - msg.header.timestamp;
       if (msg.header.timestamp > 0 && lag >= 0) {
         this.stats.lagMsSum += lag;
@@ -486,7 +498,7 @@ export class EdgeHubModule implements BeehiveModule {
     const meta = ctx?.moduleNames(Group.Meta)[0];
     if (!ctx || !meta) throw new Error('no MetaManager module to commit to');
     msg.header.sync = false;
-    const reply = await ctx.sendSync(meta, msg, this.options.commitTimeoutMs ?? 30_000);
+    const reply = await ctx.sendSync(meta, msg, this.options.commitTimeoutMs);
     if (isErrorMessage(reply) && reply.content.code !== 'META_STALE_RESOURCE_VERSION') {
       this.log.warn(
         { resource, code: reply.content.code, err: reply.content.message },
@@ -506,7 +518,7 @@ export class EdgeHubModule implements BeehiveModule {
       { select },
       { source: this.name, group: Group.Meta, operation: Operation.Query, resource: `*/${type}` },
     );
-    const reply = await ctx.sendSync(meta, q, this.options.commitTimeoutMs ?? 30_000);
+    const reply = await ctx.sendSync(meta, q, this.options.commitTimeoutMs);
     if (isErrorMessage(reply)) throw new Error(`${reply.content.code}: ${reply.content.message}`);
     return reply.content;
   }

@@ -1,11 +1,10 @@
+import type { z } from 'zod';
+import { resolveEdgeHubPart, retainedReaderOptionsSchema } from './config';
 import { randomUUID } from 'node:crypto';
 import { connectAsync, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { RetainedReadError } from './edgehub-errors';
 
-export interface RetainedReaderOptions {
-  /** No message (nor the fence) for this long ends the read with an error (default 15 s). */
-  idleTimeoutMs?: number;
-}
+export type RetainedReaderOptions = z.input<typeof retainedReaderOptionsSchema>;
 
 /**
  * Reads the retained state of a topic filter over a connection of its own, with a clean session
@@ -23,7 +22,7 @@ export interface RetainedReaderOptions {
 export class RetainedReader {
   private constructor(
     private readonly client: MqttClient,
-    private readonly opts: RetainedReaderOptions,
+    private readonly opts: z.output<typeof retainedReaderOptionsSchema>,
   ) {}
 
   static async open(
@@ -31,13 +30,17 @@ export class RetainedReader {
     clientOptions: IClientOptions,
     opts: RetainedReaderOptions = {},
   ): Promise<RetainedReader> {
+    const o = resolveEdgeHubPart(retainedReaderOptionsSchema, {
+      connectTimeoutMs: clientOptions.connectTimeout,
+      ...opts,
+    });
     const client = await connectAsync(server, {
       ...clientOptions,
       clean: true,
       reconnectPeriod: 0,
-      connectTimeout: clientOptions.connectTimeout ?? 10_000,
+      connectTimeout: o.connectTimeoutMs,
     });
-    return new RetainedReader(client, opts);
+    return new RetainedReader(client, o);
   }
 
   /**
@@ -60,7 +63,7 @@ export class RetainedReader {
     });
     // awaited below, but it may fail while a subscribe is still awaited: never unhandled
     done.catch(() => undefined);
-    const idleMs = this.opts.idleTimeoutMs ?? 15_000;
+    const idleMs = this.opts.idleTimeoutMs;
     let timer = setTimeout(() => finish(idle()), idleMs);
     const idle = (): Error =>
       new RetainedReadError(String(filter), `nothing arrived for ${idleMs} ms (after ${count} messages)`);

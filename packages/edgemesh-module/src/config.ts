@@ -1,87 +1,273 @@
-/** EdgeMesh configuration (edgecore.yaml `modules.edgeMesh`), KubeEdge's keys plus `dns`. */
-export const EdgeMeshOptions = Symbol.for('edgecore.EdgeMeshOptions');
-export interface EdgeMeshOptions {
-  enable?: boolean;
-  mode?: 'auto' | 'iptables' | 'unprivileged';
-  lbStrategy?: string;
-  listenInterface?: string;
-  /** VIP pool for headless services (default 198.18.0.0/16, RFC 2544 space). */
-  subNet?: string;
-  listenPort?: number;
-  clusterDomain?: string;
-  dns?: {
-    /** Default: 53 on the listen address when privileged, 5353 on 127.0.0.1 otherwise. */
-    listenPort?: number;
-    /** Default listen address (overrides the mode's choice). */
-    listenAddress?: string;
-    hijack?: 'iptables' | 'resolvconf' | 'none';
-    /** `IP` or `IP:PORT`; default: nameservers of /etc/resolv.conf minus our own address. */
-    upstreams?: string[];
-    /** TTL of our answers in seconds (default 5). */
-    ttl?: number;
-    /** Source ranges allowed to query (CIDRs). Default: loopback, this node's addresses, the bridge subnet. */
-    allowFrom?: string[];
-    /** Max cached upstream answers (default 10,000). */
-    cacheSize?: number;
-    /** Per-upstream timeout in ms (default 2000). */
-    upstreamTimeoutMs?: number;
-    /** resolv.conf to read upstreams from (default /etc/resolv.conf). */
-    resolvConf?: string;
-    /** UDP I/O of the DNS server: `auto` (default: the native batch addon when built), `native`, `dgram`. */
-    udpBackend?: 'auto' | 'native' | 'dgram';
-  };
+import { resolveOptions } from '@edgecore/beehive';
+import { isIPv4 } from 'node:net';
+import { z } from 'zod';
+import { InvalidOptionError } from './edgemesh-errors';
+
+/**
+ * EdgeMesh's configuration, stated once: the zod schema of edgecore.yaml's `modules.edgeMesh`
+ * (KubeEdge's keys plus `dns` and `proxy`) with every default, and the option schemas of the parts
+ * (DNS server, forwarder, proxies, pool, load balancer, iptables), built from the same fields. A
+ * part resolves its options here (`resolveMeshOptions`); no class holds a default of its own.
+ */
+
+const ms = (max: number) => z.number().int().min(1).max(max);
+const cidr = (maxPrefix: number, example: string) =>
+  z.string().refine(
+    (s) => {
+      const [ip, len] = s.split('/');
+      return isIPv4(ip) && /^\d{1,2}$/.test(len ?? '') && Number(len) <= maxPrefix;
+    },
+    `expected an IPv4 CIDR such as ${example}${maxPrefix < 32 ? ` (prefix ≤ ${maxPrefix})` : ''}`,
+  );
+const ipv4 = z.string().refine((s) => isIPv4(s), 'expected an IPv4 address');
+const port = z.number().int().min(0).max(65535);
+const upstream = z.string().refine((s) => {
+  const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(s);
+  return !!m && isIPv4(m[1]) && (m[2] === undefined || Number(m[2]) <= 65535);
+}, 'expected IP or IP:PORT');
+
+/** The fields of `proxy.*`, shared with the parts that take them. */
+const proxyFields = {
+  connectTimeoutMs: ms(600_000).default(5000),
+  /** L7: the upstream's time to answer after the request (504), and the longest a body may stall
+   * either way (both connections close) — nginx's proxy_read_timeout and send_timeout. */
+  responseTimeoutMs: ms(86_400_000).default(60_000),
+  /** A started request head must complete within this (408). */
+  headTimeoutMs: ms(600_000).default(10_000),
+  /** The largest request head (431 beyond). */
+  maxHeadBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(1024 * 1024)
+    .default(16 * 1024),
+  /** L4 (and upgraded connections): both sockets close after this long without traffic. */
+  tcpIdleTimeoutMs: ms(86_400_000).default(3_600_000),
+  /** L4: move bytes with the native splice engine when the addon is built. */
+  splice: z.boolean().default(true),
+  /** A UDP session ends after this long without packets. */
+  udpIdleTimeoutMs: ms(86_400_000).default(60_000),
+  /** Passive health: the first ejection, doubled per consecutive failure up to ejectMaxMs. */
+  ejectBaseMs: ms(3_600_000).default(1000),
+  ejectMaxMs: ms(86_400_000).default(30_000),
+};
+
+const httpEngine = z.enum(['auto', 'native', 'js']).default('auto');
+/** Native L7 engine under load: µs a wake-up waits for more events (0: off). */
+const coalesceUs = z.number().int().min(0).max(1000).default(15);
+const hashHeader = z
+  .string()
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected an HTTP header name')
+  .optional();
+const udpBackend = z.enum(['auto', 'native', 'dgram']).default('auto');
+/** Answers cached from upstream at most (the oldest goes first). */
+const cacheSize = z.number().int().min(0).max(10_000_000).default(10_000);
+/** Per-upstream timeout of a forwarded query. */
+const upstreamTimeoutMs = ms(60_000).default(2000);
+
+/** edgecore.yaml `modules.edgeMesh`. Every object is strict: an unknown key is an error naming it. */
+export const edgeMeshConfigSchema = z.strictObject({
+  enable: z.boolean().default(true),
+  mode: z.enum(['auto', 'iptables', 'unprivileged']).default('auto'),
+  /** A built-in strategy, or one an embedder contributes (checked when EdgeMesh starts). */
+  lbStrategy: z.string().min(1).default('RoundRobin'),
+  listenInterface: z
+    .string()
+    .regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'expected an interface name')
+    .default('docker0'),
+  /** VIP pool for headless services (RFC 2544 space, never routed on the Internet). */
+  subNet: cidr(30, '198.18.0.0/16').default('198.18.0.0/16'),
+  /** The explicit proxy of unprivileged mode. */
+  listenPort: port.default(40001),
+  clusterDomain: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a DNS domain')
+    .default('cluster.local'),
   /** host: backends at hostIP:hostPort (the seed); container: podIP:targetPort. */
-  networking?: 'host' | 'container';
-  /** ConsistentHash key header (default: the client IP). */
-  consistentHashHeader?: string;
-  /** L7 portals: the native engine when built (`auto`, default), required (`native`), or never (`js`). */
-  httpEngine?: 'auto' | 'native' | 'js';
+  networking: z.enum(['host', 'container']).default('host'),
+  /** iptables flavour: the system alternative (auto), nft or legacy. */
+  iptablesBackend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+  /** iptables mode: seconds between re-ensures of our rules. */
+  iptablesSyncSeconds: z.number().min(1).max(3600).default(30),
   /**
-   * iptables mode, TCP ports that are not HTTP: `portal` (default) — DNAT to our L4 portal, which
-   * balances per connection with passive health and every strategy; `dnat` — kube-proxy's iptables
-   * mode: DNAT straight to a backend picked at random by the kernel (no userspace hop, no passive
-   * health; RoundRobin, Random and SessionStickiness — with another strategy the ports keep the
-   * portal). UDP ports too when conntrack-tools is installed (a gone backend's flows are
-   * deleted); HTTP ports keep the L7 portal either way.
+   * iptables mode, TCP ports that are not HTTP: `portal` — DNAT to our L4 portal (per-connection
+   * balancing with passive health and every strategy); `dnat` — kube-proxy's iptables mode, DNAT
+   * straight to a backend the kernel picks (RoundRobin, Random and SessionStickiness; another
+   * strategy keeps the portal). UDP ports too when conntrack-tools is installed.
    */
-  l4Mode?: 'portal' | 'dnat';
-  /** Native L7 engine under load: µs a wake-up waits for more events (default 15, 0: off; see
-   * HttpProxyOptions.coalesceUs). */
-  httpCoalesceUs?: number;
+  l4Mode: z.enum(['portal', 'dnat']).default('portal'),
+  /** L7 portals: the native engine when built (auto), required (native), or never (js). */
+  httpEngine,
+  httpCoalesceUs: coalesceUs,
   /**
-   * Ports the portals listen on, taken next-fit (kube-proxy's userspace `--proxy-port-range`):
-   * `auto` (default) — the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), the ports a
-   * random bind would use; `FROM-TO`; `0` — a random bind per portal. A random bind searches the
-   * range for a free port, and that search grows with the ports in use (64 µs per listener with
-   * none, 690 µs with 10,000 here); a chosen port is one lookup (8–14 µs).
+   * Portal listen ports, next-fit (kube-proxy's userspace `--proxy-port-range`): auto (the kernel's
+   * ephemeral range), FROM-TO, or 0 (a random bind each: its free-port search grows with the ports
+   * in use, 64 µs per listener with none, 690 µs with 10,000 here; a chosen port costs 8–14 µs).
    */
-  portalPortRange?: string;
-  proxy?: {
-    connectTimeoutMs?: number;
-    /** L7: the upstream's time to answer, counted from the last request bytes it took (504 after
-     * it), and the longest a response body may stall, either side (both connections close).
-     * Default 60 s, as nginx's proxy_read_timeout and send_timeout. */
-    responseTimeoutMs?: number;
-    headTimeoutMs?: number;
-    maxHeadBytes?: number;
-    tcpIdleTimeoutMs?: number;
-    /** L4: move bytes with the native splice engine when the addon is built (default true). */
-    splice?: boolean;
-    udpIdleTimeoutMs?: number;
-    /** Passive health: first ejection and cap (ms). */
-    ejectBaseMs?: number;
-    ejectMaxMs?: number;
-  };
-  /** Which iptables: the system's `iptables` alternative (auto), or iptables-nft / iptables-legacy. */
-  iptablesBackend?: 'auto' | 'nft' | 'legacy';
-  /** iptables mode: period of the rule re-ensure (default 30 s). */
-  iptablesSyncIntervalMs?: number;
-  /** Our value of the service-proxy-name label (default `edgemesh`). */
-  proxyName?: string;
+  portalPortRange: z
+    .string()
+    .refine((s) => {
+      if (s === 'auto' || s === '0') return true;
+      const m = /^(\d{1,5})-(\d{1,5})$/.exec(s);
+      return !!m && Number(m[1]) >= 1 && Number(m[2]) <= 65535 && Number(m[1]) <= Number(m[2]);
+    }, 'expected auto, 0 or FROM-TO (ports 1-65535)')
+    .default('auto'),
+  /** ConsistentHash key header; the client IP when unset. */
+  consistentHashHeader: hashHeader,
+  dns: z
+    .strictObject({
+      /** Default: 53 on the listen address in iptables mode, 5353 on 127.0.0.1 otherwise. */
+      listenPort: port.optional(),
+      /** Listen address (default: the listen interface's in iptables mode, 127.0.0.1 otherwise). */
+      listenAddress: ipv4.optional(),
+      hijack: z.enum(['iptables', 'resolvconf', 'none']).default('iptables'),
+      /** `IP` or `IP:PORT`; none: the nameservers of resolvConf minus our own address. */
+      upstreams: z.array(upstream).default([]),
+      /** TTL of our answers, seconds. */
+      ttl: z.number().int().min(0).max(86400).default(5),
+      /** UDP I/O: the native recvmmsg/sendmmsg addon when built (auto), or node:dgram. */
+      udpBackend,
+      /** Query sources allowed (default: loopback, this node's addresses, the bridge subnet). */
+      allowFrom: z.array(cidr(32, '10.0.0.0/8')).optional(),
+      cacheSize,
+      upstreamTimeoutMs,
+      /** Where the host's upstream resolvers are read from (and the resolvconf hijack writes). */
+      resolvConf: z.string().min(1).default('/etc/resolv.conf'),
+    })
+    .prefault({}),
+  /** Proxy timeouts, limits and passive health. */
+  proxy: z.strictObject(proxyFields).prefault({}),
+  /** Our value of the service.kubernetes.io/service-proxy-name label. */
+  proxyName: z.string().min(1).max(63).default('edgemesh'),
+});
+
+/** edgecore.yaml's EdgeMesh section, every default filled in. */
+export type EdgeMeshConfig = z.output<typeof edgeMeshConfigSchema>;
+
+/** What an embedder binds: any part of the config, and the modules EdgeMesh waits for. */
+export const EdgeMeshOptions = Symbol.for('edgecore.EdgeMeshOptions');
+export type EdgeMeshOptions = z.input<typeof edgeMeshConfigSchema> & {
   /** Modules that must be ready first (default ['metamanager']); [] when MetaClient is rebound. */
   dependencies?: string[];
+};
+
+/** The options as EdgeMesh runs with them: the config resolved, and its dependencies. */
+export const ResolvedEdgeMeshOptions = Symbol.for('edgecore.edgemesh.ResolvedEdgeMeshOptions');
+export type ResolvedEdgeMeshOptions = EdgeMeshConfig & { dependencies: string[] };
+
+export function resolveEdgeMeshOptions(o: EdgeMeshOptions = {}): ResolvedEdgeMeshOptions {
+  const { dependencies, ...config } = o;
+  return {
+    ...resolveMeshOptions(edgeMeshConfigSchema, config, 'edgeMesh'),
+    dependencies: dependencies ?? ['metamanager'],
+  };
+}
+
+// The parts' options: each from the fields above where edgecore.yaml sets them.
+
+export const httpProxyOptionsSchema = z.object({
+  maxHeadBytes: proxyFields.maxHeadBytes,
+  headTimeoutMs: proxyFields.headTimeoutMs,
+  /** Idle keep-alive client connections close after this. */
+  keepAliveTimeoutMs: ms(86_400_000).default(60_000),
+  responseTimeoutMs: proxyFields.responseTimeoutMs,
+  connectTimeoutMs: proxyFields.connectTimeoutMs,
+  /** Upgraded (WebSocket) connections close after this long without traffic. */
+  tunnelIdleMs: proxyFields.tcpIdleTimeoutMs,
+  /** Upgraded connections go through the native splice engine when it is built. */
+  splice: proxyFields.splice,
+  /** Portal connections: the native L7 engine when built (auto), required (native), never (js). */
+  engine: httpEngine,
+  /**
+   * Native engine, under load (16 or more requests in flight, and more than one event at the last
+   * wake-up): a wake-up first waits this many µs (plus the kernel's timer slack) so that it serves
+   * a batch of events; 0: off. See the README.
+   */
+  coalesceUs,
+});
+
+export const upstreamPoolOptionsSchema = z.object({
+  connectTimeoutMs: proxyFields.connectTimeoutMs,
+  /** Idle keep-alive connections kept per backend (LIFO). */
+  maxIdle: z.number().int().min(0).max(65535).default(64),
+  /** An idle pooled connection closes after this. */
+  idleMs: ms(86_400_000).default(30_000),
+});
+
+export const tcpProxyOptionsSchema = z.object({
+  connectTimeoutMs: proxyFields.connectTimeoutMs,
+  /** Both sockets close after this long without traffic (0: never). */
+  idleTimeoutMs: proxyFields.tcpIdleTimeoutMs.or(z.literal(0)),
+  splice: proxyFields.splice,
+});
+
+export const udpProxyOptionsSchema = z.object({
+  idleTimeoutMs: proxyFields.udpIdleTimeoutMs,
+  /** A bounded session table: the least recently active session is evicted. */
+  maxSessions: z.number().int().min(1).max(1_000_000).default(10_000),
+});
+
+export const healthOptionsSchema = z.object({
+  /** First ejection cool-down, doubled per consecutive failure up to maxEjectMs. */
+  baseEjectMs: proxyFields.ejectBaseMs,
+  maxEjectMs: proxyFields.ejectMaxMs,
+});
+
+export const forwardProxyOptionsSchema = z.object({
+  maxHeadBytes: proxyFields.maxHeadBytes,
+  headTimeoutMs: proxyFields.headTimeoutMs,
+  hashHeader,
+});
+
+export const forwarderOptionsSchema = z.object({
+  timeoutMs: upstreamTimeoutMs,
+  cacheSize,
+  /** Source address for upstream queries (so iptables can exclude our own traffic). */
+  bindAddress: z.string().optional(),
+  /** Cap on cached TTLs, seconds. */
+  maxTtl: z.number().int().min(0).max(604_800).default(3600),
+});
+
+export const dnsServerOptionsSchema = z.object({
+  host: z.string(),
+  port,
+  /** CIDRs allowed to query; others get REFUSED (not an open resolver). */
+  allowFrom: z.array(z.string()),
+  /** Our EDNS UDP payload size (the DNS flag day 2020 value). */
+  ednsUdpSize: z.number().int().min(512).max(65535).default(1232),
+  /** Encoded zone answers cached at most before the cache is reset. */
+  answerCacheSize: z.number().int().min(0).max(10_000_000).default(50_000),
+  /** TCP: idle timeout per connection (RFC 7766 §6.2.3). */
+  tcpIdleMs: ms(3_600_000).default(10_000),
+  udpBackend,
+});
+
+export const iptablesOptionsSchema = z.object({
+  /** Re-ensure period: rules deleted by someone else come back. */
+  syncIntervalMs: ms(3_600_000).default(30_000),
+  iptablesRestore: z.string().default('iptables-restore'),
+  iptables: z.string().default('iptables'),
+  iptablesSave: z.string().default('iptables-save'),
+  conntrack: z.string().default('conntrack'),
+});
+
+export const listenInterfaceOptionsSchema = z.object({
+  /** The address EdgeMesh gives the interface it creates (`edgemesh0`): link-local, KubeEdge's. */
+  createAddress: cidr(32, '169.254.96.16/32').default('169.254.96.16/32'),
+});
+
+/** A part's options resolved (beehive's `resolveOptions`), a bad one an `InvalidOptionError`. */
+export function resolveMeshOptions<S extends z.ZodType, I extends object>(
+  schema: S,
+  input: I | undefined,
+  what?: string,
+): Omit<I, keyof z.output<S>> & z.output<S> {
+  return resolveOptions(
+    schema,
+    input,
+    what,
+    (key, value, expected) => new InvalidOptionError(key, value, expected),
+  );
 }
 
 export const MESH_MODULE_NAME = 'edgemesh';
-export const DEFAULT_SUBNET = '198.18.0.0/16';
-export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';

@@ -1,24 +1,191 @@
-import { BeehiveModule } from '@edgecore/beehive';
-import { ContainerModule, type ContainerModuleLoadOptions } from 'inversify';
+import { BeehiveModule, Logger, silentLogger } from '@edgecore/beehive';
+import { MetaClient } from '@edgecore/metamanager/client';
+import {
+  Container,
+  ContainerModule,
+  type ContainerModuleLoadOptions,
+  type ResolutionContext,
+} from 'inversify';
 import { ServiceCatalog } from './catalog/catalog';
+import { EdgeMeshOptions, resolveEdgeMeshOptions, ResolvedEdgeMeshOptions } from './config';
+import { ClusterZone } from './dns/cluster-zone';
+import { DnsServer } from './dns/dns-server';
+import { Forwarder, parseUpstreams, upstreamsFromResolvConf } from './dns/forwarder';
 import { EdgeMeshModule } from './edgemesh-module';
-import { BUILTIN_LB_STRATEGIES, LbStrategyContribution } from './lb/strategies';
+import { Interception } from './iptables/interception';
+import { defaultAllowFrom, nodeIPv4s } from './listen';
+import { BackendIndex } from './lb/backend-index';
+import { LoadBalancer } from './lb/load-balancer';
+import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
+import { BUILTIN_LB_STRATEGIES, createStrategy, LbStrategyContribution } from './lb/strategies';
+import { ForwardProxy } from './proxy/forward-proxy';
+import { HttpProxy } from './proxy/http/http-proxy';
+import { UpstreamPool } from './proxy/http/upstream-pool';
+import { TcpProxy } from './proxy/l4/tcp-proxy';
+import { PortalManager, portalPortRange } from './proxy/portals';
+import { VipTable } from './vip/vip-table';
 
-/** Load balancing: the strategies, a contribution point looked up by `lbStrategy`. */
-export function bindLb(bind: ContainerModuleLoadOptions['bind']): void {
-  for (const s of BUILTIN_LB_STRATEGIES) bind(LbStrategyContribution).toConstantValue(s);
-}
+type Bind = ContainerModuleLoadOptions['bind'];
 
-/**
- * EdgeMesh in one ContainerModule. Needs `EdgeMeshOptions` and a `MetaClient` (MetaManager's
- * container module binds one; an embedder may bind its own). Each sub-service is bound on its own
- * so it can be rebound.
- */
-export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
+const optionsOf = (ctx: ResolutionContext): ResolvedEdgeMeshOptions =>
+  ctx.get<ResolvedEdgeMeshOptions>(ResolvedEdgeMeshOptions);
+const logOf = (ctx: ResolutionContext): Logger => ctx.get<Logger>(Logger, { optional: true }) ?? silentLogger;
+
+/** What the mesh knows: the catalog, the VIPs (persisted through MetaClient), backends per port. */
+export function bindCatalog(bind: Bind): void {
+  bind(ResolvedEdgeMeshOptions)
+    .toDynamicValue((ctx) => resolveEdgeMeshOptions(ctx.get<EdgeMeshOptions>(EdgeMeshOptions)))
+    .inSingletonScope();
   bind(ServiceCatalog)
     .toDynamicValue(() => new ServiceCatalog())
     .inSingletonScope();
+  bind(VipTable)
+    .toDynamicValue((ctx) => new VipTable(optionsOf(ctx).subNet, ctx.get<MetaClient>(MetaClient), logOf(ctx)))
+    .inSingletonScope();
+  bind(BackendIndex)
+    .toDynamicValue((ctx) => new BackendIndex(ctx.get(ServiceCatalog), optionsOf(ctx).networking))
+    .inSingletonScope();
+}
+
+/** DNS: the cluster zone, and the server + forwarder of a listen address. */
+export function bindDns(bind: Bind): void {
+  bind(ClusterZone)
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      return new ClusterZone(ctx.get(ServiceCatalog), ctx.get(VipTable), {
+        clusterDomain: o.clusterDomain,
+        ttl: o.dns.ttl,
+      });
+    })
+    .inSingletonScope();
+  bind<DnsServerFactory>(DnsServerFactory).toDynamicValue((ctx) => (listen, mode) => {
+    const o = optionsOf(ctx);
+    // our own address is no upstream (a resolv.conf that points at us, as the hijack writes)
+    const self = listen.port === 53 ? new Set([listen.host, ...nodeIPv4s()]) : new Set<string>();
+    const upstreams = o.dns.upstreams.length
+      ? parseUpstreams(o.dns.upstreams)
+      : upstreamsFromResolvConf(o.dns.resolvConf, self);
+    const forwarder = new Forwarder(upstreams, {
+      timeoutMs: o.dns.upstreamTimeoutMs,
+      cacheSize: o.dns.cacheSize,
+      bindAddress: mode === 'iptables' ? listen.host : undefined,
+    });
+    return new DnsServer(ctx.get(ClusterZone), forwarder, {
+      ...listen,
+      allowFrom: o.dns.allowFrom ?? defaultAllowFrom(o),
+      udpBackend: o.dns.udpBackend,
+      log: logOf(ctx),
+    });
+  });
+}
+
+/** Load balancing: the strategies, a contribution point looked up by `lbStrategy`; passive health. */
+export function bindLb(bind: Bind): void {
+  for (const s of BUILTIN_LB_STRATEGIES) bind(LbStrategyContribution).toConstantValue(s);
+  bind(LoadBalancer)
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      const strategies = ctx.getAll<LbStrategyContribution>(LbStrategyContribution, { optional: true });
+      return new LoadBalancer(createStrategy(o.lbStrategy, strategies), {
+        baseEjectMs: o.proxy.ejectBaseMs,
+        maxEjectMs: o.proxy.ejectMaxMs,
+      });
+    })
+    .inSingletonScope();
+}
+
+/** The proxies: upstream pool, L7 and L4 engines, the portals, the explicit proxy. */
+export function bindProxy(bind: Bind): void {
+  bind(UpstreamPool)
+    .toDynamicValue((ctx) => new UpstreamPool({ connectTimeoutMs: optionsOf(ctx).proxy.connectTimeoutMs }))
+    .inSingletonScope();
+  bind(HttpProxy)
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      return new HttpProxy(ctx.get(LoadBalancer), ctx.get(UpstreamPool), {
+        connectTimeoutMs: o.proxy.connectTimeoutMs,
+        responseTimeoutMs: o.proxy.responseTimeoutMs,
+        headTimeoutMs: o.proxy.headTimeoutMs,
+        maxHeadBytes: o.proxy.maxHeadBytes,
+        engine: o.httpEngine,
+        coalesceUs: o.httpCoalesceUs,
+        log: logOf(ctx),
+      });
+    })
+    .inSingletonScope();
+  bind(TcpProxy)
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      return new TcpProxy(ctx.get(LoadBalancer), {
+        connectTimeoutMs: o.proxy.connectTimeoutMs,
+        idleTimeoutMs: o.proxy.tcpIdleTimeoutMs,
+        splice: o.proxy.splice,
+        log: logOf(ctx),
+      });
+    })
+    .inSingletonScope();
+  bind<PortalManagerFactory>(PortalManagerFactory).toDynamicValue((ctx) => (host) => {
+    const o = optionsOf(ctx);
+    const backends = ctx.get(BackendIndex);
+    return new PortalManager(
+      host,
+      ctx.get(HttpProxy),
+      ctx.get(TcpProxy),
+      ctx.get(LoadBalancer),
+      (spec) => backends.of(spec),
+      {
+        log: logOf(ctx),
+        hashHeader: o.consistentHashHeader,
+        udp: { idleTimeoutMs: o.proxy.udpIdleTimeoutMs },
+        portRange: portalPortRange(o.portalPortRange),
+      },
+    );
+  });
+  bind<ForwardProxyFactory>(ForwardProxyFactory).toDynamicValue((ctx) => (resolve) => {
+    const o = optionsOf(ctx);
+    return new ForwardProxy(ctx.get(HttpProxy), ctx.get(TcpProxy), resolve, {
+      maxHeadBytes: o.proxy.maxHeadBytes,
+      headTimeoutMs: o.proxy.headTimeoutMs,
+      hashHeader: o.consistentHashHeader,
+      log: logOf(ctx),
+    });
+  });
+}
+
+/** iptables mode: the listen address, our nat chains, the resolv.conf hijack. */
+export function bindInterception(bind: Bind): void {
+  bind(Interception)
+    .toDynamicValue(
+      (ctx) => new Interception(optionsOf(ctx), ctx.get(ServiceCatalog), ctx.get(BackendIndex), logOf(ctx)),
+    )
+    .inSingletonScope();
+}
+
+/**
+ * EdgeMesh in one ContainerModule, a table of contents: each part bound on its own so an
+ * embedder can rebind it (a strategy contributed, the load balancer or the DNS server replaced).
+ * Needs `EdgeMeshOptions` and a `MetaClient` (MetaManager's container module binds one; an
+ * embedder may bind its own).
+ */
+export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
+  bindCatalog(bind);
+  bindDns(bind);
   bindLb(bind);
+  bindProxy(bind);
+  bindInterception(bind);
   bind(EdgeMeshModule).toSelf().inSingletonScope();
   bind(BeehiveModule).toService(EdgeMeshModule);
 });
+
+/**
+ * An EdgeMesh module with the default parts, for a runtime that does not use inversify itself:
+ * its options, where its metadata comes from, and a logger.
+ */
+export function createEdgeMesh(options: EdgeMeshOptions, meta: MetaClient, log?: Logger): EdgeMeshModule {
+  const c = new Container();
+  c.loadSync(edgemeshContainerModule);
+  c.bind(EdgeMeshOptions).toConstantValue(options);
+  c.bind(MetaClient).toConstantValue(meta);
+  if (log) c.bind(Logger).toConstantValue(log);
+  return c.get(EdgeMeshModule);
+}

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import type { EdgeMeshOptions } from './config';
+import type { EdgeMeshConfig } from './config';
 import { intToIp, ipToInt } from './net/ipv4';
 
 export type MeshMode = 'iptables' | 'unprivileged';
@@ -31,32 +31,39 @@ function onPath(bin: string): boolean {
  * interface exists (or is `edgemesh0`, which EdgeMesh creates); else unprivileged: DNS on
  * 127.0.0.1:5353 and the explicit proxy, with `reason` saying why.
  */
-export function resolveMode(o: EdgeMeshOptions): { mode: MeshMode; reason?: string } {
+export function resolveMode(o: Pick<EdgeMeshConfig, 'mode' | 'listenInterface'>): {
+  mode: MeshMode;
+  reason?: string;
+} {
   if (o.mode === 'iptables') return { mode: 'iptables' };
   if (o.mode === 'unprivileged') return { mode: 'unprivileged', reason: 'configured' };
   if (process.getuid?.() !== 0) return { mode: 'unprivileged', reason: 'not root' };
   if (!onPath('iptables-restore')) return { mode: 'unprivileged', reason: 'iptables-restore not installed' };
-  const ifc = o.listenInterface ?? 'docker0';
+  const ifc = o.listenInterface;
   if (ifc !== 'edgemesh0' && !interfaceIPv4(ifc))
     return { mode: 'unprivileged', reason: `listen interface ${ifc} missing` };
   return { mode: 'iptables' };
 }
 
-/** Where DNS listens: a configured listenPort wins in every mode. */
+/**
+ * Where DNS listens: a configured address and port win in every mode; else 53 on the listen
+ * address in iptables mode (where the hijack sends the node's queries), 5353 on 127.0.0.1 when
+ * unprivileged (no root for port 53, nothing redirected).
+ */
 export function dnsListen(
-  o: EdgeMeshOptions,
+  o: Pick<EdgeMeshConfig, 'dns'>,
   mode: MeshMode,
   listenIP?: string,
 ): { host: string; port: number } {
   if (mode === 'unprivileged')
-    return { host: o.dns?.listenAddress ?? '127.0.0.1', port: o.dns?.listenPort ?? 5353 };
-  return { host: o.dns?.listenAddress ?? listenIP ?? '127.0.0.1', port: o.dns?.listenPort ?? 53 };
+    return { host: o.dns.listenAddress ?? '127.0.0.1', port: o.dns.listenPort ?? 5353 };
+  return { host: o.dns.listenAddress ?? listenIP ?? '127.0.0.1', port: o.dns.listenPort ?? 53 };
 }
 
 /** Default query sources: loopback, this node's addresses, the container bridge subnet. */
-export function defaultAllowFrom(o: EdgeMeshOptions): string[] {
+export function defaultAllowFrom(o: Pick<EdgeMeshConfig, 'listenInterface'>): string[] {
   const out = ['127.0.0.0/8', ...nodeIPv4s().map((a) => `${a}/32`)];
-  const br = interfaceIPv4(o.listenInterface ?? 'docker0');
+  const br = interfaceIPv4(o.listenInterface);
   if (br && br.prefix < 32) {
     const mask = br.prefix === 0 ? 0 : (0xffffffff << (32 - br.prefix)) >>> 0;
     out.push(`${intToIp((ipToInt(br.address) & mask) >>> 0)}/${br.prefix}`);

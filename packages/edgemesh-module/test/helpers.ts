@@ -1,11 +1,11 @@
-import { ChannelContext, Core } from '@edgecore/beehive';
+import { ChannelContext, Core, type Logger } from '@edgecore/beehive';
 import { BeehiveMetaClient, MetaManagerModule, MetaStore } from '@edgecore/metamanager';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeMeshModule, ServiceCatalog, type EdgeMeshOptions, type Pod, type Service } from '../src';
+import { createEdgeMesh, type EdgeMeshModule, type EdgeMeshOptions, type Pod, type Service } from '../src';
 
 export function tmpDir(): { dir: string; db: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'edgemesh-'));
@@ -45,10 +45,14 @@ export interface MeshNode {
   stop(): Promise<void>;
 }
 
-export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {}): Promise<MeshNode> {
+export async function startMesh(
+  db: string,
+  opts: Partial<EdgeMeshOptions> = {},
+  log?: Logger,
+): Promise<MeshNode> {
   const ctx = new ChannelContext();
   const mm = new MetaManagerModule({ dataSource: db }, new MetaStore(db));
-  const mesh = new EdgeMeshModule(
+  const mesh = createEdgeMesh(
     // port 0 everywhere: test files run in parallel
     {
       // unprivileged: these tests run in the host namespace and must never program iptables there
@@ -58,7 +62,7 @@ export async function startMesh(db: string, opts: Partial<EdgeMeshOptions> = {})
       dns: { listenPort: 0, upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 300, ...opts.dns },
     },
     new BeehiveMetaClient(ctx, { source: 'edgemesh' }),
-    new ServiceCatalog(),
+    log,
   );
   const core = new Core(ctx, [mm, mesh]);
   await core.start();

@@ -31,13 +31,15 @@ function server(backend: 'native' | 'dgram', upstreams: string[] = []): DnsServe
     [],
     [],
   );
-  const zone = new ClusterZone(catalog, {
-    clusterDomain: 'cluster.local',
-    ttl: 5,
-    vipOf: (k) => (k === 'default/web' ? '10.96.0.7' : undefined),
-    serviceOfVip: () => undefined,
-    inPool: () => false,
-  });
+  const zone = new ClusterZone(
+    catalog,
+    {
+      vipOf: (k) => (k === 'default/web' ? '10.96.0.7' : undefined),
+      serviceOf: () => undefined,
+      inPool: () => false,
+    },
+    { clusterDomain: 'cluster.local', ttl: 5 },
+  );
   return new DnsServer(zone, new Forwarder(parseUpstreams(upstreams), { timeoutMs: 1000 }), {
     host: '127.0.0.1',
     port: 0,

@@ -50,13 +50,13 @@ describe('VIPs', () => {
   it('pool exhaustion: a clear error for that service, the others unaffected', async () => {
     const d = tmpDir();
     const logs: any[] = [];
-    const n = await startMesh(d.db, { subNet: '198.18.9.0/30' }); // 2 usable
-    (n.mesh as any).log = {
+    const log = {
       debug() {},
       info() {},
       warn() {},
       error: (o: any, m: string) => logs.push({ ...o, m }),
     };
+    const n = await startMesh(d.db, { subNet: '198.18.9.0/30' }, log as never); // 2 usable
     try {
       for (const s of ['x1', 'x2', 'x3']) await n.put(service(s));
       expect(n.mesh.vipOf('default/x1')).toBeDefined();

@@ -1,21 +1,90 @@
-/** MetaManager configuration (edgecore.yaml `database` + `modules.metaManager`). */
-export const MetaManagerOptions = Symbol.for('edgecore.MetaManagerOptions');
-export interface MetaManagerOptions {
+import { resolveOptions, splitHostPort } from '@edgecore/beehive';
+import { z } from 'zod';
+import { MetaCode, MetaError } from './metamanager-errors';
+
+/**
+ * MetaManager's configuration, stated once: edgecore.yaml's `database` and `modules.metaManager`
+ * as zod schemas with every default, and the library's options built from them.
+ */
+
+const META_MODULE_NAME_ = 'metamanager';
+
+const hostPort = z.string().refine((s) => {
+  try {
+    splitHostPort(s);
+    return /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(s);
+  } catch {
+    return false;
+  }
+}, 'expected host:port');
+
+/** edgecore.yaml `database` (KubeEdge's): where the SQLite file lives. */
+export const databaseConfigSchema = z.strictObject({
+  dataSource: z.string().min(1).default('/var/lib/edgecore/edgecore.db'),
+});
+
+/** The MetaServer: the read-only HTTP API over the local store. */
+export const metaServerSchema = z.strictObject({
+  enable: z.boolean().default(true),
+  server: hostPort.default('127.0.0.1:10550'),
+});
+
+/** edgecore.yaml `modules.metaManager`. Strict: an unknown key is an error naming it. */
+export const metaManagerConfigSchema = z.strictObject({
+  enable: z.boolean().default(true),
+  /** Seconds to wait for the cloud on a remote query (KubeEdge's `remoteQueryTimeout`). */
+  remoteQueryTimeout: z.number().min(0).default(60),
+  metaServer: metaServerSchema.prefault({}),
+});
+
+/** The library's options: the module's keys, the SQLite file, and how many writes one commit takes. */
+export const metaManagerOptionsSchema = z.object({
+  ...metaManagerConfigSchema.shape,
   /** SQLite file (edgecore.yaml `database.dataSource`). */
-  dataSource: string;
-  enable?: boolean;
-  /** Seconds to wait for the cloud on a remote query (KubeEdge `remoteQueryTimeout`, default 60). */
-  remoteQueryTimeout?: number;
-  /** Most messages committed in one transaction (default 1000). */
-  batchSize?: number;
-  metaServer?: {
-    /** Off by default in library use; edgecore turns it on. */
-    enable?: boolean;
-    /** `host:port`, default `127.0.0.1:10550`. */
-    server?: string;
-  };
+  dataSource: z.string().min(1),
+  /** Most messages committed in one transaction. */
+  batchSize: z.number().int().min(1).max(1_000_000).default(1000),
+});
+
+export const MetaManagerOptions = Symbol.for('edgecore.MetaManagerOptions');
+export type MetaManagerOptions = z.input<typeof metaManagerOptionsSchema>;
+export type ResolvedMetaManagerOptions = z.output<typeof metaManagerOptionsSchema>;
+
+/** The store's options: how long a writer or reader waits on a lock before SQLITE_BUSY. */
+export const metaStoreOptionsSchema = z.object({
+  busyTimeoutMs: z.number().int().min(0).default(5000),
+  readonly: z.boolean().default(false),
+});
+
+/** The beehive client: MetaManager's module name, and a per-request timeout (a query never hangs past it). */
+export const metaClientOptionsSchema = z.object({
+  target: z.string().min(1).default(META_MODULE_NAME_),
+  timeoutMs: z.number().int().min(1).default(10_000),
+});
+
+/** A MetaManager option that is missing or not what its key takes. */
+export class InvalidMetaOptionError extends MetaError {
+  constructor(
+    readonly key: string,
+    value: unknown,
+    expected: string,
+  ) {
+    super(
+      MetaCode.InvalidOption,
+      `option ${key}: ${JSON.stringify(value) ?? 'undefined'} is not valid: ${expected}`,
+    );
+  }
 }
 
-export const META_MODULE_NAME = 'metamanager';
+/** `input` parsed by `schema` (beehive's `resolveOptions`), a bad option an `InvalidMetaOptionError`. */
+export function resolveMetaOptions<S extends z.ZodType, I extends object>(
+  schema: S,
+  input: I | undefined,
+  what = 'metaManager',
+): Omit<I, keyof z.output<S>> & z.output<S> {
+  return resolveOptions(schema, input, what, (k, v, e) => new InvalidMetaOptionError(k, v, e));
+}
+
+export const META_MODULE_NAME = META_MODULE_NAME_;
 /** Resource types forwarded to the `mesh` group after commit (KubeEdge metamanager → edgemesh). */
 export const MESH_TYPES: ReadonlySet<string> = new Set(['service', 'endpoints', 'pod']);

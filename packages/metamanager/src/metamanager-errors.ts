@@ -13,6 +13,7 @@ export const MetaCode = {
   Database: 'META_DATABASE',
   Closed: 'META_CLOSED',
   Remote: 'META_REMOTE',
+  InvalidOption: 'META_INVALID_OPTION',
 } as const;
 
 export class InvalidMetaResourceError extends MetaError {

@@ -19,7 +19,14 @@ import {
 } from '@edgecore/beehive';
 import { inject, injectable, optional } from 'inversify';
 import { EventEmitter } from 'node:events';
-import { MESH_TYPES, META_MODULE_NAME, MetaManagerOptions } from './config';
+import {
+  MESH_TYPES,
+  META_MODULE_NAME,
+  MetaManagerOptions,
+  metaManagerOptionsSchema,
+  resolveMetaOptions,
+  type ResolvedMetaManagerOptions,
+} from './config';
 import { MetaStore, type MetaOpResult } from './dao/meta-store';
 import { MetaServer } from './metaserver/meta-server';
 import { MetaCode } from './metamanager-errors';
@@ -60,18 +67,20 @@ export class MetaManagerModule implements BeehiveModule {
   private connected = false;
   private ctx?: ChannelContext;
   private readonly batchSize: number;
+  private readonly options: ResolvedMetaManagerOptions;
   private readonly remoteTimeoutMs: number;
   private readonly readiness = new ReadySignal();
   private readonly inflight = new Set<Promise<void>>();
 
   constructor(
-    @inject(MetaManagerOptions) private readonly options: MetaManagerOptions,
+    @inject(MetaManagerOptions) input: MetaManagerOptions,
     @inject(MetaStore) readonly store: MetaStore,
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
     @inject(MetaServer) @optional() private readonly metaServer?: MetaServer,
   ) {
-    this.batchSize = options.batchSize ?? 1000;
-    this.remoteTimeoutMs = (options.remoteQueryTimeout ?? 60) * 1000;
+    const options = (this.options = resolveMetaOptions(metaManagerOptionsSchema, input));
+    this.batchSize = options.batchSize;
+    this.remoteTimeoutMs = options.remoteQueryTimeout * 1000;
   }
 
   get cloudConnected(): boolean {
@@ -79,7 +88,7 @@ export class MetaManagerModule implements BeehiveModule {
   }
 
   enable(): boolean {
-    return this.options.enable ?? true;
+    return this.options.enable;
   }
 
   ready(): Promise<void> {
@@ -88,7 +97,7 @@ export class MetaManagerModule implements BeehiveModule {
 
   async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
     this.ctx = ctx;
-    if (this.metaServer && this.options.metaServer?.enable && !this.metaServer.listening) {
+    if (this.metaServer && this.options.metaServer.enable && !this.metaServer.listening) {
       const addr = await this.metaServer.listen();
       this.log.info({ address: `${addr.address}:${addr.port}` }, 'metaserver listening');
     }

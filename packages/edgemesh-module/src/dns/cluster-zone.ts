@@ -1,6 +1,7 @@
 import type * as dnsPacket from 'dns-packet';
 import type { ServiceCatalog } from '../catalog/catalog';
 import type { Service } from '../catalog/types';
+import { parseServiceName } from '../service-name';
 import { QTYPE, RCODE, type ParsedQuery } from './wire';
 
 export interface ZoneAnswer {
@@ -13,12 +14,16 @@ export interface ZoneAnswer {
 export interface ClusterZoneOptions {
   clusterDomain: string;
   ttl: number;
+}
+
+/** Where the zone reads VIPs (the VipTable). */
+export interface VipLookup {
   /** VIP of a service key `<ns>/<name>`, if it has one. */
-  vipOf: (serviceKey: string) => string | undefined;
+  vipOf(serviceKey: string): string | undefined;
   /** Service key of a VIP. */
-  serviceOfVip: (ip: string) => string | undefined;
+  serviceOf(ip: string): string | undefined;
   /** Whether an IP lies in the VIP pool (PTR for a free pool address is NXDOMAIN, not forwarded). */
-  inPool: (ip: string) => boolean;
+  inPool(ip: string): boolean;
 }
 
 /**
@@ -30,11 +35,13 @@ export interface ClusterZoneOptions {
  * Returns undefined when the name is not ours.
  */
 export class ClusterZone {
-  private readonly domain: string;
+  /** The cluster domain, lower case, no trailing dot. */
+  readonly domain: string;
   private readonly suffix: string;
 
   constructor(
     private readonly catalog: ServiceCatalog,
+    private readonly vips: VipLookup,
     private readonly o: ClusterZoneOptions,
   ) {
     this.domain = o.clusterDomain.toLowerCase().replace(/\.$/, '');
@@ -63,15 +70,14 @@ export class ClusterZone {
     const name = q.name;
     if (name.endsWith('.in-addr.arpa')) return this.ptr(q);
     if (name === this.domain) return q.qtype === QTYPE.SOA ? this.ok([this.soa()]) : this.nodata();
-    if (name.endsWith(this.suffix)) {
-      const labels = name.slice(0, -this.suffix.length).split('.');
-      return this.inZone(q, labels);
+    // A service's name; a short form only when the service exists, else not ours (forward).
+    const s = parseServiceName(name, this.domain);
+    if (s) {
+      if (this.catalog.getService(s.namespace, s.service))
+        return this.serviceAnswer(q, s.namespace, s.service, name);
+      if (s.inZone) return this.nxdomain();
     }
-    // Short forms: only when the service exists, else not ours (forward).
-    const l = name.split('.');
-    if ((l.length === 2 || (l.length === 3 && l[2] === 'svc')) && this.catalog.getService(l[1], l[0])) {
-      return this.serviceAnswer(q, l[1], l[0], name);
-    }
+    if (name.endsWith(this.suffix)) return this.inZone(q, name.slice(0, -this.suffix.length).split('.'));
     return undefined;
   }
 
@@ -80,10 +86,6 @@ export class ClusterZone {
     if (n === 1 && labels[0] === 'svc') return this.nodata();
     if (n === 2 && labels[1] === 'svc')
       return this.catalog.hasNamespace(labels[0]) ? this.nodata() : this.nxdomain();
-    if (n === 3 && labels[2] === 'svc') {
-      if (!this.catalog.getService(labels[1], labels[0])) return this.nxdomain();
-      return this.serviceAnswer(q, labels[1], labels[0], q.name);
-    }
     if (n === 5 && labels[4] === 'svc' && labels[0].startsWith('_') && labels[1].startsWith('_')) {
       return this.srv(q, labels[0].slice(1), labels[1].slice(1), labels[2], labels[3]);
     }
@@ -91,7 +93,7 @@ export class ClusterZone {
   }
 
   private serviceAnswer(q: ParsedQuery, ns: string, svc: string, name: string): ZoneAnswer {
-    const vip = this.o.vipOf(`${ns}/${svc}`);
+    const vip = this.vips.vipOf(`${ns}/${svc}`);
     if (q.qtype === QTYPE.A || q.qtype === QTYPE.ANY) {
       if (!vip) return this.nodata();
       return this.ok([{ type: 'A', name, ttl: this.o.ttl, data: vip }]);
@@ -108,7 +110,7 @@ export class ClusterZone {
     if (!port) return this.nxdomain();
     if (q.qtype !== QTYPE.SRV && q.qtype !== QTYPE.ANY) return this.nodata();
     const target = `${svc}.${ns}.svc.${this.domain}`;
-    const vip = this.o.vipOf(`${ns}/${svc}`);
+    const vip = this.vips.vipOf(`${ns}/${svc}`);
     const answer = this.ok([
       {
         type: 'SRV',
@@ -125,8 +127,8 @@ export class ClusterZone {
     const parts = q.name.slice(0, -'.in-addr.arpa'.length).split('.');
     if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) return undefined;
     const ip = parts.reverse().join('.');
-    const key = this.o.serviceOfVip(ip);
-    if (!key) return this.o.inPool(ip) ? this.nxdomain() : undefined;
+    const key = this.vips.serviceOf(ip);
+    if (!key) return this.vips.inPool(ip) ? this.nxdomain() : undefined;
     const [ns, svc] = key.split('/');
     if (q.qtype !== QTYPE.PTR && q.qtype !== QTYPE.ANY) return this.nodata();
     return this.ok([{ type: 'PTR', name: q.name, ttl: this.o.ttl, data: `${svc}.${ns}.svc.${this.domain}` }]);

@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { dnsServerOptionsSchema, resolveMeshOptions } from '../config';
 import * as dnsPacket from 'dns-packet';
 import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';
 import { Logger, silentLogger } from '@edgecore/beehive';
@@ -6,26 +8,15 @@ import { cidrContains, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 import type { ClusterZone, ZoneAnswer } from './cluster-zone';
 import type { Forwarder } from './forwarder';
 import { errorReply, parseQuery, plainQuestionEnd, readName, RCODE, type ParsedQuery } from './wire';
-import { openUdp, type UdpBackend, type UdpTransport } from './udp-batch';
+import { openUdp, type UdpTransport } from './udp-batch';
 
-export interface DnsServerOptions {
-  host: string;
-  port: number;
-  /** CIDRs allowed to query; others get REFUSED (not an open resolver). */
-  allowFrom: string[];
-  /** Our EDNS UDP payload size (default 1232, the DNS flag day 2020 value). */
-  ednsUdpSize?: number;
-  /** Max cached encoded zone answers before the cache is reset (default 50,000). */
-  answerCacheSize?: number;
-  /** TCP: idle timeout per connection (default 10 s, RFC 7766 §6.2.3). */
-  tcpIdleMs?: number;
-  /**
-   * UDP I/O: `native` (recvmmsg/sendmmsg addon, batches of datagrams per system call), `dgram`
-   * (node:dgram), or `auto` (default: native when the addon is built, else dgram).
-   */
-  udpBackend?: UdpBackend;
-  log?: Logger;
-}
+/**
+ * Where to listen, who may query (others get REFUSED: not an open resolver), our EDNS payload
+ * size, the answer cache, the TCP idle timeout, and the UDP I/O: `native` (recvmmsg/sendmmsg
+ * addon, batches of datagrams per system call), `dgram` (node:dgram), or `auto` (native when the
+ * addon is built).
+ */
+export type DnsServerOptions = z.input<typeof dnsServerOptionsSchema> & { log?: Logger };
 
 export interface DnsStats {
   queries: number;
@@ -72,16 +63,18 @@ export class DnsServer {
   private readonly ednsSize: number;
   private readonly answerCacheSize: number;
   private boundPort = 0;
+  private readonly opts: z.output<typeof dnsServerOptionsSchema>;
 
   constructor(
     private readonly zone: ClusterZone,
-    private readonly forwarder: Forwarder,
-    private readonly opts: DnsServerOptions,
+    readonly forwarder: Forwarder,
+    options: DnsServerOptions,
   ) {
-    this.allow = opts.allowFrom.map(parseCidr);
-    this.log = opts.log ?? silentLogger;
-    this.ednsSize = opts.ednsUdpSize ?? 1232;
-    this.answerCacheSize = opts.answerCacheSize ?? 50_000;
+    this.opts = resolveMeshOptions(dnsServerOptionsSchema, options, 'dns');
+    this.allow = this.opts.allowFrom.map(parseCidr);
+    this.log = options.log ?? silentLogger;
+    this.ednsSize = this.opts.ednsUdpSize;
+    this.answerCacheSize = this.opts.answerCacheSize;
   }
 
   get port(): number {
@@ -112,7 +105,7 @@ export class DnsServer {
   private async listenOnce(): Promise<{ address: string; port: number }> {
     const { host } = this.opts;
     const udp = await openUdp(
-      this.opts.udpBackend ?? 'auto',
+      this.opts.udpBackend,
       host,
       this.opts.port,
       (msg, address, _port, out) => this.onUdp(msg, address, out),
@@ -169,7 +162,7 @@ export class DnsServer {
 
   private onTcpConnection(sock: TcpSocket): void {
     this.tcpConns.add(sock);
-    sock.setTimeout(this.opts.tcpIdleMs ?? 10_000, () => sock.destroy());
+    sock.setTimeout(this.opts.tcpIdleMs, () => sock.destroy());
     sock.on('close', () => this.tcpConns.delete(sock));
     sock.on('error', () => sock.destroy());
     let buf = Buffer.alloc(0);

@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { forwarderOptionsSchema, resolveMeshOptions } from '../config';
 import * as dnsPacket from 'dns-packet';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
@@ -43,15 +45,8 @@ interface CacheEntry {
   stored: number;
 }
 
-export interface ForwarderOptions {
-  timeoutMs?: number;
-  /** Max cached answers (default 10,000); the oldest entry goes first. */
-  cacheSize?: number;
-  /** Source address for upstream queries (so iptables can exclude our own traffic). */
-  bindAddress?: string;
-  /** Cap on cached TTLs in seconds (default 3600). */
-  maxTtl?: number;
-}
+/** Per-upstream timeout, cached answers at most (oldest first out), source address, TTL cap. */
+export type ForwarderOptions = z.input<typeof forwarderOptionsSchema>;
 
 export interface ForwarderStats {
   forwarded: number;
@@ -78,14 +73,16 @@ export class Forwarder {
   private readonly timeoutMs: number;
   private readonly cacheSize: number;
   private readonly maxTtl: number;
+  private readonly opts: z.output<typeof forwarderOptionsSchema>;
 
   constructor(
     private upstreams: Upstream[],
-    private readonly opts: ForwarderOptions = {},
+    options: ForwarderOptions = {},
   ) {
-    this.timeoutMs = opts.timeoutMs ?? 2000;
-    this.cacheSize = opts.cacheSize ?? 10_000;
-    this.maxTtl = opts.maxTtl ?? 3600;
+    this.opts = resolveMeshOptions(forwarderOptionsSchema, options, 'forwarder');
+    this.timeoutMs = this.opts.timeoutMs;
+    this.cacheSize = this.opts.cacheSize;
+    this.maxTtl = this.opts.maxTtl;
   }
 
   setUpstreams(u: Upstream[]): void {

@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { iptablesOptionsSchema, resolveMeshOptions } from '../config';
 import { createHash } from 'node:crypto';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { IptablesError } from '../edgemesh-errors';
@@ -26,11 +28,6 @@ export interface IptablesOptions {
   dnsPort: number;
   /** DNAT udp/tcp 53 to our DNS (except our own upstream queries, sourced from listenIP). */
   hijackDns: boolean;
-  /** Re-ensure period (default 30 s): rules deleted by someone else come back. */
-  syncIntervalMs?: number;
-  iptablesRestore?: string;
-  iptables?: string;
-  iptablesSave?: string;
   log?: Logger;
   /**
    * DNAT mode (kube-proxy's iptables mode) for the ports it returns backends for: instead of the
@@ -47,9 +44,13 @@ export interface IptablesOptions {
    * again within this many seconds (`-m recent`, one list per port and backend).
    */
   dnatAffinitySeconds?: number;
-  /** The conntrack binary (conntrack-tools), for DNAT mode's UDP ports (default `conntrack`). */
-  conntrack?: string;
 }
+
+/**
+ * Plus the re-ensure period (rules deleted by someone else come back) and the binaries: iptables,
+ * iptables-restore, iptables-save, and conntrack (conntrack-tools, for DNAT mode's UDP ports).
+ */
+export type IptablesManagerOptions = IptablesOptions & z.input<typeof iptablesOptionsSchema>;
 
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const SAFE_COMMENT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[0-9]{1,5}$/;
@@ -127,10 +128,13 @@ export class IptablesManager {
   private syncing: Promise<void> = Promise.resolve();
   syncs = 0;
 
-  constructor(private readonly o: IptablesOptions) {
+  private readonly o: IptablesOptions & z.output<typeof iptablesOptionsSchema>;
+
+  constructor(options: IptablesManagerOptions) {
+    const o = (this.o = resolveMeshOptions(iptablesOptionsSchema, options, 'iptables'));
     this.log = o.log ?? silentLogger;
-    this.restore = o.iptablesRestore ?? 'iptables-restore';
-    this.ipt = o.iptables ?? 'iptables';
+    this.restore = o.iptablesRestore;
+    this.ipt = o.iptables;
     if (!IPV4.test(o.listenIP)) throw new IptablesError('validate', `listen IP "${o.listenIP}" is not IPv4`);
     if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(o.listenInterface))
       throw new IptablesError('validate', `interface "${o.listenInterface}"`);
@@ -369,7 +373,7 @@ export class IptablesManager {
         this.sync(this.last, this.lastFilter, true).catch((e) =>
           this.log.error({ err: (e as Error).message }, 'iptables resync failed'),
         );
-    }, this.o.syncIntervalMs ?? 30_000);
+    }, this.o.syncIntervalMs);
     this.timer.unref();
   }
 
@@ -416,7 +420,7 @@ export class IptablesManager {
   /** Delete the UDP conntrack entries from VIP:port to a backend that left (kube-proxy does too). */
   private async forgetFlows(vip: string, port: number, backend: string): Promise<void> {
     const [host, bport] = backend.split(':');
-    const r = await run(this.o.conntrack ?? 'conntrack', [
+    const r = await run(this.o.conntrack, [
       '-D',
       '-p',
       'udp',

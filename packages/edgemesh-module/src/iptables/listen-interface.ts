@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { listenInterfaceOptionsSchema, resolveMeshOptions } from '../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { EdgeMeshError } from '../edgemesh-errors';
 import { interfaceIPv4 } from '../listen';
@@ -20,18 +22,20 @@ export class ListenInterface {
   private routed?: string;
   address?: string;
   private readonly log: Logger;
+  private readonly opts: z.output<typeof listenInterfaceOptionsSchema>;
 
   constructor(
     readonly name: string,
-    private readonly opts: { createAddress?: string; log?: Logger } = {},
+    options: z.input<typeof listenInterfaceOptionsSchema> & { log?: Logger } = {},
   ) {
-    this.log = opts.log ?? silentLogger;
+    this.opts = resolveMeshOptions(listenInterfaceOptionsSchema, options, 'listenInterface');
+    this.log = options.log ?? silentLogger;
   }
 
   async ensure(): Promise<string> {
     let a = interfaceIPv4(this.name);
     if (!a && this.name === 'edgemesh0') {
-      const cidr = this.opts.createAddress ?? '169.254.96.16/32';
+      const cidr = this.opts.createAddress;
       let r = await run('ip', ['link', 'add', this.name, 'type', 'dummy']);
       if (r.code !== 0) r = await run('ip', ['link', 'add', this.name, 'type', 'bridge']);
       if (r.code !== 0) throw new ListenInterfaceError(this.name, `cannot create it: ${r.stderr.trim()}`);

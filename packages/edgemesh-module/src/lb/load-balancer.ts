@@ -1,11 +1,10 @@
+import type { z } from 'zod';
+import { healthOptionsSchema, resolveMeshOptions } from '../config';
 import type { Backend } from './backends';
 import type { LbStrategy } from './strategies';
 
-export interface HealthOptions {
-  /** First ejection cool-down (default 1 s), doubled per consecutive failure up to `maxEjectMs` (30 s). */
-  baseEjectMs?: number;
-  maxEjectMs?: number;
-}
+/** Passive health: the first ejection cool-down, doubled per consecutive failure up to the cap. */
+export type HealthOptions = z.input<typeof healthOptionsSchema>;
 
 export interface LbStats {
   picks: number;
@@ -30,8 +29,9 @@ export class LoadBalancer {
     readonly strategy: LbStrategy,
     opts: HealthOptions = {},
   ) {
-    this.base = opts.baseEjectMs ?? 1000;
-    this.max = opts.maxEjectMs ?? 30_000;
+    const o = resolveMeshOptions(healthOptionsSchema, opts, 'lb');
+    this.base = o.baseEjectMs;
+    this.max = o.maxEjectMs;
   }
 
   isEjected(key: string, now = Date.now()): boolean {

@@ -140,16 +140,15 @@ export const BUILTIN_LB_STRATEGIES: readonly LbStrategyContribution[] = [
   { name: 'LeastConnections', create: () => new LeastConnections() },
 ];
 
-/** The strategy named `name` (default RoundRobin) among `from`; an unknown name is an error naming the known ones. */
+/** The strategy named `name` among `from`; an unknown name is an error naming the known ones. */
 export function createStrategy(
-  name: string | undefined,
+  name: string,
   from: readonly LbStrategyContribution[] = BUILTIN_LB_STRATEGIES,
 ): LbStrategy {
-  const want = name ?? 'RoundRobin';
-  const c = from.find((x) => x.name === want);
+  const c = from.find((x) => x.name === name);
   if (!c)
     throw new UnknownLbStrategyError(
-      want,
+      name,
       from.map((x) => x.name),
     );
   return c.create();

@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { forwardProxyOptionsSchema, resolveMeshOptions } from '../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -16,6 +18,9 @@ export interface ResolvedTarget {
   backends: readonly Backend[];
 }
 
+/** Head limits as the portals', and the header a ConsistentHash strategy hashes (as on portals). */
+export type ForwardProxyOptions = z.input<typeof forwardProxyOptionsSchema> & { log?: Logger };
+
 /** host (service name or VIP) + port → target, or undefined when it is not a known service. */
 export type TargetResolver = (host: string, port: number) => ResolvedTarget | undefined;
 
@@ -27,20 +32,16 @@ export type TargetResolver = (host: string, port: number) => ResolvedTarget | un
 export class ForwardProxy {
   private server?: Server;
   private readonly log: Logger;
+  private readonly opts: z.output<typeof forwardProxyOptionsSchema>;
 
   constructor(
     private readonly http: HttpProxy,
     private readonly tcp: TcpProxy,
     private readonly resolve: TargetResolver,
-    private readonly opts: {
-      maxHeadBytes?: number;
-      headTimeoutMs?: number;
-      /** Header a ConsistentHash strategy hashes (as on portals). */
-      hashHeader?: string;
-      log?: Logger;
-    } = {},
+    options: ForwardProxyOptions = {},
   ) {
-    this.log = opts.log ?? silentLogger;
+    this.opts = resolveMeshOptions(forwardProxyOptionsSchema, options, 'forwardProxy');
+    this.log = options.log ?? silentLogger;
   }
 
   async listen(host: string, port: number): Promise<AddressInfo> {
@@ -74,8 +75,8 @@ export class ForwardProxy {
       return;
     let buf: Buffer = initial ?? Buffer.alloc(0);
     let done = false;
-    const max = this.opts.maxHeadBytes ?? 16 * 1024;
-    const timer = setTimeout(() => sock.destroy(), this.opts.headTimeoutMs ?? 10_000);
+    const max = this.opts.maxHeadBytes;
+    const timer = setTimeout(() => sock.destroy(), this.opts.headTimeoutMs);
     sock.on('error', () => sock.destroy());
     sock.once('end', () => {
       if (!done) this.fail(sock, 400, 'connection closed inside the request head', timer, onData);

@@ -1,5 +1,7 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import type { Service } from '../catalog/types';
@@ -238,4 +240,23 @@ export class PortalManager {
       p.tcp.close();
     }
   }
+}
+
+/** `auto` → the kernel's ephemeral range, `FROM-TO`, or `0` (random bind: undefined). */
+export function portalPortRange(spec: string): { from: number; to: number } | undefined {
+  if (spec === '0') return undefined;
+  let text = spec;
+  if (spec === 'auto') {
+    try {
+      text = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().replace(/\s+/, '-');
+    } catch {
+      return undefined; // no procfs: the kernel picks, as before
+    }
+  }
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(text);
+  const from = Number(m?.[1]);
+  const to = Number(m?.[2]);
+  if (!m || from < 1 || to > 65535 || from > to)
+    throw new InvalidOptionError('portalPortRange', spec, 'auto, 0 or FROM-TO within 1-65535');
+  return { from, to };
 }

@@ -7,7 +7,8 @@ import {
   parseResource,
   type Message,
 } from '@edgecore/beehive';
-import { META_MODULE_NAME } from '../config';
+import type { z } from 'zod';
+import { metaClientOptionsSchema, resolveMetaOptions } from '../config';
 import { MetaCode, MetaError } from '../metamanager-errors';
 
 /** A change forwarded by MetaManager to the `mesh` group after it committed it. */
@@ -39,14 +40,8 @@ export interface MetaClient {
   delete(namespace: string, type: string, name: string): Promise<void>;
 }
 
-export interface BeehiveMetaClientOptions {
-  /** The calling module's name (route.source). */
-  source: string;
-  /** MetaManager's module name (default `metamanager`). */
-  target?: string;
-  /** Per-request timeout (default 10 s). A query never hangs past it. */
-  timeoutMs?: number;
-}
+/** The calling module's name (route.source); MetaManager's module name; a per-request timeout. */
+export type BeehiveMetaClientOptions = { source: string } & z.input<typeof metaClientOptionsSchema>;
 
 export class BeehiveMetaClient implements MetaClient {
   private readonly target: string;
@@ -56,8 +51,9 @@ export class BeehiveMetaClient implements MetaClient {
     private readonly ctx: ChannelContext,
     private readonly opts: BeehiveMetaClientOptions,
   ) {
-    this.target = opts.target ?? META_MODULE_NAME;
-    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    const o = resolveMetaOptions(metaClientOptionsSchema, opts);
+    this.target = o.target;
+    this.timeoutMs = o.timeoutMs;
   }
 
   async get<T = unknown>(namespace: string, type: string, name: string): Promise<T | undefined> {

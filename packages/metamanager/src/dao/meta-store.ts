@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { metaStoreOptionsSchema, resolveMetaOptions } from '../config';
 import { TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
 import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
@@ -42,11 +44,8 @@ export interface MetaChangeEvent {
   record: MetaRecord;
 }
 
-export interface MetaStoreOptions {
-  /** Milliseconds a writer or reader waits on a lock before SQLITE_BUSY (default 5000). */
-  busyTimeoutMs?: number;
-  readonly?: boolean;
-}
+/** Milliseconds a writer or reader waits on a lock before SQLITE_BUSY; read-only. */
+export type MetaStoreOptions = z.input<typeof metaStoreOptionsSchema>;
 
 /** Schema migrations, applied in order; PRAGMA user_version records how many ran. */
 const MIGRATIONS: string[] = [
@@ -114,17 +113,18 @@ export class MetaStore extends EventEmitter {
 
   constructor(
     readonly path: string,
-    opts: MetaStoreOptions = {},
+    options: MetaStoreOptions = {},
   ) {
     super();
+    const opts = resolveMetaOptions(metaStoreOptionsSchema, options);
     try {
       if (path !== ':memory:' && !opts.readonly) {
         mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
         // Create the file ourselves so it is 0600 from its first byte (the data may be private).
         if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
       }
-      this.db = new Database(path, { readonly: !!opts.readonly, fileMustExist: !!opts.readonly });
-      this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 5000}`);
+      this.db = new Database(path, { readonly: opts.readonly, fileMustExist: opts.readonly });
+      this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs}`);
       if (!opts.readonly) {
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = NORMAL');

@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { metaServerSchema, resolveMetaOptions } from '../config';
 import { splitHostPort } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -11,10 +13,8 @@ const RESOURCES: Record<string, { type: string; kind: string }> = {
   pods: { type: 'pod', kind: 'PodList' },
 };
 
-export interface MetaServerOptions {
-  /** `host:port` (default `127.0.0.1:10550`; port 0 picks a free one). */
-  server?: string;
-}
+/** `server`: `host:port` (port 0 picks a free one). */
+export type MetaServerOptions = Omit<z.input<typeof metaServerSchema>, 'enable'>;
 
 /**
  * MetaServer: a read-only Kubernetes-shaped HTTP API over the local store, offline too.
@@ -29,8 +29,12 @@ export class MetaServer {
 
   constructor(
     private readonly store: MetaStore,
-    private readonly opts: MetaServerOptions = {},
-  ) {}
+    opts: MetaServerOptions = {},
+  ) {
+    this.server_ = resolveMetaOptions(metaServerSchema, opts).server;
+  }
+
+  private readonly server_: string;
 
   get listening(): boolean {
     return !!this.server?.listening;
@@ -41,7 +45,7 @@ export class MetaServer {
   }
 
   async listen(): Promise<AddressInfo> {
-    const [host, port] = splitHostPort(this.opts.server ?? '127.0.0.1:10550');
+    const [host, port] = splitHostPort(this.server_);
     const server = createServer((req, res) => this.handle(req, res));
     this.server = server;
     server.listen(port, host);

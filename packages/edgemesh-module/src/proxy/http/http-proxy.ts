@@ -1,6 +1,8 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
 import type { Socket } from 'node:net';
-import { InvalidOptionError, NativeUnavailableError } from '../../edgemesh-errors';
+import type { z } from 'zod';
+import { httpProxyOptionsSchema, resolveMeshOptions } from '../../config';
+import { NativeUnavailableError } from '../../edgemesh-errors';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { nativeUnavailable } from '../../native';
 import { SpliceEngine } from '../l4/splice';
@@ -11,33 +13,12 @@ import type { NativeRoute, NativeRouter, RouteRefusal, RouteResolver } from './r
 import { UpgradeTunnels } from './tunnel';
 import type { UpstreamPool } from './upstream-pool';
 
-export interface HttpProxyOptions {
-  /** Max request head (default 16 KiB) → 431 beyond. */
-  maxHeadBytes?: number;
-  /** A started head must complete within this (default 10 s) → 408. */
-  headTimeoutMs?: number;
-  /** Idle keep-alive client connections are closed after this (default 60 s). */
-  keepAliveTimeoutMs?: number;
-  /** No response head from upstream within this → 504 (default 60 s). */
-  responseTimeoutMs?: number;
-  connectTimeoutMs?: number;
-  /** Upgraded (WebSocket) connections are closed after this long without traffic (default 1 h). */
-  tunnelIdleMs?: number;
-  /** Upgraded connections go through the native splice engine when it is built (default true). */
-  splice?: boolean;
-  /**
-   * Portal connections (`handleRoute`): `auto` (default) serves them with the native L7 engine when
-   * the addon is built, `native` requires it, `js` never uses it.
-   */
-  engine?: 'auto' | 'native' | 'js';
-  /**
-   * Native engine, under load (16 or more requests in flight, and more than one event at the last
-   * wake-up): a wake-up first waits this many µs (plus the kernel's timer slack, 50 µs by default)
-   * so that it serves a batch of events. Default 15; 0: off; at most 1000. See the README.
-   */
-  coalesceUs?: number;
-  log?: Logger;
-}
+/**
+ * Head limits and timeouts (431, 408, idle keep-alive, 504, connect), upgraded connections' idle
+ * timeout and splice engine, the engine of portal connections (`auto`: the native one when the
+ * addon is built, `native` requires it, `js` never uses it) and its event coalescing under load.
+ */
+export type HttpProxyOptions = z.input<typeof httpProxyOptionsSchema> & { log?: Logger };
 
 export interface HttpProxyStats {
   requests: number;
@@ -70,21 +51,9 @@ export class HttpProxy {
     pool: UpstreamPool,
     opts: HttpProxyOptions = {},
   ) {
-    const coalesceUs = opts.coalesceUs ?? 15;
-    if (!Number.isInteger(coalesceUs) || coalesceUs < 0 || coalesceUs > 1000)
-      throw new InvalidOptionError('coalesceUs', opts.coalesceUs, 'an integer of 0 to 1000 (µs)');
-    const o = {
-      maxHeadBytes: opts.maxHeadBytes ?? 16 * 1024,
-      headTimeoutMs: opts.headTimeoutMs ?? 10_000,
-      keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
-      responseTimeoutMs: opts.responseTimeoutMs ?? 60_000,
-      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
-    };
+    const o = resolveMeshOptions(httpProxyOptionsSchema, opts, 'http');
     this.log = opts.log ?? silentLogger;
-    const tunnels = new UpgradeTunnels(
-      (opts.splice ?? true) ? SpliceEngine.get() : undefined,
-      opts.tunnelIdleMs ?? 3_600_000,
-    );
+    const tunnels = new UpgradeTunnels(o.splice ? SpliceEngine.get() : undefined, o.tunnelIdleMs);
     this.tunnels = tunnels;
     this.stats = {
       requests: 0,
@@ -99,14 +68,13 @@ export class HttpProxy {
     };
     const policy = (): RequestPolicy => new RequestPolicy(this.lb, this.stats, this.log);
     this.js = new JsExchange(o, pool, tunnels, policy, this.log);
-    const mode = opts.engine ?? 'auto';
+    const mode = o.engine;
     if (mode !== 'js') {
       this.native = NativeHttp.create(
         {
           ...o,
-          poolIdleMs: pool.options.idleMs ?? 30_000,
-          poolMaxIdle: pool.options.maxIdle ?? 64,
-          coalesceUs,
+          poolIdleMs: pool.options.idleMs,
+          poolMaxIdle: pool.options.maxIdle,
         },
         {
           log: this.log,
@@ -116,7 +84,7 @@ export class HttpProxy {
         },
       );
       if (!this.native && mode === 'native')
-        throw new NativeUnavailableError('proxy httpEngine native', nativeUnavailable() ?? '');
+        throw new NativeUnavailableError('proxy httpEngine native', nativeUnavailable() ?? 'unknown');
     }
   }
 

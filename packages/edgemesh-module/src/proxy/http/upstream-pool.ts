@@ -1,4 +1,6 @@
 import { connect, type Socket } from 'node:net';
+import type { z } from 'zod';
+import { resolveMeshOptions, upstreamPoolOptionsSchema } from '../../config';
 import { ConnectError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import { SocketReader } from '../socket-reader';
@@ -9,6 +11,8 @@ export interface UpstreamConn {
   reader: SocketReader;
 }
 
+export type UpstreamPoolOptions = z.input<typeof upstreamPoolOptionsSchema>;
+
 /**
  * Keep-alive connections per backend (what undici's Pool does, without the HTTP layer on top):
  * idle connections are reused LIFO, closed after `idleMs`, at most `maxIdle` per backend. A
@@ -16,8 +20,11 @@ export interface UpstreamConn {
  */
 export class UpstreamPool {
   private readonly idle = new Map<string, UpstreamConn[]>();
+  readonly options: z.output<typeof upstreamPoolOptionsSchema>;
 
-  constructor(readonly options: { connectTimeoutMs?: number; idleMs?: number; maxIdle?: number } = {}) {}
+  constructor(options: UpstreamPoolOptions = {}) {
+    this.options = resolveMeshOptions(upstreamPoolOptionsSchema, options, 'pool');
+  }
 
   /** An idle connection (reused: true) or a fresh one. */
   async get(b: Backend): Promise<UpstreamConn & { reused: boolean }> {
@@ -30,7 +37,7 @@ export class UpstreamPool {
       }
       c.sock.destroy();
     }
-    const sock = await connectTo(b, this.options.connectTimeoutMs ?? 5000);
+    const sock = await connectTo(b, this.options.connectTimeoutMs);
     sock.on('timeout', () => sock.destroy()); // armed only while idle in the pool
     sock.on('error', () => sock.destroy());
     return { sock, reader: new SocketReader(sock), reused: false };
@@ -41,11 +48,11 @@ export class UpstreamPool {
     if (c.sock.destroyed) return;
     let list = this.idle.get(b.key);
     if (!list) this.idle.set(b.key, (list = []));
-    if (list.length >= (this.options.maxIdle ?? 64)) {
+    if (list.length >= this.options.maxIdle) {
       c.sock.destroy();
       return;
     }
-    c.sock.setTimeout(this.options.idleMs ?? 30_000);
+    c.sock.setTimeout(this.options.idleMs);
     list.push(c);
   }
 

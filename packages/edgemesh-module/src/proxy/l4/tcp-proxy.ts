@@ -1,20 +1,17 @@
+import type { z } from 'zod';
+import { resolveMeshOptions, tcpProxyOptionsSchema } from '../../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { connect, type Socket } from 'node:net';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { SpliceEngine } from './splice';
 
-export interface TcpProxyOptions {
-  connectTimeoutMs?: number;
-  /** Both sockets are closed after this long without traffic (default 1 h; 0 = never). */
-  idleTimeoutMs?: number;
-  /**
-   * Move the bytes of established connections with the native splice engine (zero copy, off the
-   * JavaScript thread) when the addon is built (default true); false pipes them in JavaScript.
-   */
-  splice?: boolean;
-  log?: Logger;
-}
+/**
+ * Connect timeout; both sockets close after `idleTimeoutMs` without traffic (0: never); `splice`:
+ * established connections' bytes move through the native splice engine (zero copy, off the
+ * JavaScript thread) when the addon is built, else they are piped in JavaScript.
+ */
+export type TcpProxyOptions = z.input<typeof tcpProxyOptionsSchema> & { log?: Logger };
 
 export interface TcpProxyStats {
   connections: number;
@@ -37,13 +34,15 @@ export class TcpProxy {
   private readonly engine?: SpliceEngine;
   /** Connections of ours in the splice engine. */
   private readonly spliceIds = new Set<number>();
+  private readonly opts: z.output<typeof tcpProxyOptionsSchema>;
 
   constructor(
     private readonly lb: LoadBalancer,
-    private readonly opts: TcpProxyOptions = {},
+    options: TcpProxyOptions = {},
   ) {
-    this.log = opts.log ?? silentLogger;
-    this.engine = opts.splice === false ? undefined : SpliceEngine.get();
+    this.opts = resolveMeshOptions(tcpProxyOptionsSchema, options, 'tcp');
+    this.log = options.log ?? silentLogger;
+    this.engine = this.opts.splice ? SpliceEngine.get() : undefined;
   }
 
   /** Whether established connections go through the splice engine. */
@@ -66,10 +65,7 @@ export class TcpProxy {
         return;
       }
       const up = connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true });
-      const t = setTimeout(
-        () => up.destroy(new Error('connect timeout')),
-        this.opts.connectTimeoutMs ?? 5000,
-      );
+      const t = setTimeout(() => up.destroy(new Error('connect timeout')), this.opts.connectTimeoutMs);
       up.once('error', (e) => {
         clearTimeout(t);
         this.stats.connectFailures++;
@@ -119,7 +115,7 @@ export class TcpProxy {
     engine.handOver(
       client,
       up,
-      { toB: initial, idleMs: this.opts.idleTimeoutMs ?? 3_600_000 },
+      { toB: initial, idleMs: this.opts.idleTimeoutMs },
       {
         started: (n) => {
           id = n;
@@ -160,7 +156,7 @@ export class TcpProxy {
     };
     client.on('error', kill);
     up.on('error', kill);
-    const idle = this.opts.idleTimeoutMs ?? 3_600_000;
+    const idle = this.opts.idleTimeoutMs;
     if (idle > 0) {
       client.setTimeout(idle, kill);
       up.setTimeout(idle, kill);

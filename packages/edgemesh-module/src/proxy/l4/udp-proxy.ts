@@ -1,15 +1,12 @@
+import type { z } from 'zod';
+import { resolveMeshOptions, udpProxyOptionsSchema } from '../../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 
-export interface UdpProxyOptions {
-  /** A session ends after this long without packets (default 60 s). */
-  idleTimeoutMs?: number;
-  /** Bounded session table (default 10,000): the least recently active session is evicted. */
-  maxSessions?: number;
-  log?: Logger;
-}
+/** A session ends after `idleTimeoutMs` without packets; the table holds `maxSessions` at most. */
+export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & { log?: Logger };
 
 interface Session {
   up: Socket;
@@ -27,14 +24,16 @@ export class UdpProxy {
   private readonly sessions = new Map<string, Session>();
   readonly stats = { packets: 0, sessions: 0, evicted: 0, noBackend: 0 };
   private readonly log: Logger;
+  private readonly opts: z.output<typeof udpProxyOptionsSchema>;
 
   constructor(
     private readonly sock: Socket,
     private readonly lb: LoadBalancer,
     private readonly route: () => { backends: readonly Backend[]; scope: string },
-    private readonly opts: UdpProxyOptions = {},
+    options: UdpProxyOptions = {},
   ) {
-    this.log = opts.log ?? silentLogger;
+    this.opts = resolveMeshOptions(udpProxyOptionsSchema, options, 'udp');
+    this.log = options.log ?? silentLogger;
     sock.on('message', (m, r) => this.onMessage(m, r));
   }
 
@@ -58,13 +57,13 @@ export class UdpProxy {
         this.stats.noBackend++;
         return;
       }
-      if (this.sessions.size >= (this.opts.maxSessions ?? 10_000)) {
+      if (this.sessions.size >= this.opts.maxSessions) {
         const [oldId, old] = this.sessions.entries().next().value as [string, Session];
         this.end(oldId, old);
         this.stats.evicted++;
       }
       const up = createSocket('udp4');
-      const timer = setTimeout(() => this.end(id, s!), this.opts.idleTimeoutMs ?? 60_000);
+      const timer = setTimeout(() => this.end(id, s!), this.opts.idleTimeoutMs);
       s = { up, backend: b, timer, queue: [] };
       this.sessions.set(id, s);
       this.stats.sessions++;

@@ -1,0 +1,44 @@
+import type { ServiceCatalog } from '../catalog/catalog';
+import type { PortalSpec } from '../portal-table';
+import { resolveBackends, type Backend, type Networking } from './backends';
+
+/**
+ * The backends of each service port, resolved from the catalog once and cached until a change may
+ * have touched them: a proxied request costs one map lookup by portal key, nothing allocated.
+ */
+export class BackendIndex {
+  /** Backends per portal key… */
+  private readonly cache = new Map<string, Backend[]>();
+  /** …and, per service, which portal keys are cached (to clear only those). */
+  private readonly cachedPortsOf = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly catalog: ServiceCatalog,
+    private readonly networking: Networking,
+  ) {}
+
+  /** Backends of a portal's service port. */
+  of(spec: PortalSpec): readonly Backend[] {
+    let b = this.cache.get(spec.key);
+    if (b) return b;
+    const svc = this.catalog.getService(spec.namespace, spec.service);
+    const sp = svc?.spec?.ports?.find(
+      (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
+    );
+    b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.networking) : [];
+    this.cache.set(spec.key, b);
+    const skey = `${spec.namespace}/${spec.service}`;
+    let keys = this.cachedPortsOf.get(skey);
+    if (!keys) this.cachedPortsOf.set(skey, (keys = new Set()));
+    keys.add(spec.key);
+    return b;
+  }
+
+  /** The backends of these services (`<ns>/<name>`) may have changed. */
+  invalidate(services: Iterable<string>): void {
+    for (const s of services) {
+      for (const k of this.cachedPortsOf.get(s) ?? []) this.cache.delete(k);
+      this.cachedPortsOf.delete(s);
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import type { Logger } from '@edgecore/beehive';
+import type { MetaClient } from '@edgecore/metamanager/client';
+import { isIPv4 } from 'node:net';
+import type { Service } from '../catalog/types';
+import { VipAllocator } from './vip-allocator';
+
+/** A service's ClusterIP when it is a real address (not `None`, not empty). */
+export function isRealIP(ip: string | undefined): ip is string {
+  return !!ip && ip !== 'None' && isIPv4(ip);
+}
+
+/**
+ * The VIP of every service, both directions: allocated from the pool (persisted by the
+ * allocator) or the service's real ClusterIP (reserved in the pool when inside it). DNS answers
+ * and PTRs from it, portals and the explicit proxy find services by it.
+ */
+export class VipTable {
+  readonly allocator: VipAllocator;
+  private readonly vipByService = new Map<string, string>();
+  private readonly serviceByVip = new Map<string, string>();
+
+  constructor(
+    subNet: string,
+    meta: MetaClient,
+    private readonly log: Logger,
+  ) {
+    this.allocator = new VipAllocator(subNet, meta);
+  }
+
+  /** The VIP of `<ns>/<name>`, if it has one. */
+  vipOf(serviceKey: string): string | undefined {
+    return this.vipByService.get(serviceKey);
+  }
+
+  /** The service key of a VIP. */
+  serviceOf(ip: string): string | undefined {
+    return this.serviceByVip.get(ip);
+  }
+
+  /** Whether `ip` lies in the pool (a free pool address is ours: PTR NXDOMAIN, not forwarded). */
+  inPool(ip: string): boolean {
+    return this.allocator.contains(ip);
+  }
+
+  get allocated(): number {
+    return this.allocator.allocated;
+  }
+
+  /**
+   * At start: the persisted allocations, then a VIP for each of `services`, then the allocations
+   * of services that are gone released.
+   */
+  async load(services: [string, Service][]): Promise<void> {
+    const dropped = await this.allocator.load();
+    if (dropped.length) this.log.warn({ dropped }, 'ignored persisted VIPs outside the pool or duplicated');
+    await this.ensure(services);
+    const live = new Set(services.map(([k]) => k));
+    const orphans = this.allocator.services().filter((k) => !live.has(k));
+    await Promise.all(orphans.map((k) => this.allocator.release(k)));
+  }
+
+  /** VIPs for these services: real ClusterIPs reserved, the rest allocated in one pass. */
+  async ensure(services: [string, Service][]): Promise<void> {
+    const alloc: string[] = [];
+    for (const [key, s] of services) {
+      const cip = s.spec?.clusterIP;
+      if (!isRealIP(cip)) {
+        alloc.push(key);
+        continue;
+      }
+      try {
+        this.allocator.reserve(key, cip);
+        this.bind(key, cip);
+      } catch (e) {
+        this.noVip(key, e);
+      }
+    }
+    if (!alloc.length) return;
+    let got: (string | Error)[];
+    try {
+      got = await this.allocator.allocateMany(alloc);
+    } catch (e) {
+      for (const key of alloc) this.noVip(key, e);
+      return;
+    }
+    got.forEach((ip, i) => (ip instanceof Error ? this.noVip(alloc[i], ip) : this.bind(alloc[i], ip)));
+  }
+
+  /**
+   * A service changed or went: `current` undefined → its VIP goes (and its allocation is
+   * released); a ClusterIP that changed → the old VIP goes (released when the new one is real).
+   * Returns whether the service still needs a VIP.
+   */
+  async update(key: string, previous: Service | undefined, current: Service | undefined): Promise<boolean> {
+    if (!current) {
+      await this.drop(key, true);
+      return false;
+    }
+    if (previous && previous.spec?.clusterIP !== current.spec?.clusterIP)
+      await this.drop(key, isRealIP(current.spec?.clusterIP));
+    return true;
+  }
+
+  private bind(key: string, ip: string): void {
+    const old = this.vipByService.get(key);
+    if (old && old !== ip) this.serviceByVip.delete(old);
+    this.vipByService.set(key, ip);
+    this.serviceByVip.set(ip, key);
+  }
+
+  /** Pool exhausted or a conflict: this service gets no VIP; every other one is unaffected. */
+  private noVip(key: string, e: unknown): void {
+    this.log.error(
+      { service: key, code: (e as { code?: string }).code, err: (e as Error).message },
+      'no VIP for service',
+    );
+  }
+
+  private async drop(key: string, release: boolean): Promise<void> {
+    const ip = this.vipByService.get(key);
+    if (ip) {
+      this.vipByService.delete(key);
+      if (this.serviceByVip.get(ip) === key) this.serviceByVip.delete(ip);
+      this.allocator.unreserve(key, ip);
+    }
+    if (release) await this.allocator.release(key);
+  }
+}

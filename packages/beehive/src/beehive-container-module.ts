@@ -1,6 +1,7 @@
 import { ContainerModule } from 'inversify';
 import { ChannelContext } from './channel-context';
 import { Core } from './core';
+import { BusMetrics, MetricsContribution } from './metrics';
 
 /**
  * The bus in one ContainerModule. Embedders add modules with
@@ -9,4 +10,5 @@ import { Core } from './core';
 export const beehiveContainerModule = new ContainerModule(({ bind }) => {
   bind(ChannelContext).toSelf().inSingletonScope();
   bind(Core).toSelf().inSingletonScope();
+  bind(MetricsContribution).toDynamicValue((c) => new BusMetrics(c.get(ChannelContext)));
 });

@@ -10,3 +10,4 @@ export * from './core';
 export * from './beehive-container-module';
 export * from './digest';
 export * from './options';
+export * from './metrics';

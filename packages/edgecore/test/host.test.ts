@@ -1,13 +1,14 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { silentLogger } from '@edgecore/beehive';
+import { MetricsContribution, silentLogger } from '@edgecore/beehive';
+import { Histogram, type Registry } from 'prom-client';
 import { MetaStore } from '@edgecore/metamanager';
 import { createSocket } from 'node:dgram';
 import { EdgeMeshModule } from '@edgecore/edgemesh-module';
-import { DatabaseLockedError, EdgeCoreHost, parseConfig } from '../src';
+import { DatabaseLockedError, EdgeCoreHost, MODULE_LOADERS, parseConfig } from '../src';
 
 const ROOT = join(__dirname, '..', '..', '..');
 const run = promisify(execFile);
@@ -42,6 +43,40 @@ describe('EdgeCoreHost', () => {
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(true);
     await host.stop();
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(false);
+  });
+
+  it('/metrics is what the loaded packages contribute: another loader binds its own collectors, histograms too', async () => {
+    const host = new EdgeCoreHost(cfg(dir), {
+      logger: silentLogger,
+      loaders: [
+        ...MODULE_LOADERS,
+        {
+          key: 'metaManager', // a second loader under an enabled key: its contribution only
+          load: (c) =>
+            void c.bind(MetricsContribution).toConstantValue({
+              registerMetrics(r: Registry) {
+                const h = new Histogram({ name: 'embedder_wait_seconds', help: 'x', registers: [r] });
+                h.observe(0.003);
+              },
+            }),
+        },
+      ],
+    });
+    await host.start();
+    try {
+      const metrics = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
+      expect(metrics).toMatch(/^embedder_wait_seconds_bucket\{le="0.005"\} 1$/m);
+      expect(metrics).toMatch(/^edgecore_beehive_messages_total \d+$/m); // the bus's own contribution
+      expect(metrics).toContain('# TYPE edgecore_metadata_updates_total counter');
+    } finally {
+      await host.stop();
+    }
+  });
+
+  it('the host names no module class: it composes config and loads container modules', () => {
+    const src = readFileSync(join(__dirname, '..', 'src', 'host.ts'), 'utf8');
+    expect(src).not.toMatch(/\b(EdgeMeshModule|EdgeHubModule|MetaManagerModule)\b/);
+    expect(src).not.toMatch(/\.stats\b/);
   });
 
   it('/metrics carries EdgeMesh: DNS queries by rcode, the UDP path, spliced connections, portals', async () => {

@@ -7,3 +7,4 @@ export * from './retained-reader';
 export * from './state-sync';
 export * from './edgehub-module';
 export * from './edgehub-container-module';
+export * from './metrics';

@@ -1,4 +1,4 @@
-import { BeehiveModule, Logger, silentLogger } from '@edgecore/beehive';
+import { BeehiveModule, Logger, MetricsContribution, silentLogger } from '@edgecore/beehive';
 import { MetaClient } from '@edgecore/metamanager/client';
 import {
   Container,
@@ -12,6 +12,7 @@ import { ClusterZone } from './dns/cluster-zone';
 import { DnsServer } from './dns/dns-server';
 import { Forwarder, parseUpstreams, upstreamsFromResolvConf } from './dns/forwarder';
 import { EdgeMeshModule } from './edgemesh-module';
+import { EdgeMeshMetrics } from './metrics';
 import { Interception } from './iptables/interception';
 import { defaultAllowFrom, nodeIPv4s } from './listen';
 import { BackendIndex } from './lb/backend-index';
@@ -175,6 +176,7 @@ export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
   bindInterception(bind);
   bind(EdgeMeshModule).toSelf().inSingletonScope();
   bind(BeehiveModule).toService(EdgeMeshModule);
+  bind(MetricsContribution).toDynamicValue((ctx) => new EdgeMeshMetrics(ctx.get(EdgeMeshModule)));
 });
 
 /**

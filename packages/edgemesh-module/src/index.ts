@@ -41,3 +41,4 @@ export * from './iptables/exec';
 export * from './iptables/iptables';
 export * from './iptables/listen-interface';
 export * from './dns/resolvconf';
+export * from './metrics';

@@ -6,3 +6,4 @@ export * from './client/meta-client';
 export * from './metaserver/meta-server';
 export * from './metamanager-module';
 export * from './metamanager-container-module';
+export * from './metrics';

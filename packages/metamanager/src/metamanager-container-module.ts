@@ -1,10 +1,11 @@
-import { BeehiveModule, ChannelContext } from '@edgecore/beehive';
+import { BeehiveModule, ChannelContext, MetricsContribution } from '@edgecore/beehive';
 import { ContainerModule } from 'inversify';
 import { BeehiveMetaClient, MetaClient } from './client/meta-client';
 import { MetaManagerOptions } from './config';
 import { MetaStore } from './dao/meta-store';
 import { MetaServer } from './metaserver/meta-server';
 import { MetaManagerModule } from './metamanager-module';
+import { MetaManagerMetrics } from './metrics';
 
 /**
  * MetaManager in one ContainerModule. Bind `MetaManagerOptions` (at least `dataSource`) before
@@ -26,6 +27,7 @@ export const metamanagerContainerModule = new ContainerModule(({ bind }) => {
     .inSingletonScope();
   bind(MetaManagerModule).toSelf().inSingletonScope();
   bind(BeehiveModule).toService(MetaManagerModule);
+  bind(MetricsContribution).toDynamicValue((c) => new MetaManagerMetrics(c.get(MetaManagerModule)));
   bind(MetaClient)
     .toDynamicValue((c) => new BeehiveMetaClient(c.get(ChannelContext), { source: 'edgemesh' }))
     .inSingletonScope();

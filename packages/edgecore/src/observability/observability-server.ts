@@ -1,14 +1,14 @@
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import type { MetricsRegistry } from './metrics';
+import type { Registry } from 'prom-client';
 
-/** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus). */
+/** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus, from the registry every package contributes to). */
 export class ObservabilityServer {
   private server?: Server;
 
   constructor(
-    private readonly metrics: MetricsRegistry,
+    private readonly metrics: Registry,
     private readonly isReady: () => { ready: boolean; reason?: string },
   ) {}
 
@@ -27,7 +27,11 @@ export class ObservabilityServer {
           .writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' })
           .end(r.ready ? 'ok\n' : `not ready: ${r.reason ?? 'starting'}\n`);
       } else if (path === '/metrics') {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
+        this.metrics.metrics().then(
+          (text) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(text),
+          (e: Error) =>
+            res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${e.message}\n`),
+        );
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       }

@@ -1,0 +1,105 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { ChannelContext } from './channel-context';
+
+/**
+ * Metrics as a contribution point (Theia style): each package binds what it measures, the host
+ * only serves `/metrics` from one prom-client `Registry`. Collectors read a module's own counters
+ * at scrape time, so hot paths keep plain integer increments.
+ */
+export const MetricsContribution = Symbol.for('edgecore.MetricsContribution');
+export interface MetricsContribution {
+  registerMetrics(registry: Registry): void;
+}
+
+/** One value, or one value per label set. */
+export type Samples = number | readonly (readonly [Record<string, string>, number])[];
+
+function labelNamesOf(labels: readonly string[] | undefined): string[] {
+  return labels ? [...labels] : [];
+}
+
+/** A counter whose value is read at scrape time (`read`), optionally per label set. */
+export function scrapedCounter(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: () => Samples,
+  labelNames?: readonly string[],
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames: labelNamesOf(labelNames),
+    registers: [registry],
+    collect() {
+      this.reset();
+      const v = read();
+      if (typeof v === 'number') this.inc(Number.isFinite(v) ? v : 0);
+      else for (const [labels, n] of v) this.inc(labels, Number.isFinite(n) ? n : 0);
+    },
+  });
+}
+
+/** A gauge whose value is read at scrape time (`read`), optionally per label set. */
+export function scrapedGauge(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: () => Samples,
+  labelNames?: readonly string[],
+): void {
+  new Gauge({
+    name,
+    help,
+    labelNames: labelNamesOf(labelNames),
+    registers: [registry],
+    collect() {
+      this.reset();
+      const v = read();
+      if (typeof v === 'number') this.set(Number.isFinite(v) ? v : 0);
+      else for (const [labels, n] of v) this.set(labels, Number.isFinite(n) ? n : 0);
+    },
+  });
+}
+
+/**
+ * A lag measured in milliseconds as `_sum` and `_count` (counters) and `_max` (gauge), in
+ * seconds — the names the lag metrics have had since before histograms.
+ */
+export function scrapedLag(
+  registry: Registry,
+  name: string,
+  what: string,
+  read: () => { lagMsSum: number; lagCount: number; lagMsMax: number },
+): void {
+  scrapedCounter(registry, `${name}_sum`, `${what}: seconds, summed.`, () => read().lagMsSum / 1000);
+  scrapedCounter(registry, `${name}_count`, `${what}: updates measured.`, () => read().lagCount);
+  scrapedGauge(registry, `${name}_max`, `${what}: the longest, seconds.`, () => read().lagMsMax / 1000);
+}
+
+/** The bus's own: messages accepted, late replies, sync timeouts. */
+export class BusMetrics implements MetricsContribution {
+  constructor(private readonly ctx: ChannelContext) {}
+
+  registerMetrics(r: Registry): void {
+    const s = this.ctx.stats;
+    scrapedCounter(
+      r,
+      'edgecore_beehive_messages_total',
+      'Messages accepted into module mailboxes.',
+      () => s.sent,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_beehive_late_replies_total',
+      'Sync replies that found no waiter (dropped).',
+      () => s.lateReplies,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_beehive_sync_timeouts_total',
+      'sendSync calls that timed out.',
+      () => s.timeouts,
+    );
+  }
+}

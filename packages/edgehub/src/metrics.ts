@@ -1,0 +1,51 @@
+import { scrapedCounter, scrapedGauge, scrapedLag, type MetricsContribution } from '@edgecore/beehive';
+import type { Registry } from 'prom-client';
+import type { EdgeHubModule } from './edgehub-module';
+
+/** EdgeHub's metrics: digest checks and resyncs, messages by outcome, the link, publish → commit lag. */
+export class EdgeHubMetrics implements MetricsContribution {
+  constructor(private readonly hub: EdgeHubModule) {}
+
+  registerMetrics(r: Registry): void {
+    const s = this.hub.stats;
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_digest_checks_total',
+      'Comparisons of the cloud digests with the local store.',
+      () => s.sync.checks,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_resyncs_total',
+      'Object types read back from retained state because the local digest differed (a lost message).',
+      () => s.sync.resyncs,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_orphans_deleted_total',
+      'Objects deleted by a resync because the broker no longer retains them.',
+      () => s.sync.orphansDeleted,
+    );
+    scrapedLag(r, 'edgecore_edgehub_update_lag_seconds', 'Cloud publish to committed on this node', () => s);
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_messages_total',
+      'MQTT messages from the cloud, by outcome.',
+      () => [
+        [{ result: 'received' }, s.received],
+        [{ result: 'committed' }, s.committed],
+        [{ result: 'malformed' }, s.malformed],
+      ],
+      ['result'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_connects_total',
+      'Successful connections to the broker.',
+      () => s.connects,
+    );
+    scrapedGauge(r, 'edgecore_edgehub_connected', '1 while the MQTT link is up.', () =>
+      this.hub.cloudConnected ? 1 : 0,
+    );
+  }
+}

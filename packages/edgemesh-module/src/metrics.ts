@@ -1,0 +1,138 @@
+import { scrapedCounter, scrapedGauge, scrapedLag, type MetricsContribution } from '@edgecore/beehive';
+import type { Registry } from 'prom-client';
+import type { EdgeMeshModule } from './edgemesh-module';
+
+/**
+ * EdgeMesh's metrics, read from its parts at scrape time: DNS (queries, rcodes, forwarding, the
+ * UDP path), the catalog and its update lag, the L7/L4 proxies, passive health, portals.
+ */
+export class EdgeMeshMetrics implements MetricsContribution {
+  constructor(private readonly mesh: EdgeMeshModule) {}
+
+  registerMetrics(r: Registry): void {
+    const mesh = this.mesh;
+    const http = mesh.http.stats;
+    scrapedCounter(
+      r,
+      'edgecore_dns_queries_total',
+      'DNS queries received.',
+      () => mesh.dns?.stats.queries ?? 0,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_dns_responses_total',
+      'DNS responses by rcode.',
+      () => Object.entries(mesh.dns?.rcodes() ?? {}).map(([rcode, n]) => [{ rcode }, n] as const),
+      ['rcode'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_dns_forwarded_total',
+      'Queries forwarded upstream, cache hits and failures.',
+      () => {
+        const f = mesh.forwarder?.stats;
+        return [
+          [{ result: 'forwarded' }, f?.forwarded ?? 0],
+          [{ result: 'cache_hit' }, f?.cacheHits ?? 0],
+          [{ result: 'upstream_failure' }, f?.upstreamFailures ?? 0],
+          [{ result: 'servfail' }, f?.servfail ?? 0],
+        ];
+      },
+      ['result'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_mesh_updates_applied_total',
+      'Catalog changes from MetaManager applied by EdgeMesh.',
+      () => mesh.updates.applied,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_mesh_update_batches_total',
+      'Batches those changes were applied in (one reconcile each).',
+      () => mesh.updates.batches,
+    );
+    scrapedLag(
+      r,
+      'edgecore_mesh_update_lag_seconds',
+      'Cloud publish to applied in EdgeMesh',
+      () => mesh.updates,
+    );
+    scrapedGauge(
+      r,
+      'edgecore_mesh_services',
+      'Services in the EdgeMesh catalog.',
+      () => mesh.catalog.services.size,
+    );
+    scrapedGauge(
+      r,
+      'edgecore_mesh_vips_allocated',
+      'VIPs allocated from subNet.',
+      () => mesh.vipTable.allocated,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_http_responses_total',
+      'L7 proxy responses by status.',
+      () => [...http.byStatus].map(([status, n]) => [{ status: String(status) }, n] as const),
+      ['status'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_http_backend_requests_total',
+      'L7 proxy requests by backend.',
+      () => [...http.byBackend].map(([backend, n]) => [{ backend }, n] as const),
+      ['backend'],
+    );
+    scrapedGauge(
+      r,
+      'edgecore_proxy_active_connections',
+      'Open client connections by kind.',
+      () => [
+        [{ kind: 'http' }, http.activeConnections],
+        [{ kind: 'tcp' }, mesh.tcp.stats.active],
+      ],
+      ['kind'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_spliced_connections_total',
+      'Connections whose bytes went through the native splice engine, by kind.',
+      () => [
+        [{ kind: 'tcp' }, mesh.tcp.stats.spliced],
+        [{ kind: 'upgrade' }, http.splicedTunnels],
+      ],
+      ['kind'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_native_http_connections_total',
+      'L7 client connections (portals and the explicit proxy) taken by the native HTTP engine.',
+      () => http.nativeConnections,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_native_http_coalesced_wakeups_total',
+      'Wake-ups of the native HTTP engine that waited for more events under load (httpCoalesceUs).',
+      () => mesh.http.native?.coalescedWakeups ?? 0,
+    );
+    scrapedGauge(
+      r,
+      'edgecore_dns_udp_native',
+      '1 when the DNS server uses the native batched UDP path, 0 on node:dgram.',
+      () => (mesh.dns?.udpBackend === 'native' ? 1 : 0),
+    );
+    scrapedCounter(
+      r,
+      'edgecore_lb_ejections_total',
+      'Backends ejected by passive health.',
+      () => mesh.lb.stats.ejections,
+    );
+    scrapedGauge(
+      r,
+      'edgecore_mesh_portals',
+      'Portals (one per service port).',
+      () => mesh.portals?.size ?? 0,
+    );
+  }
+}

@@ -10,7 +10,7 @@ import {
   UnknownModuleError,
   type Message,
 } from '../src';
-import { until } from './until';
+import { until } from '@edgecore/test-support';
 
 function ctxWith(...mods: [string, string][]): ChannelContext {
   const ctx = new ChannelContext({ mailboxSize: 8 });

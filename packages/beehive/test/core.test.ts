@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { EventEmitter } from 'node:events';
 import { Container, injectable } from 'inversify';
-import { until } from './until';
+import { until } from '@edgecore/test-support';
 import {
   BeehiveModule,
   BeehiveOptions,

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EdgeCoreHost, parseConfig, planManifest, ManifestError } from '../src';
 import { edgectl } from '../src/cli/edgectl';
-import { Mosquitto } from '../../edgehub/test/mosquitto';
-import { until } from '../../edgehub/test/helpers';
+import { Mosquitto } from '@edgecore/test-support';
+import { until } from '@edgecore/test-support';
 
 const execFileP = promisify(execFile);
 const dig = async (args: string[]): Promise<string> =>

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MetaStore } from '@edgecore/metamanager';
-import { Netns } from './netns';
+import { Netns } from '@edgecore/test-support';
 
 /**
  * The seed's flow with real iptables, only inside namespaces this test creates:

@@ -10,9 +10,9 @@ import { promisify } from 'node:util';
 import { connectAsync } from 'mqtt';
 import { EdgeCoreHost, ObjectPublisher, parseConfig } from '../src';
 import { edgectl } from '../src/cli/edgectl';
-import { until } from '../../edgehub/test/helpers';
-import { Mosquitto } from '../../edgehub/test/mosquitto';
-import { MqttRelay } from '../../edgehub/test/mqtt-relay';
+import { until } from '@edgecore/test-support';
+import { Mosquitto } from '@edgecore/test-support';
+import { MqttRelay } from '@edgecore/test-support';
 
 const execFileP = promisify(execFile);
 const quiet = { stdout: () => undefined, stderr: () => undefined, stdin: () => '' };

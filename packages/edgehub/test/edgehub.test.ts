@@ -9,8 +9,8 @@ import {
 import { decodeChange } from '@edgecore/metamanager';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { Topics } from '../src';
-import { Mosquitto } from './mosquitto';
-import { startNode, tmpDir, uniqueNode, until, type Node } from './helpers';
+import { Mosquitto, tmpDir, until } from '@edgecore/test-support';
+import { startNode, uniqueNode, type Node } from './helpers';
 
 const topics = new Topics();
 

@@ -1,16 +1,10 @@
 import { ChannelContext, Core, type Logger } from '@edgecore/beehive';
 import { BeehiveMetaClient, MetaManagerModule, MetaStore } from '@edgecore/metamanager';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { freePort } from '@edgecore/test-support';
 import { createEdgeMesh, type EdgeMeshModule, type EdgeMeshOptions, type Pod, type Service } from '../src';
 
-export function tmpDir(): { dir: string; db: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'edgemesh-'));
-  return { dir, db: join(dir, 'edgecore.db'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
+export { freePort, tmpDir, until } from '@edgecore/test-support';
 
 export function service(
   name: string,
@@ -103,16 +97,6 @@ export async function startMesh(
   };
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
 /** dnsmasq as a local upstream on 127.0.0.1 (Debian dnsmasq-base). */
 export async function startDnsmasq(
   args: string[],
@@ -191,13 +175,4 @@ export function pod(
       conditions: [{ type: 'Ready', status: 'True' }],
     },
   };
-}
-
-/** Resolve once `cond` holds, polling; fail naming `what` after `timeoutMs` (a bound, not a sleep). */
-export async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }

@@ -1,16 +1,10 @@
 import { ChannelContext, Core, newMessage, type Message } from '@edgecore/beehive';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { recorderModule, tmpDir } from '@edgecore/test-support';
 import { MetaManagerModule, MetaServer, MetaStore, type MetaManagerOptions } from '../src';
 
 export function tmpDb(): { dir: string; path: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'edgecore-meta-'));
-  return {
-    dir,
-    path: join(dir, 'edgecore.db'),
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
-  };
+  const t = tmpDir('edgecore-meta-');
+  return { dir: t.dir, path: t.db, cleanup: t.cleanup };
 }
 
 export function svc(
@@ -59,18 +53,10 @@ export async function harness(
     ? new MetaServer(store, { server: options.metaServer.server })
     : undefined;
   const mm = new MetaManagerModule(options, store, undefined, server);
-  const mesh: Message<unknown>[] = [];
+  const recorder = recorderModule('edgemesh', 'mesh');
+  const mesh = recorder.messages;
   const core = new Core(ctx, [mm]);
-  if (opts.withMesh !== false) {
-    core.register({
-      name: 'edgemesh',
-      group: 'mesh',
-      enable: () => true,
-      async start(c) {
-        for await (const m of c.receive('edgemesh')) mesh.push(m);
-      },
-    });
-  }
+  if (opts.withMesh !== false) core.register(recorder.module);
   if (opts.hub) {
     const hub = opts.hub;
     core.register({

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { Netns } from './netns';
+import { Netns } from '@edgecore/test-support';
 
 /**
  * IptablesManager's rule layout and its incremental writes, on both backends, inside a namespace

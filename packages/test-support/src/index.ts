@@ -1,0 +1,6 @@
+export * from './wait';
+export * from './tmp';
+export * from './netns';
+export * from './mosquitto';
+export * from './mqtt-relay';
+export * from './recorder';

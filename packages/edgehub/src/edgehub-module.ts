@@ -3,9 +3,7 @@ import {
   ChannelContext,
   CloudConnected,
   CloudDisconnected,
-  fromWire,
   Group,
-  isErrorMessage,
   isWriteOperation,
   Logger,
   newError,
@@ -26,7 +24,6 @@ import {
   type IPublishPacket,
   type MqttClient,
 } from 'mqtt';
-import { AckQueue } from './ack-queue';
 import { readFileSync } from 'node:fs';
 import {
   EdgeHubOptions,
@@ -34,11 +31,15 @@ import {
   resolveEdgeHubOptions,
   type ResolvedEdgeHubOptions,
 } from './config';
-import { MalformedPayloadError, HubCode } from './edgehub-errors';
+import { HubCode } from './edgehub-errors';
 import { EmbeddedBroker } from './embedded-broker';
 import { RetainedReader } from './retained-reader';
 import { StateSync, type StateSyncStats } from './state-sync';
-import { KIND_TO_TYPE, Topics } from './topics';
+import { CheckSchedule } from './check-schedule';
+import { Intake } from './intake';
+import { MetaLink } from './meta-link';
+import { decodePayload } from './payload';
+import { Topics } from './topics';
 
 export interface EdgeHubStats {
   received: number;
@@ -87,20 +88,13 @@ export class EdgeHubModule implements BeehiveModule {
   private reconnectTimer?: NodeJS.Timeout;
   private backoff: number;
   private readonly readiness = new ReadySignal();
-  private readonly acks = new AckQueue();
-  /** Commits under way; at maxInflight the next message waits (TCP holds the rest). */
-  private pendingCommits = 0;
-  private wakeWhenRoom?: () => void;
-  private lastObjectAt = 0;
+  private readonly intake: Intake;
   /** Per type, the newest publish time of an object message received (see StateSync). */
   private readonly newestObjectAt = new Map<string, number>();
   private readonly sync: StateSync;
-  private syncTimer?: NodeJS.Timeout;
-  private checkTimer?: NodeJS.Timeout;
-  private retryMs = 1_000;
+  private readonly meta: MetaLink;
+  private readonly checks: CheckSchedule;
   private readonly options: ResolvedEdgeHubOptions;
-  /** Bumped on every (re)connect: an acknowledgement never crosses to a newer connection. */
-  private linkGeneration = 0;
 
   constructor(
     @inject(EdgeHubOptions) input: EdgeHubOptions,
@@ -109,6 +103,14 @@ export class EdgeHubModule implements BeehiveModule {
     const options = (this.options = resolveEdgeHubOptions(input));
     this.topics = new Topics(options.topicPrefix);
     this.backoff = options.reconnect.initialMs;
+    this.intake = new Intake(
+      options.maxInflight,
+      this.stats,
+      log,
+      (client) => !this.stopped && this.client === client,
+      (packet) => this.onPublish(packet),
+    );
+    this.meta = new MetaLink(() => this.ctx, this.name, options.commitTimeoutMs, this.stats, log);
     this.sync = new StateSync({
       topics: this.topics,
       node: options.nodeName,
@@ -120,14 +122,20 @@ export class EdgeHubModule implements BeehiveModule {
           keepalive: options.mqtt.keepalive,
         }),
       decode: (topic, payload) => this.decode(topic, payload),
-      commit: (msg) => this.commitWrite(msg, msg.route.resource ?? ''),
-      localDigest: (type) => this.queryMeta(type, 'digest') as Promise<DigestValue>,
-      localVersions: async (type) => new Map((await this.queryMeta(type, 'versions')) as [string, number][]),
-      settled: () => this.settled(),
+      commit: (msg) => this.meta.commit(msg, msg.route.resource ?? ''),
+      localDigest: (type) => this.meta.query(type, 'digest') as Promise<DigestValue>,
+      localVersions: async (type) => new Map((await this.meta.query(type, 'versions')) as [string, number][]),
+      settled: () => this.intake.settled(this.options.sync.settleMs, () => this.stopped),
       newestReceived: (type) => this.newestObjectAt.get(type) ?? 0,
       log,
     });
     this.stats.sync = this.sync.stats;
+    this.checks = new CheckSchedule(
+      () => this.sync.check(),
+      () => this.connected && !this.stopped,
+      this.checkIntervalMs,
+      log,
+    );
   }
 
   /** The periodic digest check (0: off). */
@@ -160,7 +168,7 @@ export class EdgeHubModule implements BeehiveModule {
       this.log.info({ address: `${a.address}:${a.port}` }, 'embedded MQTT broker listening');
     }
     this.connectClient();
-    this.startPeriodicCheck();
+    this.checks.startPeriodic();
     this.readiness.resolve();
     signal.addEventListener('abort', () => void this.shutdownLink(), { once: true });
     for await (const msg of ctx.receive(this.name)) {
@@ -207,11 +215,10 @@ export class EdgeHubModule implements BeehiveModule {
     const client = connect(o.mqtt.server, opts);
     this.client = client;
     client.handleMessage = (packet: IPublishPacket, next: (err?: Error) => void) =>
-      this.onPacket(client, packet, next);
+      this.intake.take(client, packet, next);
     client.on('connect', (connack: IConnackPacket) => {
       this.stats.connects++;
-      this.linkGeneration++;
-      this.acks.clear();
+      this.intake.newLink();
       this.backoff = o.reconnect.initialMs;
       this.log.info({ server: o.mqtt.server, node }, 'connected to cloud');
       client.publish(this.topics.status(node), JSON.stringify({ status: 'online', node, nodeIP: o.nodeIP }), {
@@ -234,7 +241,7 @@ export class EdgeHubModule implements BeehiveModule {
           },
         );
       this.setConnected(true);
-      this.scheduleCheck(0);
+      this.checks.soon(0);
     });
     client.on('close', () => {
       this.setConnected(false);
@@ -252,104 +259,6 @@ export class EdgeHubModule implements BeehiveModule {
       cert: m.tls?.certFile ? readFileSync(m.tls.certFile) : undefined,
       key: m.tls?.keyFile ? readFileSync(m.tls.keyFile) : undefined,
     };
-  }
-
-  /**
-   * mqtt.js hands over one packet at a time and takes the next when `next` is called, and it sends
-   * a QoS 1 PUBACK inside that callback. So that the messages of the broker's in-flight window are
-   * committed together (one MetaManager transaction, not one round trip each), the callback is
-   * called at once with an error — which makes mqtt.js go on without acknowledging — and the PUBACK
-   * is written here when the commit is done, in arrival order (AckQueue).
-   */
-  private onPacket(client: MqttClient, packet: IPublishPacket, next: (err?: Error) => void): void {
-    if (packet.qos === 0) {
-      this.onPublish(packet).then(
-        () => next(),
-        (e) => (this.log.warn({ err: e, topic: packet.topic }, 'QoS 0 message not committed'), next()),
-      );
-      return;
-    }
-    const generation = this.linkGeneration;
-    const messageId = packet.messageId;
-    const ack = this.acks.enqueue(() => {
-      if (generation !== this.linkGeneration || !client.connected || this.client !== client) return;
-      (client as unknown as { _sendPacket(p: object, cb?: () => void): void })._sendPacket(
-        { cmd: 'puback', messageId },
-        () => undefined,
-      );
-    });
-    this.pendingCommits++;
-    if (this.pendingCommits > this.stats.maxPending) this.stats.maxPending = this.pendingCommits;
-    this.onPublish(packet).then(
-      () => {
-        this.commitDone();
-        ack();
-      },
-      (e) => {
-        this.commitDone();
-        if (this.stopped || generation !== this.linkGeneration) return; // the link is gone anyway
-        this.log.error(
-          { err: e, topic: packet.topic },
-          'commit of incoming object failed; resetting the link for redelivery',
-        );
-        this.acks.clear();
-        client.end(true);
-      },
-    );
-    const max = this.options.maxInflight;
-    if (this.pendingCommits < max) next(DEFERRED_ACK);
-    else this.wakeWhenRoom = () => next(DEFERRED_ACK);
-  }
-
-  private commitDone(): void {
-    this.pendingCommits--;
-    const wake = this.wakeWhenRoom;
-    if (wake && this.pendingCommits < this.options.maxInflight) {
-      this.wakeWhenRoom = undefined;
-      wake();
-    }
-  }
-
-  /** Resolves once no object message waits for its commit and none came for `settleMs`. */
-  private async settled(): Promise<void> {
-    const quiet = this.options.sync.settleMs;
-    const deadline = Date.now() + 30_000; // a link that never goes quiet is checked anyway
-    for (;;) {
-      if (this.stopped) throw new Error('edgehub stopped');
-      const idle = Date.now() - this.lastObjectAt;
-      if ((this.pendingCommits === 0 && idle >= quiet) || Date.now() > deadline) return;
-      await new Promise((r) => setTimeout(r, Math.max(10, quiet - idle)));
-    }
-  }
-
-  /** A digest check after `delayMs` (an earlier one already scheduled wins). */
-  private scheduleCheck(delayMs: number): void {
-    if (this.stopped || this.checkTimer) return;
-    this.checkTimer = setTimeout(() => {
-      this.checkTimer = undefined;
-      if (this.stopped || !this.connected) return;
-      this.sync.check().then(
-        (ok) => {
-          // not in step yet: again soon, then less often (a digest that stays wrong must not
-          // cost a resync a second), up to the periodic interval
-          if (ok) this.retryMs = 1_000;
-          else {
-            this.scheduleCheck(this.retryMs);
-            this.retryMs = Math.min(this.retryMs * 2, this.checkIntervalMs || 60_000);
-          }
-        },
-        (e) => {
-          if (!this.stopped) this.log.warn({ err: (e as Error).message }, 'digest check failed');
-        },
-      );
-    }, delayMs);
-  }
-
-  private startPeriodicCheck(): void {
-    const every = this.checkIntervalMs;
-    if (!every || this.syncTimer) return;
-    this.syncTimer = setInterval(() => this.scheduleCheck(0), every);
-    this.syncTimer.unref();
   }
 
   private scheduleReconnect(): void {
@@ -376,9 +285,7 @@ export class EdgeHubModule implements BeehiveModule {
   private async closeLink(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
-    clearTimeout(this.checkTimer);
-    clearInterval(this.syncTimer);
-    this.checkTimer = this.syncTimer = undefined;
+    this.checks.stop();
     const c = this.client;
     this.client = undefined;
     if (!c) return;
@@ -449,7 +356,7 @@ export class EdgeHubModule implements BeehiveModule {
     const topic = packet.topic;
     if (this.topics.digestType(topic)) {
       // a new digest: compare once the objects published before it are committed
-      this.scheduleCheck(0);
+      this.checks.soon(0);
       return;
     }
     let msg: Message<unknown> | undefined;
@@ -467,22 +374,22 @@ export class EdgeHubModule implements BeehiveModule {
       return;
     }
     if (isWriteOperation(op)) {
-      this.lastObjectAt = Date.now();
+      this.intake.touched();
       const resource = msg.route.resource ?? '';
       this.sync.noteLiveWrite(resource);
       const type = resource.split('/')[1];
       if (msg.header.timestamp > (this.newestObjectAt.get(type) ?? 0))
         this.newestObjectAt.set(type, msg.header.timestamp);
-      await this.commitWrite(msg, resource);
+      await this.meta.commit(msg, resource);
       // once the link is quiet, compare digests: a burst the broker's queue cut short ends here
-      this.scheduleCheck(this.options.sync.settleMs);
+      this.checks.soon(this.options.sync.settleMs);
       const lag = Date.now() - msg.header.timestamp;
       if (msg.header.timestamp > 0 && lag >= 0) {
         this.stats.lagMsSum += lag;
         this.stats.lagCount++;
         if (lag > this.stats.lagMsMax) this.stats.lagMsMax = lag;
       }
-      this.lastObjectAt = Date.now();
+      this.intake.touched();
       return;
     }
     if (msg.route.group) {
@@ -492,87 +399,8 @@ export class EdgeHubModule implements BeehiveModule {
     }
   }
 
-  /** Commit a write through MetaManager; a refusal is logged (a stale one is a redelivery). */
-  private async commitWrite(msg: Message<unknown>, resource: string): Promise<void> {
-    const ctx = this.ctx;
-    const meta = ctx?.moduleNames(Group.Meta)[0];
-    if (!ctx || !meta) throw new Error('no MetaManager module to commit to');
-    msg.header.sync = false;
-    const reply = await ctx.sendSync(meta, msg, this.options.commitTimeoutMs);
-    if (isErrorMessage(reply) && reply.content.code !== 'META_STALE_RESOURCE_VERSION') {
-      this.log.warn(
-        { resource, code: reply.content.code, err: reply.content.message },
-        'object refused by MetaManager',
-      );
-    } else {
-      this.stats.committed++;
-    }
-  }
-
-  /** MetaManager's digest or versions of a type (what the state sync compares). */
-  private async queryMeta(type: string, select: 'digest' | 'versions'): Promise<unknown> {
-    const ctx = this.ctx;
-    const meta = ctx?.moduleNames(Group.Meta)[0];
-    if (!ctx || !meta) throw new Error('no MetaManager module to ask');
-    const q = newMessage(
-      { select },
-      { source: this.name, group: Group.Meta, operation: Operation.Query, resource: `*/${type}` },
-    );
-    const reply = await ctx.sendSync(meta, q, this.options.commitTimeoutMs);
-    if (isErrorMessage(reply)) throw new Error(`${reply.content.code}: ${reply.content.message}`);
-    return reply.content;
-  }
-
   /** Payload → beehive message, validated against the topic; throws MalformedPayloadError. */
   decode(topic: string, payload: Buffer): Message<unknown> | undefined {
-    const objResource = this.topics.objectResource(topic);
-    const isObjectTopic = topic.startsWith(`${this.topics.prefix}/objects/`);
-    if (isObjectTopic && !objResource)
-      throw new MalformedPayloadError(topic, 'topic is not {prefix}/objects/<ns>/<type>/<name>');
-    if (payload.length === 0) {
-      // An empty retained payload clears the object's topic: treat it as an unversioned delete.
-      if (!objResource) return undefined;
-      return newMessage(null, {
-        source: 'cloud',
-        group: Group.Meta,
-        operation: Operation.Delete,
-        resource: objResource,
-      });
-    }
-    let msg: Message<unknown>;
-    try {
-      msg = fromWire(payload);
-    } catch (e) {
-      throw new MalformedPayloadError(topic, (e as Error).message);
-    }
-    if (!objResource) return msg;
-    const op = msg.route.operation ?? '';
-    if (!isWriteOperation(op))
-      throw new MalformedPayloadError(topic, `operation "${op}" is not insert/update/patch/delete`);
-    if (msg.route.resource !== objResource)
-      throw new MalformedPayloadError(
-        topic,
-        `route.resource "${msg.route.resource ?? ''}" does not match the topic`,
-      );
-    const type = objResource.split('/')[1];
-    const obj = msg.content as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } } | null;
-    if (op !== Operation.Delete) {
-      if (!obj || typeof obj !== 'object') throw new MalformedPayloadError(topic, 'content is not an object');
-      if (typeof obj.kind !== 'string' || KIND_TO_TYPE[obj.kind] !== type)
-        throw new MalformedPayloadError(
-          topic,
-          `kind ${JSON.stringify(obj.kind)} does not match type "${type}"`,
-        );
-      if (typeof obj.metadata?.name !== 'string' || obj.metadata.name === '')
-        throw new MalformedPayloadError(topic, 'missing metadata.name');
-      if (obj.metadata.name !== objResource.split('/')[2])
-        throw new MalformedPayloadError(topic, 'metadata.name does not match the topic');
-    }
-    msg.route.source = 'cloud';
-    msg.route.group = Group.Meta;
-    return msg;
+    return decodePayload(this.topics, topic, payload);
   }
 }
-
-/** Tells mqtt.js to take the next packet without acknowledging this one (see onPacket). */
-const DEFERRED_ACK = new Error('acknowledged after the commit');

@@ -39,6 +39,7 @@ export * from './proxy/portals';
 export * from './proxy/forward-proxy';
 export * from './iptables/exec';
 export * from './iptables/iptables';
+export * from './iptables/rules';
 export * from './iptables/listen-interface';
 export * from './dns/resolvconf';
 export * from './metrics';

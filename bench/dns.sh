@@ -14,24 +14,8 @@ npm run build >/dev/null # dist must match src
 echo "$NAME A" > "$WORK/q.txt"
 PORT_EM1=25353; PORT_EM10K=25354; PORT_UB=25355; PORT_DM=25356
 
-cat > "$WORK/unbound.conf" <<CONF
-server:
-  interface: 127.0.0.1
-  port: $PORT_UB
-  num-threads: 1
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  access-control: 127.0.0.0/8 allow
-  local-zone: "cluster.local." static
-  local-data: "$NAME. 5 IN A 198.18.0.1"
-remote-control:
-  control-enable: no
-CONF
+source bench/lib.sh
+unbound_conf "$WORK/unbound.conf" $PORT_UB $NAME
 
 start() { # name cmd...
   local name=$1; shift

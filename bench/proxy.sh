@@ -26,22 +26,8 @@ npx tsc -p bench/tsconfig.json --noEmit false --outDir "$W/js"
 export NODE_PATH="$PWD/node_modules"
 gcc -O2 -Wall -o "$W/splice-relay" bench/splice-relay.c -lpthread
 BE=26080; EM7=26081; EM4=26082; NGP=26083; HAH=26084; HAT=26085; IPF=26090; EMI=26091; HAI=26092; EMF=26093; SRL=26094
-mkdir -p "$W/www"; chmod 755 "$W/www"
-python3 -c "print('<!DOCTYPE html><title>bench</title><p>' + 'x'*540 + '</p>')" > "$W/www/index.html"; chmod 644 "$W/www/index.html"
-tmpdirs="client_body_temp_path $W/cb; proxy_temp_path $W/pt; fastcgi_temp_path $W/ft; uwsgi_temp_path $W/ut; scgi_temp_path $W/st;"
-cat > "$W/backend.conf" <<CONF
-worker_processes 1; pid $W/be.pid; error_log $W/be.err;
-events { worker_connections 4096; }
-http { access_log off; $tmpdirs keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BE; root $W/www; } }
-CONF
-cat > "$W/ngproxy.conf" <<CONF
-worker_processes 1; pid $W/ng.pid; error_log $W/ng.err;
-events { worker_connections 4096; }
-http { access_log off; $tmpdirs keepalive_requests 1000000;
-  upstream be { server 127.0.0.1:$BE; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NGP; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
+source bench/lib.sh
+nginx_confs "$W" $BE $NGP
 cat > "$W/haproxy.cfg" <<CONF
 global
   maxconn 2000

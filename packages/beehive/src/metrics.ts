@@ -14,8 +14,14 @@ export interface MetricsContribution {
 /** One value, or one value per label set. */
 export type Samples = number | readonly (readonly [Record<string, string>, number])[];
 
-function labelNamesOf(labels: readonly string[] | undefined): string[] {
-  return labels ? [...labels] : [];
+/** Puts what `read` returns into a counter (`inc`) or a gauge (`set`) that was just reset. */
+function fill(
+  read: () => Samples,
+  put: (labels: Record<string, string> | undefined, value: number) => void,
+): void {
+  const v = read();
+  if (typeof v === 'number') put(undefined, Number.isFinite(v) ? v : 0);
+  else for (const [labels, n] of v) put(labels, Number.isFinite(n) ? n : 0);
 }
 
 /** A counter whose value is read at scrape time (`read`), optionally per label set. */
@@ -24,18 +30,16 @@ export function scrapedCounter(
   name: string,
   help: string,
   read: () => Samples,
-  labelNames?: readonly string[],
+  labelNames: readonly string[] = [],
 ): void {
   new Counter({
     name,
     help,
-    labelNames: labelNamesOf(labelNames),
+    labelNames: [...labelNames],
     registers: [registry],
     collect() {
       this.reset();
-      const v = read();
-      if (typeof v === 'number') this.inc(Number.isFinite(v) ? v : 0);
-      else for (const [labels, n] of v) this.inc(labels, Number.isFinite(n) ? n : 0);
+      fill(read, (l, n) => (l ? this.inc(l, n) : this.inc(n)));
     },
   });
 }
@@ -46,18 +50,16 @@ export function scrapedGauge(
   name: string,
   help: string,
   read: () => Samples,
-  labelNames?: readonly string[],
+  labelNames: readonly string[] = [],
 ): void {
   new Gauge({
     name,
     help,
-    labelNames: labelNamesOf(labelNames),
+    labelNames: [...labelNames],
     registers: [registry],
     collect() {
       this.reset();
-      const v = read();
-      if (typeof v === 'number') this.set(Number.isFinite(v) ? v : 0);
-      else for (const [labels, n] of v) this.set(labels, Number.isFinite(n) ? n : 0);
+      fill(read, (l, n) => (l ? this.set(l, n) : this.set(n)));
     },
   });
 }

@@ -42,6 +42,17 @@ export function resolveOptions<S extends z.ZodType, I extends object>(
   return { ...input, ...(r.data as object) } as Omit<I, keyof z.output<S>> & z.output<S>;
 }
 
+/** A package's `resolveOptions`: its own error, and the name its keys are reported under. */
+export type OptionsResolver = <S extends z.ZodType, I extends object>(
+  schema: S,
+  input: I | undefined,
+  what?: string,
+) => Omit<I, keyof z.output<S>> & z.output<S>;
+
+export function optionsResolver(defaultWhat: string, error: OptionErrorFactory): OptionsResolver {
+  return (schema, input, what = defaultWhat) => resolveOptions(schema, input, what, error);
+}
+
 /** The bus: mailbox capacity, the default sync timeout, how long shutdown lets modules drain. */
 export const beehiveOptionsSchema = z.object({
   /** Capacity of each module's mailbox (KubeEdge's channel buffer). */

@@ -1,5 +1,5 @@
 import { isIPv4 } from 'node:net';
-import { resolveOptions } from '@edgecore/beehive';
+import { optionsResolver } from '@edgecore/beehive';
 import { z } from 'zod';
 import { InvalidEdgeHubOptionError } from './edgehub-errors';
 
@@ -89,13 +89,10 @@ export type EdgeHubOptions = z.input<typeof edgeHubOptionsSchema>;
 export type ResolvedEdgeHubOptions = z.output<typeof edgeHubOptionsSchema>;
 
 /** A part's options resolved, a bad one an `InvalidEdgeHubOptionError`. */
-export function resolveEdgeHubPart<S extends z.ZodType, I extends object>(
-  schema: S,
-  input: I | undefined,
-  what = 'edgeHub',
-): Omit<I, keyof z.output<S>> & z.output<S> {
-  return resolveOptions(schema, input, what, (k, v, e) => new InvalidEdgeHubOptionError(k, v, e));
-}
+export const resolveEdgeHubPart = optionsResolver(
+  'edgeHub',
+  (k, v, e) => new InvalidEdgeHubOptionError(k, v, e),
+);
 
 /** Every default filled in, or an error naming the key. */
 export function resolveEdgeHubOptions(o: EdgeHubOptions): ResolvedEdgeHubOptions {

@@ -204,6 +204,10 @@ describe('EdgeHub against a real mosquitto', () => {
     async (_n, res, payload, reason) => {
       const n = await node();
       await until(() => n.mm.cloudConnected, 'connected');
+      // connected is not subscribed yet: a retained fence that arrives proves the subscription is
+      // in place, so the bad payload below (not retained) is delivered live, before `valid`
+      await publish(cloud, 'update', 'fence', 39);
+      await until(() => n.mm.store.get('default/service/fence') !== undefined, 'the subscription');
       const [ns, type, name] = res.split('/');
       await cloud.publishAsync(topics.object(ns, type, name), payload, { qos: 1 });
       await publish(cloud, 'update', 'valid', 40);

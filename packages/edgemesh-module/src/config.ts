@@ -1,4 +1,4 @@
-import { resolveOptions } from '@edgecore/beehive';
+import { optionsResolver } from '@edgecore/beehive';
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { InvalidOptionError } from './edgemesh-errors';
@@ -257,17 +257,6 @@ export const listenInterfaceOptionsSchema = z.object({
 });
 
 /** A part's options resolved (beehive's `resolveOptions`), a bad one an `InvalidOptionError`. */
-export function resolveMeshOptions<S extends z.ZodType, I extends object>(
-  schema: S,
-  input: I | undefined,
-  what?: string,
-): Omit<I, keyof z.output<S>> & z.output<S> {
-  return resolveOptions(
-    schema,
-    input,
-    what,
-    (key, value, expected) => new InvalidOptionError(key, value, expected),
-  );
-}
+export const resolveMeshOptions = optionsResolver('', (k, v, e) => new InvalidOptionError(k, v, e));
 
 export const MESH_MODULE_NAME = 'edgemesh';

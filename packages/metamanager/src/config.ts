@@ -1,4 +1,4 @@
-import { resolveOptions, splitHostPort } from '@edgecore/beehive';
+import { optionsResolver, splitHostPort } from '@edgecore/beehive';
 import { z } from 'zod';
 import { MetaCode, MetaError } from './metamanager-errors';
 
@@ -77,13 +77,10 @@ export class InvalidMetaOptionError extends MetaError {
 }
 
 /** `input` parsed by `schema` (beehive's `resolveOptions`), a bad option an `InvalidMetaOptionError`. */
-export function resolveMetaOptions<S extends z.ZodType, I extends object>(
-  schema: S,
-  input: I | undefined,
-  what = 'metaManager',
-): Omit<I, keyof z.output<S>> & z.output<S> {
-  return resolveOptions(schema, input, what, (k, v, e) => new InvalidMetaOptionError(k, v, e));
-}
+export const resolveMetaOptions = optionsResolver(
+  'metaManager',
+  (k, v, e) => new InvalidMetaOptionError(k, v, e),
+);
 
 export const META_MODULE_NAME = META_MODULE_NAME_;
 /** Resource types forwarded to the `mesh` group after commit (KubeEdge metamanager → edgemesh). */

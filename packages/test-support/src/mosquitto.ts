@@ -5,7 +5,7 @@ import { freePort } from './wait';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+export async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((r) => {

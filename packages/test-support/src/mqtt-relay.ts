@@ -59,7 +59,7 @@ export class MqttRelay {
 
 /** Cuts a byte stream into whole MQTT packets. */
 class Framer {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   constructor(private readonly onPacket: (pkt: Buffer) => void) {}
 
   push(d: Buffer): void {

@@ -305,11 +305,12 @@ dns.lookup('echo-udp.default.svc.cluster.local',4,(e2,u)=>{if(e2)throw e2;const 
         // said the same, but the periodic full rewrite — every second here — resets them, and on
         // a loaded machine the 30 connections took longer than that.)
         const script = (base: number) => `const dns=require('dns'),net=require('net');
-dns.lookup('echo-tcp.default.svc.cluster.local',4,async(e,a)=>{if(e)throw e;let ok=0;
-for(let i=0;i<30;i++)await new Promise(r=>{const s=net.connect({port:7000,host:a,localPort:${base}+i},()=>s.end('p'+i));let b='';s.setTimeout(3000,()=>s.destroy());s.on('data',d=>b+=d);s.on('error',()=>{});s.on('close',()=>{if(b==='p'+i)ok++;r()})});
-console.log(ok)});`;
-        expect((await A.run(process.execPath, ['-e', script(41000)])).trim()).toBe('30');
-        expect((await C.run(process.execPath, ['-e', script(42000)])).trim()).toBe('30');
+dns.lookup('echo-tcp.default.svc.cluster.local',4,async(e,a)=>{if(e)throw e;let ok=0;const why=[];
+for(let i=0;i<30;i++)await new Promise(r=>{const t0=Date.now();const s=net.connect({port:7000,host:a,localPort:${base}+i},()=>s.end('p'+i));let b='',err='';s.setTimeout(3000,()=>{err='timeout';s.destroy()});s.on('data',d=>b+=d);s.on('error',x=>err=x.code||x.message);s.on('close',()=>{if(b==='p'+i)ok++;else why.push({i,err,got:b,ms:Date.now()-t0});r()})});
+console.log(ok+' '+JSON.stringify(why))});`;
+        // each connection that did not echo says why (a flake once: 28 of 30 on a loaded machine)
+        expect((await A.run(process.execPath, ['-e', script(41000)])).trim()).toBe('30 []');
+        expect((await C.run(process.execPath, ['-e', script(42000)])).trim()).toBe('30 []');
         const vip = (await A.run('getent', ['hosts', 'echo-tcp.default.svc.cluster.local'])).split(/\s/)[0];
         const flows = (
           await A.run('conntrack', ['-L', '-p', 'tcp', '--orig-dst', vip, '--orig-port-dst', '7000'])

@@ -50,6 +50,12 @@ const proxyFields = {
   /** Passive health: the first ejection, doubled per consecutive failure up to ejectMaxMs. */
   ejectBaseMs: ms(3_600_000).default(1000),
   ejectMaxMs: ms(86_400_000).default(30_000),
+  /**
+   * Forward request fields whose name has an underscore (`X_Real_IP`); dropped by default, as
+   * nginx's `underscores_in_headers off`: some backends read `_` as `-`, so `Content_Length` could
+   * frame a body differently there than here.
+   */
+  underscoresInHeaders: z.boolean().default(false),
 };
 
 const httpEngine = z.enum(['auto', 'native', 'js']).default('auto');
@@ -176,6 +182,7 @@ export const httpProxyOptionsSchema = z.object({
   tunnelIdleMs: proxyFields.tcpIdleTimeoutMs,
   /** Upgraded connections go through the native splice engine when it is built. */
   splice: proxyFields.splice,
+  underscoresInHeaders: proxyFields.underscoresInHeaders,
   /** Portal connections: the native L7 engine when built (auto), required (native), never (js). */
   engine: httpEngine,
   /**

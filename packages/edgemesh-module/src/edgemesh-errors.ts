@@ -55,12 +55,32 @@ export class InvalidOptionError extends EdgeMeshError {
 /** A request head the proxy does not forward (RFC 9112): answered with `status`. */
 export class HttpParseError extends EdgeMeshError {
   constructor(
-    readonly status: 400 | 408 | 431 | 501,
+    readonly status: 400 | 408 | 431 | 501 | 505,
     message: string,
+    /** Why, for `/metrics` (`edgecore_proxy_http_rejected_total{reason}`). */
+    readonly reason: RejectReason = 'malformed-head',
   ) {
     super('EDGEMESH_HTTP_PARSE', message);
   }
 }
+
+/**
+ * Why a request was refused without reaching a backend: a head that is not HTTP/1.1 we forward, a
+ * target we will not send, framing that is ambiguous or not ours to undo (501), Host missing or
+ * twice, a head too large (431) or too slow (408), a malformed chunked body, a client gone inside
+ * its head.
+ */
+export type RejectReason =
+  | 'malformed-head'
+  | 'bad-target'
+  | 'bad-framing'
+  | 'unsupported-coding'
+  | 'unsupported-version'
+  | 'bad-host'
+  | 'head-too-large'
+  | 'head-timeout'
+  | 'bad-chunk'
+  | 'closed-in-head';
 
 /** A connect to a backend failed (`reason`: an errno name or `timeout`). */
 export class ConnectError extends EdgeMeshError {

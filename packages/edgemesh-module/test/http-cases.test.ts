@@ -90,10 +90,16 @@ const CASES: { name: string; req: string; status: number; forwarded: boolean }[]
     forwarded: false,
   },
   {
-    name: 'HTTP/2.0 in an HTTP/1 request line',
+    name: 'HTTP/2.0 in an HTTP/1 request line (RFC 9110 §15.6.6: 505, as nginx)',
     req: 'GET / HTTP/2.0\r\nHost: a\r\n\r\n',
-    status: 400,
+    status: 505,
     forwarded: false,
+  },
+  {
+    name: 'HTTP/1.2: answered as HTTP/1.1 (RFC 9110 §2.5; nginx and haproxy alike)',
+    req: 'GET / HTTP/1.2\r\nHost: a\r\n\r\n',
+    status: 200,
+    forwarded: true,
   },
   {
     name: 'a head over maxHeadBytes',

@@ -1,4 +1,4 @@
-/* Buffers, byte helpers and the name tables. */
+/* Buffers (and the one read of a socket into one), byte helpers and the name tables. */
 
 static int buf_ensure(buf_t *b, uint32_t cap) {
   if (b->p) return 0;
@@ -71,6 +71,9 @@ static const unsigned char TOKEN_CHARS[256] = {
     ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
     ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
+/* A control byte other than HTAB (RFC 9110 §5.5). */
+static inline int is_ctl(unsigned char b) { return (b < 32 && b != '\t') || b == 127; }
+
 static int is_token(const char *s, size_t n) {
   if (n == 0) return 0;
   for (size_t i = 0; i < n; i++)
@@ -102,4 +105,29 @@ static const char *errname(int err) {
   case ENOBUFS: return "ENOBUFS";
   default: return "EIO";
   }
+}
+
+/* One read of an edge-triggered socket into `b`, for client and upstream connections alike.
+ * 1: got bytes; 0: nothing (EAGAIN / full); -1: EOF; -2 error. A short read means drained (the
+ * next edge says when more comes) unless EPOLLRDHUP was seen: then the EOF is still to read. */
+static int sock_read(int fd, buf_t *b, int hup, int *rd_ready, int *eof) {
+  if (!*rd_ready || *eof) return *eof ? -1 : 0;
+  uint32_t room = buf_room(b);
+  if (room == 0) return 0;
+  ssize_t n = read(fd, b->p + b->end, room);
+  if (n > 0) {
+    b->end += (uint32_t)n;
+    if ((uint32_t)n < room && !hup) *rd_ready = 0;
+    return 1;
+  }
+  if (n == 0) {
+    *eof = 1;
+    *rd_ready = 0;
+    return -1;
+  }
+  if (errno == EAGAIN || errno == EINTR) {
+    *rd_ready = 0;
+    return 0;
+  }
+  return -2;
 }

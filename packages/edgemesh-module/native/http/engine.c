@@ -41,10 +41,13 @@
  *   napi.c       the JavaScript API
  *
  * JavaScript API (see src/proxy/http/native-engine.ts):
- *   create(opts, hopByHop, idempotent, onDecide, onDone, onHandback, onClosed, doneBuf) -> engine
+ *   create(opts, hopByHop, idempotent, forbiddenTrailers, onDecide, onDone, onHandback, onClosed,
+ *          doneBuf) -> engine
  *     opts: Uint32Array [maxHead, idleMs, headMs, connectMs, responseMs, poolIdleMs, maxIdle,
- *                        coalesceUs, chunkLine, trailer, chunkDigits, lengthDigits, responseHead]
- *     hopByHop, idempotent: arrays of field names and methods (src/proxy/http/protocol.ts)
+ *                        coalesceUs, chunkLine, trailer, chunkDigits, lengthDigits, responseHead,
+ *                        underscoresInHeaders]
+ *     hopByHop, idempotent, forbiddenTrailers: arrays of field names and methods
+ *                        (src/proxy/http/protocol.ts)
  *     doneBuf: Int32Array, records of ended requests: (id, backend or -1, status; 0: aborted)
  *     onDecide(id, event, backend, reason|undefined, flags, hashValue|undefined, ended,
  *              authority|undefined) -> backend id | -1 (hand back) | -2 (the same backend on a

@@ -37,6 +37,8 @@
 #define LINGER_MS 5000
 /* Above this many client connections, an idle keep-alive connection gives its buffer back. */
 #define KEEP_BUFFERS 512
+/* A chunked request body re-framed and not yet taken by the upstream, at most (back-pressure). */
+#define REFRAMED_MAX (64 * 1024)
 #define MAX_BACKENDS 65536
 
 enum { T_IDLE, T_HEAD, T_CONNECT, T_RESPONSE, T_POOL, T_LINGER, T_COUNT };
@@ -44,7 +46,7 @@ enum { EV_CLIENT = 1, EV_UP = 2, EV_KICK = 3 };
 enum { C_HEAD, C_CONNECT, C_FWD, C_RESPOND, C_LINGER, C_DEAD };
 enum { B_NONE, B_LENGTH, B_CHUNKED, B_EOF };
 enum { R_HEAD, R_BODY };
-enum { CH_SIZE, CH_DATA, CH_DCRLF, CH_TRAILER, CH_DONE };
+enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_END, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE };
 /* Events of a request that JavaScript's rulebook decides (src/proxy/http/native-engine.ts names
  * them the same): a pick, a failed connect, an upstream that closed before its answer; then the
  * answers the rulebook words (the engine only sends their bytes). */
@@ -99,8 +101,12 @@ typedef struct {
 typedef struct {
   int st;
   uint64_t left;
-  uint32_t line;
-  int digits, in_ext, ws_after, cr;
+  uint32_t line;     /* bytes of the current size or trailer line */
+  uint32_t trailer;  /* bytes of the trailer section */
+  int digits, sig, ws; /* hex digits of the size, significant ones, whitespace after them */
+  int colon;         /* the current trailer line has its colon (at name_len) */
+  uint32_t name_len;
+  uint32_t tstart;   /* re-framing: where the current trailer line starts in the output */
 } chunk_t;
 
 struct client;
@@ -127,6 +133,7 @@ typedef struct client {
   buf_t in;
   obuf_t out;  /* to the client: heads, errors */
   obuf_t uout; /* request head for upstream (kept for a replay) */
+  obuf_t ubody; /* a chunked request body, re-framed, on its way upstream */
   up_t *up;
   char ip[INET6_ADDRSTRLEN];
   char hash_hdr[64];
@@ -140,7 +147,6 @@ typedef struct client {
   int req_mode;
   uint64_t req_left;
   chunk_t req_ch;
-  uint32_t req_scanned;
   int backend, close_after, head_consumed;
   /* response */
   int rstate, status, resp_mode, client_keep, resp_reusable, sent_any;
@@ -171,6 +177,8 @@ typedef struct engine {
   limits_t lim;
   names_t hop;        /* hop-by-hop fields (RFC 9110 §7.6.1) */
   names_t idempotent; /* methods that may be sent again (RFC 9110 §9.2.2) */
+  names_t forbidden_trailers; /* fields that must not be trailers (RFC 9110 §6.5.1) */
+  int underscores;    /* forward field names with an underscore (nginx's underscores_in_headers) */
   backend_t *backends;
   uint32_t nbackends;
   client_t *clients;

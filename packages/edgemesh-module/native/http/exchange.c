@@ -158,47 +158,6 @@ static void decide(client_t *c, int event, int backend, const char *reason, int 
 /* ------------------------------------------------------------------------------------------ */
 /* the request path */
 
-static uint32_t find_head_end(client_t *c) {
-  const char *p = c->in.p + c->in.start;
-  uint32_t n = buf_len(&c->in);
-  uint32_t from = c->scan > 3 ? c->scan - 3 : 0;
-  if (n < 4 || from >= n) {
-    c->scan = n;
-    return 0;
-  }
-  const char *f = memmem(p + from, n - from, "\r\n\r\n", 4);
-  if (!f) {
-    c->scan = n;
-    return 0;
-  }
-  return (uint32_t)(f - p) + 4;
-}
-
-/* One read of an edge-triggered socket into `b`, for client and upstream connections alike.
- * 1: got bytes; 0: nothing (EAGAIN / full); -1: EOF; -2 error. A short read means drained (the
- * next edge says when more comes) unless EPOLLRDHUP was seen: then the EOF is still to read. */
-static int sock_read(int fd, buf_t *b, int hup, int *rd_ready, int *eof) {
-  if (!*rd_ready || *eof) return *eof ? -1 : 0;
-  uint32_t room = buf_room(b);
-  if (room == 0) return 0;
-  ssize_t n = read(fd, b->p + b->end, room);
-  if (n > 0) {
-    b->end += (uint32_t)n;
-    if ((uint32_t)n < room && !hup) *rd_ready = 0;
-    return 1;
-  }
-  if (n == 0) {
-    *eof = 1;
-    *rd_ready = 0;
-    return -1;
-  }
-  if (errno == EAGAIN || errno == EINTR) {
-    *rd_ready = 0;
-    return 0;
-  }
-  return -2;
-}
-
 /* Read from the client into c->in (allocated on first use). */
 static int client_read(client_t *c) {
   engine_t *e = c->ev.e;
@@ -217,7 +176,7 @@ static void head_step(client_t *c) {
       uint32_t end = find_head_end(c);
       if (end) {
         c->scan = 0;
-        if (end > e->max_head) return handback(c); /* 431 from JavaScript */
+        if (end > e->max_head) return handback(c); /* 431 from JavaScript; bare LFs: normalized there */
         c->head_len = end;
         hinfo_t hi;
         const char *hv = NULL;
@@ -371,34 +330,39 @@ static int fwd_step(client_t *c) {
     moved = 0;
     /* client → upstream: the head, then body bytes */
     if (!c->req_done || ob_pending(&c->uout)) {
-      if (!c->req_done && c->in.start == c->in.end && c->eof) return (exchange_abort(c, 400), 0); /* the client left inside the body */
-      if (!c->req_done) {
+      /* a chunked body is read (and re-framed into ubody) to its end before its last bytes go */
+      int chunked = c->req_mode == B_CHUNKED;
+      int reading = !c->req_done && !(chunked && c->req_ch.st == CH_DONE);
+      if (reading && c->in.start == c->in.end && c->eof) return (exchange_abort(c, 400), 0); /* the client left inside the body */
+      if (reading) {
         int r = client_read(c);
         if (r == -2) return (exchange_abort(c, 0), 0);
         if (r == 1) moved = 1;
       }
       uint32_t avail = c->in.p ? buf_len(&c->in) : 0, body = 0;
+      const char *bp = NULL;
       int body_end = 0;
-      if (!c->req_done && avail) {
-        if (c->req_mode == B_LENGTH) {
-          body = avail < c->req_left ? avail : (uint32_t)c->req_left;
-          body_end = body == c->req_left;
-        } else {
-          if (c->req_scanned < avail) {
-            long k = chunk_feed(&c->req_ch, &c->ev.e->lim, c->in.p + c->in.start + c->req_scanned, avail - c->req_scanned);
-            if (k < 0) return (c->sent_any ? exchange_abort(c, 400) : exchange_fail(c, D_BAD_BODY), 0);
-            c->req_scanned += (uint32_t)k;
-          }
-          body = c->req_scanned;
-          body_end = c->req_ch.st == CH_DONE;
+      if (chunked) {
+        /* what the parser takes leaves c->in at once; at most REFRAMED_MAX waits in ubody */
+        if (reading && avail && ob_pending(&c->ubody) < REFRAMED_MAX) {
+          long k = chunk_feed(&c->req_ch, c->ev.e, c->in.p + c->in.start, avail, &c->ubody);
+          if (k < 0) return (c->sent_any ? exchange_abort(c, 400) : exchange_fail(c, D_BAD_BODY), 0);
+          c->in.start += (uint32_t)k;
         }
+        body = ob_pending(&c->ubody);
+        bp = c->ubody.p + c->ubody.off;
+        body_end = c->req_ch.st == CH_DONE;
+      } else if (!c->req_done && avail) {
+        body = avail < c->req_left ? avail : (uint32_t)c->req_left;
+        bp = c->in.p + c->in.start;
+        body_end = body == c->req_left;
       }
       if (u->wr_ready && (ob_pending(&c->uout) || body)) {
         struct iovec iov[2];
         int cnt = 0;
         uint32_t pend = ob_pending(&c->uout);
         if (pend) iov[cnt++] = (struct iovec){c->uout.p + c->uout.off, pend};
-        if (body) iov[cnt++] = (struct iovec){c->in.p + c->in.start, body};
+        if (body) iov[cnt++] = (struct iovec){(void *)bp, body};
         ssize_t w = writev(u->ev.fd, iov, cnt);
         if (w < 0) {
           if (errno != EAGAIN && errno != EINTR) return (upstream_stale(c, "closed"), 0);
@@ -413,9 +377,13 @@ static int fwd_step(client_t *c) {
             c->uout.off += (uint32_t)w;
           if (wb) {
             c->body_sent = 1;
-            c->in.start += wb;
-            if (c->req_mode == B_LENGTH) c->req_left -= wb;
-            else c->req_scanned -= wb;
+            if (chunked) {
+              c->ubody.off += wb;
+              if (!ob_pending(&c->ubody)) ob_reset(&c->ubody);
+            } else {
+              c->in.start += wb;
+              c->req_left -= wb;
+            }
             if (wb == body && body_end) c->req_done = 1;
           }
           if ((uint32_t)w < pend + body) u->wr_ready = 0;
@@ -426,8 +394,12 @@ static int fwd_step(client_t *c) {
     if (c->rstate == R_HEAD) {
       for (;;) {
         uint32_t avail = buf_len(&u->in);
-        if (avail >= 4) {
+        if (avail >= 2) {
           const char *f = memmem(u->in.p + u->in.start, avail, "\r\n\r\n", 4);
+          /* an upstream's head ends with CRLFs: one with bare LFs is malformed (both engines) */
+          if (!f && (memmem(u->in.p + u->in.start, avail, "\n\n", 2) ||
+                     memmem(u->in.p + u->in.start, avail, "\n\r\n", 3)))
+            return (exchange_fail(c, D_MALFORMED), 0);
           if (f) {
             uint32_t end = (uint32_t)(f - (u->in.p + u->in.start)) + 4;
             int r = parse_response(c, end);
@@ -461,7 +433,7 @@ static int fwd_step(client_t *c) {
         body_end = body == c->resp_left;
       } else if (c->resp_mode == B_CHUNKED) {
         if (c->resp_scanned < avail) {
-          long k = chunk_feed(&c->resp_ch, &c->ev.e->lim, u->in.p + u->in.start + c->resp_scanned, avail - c->resp_scanned);
+          long k = chunk_feed(&c->resp_ch, c->ev.e, u->in.p + u->in.start + c->resp_scanned, avail - c->resp_scanned, NULL);
           if (k < 0) return (exchange_abort(c, 0), 0);
           c->resp_scanned += (uint32_t)k;
         }

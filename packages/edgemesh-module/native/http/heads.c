@@ -26,16 +26,10 @@ static int parse_fields(const engine_t *eng, const char *h, uint32_t from, uint3
     uint32_t nlen = (uint32_t)(colon - (h + i));
     if (!is_token(h + i, nlen)) return -1;
     uint32_t v = nlen + i + 1, ve = e;
-    for (uint32_t k = v; k < ve; k++) {
-      unsigned char b = (unsigned char)h[k];
-      if (b == 0 || b == '\n' || b == '\r') return -1;
-    }
-    while (v < ve && (h[v] == ' ' || h[v] == '\t')) v++;
+    for (uint32_t k = v; k < ve; k++) /* RFC 9110 §5.5: no control byte but HTAB in a value */
+      if (is_ctl((unsigned char)h[k])) return -1;
+    while (v < ve && (h[v] == ' ' || h[v] == '\t')) v++; /* OWS, and nothing else */
     while (ve > v && (h[ve - 1] == ' ' || h[ve - 1] == '\t')) ve--;
-    if (ve > v) { /* whitespace JavaScript's trim() would also take */
-      unsigned char a = (unsigned char)h[v], z = (unsigned char)h[ve - 1];
-      if (a == 0x0b || a == 0x0c || a == 0xa0 || z == 0x0b || z == 0x0c || z == 0xa0) return -1;
-    }
     if (hi->n == MAX_HEADERS) return -1;
     hline_t *L = &hi->h[hi->n];
     L->name = i;
@@ -153,6 +147,7 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
   if (parse_fields(c->ev.e, h, rl + 2, len, hi, c->hash_hdr, c->hash_len) < 0) return 1;
   if (hi->hosts > 1 || (hi->hosts == 0 && !c->v10)) return 1;
   if (hi->te_count > 1 || (hi->te_count == 1 && (!hi->te_chunked || hi->content_length >= 0))) return 1;
+  if (hi->te_count && c->v10) return 1; /* Transfer-Encoding in HTTP/1.0: JavaScript's 400 */
   if (hi->upgrade && hi->conn_upgrade) return 1; /* Upgrade: JavaScript (and the splice engine) */
   c->keep = c->v10 ? hi->conn_keep : !hi->conn_close;
   c->head_method = ml == 4 && !memcmp(h, "HEAD", 4);
@@ -161,7 +156,7 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
   c->req_left = hi->content_length > 0 ? (uint64_t)hi->content_length : 0;
   c->has_body = c->req_mode != B_NONE;
   memset(&c->req_ch, 0, sizeof c->req_ch);
-  c->req_scanned = 0;
+  ob_reset(&c->ubody);
   if (hi->hash_idx >= 0) {
     *hash_val = h + hi->h[hi->hash_idx].val;
     *hash_vlen = hi->h[hi->hash_idx].vlen;
@@ -185,12 +180,16 @@ static int parse_request(client_t *c, hinfo_t *hi, const char **hash_val, uint32
       }
     bad |= OB_LIT(o, "Host: ") | ob_put(o, a, al) | OB_LIT(o, "\r\n");
   }
-  int first_xff = 1;
+  int first_xff = 1, lengths = 0;
   for (int k = 0; k < hi->n; k++) {
     const hline_t *L = &hi->h[k];
     if (L->nlen == 15 && ieq(h + L->name, 15, "x-forwarded-for", 15)) continue;
     if (c->auth_len && L->nlen == 4 && ieq(h + L->name, 4, "host", 4)) continue;
     if (dropped(c->ev.e, h, hi, L)) continue;
+    /* one of equal Content-Lengths (unequal ones were refused); no underscore names unless asked
+     * (nginx's underscores_in_headers: a backend may read `Content_Length` as `Content-Length`) */
+    if (L->nlen == 14 && ieq(h + L->name, 14, "content-length", 14) && lengths++) continue;
+    if (!c->ev.e->underscores && memchr(h + L->name, '_', L->nlen)) continue;
     bad |= ob_put(o, h + L->name, L->nlen) | OB_LIT(o, ": ") | ob_put(o, h + L->val, L->vlen) | OB_LIT(o, "\r\n");
   }
   bad |= OB_LIT(o, "X-Forwarded-For: ");
@@ -285,4 +284,24 @@ static int parse_response(client_t *c, uint32_t end) {
   c->rstate = R_BODY;
   timer_set(e, &u->ev.t, T_RESPONSE); /* from here: the body may not stall longer */
   return 0;
+}
+
+/* Where the head in c->in ends (just past its CRLFCRLF); 0: not yet; UINT32_MAX: one JavaScript
+ * normalizes (bare LFs). */
+static uint32_t find_head_end(client_t *c) {
+  const char *p = c->in.p + c->in.start;
+  uint32_t n = buf_len(&c->in);
+  uint32_t from = c->scan > 3 ? c->scan - 3 : 0;
+  if (n < 4 || from >= n) {
+    c->scan = n;
+    return 0;
+  }
+  const char *f = memmem(p + from, n - from, "\r\n\r\n", 4);
+  if (!f) {
+    /* a head that ends with bare LFs (or starts with an empty line) is JavaScript's to normalize */
+    if (memmem(p + from, n - from, "\n\n", 2) || memmem(p + from, n - from, "\n\r\n", 3)) return UINT32_MAX;
+    c->scan = n;
+    return 0;
+  }
+  return (uint32_t)(f - p) + 4;
 }

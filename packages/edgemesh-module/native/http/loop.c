@@ -128,6 +128,7 @@ static void free_zombies(engine_t *e) {
       buf_free(&c->in);
       ob_free(&c->out);
       ob_free(&c->uout);
+      ob_free(&c->ubody);
     } else
       buf_free(&((up_t *)z)->in);
     free(z);

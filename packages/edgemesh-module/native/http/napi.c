@@ -79,17 +79,17 @@ static int names_from(napi_env env, napi_value arr, names_t *t, int lower) {
   return 0;
 }
 
-#define OPTS 13
+#define OPTS 14
 
 static napi_value js_create(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 9;
+  napi_value argv[9];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 8) THROW(env, "create: 8 arguments expected");
+  if (argc < 9) THROW(env, "create: 9 arguments expected");
   napi_typedarray_type dt;
   size_t dcount;
   void *ddata;
-  if (napi_get_typedarray_info(env, argv[7], &dt, &dcount, &ddata, NULL, NULL) != napi_ok || dt != napi_int32_array ||
+  if (napi_get_typedarray_info(env, argv[8], &dt, &dcount, &ddata, NULL, NULL) != napi_ok || dt != napi_int32_array ||
       dcount < 3)
     THROW(env, "create: the done buffer must be an Int32Array of 3 or more");
   napi_typedarray_type t;
@@ -98,13 +98,14 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   napi_value ab;
   if (napi_get_typedarray_info(env, argv[0], &t, &count, &data, &ab, &off) != napi_ok || t != napi_uint32_array ||
       count < OPTS)
-    THROW(env, "create: options must be a Uint32Array of 13");
+    THROW(env, "create: options must be a Uint32Array of 14");
   uint32_t *o = data;
   engine_t *e = calloc(1, sizeof(engine_t));
   if (!e) THROW(env, "create: out of memory");
-  if (names_from(env, argv[1], &e->hop, 1) < 0 || names_from(env, argv[2], &e->idempotent, 0) < 0) {
+  if (names_from(env, argv[1], &e->hop, 1) < 0 || names_from(env, argv[2], &e->idempotent, 0) < 0 ||
+      names_from(env, argv[3], &e->forbidden_trailers, 1) < 0) {
     free(e);
-    THROW(env, "create: the hop-by-hop and idempotent tables must be arrays of at most 32 names of 1-31 bytes");
+    THROW(env, "create: the name tables must be arrays of at most 32 names of 1-31 bytes");
   }
   e->env = env;
   e->done_buf = ddata;
@@ -120,6 +121,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->coalesce_us = o[7] > COALESCE_MAX_US ? COALESCE_MAX_US : o[7];
   e->lim = (limits_t){.chunk_line = o[8], .trailer = o[9], .chunk_digits = o[10], .length_digits = o[11],
                       .response_head = o[12]};
+  e->underscores = o[13] != 0;
   if (e->lim.chunk_digits > 15) e->lim.chunk_digits = 15; /* a size must fit 64 bits */
   if (e->lim.length_digits > 18) e->lim.length_digits = 18;
   if (e->lim.response_head < 1024) e->lim.response_head = 1024;
@@ -144,11 +146,11 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   uv_poll_start(&e->poll, UV_READABLE, on_poll);
   uv_unref((uv_handle_t *)&e->poll); /* referenced only while it has clients */
   uv_unref((uv_handle_t *)&e->timer);
-  napi_create_reference(env, argv[3], 1, &e->cb_decide);
-  napi_create_reference(env, argv[4], 1, &e->cb_done);
-  napi_create_reference(env, argv[5], 1, &e->cb_handback);
-  napi_create_reference(env, argv[6], 1, &e->cb_closed);
-  napi_create_reference(env, argv[7], 1, &e->done_ref); /* keeps the shared buffer alive */
+  napi_create_reference(env, argv[4], 1, &e->cb_decide);
+  napi_create_reference(env, argv[5], 1, &e->cb_done);
+  napi_create_reference(env, argv[6], 1, &e->cb_handback);
+  napi_create_reference(env, argv[7], 1, &e->cb_closed);
+  napi_create_reference(env, argv[8], 1, &e->done_ref); /* keeps the shared buffer alive */
   napi_value fn, name;
   napi_create_function(env, "drain", NAPI_AUTO_LENGTH, noop, NULL, &fn);
   napi_create_reference(env, fn, 1, &e->cb_noop);

@@ -9,7 +9,7 @@ import { failures } from './http/policy';
 import type { HttpParseError } from '../edgemesh-errors';
 import { absoluteForm, header, headEnd, parseRequestHead, type Head } from './http/head';
 import type { HttpProxy } from './http/http-proxy';
-import type { HttpRoute } from './http/route';
+import type { HttpRoute, RouteRefusal } from './http/route';
 import type { TcpProxy } from './l4/tcp-proxy';
 
 /** A service port addressed by name or VIP: what the forward proxy needs to route. */
@@ -79,7 +79,10 @@ export class ForwardProxy {
     const timer = setTimeout(() => sock.destroy(), this.opts.headTimeoutMs);
     sock.on('error', () => sock.destroy());
     sock.once('end', () => {
-      if (!done) this.fail(sock, 400, 'connection closed inside the request head', timer, onData);
+      if (!done) {
+        this.http.reject({ status: 400, reason: 'closed-in-head' });
+        this.fail(sock, 400, 'connection closed inside the request head', timer, onData);
+      }
     });
     const onData = (d: Buffer): void => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
@@ -87,7 +90,8 @@ export class ForwardProxy {
       try {
         end = headEnd(buf, max);
       } catch (e) {
-        return this.fail(sock, (e as HttpParseError).status ?? 400, (e as Error).message, timer, onData);
+        this.http.reject(e as HttpParseError);
+        return this.fail(sock, (e as HttpParseError).status, (e as Error).message, timer, onData);
       }
       if (end < 0) return;
       done = true;
@@ -98,7 +102,8 @@ export class ForwardProxy {
       try {
         head = parseRequestHead(buf, end);
       } catch (e) {
-        return this.fail(sock, (e as HttpParseError).status ?? 400, (e as Error).message, timer, onData);
+        this.http.reject(e as HttpParseError);
+        return this.fail(sock, (e as HttpParseError).status, (e as Error).message, timer, onData);
       }
       if (head.method === 'CONNECT') return this.connect(sock, head, buf.subarray(end));
       this.http.handle(sock, (h) => this.route(h), buf);
@@ -118,11 +123,25 @@ export class ForwardProxy {
   }
 
   /** absolute-form (`GET http://host:port/path`, sent upstream as `/path`) or Host header. */
-  private route(h: Head): HttpRoute | { status: number; message: string } {
+  private route(h: Head): HttpRoute | RouteRefusal {
     // a CONNECT after other requests on a connection the JavaScript engine serves (the native
     // engine hands such a connection back, and it is tunnelled)
     if (h.method === 'CONNECT') return { status: 400, message: 'CONNECT must open its own connection' };
     const abs = absoluteForm(h.target);
+    // we cannot originate TLS for the client: an https:// target goes through CONNECT
+    if (abs?.scheme === 'https')
+      return {
+        status: 400,
+        message: 'an https:// target on a plaintext proxy (use CONNECT)',
+        reason: 'bad-target',
+      };
+    // an HTTP proxy speaks http:// (or origin-form with a Host); nothing else is passed on raw
+    if (abs ? abs.scheme !== 'http' : h.target?.[0] !== '/')
+      return {
+        status: 400,
+        message: 'the proxy takes an http:// or origin-form target (https:// through CONNECT)',
+        reason: 'bad-target',
+      };
     const authority = abs ? abs.authority : header(h, 'host');
     if (!authority) return { status: 400, message: 'no host in the request' };
     const r = this.routeAuthority(authority);

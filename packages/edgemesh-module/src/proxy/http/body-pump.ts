@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { type SocketReader, writeAll } from '../socket-reader';
-import type { ChunkedTracker } from './chunked';
+import type { ChunkedParser } from './chunked';
 
 /** When bytes last moved in an exchange (for the stall guard and the response timeout). */
 export interface Progress {
@@ -10,15 +10,17 @@ export interface Progress {
 /**
  * Forward exactly one body (Content-Length `n`, or chunked when `tracker`) from `from` to `to`;
  * the bytes past its end go back to the reader. `prefix` (a head) leaves with the first body bytes:
- * one write, one segment for small replies.
+ * one write, one segment for small replies. `reframe`: a chunked body goes out as the parser
+ * re-frames it (a request's), not as it came (a response's).
  */
 export async function pumpBody(
   from: SocketReader,
   to: Socket,
-  tracker: ChunkedTracker | undefined,
+  tracker: ChunkedParser | undefined,
   n: number,
   prefix?: string,
   progress?: Progress,
+  reframe = false,
 ): Promise<void> {
   let remaining = n;
   for (;;) {
@@ -28,11 +30,13 @@ export async function pumpBody(
     if (chunk.length === 0) throw new Error('peer closed inside a body');
     let use = chunk;
     if (tracker) {
-      const end = tracker.feed(chunk);
+      const out: Buffer[] | undefined = reframe ? [] : undefined;
+      const end = tracker.feed(chunk, 0, out);
       if (end >= 0) {
         use = chunk.subarray(0, end);
         from.unshift(chunk.subarray(end));
       }
+      if (out) use = out.length === 1 ? out[0] : Buffer.concat(out);
     } else if (chunk.length > remaining) {
       use = chunk.subarray(0, remaining);
       from.unshift(chunk.subarray(remaining));

@@ -4,7 +4,7 @@ import { ConnectError, HttpParseError, UpstreamTimeoutError } from '../../edgeme
 import type { Backend } from '../../lb/backends';
 import { SocketReader, writeAll } from '../socket-reader';
 import { pumpBody, pumpUntilEnd, stallGuard, waitFor, type Progress } from './body-pump';
-import { ChunkedTracker } from './chunked';
+import { ChunkedParser } from './chunked';
 import { errorResponse } from './error-response';
 import {
   absoluteForm,
@@ -29,6 +29,8 @@ export interface ExchangeOptions {
   keepAliveTimeoutMs: number;
   responseTimeoutMs: number;
   connectTimeoutMs: number;
+  /** Forward field names with an underscore (nginx's `underscores_in_headers`); dropped when false. */
+  underscoresInHeaders: boolean;
 }
 
 /** How one attempt at a backend ended. */
@@ -36,6 +38,7 @@ type Attempt =
   | 'stale' // no answer: the upstream closed first
   | 'malformed' // its response head was not HTTP we forward
   | 'timeout' // no response head in time
+  | { badBody: string } // the request's chunked body was malformed (the upstream connection was closed)
   | { next: 'keep' | 'close' | 'upgraded'; status: number };
 
 /**
@@ -71,7 +74,7 @@ export class JsExchange {
         head = await this.readHead(reader);
       } catch (e) {
         if (e instanceof HttpParseError) {
-          policy.count(e.status);
+          policy.reject(e);
           await respond(client, e.status, e.message, false);
         } else client.destroy();
         return;
@@ -94,10 +97,11 @@ export class JsExchange {
         reader.unshift(buf.subarray(end));
         return parseRequestHead(buf, end);
       }
-      if (reader.ended) throw new HttpParseError(400, 'connection closed inside the request head');
+      if (reader.ended)
+        throw new HttpParseError(400, 'connection closed inside the request head', 'closed-in-head');
       const left = deadline - Date.now();
       if (left <= 0 || !(await waitFor(reader, left))) {
-        throw new HttpParseError(408, failures.headTimeout(this.o.headTimeoutMs).message);
+        throw new HttpParseError(408, failures.headTimeout(this.o.headTimeoutMs).message, 'head-timeout');
       }
       const more = reader.take();
       buf = buf.length ? Buffer.concat([buf, more]) : more;
@@ -114,23 +118,48 @@ export class JsExchange {
     policy: RequestPolicy,
   ): Promise<boolean | 'upgraded'> {
     let route = resolve(head, ip);
+    // CONNECT is the explicit proxy's to tunnel (its route refuses one it does not take): on a
+    // portal it is refused and the connection closed, as nginx does — a backend would take the
+    // bytes after the head for tunnel data
+    if (head.method === 'CONNECT' && !('status' in route))
+      route = {
+        status: 400,
+        message: 'CONNECT is not forwarded to a service',
+        reason: 'bad-target',
+        close: true,
+      };
+    else if (
+      !('status' in route) &&
+      route.target === undefined &&
+      head.target![0] !== '/' &&
+      head.target !== '*'
+    ) {
+      // absolute-form on a portal (servers must accept it, RFC 9112 §3.2.2): upstream in
+      // origin-form, with the target's authority as Host — as nginx does (for any scheme, as
+      // nginx and haproxy); a target without an authority (`https:/x`, `a:b`) is refused, as
+      // both of them and strict llhttp do
+      const abs = absoluteForm(head.target);
+      route = abs
+        ? { ...route, target: abs.path, host: abs.host }
+        : {
+            status: 400,
+            message: 'a request-target without an authority',
+            reason: 'bad-target',
+          };
+    }
     const hasBody = head.chunked || (head.contentLength ?? 0) > 0;
     // after an error answer the connection goes on only if no body is left unread and the client
     // wants it (its own `Connection: close` is honoured and said so)
     const keepAfterError = !hasBody && wantsKeepAlive(head);
     let d: Decision;
-    if ('status' in route) d = policy.begin({ ...route, close: false }, ip, undefined, false);
-    else {
-      if (route.target === undefined) {
-        // absolute-form on a portal (servers must accept it, RFC 9112 §3.2.2): upstream in
-        // origin-form, with the target's authority as Host — as nginx does
-        const abs = absoluteForm(head.target);
-        if (abs) route = { ...route, target: abs.path, host: abs.host };
-      }
+    if ('status' in route) {
+      if (route.reason) policy.noteRejected(route.reason);
+      d = policy.begin({ ...route, close: route.close ?? false }, ip, undefined, false);
+    } else {
       const hashKey = route.hashHeader ? header(head, route.hashHeader) : undefined;
       d = policy.begin(route, ip, hashKey, idempotent(head.method!));
     }
-    const upgrade = head.connection.has('upgrade') && header(head, 'upgrade') !== undefined;
+    const upgrade = upgradeTo(head);
     let b: Backend | undefined;
     for (;;) {
       if (isReply(d)) {
@@ -168,6 +197,12 @@ export class JsExchange {
         d = policy.stale(backend, up.reused, !hasBody);
         continue;
       }
+      if (typeof r === 'object' && 'badBody' in r) {
+        const reply = policy.fail(backend, failures.badBody(r.badBody));
+        policy.noteRejected('bad-chunk');
+        await respond(client, reply.status, reply.message, false);
+        return false;
+      }
       if (r === 'malformed' || r === 'timeout') {
         const f =
           r === 'malformed'
@@ -191,12 +226,17 @@ export class JsExchange {
     ip: string,
     b: Backend,
     conn: UpstreamConn,
-    upgrade: boolean,
+    upgrade: string | undefined,
     policy: RequestPolicy,
   ): Promise<Attempt> {
     const up = conn.sock;
     const upReader = conn.reader;
-    up.write(requestHead(head, route, ip, upgrade), 'latin1'); // latin1 both ways: header bytes pass unchanged
+    // latin1 both ways: header bytes pass unchanged
+    const headText = requestHead(head, route, ip, upgrade, this.o.underscoresInHeaders);
+    // a chunked body that came with the head is read before the head goes: a malformed one then
+    // sends nothing at all upstream (one that comes later leaves the upstream an unfinished message)
+    const withBody = head.chunked && reader.buffered > 0;
+    if (!withBody) up.write(headText, 'latin1');
 
     // Request body upstream, concurrently with reading the response (100-continue, early replies).
     // The response timeout counts from the last request bytes the upstream took, as nginx's
@@ -204,19 +244,30 @@ export class JsExchange {
     // not cut off while it flows.
     let bodyDone = !head.chunked && !(head.contentLength ?? 0);
     let bodyFailed = false;
+    let badBody: HttpParseError | undefined;
     const progress: Progress = { at: Date.now() };
+    // a chunked body is re-framed on its way (ChunkedParser): nothing ambiguous reaches the upstream
     const pump = bodyDone
       ? Promise.resolve()
       : pumpBody(
           reader,
           up,
-          head.chunked ? new ChunkedTracker() : undefined,
+          head.chunked ? new ChunkedParser() : undefined,
           head.contentLength ?? 0,
-          undefined,
+          withBody ? headText : undefined,
           progress,
+          true,
         ).then(
           () => void (bodyDone = true),
-          () => void (bodyFailed = true),
+          (e) => {
+            bodyFailed = true;
+            // a malformed body: the upstream has an unfinished message, never a smuggled one — it
+            // is closed now, and the client answered 400 (not left waiting for a response)
+            if (e instanceof HttpParseError) {
+              badBody = e;
+              up.destroy();
+            }
+          },
         );
 
     let sentAny = false;
@@ -229,6 +280,7 @@ export class JsExchange {
         // not `await pump`: the request body may be stalled on the client; the pump ends when the
         // client does (its writes to the destroyed upstream fail)
         up.destroy();
+        if (badBody && !sentAny) return { badBody: badBody.message };
         if (e instanceof UpstreamTimeoutError) return 'timeout';
         if (!sentAny) return e instanceof HttpParseError ? 'malformed' : 'stale';
         client.destroy();
@@ -236,6 +288,7 @@ export class JsExchange {
       }
       if (!got) {
         up.destroy();
+        if (badBody && !sentAny) return { badBody: badBody.message };
         if (!sentAny) return 'stale';
         client.destroy();
         return { next: 'close', status: 0 };
@@ -256,7 +309,7 @@ export class JsExchange {
     }
     const status = resHead.status!;
     policy.count(status, b);
-    if (status === 101 && upgrade) {
+    if (status === 101 && upgrade !== undefined) {
       await writeAll(client, rawHead(resHead));
       this.tunnels.open(client, reader, up, upReader);
       return { next: 'upgraded', status };
@@ -287,7 +340,7 @@ export class JsExchange {
       if (noBody || resHead.contentLength === 0) await writeAll(client, res);
       else {
         try {
-          if (resHead.chunked) await pumpBody(upReader, client, new ChunkedTracker(), 0, res, progress);
+          if (resHead.chunked) await pumpBody(upReader, client, new ChunkedParser(), 0, res, progress);
           else if (resHead.contentLength !== undefined)
             await pumpBody(upReader, client, undefined, resHead.contentLength, res, progress);
           else {
@@ -329,7 +382,7 @@ export class JsExchange {
     for (;;) {
       const more = r.take();
       if (more.length) buf = buf.length ? Buffer.concat([buf, more]) : more;
-      const end = buf.length ? headEnd(buf, LIMITS.responseHeadBytes) : -1;
+      const end = buf.length ? headEnd(buf, LIMITS.responseHeadBytes, true) : -1;
       if (end > 0) {
         r.unshift(buf.subarray(end));
         return parseResponseHead(buf, end);
@@ -353,24 +406,54 @@ export async function respond(client: Socket, status: number, message: string, k
 }
 
 /**
+ * The protocols an Upgrade asks for that we relay (Connection: upgrade and an Upgrade field),
+ * `h2c` left out — RFC 9113 deprecates it, and nginx does not relay it either; undefined: no
+ * upgrade (the fields are hop-by-hop and go no further).
+ */
+function upgradeTo(head: Head): string | undefined {
+  if (!head.connection.has('upgrade')) return undefined;
+  const asked = header(head, 'upgrade');
+  if (asked === undefined) return undefined;
+  const keep = asked
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p && p.toLowerCase() !== 'h2c');
+  return keep.length ? keep.join(', ') : undefined;
+}
+
+/**
  * The head sent upstream: the client's version (an HTTP/1.0 client must never get a chunked
  * answer, RFC 9112 §7.1, and an upstream asked in HTTP/1.0 does not send one), hop-by-hop fields
- * dropped, X-Forwarded-For appended, keep-alive (or the upgrade asked for).
+ * dropped, one Content-Length of two equal ones, field names with an underscore dropped unless
+ * `underscores` (nginx's `underscores_in_headers`: some backends read `_` as `-`), X-Forwarded-For
+ * appended, keep-alive (or the upgrade asked for).
  */
-function requestHead(head: Head, route: HttpRoute, ip: string, upgrade: boolean): string {
+function requestHead(
+  head: Head,
+  route: HttpRoute,
+  ip: string,
+  upgrade: string | undefined,
+  underscores: boolean,
+): string {
   let out = `${head.method} ${route.target ?? head.target} HTTP/${head.version}\r\n`;
   if (route.host !== undefined) out += `Host: ${route.host}\r\n`;
   let xff: string | undefined;
+  let length = false;
   for (const [k, v] of endToEnd(head)) {
     const lk = k.toLowerCase();
     if (lk === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;
+    else if (lk === 'content-length') {
+      if (!length) out += `${k}: ${v}\r\n`;
+      length = true;
+    } else if (!underscores && k.includes('_')) continue;
     else if (lk !== 'host' || route.host === undefined) out += `${k}: ${v}\r\n`;
   }
   out += `X-Forwarded-For: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
   if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';
-  out += upgrade
-    ? `Connection: Upgrade\r\nUpgrade: ${header(head, 'upgrade')}\r\n\r\n`
-    : 'Connection: keep-alive\r\n\r\n';
+  out +=
+    upgrade !== undefined
+      ? `Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`
+      : 'Connection: keep-alive\r\n\r\n';
   return out;
 }
 

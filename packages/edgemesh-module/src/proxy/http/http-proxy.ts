@@ -2,7 +2,7 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import type { Socket } from 'node:net';
 import type { z } from 'zod';
 import { httpProxyOptionsSchema, resolveMeshOptions } from '../../config';
-import { NativeUnavailableError } from '../../edgemesh-errors';
+import { NativeUnavailableError, type RejectReason } from '../../edgemesh-errors';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { nativeUnavailable } from '../../native';
 import { SpliceEngine } from '../l4/splice';
@@ -30,6 +30,8 @@ export interface HttpProxyStats {
   nativeConnections: number;
   byStatus: Map<number, number>;
   byBackend: Map<string, number>;
+  /** Requests refused before any backend, by reason. */
+  rejected: Map<RejectReason, number>;
 }
 
 /**
@@ -65,6 +67,7 @@ export class HttpProxy {
       nativeConnections: 0,
       byStatus: new Map(),
       byBackend: new Map(),
+      rejected: new Map(),
     };
     const policy = (): RequestPolicy => new RequestPolicy(this.lb, this.stats, this.log);
     this.js = new JsExchange(o, pool, tunnels, policy, this.log);
@@ -86,6 +89,12 @@ export class HttpProxy {
       if (!this.native && mode === 'native')
         throw new NativeUnavailableError('proxy httpEngine native', nativeUnavailable() ?? 'unknown');
     }
+  }
+
+  /** A request refused before any backend (by a parser outside the engines): counted. */
+  reject(e: { status: number; reason: RejectReason }): void {
+    this.stats.byStatus.set(e.status, (this.stats.byStatus.get(e.status) ?? 0) + 1);
+    this.stats.rejected.set(e.reason, (this.stats.rejected.get(e.reason) ?? 0) + 1);
   }
 
   /**

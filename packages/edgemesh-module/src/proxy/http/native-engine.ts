@@ -13,7 +13,7 @@ import {
   type RequestPolicy,
   type StaleReason,
 } from './policy';
-import { HOP_BY_HOP, IDEMPOTENT_METHODS, LIMITS } from './protocol';
+import { FORBIDDEN_TRAILERS, HOP_BY_HOP, IDEMPOTENT_METHODS, LIMITS } from './protocol';
 import type { NativeRouter } from './route';
 
 /**
@@ -28,6 +28,7 @@ interface HttpEngineBinding {
     opts: Uint32Array,
     hopByHop: readonly string[],
     idempotentMethods: readonly string[],
+    forbiddenTrailers: readonly string[],
     onDecide: DecideFn,
     onDone: (ended: number) => void,
     onHandback: (id: number, fd: number, bytes: Buffer) => void,
@@ -100,6 +101,7 @@ export interface NativeHttpOptions {
   poolIdleMs: number;
   poolMaxIdle: number;
   coalesceUs: number;
+  underscoresInHeaders: boolean;
 }
 
 export interface NativeHttpHooks {
@@ -155,9 +157,11 @@ export class NativeHttp {
         LIMITS.chunkSizeDigits,
         LIMITS.contentLengthDigits,
         LIMITS.responseHeadBytes,
+        o.underscoresInHeaders ? 1 : 0,
       ),
       HOP_BY_HOP,
       IDEMPOTENT_METHODS,
+      FORBIDDEN_TRAILERS,
       (id, event, backend, reason, flags, hash, ended, authority) => {
         if (ended) this.done(ended);
         return this.decide(id, event, backend, reason, flags, hash, authority);
@@ -234,7 +238,7 @@ export class NativeHttp {
         if (!c) return HANDBACK;
         const r = c.route(authority);
         d = policy.begin(
-          'status' in r ? { ...r, close: false } : r,
+          'status' in r ? { ...r, close: r.close ?? false } : r,
           c.ip,
           hash,
           (flags & EventFlag.Idempotent) !== 0,
@@ -253,6 +257,8 @@ export class NativeHttp {
         );
         break;
       default:
+        if (event === EngineEvent.BadBody) policy.noteRejected('bad-chunk');
+        else if (event === EngineEvent.HeadTimeout) policy.noteRejected('head-timeout');
         d = policy.fail(b, this.answer(event, b));
     }
     if (d === FRESH) return FRESH_CONNECTION;

@@ -1,5 +1,5 @@
 import type { Logger } from '@edgecore/beehive';
-import { UpstreamTimeoutError } from '../../edgemesh-errors';
+import { UpstreamTimeoutError, type RejectReason } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { IDEMPOTENT_METHODS } from './protocol';
@@ -38,6 +38,8 @@ export interface PolicyCounters {
   retries: number;
   byStatus: Map<number, number>;
   byBackend: Map<string, number>;
+  /** Requests refused before any backend, by reason. */
+  rejected: Map<RejectReason, number>;
 }
 
 /** Why an upstream gave no answer: it closed the connection, or reset it. */
@@ -81,7 +83,7 @@ export const failures = {
     message: `request head not complete in ${ms} ms`,
     close: true,
   }),
-  badBody: (): Reply => ({ status: 400, message: 'bad chunk in the request body', close: true }),
+  badBody: (why = 'bad chunk in the request body'): Reply => ({ status: 400, message: why, close: true }),
   notAnIp: (b: Backend): Reply => ({
     status: 502,
     message: `upstream ${b.key}: not an IP address`,
@@ -207,6 +209,17 @@ export class RequestPolicy {
     this.retried = true;
     this.counters.retries++;
     return true;
+  }
+
+  /** A request refused before any backend (its head, or its body): counted by status and reason. */
+  reject(e: { status: number; reason: RejectReason }): void {
+    this.count(e.status);
+    this.noteRejected(e.reason);
+  }
+
+  /** A refusal's reason, counted (its status is counted where it is answered). */
+  noteRejected(reason: RejectReason): void {
+    this.counters.rejected.set(reason, (this.counters.rejected.get(reason) ?? 0) + 1);
   }
 
   /** A status relayed or answered, counted (per backend when one answered). */

@@ -12,6 +12,7 @@ export const REASON_PHRASES: Readonly<Record<number, string>> = {
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
 };
 
 /** The reason phrase of a status the proxies answer with themselves. */
@@ -30,6 +31,35 @@ export const HOP_BY_HOP: readonly string[] = [
   'upgrade',
   'proxy-authorization',
   'proxy-authenticate',
+];
+
+/**
+ * RFC 9110 §6.5.1: fields that must not be trailers — message framing, routing, request
+ * modifiers, authentication, response control (Go's net/http refuses the same list). Dropped from
+ * a chunked request's trailer section on the way upstream.
+ */
+export const FORBIDDEN_TRAILERS: readonly string[] = [
+  'authorization',
+  'cache-control',
+  'connection',
+  'content-encoding',
+  'content-length',
+  'content-range',
+  'content-type',
+  'expect',
+  'host',
+  'keep-alive',
+  'max-forwards',
+  'pragma',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'range',
+  'realm',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'www-authenticate',
 ];
 
 /** RFC 9110 §9.2.2: idempotent methods, which may go to a second backend after a failure. */

@@ -1,4 +1,5 @@
 import type { Head } from './head';
+import type { RejectReason } from '../../edgemesh-errors';
 import type { L7Route } from './policy';
 
 /** Where a request goes: a service port's backends (LB state kept per `scope`), and rewrites. */
@@ -15,6 +16,10 @@ export interface HttpRoute extends L7Route {
 export interface RouteRefusal {
   status: number;
   message: string;
+  /** A request refused for what it is (not for where it goes): counted by reason. */
+  reason?: RejectReason;
+  /** The connection ends after the answer (what follows cannot be read as requests). */
+  close?: boolean;
 }
 
 /** Resolves a request to its route, or to an error status. */

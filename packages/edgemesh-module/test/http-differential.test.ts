@@ -1,5 +1,7 @@
 import { ReferenceProxy, RecordingBackend, type Recorded } from '@edgecore/test-support';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
+import { Registry } from 'prom-client';
+import { EdgeMeshMetrics } from '../src/metrics';
 import {
   ForwardProxy,
   HttpProxy,
@@ -264,6 +266,43 @@ describe('proxy.underscoresInHeaders from the module config (nginx: underscores_
       );
       expect(o.statuses).toEqual([200]);
       expect(forwarded(o.backend)).toBe(`GET / HTTP/1.1\r\nHost: a\r\n${field}${XFF}${KA}`);
+    } finally {
+      await n.stop();
+      await backend.close();
+      d.cleanup();
+    }
+  });
+});
+
+describe('every refusal is counted by reason in /metrics (edgecore_proxy_http_rejected_total)', () => {
+  it.each(engines)('%s engine', async (engine) => {
+    const d = tmpDir();
+    const backend = await RecordingBackend.start();
+    const n = await startMesh(d.db, { httpEngine: engine });
+    try {
+      await n.put(service('rec-svc', 'default', { selector: { app: 'rec' } }));
+      await n.putPod(pod('rec-1', 'rec', backend.port));
+      const port = n.mesh.portals.get('default/rec-svc:12345/TCP')!.listenPort;
+      const t = { name: 'mesh', port, backend, close: async () => undefined };
+      const refused: [string, string][] = [
+        ['bad-target', `GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n`],
+        ['bad-target', `GET https:/a/x HTTP/1.1\r\nHost: a\r\n\r\n`],
+        ['unsupported-version', `GET / HTTP/2.0\r\nHost: a\r\n\r\n`],
+        ['bad-framing', `POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n`],
+        [
+          'bad-chunk',
+          `POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\x0b\r\nok\r\n0\r\n\r\n`,
+        ],
+        ['bad-host', `GET / HTTP/1.1\r\n\r\n`],
+      ];
+      for (const [, req] of refused) expect((await run(t, req)).backend.connections).toEqual([]);
+      const registry = new Registry();
+      new EdgeMeshMetrics(n.mesh).registerMetrics(registry);
+      const text = await registry.metrics();
+      const want = new Map<string, number>();
+      for (const [reason] of refused) want.set(reason, (want.get(reason) ?? 0) + 1);
+      for (const [reason, count] of want)
+        expect(text).toContain(`edgecore_proxy_http_rejected_total{reason="${reason}"} ${count}\n`);
     } finally {
       await n.stop();
       await backend.close();

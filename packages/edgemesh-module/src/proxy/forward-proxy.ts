@@ -126,7 +126,8 @@ export class ForwardProxy {
   private route(h: Head): HttpRoute | RouteRefusal {
     // a CONNECT after other requests on a connection the JavaScript engine serves (the native
     // engine hands such a connection back, and it is tunnelled)
-    if (h.method === 'CONNECT') return { status: 400, message: 'CONNECT must open its own connection' };
+    if (h.method === 'CONNECT')
+      return { status: 400, message: 'CONNECT must open its own connection', reason: 'bad-target' };
     const abs = absoluteForm(h.target);
     // we cannot originate TLS for the client: an https:// target goes through CONNECT
     if (abs?.scheme === 'https')
@@ -143,7 +144,7 @@ export class ForwardProxy {
         reason: 'bad-target',
       };
     const authority = abs ? abs.authority : header(h, 'host');
-    if (!authority) return { status: 400, message: 'no host in the request' };
+    if (!authority) return { status: 400, message: 'no host in the request', reason: 'bad-host' };
     const r = this.routeAuthority(authority);
     if ('status' in r) return r;
     // absolute-form: the Host sent upstream is the target's authority (RFC 9112 §3.2.2)
@@ -151,9 +152,9 @@ export class ForwardProxy {
   }
 
   /** `host[:port]` (a service name or VIP; userinfo ignored) → the service port, or why not. */
-  private routeAuthority(authority: string): HttpRoute | { status: number; message: string } {
+  private routeAuthority(authority: string): HttpRoute | RouteRefusal {
     const a = /^\[?([^\]]+?)\]?(?::(\d{1,5}))?$/.exec(authority.replace(/^.*@/, ''));
-    if (!a) return { status: 400, message: 'no host in the request' };
+    if (!a) return { status: 400, message: 'no host in the request', reason: 'bad-host' };
     const host = a[1].toLowerCase();
     const port = a[2] ? Number(a[2]) : 80;
     const t = this.resolve(host, port);

@@ -135,6 +135,16 @@ export const CASES: {
     nginx: 'forward',
     haproxy: 'forward',
   },
+  {
+    // found by the fuzz under ASan (JavaScript engine): the LF that ended a bare-LF size line was
+    // counted into the first trailer line, which then named a field one byte too long
+    name: 'a last chunk ended by a bare LF, then a Content-Length trailer',
+    req: `${CH}0\nContent-Length: 5\r\nX-T: 1\r\n\r\n`,
+    status: 200,
+    backend: `POST / HTTP/1.1\r\nHost: a\r\n${XFF}Transfer-Encoding: chunked\r\n${KA}0\r\nX-T: 1\r\n\r\n`,
+    nginx: 'forward',
+    haproxy: 'forward',
+  },
   // fields
   {
     name: 'field names with an underscore (dropped, as nginx)',

@@ -74,17 +74,18 @@ export class ChunkedParser {
           else if (b === 32 || b === 9) this.ws = true;
           else if (b === 59) this.st = St.Ext;
           else if (b === 13) this.st = St.SizeLf;
-          else if (b === 10) this.sizeDone(out);
-          else return fail('bad chunk size');
-          this.lineByte(LIMITS.chunkLineBytes, 'chunk size line too long');
+          else if (b !== 10) return fail('bad chunk size');
+          // a bare LF ends the line: it is not a byte of the next one
+          if (b === 10) this.sizeDone(out);
+          else this.lineByte(LIMITS.chunkLineBytes, 'chunk size line too long');
           i++;
           break;
         }
         case St.Ext:
           if (b === 13) this.st = St.SizeLf;
-          else if (b === 10) this.sizeDone(out);
-          else if (isCtl(b)) return fail('control byte in a chunk extension');
-          this.lineByte(LIMITS.chunkLineBytes, 'chunk size line too long');
+          else if (isCtl(b) && b !== 10) return fail('control byte in a chunk extension');
+          if (b === 10) this.sizeDone(out);
+          else this.lineByte(LIMITS.chunkLineBytes, 'chunk size line too long');
           i++;
           break;
         case St.SizeLf:

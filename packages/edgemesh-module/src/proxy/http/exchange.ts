@@ -8,7 +8,6 @@ import { ChunkedParser } from './chunked';
 import { errorResponse } from './error-response';
 import {
   absoluteForm,
-  endToEnd,
   header,
   headEnd,
   parseRequestHead,
@@ -21,6 +20,7 @@ import { LIMITS } from './protocol';
 import type { UpgradeTunnels } from './tunnel';
 import { connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
 import type { HttpRoute, RouteResolver } from './route';
+import { rawHead, requestHead, responseLines, upgradeTo } from './rewrite';
 
 /** Timeouts and limits of the JavaScript engine (HttpProxy's options, defaulted). */
 export interface ExchangeOptions {
@@ -126,7 +126,6 @@ export class JsExchange {
         status: 400,
         message: 'CONNECT is not forwarded to a service',
         reason: 'bad-target',
-        close: true,
       };
     else if (
       !('status' in route) &&
@@ -152,10 +151,8 @@ export class JsExchange {
     // wants it (its own `Connection: close` is honoured and said so)
     const keepAfterError = !hasBody && wantsKeepAlive(head);
     let d: Decision;
-    if ('status' in route) {
-      if (route.reason) policy.noteRejected(route.reason);
-      d = policy.begin({ ...route, close: route.close ?? false }, ip, undefined, false);
-    } else {
+    if ('status' in route) d = policy.begin(route, ip, undefined, false);
+    else {
       const hashKey = route.hashHeader ? header(head, route.hashHeader) : undefined;
       d = policy.begin(route, ip, hashKey, idempotent(head.method!));
     }
@@ -403,69 +400,4 @@ export async function respond(client: Socket, status: number, message: string, k
   if (client.destroyed) return;
   await writeAll(client, errorResponse(status, message, keep)).catch(() => undefined);
   if (!keep) client.end();
-}
-
-/**
- * The protocols an Upgrade asks for that we relay (Connection: upgrade and an Upgrade field),
- * `h2c` left out — RFC 9113 deprecates it, and nginx does not relay it either; undefined: no
- * upgrade (the fields are hop-by-hop and go no further).
- */
-function upgradeTo(head: Head): string | undefined {
-  if (!head.connection.has('upgrade')) return undefined;
-  const asked = header(head, 'upgrade');
-  if (asked === undefined) return undefined;
-  const keep = asked
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => p && p.toLowerCase() !== 'h2c');
-  return keep.length ? keep.join(', ') : undefined;
-}
-
-/**
- * The head sent upstream: the client's version (an HTTP/1.0 client must never get a chunked
- * answer, RFC 9112 §7.1, and an upstream asked in HTTP/1.0 does not send one), hop-by-hop fields
- * dropped, one Content-Length of two equal ones, field names with an underscore dropped unless
- * `underscores` (nginx's `underscores_in_headers`: some backends read `_` as `-`), X-Forwarded-For
- * appended, keep-alive (or the upgrade asked for).
- */
-function requestHead(
-  head: Head,
-  route: HttpRoute,
-  ip: string,
-  upgrade: string | undefined,
-  underscores: boolean,
-): string {
-  let out = `${head.method} ${route.target ?? head.target} HTTP/${head.version}\r\n`;
-  if (route.host !== undefined) out += `Host: ${route.host}\r\n`;
-  let xff: string | undefined;
-  let length = false;
-  for (const [k, v] of endToEnd(head)) {
-    const lk = k.toLowerCase();
-    if (lk === 'x-forwarded-for') xff = xff ? `${xff}, ${v}` : v;
-    else if (lk === 'content-length') {
-      if (!length) out += `${k}: ${v}\r\n`;
-      length = true;
-    } else if (!underscores && k.includes('_')) continue;
-    else if (lk !== 'host' || route.host === undefined) out += `${k}: ${v}\r\n`;
-  }
-  out += `X-Forwarded-For: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
-  if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';
-  out +=
-    upgrade !== undefined
-      ? `Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`
-      : 'Connection: keep-alive\r\n\r\n';
-  return out;
-}
-
-/** A response head's status line, as ours, and its end-to-end fields (no blank line). */
-function responseLines(h: Head): string {
-  let s = `HTTP/1.1 ${h.status} ${h.reason}\r\n`;
-  for (const [k, v] of endToEnd(h)) s += `${k}: ${v}\r\n`;
-  return s;
-}
-
-function rawHead(h: Head): string {
-  let s = `HTTP/1.1 ${h.status} ${h.reason}\r\n`;
-  for (const [k, v] of h.headers) s += `${k}: ${v}\r\n`;
-  return s + '\r\n';
 }

@@ -237,12 +237,7 @@ export class NativeHttp {
       case EngineEvent.Pick: {
         if (!c) return HANDBACK;
         const r = c.route(authority);
-        d = policy.begin(
-          'status' in r ? { ...r, close: r.close ?? false } : r,
-          c.ip,
-          hash,
-          (flags & EventFlag.Idempotent) !== 0,
-        );
+        d = policy.begin(r, c.ip, hash, (flags & EventFlag.Idempotent) !== 0);
         break;
       }
       case EngineEvent.ConnectFailed:

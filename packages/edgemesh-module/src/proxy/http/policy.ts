@@ -119,8 +119,18 @@ export class RequestPolicy {
     private readonly log: Logger,
   ) {}
 
-  /** A new request: its route (or the resolver's refusal), its client and its method. */
-  begin(route: L7Route | Reply, ip: string, hashKey: string | undefined, isIdempotent: boolean): Decision {
+  /**
+   * A new request: its route (or the resolver's refusal), its client and its method. A request
+   * refused for what it is (a `reason`) is counted by it, and its connection ends after the answer
+   * unless the refusal says otherwise (as nginx closes after a 400): what follows it is not trusted
+   * to be the next request.
+   */
+  begin(
+    route: L7Route | (Omit<Reply, 'close'> & { close?: boolean; reason?: RejectReason }),
+    ip: string,
+    hashKey: string | undefined,
+    isIdempotent: boolean,
+  ): Decision {
     this.counters.requests++;
     if (this.tried.size) this.tried.clear();
     this.retried = this.freshRetried = false;
@@ -128,7 +138,11 @@ export class RequestPolicy {
     this.ip = ip;
     this.hashKey = hashKey;
     this.idempotent = isIdempotent;
-    if ('status' in route) return this.reply(route);
+    if ('status' in route) {
+      if (route.reason) this.noteRejected(route.reason);
+      const close = route.close ?? route.reason !== undefined;
+      return this.reply({ status: route.status, message: route.message, close });
+    }
     this.route = route;
     return this.pick();
   }

@@ -27,6 +27,13 @@ export interface Head {
 
 const CONTENT_LENGTH = new RegExp(`^\\d{1,${LIMITS.contentLengthDigits}}$`);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * RFC 3986 §3.1: a URI scheme. A target that starts with one and a colon is absolute-form (or
+ * authority-form, `host:port`, which reads the same); with `//` it has an authority.
+ */
+const SCHEME = '[A-Za-z][A-Za-z0-9+.-]*';
+const SCHEME_FIRST = new RegExp(`^${SCHEME}:`);
+const ABSOLUTE = new RegExp(`^(${SCHEME}):\\/\\/([^/?#]+)(.*)$`);
 
 /**
  * Index just past the head, -1 if not complete yet; throws 431 past `max` bytes. A head ends with
@@ -142,7 +149,7 @@ export function absoluteForm(
   target: string | undefined,
 ): { scheme: string; authority: string; host: string; path: string } | undefined {
   if (!target || target[0] === '/') return undefined;
-  const abs = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]+)(.*)$/.exec(target);
+  const abs = ABSOLUTE.exec(target);
   if (!abs) return undefined;
   return {
     scheme: abs[1].toLowerCase(),
@@ -193,7 +200,7 @@ export function parseRequestHead(buf: Buffer, end: number): Head {
   // RFC 9112 §3.2: origin-form, absolute-form (a scheme first), authority-form (CONNECT), or `*`
   // (OPTIONS); a target of no form is refused, not guessed at
   const t = m[2];
-  if (t[0] !== '/' && !(t === '*' ? m[1] === 'OPTIONS' : /^[A-Za-z][A-Za-z0-9+.-]*:/.test(t)))
+  if (t[0] !== '/' && !(t === '*' ? m[1] === 'OPTIONS' : SCHEME_FIRST.test(t)))
     throw new HttpParseError(400, 'a request-target of no form (RFC 9112 §3.2)', 'bad-target');
   const head = newHead({ method: m[1], target: m[2] }, m[4] === '0' ? '0' : '1', end);
   parseHeaders(lines, head, true);

@@ -271,22 +271,20 @@ export class JsExchange {
     let resHead: Head;
     for (;;) {
       let got: Head | undefined;
+      let failure: unknown;
       try {
         got = await this.readResponseHead(upReader, progress, b.key);
       } catch (e) {
-        // not `await pump`: the request body may be stalled on the client; the pump ends when the
-        // client does (its writes to the destroyed upstream fail)
-        up.destroy();
-        if (badBody && !sentAny) return { badBody: badBody.message };
-        if (e instanceof UpstreamTimeoutError) return 'timeout';
-        if (!sentAny) return e instanceof HttpParseError ? 'malformed' : 'stale';
-        client.destroy();
-        return { next: 'close', status: 0 };
+        failure = e;
       }
       if (!got) {
+        // no response head (the upstream failed, timed out or closed). Not `await pump`: the
+        // request body may be stalled on the client; the pump ends when the client does (its
+        // writes to the destroyed upstream fail)
         up.destroy();
         if (badBody && !sentAny) return { badBody: badBody.message };
-        if (!sentAny) return 'stale';
+        if (failure instanceof UpstreamTimeoutError) return 'timeout';
+        if (!sentAny) return failure instanceof HttpParseError ? 'malformed' : 'stale';
         client.destroy();
         return { next: 'close', status: 0 };
       }

@@ -610,50 +610,59 @@ d('native L7 engine', () => {
       const { rnd, pickOne, mutate } = fuzzer(fuzzSeed(0x1b873593));
       const seeds = [...SMUGGLING.map((c) => c.req), ...LLHTTP.cases.map((c) => c.input)];
       const backend = await RecordingBackend.start();
-      for (const engine of ['native', 'js'] as const) {
-        const f = await front(() => [be(backend.port)], {
-          engine,
-          headTimeoutMs: 300,
-          keepAliveTimeoutMs: 300,
-          responseTimeoutMs: 300,
-        });
-        const inputs = Array.from({ length: 400 * FUZZ_SCALE }, () => {
-          const x = pickOne(seeds);
-          return rnd(5) === 0 ? [x] : [mutate(x)];
-        });
-        const bad = await sendAll(f.port, inputs, 1000);
-        expect([engine, bad]).toEqual([engine, []]);
-        // what a strict backend (node:http) refused of what we forwarded: only methods it does not
-        // know (valid extension methods: any token, RFC 9110 §9.1) and messages we cut short (a
-        // bad body after its head)
-        const TCHAR = "[!#$%&'*+.^_`|~0-9A-Za-z-]";
-        // where the backend's parser stopped: on a request line whose method it does not know
-        const unknownMethod = (x: { before: string; after: string }): boolean => {
-          const line = new RegExp(`(${TCHAR}+) \\S+ HTTP\\/1\\.[01]\\r\\n`, 'g');
-          for (const m of (x.before + x.after).matchAll(line)) {
-            const at = x.before.length;
-            if (m.index <= at && at <= m.index + m[0].length) return !METHODS.includes(m[1]);
+      // a failed assertion must not leave the backend or the proxy open (Jest would wait on them)
+      try {
+        for (const engine of ['native', 'js'] as const) {
+          const f = await front(() => [be(backend.port)], {
+            engine,
+            headTimeoutMs: 300,
+            keepAliveTimeoutMs: 300,
+            responseTimeoutMs: 300,
+          });
+          try {
+            const inputs = Array.from({ length: 400 * FUZZ_SCALE }, () => {
+              const x = pickOne(seeds);
+              return rnd(5) === 0 ? [x] : [mutate(x)];
+            });
+            const bad = await sendAll(f.port, inputs, 1000);
+            expect([engine, bad]).toEqual([engine, []]);
+            // what a strict backend (node:http) refused of what we forwarded: only methods it does not
+            // know (valid extension methods: any token, RFC 9110 §9.1) and messages we cut short (a
+            // bad body after its head)
+            const TCHAR = "[!#$%&'*+.^_`|~0-9A-Za-z-]";
+            // where the backend's parser stopped: on a request line whose method it does not know
+            const unknownMethod = (x: { before: string; after: string }): boolean => {
+              const line = new RegExp(`(${TCHAR}+) \\S+ HTTP\\/1\\.[01]\\r\\n`, 'g');
+              for (const m of (x.before + x.after).matchAll(line)) {
+                const at = x.before.length;
+                if (m.index <= at && at <= m.index + m[0].length) return !METHODS.includes(m[1]);
+              }
+              return false;
+            };
+            // a raw byte over 0x7f in a target: strict llhttp refuses it, nginx and haproxy forward it
+            // (the differential test holds that), as we do
+            const rawTarget = (bytes: string): boolean => / \S*[\x80-\xff]\S* HTTP\/1\.[01]\r$/m.test(bytes);
+            const refused = backend
+              .take()
+              .failed.filter(
+                (x) =>
+                  x.code !== 'HPE_INVALID_EOF_STATE' &&
+                  !(['HPE_INVALID_METHOD', 'HPE_INVALID_CONSTANT'].includes(x.code) && unknownMethod(x)) &&
+                  !(x.code === 'HPE_INVALID_URL' && rawTarget(x.bytes)),
+              );
+            expect([engine, refused]).toEqual([engine, []]);
+            await until(
+              () => (f.http.native?.counts.clients ?? 0) === 0 && f.http.stats.activeConnections === 0,
+            );
+            expect(f.http.stats.activeConnections).toBe(0);
+            expect(f.lb.active.size).toBe(0);
+          } finally {
+            await f.close();
           }
-          return false;
-        };
-        // a raw byte over 0x7f in a target: strict llhttp refuses it, nginx and haproxy forward it
-        // (the differential test holds that), as we do
-        const rawTarget = (bytes: string): boolean => / \S*[\x80-\xff]\S* HTTP\/1\.[01]\r$/m.test(bytes);
-        const refused = backend
-          .take()
-          .failed.filter(
-            (x) =>
-              x.code !== 'HPE_INVALID_EOF_STATE' &&
-              !(['HPE_INVALID_METHOD', 'HPE_INVALID_CONSTANT'].includes(x.code) && unknownMethod(x)) &&
-              !(x.code === 'HPE_INVALID_URL' && rawTarget(x.bytes)),
-          );
-        expect([engine, refused]).toEqual([engine, []]);
-        await until(() => (f.http.native?.counts.clients ?? 0) === 0 && f.http.stats.activeConnections === 0);
-        expect(f.http.stats.activeConnections).toBe(0);
-        expect(f.lb.active.size).toBe(0);
-        await f.close();
+        }
+      } finally {
+        await backend.close();
       }
-      await backend.close();
     },
     120_000 * FUZZ_SCALE,
   );

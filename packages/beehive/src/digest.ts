@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** The wire form of a digest: how many objects, and the XOR of their 64-bit hashes in hex. */
 export interface DigestValue {
@@ -22,12 +22,21 @@ export class ObjectDigest {
   private lo = 0;
 
   add(key: string, resourceVersion: number | string): void {
-    this.mix(key, resourceVersion);
-    this.count++;
+    this.addHash(objectHash(key, resourceVersion));
   }
 
   remove(key: string, resourceVersion: number | string): void {
-    this.mix(key, resourceVersion);
+    this.removeHash(objectHash(key, resourceVersion));
+  }
+
+  /** `add` with the object's hash computed once by the caller (`objectHash`). */
+  addHash(h: Buffer): void {
+    this.mix(h);
+    this.count++;
+  }
+
+  removeHash(h: Buffer): void {
+    this.mix(h);
     this.count--;
   }
 
@@ -35,11 +44,15 @@ export class ObjectDigest {
     return { count: this.count, hash: hex8(this.hi) + hex8(this.lo) };
   }
 
-  private mix(key: string, rv: number | string): void {
-    const h = createHash('sha256').update(`${key}@${rv}`).digest();
+  private mix(h: Buffer): void {
     this.hi = (this.hi ^ h.readUInt32BE(0)) >>> 0;
     this.lo = (this.lo ^ h.readUInt32BE(4)) >>> 0;
   }
+}
+
+/** SHA-256(`key@rv`): an object version's contribution to a digest (its first 64 bits). */
+export function objectHash(key: string, rv: number | string): Buffer {
+  return hash('sha256', `${key}@${rv}`, 'buffer');
 }
 
 /** A type's digest as published: the whole type, and each namespace on its own. */
@@ -60,17 +73,19 @@ export class TypeDigest {
   private readonly byNs = new Map<string, ObjectDigest>();
 
   add(namespace: string, key: string, rv: number | string): void {
-    this.total.add(key, rv);
+    const h = objectHash(key, rv); // once, for the type and its namespace
+    this.total.addHash(h);
     let d = this.byNs.get(namespace);
     if (!d) this.byNs.set(namespace, (d = new ObjectDigest()));
-    d.add(key, rv);
+    d.addHash(h);
   }
 
   remove(namespace: string, key: string, rv: number | string): void {
-    this.total.remove(key, rv);
+    const h = objectHash(key, rv);
+    this.total.removeHash(h);
     const d = this.byNs.get(namespace);
     if (!d) return;
-    d.remove(key, rv);
+    d.removeHash(h);
     if (d.count === 0) this.byNs.delete(namespace);
   }
 

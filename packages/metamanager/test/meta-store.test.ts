@@ -43,7 +43,46 @@ describe('MetaStore', () => {
       .prepare("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='meta'")
       .all()
       .map((r: any) => r.name);
-    expect(idx).toEqual(expect.arrayContaining(['meta_type', 'meta_ns_type']));
+    // one secondary index: a namespace's objects are a range of the primary key
+    expect(idx.filter((n: string) => !n.startsWith('sqlite_autoindex'))).toEqual(['meta_type']);
+  });
+
+  it('migrates a schema-2 database (two indexes) and lists a namespace by its key range only', () => {
+    store.close();
+    const raw = new Database(db.path);
+    raw.exec('CREATE INDEX meta_ns_type ON meta(namespace, type)');
+    raw.pragma('user_version = 2');
+    raw.close();
+    store = new MetaStore(db.path);
+    expect(store.schemaVersion).toBe(SCHEMA_VERSION);
+    const at = (namespace: string, type: string, name: string): MetaOp => ({
+      op: 'upsert',
+      key: `${namespace}/${type}/${name}`,
+      namespace,
+      type,
+      name,
+      value: '{}',
+      resourceVersion: 1,
+    });
+    // neighbours of `a/pod/` in key order: namespaces `a-b` and `a0`, types `po` and `pod0`
+    store.apply([
+      at('a', 'pod', 'x.y'),
+      at('a', 'pod', 'x-1'),
+      at('a', 'pod0', 'x'),
+      at('a', 'po', 'x'),
+      at('a-b', 'pod', 'x'),
+      at('a0', 'pod', 'x'),
+    ]);
+    expect(store.list('a', 'pod').map((r) => r.key)).toEqual(['a/pod/x-1', 'a/pod/x.y']);
+    expect(store.list('a', 'pod0').map((r) => r.key)).toEqual(['a/pod0/x']);
+    expect(store.list('a-b', 'pod').map((r) => r.key)).toEqual(['a-b/pod/x']);
+    expect(store.list('*', 'pod')).toHaveLength(4);
+    const plan = store.db
+      .prepare('EXPLAIN QUERY PLAN SELECT * FROM meta WHERE key > ? AND key < ? ORDER BY key')
+      .all('a/pod/', 'a/pod0')
+      .map((r: any) => r.detail)
+      .join(' ');
+    expect(plan).toMatch(/USING PRIMARY KEY/);
   });
 
   it('migrates a database created at schema version 1', () => {

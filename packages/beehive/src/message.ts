@@ -41,6 +41,12 @@ export const Operation = {
   Error: 'error',
   Connect: 'connect',
   Keepalive: 'keepalive',
+  /**
+   * Several write messages in `content` (an array), committed together by MetaManager; the one
+   * reply's content lists each write's answer in order: `'OK'` or an ErrorContent. What EdgeHub
+   * sends for a burst from the cloud (one request and one transaction instead of one each).
+   */
+  Batch: 'batch',
 } as const;
 export type OperationName = (typeof Operation)[keyof typeof Operation];
 
@@ -126,6 +132,22 @@ export function newResponse<T>(req: Message<unknown>, content: T, source?: strin
 export interface ErrorContent {
   code: string;
   message: string;
+}
+
+/** One write's answer in the reply to a `batch`: `'OK'`, or why it was refused. */
+export type BatchAnswer = 'OK' | ErrorContent;
+
+/** Whether a value has a message's shape (a header and a route object), e.g. a batch's item. */
+export function isMessageLike(v: unknown): v is Message<unknown> {
+  const m = v as Partial<Message<unknown>> | null;
+  return (
+    !!m &&
+    typeof m === 'object' &&
+    !!m.header &&
+    typeof m.header === 'object' &&
+    !!m.route &&
+    typeof m.route === 'object'
+  );
 }
 
 export function newError(

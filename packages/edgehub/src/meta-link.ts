@@ -1,5 +1,6 @@
 import {
   ChannelContext,
+  type BatchAnswer,
   Group,
   isErrorMessage,
   newMessage,
@@ -8,8 +9,26 @@ import {
   type Message,
 } from '@edgecore/beehive';
 
-/** EdgeHub's calls to MetaManager: commit a write from the cloud, read a type's digest or versions. */
+/** Writes sent to MetaManager in one `batch` message at most (a broker's in-flight window). */
+const MAX_BATCH = 1000;
+
+interface QueuedCommit {
+  msg: Message<unknown>;
+  resource: string;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * EdgeHub's calls to MetaManager: commit a write from the cloud, read a type's digest or versions.
+ * The writes that arrive together (one read from the socket: a burst of the broker's in-flight
+ * window) go to MetaManager as one `batch` message — one request, one transaction, one reply —
+ * and each resolves when the batch is committed.
+ */
 export class MetaLink {
+  private queue: QueuedCommit[] = [];
+  private flushScheduled = false;
+
   constructor(
     private readonly ctx: () => ChannelContext | undefined,
     private readonly source: string,
@@ -18,19 +37,63 @@ export class MetaLink {
     private readonly log: Logger,
   ) {}
 
-  /** Commit a write through MetaManager; a refusal is logged (a stale one is a redelivery). */
-  async commit(msg: Message<unknown>, resource: string): Promise<void> {
-    const { ctx, meta } = this.target('commit to');
-    msg.header.sync = false;
-    const reply = await ctx.sendSync(meta, msg, this.timeoutMs);
-    if (isErrorMessage(reply) && reply.content.code !== 'META_STALE_RESOURCE_VERSION') {
-      this.log.warn(
-        { resource, code: reply.content.code, err: reply.content.message },
-        'object refused by MetaManager',
-      );
-    } else {
-      this.stats.committed++;
+  /**
+   * Commit a write through MetaManager; resolves once it is committed or refused (a refusal is
+   * logged; a stale one is a redelivery), rejects when MetaManager did not answer.
+   */
+  commit(msg: Message<unknown>, resource: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ msg, resource, resolve, reject });
+      if (this.queue.length >= MAX_BATCH) this.flush();
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          this.flush();
+        });
+      }
+    });
+  }
+
+  private flush(): void {
+    const items = this.queue;
+    if (!items.length) return;
+    this.queue = [];
+    let target: { ctx: ChannelContext; meta: string };
+    try {
+      target = this.target('commit to');
+    } catch (e) {
+      for (const it of items) it.reject(e);
+      return;
     }
+    for (const it of items) it.msg.header.sync = false;
+    const batch = newMessage(
+      items.map((it) => it.msg),
+      { source: this.source, group: Group.Meta, operation: Operation.Batch },
+    );
+    target.ctx.sendSync(target.meta, batch, this.timeoutMs).then(
+      (reply) => {
+        if (isErrorMessage(reply)) {
+          const e = new Error(`${reply.content.code}: ${reply.content.message}`);
+          for (const it of items) it.reject(e);
+          return;
+        }
+        const answers = reply.content as BatchAnswer[];
+        items.forEach((it, i) => {
+          const a = answers[i];
+          if (a === 'OK' || a?.code === 'META_STALE_RESOURCE_VERSION') this.stats.committed++;
+          else
+            this.log.warn(
+              { resource: it.resource, code: a?.code, err: a?.message ?? 'no answer' },
+              'object refused by MetaManager',
+            );
+          it.resolve();
+        });
+      },
+      (e: unknown) => {
+        for (const it of items) it.reject(e);
+      },
+    );
   }
 
   /** MetaManager's digest or versions of a type (what the state sync compares). */

@@ -328,10 +328,17 @@ describe('EdgeHub against a real mosquitto', () => {
       enable: () => true,
       async start(c) {
         for await (const m of c.receive('fake-meta')) {
-          if (m.route.operation === 'connect') continue;
-          writes.push(m.route.resource!);
-          if (first && m.route.resource === 'default/service/redeliver') first = false;
-          else c.sendResp(newResponse(m, 'OK'));
+          if (m.route.operation !== 'batch') continue; // EdgeHub commits a burst as one batch
+          const items = m.content as { route: { resource: string } }[];
+          writes.push(...items.map((i) => i.route.resource));
+          if (first && items.some((i) => i.route.resource === 'default/service/redeliver')) first = false;
+          else
+            c.sendResp(
+              newResponse(
+                m,
+                items.map(() => 'OK'),
+              ),
+            );
         }
       },
     });

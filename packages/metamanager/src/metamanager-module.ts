@@ -1,6 +1,9 @@
 import {
   BeehiveModule,
   ChannelContext,
+  isMessageLike,
+  type BatchAnswer,
+  type ErrorContent,
   CloudConnected,
   CloudDisconnected,
   ContextClosedError,
@@ -29,8 +32,15 @@ import {
 } from './config';
 import { MetaStore, type MetaOpResult } from './dao/meta-store';
 import { MetaServer } from './metaserver/meta-server';
-import { MetaCode } from './metamanager-errors';
+import { InvalidMetaContentError, MetaCode, UnknownOperationError } from './metamanager-errors';
 import { errorCode, parseWrite, type ParsedWrite } from './process';
+
+/** A write on its way into a transaction, and how its sender hears the outcome. */
+interface PendingWrite {
+  msg: Message<unknown>;
+  parsed: ParsedWrite;
+  answer: (a: BatchAnswer) => void;
+}
 
 export interface MetaManagerStats {
   applied: number;
@@ -115,7 +125,8 @@ export class MetaManagerModule implements BeehiveModule {
       batch.push(first);
       // Group commit: yield one macrotask so a burst that is still being enqueued joins this
       // batch, then take everything queued into the same transaction.
-      if (isWriteOperation(first.route.operation)) await new Promise<void>((r) => setImmediate(r));
+      const op = first.route.operation;
+      if (isWriteOperation(op) || op === Operation.Batch) await new Promise<void>((r) => setImmediate(r));
       for (
         let m = ctx.poll(this.name);
         m;
@@ -132,14 +143,41 @@ export class MetaManagerModule implements BeehiveModule {
     this.store.close();
   }
 
-  /** Process messages in order; consecutive writes share one transaction. */
+  /**
+   * Process messages in order; consecutive writes share one transaction. A `batch` message's
+   * writes join them and are answered together, in one reply, once they are committed.
+   */
   async processBatch(ctx: ChannelContext, msgs: Message<unknown>[]): Promise<void> {
-    let writes: { msg: Message<unknown>; parsed: ParsedWrite }[] = [];
+    let writes: PendingWrite[] = [];
+    const batches: { msg: Message<unknown>; answers: BatchAnswer[] }[] = [];
     for (const msg of msgs) {
       const op = msg.route.operation ?? '';
+      if (op === Operation.Batch) {
+        if (!Array.isArray(msg.content)) {
+          this.reject(ctx, msg, new InvalidMetaContentError('batch', 'expected an array of write messages'));
+          continue;
+        }
+        const answers: BatchAnswer[] = new Array<BatchAnswer>(msg.content.length);
+        batches.push({ msg, answers });
+        msg.content.forEach((item: unknown, i) => {
+          const answer = (a: BatchAnswer) => (answers[i] = a);
+          if (!isMessageLike(item)) {
+            answer(this.refusal(msg, new InvalidMetaContentError('batch', `item ${i} is not a message`)));
+          } else if (!isWriteOperation(item.route.operation)) {
+            answer(this.refusal(item, new UnknownOperationError(item.route.operation)));
+          } else {
+            try {
+              writes.push({ msg: item, parsed: parseWrite(item), answer });
+            } catch (e) {
+              answer(this.refusal(item, e));
+            }
+          }
+        });
+        continue;
+      }
       if (isWriteOperation(op)) {
         try {
-          writes.push({ msg, parsed: parseWrite(msg) });
+          writes.push({ msg, parsed: parseWrite(msg), answer: (a) => this.answer(ctx, msg, a) });
         } catch (e) {
           this.reject(ctx, msg, e);
         }
@@ -152,12 +190,10 @@ export class MetaManagerModule implements BeehiveModule {
       this.handleOther(ctx, msg);
     }
     if (writes.length) await this.commit(ctx, writes);
+    for (const b of batches) this.reply(ctx, b.msg, newResponse(b.msg, b.answers, this.name));
   }
 
-  private async commit(
-    ctx: ChannelContext,
-    writes: { msg: Message<unknown>; parsed: ParsedWrite }[],
-  ): Promise<void> {
+  private async commit(ctx: ChannelContext, writes: PendingWrite[]): Promise<void> {
     let results: MetaOpResult[];
     try {
       results = this.store.apply(writes.map((w) => w.parsed.op));
@@ -165,25 +201,19 @@ export class MetaManagerModule implements BeehiveModule {
     } catch (e) {
       // The transaction rolled back: nothing of the batch is written; every sender hears why.
       this.log.error({ err: e, count: writes.length }, 'metadata batch failed');
-      for (const w of writes) this.reject(ctx, w.msg, e);
+      for (const w of writes) w.answer(this.refusal(w.msg, e));
       return;
     }
     const meshAvailable = ctx.moduleNames(Group.Mesh).length > 0;
     for (let i = 0; i < writes.length; i++) {
-      const { msg, parsed } = writes[i];
+      const { msg, parsed, answer } = writes[i];
       const res = results[i];
       if (res.status === 'stale') {
         this.stats.stale++;
-        this.reply(
-          ctx,
-          msg,
-          newError(
-            msg,
-            MetaCode.StaleResourceVersion,
-            `"${parsed.op.key}": resourceVersion ${parsed.op.resourceVersion} is older than stored ${res.stored}`,
-            this.name,
-          ),
-        );
+        answer({
+          code: MetaCode.StaleResourceVersion,
+          message: `"${parsed.op.key}": resourceVersion ${parsed.op.resourceVersion} is older than stored ${res.stored}`,
+        });
         continue;
       }
       if (res.status === 'applied') {
@@ -208,7 +238,7 @@ export class MetaManagerModule implements BeehiveModule {
       } else {
         this.stats.unchanged++;
       }
-      this.reply(ctx, msg, newResponse(msg, 'OK', this.name));
+      answer('OK');
     }
   }
 
@@ -310,6 +340,11 @@ export class MetaManagerModule implements BeehiveModule {
   }
 
   private reject(ctx: ChannelContext, msg: Message<unknown>, e: unknown): void {
+    this.answer(ctx, msg, this.refusal(msg, e));
+  }
+
+  /** A refused message: counted, logged with its resource, and the answer its sender gets. */
+  private refusal(msg: Message<unknown>, e: unknown): ErrorContent {
     this.stats.rejected++;
     const code = errorCode(e);
     const message = (e as { message?: string }).message ?? String(e);
@@ -317,7 +352,15 @@ export class MetaManagerModule implements BeehiveModule {
       { code, resource: msg.route.resource, operation: msg.route.operation, source: msg.route.source },
       message,
     );
-    this.reply(ctx, msg, newError(msg, code, message, this.name));
+    return { code, message };
+  }
+
+  private answer(ctx: ChannelContext, msg: Message<unknown>, a: BatchAnswer): void {
+    this.reply(
+      ctx,
+      msg,
+      a === 'OK' ? newResponse(msg, 'OK', this.name) : newError(msg, a.code, a.message, this.name),
+    );
   }
 
   /** Sync requests get sendResp; async ones a message back to the source module, if it exists. */

@@ -82,6 +82,61 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     },
   );
 
+  it('a batch: its writes commit in one transaction and one reply answers each, in order', async () => {
+    h = await harness(db.path);
+    await h.write('update', 'default/service/old', svc('old', 'default', 7));
+    const before = h.mm.stats.batches;
+    const write = (operation: string, resource: string, content: unknown, rv?: number) =>
+      newMessage(content, { operation, resource, resourceVersion: rv ? String(rv) : undefined });
+    const batch = newMessage(
+      [
+        write('insert', 'default/service/a', svc('a'), 3),
+        write('update', 'default/service/old', svc('old'), 6), // stale
+        write('insert', 'default/Service/X', {}), // bad resource
+        write('query', 'default/service/a', null), // not a write
+        'not a message',
+        write('delete', 'default/service/old', null, 8),
+        write('insert', 'default/pod/p', { metadata: { name: 'p' } }, 4),
+      ],
+      { source: 'edgehub', group: 'meta', operation: Operation.Batch },
+    );
+    const reply = await h.ctx.sendSync('metamanager', batch, 5000);
+    expect(reply.route.operation).toBe('response');
+    const answers = reply.content as unknown[];
+    expect(answers).toHaveLength(7);
+    expect(answers[0]).toBe('OK');
+    expect(answers[1]).toMatchObject({ code: 'META_STALE_RESOURCE_VERSION' });
+    expect(answers[2]).toMatchObject({
+      code: 'META_INVALID_RESOURCE',
+      message: expect.stringContaining('default/Service/X'),
+    });
+    expect(answers[3]).toMatchObject({ code: 'META_UNKNOWN_OPERATION' });
+    expect(answers[4]).toMatchObject({
+      code: 'META_INVALID_CONTENT',
+      message: expect.stringContaining('item 4'),
+    });
+    expect(answers.slice(5)).toEqual(['OK', 'OK']);
+    expect(h.mm.stats.batches - before).toBe(1); // one transaction
+    expect(h.store.get('default/service/a')?.resourceVersion).toBe(3);
+    expect(h.store.get('default/service/old')).toBeUndefined();
+    expect(h.store.get('default/pod/p')?.resourceVersion).toBe(4);
+    // forwarded to mesh one by one, in order, as single writes would be
+    expect(h.mesh.slice(-3).map((m) => `${m.route.operation} ${m.route.resource}`)).toEqual([
+      'insert default/service/a',
+      'delete default/service/old',
+      'insert default/pod/p',
+    ]);
+    // a batch whose content is not a list is refused as a whole, and the module keeps serving
+    const bad = await h.ctx.sendSync(
+      'metamanager',
+      newMessage({}, { source: 'edgehub', group: 'meta', operation: Operation.Batch }),
+      5000,
+    );
+    expect(bad.route.operation).toBe('error');
+    expect(bad.content).toMatchObject({ code: 'META_INVALID_CONTENT' });
+    expect((await h.write('insert', 'default/service/b', svc('b'), 1)).content).toBe('OK');
+  });
+
   it('query by key, by namespace and across namespaces, from SQLite', async () => {
     h = await harness(db.path);
     await h.write('insert', 'default/service/a', svc('a'), 1);

@@ -250,6 +250,46 @@ modules:
     expect((await services()).filter((n) => n !== 'fence')).toEqual([]);
   });
 
+  it("a publisher's digest follows its publishes: the same as one read back from the broker", async () => {
+    const { ObjectPublisher } = await import('../src');
+    const { digestEquals } = await import('@edgecore/beehive');
+    const obj = (name: string, namespace: string) => ({
+      type: 'service' as const,
+      namespace,
+      name,
+      object: {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name, namespace },
+        spec: { clusterIP: 'None', ports: [{ name: 'http-0', port: 80, targetPort: 80 }] },
+      },
+    });
+    const pub = await ObjectPublisher.connect(broker.url);
+    try {
+      await pub.begin(['service']);
+      for (const n of ['d1', 'd2', 'd3']) await pub.apply(obj(n, 'digest-a'));
+      await pub.apply(obj('d1', 'digest-b'));
+      await pub.apply(obj('d2', 'digest-a')); // a newer version of a live object
+      await pub.delete(obj('d3', 'digest-a'));
+      await pub.delete(obj('never', 'digest-a')); // a tombstone of nothing
+      await pub.finish();
+      const mine = pub.digest('service')!;
+      const fresh = await ObjectPublisher.connect(broker.url);
+      try {
+        await fresh.begin(['service']);
+        const read = fresh.digest('service')!;
+        expect(digestEquals(mine, read)).toBe(true);
+        expect(mine.namespaces?.['digest-a']).toEqual(read.namespaces?.['digest-a']);
+        expect(mine.namespaces?.['digest-a']?.count).toBe(2);
+        expect(mine.namespaces?.['digest-b']).toEqual(read.namespaces?.['digest-b']);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await pub.close();
+    }
+  });
+
   it('metrics show the cloud link', async () => {
     const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
     expect(m).toContain('edgecore_edgehub_connected 1');

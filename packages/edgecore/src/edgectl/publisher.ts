@@ -25,8 +25,11 @@ export interface PublisherOptions {
  */
 export class ObjectPublisher {
   private rvSeq = 0;
-  /** Per type: key → resourceVersion of each live object (tombstones are absent). */
-  private readonly state = new Map<string, Map<string, number>>();
+  /**
+   * Per type: key → resourceVersion of each live object (tombstones are absent), and their digest,
+   * kept current at each publish (a step's digest costs what it changed, not the catalog).
+   */
+  private readonly state = new Map<string, { live: Map<string, number>; digest: TypeDigest }>();
   private readonly inflight = new Set<Promise<void>>();
   private failed?: Error;
   private wake?: () => void;
@@ -79,7 +82,9 @@ export class ObjectPublisher {
             }
           },
         );
-        this.state.set(type, live);
+        const digest = new TypeDigest();
+        for (const [key, rv] of live) digest.add(key.slice(0, key.indexOf('/')), key, rv);
+        this.state.set(type, { live, digest });
       }
     } finally {
       await reader.close();
@@ -99,7 +104,7 @@ export class ObjectPublisher {
     const rv = this.nextResourceVersion();
     const object = { ...o.object, metadata: { ...o.object.metadata, resourceVersion: String(rv) } };
     await this.send(o, 'update', object, rv);
-    this.state.get(o.type)?.set(`${o.namespace}/${o.type}/${o.name}`, rv);
+    this.track(o, rv);
   }
 
   async delete(o: PlannedObject): Promise<void> {
@@ -110,16 +115,26 @@ export class ObjectPublisher {
       metadata: { name: o.name, namespace: o.namespace, resourceVersion: String(rv) },
     };
     await this.send(o, 'delete', tomb, rv);
-    this.state.get(o.type)?.delete(`${o.namespace}/${o.type}/${o.name}`);
+    this.track(o, undefined);
   }
 
   /** The digest of a type as this publisher knows it (after begin()). */
   digest(type: string): TypeDigestValue | undefined {
-    const live = this.state.get(type);
-    if (!live) return undefined;
-    const d = new TypeDigest();
-    for (const [key, rv] of live) d.add(key.slice(0, key.indexOf('/')), key, rv);
-    return d.value;
+    return this.state.get(type)?.digest.value;
+  }
+
+  /** A publish the broker took: the object's version now (undefined: deleted). */
+  private track(o: PlannedObject, rv: number | undefined): void {
+    const st = this.state.get(o.type);
+    if (!st) return;
+    const key = `${o.namespace}/${o.type}/${o.name}`;
+    const was = st.live.get(key);
+    if (was !== undefined) st.digest.remove(o.namespace, key, was);
+    if (rv === undefined) st.live.delete(key);
+    else {
+      st.live.set(key, rv);
+      st.digest.add(o.namespace, key, rv);
+    }
   }
 
   /** Wait for every publish, then publish the digest of each type read in begin(). */

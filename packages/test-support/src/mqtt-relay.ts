@@ -4,7 +4,8 @@ import { createConnection, createServer, type AddressInfo, type Server, type Soc
  * A TCP relay between MQTT clients and a broker that drops chosen PUBLISH packets on their way
  * from the broker to a client — messages lost between the broker and a node, on purpose. It parses
  * only the fixed header and, for CONNECT and PUBLISH, the client id and the topic (MQTT 3.1.1
- * §2.2, §3.1.3, §3.3.2); everything else passes byte for byte.
+ * §2.2, §3.1.3, §3.3.2; MQTT 5's CONNECT properties are skipped); everything else passes byte for
+ * byte.
  */
 export class MqttRelay {
   private server?: Server;
@@ -97,7 +98,20 @@ function publishTopic(pkt: Buffer): string {
 function connectClientId(pkt: Buffer): string {
   const at = varHeaderStart(pkt);
   const proto = pkt.readUInt16BE(at);
-  const payload = at + 2 + proto + 1 + 1 + 2; // protocol name, level, flags, keepalive
+  const level = pkt[at + 2 + proto];
+  let payload = at + 2 + proto + 1 + 1 + 2; // protocol name, level, flags, keepalive
+  if (level === 5) {
+    // MQTT 5 §3.1.2.11: the properties, a variable byte integer length first
+    let len = 0;
+    let mult = 1;
+    let b: number;
+    do {
+      b = pkt[payload++];
+      len += (b & 0x7f) * mult;
+      mult *= 128;
+    } while (b & 0x80);
+    payload += len;
+  }
   const n = pkt.readUInt16BE(payload);
   return pkt.subarray(payload + 2, payload + 2 + n).toString();
 }

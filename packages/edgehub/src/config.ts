@@ -39,6 +39,19 @@ export const edgeHubConfigSchema = z.strictObject({
         .optional(),
       /** Seconds. */
       keepalive: z.number().int().min(1).max(3600).default(30),
+      /**
+       * MQTT version: `auto` (5, then 3.1.1 from the first refusal of 5), `5` or `4` (3.1.1). With 5
+       * the node sets the broker's in-flight window itself (`receiveMaximum`): a stock mosquitto
+       * sends 20 unacknowledged messages to a 3.1.1 client.
+       */
+      protocolVersion: z.union([z.literal('auto'), z.literal(5), z.literal(4)]).default('auto'),
+      /**
+       * MQTT 5 Receive Maximum: QoS 1 messages the broker may send before their PUBACKs. Messages in
+       * flight are not in the broker's queue, so a large window is what keeps a burst from
+       * overflowing a stock queue (`max_queued_messages` 1000): the node still commits at most
+       * `maxInflight` at once, and TCP holds the rest.
+       */
+      receiveMaximum: z.number().int().min(1).max(65535).default(65535),
       embeddedBroker: z
         .strictObject({
           enable: z.boolean().default(false),
@@ -49,8 +62,8 @@ export const edgeHubConfigSchema = z.strictObject({
     .prefault({}),
   /**
    * Object messages whose commit may be under way at once; their PUBACKs go out in order as the
-   * commits finish (the broker's own window, mosquitto's `max_inflight_messages`, 20 by default,
-   * is usually the smaller).
+   * commits finish (over 3.1.1 the broker's own window, mosquitto's `max_inflight_messages`, 20 by
+   * default, is usually the smaller).
    */
   maxInflight: z.number().int().min(1).max(65535).default(1000),
   /** Digest checks against the cloud (README: "Nothing lost, and the node knows"). */

@@ -87,6 +87,10 @@ export class EdgeHubModule implements BeehiveModule {
   private broker?: EmbeddedBroker;
   private reconnectTimer?: NodeJS.Timeout;
   private backoff: number;
+  /** The MQTT version of the next connection (see `mqtt.protocolVersion`). */
+  private protocol: 4 | 5;
+  /** The broker refused MQTT 5 just now: reconnect at once with 3.1.1. */
+  private retryNow = false;
   private readonly readiness = new ReadySignal();
   private readonly intake: Intake;
   /** Per type, the newest publish time of an object message received (see StateSync). */
@@ -103,6 +107,7 @@ export class EdgeHubModule implements BeehiveModule {
     const options = (this.options = resolveEdgeHubOptions(input));
     this.topics = new Topics(options.topicPrefix);
     this.backoff = options.reconnect.initialMs;
+    this.protocol = options.mqtt.protocolVersion === 4 ? 4 : 5;
     this.intake = new Intake(
       options.maxInflight,
       this.stats,
@@ -200,7 +205,7 @@ export class EdgeHubModule implements BeehiveModule {
       clientId: node,
       // A persistent session: QoS 1 messages published while the node is away wait for it.
       clean: false,
-      protocolVersion: 4,
+      ...this.protocolOptions(),
       keepalive: o.mqtt.keepalive,
       reconnectPeriod: 0, // we reconnect ourselves, with capped exponential backoff
       connectTimeout: 10_000,
@@ -247,7 +252,36 @@ export class EdgeHubModule implements BeehiveModule {
       this.setConnected(false);
       this.scheduleReconnect();
     });
-    client.on('error', (e) => this.log.warn({ err: e.message, server: o.mqtt.server }, 'mqtt error'));
+    client.on('error', (e) => {
+      const code = (e as { code?: unknown }).code;
+      // CONNACK 1 (3.1.1: unacceptable protocol version) or 132 (5: unsupported protocol version)
+      if (this.protocol === 5 && o.mqtt.protocolVersion === 'auto' && (code === 1 || code === 132)) {
+        this.protocol = 4;
+        Object.assign(client.options, this.protocolOptions());
+        delete client.options.properties;
+        this.retryNow = true;
+        this.log.warn(
+          { server: o.mqtt.server },
+          'broker refused MQTT 5; using 3.1.1 (its own in-flight window bounds a burst: see README)',
+        );
+        return;
+      }
+      this.log.warn({ err: e.message, server: o.mqtt.server }, 'mqtt error');
+    });
+  }
+
+  /** MQTT 5 asks for the broker's in-flight window (`receiveMaximum`) and a session that never expires. */
+  private protocolOptions(): Pick<IClientOptions, 'protocolVersion' | 'properties'> {
+    if (this.protocol === 4) return { protocolVersion: 4 };
+    return {
+      protocolVersion: 5,
+      properties: { receiveMaximum: this.options.mqtt.receiveMaximum, sessionExpiryInterval: 0xffffffff },
+    };
+  }
+
+  /** The MQTT version of the link (or of the next attempt). */
+  get protocolVersion(): 4 | 5 {
+    return this.protocol;
   }
 
   private clientAuth(): Pick<IClientOptions, 'username' | 'password' | 'ca' | 'cert' | 'key'> {
@@ -263,9 +297,10 @@ export class EdgeHubModule implements BeehiveModule {
 
   private scheduleReconnect(): void {
     if (this.stopped || this.reconnectTimer) return;
-    const delay = this.backoff;
     const r = this.options.reconnect;
-    this.backoff = Math.min(this.backoff * r.growth, r.maxMs);
+    const delay = this.retryNow ? 0 : this.backoff;
+    if (!this.retryNow) this.backoff = Math.min(this.backoff * r.growth, r.maxMs);
+    this.retryNow = false;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.stopped || !this.client) return;

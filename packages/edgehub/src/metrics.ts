@@ -47,5 +47,11 @@ export class EdgeHubMetrics implements MetricsContribution {
     scrapedGauge(r, 'edgecore_edgehub_connected', '1 while the MQTT link is up.', () =>
       this.hub.cloudConnected ? 1 : 0,
     );
+    scrapedGauge(
+      r,
+      'edgecore_edgehub_mqtt_protocol_version',
+      'MQTT version of the link: 5, or 4 (3.1.1) with a broker that refused 5.',
+      () => this.hub.protocolVersion,
+    );
   }
 }

@@ -5,12 +5,13 @@ import {
   newResponse,
   toWire,
   fromWire,
+  type Message,
 } from '@edgecore/beehive';
 import { decodeChange } from '@edgecore/metamanager';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { Topics } from '../src';
 import { Mosquitto, tmpDir, until } from '@edgecore/test-support';
-import { startNode, uniqueNode, type Node } from './helpers';
+import { answerBatch, fakeMetaNode, startNode, uniqueNode, type Node } from './helpers';
 
 const topics = new Topics();
 
@@ -104,6 +105,61 @@ describe('EdgeHub against a real mosquitto', () => {
     expect(n.mm.store.get('default/service/b')?.resourceVersion).toBe(11);
     expect(n.mesh.filter((m) => decodeChange(m)).length).toBe(3);
     expect(n.hub.stats.committed).toBe(3);
+  });
+
+  it("MQTT 5: the node sets the in-flight window (Receive Maximum), not the broker's 20", async () => {
+    // A MetaManager stand-in that holds every commit until told: what the broker sends before
+    // its first PUBACK is then exactly the window.
+    const { EdgeHubModule } = await import('../src');
+    const held: Message<unknown>[] = [];
+    let release = false;
+    const hub = new EdgeHubModule({
+      nodeName: uniqueNode(),
+      mqtt: { server: broker.url, receiveMaximum: 150 }, // protocolVersion auto: 5 with mosquitto
+    });
+    const { ctx, core } = await fakeMetaNode(hub, (m, c) => (release ? answerBatch(c, m) : held.push(m)));
+    try {
+      await until(() => hub.cloudConnected, 'connected');
+      await new Promise((r) => setTimeout(r, 200)); // the SUBSCRIBE is through
+      await Promise.all(Array.from({ length: 400 }, (_, i) => publish(cloud, 'update', `w-${i}`, 100 + i)));
+      const taken = () => held.reduce((n, m) => n + (m.content as unknown[]).length, 0);
+      await until(() => taken() >= 150, 'the window taken', 5000).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300)); // nothing beyond the window comes
+      // mosquitto's max_inflight_messages (20) bounds a 3.1.1 client only
+      expect(taken()).toBe(150);
+      release = true;
+      for (const m of held.splice(0)) answerBatch(ctx, m);
+      await until(() => hub.stats.committed === 400, 'all four hundred, acknowledged in turn');
+    } finally {
+      await core.shutdown();
+    }
+  });
+
+  it('a broker that refuses MQTT 5 (the embedded aedes) is spoken to in 3.1.1 at once; 4 can be chosen', async () => {
+    const { EmbeddedBroker } = await import('../src');
+    const eb = new EmbeddedBroker();
+    const a = await eb.listen('127.0.0.1', 0);
+    try {
+      const auto = await startNode(tmpDir().db, {
+        nodeName: uniqueNode(),
+        mqtt: { server: `tcp://127.0.0.1:${a.port}`, keepalive: 5 },
+        reconnect: { initialMs: 30_000 }, // only the immediate retry can connect in time
+      });
+      nodes.push(auto);
+      await until(() => auto.hub.cloudConnected, 'connected over 3.1.1', 5000);
+      expect(auto.hub.protocolVersion).toBe(4);
+      expect(auto.logs.some((l) => /refused MQTT 5/.test(l.msg ?? ''))).toBe(true);
+      const four = await startNode(tmpDir().db, {
+        nodeName: uniqueNode(),
+        mqtt: { server: `tcp://127.0.0.1:${a.port}`, keepalive: 5, protocolVersion: 4 },
+      });
+      nodes.push(four);
+      await until(() => four.hub.cloudConnected, 'connected', 5000);
+      expect(four.logs.some((l) => /refused MQTT 5/.test(l.msg ?? ''))).toBe(false);
+    } finally {
+      for (const x of nodes.splice(0)) await x.stop();
+      await eb.close();
+    }
   });
 
   it('connection status goes to meta and mesh; node presence is retained, with a last will', async () => {
@@ -304,9 +360,7 @@ describe('EdgeHub against a real mosquitto', () => {
 
   it('a message whose commit does not come in time is not acknowledged and is redelivered', async () => {
     // A MetaManager stand-in that ignores the first write: EdgeHub must not PUBACK it.
-    const { ChannelContext, Core } = await import('@edgecore/beehive');
     const { EdgeHubModule } = await import('../src');
-    const ctx = new ChannelContext();
     const writes: string[] = [];
     let first = true;
     const dbg = process.env.DEBUG_HUB
@@ -321,28 +375,12 @@ describe('EdgeHub against a real mosquitto', () => {
       },
       dbg,
     );
-    const core = new Core(ctx, [hub]);
-    core.register({
-      name: 'fake-meta',
-      group: 'meta',
-      enable: () => true,
-      async start(c) {
-        for await (const m of c.receive('fake-meta')) {
-          if (m.route.operation !== 'batch') continue; // EdgeHub commits a burst as one batch
-          const items = m.content as { route: { resource: string } }[];
-          writes.push(...items.map((i) => i.route.resource));
-          if (first && items.some((i) => i.route.resource === 'default/service/redeliver')) first = false;
-          else
-            c.sendResp(
-              newResponse(
-                m,
-                items.map(() => 'OK'),
-              ),
-            );
-        }
-      },
+    const { core } = await fakeMetaNode(hub, (m, c) => {
+      const items = m.content as { route: { resource: string } }[];
+      writes.push(...items.map((i) => i.route.resource));
+      if (first && items.some((i) => i.route.resource === 'default/service/redeliver')) first = false;
+      else answerBatch(c, m);
     });
-    await core.start();
     try {
       await until(() => hub.cloudConnected, 'connected');
       await publish(cloud, 'update', 'redeliver', 70);

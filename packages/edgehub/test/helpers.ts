@@ -1,4 +1,4 @@
-import { ChannelContext, Core, type Message } from '@edgecore/beehive';
+import { ChannelContext, Core, newResponse, type Message } from '@edgecore/beehive';
 import { MetaManagerModule, MetaStore } from '@edgecore/metamanager';
 import { recorderModule, recordingLogger } from '@edgecore/test-support';
 import { EdgeHubModule, type EdgeHubOptions } from '../src';
@@ -33,4 +33,36 @@ export async function startNode(
 let seq = 0;
 export function uniqueNode(): string {
   return `edge-node-${process.pid}-${++seq}`;
+}
+
+/**
+ * EdgeHub with a MetaManager stand-in that sees each `batch` EdgeHub commits and decides when (or
+ * whether) to answer it (`answerBatch`).
+ */
+export async function fakeMetaNode(
+  hub: EdgeHubModule,
+  onBatch: (batch: Message<unknown>, ctx: ChannelContext) => void,
+): Promise<{ ctx: ChannelContext; core: Core }> {
+  const ctx = new ChannelContext();
+  const core = new Core(ctx, [hub]);
+  core.register({
+    name: 'fake-meta',
+    group: 'meta',
+    enable: () => true,
+    async start(c) {
+      for await (const m of c.receive('fake-meta')) if (m.route.operation === 'batch') onBatch(m, c);
+    },
+  });
+  await core.start();
+  return { ctx, core };
+}
+
+/** Answer every write of a batch with OK. */
+export function answerBatch(ctx: ChannelContext, batch: Message<unknown>): void {
+  ctx.sendResp(
+    newResponse(
+      batch,
+      (batch.content as unknown[]).map(() => 'OK'),
+    ),
+  );
 }

@@ -43,18 +43,31 @@ describe('MetaStore', () => {
       .prepare("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='meta'")
       .all()
       .map((r: any) => r.name);
-    // one secondary index: a namespace's objects are a range of the primary key
-    expect(idx.filter((n: string) => !n.startsWith('sqlite_autoindex'))).toEqual(['meta_type']);
+    // no secondary index: a type's objects, and a namespace's, are ranges of the primary key
+    expect(idx.filter((n: string) => !n.startsWith('sqlite_autoindex'))).toEqual([]);
   });
 
-  it('migrates a schema-2 database (two indexes) and lists a namespace by its key range only', () => {
+  it('migrates a schema-2 database (keyed by resource, two indexes) with its rows; lists by the primary key', () => {
     store.close();
     const raw = new Database(db.path);
-    raw.exec('CREATE INDEX meta_ns_type ON meta(namespace, type)');
+    raw.exec(`DROP TABLE meta;
+      CREATE TABLE meta (key TEXT PRIMARY KEY, type TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+        value TEXT NOT NULL, resource_version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+      CREATE INDEX meta_type ON meta(type);
+      CREATE INDEX meta_ns_type ON meta(namespace, type);
+      INSERT INTO meta VALUES ('a/pod/old', 'pod', 'a', 'old', '{"v":1}', 3);`);
     raw.pragma('user_version = 2');
     raw.close();
     store = new MetaStore(db.path);
     expect(store.schemaVersion).toBe(SCHEMA_VERSION);
+    expect(store.get('a/pod/old')).toEqual({
+      key: 'a/pod/old',
+      type: 'pod',
+      namespace: 'a',
+      name: 'old',
+      value: '{"v":1}',
+      resourceVersion: 3,
+    });
     const at = (namespace: string, type: string, name: string): MetaOp => ({
       op: 'upsert',
       key: `${namespace}/${type}/${name}`,
@@ -73,27 +86,31 @@ describe('MetaStore', () => {
       at('a-b', 'pod', 'x'),
       at('a0', 'pod', 'x'),
     ]);
-    expect(store.list('a', 'pod').map((r) => r.key)).toEqual(['a/pod/x-1', 'a/pod/x.y']);
+    expect(store.list('a', 'pod').map((r) => r.key)).toEqual(['a/pod/old', 'a/pod/x-1', 'a/pod/x.y']);
     expect(store.list('a', 'pod0').map((r) => r.key)).toEqual(['a/pod0/x']);
     expect(store.list('a-b', 'pod').map((r) => r.key)).toEqual(['a-b/pod/x']);
-    expect(store.list('*', 'pod')).toHaveLength(4);
-    const plan = store.db
-      .prepare('EXPLAIN QUERY PLAN SELECT * FROM meta WHERE key > ? AND key < ? ORDER BY key')
-      .all('a/pod/', 'a/pod0')
-      .map((r: any) => r.detail)
-      .join(' ');
-    expect(plan).toMatch(/USING PRIMARY KEY/);
-  });
-
-  it('migrates a database created at schema version 1', () => {
-    store.close();
-    const raw = new Database(db.path);
-    raw.pragma('user_version = 1');
-    raw.exec('DROP TABLE meta_tombstone');
-    raw.close();
-    store = new MetaStore(db.path);
-    expect(store.schemaVersion).toBe(SCHEMA_VERSION);
-    expect(store.apply([del('x', 3)])).toEqual([{ status: 'absent' }]);
+    expect(store.list('*', 'pod').map((r) => r.key)).toEqual([
+      'a/pod/old',
+      'a/pod/x-1',
+      'a/pod/x.y',
+      'a-b/pod/x',
+      'a0/pod/x',
+    ]);
+    expect(store.versions('pod').get('a/pod/old')).toBe(3);
+    expect(store.digest('pod').count).toBe(5);
+    expect(store.get('a/pod')).toBeUndefined();
+    for (const [sql, args] of [
+      ['SELECT * FROM meta WHERE type = ? ORDER BY namespace, name', ['pod']],
+      ['SELECT * FROM meta WHERE type = ? AND namespace = ? ORDER BY name', ['pod', 'a']],
+    ] as const) {
+      const plan = store.db
+        .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+        .all(...args)
+        .map((r: any) => r.detail)
+        .join(' ');
+      expect(plan).toMatch(/USING PRIMARY KEY/);
+      expect(plan).not.toMatch(/TEMP B-TREE/); // already in order
+    }
   });
 
   it('refuses a database from a newer edgecore with a clear error', () => {

@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
+import type { IClientOptions } from 'mqtt';
 import { optionsResolver } from '@edgecore/beehive';
 import { z } from 'zod';
 import { InvalidEdgeHubOptionError } from './edgehub-errors';
@@ -120,3 +122,16 @@ export const retainedReaderOptionsSchema = z.object({
 });
 
 export const HUB_MODULE_NAME = 'edgehub';
+
+/** Credentials and TLS files of `mqtt` as mqtt.js client options (every connection to the broker). */
+export function mqttClientAuth(
+  m: Pick<EdgeHubConfig['mqtt'], 'username' | 'password' | 'tls'>,
+): Pick<IClientOptions, 'username' | 'password' | 'ca' | 'cert' | 'key'> {
+  return {
+    username: m.username,
+    password: m.password,
+    ca: m.tls?.caFile ? readFileSync(m.tls.caFile) : undefined,
+    cert: m.tls?.certFile ? readFileSync(m.tls.certFile) : undefined,
+    key: m.tls?.keyFile ? readFileSync(m.tls.keyFile) : undefined,
+  };
+}

@@ -24,10 +24,10 @@ import {
   type IPublishPacket,
   type MqttClient,
 } from 'mqtt';
-import { readFileSync } from 'node:fs';
 import {
   EdgeHubOptions,
   HUB_MODULE_NAME,
+  mqttClientAuth,
   resolveEdgeHubOptions,
   type ResolvedEdgeHubOptions,
 } from './config';
@@ -285,14 +285,7 @@ export class EdgeHubModule implements BeehiveModule {
   }
 
   private clientAuth(): Pick<IClientOptions, 'username' | 'password' | 'ca' | 'cert' | 'key'> {
-    const m = this.options.mqtt;
-    return {
-      username: m.username,
-      password: m.password,
-      ca: m.tls?.caFile ? readFileSync(m.tls.caFile) : undefined,
-      cert: m.tls?.certFile ? readFileSync(m.tls.certFile) : undefined,
-      key: m.tls?.keyFile ? readFileSync(m.tls.keyFile) : undefined,
-    };
+    return mqttClientAuth(this.options.mqtt);
   }
 
   private scheduleReconnect(): void {

@@ -8,3 +8,4 @@ export * from './state-sync';
 export * from './edgehub-module';
 export * from './edgehub-container-module';
 export * from './metrics';
+export * from './broker-check';

@@ -9,11 +9,16 @@ import {
 import { EdgeCoreError } from '../edgecore-errors';
 import { EdgeCoreHost } from '../host';
 import { createLogger } from '../logging';
+import { checkBroker, mqttClientAuth } from '@edgecore/edgehub';
 
 const HELP = `edgecore — KubeEdge-style edge runtime (beehive, MetaManager, EdgeHub, EdgeMesh)
 
 Usage:
   edgecore --config FILE        run the enabled modules of FILE (edgecore.yaml)
+  edgecore check [--config FILE]
+                                look at the MQTT broker the way a node depends on it (protocol,
+                                retained messages, the queue of a node that is away, the cloud's
+                                digests); exit 1 when a node could not work with it
   edgecore --defaultconfig      print the full default configuration
   edgecore --minconfig          print the smallest valid configuration
   edgecore --help               this text
@@ -22,9 +27,9 @@ Signals: SIGTERM/SIGINT stop accepting, drain for up to drainSeconds, then exit.
 `;
 
 export async function main(argv: string[]): Promise<void> {
-  let args;
+  let parsed;
   try {
-    args = parseArgs({
+    parsed = parseArgs({
       args: argv,
       options: {
         config: { type: 'string', short: 'c' },
@@ -33,9 +38,17 @@ export async function main(argv: string[]): Promise<void> {
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
-    }).values;
+      allowPositionals: true,
+    });
   } catch (e) {
     process.stderr.write(`edgecore: ${(e as Error).message}\n\n${HELP}`);
+    process.exitCode = 2;
+    return;
+  }
+  const args = parsed.values;
+  const [command, ...extra] = parsed.positionals;
+  if ((command !== undefined && command !== 'check') || extra.length) {
+    process.stderr.write(`edgecore: unknown command "${[command, ...extra].join(' ')}"\n\n${HELP}`);
     process.exitCode = 2;
     return;
   }
@@ -57,6 +70,10 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     process.stderr.write(`edgecore: ${(e as Error).message}\n`);
     process.exitCode = 1;
+    return;
+  }
+  if (command === 'check') {
+    process.exitCode = await check(config);
     return;
   }
   const log = createLogger(config.log);
@@ -87,4 +104,21 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`edgecore: ${(e as Error).message}${code}\n`);
     process.exit(1);
   }
+}
+
+/** `edgecore check`: the broker findings, one line each; 1 when one is an error. */
+export async function check(
+  config: EdgeCoreConfig,
+  out: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): Promise<number> {
+  const mqtt = config.modules.edgeHub.mqtt;
+  let findings;
+  try {
+    findings = await checkBroker({ server: mqtt.server, client: mqttClientAuth(mqtt) });
+  } catch (e) {
+    out(`error  check: ${(e as Error).message}`);
+    return 1;
+  }
+  for (const f of findings) out(`${f.level.padEnd(6)} ${f.key}: ${f.message}`);
+  return findings.some((f) => f.level === 'error') ? 1 : 0;
 }

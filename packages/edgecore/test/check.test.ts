@@ -1,0 +1,102 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Mosquitto, until } from '@edgecore/test-support';
+import { connectAsync } from 'mqtt';
+import { parseConfig } from '../src';
+import { check } from '../src/cli/edgecore';
+import { edgectl } from '../src/cli/edgectl';
+
+const execFileP = promisify(execFile);
+const quiet = { stdout: () => undefined, stderr: () => undefined, stdin: () => '' };
+const BIN = join(__dirname, '..', 'bin', 'edgecore');
+
+function config(server: string) {
+  return parseConfig(`apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+modules:
+  edgeHub: { nodeName: edge-node-check, mqtt: { server: ${server} } }
+`);
+}
+
+async function run(server: string): Promise<{ code: number; lines: string[] }> {
+  const lines: string[] = [];
+  const code = await check(config(server), (l) => lines.push(l));
+  return { code, lines };
+}
+
+describe('edgecore check: the broker as a node depends on it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgecore-check-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a stock mosquitto: MQTT 5, retained messages, its queue limit measured (1000), then the cloud digests', async () => {
+    const broker = await Mosquitto.start({ stock: true });
+    try {
+      let r = await run(broker.url);
+      expect(r.code).toBe(0);
+      expect(r.lines).toContainEqual(expect.stringMatching(/^ok +protocol: MQTT 5/));
+      expect(r.lines).toContainEqual(expect.stringMatching(/^ok +retain:/));
+      expect(r.lines).toContainEqual(
+        expect.stringMatching(/^warn +queue: the broker kept 1000 of 1500 messages/),
+      );
+      expect(r.lines).toContainEqual(expect.stringMatching(/^warn +digest: no digest/));
+      // what the check published is gone again: no retained message of it stays
+      const f = join(dir, 'svc.yaml');
+      writeFileSync(
+        f,
+        `apiVersion: v1
+kind: Service
+metadata: { name: checked, namespace: default }
+spec: { clusterIP: None, ports: [{ name: http, port: 80, targetPort: 80 }] }
+`,
+      );
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f], quiet)).toBe(0);
+      r = await run(broker.url);
+      expect(r.lines).toContainEqual(expect.stringMatching(/^ok +digest: .*service 1/));
+      const reader = await connectAsync(broker.url, { clientId: 'check-reader', reconnectPeriod: 0 });
+      const left: string[] = [];
+      reader.on('message', (t, p) => p.length && left.push(t));
+      await reader.subscribeAsync('edgecore/check/#', { qos: 0 });
+      await reader.subscribeAsync('edgecore/digest/+', { qos: 0 }); // this one does come: the proof the read works
+      await until(() => left.length > 0, 'the digest read back');
+      await new Promise((res) => setTimeout(res, 300));
+      await reader.endAsync(true);
+      expect(left).toEqual(['edgecore/digest/service']);
+    } finally {
+      await broker.destroy();
+    }
+  }, 60_000);
+
+  it('a broker with a larger queue passes; an unreachable one is an error (exit 1), from the command line too', async () => {
+    const broker = await Mosquitto.start(); // max_queued_messages 10000
+    try {
+      const r = await run(broker.url);
+      expect(r.lines).toContainEqual(
+        expect.stringMatching(/^ok +queue: 1500 messages published while a session was away all came back/),
+      );
+    } finally {
+      await broker.destroy();
+    }
+    const f = join(dir, 'edgecore.yaml');
+    writeFileSync(
+      f,
+      `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+modules:
+  edgeHub: { nodeName: edge-node-check, mqtt: { server: tcp://127.0.0.1:9 } }
+`,
+    );
+    const e = await execFileP(process.execPath, [BIN, 'check', '--config', f]).catch(
+      (x: { code: number; stdout: string }) => x,
+    );
+    expect((e as { code: number }).code).toBe(1);
+    expect(e.stdout).toMatch(/^error +connect: cannot connect to tcp:\/\/127\.0\.0\.1:9/m);
+    const u = await execFileP(process.execPath, [BIN, 'frobnicate']).catch(
+      (x: { code: number; stderr: string }) => x,
+    );
+    expect((u as { code: number }).code).toBe(2);
+    expect(u.stderr).toMatch(/unknown command "frobnicate"/);
+  }, 60_000);
+});

@@ -70,6 +70,29 @@ const udpBackend = z.enum(['auto', 'native', 'dgram']).default('auto');
 const cacheSize = z.number().int().min(0).max(10_000_000).default(10_000);
 /** Per-upstream timeout of a forwarded query. */
 const upstreamTimeoutMs = ms(60_000).default(2000);
+/**
+ * Serve-stale (RFC 8767): when no upstream answers (the node is offline), an expired cached answer
+ * is served with a short TTL instead of SERVFAIL; after such a failure, stale answers come at once
+ * for `recheckSeconds` before the upstreams are tried again.
+ */
+const serveStale = z
+  .strictObject({
+    enable: z.boolean().default(true),
+    /** How long past its TTL an answer may still be served (RFC 8767 suggests 1–3 days). */
+    maxStaleSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(30 * 86400)
+      .default(86400),
+    /** The TTL a stale answer carries (RFC 8767 §4: 30 s). */
+    answerTtl: z.number().int().min(1).max(3600).default(30),
+    /** The failure recheck timer (RFC 8767 §5: 30 s). */
+    recheckSeconds: z.number().int().min(0).max(3600).default(30),
+  })
+  .prefault({});
+/** Ask the upstreams over TCP only (NodeLocal DNSCache's `force_tcp`), e.g. through a UDP-hostile path. */
+const upstreamTcp = z.boolean().default(false);
 
 /** edgecore.yaml `modules.edgeMesh`. Every object is strict: an unknown key is an error naming it. */
 export const edgeMeshConfigSchema = z.strictObject({
@@ -137,6 +160,8 @@ export const edgeMeshConfigSchema = z.strictObject({
       allowFrom: z.array(cidr(32, '10.0.0.0/8')).optional(),
       cacheSize,
       upstreamTimeoutMs,
+      serveStale,
+      upstreamTcp,
       /** Where the host's upstream resolvers are read from (and the resolvconf hijack writes). */
       resolvConf: z.string().min(1).default('/etc/resolv.conf'),
     })
@@ -233,6 +258,10 @@ export const forwarderOptionsSchema = z.object({
   bindAddress: z.string().optional(),
   /** Cap on cached TTLs, seconds. */
   maxTtl: z.number().int().min(0).max(604_800).default(3600),
+  serveStale,
+  upstreamTcp,
+  /** The UDP payload size of the OPT added to a cached answer for an EDNS client. */
+  ednsUdpSize: z.number().int().min(512).max(65535).default(1232),
 });
 
 export const dnsServerOptionsSchema = z.object({

@@ -70,6 +70,8 @@ export function bindDns(bind: Bind): void {
       timeoutMs: o.dns.upstreamTimeoutMs,
       cacheSize: o.dns.cacheSize,
       bindAddress: mode === 'iptables' ? listen.host : undefined,
+      serveStale: o.dns.serveStale,
+      upstreamTcp: o.dns.upstreamTcp,
     });
     return new DnsServer(ctx.get(ClusterZone), forwarder, {
       ...listen,

@@ -198,6 +198,7 @@ export class EdgeMeshModule implements BeehiveModule {
     const listen = dnsListen(o, this.mode, listenIP);
     this.dns = this.newDns(listen, this.mode);
     const a = await this.dns.listen();
+    this.zone.setNameserverAddress(a.address);
     this.interception?.dnsListening(a.address);
     // 5. Portals per service port, their rules; the explicit proxy when unprivileged.
     this.portals = this.newPortals(this.mode === 'unprivileged' ? '127.0.0.1' : listen.host);

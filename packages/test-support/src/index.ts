@@ -6,3 +6,4 @@ export * from './mqtt-relay';
 export * from './recorder';
 export * from './recording-backend';
 export * from './reference-proxies';
+export * from './reference-dns';

@@ -9,8 +9,24 @@ export interface ServicePort {
 export interface Service {
   kind?: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string>; resourceVersion?: string };
-  spec?: { clusterIP?: string; selector?: Record<string, string>; ports?: ServicePort[]; type?: string };
+  spec?: {
+    clusterIP?: string;
+    selector?: Record<string, string>;
+    ports?: ServicePort[];
+    type?: string;
+    /** `type: ExternalName`: the DNS name the service is an alias of. */
+    externalName?: string;
+  };
 }
+
+/**
+ * An ExternalName service (Kubernetes DNS spec §2.5) is a DNS alias only: a CNAME, never a VIP, a
+ * portal or an interception rule.
+ */
+export function isExternalName(s: Service | undefined): boolean {
+  return s?.spec?.type === 'ExternalName';
+}
+
 export interface Pod {
   kind?: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string> };

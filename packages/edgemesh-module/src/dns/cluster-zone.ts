@@ -1,11 +1,13 @@
 import type * as dnsPacket from 'dns-packet';
 import type { ServiceCatalog } from '../catalog/catalog';
-import type { Service } from '../catalog/types';
+import { isExternalName, type Service } from '../catalog/types';
 import { parseServiceName } from '../service-name';
-import { QTYPE, RCODE, type ParsedQuery } from './wire';
+import { QCLASS, QTYPE, RCODE, type ParsedQuery } from './wire';
 
 export interface ZoneAnswer {
   rcode: number;
+  /** Authoritative answer (AA): true unless said otherwise (a short form, a refusal). */
+  aa?: boolean;
   answers: dnsPacket.Answer[];
   authorities: dnsPacket.Answer[];
   additionals: dnsPacket.Answer[];
@@ -26,18 +28,29 @@ export interface VipLookup {
   inPool(ip: string): boolean;
 }
 
+/** The version of the Kubernetes DNS-based service discovery spec answered (spec §2.2). */
+export const DNS_SCHEMA_VERSION = '1.1.0';
+
 /**
  * Answers for the cluster domain, per the Kubernetes DNS-based service discovery spec:
- * `<svc>.<ns>.svc.<domain>` A → VIP; `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV; PTR for VIPs;
- * other types of a known name → NODATA; unknown names in the zone → NXDOMAIN with the SOA
- * (RFC 2308 negative caching). The short forms `<svc>.<ns>` and `<svc>.<ns>.svc` are answered when
- * the service exists (clients without search paths), otherwise they go upstream.
- * Returns undefined when the name is not ours.
+ * `<svc>.<ns>.svc.<domain>` A → VIP, SRV → one per port; an ExternalName service → a CNAME (with the
+ * target's A when it is a service of the zone); `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV;
+ * `dns-version.<domain>` TXT; the apex SOA and NS (`ns.dns.<domain>`, its A the address the server
+ * listens on); PTR for VIPs; empty non-terminals (`svc.`, `<ns>.svc.`, `pod.`, `dns.`) and other
+ * types of a known name → NODATA; unknown names in the zone → NXDOMAIN with the SOA (RFC 2308).
+ * A class other than IN (or ANY) for a name of ours is REFUSED, as BIND and Knot do.
+ *
+ * The short forms `<svc>.<ns>` and `<svc>.<ns>.svc` (clients without search paths) are answered
+ * when the service exists, not authoritatively and without an SOA (the zone is no ancestor of
+ * those names: a NODATA for them is not negatively cacheable, RFC 2308 §5); otherwise they go
+ * upstream. Returns undefined when the name is not ours.
  */
 export class ClusterZone {
   /** The cluster domain, lower case, no trailing dot. */
   readonly domain: string;
   private readonly suffix: string;
+  /** The address of `ns.dns.<domain>` (the DNS server's listen address), once known. */
+  private nameserver?: string;
 
   constructor(
     private readonly catalog: ServiceCatalog,
@@ -48,6 +61,15 @@ export class ClusterZone {
     this.suffix = `.${this.domain}`;
   }
 
+  /** The DNS server listens on `ip`: the glue of the apex NS. */
+  setNameserverAddress(ip: string): void {
+    this.nameserver = ip;
+  }
+
+  private get nsName(): string {
+    return `ns.dns.${this.domain}`;
+  }
+
   soa(): dnsPacket.Answer {
     const d = this.domain;
     return {
@@ -55,7 +77,7 @@ export class ClusterZone {
       name: d,
       ttl: this.o.ttl,
       data: {
-        mname: `ns.dns.${d}`,
+        mname: this.nsName,
         rname: `hostmaster.${d}`,
         serial: 1,
         refresh: 7200,
@@ -67,23 +89,62 @@ export class ClusterZone {
   }
 
   resolve(q: ParsedQuery): ZoneAnswer | undefined {
+    const a = this.lookup(q);
+    if (a && q.qclass !== QCLASS.IN && q.qclass !== QCLASS.ANY)
+      return { rcode: RCODE.REFUSED, aa: false, answers: [], authorities: [], additionals: [] };
+    return a;
+  }
+
+  private lookup(q: ParsedQuery): ZoneAnswer | undefined {
     const name = q.name;
     if (name.endsWith('.in-addr.arpa')) return this.ptr(q);
-    if (name === this.domain) return q.qtype === QTYPE.SOA ? this.ok([this.soa()]) : this.nodata();
+    if (name === this.domain) return this.apex(q);
     // A service's name; a short form only when the service exists, else not ours (forward).
     const s = parseServiceName(name, this.domain);
     if (s) {
-      if (this.catalog.getService(s.namespace, s.service))
-        return this.serviceAnswer(q, s.namespace, s.service, name);
+      const svc = this.catalog.getService(s.namespace, s.service);
+      if (svc) {
+        const a = this.serviceAnswer(q, s.namespace, s.service, svc, name);
+        if (s.inZone) return a;
+        return { ...a, aa: false, authorities: a.authorities.filter((r) => r.type !== 'SOA') };
+      }
       if (s.inZone) return this.nxdomain();
     }
     if (name.endsWith(this.suffix)) return this.inZone(q, name.slice(0, -this.suffix.length).split('.'));
     return undefined;
   }
 
+  private apex(q: ParsedQuery): ZoneAnswer {
+    const ns = { type: 'NS', name: this.domain, ttl: this.o.ttl, data: this.nsName } as dnsPacket.Answer;
+    const glue = this.glue();
+    switch (q.qtype) {
+      case QTYPE.SOA:
+        return this.ok([this.soa()]);
+      case QTYPE.NS:
+        return { ...this.ok([ns]), additionals: glue };
+      case QTYPE.ANY:
+        return { ...this.ok([this.soa(), ns]), additionals: glue };
+      default:
+        return this.nodata();
+    }
+  }
+
+  private glue(): dnsPacket.Answer[] {
+    return this.nameserver ? [{ type: 'A', name: this.nsName, ttl: this.o.ttl, data: this.nameserver }] : [];
+  }
+
   private inZone(q: ParsedQuery, labels: string[]): ZoneAnswer {
     const n = labels.length;
-    if (n === 1 && labels[0] === 'svc') return this.nodata();
+    if (n === 1 && labels[0] === 'dns-version') {
+      if (q.qtype !== QTYPE.TXT && q.qtype !== QTYPE.ANY) return this.nodata();
+      return this.ok([{ type: 'TXT', name: q.name, ttl: this.o.ttl, data: DNS_SCHEMA_VERSION }]);
+    }
+    if (n === 2 && labels[0] === 'ns' && labels[1] === 'dns') {
+      const glue = this.glue();
+      return (q.qtype === QTYPE.A || q.qtype === QTYPE.ANY) && glue.length ? this.ok(glue) : this.nodata();
+    }
+    // empty non-terminals: names with names below them and no records of their own
+    if (n === 1 && (labels[0] === 'svc' || labels[0] === 'pod' || labels[0] === 'dns')) return this.nodata();
     if (n === 2 && labels[1] === 'svc')
       return this.catalog.hasNamespace(labels[0]) ? this.nodata() : this.nxdomain();
     if (n === 5 && labels[4] === 'svc' && labels[0].startsWith('_') && labels[1].startsWith('_')) {
@@ -92,13 +153,51 @@ export class ClusterZone {
     return this.nxdomain();
   }
 
-  private serviceAnswer(q: ParsedQuery, ns: string, svc: string, name: string): ZoneAnswer {
+  private serviceAnswer(q: ParsedQuery, ns: string, svc: string, s: Service, name: string): ZoneAnswer {
+    if (isExternalName(s)) return this.alias(q, s, name);
     const vip = this.vips.vipOf(`${ns}/${svc}`);
     if (q.qtype === QTYPE.A || q.qtype === QTYPE.ANY) {
       if (!vip) return this.nodata();
       return this.ok([{ type: 'A', name, ttl: this.o.ttl, data: vip }]);
     }
+    if (q.qtype === QTYPE.SRV) {
+      // every port of the service (CoreDNS answers a bare service name's SRV so)
+      const target = `${svc}.${ns}.svc.${this.domain}`;
+      const ports = (s.spec?.ports ?? []).filter((p) => p.protocol !== 'SCTP');
+      if (!ports.length || !vip) return this.nodata();
+      const a = this.ok(
+        ports.map(
+          (p) =>
+            ({
+              type: 'SRV',
+              name,
+              ttl: this.o.ttl,
+              data: { priority: 0, weight: 100, port: p.port, target },
+            }) as dnsPacket.Answer,
+        ),
+      );
+      a.additionals.push({ type: 'A', name: target, ttl: this.o.ttl, data: vip });
+      return a;
+    }
     return this.nodata();
+  }
+
+  /**
+   * An ExternalName service: a CNAME to its name; when that name is a service of this zone, the
+   * target's records follow (RFC 1034 §4.3.2), and a target the zone does not have is NXDOMAIN
+   * (RFC 6604: the rcode speaks of the last name of the chain).
+   */
+  private alias(q: ParsedQuery, s: Service, name: string): ZoneAnswer {
+    const target = (s.spec?.externalName ?? '').toLowerCase().replace(/\.$/, '');
+    if (!target) return this.nodata();
+    const cname = { type: 'CNAME', name, ttl: this.o.ttl, data: target } as dnsPacket.Answer;
+    if (q.qtype === QTYPE.CNAME || !target.endsWith(this.suffix)) return this.ok([cname]);
+    const t = parseServiceName(target, this.domain);
+    const ts = t?.inZone ? this.catalog.getService(t.namespace, t.service) : undefined;
+    if (!t || !ts) return { ...this.nxdomain(), answers: [cname] };
+    if (isExternalName(ts)) return this.ok([cname]); // one step only: no chains through the zone
+    const next = this.serviceAnswer({ ...q, name: target }, t.namespace, t.service, ts, target);
+    return { ...next, answers: [cname, ...next.answers] };
   }
 
   private srv(q: ParsedQuery, portName: string, proto: string, svc: string, ns: string): ZoneAnswer {

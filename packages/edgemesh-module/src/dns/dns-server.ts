@@ -7,7 +7,7 @@ import { DnsFormatError, DnsListenError } from '../edgemesh-errors';
 import { cidrContains, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 import type { ClusterZone, ZoneAnswer } from './cluster-zone';
 import type { Forwarder } from './forwarder';
-import { errorReply, parseQuery, plainQuestionEnd, readName, RCODE, type ParsedQuery } from './wire';
+import { errorReply, parseQuery, plainQuestionEnd, QTYPE, readName, RCODE, type ParsedQuery } from './wire';
 import { openUdp, type UdpTransport } from './udp-batch';
 
 /**
@@ -262,17 +262,18 @@ export class DnsServer {
       q = parseQuery(msg);
     } catch (e) {
       if (!(e instanceof DnsFormatError)) throw e;
-      this.count(RCODE.FORMERR);
-      return errorReply(msg, RCODE.FORMERR);
+      // an opcode we do not implement is NOTIMP even without a question (RFC 1035 §4.1.1)
+      const rcode = (msg[2] & 0x78) !== 0 ? RCODE.NOTIMP : RCODE.FORMERR;
+      this.count(rcode);
+      return errorReply(msg, rcode);
     }
-    if (q.opcode !== 0) {
-      this.count(RCODE.NOTIMP);
-      return errorReply(msg, RCODE.NOTIMP, q.questionEnd);
-    }
+    if (q.opcode !== 0) return this.refuse(msg, q, RCODE.NOTIMP);
     if (q.edns && q.edns.version > 0) {
       // RFC 6891 §6.1.3: BADVERS is an extended rcode; answer FORMERR-free BADVERS via OPT.
       return this.badvers(msg, q);
     }
+    // zone transfers are not served, to anyone (BIND and Knot without an allow-transfer ACL)
+    if (q.qtype === QTYPE.AXFR || q.qtype === QTYPE.IXFR) return this.refuse(msg, q, RCODE.REFUSED);
     const limit = tcp ? 65535 : q.edns ? Math.min(q.edns.udpSize, 4096) : 512;
     const key = msg.toString('latin1', 12, q.questionEnd) + (q.edns ? (q.edns.dnssecOk ? 'D' : 'E') : 'N');
     let tpl = this.answers.get(key);
@@ -286,6 +287,7 @@ export class DnsServer {
           return this.truncateTo(r, limit, msg, q);
         });
       }
+      if (a.rcode === RCODE.REFUSED || a.rcode === RCODE.NOTIMP) return this.refuse(msg, q, a.rcode);
       tpl = this.encode(msg, q, a);
       if (this.answers.size >= this.answerCacheSize) this.answers.clear();
       this.answers.set(key, tpl);
@@ -318,7 +320,7 @@ export class DnsServer {
     for (const s of sections) for (const r of s) len += rrCodec.encodingLength(r);
     const out = Buffer.alloc(len);
     out.writeUInt16BE(0, 0);
-    out.writeUInt16BE(FLAG_QR | FLAG_AA | FLAG_RA | (a.rcode & 0xf), 2);
+    out.writeUInt16BE(FLAG_QR | (a.aa === false ? 0 : FLAG_AA) | FLAG_RA | (a.rcode & 0xf), 2);
     out.writeUInt16BE(1, 4);
     out.writeUInt16BE(sections[0].length, 6);
     out.writeUInt16BE(sections[1].length, 8);
@@ -333,19 +335,46 @@ export class DnsServer {
     return out;
   }
 
-  /** An answer larger than the client's limit: header + question with TC set (RFC 1035 §4.2.1). */
+  /**
+   * An answer larger than the client's limit: header + question with TC set (RFC 1035 §4.2.1), and
+   * our OPT when the query had one (RFC 6891 §7: a truncated answer to EDNS still carries OPT).
+   */
   private truncateTo(r: Buffer, limit: number, msg: Buffer, q: ParsedQuery): Buffer {
     if (r.length <= limit) return r;
     this.stats.truncated++;
     const end = Math.min(q.questionEnd, r.length);
-    const out = Buffer.allocUnsafe(end);
+    const opt = q.edns ? this.optRecord(q) : undefined;
+    const out = Buffer.allocUnsafe(end + (opt?.length ?? 0));
     r.copy(out, 0, 0, end);
     out.writeUInt16BE(r.readUInt16BE(2) | FLAG_TC, 2);
     out.writeUInt16BE(1, 4);
     out.writeUInt32BE(0, 6);
-    out.writeUInt16BE(0, 10);
+    out.writeUInt16BE(opt ? 1 : 0, 10);
+    opt?.copy(out, end);
     void msg;
     return out;
+  }
+
+  /**
+   * An error reply with the question echoed and, to an EDNS query, our OPT (RFC 6891 §6.1.1: a
+   * responder that understands EDNS MUST include OPT in its response, errors too).
+   */
+  private refuse(msg: Buffer, q: ParsedQuery, rcode: number): Buffer {
+    this.count(rcode);
+    const head = errorReply(msg, rcode, q.questionEnd);
+    if (!q.edns) return head;
+    const out = Buffer.concat([head, this.optRecord(q)]);
+    out.writeUInt16BE(1, 10);
+    return out;
+  }
+
+  /** Our OPT RR (root owner, our UDP size, version 0, the client's DO bit echoed: RFC 3225). */
+  private optRecord(q: ParsedQuery): Buffer {
+    const opt = Buffer.alloc(11);
+    opt.writeUInt16BE(QTYPE.OPT, 1);
+    opt.writeUInt16BE(this.ednsSize, 3);
+    if (q.edns?.dnssecOk) opt.writeUInt16BE(0x8000, 7);
+    return opt;
   }
 
   private badvers(msg: Buffer, q: ParsedQuery): Buffer {

@@ -1,12 +1,11 @@
 import type { z } from 'zod';
 import { forwarderOptionsSchema, resolveMeshOptions } from '../config';
-import * as dnsPacket from 'dns-packet';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { connect as tcpConnect } from 'node:net';
 import { randomInt } from 'node:crypto';
-import { errorReply, RCODE, type ParsedQuery } from './wire';
+import { errorReply, QTYPE, RCODE, sameQuestion, walkRecords, type ParsedQuery } from './wire';
 
 export interface Upstream {
   host: string;
@@ -40,7 +39,8 @@ export function upstreamsFromResolvConf(path: string, exclude: ReadonlySet<strin
 }
 
 interface CacheEntry {
-  packet: dnsPacket.Packet;
+  /** The upstream's reply as received (re-encoding would change the question's octets). */
+  raw: Buffer;
   expires: number;
   stored: number;
 }
@@ -54,12 +54,20 @@ export interface ForwarderStats {
   upstreamFailures: number;
   tcpRetries: number;
   servfail: number;
+  /** Expired answers served because no upstream answered (RFC 8767). */
+  staleServed: number;
+  /** Replies refused for another question, id, address or port (RFC 5452). */
+  mismatched: number;
 }
 
 /**
  * Forwards queries outside the cluster domain to the host's resolvers: random query id and source
- * port per query (RFC 5452), UDP then TCP when the answer is truncated (RFC 1035 §4.2.2), failover
- * in order, a TTL-respecting cache (RFC 2308 for negatives), SERVFAIL when every upstream failed.
+ * port per query, and a reply taken only from the upstream's address and port, with our id and
+ * our question (RFC 5452 §9.1); UDP then TCP when the answer is truncated (RFC 1035 §4.2.2), or TCP
+ * only (`upstreamTcp`); failover in order; a TTL-respecting cache (RFC 2308 for negatives) keyed
+ * by the question's octet labels (ASCII case folded), which keeps the upstream's bytes and gives
+ * each client its own question, id, RD bit and EDNS (OPT only to EDNS clients); serve-stale
+ * (RFC 8767) when every upstream failed; SERVFAIL when there is nothing to serve.
  */
 export class Forwarder {
   readonly stats: ForwarderStats = {
@@ -68,12 +76,16 @@ export class Forwarder {
     upstreamFailures: 0,
     tcpRetries: 0,
     servfail: 0,
+    staleServed: 0,
+    mismatched: 0,
   };
   private readonly cache = new Map<string, CacheEntry>();
   private readonly timeoutMs: number;
   private readonly cacheSize: number;
   private readonly maxTtl: number;
   private readonly opts: z.output<typeof forwarderOptionsSchema>;
+  /** Until when the upstreams count as down (every one failed): stale answers come at once. */
+  private downUntil = 0;
 
   constructor(
     private upstreams: Upstream[],
@@ -99,28 +111,40 @@ export class Forwarder {
 
   /** The reply for `query` (with the client's id), never throwing. */
   async forward(query: Buffer, q: ParsedQuery): Promise<Buffer> {
+    // q.name is the presentation form: distinct octet labels give distinct keys
     const key = `${q.name}|${q.qtype}|${q.qclass}|${q.edns?.dnssecOk ? 1 : 0}`;
     const now = Date.now();
     const hit = this.cache.get(key);
     if (hit && hit.expires > now) {
       this.stats.cacheHits++;
-      return this.fromCache(query, q, hit, now);
+      return this.fromCache(query, q, hit, now, false);
     }
-    if (hit) this.cache.delete(key);
+    const stale = this.opts.serveStale;
+    const usable = hit && stale.enable && now - hit.expires <= stale.maxStaleSeconds * 1000 ? hit : undefined;
+    if (hit && !usable) this.cache.delete(key);
+    if (usable && now < this.downUntil) {
+      this.stats.staleServed++;
+      return this.fromCache(query, q, usable, now, true);
+    }
     this.stats.forwarded++;
     for (const up of this.upstreams) {
       try {
         const id = randomInt(65536);
         const out = Buffer.from(query);
         out.writeUInt16BE(id, 0);
-        let reply = await this.udp(up, out, id);
-        if (reply.readUInt16BE(2) & 0x0200) {
-          this.stats.tcpRetries++;
-          reply = await this.tcp(up, out, id);
+        let reply: Buffer;
+        if (this.opts.upstreamTcp) reply = await this.tcp(up, out, id);
+        else {
+          reply = await this.udp(up, out, id);
+          if (reply.readUInt16BE(2) & 0x0200) {
+            this.stats.tcpRetries++;
+            reply = await this.tcp(up, out, id);
+          }
         }
         const rcode = reply.readUInt16BE(2) & 0xf;
         if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED || rcode === RCODE.NOTIMP)
           throw new Error(`rcode ${rcode}`);
+        this.downUntil = 0;
         this.store(key, reply, now);
         reply.writeUInt16BE(q.id, 0);
         return reply;
@@ -128,60 +152,73 @@ export class Forwarder {
         this.stats.upstreamFailures++;
       }
     }
+    if (this.upstreams.length) this.downUntil = now + stale.recheckSeconds * 1000;
+    if (usable) {
+      this.stats.staleServed++;
+      return this.fromCache(query, q, usable, now, true);
+    }
     this.stats.servfail++;
     return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
   }
 
   private store(key: string, reply: Buffer, now: number): void {
-    let packet: dnsPacket.Packet;
+    let rrs;
     try {
-      packet = dnsPacket.decode(reply);
+      rrs = walkRecords(reply);
     } catch {
       return;
     }
     const rcode = reply.readUInt16BE(2) & 0xf;
+    const answers = rrs.filter((r) => r.section === 0);
     let ttl: number | undefined;
-    if (rcode === RCODE.NOERROR && packet.answers?.length) {
-      ttl = Math.min(...packet.answers.map((a) => (a as { ttl?: number }).ttl ?? 0));
+    if (rcode === RCODE.NOERROR && answers.length) {
+      ttl = Math.min(...answers.map((r) => reply.readUInt32BE(r.ttlAt)));
     } else {
       // Negative answer: SOA minimum, bounded by the SOA's own TTL (RFC 2308 §5).
-      const soa = packet.authorities?.find((a) => a.type === 'SOA') as
-        (dnsPacket.Answer & { ttl?: number; data?: { minimum?: number } }) | undefined;
-      if (soa) ttl = Math.min(soa.ttl ?? 0, soa.data?.minimum ?? 0);
+      const soa = rrs.find((r) => r.section === 1 && r.type === QTYPE.SOA);
+      if (soa) ttl = Math.min(reply.readUInt32BE(soa.ttlAt), reply.readUInt32BE(soa.end - 4));
     }
     if (!ttl || ttl <= 0) return;
     ttl = Math.min(ttl, this.maxTtl);
+    this.cache.delete(key); // re-inserted last: the oldest entries go first
     if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(key, { packet, stored: now, expires: now + ttl * 1000 });
+    this.cache.set(key, { raw: Buffer.from(reply), stored: now, expires: now + ttl * 1000 });
   }
 
-  /** A cached answer with TTLs reduced by the time it spent in the cache. */
-  private fromCache(query: Buffer, q: ParsedQuery, e: CacheEntry, now: number): Buffer {
+  /**
+   * A cached answer for this client: its id, RD bit and question octets; TTLs reduced by the time
+   * spent in the cache (a stale one carries `serveStale.answerTtl`); an OPT only when the client
+   * sent one (ours when the cached reply had none, RFC 6891 §7).
+   */
+  private fromCache(query: Buffer, q: ParsedQuery, e: CacheEntry, now: number, stale: boolean): Buffer {
+    let out = Buffer.from(e.raw);
+    out.writeUInt16BE(q.id, 0);
+    out.writeUInt16BE((out.readUInt16BE(2) & ~0x0100) | (q.rd ? 0x0100 : 0), 2);
+    const rrs = walkRecords(out);
+    const qEnd = rrs.length ? rrs[0].start : out.length;
+    if (qEnd === q.questionEnd) query.copy(out, 12, 12, q.questionEnd); // same name, the client's spelling
     const age = Math.floor((now - e.stored) / 1000);
-    const dec = (rs?: dnsPacket.Answer[]): dnsPacket.Answer[] | undefined =>
-      rs?.map((r) =>
-        r.type === 'OPT'
-          ? r
-          : ({ ...r, ttl: Math.max(0, ((r as { ttl?: number }).ttl ?? 0) - age) } as dnsPacket.Answer),
+    for (const r of rrs) {
+      if (r.type === QTYPE.OPT) continue;
+      const ttl = out.readUInt32BE(r.ttlAt);
+      out.writeUInt32BE(
+        stale ? Math.min(ttl, this.opts.serveStale.answerTtl) : Math.max(0, ttl - age),
+        r.ttlAt,
       );
-    let questions = e.packet.questions;
-    try {
-      questions = dnsPacket.decode(query).questions; // echo the client's spelling (0x20)
-    } catch {
-      /* keep the cached question */
     }
-    const p = {
-      ...e.packet,
-      id: q.id,
-      questions,
-      answers: dec(e.packet.answers),
-      authorities: dec(e.packet.authorities),
-      additionals: dec(e.packet.additionals),
-    };
-    const buf = dnsPacket.encode(p);
-    // keep the client's RD bit
-    buf.writeUInt16BE((buf.readUInt16BE(2) & ~0x0100) | (q.rd ? 0x0100 : 0), 2);
-    return buf;
+    const opt = rrs.find((r) => r.type === QTYPE.OPT);
+    if (!q.edns && opt) {
+      out = Buffer.concat([out.subarray(0, opt.start), out.subarray(opt.end)]);
+      out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
+    } else if (q.edns && !opt) {
+      const o = Buffer.alloc(11);
+      o.writeUInt16BE(QTYPE.OPT, 1);
+      o.writeUInt16BE(this.opts.ednsUdpSize, 3);
+      if (q.edns.dnssecOk) o.writeUInt16BE(0x8000, 7);
+      out = Buffer.concat([out, o]);
+      out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
+    }
+    return out;
   }
 
   private udp(up: Upstream, query: Buffer, id: number): Promise<Buffer> {
@@ -196,14 +233,19 @@ export class Forwarder {
       const timer = setTimeout(() => done(new Error('timeout')), this.timeoutMs);
       sock.on('error', (e) => done(e));
       sock.on('message', (msg, rinfo) => {
-        // Accept only the upstream's answer to our id (spoofing resistance, RFC 5452 §9.1).
+        // Accept only the upstream's answer to our id and our question (RFC 5452 §9.1); anything
+        // else is dropped and the wait goes on, as a spoofed packet must not end it.
         if (
           rinfo.address !== up.host ||
           rinfo.port !== up.port ||
           msg.length < 12 ||
-          msg.readUInt16BE(0) !== id
-        )
+          msg.readUInt16BE(0) !== id ||
+          !(msg[2] & 0x80) ||
+          !sameQuestion(query, msg)
+        ) {
+          this.stats.mismatched++;
           return;
+        }
         done(undefined, msg);
       });
       sock.bind({ address: this.opts.bindAddress ?? '0.0.0.0', port: 0 }, () =>
@@ -233,8 +275,10 @@ export class Forwarder {
         buf = Buffer.concat([buf, d]);
         if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
           const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
-          if (msg.length < 12 || msg.readUInt16BE(0) !== id) finish(new Error('id mismatch'));
-          else finish(undefined, Buffer.from(msg));
+          if (msg.length < 12 || msg.readUInt16BE(0) !== id || !sameQuestion(query, msg)) {
+            this.stats.mismatched++;
+            finish(new Error('a reply to another query'));
+          } else finish(undefined, Buffer.from(msg));
         }
       });
       sock.on('end', () => finish(new Error('closed before an answer')));

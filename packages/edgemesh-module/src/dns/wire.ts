@@ -15,8 +15,11 @@ export const QTYPE = {
   AAAA: 28,
   SRV: 33,
   OPT: 41,
+  IXFR: 251,
+  AXFR: 252,
   ANY: 255,
 } as const;
+export const QCLASS = { IN: 1, CH: 3, HS: 4, ANY: 255 } as const;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
 export interface ParsedQuery {
@@ -25,7 +28,11 @@ export interface ParsedQuery {
   flags: number;
   opcode: number;
   rd: boolean;
-  /** Lower-cased name without the trailing dot ('' for the root). */
+  /**
+   * The name in presentation form without the trailing dot ('' for the root), lower-cased in ASCII
+   * only (RFC 4343): a label's own dot or backslash is escaped (`\.`, `\\`) and any other octet
+   * outside 0x21–0x7e is `\DDD`, so two names are equal exactly when their octet labels are.
+   */
   name: string;
   qtype: number;
   qclass: number;
@@ -58,13 +65,34 @@ export function readName(buf: Buffer, off: number): { name: string; end: number 
     if (len & 0xc0) throw new DnsFormatError('bad label type', off);
     if (off + 1 + len > buf.length) throw new DnsFormatError('label runs past the packet', off);
     total += len + 1;
-    if (total > 255) throw new DnsFormatError('name longer than 255 octets', off);
-    // latin1 keeps every byte; DNS labels are compared case-insensitively in ASCII (RFC 4343).
-    const label = buf.toString('latin1', off + 1, off + 1 + len);
+    // RFC 1035 §3.1: 255 octets at most, the root's length octet included
+    if (total + 1 > 255) throw new DnsFormatError('name longer than 255 octets', off);
+    const label = labelText(buf, off + 1, off + 1 + len);
     name = name ? `${name}.${label}` : label;
     off += 1 + len;
   }
   return { name, end };
+}
+
+/** A label in presentation form (RFC 1035 §5.1): `.` and `\` escaped, other odd octets as `\DDD`. */
+function labelText(buf: Buffer, start: number, end: number): string {
+  let plain = true;
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if (c <= 0x20 || c >= 0x7f || c === 0x2e || c === 0x5c) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return buf.toString('latin1', start, end);
+  let out = '';
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if (c === 0x2e || c === 0x5c) out += `\\${String.fromCharCode(c)}`;
+    else if (c <= 0x20 || c >= 0x7f) out += `\\${String(c).padStart(3, '0')}`;
+    else out += String.fromCharCode(c);
+  }
+  return out;
 }
 
 function skipRR(buf: Buffer, off: number): number {
@@ -171,4 +199,58 @@ export function errorReply(query: Buffer, rcode: number, questionEnd?: number): 
   out.writeUInt32BE(0, 6);
   out.writeUInt16BE(0, 10);
   return out;
+}
+
+/** Where a resource record sits in a message (answer, authority and additional sections). */
+export interface RecordPos {
+  start: number;
+  end: number;
+  type: number;
+  /** Offset of its 32-bit TTL. */
+  ttlAt: number;
+  /** 0 answer, 1 authority, 2 additional. */
+  section: 0 | 1 | 2;
+}
+
+/** The records of a message after its question(s); throws DnsFormatError when malformed. */
+export function walkRecords(buf: Buffer): RecordPos[] {
+  if (buf.length < 12) throw new DnsFormatError('shorter than a DNS header', buf.length);
+  let off = 12;
+  for (let i = buf.readUInt16BE(4); i > 0; i--) {
+    off = readName(buf, off).end + 4;
+    if (off > buf.length) throw new DnsFormatError('truncated question', off);
+  }
+  const out: RecordPos[] = [];
+  const counts = [buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10)];
+  counts.forEach((n, section) => {
+    for (let i = 0; i < n; i++) {
+      const start = off;
+      const { end } = readName(buf, off);
+      off = skipRR(buf, start);
+      out.push({
+        start,
+        end: off,
+        type: buf.readUInt16BE(end),
+        ttlAt: end + 4,
+        section: section as 0 | 1 | 2,
+      });
+    }
+  });
+  return out;
+}
+
+/**
+ * Whether `reply` answers the question of `query`: the same name (octet labels, ASCII case
+ * folded), type and class (RFC 5452 §9.1: id, address, port — and the question).
+ */
+export function sameQuestion(query: Buffer, reply: Buffer): boolean {
+  try {
+    if (reply.length < 12 || reply.readUInt16BE(4) !== 1 || query.readUInt16BE(4) !== 1) return false;
+    const a = readName(query, 12);
+    const b = readName(reply, 12);
+    if (b.end + 4 > reply.length || a.name.toLowerCase() !== b.name.toLowerCase()) return false;
+    return query.readUInt32BE(a.end) === reply.readUInt32BE(b.end);
+  } catch {
+    return false;
+  }
 }

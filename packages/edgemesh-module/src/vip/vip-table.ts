@@ -1,7 +1,7 @@
 import type { Logger } from '@edgecore/beehive';
 import type { MetaClient } from '@edgecore/metamanager/client';
 import { isIPv4 } from 'node:net';
-import type { Service } from '../catalog/types';
+import { isExternalName, type Service } from '../catalog/types';
 import { VipAllocator } from './vip-allocator';
 
 /** A service's ClusterIP when it is a real address (not `None`, not empty). */
@@ -54,7 +54,7 @@ export class VipTable {
     const dropped = await this.allocator.load();
     if (dropped.length) this.log.warn({ dropped }, 'ignored persisted VIPs outside the pool or duplicated');
     await this.ensure(services);
-    const live = new Set(services.map(([k]) => k));
+    const live = new Set(services.flatMap(([k, s]) => (isExternalName(s) ? [] : [k])));
     const orphans = this.allocator.services().filter((k) => !live.has(k));
     await Promise.all(orphans.map((k) => this.allocator.release(k)));
   }
@@ -63,6 +63,7 @@ export class VipTable {
   async ensure(services: [string, Service][]): Promise<void> {
     const alloc: string[] = [];
     for (const [key, s] of services) {
+      if (isExternalName(s)) continue; // an alias: no VIP
       const cip = s.spec?.clusterIP;
       if (!isRealIP(cip)) {
         alloc.push(key);
@@ -87,12 +88,13 @@ export class VipTable {
   }
 
   /**
-   * A service changed or went: `current` undefined → its VIP goes (and its allocation is
-   * released); a ClusterIP that changed → the old VIP goes (released when the new one is real).
+   * A service changed or went: `current` undefined or an ExternalName alias → its VIP goes (and
+   * its allocation is released); a ClusterIP that changed → the old VIP goes (released when the
+   * new one is real).
    * Returns whether the service still needs a VIP.
    */
   async update(key: string, previous: Service | undefined, current: Service | undefined): Promise<boolean> {
-    if (!current) {
+    if (!current || isExternalName(current)) {
       await this.drop(key, true);
       return false;
     }

@@ -138,6 +138,29 @@ describe('EdgeMesh DNS (real sockets, real SQLite, dig)', () => {
     await expect(udpQuery(n.port, Buffer.alloc(6), 300)).rejects.toThrow('timeout');
   });
 
+  it('an ExternalName service is a CNAME only: no VIP, no portal; turned into a ClusterIP service it gets both, and back', async () => {
+    const ext = service('mail', 'default', {
+      type: 'ExternalName',
+      externalName: 'Mail.Example.COM.',
+      ports: [],
+    });
+    await n.put(ext);
+    const out = await dig(n.port, ['mail.default.svc.cluster.local', 'A']);
+    expect(status(out)).toBe('NOERROR');
+    expect(out).toMatch(/mail\.default\.svc\.cluster\.local\.\s+5\s+IN\s+CNAME\s+mail\.example\.com\./);
+    expect(n.mesh.vipOf('default/mail')).toBeUndefined();
+    const portalsOf = () =>
+      n.mesh.portals.table().filter((p) => p.namespace === 'default' && p.service === 'mail');
+    expect(portalsOf()).toEqual([]);
+    await n.put(service('mail')); // a selector service now
+    expect(n.mesh.vipOf('default/mail')).toMatch(/^198\.18\./);
+    expect(portalsOf()).toHaveLength(1);
+    await n.put(ext);
+    expect(n.mesh.vipOf('default/mail')).toBeUndefined();
+    expect(portalsOf()).toEqual([]);
+    await n.del('default', 'mail');
+  });
+
   it('changes apply at once: a new service resolves, a deleted one is NXDOMAIN', async () => {
     await n.put(service('late'));
     expect((await dig(n.port, ['+short', 'late.default.svc.cluster.local'])).trim()).toMatch(/^198\.18\./);

@@ -201,10 +201,8 @@ export class Forwarder {
     for (const r of rrs) {
       if (r.type === QTYPE.OPT) continue;
       const ttl = out.readUInt32BE(r.ttlAt);
-      out.writeUInt32BE(
-        stale ? Math.min(ttl, this.opts.serveStale.answerTtl) : Math.max(0, ttl - age),
-        r.ttlAt,
-      );
+      // a stale answer carries the stale TTL (RFC 8767 §4: 30 s), whatever it had
+      out.writeUInt32BE(stale ? this.opts.serveStale.answerTtl : Math.max(0, ttl - age), r.ttlAt);
     }
     const opt = rrs.find((r) => r.type === QTYPE.OPT);
     if (!q.edns && opt) {

@@ -24,6 +24,8 @@ describe('edgecore.yaml', () => {
       cacheSize: 10_000,
       upstreamTimeoutMs: 2000,
       resolvConf: '/etc/resolv.conf',
+      serveStale: { enable: true, maxStaleSeconds: 86400, answerTtl: 30, recheckSeconds: 30 },
+      upstreamTcp: false,
     });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.edgeMesh.httpEngine).toBe('auto');

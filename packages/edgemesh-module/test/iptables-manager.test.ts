@@ -57,6 +57,12 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
     // DNS hijack first in the top chains
     const host = steps.full.split('\n').filter((l) => l.startsWith('-A EDGEMESH-PORTALS-HOST'));
     expect(host[0]).toMatch(/--dport 53 .*edgemesh-dns/);
+    // our upstream DNS queries leave masqueraded (portal mode too): no resolver routes to edgemesh0
+    expect(r).toContain('-A POSTROUTING -j EDGEMESH-POSTROUTING');
+    expect(r.filter((l) => l.startsWith('-A EDGEMESH-POSTROUTING'))).toEqual([
+      '-A EDGEMESH-POSTROUTING -s 169.254.96.16/32 ! -o edgemesh0 -p tcp -m comment --comment edgemesh-dns-upstream -j MASQUERADE',
+      '-A EDGEMESH-POSTROUTING -s 169.254.96.16/32 ! -o edgemesh0 -p udp -m comment --comment edgemesh-dns-upstream -j MASQUERADE',
+    ]);
   });
 
   it('a change writes the difference: moved and new rules, a new bucket, the empty bucket kept until resync', () => {
@@ -127,6 +133,9 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
           .filter((l) => l.startsWith('-A EDGEMESH-POSTROUTING '))
           .map((l) => l.slice('-A EDGEMESH-POSTROUTING '.length).replace(/"/g, '')),
       ).toEqual([
+        // our own upstream DNS queries first (hijackDns), then what DNAT mode marked
+        '-s 169.254.96.16/32 ! -o edgemesh0 -p udp -m comment --comment edgemesh-dns-upstream -j MASQUERADE',
+        '-s 169.254.96.16/32 ! -o edgemesh0 -p tcp -m comment --comment edgemesh-dns-upstream -j MASQUERADE',
         '-m mark ! --mark 0x4000/0x4000 -j RETURN',
         '-m addrtype --dst-type LOCAL -j RETURN',
         '-j MARK --set-xmark 0x4000/0x0', // --xor-mark, as saved

@@ -127,7 +127,7 @@ export class IptablesManager {
         if (wasFull) {
           await this.ensureJump('PREROUTING', CHAIN_CONTAINER);
           await this.ensureJump('OUTPUT', CHAIN_HOST);
-          if (this.o.dnatTargets) await this.ensureJump('POSTROUTING', CHAIN_POSTROUTING);
+          if (this.rules.usesPostrouting) await this.ensureJump('POSTROUTING', CHAIN_POSTROUTING);
         }
         for (const f of rs.forget) await this.forgetFlows(f.vip, f.port, f.backend);
         this.syncs++;

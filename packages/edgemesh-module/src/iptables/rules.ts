@@ -28,7 +28,11 @@ export interface IptablesOptions {
   /** The container bridge (traffic from containers enters PREROUTING on it). */
   listenInterface: string;
   dnsPort: number;
-  /** DNAT udp/tcp 53 to our DNS (except our own upstream queries, sourced from listenIP). */
+  /**
+   * DNAT udp/tcp 53 to our DNS (except our own upstream queries, sourced from listenIP), and
+   * masquerade those upstream queries where they leave through another interface: no real
+   * resolver has a route back to a bridge address or to edgemesh0's link-local one.
+   */
   hijackDns: boolean;
   log?: Logger;
   /**
@@ -95,6 +99,11 @@ export interface ServiceFilterInfo {
 
 /** Builds our rule text, keeping each port's text until the port changes. */
 export class RuleBuilder {
+  /** Whether our POSTROUTING chain is used: DNAT mode's masquerade, the DNS upstream masquerade. */
+  get usesPostrouting(): boolean {
+    return !!this.o.dnatTargets || this.o.hijackDns;
+  }
+
   /** Rule text per portal key, as last built. */
   private ruleCache = new Map<string, CachedRule>();
 
@@ -114,7 +123,7 @@ export class RuleBuilder {
       '*nat',
       `:${CHAIN_CONTAINER} - [0:0]`,
       `:${CHAIN_HOST} - [0:0]`,
-      ...(this.o.dnatTargets ? [`:${CHAIN_POSTROUTING} - [0:0]`] : []),
+      ...(this.usesPostrouting ? [`:${CHAIN_POSTROUTING} - [0:0]`] : []),
       ...[...rs.chains, ...stale].map((c) => `:${c} - [0:0]`),
       ...rs.lines,
       ...stale.map((c) => `-X ${c}`),
@@ -150,6 +159,14 @@ export class RuleBuilder {
     const jumps: string[] = [];
     const dnat: string[] = [];
     const chains = new Set<string>();
+    if (o.hijackDns) {
+      // our upstream queries, sourced from listenIP: masqueraded to the address of the interface
+      // they leave through (before MASQ_LINES, whose first rule returns what it did not mark)
+      for (const proto of ['udp', 'tcp'])
+        out.push(
+          `-A ${CHAIN_POSTROUTING} -s ${o.listenIP}/32 ! -o ${o.listenInterface} -p ${proto} -m comment --comment edgemesh-dns-upstream -j MASQUERADE`,
+        );
+    }
     if (o.dnatTargets) out.push(...MASQ_LINES);
     if (o.hijackDns) {
       for (const proto of ['udp', 'tcp']) {

@@ -150,6 +150,14 @@ export const edgeMeshConfigSchema = z.strictObject({
       /** Listen address (default: the listen interface's in iptables mode, 127.0.0.1 otherwise). */
       listenAddress: ipv4.optional(),
       hijack: z.enum(['iptables', 'resolvconf', 'none']).default('iptables'),
+      /**
+       * The short forms `<svc>.<ns>` and `<svc>.<ns>.svc` (clients without search paths):
+       * `fallback` answers them only where the name does not exist upstream (NXDOMAIN) or no
+       * upstream answers (offline), so a real name such as `shadow.test` is never shadowed by a
+       * service `shadow` in namespace `test`; `always` answers them first (standalone EdgeMesh);
+       * `never` forwards them.
+       */
+      shortNames: z.enum(['fallback', 'always', 'never']).default('fallback'),
       /** `IP` or `IP:PORT`; none: the nameservers of resolvConf minus our own address. */
       upstreams: z.array(upstream).default([]),
       /** TTL of our answers, seconds. */

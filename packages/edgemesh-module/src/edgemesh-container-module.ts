@@ -56,6 +56,7 @@ export function bindDns(bind: Bind): void {
       return new ClusterZone(ctx.get(ServiceCatalog), ctx.get(VipTable), {
         clusterDomain: o.clusterDomain,
         ttl: o.dns.ttl,
+        shortNames: o.dns.shortNames,
       });
     })
     .inSingletonScope();

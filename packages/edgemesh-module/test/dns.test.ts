@@ -277,3 +277,64 @@ describe('access control (not an open resolver)', () => {
     }
   });
 });
+
+describe('short forms never shadow a real name (dns.shortNames)', () => {
+  let d: ReturnType<typeof tmpDir>;
+  let up: Awaited<ReturnType<typeof startDnsmasq>>;
+  const nodes: MeshNode[] = [];
+  // upstream: shadow.test exists on "the Internet"; everything under .default does not (NXDOMAIN)
+  beforeAll(async () => {
+    // .test served locally (NXDOMAIN / NODATA for what it lacks), .default does not exist
+    up = await startDnsmasq([
+      '--local=/test/',
+      '--host-record=shadow.test,192.0.2.99',
+      '--address=/default/',
+    ]);
+    d = tmpDir();
+  });
+  afterAll(async () => {
+    for (const n of nodes) await n.stop();
+    await up.stop();
+    d.cleanup();
+  });
+  async function mesh(shortNames?: 'fallback' | 'always' | 'never'): Promise<MeshNode> {
+    const n = await startMesh(`${d.dir}/${shortNames ?? 'default'}.db`, {
+      dns: {
+        upstreams: [`127.0.0.1:${up.port}`],
+        upstreamTimeoutMs: 300,
+        ...(shortNames ? { shortNames } : {}),
+      },
+    });
+    nodes.push(n);
+    await n.put(service('shadow', 'test'));
+    await n.put(service('other', 'test'));
+    await n.put(service('nginx-svc'));
+    return n;
+  }
+
+  it('fallback (default): a name that exists upstream is the upstream’s, even NODATA; one that does not is the service', async () => {
+    const n = await mesh();
+    expect((await dig(n.port, ['+short', 'shadow.test'])).trim()).toBe('192.0.2.99');
+    // SRV: the zone would answer the service's ports; the real name has none (NODATA upstream)
+    const srv = await dig(n.port, ['shadow.test', 'SRV']);
+    expect(status(srv)).toBe('NOERROR');
+    expect(srv).toMatch(/ANSWER: 0,/);
+    // the same namespace label, a name that does not exist upstream: the service
+    expect((await dig(n.port, ['+short', 'other.test'])).trim()).toBe(n.mesh.vipOf('test/other'));
+    const vip = n.mesh.vipOf('default/nginx-svc')!;
+    const out = await dig(n.port, ['nginx-svc.default']);
+    expect(out).toMatch(new RegExp(`nginx-svc\\.default\\.\\s+5\\s+IN\\s+A\\s+${vip.replace(/\./g, '\\.')}`));
+    expect(out).toContain('flags: qr rd ra;'); // not authoritative
+    // the full name is ours whatever the upstream says
+    expect((await dig(n.port, ['+short', 'shadow.test.svc.cluster.local'])).trim()).toBe(
+      n.mesh.vipOf('test/shadow'),
+    );
+  });
+
+  it('always: the service first (standalone EdgeMesh); never: forwarded', async () => {
+    const always = await mesh('always');
+    expect((await dig(always.port, ['+short', 'shadow.test'])).trim()).toBe(always.mesh.vipOf('test/shadow'));
+    const never = await mesh('never');
+    expect(status(await dig(never.port, ['nginx-svc.default']))).toBe('NXDOMAIN');
+  });
+});

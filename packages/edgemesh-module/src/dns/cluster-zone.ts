@@ -8,6 +8,8 @@ export interface ZoneAnswer {
   rcode: number;
   /** Authoritative answer (AA): true unless said otherwise (a short form, a refusal). */
   aa?: boolean;
+  /** The answer of a short form (`<svc>.<ns>[.svc]`): the server decides against the upstream. */
+  shortForm?: boolean;
   answers: dnsPacket.Answer[];
   authorities: dnsPacket.Answer[];
   additionals: dnsPacket.Answer[];
@@ -16,6 +18,8 @@ export interface ZoneAnswer {
 export interface ClusterZoneOptions {
   clusterDomain: string;
   ttl: number;
+  /** `dns.shortNames` (default `fallback`; `never`: the zone does not answer short forms). */
+  shortNames?: 'fallback' | 'always' | 'never';
 }
 
 /** Where the zone reads VIPs (the VipTable). */
@@ -42,8 +46,9 @@ export const DNS_SCHEMA_VERSION = '1.1.0';
  *
  * The short forms `<svc>.<ns>` and `<svc>.<ns>.svc` (clients without search paths) are answered
  * when the service exists, not authoritatively and without an SOA (the zone is no ancestor of
- * those names: a NODATA for them is not negatively cacheable, RFC 2308 §5); otherwise they go
- * upstream. Returns undefined when the name is not ours.
+ * those names: a NODATA for them is not negatively cacheable, RFC 2308 §5), marked `shortForm`
+ * for the server's `dns.shortNames` rule; otherwise they go upstream. Returns undefined when the
+ * name is not ours.
  */
 export class ClusterZone {
   /** The cluster domain, lower case, no trailing dot. */
@@ -59,6 +64,10 @@ export class ClusterZone {
   ) {
     this.domain = o.clusterDomain.toLowerCase().replace(/\.$/, '');
     this.suffix = `.${this.domain}`;
+  }
+
+  get shortNames(): 'fallback' | 'always' | 'never' {
+    return this.o.shortNames ?? 'fallback';
   }
 
   /** The DNS server listens on `ip`: the glue of the apex NS. */
@@ -106,7 +115,13 @@ export class ClusterZone {
       if (svc) {
         const a = this.serviceAnswer(q, s.namespace, s.service, svc, name);
         if (s.inZone) return a;
-        return { ...a, aa: false, authorities: a.authorities.filter((r) => r.type !== 'SOA') };
+        if (this.o.shortNames === 'never') return undefined;
+        return {
+          ...a,
+          aa: false,
+          shortForm: true,
+          authorities: a.authorities.filter((r) => r.type !== 'SOA'),
+        };
       }
       if (s.inZone) return this.nxdomain();
     }

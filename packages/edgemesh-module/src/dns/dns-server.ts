@@ -288,6 +288,7 @@ export class DnsServer {
         });
       }
       if (a.rcode === RCODE.REFUSED || a.rcode === RCODE.NOTIMP) return this.refuse(msg, q, a.rcode);
+      if (a.shortForm && this.zone.shortNames === 'fallback') return this.shortForm(msg, q, a, limit);
       tpl = this.encode(msg, q, a);
       if (this.answers.size >= this.answerCacheSize) this.answers.clear();
       this.answers.set(key, tpl);
@@ -298,6 +299,26 @@ export class DnsServer {
     if (q.rd) reply[2] |= FLAG_RD >> 8;
     this.count(reply[3] & 0xf);
     return reply.length > limit ? this.truncateTo(reply, limit, msg, q) : reply;
+  }
+
+  /**
+   * A short form under `dns.shortNames: fallback`: the upstream's answer when the name exists
+   * there (even NODATA: a real name is never shadowed), ours when it does not (NXDOMAIN) or no
+   * upstream answers (SERVFAIL: offline). Not kept in the answer cache (the forwarder caches the
+   * upstream's verdict).
+   */
+  private async shortForm(msg: Buffer, q: ParsedQuery, a: ZoneAnswer, limit: number): Promise<Buffer> {
+    const copy = Buffer.from(msg); // the native UDP path reuses msg's memory
+    const up = await this.forwarder.forward(Buffer.from(copy), q);
+    const rcode = up.readUInt16BE(2) & 0xf;
+    let reply = up;
+    if (rcode === RCODE.NXDOMAIN || rcode === RCODE.SERVFAIL) {
+      reply = this.encode(copy, q, a);
+      reply.writeUInt16BE(q.id, 0);
+      if (q.rd) reply[2] |= FLAG_RD >> 8;
+    }
+    this.count(reply.readUInt16BE(2) & 0xf);
+    return this.truncateTo(reply, limit, copy, q);
   }
 
   /** Header + the client's question bytes + RRs (dns-packet encodes the RRs once per name). */

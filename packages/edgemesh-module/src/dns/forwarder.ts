@@ -122,9 +122,14 @@ export class Forwarder {
     const stale = this.opts.serveStale;
     const usable = hit && stale.enable && now - hit.expires <= stale.maxStaleSeconds * 1000 ? hit : undefined;
     if (hit && !usable) this.cache.delete(key);
-    if (usable && now < this.downUntil) {
-      this.stats.staleServed++;
-      return this.fromCache(query, q, usable, now, true);
+    if (now < this.downUntil) {
+      // the failure recheck time (RFC 8767 §5): no upstream is tried again yet
+      if (usable) {
+        this.stats.staleServed++;
+        return this.fromCache(query, q, usable, now, true);
+      }
+      this.stats.servfail++;
+      return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
     }
     this.stats.forwarded++;
     for (const up of this.upstreams) {
@@ -152,7 +157,7 @@ export class Forwarder {
         this.stats.upstreamFailures++;
       }
     }
-    if (this.upstreams.length) this.downUntil = now + stale.recheckSeconds * 1000;
+    if (this.upstreams.length && stale.enable) this.downUntil = Date.now() + stale.recheckSeconds * 1000;
     if (usable) {
       this.stats.staleServed++;
       return this.fromCache(query, q, usable, now, true);

@@ -27,6 +27,7 @@ describe('edgecore.yaml', () => {
       resolvConf: '/etc/resolv.conf',
       serveStale: { enable: true, maxStaleSeconds: 86400, answerTtl: 30, recheckSeconds: 30 },
       upstreamTcp: false,
+      prefetch: false,
     });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.edgeMesh.httpEngine).toBe('auto');

@@ -93,6 +93,11 @@ const serveStale = z
   .prefault({});
 /** Ask the upstreams over TCP only (NodeLocal DNSCache's `force_tcp`), e.g. through a UDP-hostile path. */
 const upstreamTcp = z.boolean().default(false);
+/**
+ * Refresh a cached answer asked for in the last tenth of its TTL (unbound's `prefetch`). Off by
+ * default: it adds upstream traffic, which an edge site on a metered link pays for.
+ */
+const prefetch = z.boolean().default(false);
 
 /** edgecore.yaml `modules.edgeMesh`. Every object is strict: an unknown key is an error naming it. */
 export const edgeMeshConfigSchema = z.strictObject({
@@ -170,6 +175,7 @@ export const edgeMeshConfigSchema = z.strictObject({
       upstreamTimeoutMs,
       serveStale,
       upstreamTcp,
+      prefetch,
       /** Where the host's upstream resolvers are read from (and the resolvconf hijack writes). */
       resolvConf: z.string().min(1).default('/etc/resolv.conf'),
     })
@@ -268,6 +274,7 @@ export const forwarderOptionsSchema = z.object({
   maxTtl: z.number().int().min(0).max(604_800).default(3600),
   serveStale,
   upstreamTcp,
+  prefetch,
   /** The UDP payload size of the OPT added to a cached answer for an EDNS client. */
   ednsUdpSize: z.number().int().min(512).max(65535).default(1232),
 });

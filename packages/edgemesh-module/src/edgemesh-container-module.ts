@@ -73,6 +73,7 @@ export function bindDns(bind: Bind): void {
       bindAddress: mode === 'iptables' ? listen.host : undefined,
       serveStale: o.dns.serveStale,
       upstreamTcp: o.dns.upstreamTcp,
+      prefetch: o.dns.prefetch,
     });
     return new DnsServer(ctx.get(ClusterZone), forwarder, {
       ...listen,

@@ -2,6 +2,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
 import { Forwarder, type ForwarderOptions } from '../src/dns/forwarder';
 import { parseQuery, walkRecords } from '../src/dns/wire';
+import { until } from './helpers';
 
 /**
  * The forwarder against an upstream the test controls, on 127.0.0.1: adversarial replies (another
@@ -251,6 +252,55 @@ describe('DNS forwarder against an upstream that misbehaves on purpose', () => {
     await new Promise((r) => setTimeout(r, 1100));
     expect(rcode(await forward(f, query(['nostale', 'example', 'com'])))).toBe(2);
   });
+
+  it.each([true, false])(
+    'prefetch %s: an answer asked for in the last tenth of its TTL is refreshed in the background (or not)',
+    async (prefetch) => {
+      let n = 0;
+      const { up, f } = await upstream((q, answer) => answer(reply(q, { ip: `192.0.2.${++n}`, ttl: 2 })), {
+        prefetch,
+      });
+      const ask = () => forward(f, query(['popular', 'example', 'com']));
+      // only the clock is faked (the sockets and their timers are real): no sleeping, no race
+      const t0 = Date.now();
+      jest.useFakeTimers({
+        now: t0,
+        doNotFake: [
+          'nextTick',
+          'setImmediate',
+          'setTimeout',
+          'clearTimeout',
+          'setInterval',
+          'clearInterval',
+          'queueMicrotask',
+          'hrtime',
+          'performance',
+        ],
+      });
+      try {
+        expect(aOf(await ask())).toBe('192.0.2.1');
+        jest.setSystemTime(t0 + 1850);
+        expect(aOf(await ask())).toBe('192.0.2.1'); // still cached, 0.15 s left
+        await until(() => !prefetch || up.received.length === 2, 'the prefetch answered');
+        jest.setSystemTime(t0 + 2150);
+      } catch (e) {
+        jest.useRealTimers();
+        throw e;
+      }
+      const after = await ask(); // past the first answer's TTL
+      jest.useRealTimers();
+      if (prefetch) {
+        expect(aOf(after)).toBe('192.0.2.2'); // refreshed at 1.85 s: a cache hit
+        expect(up.received.length).toBe(2);
+        expect(f.stats.prefetches).toBe(1);
+      } else {
+        expect(aOf(after)).toBe('192.0.2.2'); // fetched now, the client waited for it
+        expect(up.received.length).toBe(2);
+        expect(f.stats.prefetches).toBe(0);
+        expect(f.stats.cacheHits).toBe(1);
+      }
+    },
+  );
 
   it('upstreamTcp: every query goes over TCP', async () => {
     const { up, f } = await upstream((q, answer) => answer(reply(q, { ip: '192.0.2.70' })), {

@@ -43,6 +43,8 @@ interface CacheEntry {
   raw: Buffer;
   expires: number;
   stored: number;
+  /** A prefetch of it is under way. */
+  refreshing?: boolean;
 }
 
 /** Per-upstream timeout, cached answers at most (oldest first out), source address, TTL cap. */
@@ -58,6 +60,8 @@ export interface ForwarderStats {
   staleServed: number;
   /** Replies refused for another question, id, address or port (RFC 5452). */
   mismatched: number;
+  /** Answers refreshed before they expired (`prefetch`). */
+  prefetches: number;
 }
 
 /**
@@ -78,6 +82,7 @@ export class Forwarder {
     servfail: 0,
     staleServed: 0,
     mismatched: 0,
+    prefetches: 0,
   };
   private readonly cache = new Map<string, CacheEntry>();
   private readonly timeoutMs: number;
@@ -117,6 +122,10 @@ export class Forwarder {
     const hit = this.cache.get(key);
     if (hit && hit.expires > now) {
       this.stats.cacheHits++;
+      // prefetch (unbound's): an answer asked for in the last tenth of its TTL is refreshed in the
+      // background, so a name in use never expires in front of its clients
+      if (this.opts.prefetch && !hit.refreshing && hit.expires - now < (hit.expires - hit.stored) / 10)
+        this.prefetch(key, Buffer.from(query), hit);
       return this.fromCache(query, q, hit, now, false);
     }
     const stale = this.opts.serveStale;
@@ -132,6 +141,24 @@ export class Forwarder {
       return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
     }
     this.stats.forwarded++;
+    const reply = await this.ask(query);
+    if (reply) {
+      this.downUntil = 0;
+      this.store(key, reply, now);
+      reply.writeUInt16BE(q.id, 0);
+      return reply;
+    }
+    if (this.upstreams.length && stale.enable) this.downUntil = Date.now() + stale.recheckSeconds * 1000;
+    if (usable) {
+      this.stats.staleServed++;
+      return this.fromCache(query, q, usable, now, true);
+    }
+    this.stats.servfail++;
+    return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
+  }
+
+  /** The first upstream's usable reply to `query` (with our id), or undefined when all failed. */
+  private async ask(query: Buffer): Promise<Buffer | undefined> {
     for (const up of this.upstreams) {
       try {
         const id = randomInt(65536);
@@ -149,21 +176,21 @@ export class Forwarder {
         const rcode = reply.readUInt16BE(2) & 0xf;
         if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED || rcode === RCODE.NOTIMP)
           throw new Error(`rcode ${rcode}`);
-        this.downUntil = 0;
-        this.store(key, reply, now);
-        reply.writeUInt16BE(q.id, 0);
         return reply;
       } catch {
         this.stats.upstreamFailures++;
       }
     }
-    if (this.upstreams.length && stale.enable) this.downUntil = Date.now() + stale.recheckSeconds * 1000;
-    if (usable) {
-      this.stats.staleServed++;
-      return this.fromCache(query, q, usable, now, true);
-    }
-    this.stats.servfail++;
-    return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
+    return undefined;
+  }
+
+  private prefetch(key: string, query: Buffer, e: CacheEntry): void {
+    e.refreshing = true;
+    this.stats.prefetches++;
+    void this.ask(query).then((reply) => {
+      e.refreshing = false;
+      if (reply) this.store(key, reply, Date.now());
+    });
   }
 
   private store(key: string, reply: Buffer, now: number): void {

@@ -2,16 +2,16 @@ import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger
 import { MetaClient } from '@edgecore/metamanager/client';
 import { inject, injectable, optional } from 'inversify';
 import { ServiceCatalog, type CatalogDelta } from './catalog/catalog';
-import type { Endpoints, Pod, Service } from './catalog/types';
+import type { Endpoints, Pod, Service, ServicePort } from './catalog/types';
 import { MESH_MODULE_NAME, ResolvedEdgeMeshOptions } from './config';
-import { ClusterZone } from './dns/cluster-zone';
+import { ClusterZone, type EndpointNames } from './dns/cluster-zone';
 import type { DnsServer } from './dns/dns-server';
 import type { Forwarder } from './dns/forwarder';
 import { Interception } from './iptables/interception';
 import type { IptablesManager } from './iptables/iptables';
 import { dnsListen, resolveMode, type MeshMode } from './listen';
 import { BackendIndex } from './lb/backend-index';
-import type { Backend } from './lb/backends';
+import { serviceEndpoints, type Backend } from './lb/backends';
 import { LoadBalancer } from './lb/load-balancer';
 import type { PortalSpec } from './portal-table';
 import type { ForwardProxy, ResolvedTarget } from './proxy/forward-proxy';
@@ -23,7 +23,7 @@ import { processMessages, type MeshChanges } from './process';
 import { parseServiceName } from './service-name';
 import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
 import type { VipAllocator } from './vip/vip-allocator';
-import { VipTable } from './vip/vip-table';
+import { isHeadless, VipTable } from './vip/vip-table';
 
 export interface EdgeMeshUpdateStats {
   /** Changes from MetaManager applied to the catalog. */
@@ -158,8 +158,18 @@ export class EdgeMeshModule implements BeehiveModule {
     return this.backends.of(spec);
   }
 
-  /** A service name (any DNS form) or VIP plus a port → its TCP portal's backends. */
+  /**
+   * A service name (any DNS form) or VIP plus a port → its TCP portal's backends; an endpoint of a
+   * headless service (`<label>.<svc>.<ns>.svc.<domain>`, or its VIP) → that endpoint's alone.
+   */
   resolveTarget(host: string, port: number): ResolvedTarget | undefined {
+    const ep = this.vipTable.endpointOf(host) ?? this.endpointByName(host);
+    if (ep) {
+      const svcSpec = this.portals.get(`${ep.service}:${port}/TCP`);
+      if (!svcSpec) return undefined;
+      const spec = { ...svcSpec, key: `${ep.service}.${ep.label}:${port}/TCP`, endpoint: ep.label };
+      return { scope: spec.key, backends: this.backends.of(spec) };
+    }
     let key = this.vipTable.serviceOf(host);
     if (!key) {
       const n = parseServiceName(host, this.zone.domain);
@@ -167,6 +177,70 @@ export class EdgeMeshModule implements BeehiveModule {
     }
     const spec = key && this.portals.get(`${key}:${port}/TCP`);
     return spec ? { scope: spec.key, backends: this.backends.of(spec) } : undefined;
+  }
+
+  /** `<label>.<svc>.<ns>.svc.<domain>` of a ready endpoint of a headless service. */
+  private endpointByName(host: string): { service: string; label: string } | undefined {
+    const suffix = `.svc.${this.zone.domain}`;
+    const h = host.toLowerCase().replace(/\.$/, '');
+    if (!h.endsWith(suffix)) return undefined;
+    const parts = h.slice(0, -suffix.length).split('.');
+    if (parts.length !== 3) return undefined;
+    const [label, svc, ns] = parts;
+    return this.endpointLabels(ns, svc).includes(label) ? { service: `${ns}/${svc}`, label } : undefined;
+  }
+
+  /** The labels of the ready endpoints of a headless service (serving `port` when given). */
+  private endpointLabels(ns: string, svc: string, port?: ServicePort): string[] {
+    const s = this.catalog.getService(ns, svc);
+    if (!isHeadless(s)) return [];
+    const eps = serviceEndpoints(this.catalog, s!, this.options.networking);
+    return [...eps]
+      .filter(([, list]) => !port || list.some((x) => x.port === port))
+      .map(([label]) => label)
+      .sort();
+  }
+
+  /** The zone's view of headless services' endpoints: their VIPs are allocated on first use. */
+  private endpointNames(): EndpointNames {
+    return {
+      labels: (ns, svc, port) => this.endpointLabels(ns, svc, port),
+      vipOf: (ns, svc, label) => this.vipTable.endpointVip(`${ns}/${svc}`, label),
+      ensure: (ns, svc, labels) =>
+        this.serialized(async () => {
+          const key = `${ns}/${svc}`;
+          await this.vipTable.ensureEndpoints(key, labels);
+          await this.syncPortalsOf([key]);
+        }),
+      endpointOf: (ip) => this.vipTable.endpointOf(ip),
+    };
+  }
+
+  /** Portal (and rule) changes run one at a time: a catalog batch, an endpoint's first query. */
+  private portalWork: Promise<unknown> = Promise.resolve();
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.portalWork.then(fn, fn);
+    this.portalWork = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Bring the portals of these services (their VIP and their endpoints' VIPs) in line. */
+  private async syncPortalsOf(keys: string[]): Promise<boolean> {
+    if (!this.portals) return false;
+    const live = keys.flatMap((k) => {
+      const svc = this.catalog.services.get(k);
+      return svc ? [[k, svc] as [string, Service]] : [];
+    });
+    const changed = await this.portals.syncServices(
+      keys,
+      desiredPortals(
+        live,
+        (k) => this.vipTable.vipOf(k),
+        (k) => this.vipTable.endpointsOf(k),
+      ),
+    );
+    if (changed) await this.interception?.changed(true, false);
+    return changed;
   }
 
   private async boot(): Promise<void> {
@@ -199,6 +273,7 @@ export class EdgeMeshModule implements BeehiveModule {
     this.dns = this.newDns(listen, this.mode);
     const a = await this.dns.listen();
     this.zone.setNameserverAddress(a.address);
+    this.zone.setEndpointNames(this.endpointNames());
     this.interception?.dnsListening(a.address);
     // 5. Portals per service port, their rules; the explicit proxy when unprivileged.
     this.portals = this.newPortals(this.mode === 'unprivileged' ? '127.0.0.1' : listen.host);
@@ -262,17 +337,32 @@ export class EdgeMeshModule implements BeehiveModule {
     await this.vipTable.ensure(upserts);
     this.backends.invalidate(delta.backends);
     this.dns?.invalidate();
-    if (delta.services.size && this.portals) {
-      const changed = [...delta.services.keys()];
-      const live = changed.flatMap((k) => {
-        const svc = this.catalog.services.get(k);
-        return svc ? [[k, svc] as [string, Service]] : [];
-      });
-      await this.portals.syncServices(
-        changed,
-        desiredPortals(live, (k) => this.vipTable.vipOf(k)),
-      );
-    }
-    if (this.portals) await this.interception?.changed(delta.services.size > 0, delta.backends.size > 0);
+    await this.serialized(async () => {
+      // endpoint VIPs handed out whose endpoint is gone (not ready, deleted) go with their portals
+      const endpointsGone: string[] = [];
+      for (const k of new Set([...delta.backends, ...delta.services.keys()])) {
+        if (!this.vipTable.endpointsOf(k).size) continue;
+        const [ns, svc] = k.split('/');
+        if (await this.vipTable.dropEndpoints(k, new Set(this.endpointLabels(ns, svc))))
+          endpointsGone.push(k);
+      }
+      if (endpointsGone.length) this.dns?.invalidate(); // an answer cached meanwhile named a gone VIP
+      const changed = [...new Set([...delta.services.keys(), ...endpointsGone])];
+      if (changed.length && this.portals) {
+        const live = changed.flatMap((k) => {
+          const svc = this.catalog.services.get(k);
+          return svc ? [[k, svc] as [string, Service]] : [];
+        });
+        await this.portals.syncServices(
+          changed,
+          desiredPortals(
+            live,
+            (k) => this.vipTable.vipOf(k),
+            (k) => this.vipTable.endpointsOf(k),
+          ),
+        );
+      }
+      if (this.portals) await this.interception?.changed(changed.length > 0, delta.backends.size > 0);
+    });
   }
 }

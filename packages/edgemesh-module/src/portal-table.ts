@@ -24,6 +24,8 @@ export interface PortalSpec {
   portName?: string;
   transport: 'TCP' | 'UDP';
   protocol: PortalProtocol;
+  /** A headless service's endpoint (its DNS label): the portal of its own VIP, to it alone. */
+  endpoint?: string;
 }
 
 /** One row of the portal table: what interception maps VIP:port to. */

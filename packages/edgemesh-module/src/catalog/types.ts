@@ -33,6 +33,9 @@ export interface Pod {
   spec?: {
     nodeName?: string;
     hostNetwork?: boolean;
+    /** With `subdomain` equal to a headless service's name: the pod's DNS name under it. */
+    hostname?: string;
+    subdomain?: string;
     containers?: {
       name?: string;
       ports?: { name?: string; containerPort: number; hostPort?: number; protocol?: string }[];
@@ -49,7 +52,7 @@ export interface Endpoints {
   kind?: string;
   metadata: { name: string; namespace?: string };
   subsets?: {
-    addresses?: { ip: string; nodeName?: string }[];
+    addresses?: { ip: string; nodeName?: string; hostname?: string }[];
     notReadyAddresses?: { ip: string }[];
     ports?: { name?: string; port: number; protocol?: string }[];
   }[];

@@ -1,6 +1,7 @@
 import type * as dnsPacket from 'dns-packet';
 import type { ServiceCatalog } from '../catalog/catalog';
-import { isExternalName, type Service } from '../catalog/types';
+import { isExternalName, type Service, type ServicePort } from '../catalog/types';
+import { isHeadless } from '../vip/vip-table';
 import { parseServiceName } from '../service-name';
 import { QCLASS, QTYPE, RCODE, type ParsedQuery } from './wire';
 
@@ -10,6 +11,8 @@ export interface ZoneAnswer {
   aa?: boolean;
   /** The answer of a short form (`<svc>.<ns>[.svc]`): the server decides against the upstream. */
   shortForm?: boolean;
+  /** Endpoint VIPs are being allocated: ask again when this settles. */
+  pending?: Promise<void>;
   answers: dnsPacket.Answer[];
   authorities: dnsPacket.Answer[];
   additionals: dnsPacket.Answer[];
@@ -30,6 +33,21 @@ export interface VipLookup {
   serviceOf(ip: string): string | undefined;
   /** Whether an IP lies in the VIP pool (PTR for a free pool address is NXDOMAIN, not forwarded). */
   inPool(ip: string): boolean;
+}
+
+/**
+ * The endpoints of headless services (spec §2.4.1), as the mesh knows them: each ready endpoint's
+ * name `<label>.<svc>.<ns>.svc.<domain>` answers a VIP of its own, proxied to that endpoint alone,
+ * allocated when a name of it is first asked for.
+ */
+export interface EndpointNames {
+  /** The labels of the ready endpoints of a headless service (serving `port` when given). */
+  labels(namespace: string, service: string, port?: ServicePort): string[];
+  vipOf(namespace: string, service: string, label: string): string | undefined;
+  /** Give these endpoints their VIPs (and portals); resolves once they can be answered. */
+  ensure(namespace: string, service: string, labels: string[]): Promise<void>;
+  /** The endpoint of an endpoint VIP. */
+  endpointOf(ip: string): { service: string; label: string } | undefined;
 }
 
 /** The version of the Kubernetes DNS-based service discovery spec answered (spec §2.2). */
@@ -68,6 +86,13 @@ export class ClusterZone {
 
   get shortNames(): 'fallback' | 'always' | 'never' {
     return this.o.shortNames ?? 'fallback';
+  }
+
+  private endpoints?: EndpointNames;
+
+  /** Where the names of headless services' endpoints come from (the mesh sets it at start). */
+  setEndpointNames(e: EndpointNames): void {
+    this.endpoints = e;
   }
 
   /** The DNS server listens on `ip`: the glue of the apex NS. */
@@ -162,10 +187,22 @@ export class ClusterZone {
     if (n === 1 && (labels[0] === 'svc' || labels[0] === 'pod' || labels[0] === 'dns')) return this.nodata();
     if (n === 2 && labels[1] === 'svc')
       return this.catalog.hasNamespace(labels[0]) ? this.nodata() : this.nxdomain();
+    if (n === 4 && labels[3] === 'svc') return this.endpoint(q, labels[0], labels[1], labels[2]);
     if (n === 5 && labels[4] === 'svc' && labels[0].startsWith('_') && labels[1].startsWith('_')) {
       return this.srv(q, labels[0].slice(1), labels[1].slice(1), labels[2], labels[3]);
     }
     return this.nxdomain();
+  }
+
+  /** `<label>.<svc>.<ns>.svc.<domain>`: an endpoint of a headless service, at its own VIP. */
+  private endpoint(q: ParsedQuery, label: string, svc: string, ns: string): ZoneAnswer {
+    const e = this.endpoints;
+    const s = this.catalog.getService(ns, svc);
+    if (!e || !isHeadless(s) || !e.labels(ns, svc).includes(label)) return this.nxdomain();
+    const vip = e.vipOf(ns, svc, label);
+    if (!vip) return { ...this.nodata(), pending: e.ensure(ns, svc, [label]) };
+    if (q.qtype !== QTYPE.A && q.qtype !== QTYPE.ANY) return this.nodata();
+    return this.ok([{ type: 'A', name: q.name, ttl: this.o.ttl, data: vip }]);
   }
 
   private serviceAnswer(q: ParsedQuery, ns: string, svc: string, s: Service, name: string): ZoneAnswer {
@@ -224,15 +261,32 @@ export class ClusterZone {
     if (!port) return this.nxdomain();
     if (q.qtype !== QTYPE.SRV && q.qtype !== QTYPE.ANY) return this.nodata();
     const target = `${svc}.${ns}.svc.${this.domain}`;
-    const vip = this.vips.vipOf(`${ns}/${svc}`);
-    const answer = this.ok([
-      {
+    const srv = (t: string): dnsPacket.Answer =>
+      ({
         type: 'SRV',
         name: q.name,
         ttl: this.o.ttl,
-        data: { priority: 0, weight: 100, port: port.port, target },
-      } as dnsPacket.Answer,
-    ]);
+        data: { priority: 0, weight: 100, port: port.port, target: t },
+      }) as dnsPacket.Answer;
+    // a headless service: one SRV per ready endpoint serving the port (spec §2.4.2), each named
+    // and at its own VIP; with none ready, the service's own name (its VIP still answers)
+    const labels = this.endpoints && isHeadless(s) ? this.endpoints.labels(ns, svc, port) : [];
+    if (labels.length) {
+      const e = this.endpoints!;
+      const missing = labels.filter((l) => !e.vipOf(ns, svc, l));
+      if (missing.length) return { ...this.nodata(), pending: e.ensure(ns, svc, missing) };
+      const a = this.ok(labels.map((l) => srv(`${l}.${target}`)));
+      for (const l of labels)
+        a.additionals.push({
+          type: 'A',
+          name: `${l}.${target}`,
+          ttl: this.o.ttl,
+          data: e.vipOf(ns, svc, l)!,
+        });
+      return a;
+    }
+    const vip = this.vips.vipOf(`${ns}/${svc}`);
+    const answer = this.ok([srv(target)]);
     if (vip) answer.additionals.push({ type: 'A', name: target, ttl: this.o.ttl, data: vip });
     return answer;
   }
@@ -241,6 +295,14 @@ export class ClusterZone {
     const parts = q.name.slice(0, -'.in-addr.arpa'.length).split('.');
     if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) return undefined;
     const ip = parts.reverse().join('.');
+    const ep = this.endpoints?.endpointOf(ip);
+    if (ep) {
+      if (q.qtype !== QTYPE.PTR && q.qtype !== QTYPE.ANY) return this.nodata();
+      const [ns, svc] = ep.service.split('/');
+      return this.ok([
+        { type: 'PTR', name: q.name, ttl: this.o.ttl, data: `${ep.label}.${svc}.${ns}.svc.${this.domain}` },
+      ]);
+    }
     const key = this.vips.serviceOf(ip);
     if (!key) return this.vips.inPool(ip) ? this.nxdomain() : undefined;
     const [ns, svc] = key.split('/');

@@ -287,6 +287,7 @@ export class DnsServer {
           return this.truncateTo(r, limit, msg, q);
         });
       }
+      if (a.pending) return this.afterPending(msg, q, a.pending, limit);
       if (a.rcode === RCODE.REFUSED || a.rcode === RCODE.NOTIMP) return this.refuse(msg, q, a.rcode);
       if (a.shortForm && this.zone.shortNames === 'fallback') return this.shortForm(msg, q, a, limit);
       tpl = this.encode(msg, q, a);
@@ -318,6 +319,33 @@ export class DnsServer {
       if (q.rd) reply[2] |= FLAG_RD >> 8;
     }
     this.count(reply.readUInt16BE(2) & 0xf);
+    return this.truncateTo(reply, limit, copy, q);
+  }
+
+  /**
+   * The zone is allocating endpoint VIPs for this question: answer once that is done (a failed
+   * allocation is SERVFAIL; the question is not asked again in a loop).
+   */
+  private async afterPending(
+    msg: Buffer,
+    q: ParsedQuery,
+    pending: Promise<void>,
+    limit: number,
+  ): Promise<Buffer> {
+    const copy = Buffer.from(msg); // the native UDP path reuses msg's memory
+    const ok = await pending.then(
+      () => true,
+      (e) => (
+        this.log.warn({ err: (e as Error).message, name: q.name }, 'endpoint VIP not allocated'),
+        false
+      ),
+    );
+    const a = ok ? this.zone.resolve(q) : undefined;
+    if (!a || a.pending) return this.refuse(copy, q, RCODE.SERVFAIL);
+    const reply = this.encode(copy, q, a);
+    reply.writeUInt16BE(q.id, 0);
+    if (q.rd) reply[2] |= FLAG_RD >> 8;
+    this.count(reply[3] & 0xf);
     return this.truncateTo(reply, limit, copy, q);
   }
 

@@ -26,6 +26,7 @@ export class BackendIndex {
       (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
     );
     b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.networking) : [];
+    if (spec.endpoint) b = b.filter((x) => x.endpoint === spec.endpoint); // an endpoint's own VIP
     this.cache.set(spec.key, b);
     const skey = `${spec.namespace}/${spec.service}`;
     let keys = this.cachedPortsOf.get(skey);

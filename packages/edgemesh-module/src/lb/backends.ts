@@ -1,3 +1,4 @@
+import { isDnsLabel } from '@edgecore/beehive';
 import type { ServiceCatalog } from '../catalog/catalog';
 import type { Pod, Service, ServicePort } from '../catalog/types';
 
@@ -8,6 +9,17 @@ export interface Backend {
   key: string;
   /** The pod (or endpoints address) it came from, for logs and metrics. */
   origin: string;
+  /**
+   * Its endpoint's DNS label under a headless service (spec §2.4.1): the endpoint's hostname (an
+   * Endpoints address's, or a pod's `hostname` when its `subdomain` is the service), else the
+   * address dashed (`192-0-2-2`).
+   */
+  endpoint?: string;
+}
+
+/** An endpoint's label: its hostname when it is a DNS label, else its address with dashes. */
+export function endpointLabel(hostname: string | undefined, address: string): string {
+  return hostname && isDnsLabel(hostname) ? hostname.toLowerCase() : address.replace(/[.:]/g, '-');
 }
 
 export type Networking = 'host' | 'container';
@@ -48,12 +60,17 @@ export function resolveBackends(
   const ns = svc.metadata.namespace ?? 'default';
   const out: Backend[] = [];
   const seen = new Set<string>();
-  const add = (host: string | undefined, port: number | undefined, origin: string): void => {
+  const add = (
+    host: string | undefined,
+    port: number | undefined,
+    origin: string,
+    hostname?: string,
+  ): void => {
     if (!host || !port) return;
     const key = `${host}:${port}`;
     if (seen.has(key)) return;
     seen.add(key);
-    out.push({ host, port, key, origin });
+    out.push({ host, port, key, origin, endpoint: endpointLabel(hostname, host) });
   };
   const ep = catalog.endpoints.get(`${ns}/${svc.metadata.name}`);
   if (ep?.subsets?.length) {
@@ -62,7 +79,8 @@ export function resolveBackends(
         (sub.ports ?? []).find(
           (x) => (sp.name ? x.name === sp.name : true) && (x.protocol ?? 'TCP') === (sp.protocol ?? 'TCP'),
         ) ?? (sub.ports?.length === 1 ? sub.ports[0] : undefined);
-      for (const a of sub.addresses ?? []) add(a.ip, p?.port, `endpoints/${ns}/${svc.metadata.name}`);
+      for (const a of sub.addresses ?? [])
+        add(a.ip, p?.port, `endpoints/${ns}/${svc.metadata.name}`, a.hostname);
     }
     return out;
   }
@@ -71,10 +89,33 @@ export function resolveBackends(
     const pp = podPort(p, sp.targetPort, sp.port);
     if (!pp) continue;
     const origin = `pod/${ns}/${p.metadata.name}`;
+    const hostname = p.spec?.subdomain === svc.metadata.name ? p.spec?.hostname : undefined;
     if (networking === 'container' && p.status?.podIP && !p.spec?.hostNetwork)
-      add(p.status.podIP, pp.port, origin);
-    else if (p.spec?.hostNetwork) add(p.status?.hostIP, pp.port, origin);
-    else add(p.status?.hostIP, pp.hostPort, origin);
+      add(p.status.podIP, pp.port, origin, hostname);
+    else if (p.spec?.hostNetwork) add(p.status?.hostIP, pp.port, origin, hostname);
+    else add(p.status?.hostIP, pp.hostPort, origin, hostname);
+  }
+  return out;
+}
+
+/**
+ * The ready endpoints of a headless service by their DNS label: each with the service ports it
+ * serves and its backend for each (a label is one address, or one hostname).
+ */
+export function serviceEndpoints(
+  catalog: ServiceCatalog,
+  svc: Service,
+  networking: Networking,
+): Map<string, { port: ServicePort; backend: Backend }[]> {
+  const out = new Map<string, { port: ServicePort; backend: Backend }[]>();
+  for (const sp of svc.spec?.ports ?? []) {
+    if (sp.protocol === 'SCTP') continue;
+    for (const b of resolveBackends(catalog, svc, sp, networking)) {
+      const label = b.endpoint!;
+      let list = out.get(label);
+      if (!list) out.set(label, (list = []));
+      list.push({ port: sp, backend: b });
+    }
   }
   return out;
 }

@@ -23,26 +23,32 @@ interface Portal {
 export function desiredPortals(
   services: Iterable<[string, Service]>,
   vipOf: (key: string) => string | undefined,
+  endpointsOf?: (key: string) => ReadonlyMap<string, string>,
 ): PortalSpec[] {
   const out: PortalSpec[] = [];
   for (const [key, s] of services) {
     const vip = vipOf(key);
     if (!vip) continue;
     const [namespace, service] = key.split('/');
-    for (const p of s.spec?.ports ?? []) {
-      const transport = (p.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
-      if ((p.protocol ?? 'TCP') === 'SCTP') continue;
-      out.push({
-        key: `${key}:${p.port}/${transport}`,
-        namespace,
-        service,
-        vip,
-        port: p.port,
-        portName: p.name,
-        transport,
-        protocol: portProtocol(p),
-      });
-    }
+    // the service's VIP, then each endpoint VIP a headless service has handed out
+    const vips: [string, string, string | undefined][] = [[key, vip, undefined]];
+    for (const [label, ip] of endpointsOf?.(key) ?? []) vips.push([`${key}.${label}`, ip, label]);
+    for (const [id, v, endpoint] of vips)
+      for (const p of s.spec?.ports ?? []) {
+        const transport = (p.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
+        if ((p.protocol ?? 'TCP') === 'SCTP') continue;
+        out.push({
+          key: `${id}:${p.port}/${transport}`,
+          namespace,
+          service,
+          vip: v,
+          port: p.port,
+          portName: p.name,
+          transport,
+          protocol: portProtocol(p),
+          ...(endpoint ? { endpoint } : {}),
+        });
+      }
   }
   return out;
 }

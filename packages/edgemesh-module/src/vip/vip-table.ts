@@ -9,6 +9,14 @@ export function isRealIP(ip: string | undefined): ip is string {
   return !!ip && ip !== 'None' && isIPv4(ip);
 }
 
+/** A headless service (no real ClusterIP, not an alias): its endpoints have names of their own. */
+export function isHeadless(s: Service | undefined): boolean {
+  return !!s && !isRealIP(s.spec?.clusterIP) && !isExternalName(s);
+}
+
+/** The allocation key of an endpoint's VIP: `<ns>/<svc>.<label>` (a service name has no dot). */
+const endpointKey = (service: string, label: string): string => `${service}.${label}`;
+
 /**
  * The VIP of every service, both directions: allocated from the pool (persisted by the
  * allocator) or the service's real ClusterIP (reserved in the pool when inside it). DNS answers
@@ -18,6 +26,9 @@ export class VipTable {
   readonly allocator: VipAllocator;
   private readonly vipByService = new Map<string, string>();
   private readonly serviceByVip = new Map<string, string>();
+  /** Endpoint VIPs of headless services (allocated when a name of theirs is first asked for). */
+  private readonly endpointVips = new Map<string, Map<string, string>>();
+  private readonly endpointByVip = new Map<string, { service: string; label: string }>();
 
   constructor(
     subNet: string,
@@ -54,6 +65,7 @@ export class VipTable {
     const dropped = await this.allocator.load();
     if (dropped.length) this.log.warn({ dropped }, 'ignored persisted VIPs outside the pool or duplicated');
     await this.ensure(services);
+    // endpoint VIPs are not kept across a restart: the first query of a name allocates again
     const live = new Set(services.flatMap(([k, s]) => (isExternalName(s) ? [] : [k])));
     const orphans = this.allocator.services().filter((k) => !live.has(k));
     await Promise.all(orphans.map((k) => this.allocator.release(k)));
@@ -101,6 +113,51 @@ export class VipTable {
     if (previous && previous.spec?.clusterIP !== current.spec?.clusterIP)
       await this.drop(key, isRealIP(current.spec?.clusterIP));
     return true;
+  }
+
+  /** The VIP of an endpoint of a headless service, if it has one. */
+  endpointVip(service: string, label: string): string | undefined {
+    return this.endpointVips.get(service)?.get(label);
+  }
+
+  /** The endpoint a VIP belongs to. */
+  endpointOf(ip: string): { service: string; label: string } | undefined {
+    return this.endpointByVip.get(ip);
+  }
+
+  /** The endpoint VIPs of a service, by label. */
+  endpointsOf(service: string): ReadonlyMap<string, string> {
+    return this.endpointVips.get(service) ?? new Map();
+  }
+
+  /** VIPs for these endpoints of `service` (allocated and persisted like a service's). */
+  async ensureEndpoints(service: string, labels: string[]): Promise<void> {
+    const want = labels.filter((l) => !this.endpointVip(service, l));
+    if (!want.length) return;
+    const got = await this.allocator.allocateMany(want.map((l) => endpointKey(service, l)));
+    got.forEach((ip, i) => {
+      if (ip instanceof Error) return this.noVip(endpointKey(service, want[i]), ip);
+      let m = this.endpointVips.get(service);
+      if (!m) this.endpointVips.set(service, (m = new Map()));
+      m.set(want[i], ip);
+      this.endpointByVip.set(ip, { service, label: want[i] });
+    });
+  }
+
+  /** Release the endpoint VIPs of `service` whose label is not in `keep`; true when one went. */
+  async dropEndpoints(service: string, keep: ReadonlySet<string>): Promise<boolean> {
+    const m = this.endpointVips.get(service);
+    if (!m) return false;
+    let dropped = false;
+    for (const [label, ip] of m) {
+      if (keep.has(label)) continue;
+      m.delete(label);
+      this.endpointByVip.delete(ip);
+      await this.allocator.release(endpointKey(service, label));
+      dropped = true;
+    }
+    if (!m.size) this.endpointVips.delete(service);
+    return dropped;
   }
 
   private bind(key: string, ip: string): void {

@@ -276,6 +276,20 @@ modules:
       });
     }
 
+    it("a headless service's endpoint by its own name: its VIP, a rule of its own, the nginx page, from node and container", async () => {
+      const name = '192-0-2-2.nginx-svc.default.svc.cluster.local'; // the pod's address, dashed
+      const vip = (await C.run('dig', ['+short', '+tries=1', '+time=3', name])).trim();
+      expect(vip).toMatch(/^198\.18\.\d+\.\d+$/);
+      expect(vip).not.toBe(
+        (await C.run('dig', ['+short', '+tries=1', '+time=3', 'nginx-svc.default.svc.cluster.local'])).trim(),
+      );
+      expect(await natRules()).toContain(`-d ${vip}/32 -p tcp -m tcp --dport 12345`);
+      for (const ns of [A, C]) {
+        const page = await ns.run('curl', ['-s', '--max-time', '5', `http://${name}:12345`]);
+        expect(page).toContain('<title>Welcome to nginx!</title>');
+      }
+    });
+
     it('a TCP (non-http) service and a UDP service by name, from the container', async () => {
       const script = `const dns=require('dns'),net=require('net'),dgram=require('dgram');
 dns.lookup('echo-tcp.default.svc.cluster.local',4,(e,a)=>{if(e)throw e;const s=net.connect(7000,a,()=>s.end('tcp-ping'));let b='';s.on('data',d=>b+=d);s.on('close',()=>{

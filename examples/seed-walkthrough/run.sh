@@ -14,13 +14,13 @@ for t in ip iptables-save mosquitto nginx dnsmasq curl dig getent node; do comma
 [ -f packages/edgecore/dist/cli/edgecore.js ] || npm run build >/dev/null
 
 T=sw$$            # unique per run: parallel runs do not collide
-CLOUD=${T}cl; A=${T}a; B=${T}b; C=${T}c; CTR=${T}ct
+CLOUD=${T}cl; A=${T}a; B=${T}b; C=${T}c; CTR=${T}ct; CTRB=${T}cb
 W=$(mktemp -d); chmod 755 "$W"
 PIDS=()
 cleanup() {
   disown -a 2>/dev/null || true   # no "Killed" job notices
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
-  for ns in $CTR $A $B $C $CLOUD; do
+  for ns in $CTR $CTRB $A $B $C $CLOUD; do
     for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del $ns 2>/dev/null || true
     rm -rf /etc/netns/$ns
@@ -35,8 +35,8 @@ x() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 EDGECORE="$ROOT/packages/edgecore/bin/edgecore"
 EDGECTL="$ROOT/packages/edgecore/bin/edgectl"
 
-step "network: cloud bridge, three edge nodes, a container on node a"
-for ns in $CLOUD $A $B $C $CTR; do ip netns add $ns; x $ns ip link set lo up; done
+step "network: cloud bridge, three edge nodes, a container on node a (docker0) and on node b (cni0)"
+for ns in $CLOUD $A $B $C $CTR $CTRB; do ip netns add $ns; x $ns ip link set lo up; done
 x $CLOUD ip link add br0 type bridge
 x $CLOUD ip addr add 192.0.2.254/24 dev br0
 x $CLOUD ip link set br0 up
@@ -52,18 +52,24 @@ for ns in $A $B $C; do
 done
 # no route to 172.17.0.0/16 or 169.254.96.16 here, as at any real resolver: EdgeMesh masquerades
 # its own upstream DNS queries
-x $A ip link add docker0 type bridge
-x $A ip addr add 172.17.0.1/16 dev docker0
-x $A ip link set docker0 up
-x $A ip link add vethctr type veth peer name eth0 netns $CTR
-x $A ip link set vethctr master docker0
-x $A ip link set vethctr up
-x $CTR ip addr add 172.17.0.2/16 dev eth0
-x $CTR ip link set eth0 up
-x $CTR ip route add default via 172.17.0.1
-mkdir -p /etc/netns/$CTR; echo "nameserver 192.0.2.254" > /etc/netns/$CTR/resolv.conf
+container_on() { # node container bridge bridge-ip/prefix container-ip veth: a container behind a bridge
+  local gw=${4%/*} prefix=${4#*/}
+  x $1 ip link add $3 type bridge
+  x $1 ip addr add $4 dev $3
+  x $1 ip link set $3 up
+  x $1 ip link add $6 type veth peer name eth0 netns $2
+  x $1 ip link set $6 master $3
+  x $1 ip link set $6 up
+  x $2 ip addr add $5/$prefix dev eth0
+  x $2 ip link set eth0 up
+  x $2 ip route add default via $gw
+  mkdir -p /etc/netns/$2; echo "nameserver 192.0.2.254" > /etc/netns/$2/resolv.conf
+}
+container_on $A $CTR docker0 172.17.0.1/16 172.17.0.2 vethctr
 x $A sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 >/dev/null 2>&1 || true
-ok "cloud 192.0.2.254, nodes 192.0.2.1-3, container 172.17.0.2 behind docker0 on node a"
+# node b has no docker0 (EdgeMesh listens on edgemesh0); its container sits on a CNI bridge
+container_on $B $CTRB cni0 10.88.0.1/16 10.88.0.2 vethcb
+ok "cloud 192.0.2.254, nodes 192.0.2.1-3, container 172.17.0.2 behind docker0 on node a, 10.88.0.2 behind cni0 on node b"
 
 step "cloud: mosquitto and an upstream DNS (dnsmasq knows www.example.test)"
 cat > "$W/mosquitto.conf" <<CONF
@@ -96,7 +102,7 @@ nginx_on $B 192.0.2.2 edge-node-b
 sleep 0.3
 x $A curl -s --max-time 3 http://192.0.2.2/ | grep -q 'served by edge-node-b' && ok "nginx answers on 192.0.2.2:80" || fail "nginx on node b"
 
-edgecore_cfg() { # node ifc
+edgecore_cfg() { # node ifc [dns extra]
   cat > "$W/$1.yaml" <<CONF
 apiVersion: edgecore.config.kubeedge.io/v1alpha2
 kind: EdgeCore
@@ -107,7 +113,7 @@ drainSeconds: 2
 modules:
   edgeHub: { nodeName: $1, mqtt: { server: tcp://192.0.2.254:1883 } }
   metaManager: { metaServer: { enable: true, server: 127.0.0.1:10550 } }
-  edgeMesh: { mode: iptables, listenInterface: $2, iptablesSyncSeconds: 5, dns: { listenPort: 53 } }
+  edgeMesh: { mode: iptables, listenInterface: $2, iptablesSyncSeconds: 5, dns: { listenPort: 53${3:+, $3} } }
 CONF
 }
 declare -A EC
@@ -119,7 +125,7 @@ start_edgecore() { # ns node
 }
 step "edgecore on node a (docker0) and node b (edgemesh0), iptables mode"
 edgecore_cfg edge-node-a docker0
-edgecore_cfg edge-node-b edgemesh0
+edgecore_cfg edge-node-b edgemesh0 'hijackInterfaces: [cni0]'
 start_edgecore $A edge-node-a
 start_edgecore $B edge-node-b
 ok "both ready"
@@ -154,6 +160,10 @@ ext_from() { # ns label: a name outside the cluster, through EdgeMesh to the clo
 ext_from $CTR "container"
 ext_from $A "node a"
 ext_from $B "node b (edgemesh0, 169.254.96.16)"
+
+step "from the container on node b (cni0; EdgeMesh on edgemesh0, dns.hijackInterfaces: [cni0])"
+check_from $CTRB "node b's container"
+ext_from $CTRB "node b's container"
 
 step "offline: stop mosquitto, restart edgecore on node a — same VIP, same page"
 kill $MQ_PID; wait $MQ_PID 2>/dev/null || true

@@ -18,6 +18,7 @@ describe('edgecore.yaml', () => {
     });
     expect(c.modules.edgeMesh.dns).toEqual({
       hijack: 'iptables',
+      hijackInterfaces: [],
       shortNames: 'fallback',
       upstreams: [],
       ttl: 5,

@@ -156,6 +156,13 @@ export const edgeMeshConfigSchema = z.strictObject({
       listenAddress: ipv4.optional(),
       hijack: z.enum(['iptables', 'resolvconf', 'none']).default('iptables'),
       /**
+       * Container bridges besides `listenInterface` whose DNS the iptables hijack takes too (a
+       * node on edgemesh0 whose containers sit on a CNI bridge); their subnets may query.
+       */
+      hijackInterfaces: z
+        .array(z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'expected an interface name'))
+        .default([]),
+      /**
        * The short forms `<svc>.<ns>` and `<svc>.<ns>.svc` (clients without search paths):
        * `fallback` answers them only where the name does not exist upstream (NXDOMAIN) or no
        * upstream answers (offline), so a real name such as `shadow.test` is never shadowed by a

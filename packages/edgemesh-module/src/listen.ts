@@ -61,12 +61,17 @@ export function dnsListen(
 }
 
 /** Default query sources: loopback, this node's addresses, the container bridge subnet. */
-export function defaultAllowFrom(o: Pick<EdgeMeshConfig, 'listenInterface'>): string[] {
+export function defaultAllowFrom(
+  o: Pick<EdgeMeshConfig, 'listenInterface'> & { dns?: { hijackInterfaces?: string[] } },
+): string[] {
   const out = ['127.0.0.0/8', ...nodeIPv4s().map((a) => `${a}/32`)];
-  const br = interfaceIPv4(o.listenInterface);
-  if (br && br.prefix < 32) {
-    const mask = br.prefix === 0 ? 0 : (0xffffffff << (32 - br.prefix)) >>> 0;
-    out.push(`${intToIp((ipToInt(br.address) & mask) >>> 0)}/${br.prefix}`);
+  // the container bridges: the listen interface's subnet, and those of the other hijacked ones
+  for (const name of [o.listenInterface, ...(o.dns?.hijackInterfaces ?? [])]) {
+    const br = interfaceIPv4(name);
+    if (br && br.prefix < 32) {
+      const mask = br.prefix === 0 ? 0 : (0xffffffff << (32 - br.prefix)) >>> 0;
+      out.push(`${intToIp((ipToInt(br.address) & mask) >>> 0)}/${br.prefix}`);
+    }
   }
   return out;
 }

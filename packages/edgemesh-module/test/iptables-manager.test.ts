@@ -264,3 +264,32 @@ describe.each(['RoundRobin', 'SessionStickiness'] as const)(
       });
   },
 );
+
+describe('DNS hijack on more container bridges (dns.hijackInterfaces)', () => {
+  it('one DNAT per bridge and protocol; a name that is no interface name never reaches the rule text', async () => {
+    const { RuleBuilder } = await import('../src/iptables/rules');
+    const { silentLogger } = await import('@edgecore/beehive');
+    const text = new RuleBuilder(
+      {
+        listenIP: '169.254.96.16',
+        listenInterface: 'edgemesh0',
+        dnsPort: 53,
+        hijackDns: true,
+        hijackInterfaces: ['cni0', 'br-1.2', 'x; rm -rf /', 'waytoolonginterfacename'],
+      },
+      silentLogger,
+    ).payload([]);
+    const dns = text
+      .split('\n')
+      .filter((l) => l.startsWith('-A EDGEMESH-PORTALS-CONTAINER') && l.includes('edgemesh-dns'));
+    expect(dns.map((l) => /-i (\S+) -p (\S+)/.exec(l)!.slice(1).join(' '))).toEqual([
+      'edgemesh0 udp',
+      'cni0 udp',
+      'br-1.2 udp',
+      'edgemesh0 tcp',
+      'cni0 tcp',
+      'br-1.2 tcp',
+    ]);
+    expect(text).not.toContain('rm -rf');
+  });
+});

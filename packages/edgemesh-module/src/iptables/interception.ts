@@ -61,6 +61,7 @@ export class Interception {
       listenInterface: this.listenIfc.name,
       dnsPort: dnsListen(o, 'iptables', listenIP).port,
       hijackDns: o.dns.hijack === 'iptables',
+      hijackInterfaces: o.dns.hijackInterfaces,
       syncIntervalMs: o.iptablesSyncSeconds * 1000,
       ...iptablesBinaries(o.iptablesBackend),
       log: this.log,

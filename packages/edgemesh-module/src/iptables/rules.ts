@@ -34,6 +34,8 @@ export interface IptablesOptions {
    * resolver has a route back to a bridge address or to edgemesh0's link-local one.
    */
   hijackDns: boolean;
+  /** More container bridges whose DNS is hijacked (validated interface names). */
+  hijackInterfaces?: string[];
   log?: Logger;
   /**
    * DNAT mode (kube-proxy's iptables mode) for the ports it returns backends for: instead of the
@@ -54,6 +56,8 @@ export interface IptablesOptions {
 
 const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const SAFE_COMMENT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[0-9]{1,5}$/;
+/** An interface name as it may reach rule text (IFNAMSIZ 16 with the NUL; nothing a shell or iptables reads as syntax). */
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 export const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 export const JUMP = / -j EDGEMESH-B-[0-9A-F]{6}$/;
 
@@ -170,9 +174,10 @@ export class RuleBuilder {
     if (o.dnatTargets) out.push(...MASQ_LINES);
     if (o.hijackDns) {
       for (const proto of ['udp', 'tcp']) {
-        out.push(
-          `-A ${CHAIN_CONTAINER} -i ${o.listenInterface} -p ${proto} --dport 53 -m comment --comment edgemesh-dns -j DNAT --to-destination ${o.listenIP}:${o.dnsPort}`,
-        );
+        for (const ifc of [o.listenInterface, ...(o.hijackInterfaces ?? []).filter((i) => IFNAME.test(i))])
+          out.push(
+            `-A ${CHAIN_CONTAINER} -i ${ifc} -p ${proto} --dport 53 -m comment --comment edgemesh-dns -j DNAT --to-destination ${o.listenIP}:${o.dnsPort}`,
+          );
         out.push(
           `-A ${CHAIN_HOST} ! -s ${o.listenIP}/32 -p ${proto} --dport 53 -m comment --comment edgemesh-dns -j DNAT --to-destination ${o.listenIP}:${o.dnsPort}`,
         );

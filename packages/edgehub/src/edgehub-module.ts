@@ -107,7 +107,9 @@ export class EdgeHubModule implements BeehiveModule {
     const options = (this.options = resolveEdgeHubOptions(input));
     this.topics = new Topics(options.topicPrefix);
     this.backoff = options.reconnect.initialMs;
-    this.protocol = options.mqtt.protocolVersion === 4 ? 4 : 5;
+    // auto: 5, but 3.1.1 at once with the embedded broker (aedes speaks no 5: no refusal to log)
+    const v = options.mqtt.protocolVersion;
+    this.protocol = v === 4 || (v === 'auto' && options.mqtt.embeddedBroker.enable) ? 4 : 5;
     this.intake = new Intake(
       options.maxInflight,
       this.stats,

@@ -156,6 +156,21 @@ describe('EdgeHub against a real mosquitto', () => {
       nodes.push(four);
       await until(() => four.hub.cloudConnected, 'connected', 5000);
       expect(four.logs.some((l) => /refused MQTT 5/.test(l.msg ?? ''))).toBe(false);
+      // with the embedded broker (what `npm start` runs), auto starts in 3.1.1: no refusal to log
+      const { freePort } = await import('@edgecore/test-support');
+      const p = await freePort();
+      const own = await startNode(tmpDir().db, {
+        nodeName: uniqueNode(),
+        mqtt: {
+          server: `tcp://127.0.0.1:${p}`,
+          keepalive: 5,
+          embeddedBroker: { enable: true, listen: `127.0.0.1:${p}` },
+        },
+      });
+      nodes.push(own);
+      await until(() => own.hub.cloudConnected, 'connected to its embedded broker', 5000);
+      expect(own.hub.protocolVersion).toBe(4);
+      expect(own.logs.some((l) => /refused MQTT 5/.test(l.msg ?? ''))).toBe(false);
     } finally {
       for (const x of nodes.splice(0)) await x.stop();
       await eb.close();

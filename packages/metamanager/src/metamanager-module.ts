@@ -2,6 +2,7 @@ import {
   BeehiveModule,
   ChannelContext,
   isMessageLike,
+  MailboxFullError,
   type BatchAnswer,
   type ErrorContent,
   CloudConnected,
@@ -204,7 +205,7 @@ export class MetaManagerModule implements BeehiveModule {
       for (const w of writes) w.answer(this.refusal(w.msg, e));
       return;
     }
-    const meshAvailable = ctx.moduleNames(Group.Mesh).length > 0;
+    const mesh = ctx.moduleNames(Group.Mesh);
     for (let i = 0; i < writes.length; i++) {
       const { msg, parsed, answer } = writes[i];
       const res = results[i];
@@ -218,7 +219,7 @@ export class MetaManagerModule implements BeehiveModule {
       }
       if (res.status === 'applied') {
         this.stats.applied++;
-        if (meshAvailable && MESH_TYPES.has(parsed.op.type)) {
+        if (mesh.length && MESH_TYPES.has(parsed.op.type)) {
           const fwd = newMessage(parsed.object, {
             source: this.name,
             group: Group.Mesh,
@@ -229,10 +230,19 @@ export class MetaManagerModule implements BeehiveModule {
           // the cloud's publish time travels on (KubeEdge forwards the cloud's message itself), so
           // EdgeMesh can measure publish → applied
           fwd.header.timestamp = msg.header.timestamp;
-          try {
-            await ctx.sendToGroup(Group.Mesh, fwd);
-          } catch (e) {
-            this.log.warn({ err: e, resource: parsed.op.key }, 'forward to mesh failed');
+          for (const m of mesh) {
+            try {
+              ctx.trySend(m, fwd); // room in the mailbox (the usual case): no wait, in order
+            } catch (e) {
+              if (!(e instanceof MailboxFullError)) {
+                this.log.warn({ err: e, resource: parsed.op.key }, 'forward to mesh failed');
+                continue;
+              }
+              // a full mailbox holds this batch back (and the acknowledgements behind it)
+              await ctx
+                .send(m, fwd)
+                .catch((e2) => this.log.warn({ err: e2, resource: parsed.op.key }, 'forward to mesh failed'));
+            }
           }
         }
       } else {

@@ -91,6 +91,11 @@ interface Row {
   resource_version: number;
 }
 
+/** The results without a payload are shared (one write of a burst allocates none). */
+const APPLIED: MetaOpResult = Object.freeze({ status: 'applied' as const });
+const UNCHANGED: MetaOpResult = Object.freeze({ status: 'unchanged' as const });
+const ABSENT: MetaOpResult = Object.freeze({ status: 'absent' as const });
+
 interface VersionRow {
   namespace: string;
   name: string;
@@ -127,6 +132,8 @@ export class MetaStore extends EventEmitter {
     versionsType: Database.Statement;
   };
   private readonly applyTx: (ops: MetaOp[]) => { results: MetaOpResult[]; events: MetaChangeEvent[] };
+  /** Whether this batch builds change events: only while someone listens (a MetaServer watch). */
+  private wantEvents = false;
   private closed = false;
   /** Digests of the types someone asked for, kept current by every write from then on. */
   private readonly digests = new Map<string, TypeDigest>();
@@ -231,6 +238,7 @@ export class MetaStore extends EventEmitter {
     if (this.closed) throw new MetaDatabaseError(`database "${this.path}" is closed`);
     let out: { results: MetaOpResult[]; events: MetaChangeEvent[] };
     try {
+      this.wantEvents = this.listenerCount('change') > 0;
       out = this.applyTx(ops);
     } catch (e) {
       // the transaction rolled back, but digests were updated as it went: recompute them on demand
@@ -271,7 +279,7 @@ export class MetaStore extends EventEmitter {
       if (rv > 0) {
         const stored = current ? current.resource_version : (tombstone ?? 0);
         if (rv < stored || (!current && rv === stored && stored > 0)) return { status: 'stale', stored };
-        if (current && rv === stored && current.value === op.value) return { status: 'unchanged' };
+        if (current && rv === stored && current.value === op.value) return UNCHANGED;
       }
       this.stmts.upsert.run(op.type, op.namespace, op.name, op.value, rv);
       if (tombstone !== undefined) this.stmts.clearTombstone.run(op.key);
@@ -280,29 +288,30 @@ export class MetaStore extends EventEmitter {
         if (current) d.remove(op.namespace, op.key, current.resource_version);
         d.add(op.namespace, op.key, rv);
       }
-      events.push({
-        type: current ? 'MODIFIED' : 'ADDED',
-        record: {
-          key: op.key,
-          type: op.type,
-          namespace: op.namespace,
-          name: op.name,
-          value: op.value,
-          resourceVersion: rv,
-        },
-      });
-      return { status: 'applied' };
+      if (this.wantEvents)
+        events.push({
+          type: current ? 'MODIFIED' : 'ADDED',
+          record: {
+            key: op.key,
+            type: op.type,
+            namespace: op.namespace,
+            name: op.name,
+            value: op.value,
+            resourceVersion: rv,
+          },
+        });
+      return APPLIED;
     }
     if (!current) {
       if (rv > 0) this.stmts.tombstone.run(op.key, rv);
-      return { status: 'absent' };
+      return ABSENT;
     }
     if (rv > 0 && rv < current.resource_version) return { status: 'stale', stored: current.resource_version };
     this.stmts.del.run(op.type, op.namespace, op.name);
     this.stmts.tombstone.run(op.key, Math.max(rv, current.resource_version));
     this.digests.get(op.type)?.remove(op.namespace, op.key, current.resource_version);
-    events.push({ type: 'DELETED', record: toRecord(current) });
-    return { status: 'applied' };
+    if (this.wantEvents) events.push({ type: 'DELETED', record: toRecord(current) });
+    return APPLIED;
   }
 
   private migrate(): void {

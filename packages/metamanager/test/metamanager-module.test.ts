@@ -235,6 +235,23 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect(h.mm.stats.batches).toBeLessThanOrEqual(50);
   });
 
+  it('a batch larger than the mesh mailbox: every change is forwarded, in order (a full mailbox holds the batch back)', async () => {
+    h = await harness(db.path);
+    const N = 3000; // the mesh mailbox holds 1024
+    const items = Array.from({ length: N }, (_, i) =>
+      newMessage(svc(`f${i}`, 'default', i + 1), { operation: 'insert', resource: `default/service/f${i}` }),
+    );
+    const reply = await h.ctx.sendSync(
+      'metamanager',
+      newMessage(items, { source: 'edgehub', group: 'meta', operation: Operation.Batch }),
+      10_000,
+    );
+    expect((reply.content as unknown[]).every((a) => a === 'OK')).toBe(true);
+    const deadline = Date.now() + 10_000;
+    while (h.mesh.length < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(h.mesh.map((m) => m.route.resource)).toEqual(items.map((m) => m.route.resource));
+  });
+
   it('BeehiveMetaClient: typed get/list/put/delete over beehive', async () => {
     h = await harness(db.path, { withMesh: false });
     const client = new BeehiveMetaClient(h.ctx, { source: 'tester', timeoutMs: 2000 });

@@ -209,7 +209,12 @@ export class EdgeMeshModule implements BeehiveModule {
       ensure: (ns, svc, labels) =>
         this.serialized(async () => {
           const key = `${ns}/${svc}`;
-          await this.vipTable.ensureEndpoints(key, labels);
+          // still ready now that it is this one's turn (a batch before it may have removed it)
+          const ready = new Set(this.endpointLabels(ns, svc));
+          await this.vipTable.ensureEndpoints(
+            key,
+            labels.filter((l) => ready.has(l)),
+          );
           await this.syncPortalsOf([key]);
         }),
       endpointOf: (ip) => this.vipTable.endpointOf(ip),

@@ -7,7 +7,16 @@ import { DnsFormatError, DnsListenError } from '../edgemesh-errors';
 import { cidrContains, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 import type { ClusterZone, ZoneAnswer } from './cluster-zone';
 import type { Forwarder } from './forwarder';
-import { errorReply, parseQuery, plainQuestionEnd, QTYPE, readName, RCODE, type ParsedQuery } from './wire';
+import {
+  errorReply,
+  optRecord,
+  parseQuery,
+  plainQuestionEnd,
+  QTYPE,
+  readName,
+  RCODE,
+  type ParsedQuery,
+} from './wire';
 import { openUdp, type UdpTransport } from './udp-batch';
 
 /**
@@ -267,13 +276,13 @@ export class DnsServer {
       this.count(rcode);
       return errorReply(msg, rcode);
     }
-    if (q.opcode !== 0) return this.refuse(msg, q, RCODE.NOTIMP);
+    if (q.opcode !== 0) return this.errorAnswer(msg, q, RCODE.NOTIMP);
     if (q.edns && q.edns.version > 0) {
       // RFC 6891 §6.1.3: BADVERS is an extended rcode; answer FORMERR-free BADVERS via OPT.
       return this.badvers(msg, q);
     }
     // zone transfers are not served, to anyone (BIND and Knot without an allow-transfer ACL)
-    if (q.qtype === QTYPE.AXFR || q.qtype === QTYPE.IXFR) return this.refuse(msg, q, RCODE.REFUSED);
+    if (q.qtype === QTYPE.AXFR || q.qtype === QTYPE.IXFR) return this.errorAnswer(msg, q, RCODE.REFUSED);
     const limit = tcp ? 65535 : q.edns ? Math.min(q.edns.udpSize, 4096) : 512;
     const key = msg.toString('latin1', 12, q.questionEnd) + (q.edns ? (q.edns.dnssecOk ? 'D' : 'E') : 'N');
     let tpl = this.answers.get(key);
@@ -288,7 +297,7 @@ export class DnsServer {
         });
       }
       if (a.pending) return this.afterPending(msg, q, a.pending, limit);
-      if (a.rcode === RCODE.REFUSED || a.rcode === RCODE.NOTIMP) return this.refuse(msg, q, a.rcode);
+      if (a.rcode === RCODE.REFUSED || a.rcode === RCODE.NOTIMP) return this.errorAnswer(msg, q, a.rcode);
       if (a.shortForm && this.zone.shortNames === 'fallback') return this.shortForm(msg, q, a, limit);
       tpl = this.encode(msg, q, a);
       if (this.answers.size >= this.answerCacheSize) this.answers.clear();
@@ -310,16 +319,11 @@ export class DnsServer {
    */
   private async shortForm(msg: Buffer, q: ParsedQuery, a: ZoneAnswer, limit: number): Promise<Buffer> {
     const copy = Buffer.from(msg); // the native UDP path reuses msg's memory
-    const up = await this.forwarder.forward(Buffer.from(copy), q);
+    const up = await this.forwarder.forward(copy, q); // it copies what it sends upstream
     const rcode = up.readUInt16BE(2) & 0xf;
-    let reply = up;
-    if (rcode === RCODE.NXDOMAIN || rcode === RCODE.SERVFAIL) {
-      reply = this.encode(copy, q, a);
-      reply.writeUInt16BE(q.id, 0);
-      if (q.rd) reply[2] |= FLAG_RD >> 8;
-    }
-    this.count(reply.readUInt16BE(2) & 0xf);
-    return this.truncateTo(reply, limit, copy, q);
+    if (rcode === RCODE.NXDOMAIN || rcode === RCODE.SERVFAIL) return this.answerNow(copy, q, a, limit);
+    this.count(rcode);
+    return this.truncateTo(up, limit, copy, q);
   }
 
   /**
@@ -341,12 +345,17 @@ export class DnsServer {
       ),
     );
     const a = ok ? this.zone.resolve(q) : undefined;
-    if (!a || a.pending) return this.refuse(copy, q, RCODE.SERVFAIL);
-    const reply = this.encode(copy, q, a);
+    if (!a || a.pending) return this.errorAnswer(copy, q, RCODE.SERVFAIL);
+    return this.answerNow(copy, q, a, limit);
+  }
+
+  /** A zone answer encoded for this query alone (not kept in the answer cache). */
+  private answerNow(msg: Buffer, q: ParsedQuery, a: ZoneAnswer, limit: number): Buffer {
+    const reply = this.encode(msg, q, a);
     reply.writeUInt16BE(q.id, 0);
     if (q.rd) reply[2] |= FLAG_RD >> 8;
     this.count(reply[3] & 0xf);
-    return this.truncateTo(reply, limit, copy, q);
+    return this.truncateTo(reply, limit, msg, q);
   }
 
   /** Header + the client's question bytes + RRs (dns-packet encodes the RRs once per name). */
@@ -392,7 +401,7 @@ export class DnsServer {
     if (r.length <= limit) return r;
     this.stats.truncated++;
     const end = Math.min(q.questionEnd, r.length);
-    const opt = q.edns ? this.optRecord(q) : undefined;
+    const opt = q.edns ? optRecord(this.ednsSize, q.edns.dnssecOk) : undefined;
     const out = Buffer.allocUnsafe(end + (opt?.length ?? 0));
     r.copy(out, 0, 0, end);
     out.writeUInt16BE(r.readUInt16BE(2) | FLAG_TC, 2);
@@ -408,22 +417,13 @@ export class DnsServer {
    * An error reply with the question echoed and, to an EDNS query, our OPT (RFC 6891 §6.1.1: a
    * responder that understands EDNS MUST include OPT in its response, errors too).
    */
-  private refuse(msg: Buffer, q: ParsedQuery, rcode: number): Buffer {
+  private errorAnswer(msg: Buffer, q: ParsedQuery, rcode: number): Buffer {
     this.count(rcode);
     const head = errorReply(msg, rcode, q.questionEnd);
     if (!q.edns) return head;
-    const out = Buffer.concat([head, this.optRecord(q)]);
+    const out = Buffer.concat([head, optRecord(this.ednsSize, q.edns.dnssecOk)]);
     out.writeUInt16BE(1, 10);
     return out;
-  }
-
-  /** Our OPT RR (root owner, our UDP size, version 0, the client's DO bit echoed: RFC 3225). */
-  private optRecord(q: ParsedQuery): Buffer {
-    const opt = Buffer.alloc(11);
-    opt.writeUInt16BE(QTYPE.OPT, 1);
-    opt.writeUInt16BE(this.ednsSize, 3);
-    if (q.edns?.dnssecOk) opt.writeUInt16BE(0x8000, 7);
-    return opt;
   }
 
   private badvers(msg: Buffer, q: ParsedQuery): Buffer {

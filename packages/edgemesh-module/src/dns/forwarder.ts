@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { connect as tcpConnect } from 'node:net';
 import { randomInt } from 'node:crypto';
-import { errorReply, QTYPE, RCODE, sameQuestion, walkRecords, type ParsedQuery } from './wire';
+import { errorReply, optRecord, QTYPE, RCODE, sameQuestion, walkRecords, type ParsedQuery } from './wire';
 
 export interface Upstream {
   host: string;
@@ -241,11 +241,7 @@ export class Forwarder {
       out = Buffer.concat([out.subarray(0, opt.start), out.subarray(opt.end)]);
       out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
     } else if (q.edns && !opt) {
-      const o = Buffer.alloc(11);
-      o.writeUInt16BE(QTYPE.OPT, 1);
-      o.writeUInt16BE(this.opts.ednsUdpSize, 3);
-      if (q.edns.dnssecOk) o.writeUInt16BE(0x8000, 7);
-      out = Buffer.concat([out, o]);
+      out = Buffer.concat([out, optRecord(this.opts.ednsUdpSize, q.edns.dnssecOk)]);
       out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
     }
     return out;

@@ -201,6 +201,18 @@ export function errorReply(query: Buffer, rcode: number, questionEnd?: number): 
   return out;
 }
 
+/**
+ * An OPT RR (RFC 6891 §6.1.2): root owner, the UDP payload size we accept, extended RCODE and
+ * version 0, the DO bit echoed (RFC 3225), no options. What every reply to an EDNS query carries.
+ */
+export function optRecord(udpSize: number, dnssecOk: boolean): Buffer {
+  const opt = Buffer.alloc(11);
+  opt.writeUInt16BE(QTYPE.OPT, 1);
+  opt.writeUInt16BE(udpSize, 3);
+  if (dnssecOk) opt.writeUInt16BE(0x8000, 7);
+  return opt;
+}
+
 /** Where a resource record sits in a message (answer, authority and additional sections). */
 export interface RecordPos {
   start: number;

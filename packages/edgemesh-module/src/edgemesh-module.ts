@@ -20,7 +20,7 @@ import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
 import { desiredPortals, type PortalManager } from './proxy/portals';
 import { processMessages, type MeshChanges } from './process';
-import { parseServiceName } from './service-name';
+import { parseEndpointName, parseServiceName } from './service-name';
 import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
 import type { VipAllocator } from './vip/vip-allocator';
 import { isHeadless, VipTable } from './vip/vip-table';
@@ -167,8 +167,10 @@ export class EdgeMeshModule implements BeehiveModule {
     if (ep) {
       const svcSpec = this.portals.get(`${ep.service}:${port}/TCP`);
       if (!svcSpec) return undefined;
+      // the service port's backends of that endpoint (cached per key like a portal's)
       const spec = { ...svcSpec, key: `${ep.service}.${ep.label}:${port}/TCP`, endpoint: ep.label };
-      return { scope: spec.key, backends: this.backends.of(spec) };
+      const backends = this.backends.of(spec);
+      return backends.length ? { scope: spec.key, backends } : undefined;
     }
     let key = this.vipTable.serviceOf(host);
     if (!key) {
@@ -179,15 +181,11 @@ export class EdgeMeshModule implements BeehiveModule {
     return spec ? { scope: spec.key, backends: this.backends.of(spec) } : undefined;
   }
 
-  /** `<label>.<svc>.<ns>.svc.<domain>` of a ready endpoint of a headless service. */
+  /** `<label>.<svc>.<ns>.svc.<domain>` of a headless service (its backends say if it is ready). */
   private endpointByName(host: string): { service: string; label: string } | undefined {
-    const suffix = `.svc.${this.zone.domain}`;
-    const h = host.toLowerCase().replace(/\.$/, '');
-    if (!h.endsWith(suffix)) return undefined;
-    const parts = h.slice(0, -suffix.length).split('.');
-    if (parts.length !== 3) return undefined;
-    const [label, svc, ns] = parts;
-    return this.endpointLabels(ns, svc).includes(label) ? { service: `${ns}/${svc}`, label } : undefined;
+    const e = parseEndpointName(host, this.zone.domain);
+    if (!e || !isHeadless(this.catalog.getService(e.namespace, e.service))) return undefined;
+    return { service: `${e.namespace}/${e.service}`, label: e.label };
   }
 
   /** The labels of the ready endpoints of a headless service (serving `port` when given). */
@@ -215,7 +213,7 @@ export class EdgeMeshModule implements BeehiveModule {
             key,
             labels.filter((l) => ready.has(l)),
           );
-          await this.syncPortalsOf([key]);
+          if (await this.syncPortalsOf([key])) await this.interception?.changed(true, false);
         }),
       endpointOf: (ip) => this.vipTable.endpointOf(ip),
     };
@@ -229,14 +227,17 @@ export class EdgeMeshModule implements BeehiveModule {
     return run;
   }
 
-  /** Bring the portals of these services (their VIP and their endpoints' VIPs) in line. */
+  /**
+   * Bring the portals of these services (their VIP and their endpoints' VIPs) in line; whether the
+   * table changed (the caller tells interception).
+   */
   private async syncPortalsOf(keys: string[]): Promise<boolean> {
-    if (!this.portals) return false;
+    if (!this.portals || !keys.length) return false;
     const live = keys.flatMap((k) => {
       const svc = this.catalog.services.get(k);
       return svc ? [[k, svc] as [string, Service]] : [];
     });
-    const changed = await this.portals.syncServices(
+    return this.portals.syncServices(
       keys,
       desiredPortals(
         live,
@@ -244,8 +245,6 @@ export class EdgeMeshModule implements BeehiveModule {
         (k) => this.vipTable.endpointsOf(k),
       ),
     );
-    if (changed) await this.interception?.changed(true, false);
-    return changed;
   }
 
   private async boot(): Promise<void> {
@@ -353,20 +352,7 @@ export class EdgeMeshModule implements BeehiveModule {
       }
       if (endpointsGone.length) this.dns?.invalidate(); // an answer cached meanwhile named a gone VIP
       const changed = [...new Set([...delta.services.keys(), ...endpointsGone])];
-      if (changed.length && this.portals) {
-        const live = changed.flatMap((k) => {
-          const svc = this.catalog.services.get(k);
-          return svc ? [[k, svc] as [string, Service]] : [];
-        });
-        await this.portals.syncServices(
-          changed,
-          desiredPortals(
-            live,
-            (k) => this.vipTable.vipOf(k),
-            (k) => this.vipTable.endpointsOf(k),
-          ),
-        );
-      }
+      await this.syncPortalsOf(changed);
       if (this.portals) await this.interception?.changed(changed.length > 0, delta.backends.size > 0);
     });
   }

@@ -27,3 +27,23 @@ export function parseServiceName(name: string, zone: string): ServiceName | unde
   if (dot <= 0 || dot === n.length - 1 || n.indexOf('.', dot + 1) >= 0) return undefined;
   return { service: n.slice(0, dot), namespace: n.slice(dot + 1), inZone };
 }
+
+/** An endpoint of a headless service: `<label>.<svc>.<ns>.svc.<zone>` (spec §2.4.1). */
+export interface EndpointName {
+  label: string;
+  service: string;
+  namespace: string;
+}
+
+/**
+ * The endpoint `name` names under `zone` (lower case, no trailing dot), if it has that shape;
+ * whether the service is headless and has that endpoint is the caller's question.
+ */
+export function parseEndpointName(name: string, zone: string): EndpointName | undefined {
+  const n = (name.endsWith('.') ? name.slice(0, -1) : name).toLowerCase();
+  const suffix = `.svc.${zone}`;
+  if (!n.endsWith(suffix)) return undefined;
+  const parts = n.slice(0, -suffix.length).split('.');
+  if (parts.length !== 3 || parts.some((p) => !p)) return undefined;
+  return { label: parts[0], service: parts[1], namespace: parts[2] };
+}

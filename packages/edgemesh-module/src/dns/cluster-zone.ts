@@ -2,7 +2,7 @@ import type * as dnsPacket from 'dns-packet';
 import type { ServiceCatalog } from '../catalog/catalog';
 import { isExternalName, type Service, type ServicePort } from '../catalog/types';
 import { isHeadless } from '../vip/vip-table';
-import { parseServiceName } from '../service-name';
+import { parseEndpointName, parseServiceName } from '../service-name';
 import { QCLASS, QTYPE, RCODE, type ParsedQuery } from './wire';
 
 export interface ZoneAnswer {
@@ -150,6 +150,8 @@ export class ClusterZone {
       }
       if (s.inZone) return this.nxdomain();
     }
+    const e = parseEndpointName(name, this.domain);
+    if (e) return this.endpoint(q, e.label, e.service, e.namespace);
     if (name.endsWith(this.suffix)) return this.inZone(q, name.slice(0, -this.suffix.length).split('.'));
     return undefined;
   }
@@ -187,7 +189,6 @@ export class ClusterZone {
     if (n === 1 && (labels[0] === 'svc' || labels[0] === 'pod' || labels[0] === 'dns')) return this.nodata();
     if (n === 2 && labels[1] === 'svc')
       return this.catalog.hasNamespace(labels[0]) ? this.nodata() : this.nxdomain();
-    if (n === 4 && labels[3] === 'svc') return this.endpoint(q, labels[0], labels[1], labels[2]);
     if (n === 5 && labels[4] === 'svc' && labels[0].startsWith('_') && labels[1].startsWith('_')) {
       return this.srv(q, labels[0].slice(1), labels[1].slice(1), labels[2], labels[3]);
     }

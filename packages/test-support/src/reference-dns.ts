@@ -19,13 +19,11 @@ export class ReferenceDns {
     private readonly dir: string,
   ) {}
 
-  static async bind(zone: string, zoneText: string): Promise<ReferenceDns> {
-    const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'ref-bind-'));
-    writeFileSync(join(dir, 'zone.db'), zoneText);
-    writeFileSync(
-      join(dir, 'named.conf'),
-      `options {
+  static bind(zone: string, zoneText: string): Promise<ReferenceDns> {
+    return ReferenceDns.start('bind', zone, zoneText, (port, dir) => {
+      writeFileSync(
+        join(dir, 'named.conf'),
+        `options {
   directory "${dir}";
   pid-file "${dir}/named.pid";
   listen-on port ${port} { 127.0.0.1; };
@@ -37,22 +35,18 @@ export class ReferenceDns {
 };
 zone "${zone}" { type primary; file "${dir}/zone.db"; };
 `,
-    );
-    // -u root as root: named would otherwise switch to a 'bind' user that cannot read the temp dir
-    const user = process.getuid?.() === 0 ? ['-u', 'root'] : [];
-    const proc = spawn('named', ['-g', '-c', join(dir, 'named.conf'), ...user], { stdio: 'ignore' });
-    const r = new ReferenceDns('bind', port, proc, dir);
-    await r.ready(zone);
-    return r;
+      );
+      // -u root as root: named would otherwise switch to a 'bind' user that cannot read the temp dir
+      const user = process.getuid?.() === 0 ? ['-u', 'root'] : [];
+      return spawn('named', ['-g', '-c', join(dir, 'named.conf'), ...user], { stdio: 'ignore' });
+    });
   }
 
-  static async knot(zone: string, zoneText: string): Promise<ReferenceDns> {
-    const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'ref-knot-'));
-    writeFileSync(join(dir, 'zone.db'), zoneText);
-    writeFileSync(
-      join(dir, 'knot.conf'),
-      `server:
+  static knot(zone: string, zoneText: string): Promise<ReferenceDns> {
+    return ReferenceDns.start('knot', zone, zoneText, (port, dir) => {
+      writeFileSync(
+        join(dir, 'knot.conf'),
+        `server:
   listen: 127.0.0.1@${port}
   rundir: ${dir}
 database:
@@ -65,9 +59,22 @@ template:
 zone:
   - domain: ${zone}
 `,
-    );
-    const proc = spawn('knotd', ['-c', join(dir, 'knot.conf')], { stdio: 'ignore' });
-    const r = new ReferenceDns('knot', port, proc, dir);
+      );
+      return spawn('knotd', ['-c', join(dir, 'knot.conf')], { stdio: 'ignore' });
+    });
+  }
+
+  /** A free port, a temp dir with the zone file, the server `launch` starts there, serving. */
+  private static async start(
+    name: 'bind' | 'knot',
+    zone: string,
+    zoneText: string,
+    launch: (port: number, dir: string) => ChildProcess,
+  ): Promise<ReferenceDns> {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), `ref-${name}-`));
+    writeFileSync(join(dir, 'zone.db'), zoneText);
+    const r = new ReferenceDns(name, port, launch(port, dir), dir);
     await r.ready(zone);
     return r;
   }
@@ -82,7 +89,11 @@ zone:
     ]);
     const end = Date.now() + 10_000;
     while (Date.now() < end) {
-      if (this.proc.exitCode !== null) throw new Error(`${this.name} exited with ${this.proc.exitCode}`);
+      if (this.proc.exitCode !== null) {
+        const code = this.proc.exitCode;
+        await this.stop(); // its temp dir too
+        throw new Error(`${this.name} exited with ${code}`);
+      }
       const r = await this.query(q, 200).catch(() => undefined);
       if (r && (r[3] & 0xf) === 0 && r.readUInt16BE(6) > 0) return;
       await new Promise((res) => setTimeout(res, 100));

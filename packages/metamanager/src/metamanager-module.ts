@@ -33,7 +33,7 @@ import {
 } from './config';
 import { MetaStore, type MetaOpResult } from './dao/meta-store';
 import { MetaServer } from './metaserver/meta-server';
-import { InvalidMetaContentError, MetaCode, UnknownOperationError } from './metamanager-errors';
+import { InvalidMetaContentError, MetaCode } from './metamanager-errors';
 import { errorCode, parseWrite, type ParsedWrite } from './process';
 
 /** A write on its way into a transaction, and how its sender hears the outcome. */
@@ -151,6 +151,14 @@ export class MetaManagerModule implements BeehiveModule {
   async processBatch(ctx: ChannelContext, msgs: Message<unknown>[]): Promise<void> {
     let writes: PendingWrite[] = [];
     const batches: { msg: Message<unknown>; answers: BatchAnswer[] }[] = [];
+    // a write joins the transaction, or its sender hears why not (parseWrite refuses non-writes too)
+    const take = (msg: Message<unknown>, answer: (a: BatchAnswer) => void): void => {
+      try {
+        writes.push({ msg, parsed: parseWrite(msg), answer });
+      } catch (e) {
+        answer(this.refusal(msg, e));
+      }
+    };
     for (const msg of msgs) {
       const op = msg.route.operation ?? '';
       if (op === Operation.Batch) {
@@ -162,26 +170,13 @@ export class MetaManagerModule implements BeehiveModule {
         batches.push({ msg, answers });
         msg.content.forEach((item: unknown, i) => {
           const answer = (a: BatchAnswer) => (answers[i] = a);
-          if (!isMessageLike(item)) {
-            answer(this.refusal(msg, new InvalidMetaContentError('batch', `item ${i} is not a message`)));
-          } else if (!isWriteOperation(item.route.operation)) {
-            answer(this.refusal(item, new UnknownOperationError(item.route.operation)));
-          } else {
-            try {
-              writes.push({ msg: item, parsed: parseWrite(item), answer });
-            } catch (e) {
-              answer(this.refusal(item, e));
-            }
-          }
+          if (isMessageLike(item)) take(item, answer);
+          else answer(this.refusal(msg, new InvalidMetaContentError('batch', `item ${i} is not a message`)));
         });
         continue;
       }
       if (isWriteOperation(op)) {
-        try {
-          writes.push({ msg, parsed: parseWrite(msg), answer: (a) => this.answer(ctx, msg, a) });
-        } catch (e) {
-          this.reject(ctx, msg, e);
-        }
+        take(msg, (a) => this.answer(ctx, msg, a));
         continue;
       }
       if (writes.length) {

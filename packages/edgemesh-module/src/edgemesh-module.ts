@@ -163,22 +163,24 @@ export class EdgeMeshModule implements BeehiveModule {
    * headless service (`<label>.<svc>.<ns>.svc.<domain>`, or its VIP) → that endpoint's alone.
    */
   resolveTarget(host: string, port: number): ResolvedTarget | undefined {
-    const ep = this.vipTable.endpointOf(host) ?? this.endpointByName(host);
-    if (ep) {
-      const svcSpec = this.portals.get(`${ep.service}:${port}/TCP`);
-      if (!svcSpec) return undefined;
-      // the service port's backends of that endpoint (cached per key like a portal's)
-      const spec = { ...svcSpec, key: `${ep.service}.${ep.label}:${port}/TCP`, endpoint: ep.label };
-      const backends = this.backends.of(spec);
-      return backends.length ? { scope: spec.key, backends } : undefined;
-    }
+    // a service (the usual case) first: its VIP or any of its names
     let key = this.vipTable.serviceOf(host);
     if (!key) {
       const n = parseServiceName(host, this.zone.domain);
       if (n && this.catalog.getService(n.namespace, n.service)) key = `${n.namespace}/${n.service}`;
     }
-    const spec = key && this.portals.get(`${key}:${port}/TCP`);
-    return spec ? { scope: spec.key, backends: this.backends.of(spec) } : undefined;
+    if (key) {
+      const spec = this.portals.get(`${key}:${port}/TCP`);
+      return spec ? { scope: spec.key, backends: this.backends.of(spec) } : undefined;
+    }
+    const ep = this.vipTable.endpointOf(host) ?? this.endpointByName(host);
+    if (!ep) return undefined;
+    const svcSpec = this.portals.get(`${ep.service}:${port}/TCP`);
+    if (!svcSpec) return undefined;
+    // the service port's backends of that endpoint (cached per key like a portal's)
+    const spec = { ...svcSpec, key: `${ep.service}.${ep.label}:${port}/TCP`, endpoint: ep.label };
+    const backends = this.backends.of(spec);
+    return backends.length ? { scope: spec.key, backends } : undefined;
   }
 
   /** `<label>.<svc>.<ns>.svc.<domain>` of a headless service (its backends say if it is ready). */

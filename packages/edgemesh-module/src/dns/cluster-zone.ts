@@ -218,17 +218,7 @@ export class ClusterZone {
       const target = `${svc}.${ns}.svc.${this.domain}`;
       const ports = (s.spec?.ports ?? []).filter((p) => p.protocol !== 'SCTP');
       if (!ports.length || !vip) return this.nodata();
-      const a = this.ok(
-        ports.map(
-          (p) =>
-            ({
-              type: 'SRV',
-              name,
-              ttl: this.o.ttl,
-              data: { priority: 0, weight: 100, port: p.port, target },
-            }) as dnsPacket.Answer,
-        ),
-      );
+      const a = this.ok(ports.map((p) => this.srvRecord(name, p.port, target)));
       a.additionals.push({ type: 'A', name: target, ttl: this.o.ttl, data: vip });
       return a;
     }
@@ -262,13 +252,7 @@ export class ClusterZone {
     if (!port) return this.nxdomain();
     if (q.qtype !== QTYPE.SRV && q.qtype !== QTYPE.ANY) return this.nodata();
     const target = `${svc}.${ns}.svc.${this.domain}`;
-    const srv = (t: string): dnsPacket.Answer =>
-      ({
-        type: 'SRV',
-        name: q.name,
-        ttl: this.o.ttl,
-        data: { priority: 0, weight: 100, port: port.port, target: t },
-      }) as dnsPacket.Answer;
+    const srv = (t: string) => this.srvRecord(q.name, port.port, t);
     // a headless service: one SRV per ready endpoint serving the port (spec §2.4.2), each named
     // and at its own VIP; with none ready, the service's own name (its VIP still answers)
     const labels = this.endpoints && isHeadless(s) ? this.endpoints.labels(ns, svc, port) : [];
@@ -290,6 +274,16 @@ export class ClusterZone {
     const answer = this.ok([srv(target)]);
     if (vip) answer.additionals.push({ type: 'A', name: target, ttl: this.o.ttl, data: vip });
     return answer;
+  }
+
+  /** An SRV of ours: priority 0, weight 100 (as CoreDNS), the port and its target. */
+  private srvRecord(name: string, port: number, target: string): dnsPacket.Answer {
+    return {
+      type: 'SRV',
+      name,
+      ttl: this.o.ttl,
+      data: { priority: 0, weight: 100, port, target },
+    } as dnsPacket.Answer;
   }
 
   private ptr(q: ParsedQuery): ZoneAnswer | undefined {

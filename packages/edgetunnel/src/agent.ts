@@ -1,0 +1,635 @@
+import { Logger, silentLogger } from '@edgecore/beehive';
+import { createSocket } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import {
+  connect as h2connect,
+  constants,
+  createServer as h2server,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import { connect as netConnect, isIP, isIPv4, type AddressInfo } from 'node:net';
+import {
+  checkServerIdentity,
+  connect as tlsConnect,
+  createServer as tlsServer,
+  type PeerCertificate,
+  type Server,
+  type TLSSocket,
+} from 'node:tls';
+import { peerOf, type Identity } from './certs';
+import { DenyList } from './deny-list';
+import { DatagramChannel, Deframer, frame } from './framing';
+import { join } from './pipe';
+import {
+  ALPN_FORWARD,
+  ALPN_REVERSE,
+  H2_CONNECTION_WINDOW,
+  H2_SETTINGS,
+  H_ERROR,
+  H_FROM,
+  H_NODE,
+  H_PROTO,
+  ROLE_NODE,
+  ROLE_RELAY,
+  STATUS,
+  type TunnelProto,
+} from './protocol';
+import { StreamOpenError, TunnelCode, TunnelError } from './tunnel-errors';
+
+/** What a node lets tunnel streams reach: the backends it publishes itself, nothing else. */
+export interface TunnelTargets {
+  allows(host: string, port: number, proto: TunnelProto): boolean;
+}
+
+/** How to reach a node: the relays its status says reach it, and its direct address if it has one. */
+export interface PeerRoute {
+  node: string;
+  relays?: readonly string[];
+  /** `host:port` of the node's own tunnel listener (a node with a reachable address). */
+  address?: string;
+}
+
+export interface TunnelAgentOptions {
+  identity: Identity;
+  /** `host:port` of every relay; the node links to all of them. */
+  relays: readonly string[];
+  /** Accept direct dials from peers here (a node with a reachable address). */
+  listen?: { host: string; port: number };
+  revokedFile?: string;
+  revokedPollMs?: number;
+  /** A stream that is not answered in time fails (and the next relay is tried). */
+  openTimeoutMs?: number;
+  /** Streams this node serves close after this long without a byte either way (0: never). */
+  idleTimeoutMs?: number;
+  /** UDP streams close after this long without a datagram. */
+  udpIdleTimeoutMs?: number;
+  /** Ping every link this often; a link that misses a ping for as long is closed and dialled again. */
+  pingIntervalMs?: number;
+  /** Redial backoff: first delay and cap. */
+  reconnectInitialMs?: number;
+  reconnectMaxMs?: number;
+  targets: TunnelTargets;
+  log?: Logger;
+}
+
+export interface TunnelAgentStats {
+  /** Streams this node opened, by how: through a relay or straight to a peer. */
+  openedViaRelay: number;
+  openedDirect: number;
+  openFailures: number;
+  /** Streams other nodes opened to this node's backends. */
+  served: number;
+  /** Streams refused: no backend of this node at that address, or a revoked source. */
+  refused: number;
+  /** Bytes of the streams this node opened (received) and served (both ways). */
+  bytesOpened: number;
+  bytesServed: number;
+}
+
+/** One configured relay: an outbound `h2` link (this node opens streams) and a reverse link. */
+class RelayLink {
+  name?: string;
+  forward?: ClientHttp2Session;
+  reverse?: ServerHttp2Session;
+  private backoff: number;
+  private timer?: NodeJS.Timeout;
+  stopped = false;
+
+  constructor(
+    readonly address: string,
+    private readonly agent: TunnelAgent,
+    private readonly initialMs: number,
+    private readonly maxMs: number,
+  ) {
+    this.backoff = initialMs;
+  }
+
+  get up(): boolean {
+    return !!this.forward && !this.forward.closed && !this.forward.destroyed && !this.forward.connecting;
+  }
+
+  get reachable(): boolean {
+    return !!this.reverse && !this.reverse.closed && !this.reverse.destroyed;
+  }
+
+  start(): void {
+    this.dialForward();
+    this.dialReverse();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.forward?.destroy();
+    this.reverse?.destroy();
+  }
+
+  private again(): void {
+    if (this.stopped || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (!this.up) this.dialForward();
+      if (!this.reachable) this.dialReverse();
+    }, this.backoff);
+    this.timer.unref();
+    this.backoff = Math.min(this.backoff * 2, this.maxMs);
+  }
+
+  private dialForward(): void {
+    if (this.stopped) return;
+    this.forward?.destroy();
+    const sock = this.agent.dial(this.address, ALPN_FORWARD, relayIdentity);
+    const s = h2connect(`https://${this.address}`, { createConnection: () => sock, settings: H2_SETTINGS });
+    this.forward = s;
+    s.on('error', (e) =>
+      this.agent.log.debug({ relay: this.address, err: e.message }, 'tunnel: relay link error'),
+    );
+    s.once('connect', () => {
+      this.name = peerOf(sock.getPeerCertificate()).name;
+      s.setLocalWindowSize(H2_CONNECTION_WINDOW);
+      this.backoff = this.initialMs;
+      this.agent.log.info({ relay: this.name, address: this.address }, 'tunnel: linked to relay');
+      this.agent.changed();
+    });
+    s.once('close', () => {
+      if (this.forward === s) this.forward = undefined;
+      this.agent.changed();
+      this.again();
+    });
+  }
+
+  private dialReverse(): void {
+    if (this.stopped) return;
+    this.reverse?.destroy();
+    const sock = this.agent.dial(this.address, ALPN_REVERSE, relayIdentity);
+    sock.on('error', (e) =>
+      this.agent.log.debug({ relay: this.address, err: e.message }, 'tunnel: reverse link error'),
+    );
+    sock.once('close', () => {
+      this.reverse = undefined;
+      this.agent.changed();
+      this.again();
+    });
+    sock.once('secureConnect', () => {
+      this.name = peerOf(sock.getPeerCertificate()).name;
+      this.reverse = this.agent.serveReverse(sock);
+      this.agent.changed();
+    });
+  }
+}
+
+/** A relay's certificate: fleet CA (checked by TLS), role `relay`, and the address dialled. */
+function relayIdentity(host: string, cert: PeerCertificate): Error | undefined {
+  const p = peerOf(cert);
+  if (p.role !== ROLE_RELAY) return new Error(`not a relay certificate (${p.role})`);
+  return checkServerIdentity(host, cert);
+}
+
+function authority(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function parseAuthority(a: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(a);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: m[1] ?? m[2], port };
+}
+
+/**
+ * A node's end of EdgeTunnel. It links out to every relay (never accepts a relay's dial), opens
+ * CONNECT streams to other nodes' backends through a relay that reaches them (or straight to a
+ * node that takes direct dials), and serves the streams other nodes open to it — only to the
+ * backends `targets` says it publishes. Emits `change` when the set of relays that reach it does
+ * (what its status publishes).
+ */
+export class TunnelAgent extends EventEmitter {
+  readonly stats: TunnelAgentStats = {
+    openedViaRelay: 0,
+    openedDirect: 0,
+    openFailures: 0,
+    served: 0,
+    refused: 0,
+    bytesOpened: 0,
+    bytesServed: 0,
+  };
+  readonly log: Logger;
+  readonly denied: DenyList;
+  private readonly links: RelayLink[];
+  private readonly reverseServer = h2server({ settings: H2_SETTINGS });
+  private readonly directServer = h2server({ settings: H2_SETTINGS });
+  private listener?: Server;
+  /** Sessions to peers that take direct dials, by node. */
+  private readonly peers = new Map<string, ClientHttp2Session>();
+  private readonly sessions = new Set<Http2Session>();
+  private readonly fromOf = new WeakMap<Http2Session, string>();
+  private pinger?: NodeJS.Timeout;
+  private readonly o: Required<
+    Pick<TunnelAgentOptions, 'openTimeoutMs' | 'idleTimeoutMs' | 'udpIdleTimeoutMs' | 'pingIntervalMs'>
+  >;
+
+  constructor(private readonly opts: TunnelAgentOptions) {
+    super();
+    this.log = opts.log ?? silentLogger;
+    this.o = {
+      openTimeoutMs: opts.openTimeoutMs ?? 5000,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 3_600_000,
+      udpIdleTimeoutMs: opts.udpIdleTimeoutMs ?? 60_000,
+      pingIntervalMs: opts.pingIntervalMs ?? 2000,
+    };
+    this.denied = new DenyList(opts.revokedFile, () => this.cutRevoked());
+    this.links = opts.relays.map(
+      (a) => new RelayLink(a, this, opts.reconnectInitialMs ?? 200, opts.reconnectMaxMs ?? 5000),
+    );
+    this.reverseServer.on('session', (s: ServerHttp2Session) => this.track(s));
+    this.reverseServer.on('stream', (st, h) => this.serve(st, h, String(h[H_FROM] ?? '?')));
+    this.directServer.on('session', (s: ServerHttp2Session) => this.track(s));
+    this.directServer.on('stream', (st, h) => this.serve(st, h, this.fromOf.get(st.session!) ?? '?'));
+  }
+
+  get name(): string {
+    return this.opts.identity.name;
+  }
+
+  /** Names of the relays this node has a live reverse link to: the relays that reach it. */
+  reachedBy(): string[] {
+    return this.links.filter((l) => l.reachable && l.name).map((l) => l.name!);
+  }
+
+  /** Relays this node can open streams through now. */
+  relaysUp(): string[] {
+    return this.links.filter((l) => l.up && l.name).map((l) => l.name!);
+  }
+
+  async start(): Promise<AddressInfo | undefined> {
+    this.denied.watch(this.opts.revokedPollMs ?? 1000);
+    for (const l of this.links) l.start();
+    this.pinger = setInterval(() => this.pingAll(), this.o.pingIntervalMs);
+    this.pinger.unref();
+    if (!this.opts.listen) return undefined;
+    return this.listenDirect(this.opts.listen.host, this.opts.listen.port);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.pinger);
+    this.denied.close();
+    for (const l of this.links) l.stop();
+    for (const s of this.peers.values()) s.destroy();
+    for (const s of this.sessions) s.destroy();
+    this.peers.clear();
+    await new Promise<void>((r) => (this.listener ? this.listener.close(() => r()) : r()));
+  }
+
+  /** Resolves once a forward link to at least `n` relays is up (or after `timeoutMs`). */
+  async ready(n = 1, timeoutMs = 10_000): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.relaysUp().length < n || this.reachedBy().length < n) {
+      if (Date.now() > until) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  }
+
+  /** @internal a link's state changed */
+  changed(): void {
+    this.emit('change', this.reachedBy());
+  }
+
+  /** @internal TLS to `address` with this node's identity. */
+  dial(
+    address: string,
+    alpn: string,
+    check: (host: string, cert: PeerCertificate) => Error | undefined,
+  ): TLSSocket {
+    const a = parseAuthority(address);
+    if (!a) throw new TunnelError(TunnelCode.InvalidOption, `"${address}" is not host:port`);
+    const id = this.opts.identity;
+    const sock = tlsConnect({
+      host: a.host,
+      port: a.port,
+      servername: isIP(a.host) ? undefined : a.host,
+      key: id.key,
+      cert: id.cert,
+      ca: id.ca,
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: [alpn],
+      checkServerIdentity: check,
+    });
+    sock.setNoDelay(true);
+    const t = setTimeout(() => sock.destroy(new Error('TLS handshake timeout')), this.o.openTimeoutMs);
+    sock.once('secureConnect', () => clearTimeout(t));
+    sock.once('close', () => clearTimeout(t));
+    return sock;
+  }
+
+  /** @internal serve HTTP/2 on a reverse link (the relay opens streams on it). */
+  serveReverse(sock: TLSSocket): ServerHttp2Session {
+    let session: ServerHttp2Session | undefined;
+    const take = (s: ServerHttp2Session): void => void (session = s);
+    this.reverseServer.once('session', take);
+    this.reverseServer.emit('connection', sock);
+    this.reverseServer.off('session', take);
+    return session!;
+  }
+
+  /**
+   * A TCP stream to `host:port` on `route.node`: straight to the node when it takes direct dials,
+   * else through the relays that reach it (then any other live relay), the next one tried when a
+   * relay has no link to the node or does not answer. Rejects with StreamOpenError: NO_PATH (no
+   * relay or peer link: fails at once), REFUSED (the node publishes no such backend), UNREACHABLE
+   * (the node could not connect to it), TIMEOUT.
+   */
+  async open(
+    route: PeerRoute,
+    host: string,
+    port: number,
+    proto: TunnelProto = 'tcp',
+  ): Promise<ClientHttp2Stream> {
+    const target = authority(host, port);
+    let last: StreamOpenError | undefined;
+    if (route.address) {
+      try {
+        const s = await this.peerSession(route);
+        const st = await this.request(s, route.node, target, proto);
+        this.stats.openedDirect++;
+        return this.counted(st);
+      } catch (e) {
+        if (isFinal(e)) throw this.failed(e as StreamOpenError);
+        last = e instanceof StreamOpenError ? e : undefined;
+      }
+    }
+    const preferred = new Set(route.relays ?? []);
+    const links = this.links
+      .filter((l) => l.up)
+      .sort((a, b) => Number(preferred.has(b.name ?? '')) - Number(preferred.has(a.name ?? '')));
+    for (const l of links) {
+      try {
+        const st = await this.request(l.forward!, route.node, target, proto);
+        this.stats.openedViaRelay++;
+        return this.counted(st);
+      } catch (e) {
+        if (isFinal(e)) throw this.failed(e as StreamOpenError);
+        last = e as StreamOpenError;
+      }
+    }
+    throw this.failed(
+      last ?? new StreamOpenError(TunnelCode.NoPath, route.node, target, 'no relay or peer link is up'),
+    );
+  }
+
+  /** A UDP flow to `host:port` on `route.node`: datagrams framed on one stream. */
+  async datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel> {
+    return new DatagramChannel(await this.open(route, host, port, 'udp'), this.o.udpIdleTimeoutMs);
+  }
+
+  private failed(e: StreamOpenError): StreamOpenError {
+    this.stats.openFailures++;
+    return e;
+  }
+
+  private counted(st: ClientHttp2Stream): ClientHttp2Stream {
+    st.on('data', (d: Buffer) => (this.stats.bytesOpened += d.length));
+    return st;
+  }
+
+  private request(
+    s: ClientHttp2Session,
+    node: string,
+    target: string,
+    proto: TunnelProto,
+  ): Promise<ClientHttp2Stream> {
+    return new Promise((resolve, reject) => {
+      let st: ClientHttp2Stream;
+      try {
+        st = s.request(
+          { ':method': 'CONNECT', ':authority': target, [H_NODE]: node, [H_PROTO]: proto },
+          { endStream: false },
+        );
+      } catch (e) {
+        return reject(new StreamOpenError(TunnelCode.NoPath, node, target, (e as Error).message));
+      }
+      const t = setTimeout(() => {
+        st.close(constants.NGHTTP2_CANCEL);
+        reject(
+          new StreamOpenError(TunnelCode.Timeout, node, target, `no answer in ${this.o.openTimeoutMs} ms`),
+        );
+      }, this.o.openTimeoutMs);
+      st.once('response', (h) => {
+        clearTimeout(t);
+        const status = Number(h[':status']);
+        const why = String(h[H_ERROR] ?? '');
+        if (status === STATUS.ok) return resolve(st);
+        st.close();
+        if (status === STATUS.forbidden)
+          reject(
+            new StreamOpenError(
+              TunnelCode.Refused,
+              node,
+              target,
+              `refused by the node${why ? ` (${why})` : ''}`,
+            ),
+          );
+        else if (status === STATUS.badGateway)
+          reject(new StreamOpenError(TunnelCode.Unreachable, node, target, why || 'backend unreachable'));
+        else reject(new StreamOpenError(TunnelCode.NoPath, node, target, `status ${status} ${why}`.trim()));
+      });
+      st.once('error', (e) => {
+        clearTimeout(t);
+        reject(new StreamOpenError(TunnelCode.NoPath, node, target, e.message));
+      });
+      st.once('close', () => {
+        clearTimeout(t);
+        reject(new StreamOpenError(TunnelCode.NoPath, node, target, 'link closed'));
+      });
+    });
+  }
+
+  /** A link straight to a peer that takes direct dials (its certificate must name it). */
+  private peerSession(route: PeerRoute): Promise<ClientHttp2Session> {
+    let s = this.peers.get(route.node);
+    if (!s || s.closed || s.destroyed) {
+      const sock = this.dial(route.address!, ALPN_FORWARD, (_h, cert) => {
+        const p = peerOf(cert);
+        if (p.role !== ROLE_NODE || p.name !== route.node)
+          return new Error(`certificate is not node ${route.node}'s (${p.role} ${p.name})`);
+        return this.denied.isRevoked(p.name, p.fingerprint256)
+          ? new Error(`node ${p.name} is revoked`)
+          : undefined;
+      });
+      s = h2connect(`https://${route.address}`, { createConnection: () => sock, settings: H2_SETTINGS });
+      s.on('error', () => undefined);
+      this.peers.set(route.node, s);
+      this.track(s);
+      const me = s;
+      s.once('close', () => this.peers.get(route.node) === me && this.peers.delete(route.node));
+    }
+    if (!s.connecting) return Promise.resolve(s);
+    const session = s;
+    return new Promise((resolve, reject) => {
+      session.once('connect', () => resolve(session));
+      session.once('close', () =>
+        reject(new StreamOpenError(TunnelCode.NoPath, route.node, route.address!, 'direct link failed')),
+      );
+    });
+  }
+
+  private async listenDirect(host: string, port: number): Promise<AddressInfo> {
+    const id = this.opts.identity;
+    const server = tlsServer({
+      key: id.key,
+      cert: id.cert,
+      ca: id.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: [ALPN_FORWARD],
+    });
+    server.on('secureConnection', (sock) => {
+      const p = peerOf(sock.getPeerCertificate());
+      if (p.role !== ROLE_NODE || this.denied.isRevoked(p.name, p.fingerprint256)) {
+        this.stats.refused++;
+        this.log.warn({ node: p.name }, 'tunnel: direct dial refused (revoked or not a node)');
+        sock.destroy();
+        return;
+      }
+      const take = (s: ServerHttp2Session): void => void this.fromOf.set(s, p.name);
+      this.directServer.once('session', take);
+      this.directServer.emit('connection', sock);
+      this.directServer.off('session', take);
+    });
+    server.on('tlsClientError', (e, sock) =>
+      this.log.warn({ peer: sock.remoteAddress, err: e.message }, 'tunnel: direct dial handshake refused'),
+    );
+    this.listener = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) =>
+        reject(new TunnelError(TunnelCode.Listen, `tunnel listen ${host}:${port}: ${e.message}`)),
+      );
+      server.listen(port, host, () => resolve());
+    });
+    return server.address() as AddressInfo;
+  }
+
+  private track(s: Http2Session): void {
+    this.sessions.add(s);
+    s.on('close', () => this.sessions.delete(s));
+    s.on('error', () => undefined);
+    const widen = (): void => s.setLocalWindowSize(H2_CONNECTION_WINDOW);
+    if (s.type === constants.NGHTTP2_SESSION_SERVER) s.once('remoteSettings', widen);
+    else s.once('connect', widen);
+  }
+
+  /** A stream another node opened: only to a backend this node publishes. */
+  private serve(stream: ServerHttp2Stream, h: IncomingHttpHeaders, from: string): void {
+    stream.on('error', () => undefined);
+    const a = parseAuthority(String(h[':authority'] ?? ''));
+    const proto = h[H_PROTO] === 'udp' ? 'udp' : 'tcp';
+    if (h[':method'] !== 'CONNECT' || !a || !isIPv4(a.host)) {
+      stream.respond({ ':status': STATUS.bad }, { endStream: true });
+      return;
+    }
+    if (!this.opts.targets.allows(a.host, a.port, proto)) {
+      this.stats.refused++;
+      this.log.warn(
+        { from, target: `${a.host}:${a.port}`, proto },
+        'tunnel: stream refused: no such backend here',
+      );
+      stream.respond(
+        { ':status': STATUS.forbidden, [H_ERROR]: 'not a backend of this node' },
+        { endStream: true },
+      );
+      return;
+    }
+    if (this.o.idleTimeoutMs > 0 && proto === 'tcp')
+      stream.setTimeout(this.o.idleTimeoutMs, () => stream.close(constants.NGHTTP2_CANCEL));
+    if (proto === 'udp') return this.serveUdp(stream, a.host, a.port);
+    const sock = netConnect({ host: a.host, port: a.port, allowHalfOpen: true, noDelay: true });
+    const t = setTimeout(() => sock.destroy(new Error('ETIMEDOUT')), this.o.openTimeoutMs);
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(t);
+      if (!stream.headersSent && !stream.destroyed)
+        stream.respond({ ':status': STATUS.badGateway, [H_ERROR]: e.code ?? e.message }, { endStream: true });
+    });
+    stream.once('close', () => {
+      if (sock.connecting) sock.destroy();
+    });
+    sock.once('connect', () => {
+      clearTimeout(t);
+      if (stream.destroyed) return void sock.destroy();
+      sock.removeAllListeners('error');
+      stream.respond({ ':status': STATUS.ok });
+      this.stats.served++;
+      join(stream, sock, (x, y) => (this.stats.bytesServed += x + y));
+    });
+  }
+
+  private serveUdp(stream: ServerHttp2Stream, host: string, port: number): void {
+    const sock = createSocket('udp4');
+    const close = (): void => {
+      try {
+        sock.close();
+      } catch {
+        /* closed */
+      }
+      if (!stream.destroyed) stream.close();
+    };
+    sock.on('error', close);
+    sock.connect(port, host, () => {
+      if (stream.destroyed) return close();
+      stream.respond({ ':status': STATUS.ok });
+      this.stats.served++;
+      const d = new Deframer();
+      stream.on('data', (c: Buffer) =>
+        d.push(c, (g) => {
+          this.stats.bytesServed += g.length;
+          sock.send(g);
+        }),
+      );
+      sock.on('message', (m) => {
+        this.stats.bytesServed += m.length;
+        stream.write(frame(m));
+      });
+      stream.setTimeout(this.o.udpIdleTimeoutMs, close);
+      stream.once('close', close);
+      stream.once('end', close);
+    });
+  }
+
+  private cutRevoked(): void {
+    for (const s of this.sessions) {
+      const sock = s.socket as TLSSocket | undefined;
+      if (!sock || typeof sock.getPeerCertificate !== 'function') continue;
+      const p = peerOf(sock.getPeerCertificate());
+      if (p.role === ROLE_NODE && this.denied.isRevoked(p.name, p.fingerprint256)) {
+        this.log.warn({ node: p.name }, 'tunnel: peer revoked; link closed');
+        s.destroy();
+      }
+    }
+  }
+
+  private pingAll(): void {
+    const all = [...this.sessions];
+    for (const l of this.links) if (l.forward) all.push(l.forward);
+    for (const s of all) {
+      if (s.closed || s.destroyed || s.connecting) continue;
+      const t = setTimeout(() => s.destroy(), this.o.pingIntervalMs);
+      t.unref();
+      try {
+        s.ping((err) => (clearTimeout(t), err ? s.destroy() : undefined));
+      } catch {
+        clearTimeout(t);
+      }
+    }
+  }
+}
+
+function isFinal(e: unknown): boolean {
+  const c = (e as { code?: string }).code;
+  return c === TunnelCode.Refused || c === TunnelCode.Unreachable;
+}

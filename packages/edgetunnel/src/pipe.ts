@@ -1,0 +1,47 @@
+import { constants, type Http2Stream } from 'node:http2';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/**
+ * Join two byte streams, each an HTTP/2 stream or a TCP socket: data both ways with back-pressure
+ * (pipe), a half-close crosses as a half-close (END_STREAM ⇄ FIN), and an abort as an abort —
+ * a reset stream resets the socket, a reset socket ends the stream with CONNECT_ERROR (RFC 9113
+ * §8.5). `count` sees the bytes each way (for metrics; never their content).
+ */
+export function join(a: Duplex, b: Duplex, count?: (aToB: number, bToA: number) => void): void {
+  if (count) {
+    a.on('data', (d: Buffer) => count(d.length, 0));
+    b.on('data', (d: Buffer) => count(0, d.length));
+  }
+  a.pipe(b);
+  b.pipe(a);
+  let done = false;
+  const abort = (from: Duplex, to: Duplex): void => {
+    if (done) return;
+    done = true;
+    kill(to, from);
+  };
+  a.on('error', () => abort(a, b));
+  b.on('error', () => abort(b, a));
+  a.on('close', () => (aborted(a) ? abort(a, b) : undefined));
+  b.on('close', () => (aborted(b) ? abort(b, a) : undefined));
+}
+
+/** Closed before both directions ended (a reset, an error, its link gone). */
+function aborted(s: Duplex): boolean {
+  if (!s.readableEnded || !s.writableFinished) return true;
+  const code = (s as Http2Stream).rstCode;
+  return code !== undefined && code !== constants.NGHTTP2_NO_ERROR;
+}
+
+/** End `s` abruptly because `cause` failed. */
+export function kill(s: Duplex, cause?: Duplex): void {
+  if (s.destroyed) return;
+  if (s instanceof Socket) {
+    if (typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
+    else s.destroy();
+    return;
+  }
+  const code = cause instanceof Socket ? constants.NGHTTP2_CONNECT_ERROR : constants.NGHTTP2_CANCEL;
+  (s as Http2Stream).close(code);
+}

@@ -1,0 +1,263 @@
+import { Logger, silentLogger } from '@edgecore/beehive';
+import {
+  connect as h2connect,
+  constants,
+  createServer as h2server,
+  type ClientHttp2Session,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { createServer as tlsServer, type Server, type TLSSocket } from 'node:tls';
+import { peerOf, type Identity } from './certs';
+import { DenyList } from './deny-list';
+import { join } from './pipe';
+import {
+  ALPN_FORWARD,
+  ALPN_REVERSE,
+  H2_CONNECTION_WINDOW,
+  H2_SETTINGS,
+  H_ERROR,
+  H_FROM,
+  H_NODE,
+  H_PROTO,
+  ROLE_NODE,
+  STATUS,
+} from './protocol';
+import { TunnelCode, TunnelError } from './tunnel-errors';
+
+export interface RelayOptions {
+  identity: Identity;
+  /** `host`/`port` to listen on (port 0: any). */
+  host: string;
+  port: number;
+  /** The deny list file (`edgectl certs revoke`), read again when it changes. */
+  revokedFile?: string;
+  revokedPollMs?: number;
+  /** Ping every link this often; a link that misses a ping for as long is closed. */
+  pingIntervalMs?: number;
+  log?: Logger;
+}
+
+export interface RelayStats {
+  links: number;
+  streams: number;
+  active: number;
+  /** Streams for a node with no reverse link here (503). */
+  noLink: number;
+  /** Connections refused: revoked, not a node, or failed the handshake. */
+  refusedPeers: number;
+  bytes: number;
+}
+
+/**
+ * The relay (`edgerelay`): accepts mutually authenticated TLS from nodes of the fleet — ALPN `h2`
+ * links on which a node opens CONNECT streams, ALPN `edgetunnel-rev` links on which this relay is
+ * the HTTP/2 client toward the node — and joins a stream from node X for node Y to a stream it
+ * opens on Y's reverse link. It dials nobody, forwards only between authenticated nodes, keeps no
+ * state another relay needs (a stream lives on the links it joins), and logs node names, never
+ * payloads.
+ */
+export class Relay {
+  readonly stats: RelayStats = { links: 0, streams: 0, active: 0, noLink: 0, refusedPeers: 0, bytes: 0 };
+  private readonly log: Logger;
+  private server?: Server;
+  private readonly forward = h2server({ settings: H2_SETTINGS });
+  /** Reverse links by node name, newest last. */
+  private readonly reverse = new Map<string, ClientHttp2Session[]>();
+  private readonly sessions = new Set<Http2Session>();
+  private readonly nodeOf = new WeakMap<Http2Session, string>();
+  readonly denied: DenyList;
+  private pinger?: NodeJS.Timeout;
+
+  constructor(private readonly o: RelayOptions) {
+    this.log = o.log ?? silentLogger;
+    this.denied = new DenyList(o.revokedFile, () => this.cutRevoked());
+    this.forward.on('session', (s: ServerHttp2Session) => this.track(s, s.socket as TLSSocket));
+    this.forward.on('stream', (stream, headers) => this.onStream(stream, headers));
+  }
+
+  /** Reverse links held, by node (what a node's status would list for this relay). */
+  get nodes(): string[] {
+    return [...this.reverse.keys()];
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const id = this.o.identity;
+    const server = tlsServer({
+      key: id.key,
+      cert: id.cert,
+      ca: id.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: [ALPN_FORWARD, ALPN_REVERSE],
+    });
+    server.on('secureConnection', (sock) => this.accept(sock));
+    server.on('tlsClientError', (e, sock) => {
+      this.stats.refusedPeers++;
+      this.log.warn({ peer: sock.remoteAddress, err: e.message }, 'relay: TLS handshake refused');
+    });
+    this.server = server;
+    this.denied.watch(this.o.revokedPollMs ?? 1000);
+    const every = this.o.pingIntervalMs ?? 2000;
+    this.pinger = setInterval(() => this.pingAll(every), every);
+    this.pinger.unref();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) =>
+        reject(
+          new TunnelError(TunnelCode.Listen, `relay listen ${this.o.host}:${this.o.port}: ${e.message}`),
+        ),
+      );
+      server.listen(this.o.port, this.o.host, () => resolve());
+    });
+    const a = server.address() as AddressInfo;
+    this.log.info({ relay: id.name, address: `${a.address}:${a.port}` }, 'relay listening');
+    return a;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.pinger);
+    this.denied.close();
+    for (const s of this.sessions) s.destroy();
+    this.sessions.clear();
+    this.reverse.clear();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  private accept(sock: TLSSocket): void {
+    const { role, name, fingerprint256 } = peerOf(sock.getPeerCertificate());
+    if (role !== ROLE_NODE || !name) {
+      this.stats.refusedPeers++;
+      this.log.warn({ peer: name, role }, 'relay: not a node certificate; closed');
+      sock.destroy();
+      return;
+    }
+    if (this.denied.isRevoked(name, fingerprint256)) {
+      this.stats.refusedPeers++;
+      this.log.warn({ node: name }, 'relay: revoked node refused');
+      sock.destroy();
+      return;
+    }
+    sock.setNoDelay(true);
+    if (sock.alpnProtocol === ALPN_REVERSE) {
+      const s = h2connect(`https://${name}`, { createConnection: () => sock, settings: H2_SETTINGS });
+      s.once('connect', () => s.setLocalWindowSize(H2_CONNECTION_WINDOW));
+      this.nodeOf.set(s, name);
+      this.track(s, sock);
+      let list = this.reverse.get(name);
+      if (!list) this.reverse.set(name, (list = []));
+      list.push(s);
+      this.log.info({ node: name }, 'relay: node linked (reverse)');
+      s.on('close', () => {
+        const l = this.reverse.get(name);
+        if (!l) return;
+        const i = l.indexOf(s);
+        if (i >= 0) l.splice(i, 1);
+        if (!l.length) this.reverse.delete(name);
+        this.log.info({ node: name }, 'relay: reverse link closed');
+      });
+      s.on('error', () => undefined);
+      return;
+    }
+    this.forward.emit('connection', sock);
+  }
+
+  private track(s: Http2Session, sock: TLSSocket): void {
+    if (this.sessions.has(s)) return;
+    if (!this.nodeOf.has(s)) this.nodeOf.set(s, peerOf(sock.getPeerCertificate()).name);
+    this.sessions.add(s);
+    this.stats.links++;
+    s.on('close', () => {
+      this.sessions.delete(s);
+      this.stats.links--;
+    });
+    s.on('error', () => undefined);
+    if (s.type === constants.NGHTTP2_SESSION_SERVER)
+      s.once('remoteSettings', () => s.setLocalWindowSize(H2_CONNECTION_WINDOW));
+  }
+
+  private onStream(stream: ServerHttp2Stream, h: IncomingHttpHeaders): void {
+    const from = this.nodeOf.get(stream.session!) ?? '';
+    const to = String(h[H_NODE] ?? '');
+    const authority = String(h[':authority'] ?? '');
+    stream.on('error', () => undefined);
+    if (h[':method'] !== 'CONNECT' || !to || !authority) {
+      stream.respond({ ':status': STATUS.bad }, { endStream: true });
+      return;
+    }
+    const links = this.reverse.get(to);
+    const link = links?.[links.length - 1];
+    if (!link || link.closed || link.destroyed) {
+      this.stats.noLink++;
+      stream.respond({ ':status': STATUS.noLink, [H_ERROR]: 'no link to node' }, { endStream: true });
+      return;
+    }
+    this.stats.streams++;
+    let up;
+    try {
+      up = link.request(
+        {
+          ':method': 'CONNECT',
+          ':authority': authority,
+          [H_FROM]: from,
+          [H_PROTO]: String(h[H_PROTO] ?? 'tcp'),
+        },
+        { endStream: false },
+      );
+    } catch {
+      stream.respond({ ':status': STATUS.noLink, [H_ERROR]: 'link closing' }, { endStream: true });
+      return;
+    }
+    up.on('error', () => undefined);
+    up.once('response', (rh) => {
+      const status = Number(rh[':status']);
+      if (status !== STATUS.ok) {
+        if (!stream.destroyed)
+          stream.respond({ ':status': status, [H_ERROR]: String(rh[H_ERROR] ?? '') }, { endStream: true });
+        up.close();
+        return;
+      }
+      if (stream.destroyed) return void up.close(constants.NGHTTP2_CANCEL);
+      stream.respond({ ':status': STATUS.ok });
+      this.stats.active++;
+      up.once('close', () => this.stats.active--);
+      join(stream, up, (a, b) => (this.stats.bytes += a + b));
+    });
+    up.once('close', () => {
+      if (!stream.headersSent && !stream.destroyed)
+        stream.respond({ ':status': STATUS.noLink, [H_ERROR]: 'link to node closed' }, { endStream: true });
+    });
+    stream.once('close', () => {
+      if (!up.closed && !stream.headersSent) up.close(constants.NGHTTP2_CANCEL);
+    });
+  }
+
+  /** Close every link of an identity that became revoked. */
+  private cutRevoked(): void {
+    for (const s of this.sessions) {
+      const sock = s.socket as TLSSocket | undefined;
+      const p =
+        sock && typeof sock.getPeerCertificate === 'function' ? peerOf(sock.getPeerCertificate()) : undefined;
+      if (p && this.denied.isRevoked(p.name, p.fingerprint256)) {
+        this.log.warn({ node: this.nodeOf.get(s) }, 'relay: node revoked; links closed');
+        s.destroy();
+      }
+    }
+  }
+
+  private pingAll(timeoutMs: number): void {
+    for (const s of this.sessions) {
+      if (s.closed || s.destroyed || s.connecting) continue;
+      const t = setTimeout(() => s.destroy(), timeoutMs);
+      t.unref();
+      try {
+        s.ping((err) => (clearTimeout(t), err ? s.destroy() : undefined));
+      } catch {
+        clearTimeout(t);
+      }
+    }
+  }
+}

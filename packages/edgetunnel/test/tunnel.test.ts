@@ -1,0 +1,383 @@
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import {
+  appendRevocation,
+  caFiles,
+  createCa,
+  issue,
+  loadIdentity,
+  Relay,
+  TunnelAgent,
+  TunnelCode,
+  type Identity,
+  type TunnelTargets,
+} from '../src';
+
+const dir = mkdtempSync(join(tmpdir(), 'edgetunnel-test-'));
+const other = mkdtempSync(join(tmpdir(), 'edgetunnel-other-'));
+const cleanup: (() => Promise<void> | void)[] = [];
+let echo: Server;
+let echoPort: number;
+let udpEcho: UdpSocket;
+let udpPort: number;
+const revoked = join(dir, 'revoked.json');
+
+const node = (name: string, d = dir): Identity =>
+  loadIdentity(
+    { cert: join(d, `${name}.crt`), key: join(d, `${name}.key`), ca: caFiles(d).cert },
+    {
+      role: 'node',
+      name,
+    },
+  );
+
+/** Only the echo servers are backends of any node in these tests. */
+const targets: TunnelTargets = {
+  allows: (host, port, proto) => host === '127.0.0.1' && port === (proto === 'udp' ? udpPort : echoPort),
+};
+
+async function startRelay(name: string): Promise<{ relay: Relay; address: string }> {
+  const relay = new Relay({
+    identity: loadIdentity(
+      { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`), ca: caFiles(dir).cert },
+      {
+        role: 'relay',
+        name,
+      },
+    ),
+    host: '127.0.0.1',
+    port: 0,
+    revokedFile: revoked,
+    revokedPollMs: 50,
+    pingIntervalMs: 200,
+  });
+  const a = await relay.listen();
+  cleanup.push(() => relay.close());
+  return { relay, address: `127.0.0.1:${a.port}` };
+}
+
+async function startAgent(
+  id: Identity,
+  relays: string[],
+  extra: Partial<ConstructorParameters<typeof TunnelAgent>[0]> = {},
+) {
+  const agent = new TunnelAgent({
+    identity: id,
+    relays,
+    targets,
+    pingIntervalMs: 200,
+    reconnectInitialMs: 50,
+    reconnectMaxMs: 200,
+    openTimeoutMs: 2000,
+    revokedFile: revoked,
+    revokedPollMs: 50,
+    ...extra,
+  });
+  const listening = await agent.start();
+  cleanup.push(() => agent.stop());
+  return { agent, listening };
+}
+
+function roundTrip(s: Duplex, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('end', () => resolve(Buffer.concat(got)));
+    s.on('error', reject);
+    s.end(data);
+  });
+}
+
+beforeAll(async () => {
+  await createCa(dir);
+  await issue(caFiles(dir), { role: 'relay', name: 'relay-1', altNames: ['127.0.0.1'] });
+  await issue(caFiles(dir), { role: 'relay', name: 'relay-2', altNames: ['127.0.0.1'] });
+  for (const n of ['a', 'b', 'c', 'd']) await issue(caFiles(dir), { role: 'node', name: n });
+  await createCa(other);
+  await issue(caFiles(other), { role: 'node', name: 'a' });
+  echo = createServer({ allowHalfOpen: true }, (s) => {
+    s.pipe(s); // echoes, and ends its side after the client's FIN (half-close)
+  });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  echoPort = (echo.address() as AddressInfo).port;
+  udpEcho = createSocket('udp4');
+  udpEcho.on('message', (m, r) => udpEcho.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));
+  await new Promise<void>((r) => udpEcho.bind(0, '127.0.0.1', r));
+  udpPort = udpEcho.address().port;
+});
+
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+  rmSync(revoked, { force: true });
+});
+
+afterAll(() => {
+  echo.close();
+  udpEcho.close();
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(other, { recursive: true, force: true });
+});
+
+describe('certificates', () => {
+  test('keys and certificates are 0600 and load as the named node', () => {
+    expect(statSync(join(dir, 'a.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'a.crt')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'ca.key')).mode & 0o777).toBe(0o600);
+    expect(node('a').name).toBe('a');
+  });
+
+  test('wrong CA, wrong name, wrong role and expired certificates are clear errors', async () => {
+    const files = { cert: join(other, 'a.crt'), key: join(other, 'a.key'), ca: caFiles(dir).cert };
+    expect(() => loadIdentity(files, { role: 'node', name: 'a' })).toThrow(
+      expect.objectContaining({ code: TunnelCode.CertWrongCa, message: expect.stringContaining('a.crt') }),
+    );
+    const mine = { cert: join(dir, 'a.crt'), key: join(dir, 'a.key'), ca: caFiles(dir).cert };
+    expect(() => loadIdentity(mine, { role: 'node', name: 'b' })).toThrow(
+      expect.objectContaining({ code: TunnelCode.CertNameMismatch, message: expect.stringContaining('"b"') }),
+    );
+    expect(() => loadIdentity(mine, { role: 'relay', name: 'a' })).toThrow(
+      expect.objectContaining({ code: TunnelCode.CertNameMismatch }),
+    );
+    expect(() => loadIdentity({ ...mine, key: join(dir, 'b.key') }, { role: 'node', name: 'a' })).toThrow(
+      expect.objectContaining({ code: TunnelCode.CertKeyMismatch }),
+    );
+    await issue(caFiles(dir), {
+      role: 'node',
+      name: 'a',
+      fileName: 'a-expired',
+      notBefore: '20200101000000Z',
+      notAfter: '20200102000000Z',
+    });
+    expect(() =>
+      loadIdentity(
+        { cert: join(dir, 'a-expired.crt'), key: join(dir, 'a-expired.key'), ca: caFiles(dir).cert },
+        {
+          role: 'node',
+          name: 'a',
+        },
+      ),
+    ).toThrow(
+      expect.objectContaining({
+        code: TunnelCode.CertExpired,
+        message: expect.stringContaining('2020-01-02'),
+      }),
+    );
+    expect(() => loadIdentity({ ...mine, cert: join(dir, 'nope.crt') }, { role: 'node', name: 'a' })).toThrow(
+      expect.objectContaining({
+        code: TunnelCode.CertUnreadable,
+        message: expect.stringContaining('nope.crt'),
+      }),
+    );
+  });
+
+  test('a fleet has one CA: init refuses to overwrite it', async () => {
+    await expect(createCa(dir)).rejects.toThrow(/exists/);
+  });
+});
+
+describe('streams through a relay', () => {
+  test('TCP: bytes both ways, half-close crosses, nodes never dial each other', async () => {
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    expect(await a.ready()).toBe(true);
+    expect(await b.ready()).toBe(true);
+    expect(b.reachedBy()).toEqual(['relay-1']);
+    const s = await a.open({ node: 'b', relays: b.reachedBy() }, '127.0.0.1', echoPort);
+    const payload = Buffer.alloc(3 << 20, 7); // more than one flow-control window
+    const back = await roundTrip(s, payload);
+    expect(back.equals(payload)).toBe(true);
+    expect(a.stats.openedViaRelay).toBe(1);
+    expect(b.stats.served).toBe(1);
+  });
+
+  test('back-pressure: a reader that stops holds the sender, memory stays bounded', async () => {
+    // a sink that never reads: the stream's windows fill and write() says so
+    let held: Socket | undefined;
+    const sink = createServer((sock) => (held = sock).pause());
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise<void>((r) => sink.close(() => r())));
+    const port = (sink.address() as AddressInfo).port;
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address], { targets: { allows: (_h, p) => p === port } })).agent;
+    await a.ready();
+    await b.ready();
+    const s = await a.open({ node: 'b' }, '127.0.0.1', port);
+    let written = 0;
+    const chunk = Buffer.alloc(64 * 1024);
+    while (s.write(chunk) && written < 256 << 20) written += chunk.length;
+    await new Promise((r) => setTimeout(r, 300));
+    // what the sender could write before being held: the windows of two hops and socket buffers
+    expect(written).toBeLessThan(64 << 20);
+    expect(relay.stats.active).toBe(1);
+    s.destroy();
+    // the reset crosses both hops: node b resets its connection to the backend
+    held!.on('error', () => undefined).resume();
+    await waitFor(() => held!.destroyed);
+  });
+
+  test('UDP: datagrams framed both ways', async () => {
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    await a.ready();
+    await b.ready();
+    const ch = await a.datagram({ node: 'b' }, '127.0.0.1', udpPort);
+    const got: string[] = [];
+    ch.on('message', (m: Buffer) => got.push(m.toString()));
+    for (const w of ['one', 'two', 'x'.repeat(1400)]) ch.send(Buffer.from(w));
+    await waitFor(() => got.length === 3);
+    expect(got).toEqual(['echo:one', 'echo:two', `echo:${'x'.repeat(1400)}`]);
+    ch.close();
+  });
+
+  test('a stream to an address the node does not publish is refused and counted', async () => {
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    await a.ready();
+    await b.ready();
+    await expect(a.open({ node: 'b' }, '127.0.0.1', 22)).rejects.toMatchObject({ code: TunnelCode.Refused });
+    await expect(a.open({ node: 'b' }, '10.0.0.1', echoPort)).rejects.toMatchObject({
+      code: TunnelCode.Refused,
+    });
+    expect(b.stats.refused).toBe(2);
+  });
+
+  test('a backend that refuses the connection is UNREACHABLE, not a hang', async () => {
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const b = (await startAgent(node('b'), [address], { targets: { allows: () => true } })).agent;
+    await a.ready();
+    await b.ready();
+    await expect(a.open({ node: 'b' }, '127.0.0.1', port)).rejects.toMatchObject({
+      code: TunnelCode.Unreachable,
+      message: expect.stringContaining('ECONNREFUSED'),
+    });
+  });
+
+  test('no relay up: NO_PATH at once; a node the relay has no link to: NO_PATH', async () => {
+    const a0 = (await startAgent(node('a'), [])).agent;
+    const t0 = Date.now();
+    await expect(a0.open({ node: 'b' }, '127.0.0.1', echoPort)).rejects.toMatchObject({
+      code: TunnelCode.NoPath,
+    });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('c'), [address])).agent;
+    await waitFor(() => a.relaysUp().length === 1);
+    await expect(a.open({ node: 'b' }, '127.0.0.1', echoPort)).rejects.toMatchObject({
+      code: TunnelCode.NoPath,
+    });
+    expect(relay.stats.noLink).toBe(1);
+  });
+
+  test('two relays: with one killed, new streams go through the other', async () => {
+    const r1 = await startRelay('relay-1');
+    const r2 = await startRelay('relay-2');
+    const a = (await startAgent(node('a'), [r1.address, r2.address])).agent;
+    const b = (await startAgent(node('b'), [r1.address, r2.address])).agent;
+    expect(await a.ready(2)).toBe(true);
+    expect(await b.ready(2)).toBe(true);
+    expect(b.reachedBy().sort()).toEqual(['relay-1', 'relay-2']);
+    const route = { node: 'b', relays: ['relay-1', 'relay-2'] };
+    expect((await roundTrip(await a.open(route, '127.0.0.1', echoPort), Buffer.from('hi'))).toString()).toBe(
+      'hi',
+    );
+    expect(r1.relay.stats.streams).toBe(1); // the first listed
+    await r1.relay.close();
+    await waitFor(() => a.relaysUp().length === 1 && b.reachedBy().length === 1);
+    for (let i = 0; i < 5; i++)
+      expect((await roundTrip(await a.open(route, '127.0.0.1', echoPort), Buffer.from('x'))).toString()).toBe(
+        'x',
+      );
+    expect(r2.relay.stats.streams).toBe(5);
+  });
+});
+
+describe('identity', () => {
+  test('a node with a certificate of another CA is refused by the relay', async () => {
+    const { address, relay } = await startRelay('relay-1');
+    const evil: Identity = {
+      ...node('a'),
+      cert: readFileSync(join(other, 'a.crt')),
+      key: readFileSync(join(other, 'a.key')),
+    };
+    const a = (await startAgent(evil, [address])).agent;
+    await waitFor(() => relay.stats.refusedPeers >= 2); // its forward and reverse links
+    expect(a.relaysUp()).toEqual([]);
+    expect(relay.nodes).toEqual([]);
+  });
+
+  test('a revoked node is cut off by the relay, refused when it dials again, and by a peer', async () => {
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = await startAgent(node('b'), [address], { listen: { host: '127.0.0.1', port: 0 } });
+    await a.ready();
+    await b.agent.ready();
+    const direct = `127.0.0.1:${b.listening!.port}`;
+    expect(
+      (await roundTrip(await a.open({ node: 'b' }, '127.0.0.1', echoPort), Buffer.from('1'))).toString(),
+    ).toBe('1');
+    // revoke a (by its certificate's fingerprint, as `edgectl certs revoke a` does)
+    appendRevocation(revoked, { node: 'a', fingerprint256: node('a').fingerprint256 });
+    await waitFor(() => !relay.nodes.includes('a') && a.relaysUp().length === 0);
+    await new Promise((r) => setTimeout(r, 300)); // its redials are refused too
+    expect(a.relaysUp()).toEqual([]);
+    expect(relay.stats.refusedPeers).toBeGreaterThan(0);
+    await expect(a.open({ node: 'b', address: direct }, '127.0.0.1', echoPort)).rejects.toMatchObject({
+      code: TunnelCode.NoPath,
+    });
+    expect(b.agent.stats.refused).toBeGreaterThan(0);
+  });
+
+  test('a node with a reachable address is dialled directly, its certificate checked', async () => {
+    const b = await startAgent(node('b'), [], { listen: { host: '127.0.0.1', port: 0 } });
+    const a = (await startAgent(node('a'), [])).agent;
+    const address = `127.0.0.1:${b.listening!.port}`;
+    const s = await a.open({ node: 'b', address }, '127.0.0.1', echoPort);
+    expect((await roundTrip(s, Buffer.from('direct'))).toString()).toBe('direct');
+    expect(a.stats.openedDirect).toBe(1);
+    // the listener is node b's: a route that says it is c's is not believed
+    await expect(a.open({ node: 'c', address }, '127.0.0.1', echoPort)).rejects.toMatchObject({
+      code: TunnelCode.NoPath,
+    });
+  });
+
+  test('1,000 concurrent streams over one link', async () => {
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    await a.ready();
+    await b.ready();
+    const streams = await Promise.all(
+      Array.from({ length: 1000 }, () => a.open({ node: 'b' }, '127.0.0.1', echoPort)),
+    );
+    const back = await Promise.all(streams.map((s, i) => roundTrip(s, Buffer.from(`s${i}`))));
+    expect(back.map((x) => x.toString())).toEqual(streams.map((_s, i) => `s${i}`));
+  });
+});
+
+function waitFor(f: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  return new Promise((resolve, reject) => {
+    const t = setInterval(() => {
+      if (f()) {
+        clearInterval(t);
+        resolve();
+      } else if (Date.now() > until) {
+        clearInterval(t);
+        reject(new Error('condition not met in time'));
+      }
+    }, 20);
+  });
+}

@@ -28,11 +28,9 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-step() { printf '\n==> %s\n' "$*"; }
-ok() { printf '    ok: %s\n' "$*"; }
 fail() { printf '    FAILED: %s\n' "$*"; exit 1; }
-x() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 EDGECORE="$ROOT/packages/edgecore/bin/edgecore"
+source examples/seed-walkthrough/lib.sh
 EDGECTL="$ROOT/packages/edgecore/bin/edgectl"
 
 step "network: cloud bridge, three edge nodes, a container on node a (docker0) and on node b (cni0)"
@@ -86,17 +84,6 @@ start_mosquitto
 ip netns exec $CLOUD dnsmasq -k -C /dev/null --no-resolv --no-hosts --bind-interfaces --listen-address=192.0.2.254 --address=/example.test/192.0.2.200 --local-ttl=5 > "$W/dnsmasq.log" 2>&1 & PIDS+=($!)
 ok "mosquitto on 192.0.2.254:1883, dnsmasq on 192.0.2.254:53"
 
-nginx_on() { # ns ip id
-  mkdir -p "$W/www-$3"; chmod 755 "$W/www-$3"
-  printf '<!DOCTYPE html>\n<title>Welcome to nginx!</title>\n<h1>Welcome to nginx!</h1>\n<p>served by %s</p>\n' "$3" > "$W/www-$3/index.html"; chmod 644 "$W/www-$3/index.html"
-  cat > "$W/nginx-$3.conf" <<CONF
-worker_processes 1; pid $W/nginx-$3.pid; error_log $W/nginx-$3.err;
-events { worker_connections 64; }
-http { access_log off; client_body_temp_path $W/cb-$3; proxy_temp_path $W/pt-$3; fastcgi_temp_path $W/ft-$3; uwsgi_temp_path $W/ut-$3; scgi_temp_path $W/st-$3;
-  server { listen $2:80; root $W/www-$3; } }
-CONF
-  ip netns exec $1 nginx -c "$W/nginx-$3.conf" -g 'daemon off;' & PIDS+=($!)
-}
 step "node b: real nginx on its host address (the seed's pod, hostPort 80)"
 nginx_on $B 192.0.2.2 edge-node-b
 sleep 0.3
@@ -117,12 +104,6 @@ modules:
 CONF
 }
 declare -A EC
-start_edgecore() { # ns node
-  ip netns exec $1 node "$EDGECORE" --config "$W/$2.yaml" > "$W/$2.log" 2>&1 &
-  EC[$2]=$!; PIDS+=($!)
-  for _ in $(seq 1 100); do grep -q '"edgecore ready"' "$W/$2.log" && return 0; sleep 0.1; done
-  cat "$W/$2.log"; fail "edgecore on $2 did not become ready"
-}
 step "edgecore on node a (docker0) and node b (edgemesh0), iptables mode"
 edgecore_cfg edge-node-a docker0
 edgecore_cfg edge-node-b edgemesh0 'hijackInterfaces: [cni0]'

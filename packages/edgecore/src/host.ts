@@ -9,8 +9,21 @@ import {
   splitHostPort,
 } from '@edgecore/beehive';
 import { MetaManagerOptions, metamanagerContainerModule } from '@edgecore/metamanager';
-import { EdgeHubOptions, edgehubContainerModule } from '@edgecore/edgehub';
-import { EdgeMeshOptions, edgemeshContainerModule } from '@edgecore/edgemesh-module';
+import { EdgeHubOptions, edgehubContainerModule, NodeStatusPublisher } from '@edgecore/edgehub';
+import {
+  EdgeMeshOptions,
+  edgemeshContainerModule,
+  MeshTunnel,
+  PublishedBackends,
+} from '@edgecore/edgemesh-module';
+import {
+  EdgeTunnelOptions,
+  edgetunnelContainerModule,
+  TunnelEndpoint,
+  TunnelStatusSink,
+  TunnelTargetsToken,
+  type TunnelTargets,
+} from '@edgecore/edgetunnel';
 import { Container } from 'inversify';
 import type { EdgeCoreConfig } from './config/config';
 import { DbLock } from './db-lock';
@@ -46,9 +59,22 @@ const edgeHubLoader: ModuleLoader = {
   load(c, cfg) {
     const h = cfg.modules.edgeHub;
     c.loadSync(edgehubContainerModule);
-    c.bind(EdgeHubOptions).toConstantValue({ ...h, nodeName: h.nodeName! } satisfies EdgeHubOptions);
+    c.bind(EdgeHubOptions).toConstantValue({
+      ...h,
+      nodeName: h.nodeName!,
+      nodeStatuses: h.nodeStatuses || cfg.modules.edgeTunnel.enable,
+      // what the node publishes of itself for the tunnel, in its will too
+      statusFields: tunnelStatus(cfg),
+    } satisfies EdgeHubOptions);
   },
 };
+
+/** The node's own status fields for EdgeTunnel known from its config (its relays come later). */
+function tunnelStatus(cfg: EdgeCoreConfig): Record<string, unknown> {
+  const t = cfg.modules.edgeTunnel;
+  if (!t.enable) return {};
+  return { site: t.site, tunnel: { relays: [], address: t.advertise ?? t.listen } };
+}
 
 const edgeMeshLoader: ModuleLoader = {
   key: 'edgeMesh',
@@ -61,8 +87,50 @@ const edgeMeshLoader: ModuleLoader = {
   },
 };
 
+/**
+ * EdgeTunnel, and its seams with the other modules (neither package knows the other): EdgeMesh
+ * says which backends this node publishes (the only ones the tunnel opens for other nodes) and
+ * opens streams to other sites through it; EdgeHub carries its site and relays in the node status.
+ */
+const edgeTunnelLoader: ModuleLoader = {
+  key: 'edgeTunnel',
+  load(c, cfg) {
+    const node = cfg.modules.edgeHub.nodeName!;
+    c.loadSync(edgetunnelContainerModule);
+    c.bind(EdgeTunnelOptions).toConstantValue({
+      ...cfg.modules.edgeTunnel,
+      nodeName: node,
+    } satisfies EdgeTunnelOptions);
+    const mesh = cfg.modules.edgeMesh.enable;
+    c.bind<TunnelTargets>(TunnelTargetsToken).toConstantValue({
+      // resolved at the first stream, not at bind time (EdgeMesh depends on the tunnel too)
+      allows: (host, port, proto) =>
+        mesh && c.get<PublishedBackends>(PublishedBackends).publishes(node, host, port, proto),
+    });
+    if (cfg.modules.edgeHub.enable)
+      c.bind<TunnelStatusSink>(TunnelStatusSink).toDynamicValue((ctx) =>
+        ctx.get<NodeStatusPublisher>(NodeStatusPublisher),
+      );
+    if (mesh)
+      c.bind<MeshTunnel>(MeshTunnel).toDynamicValue((ctx) => {
+        const t = ctx.get<TunnelEndpoint>(TunnelEndpoint);
+        return {
+          node: t.node,
+          site: t.site,
+          open: (r, h, p) => t.open(r, h, p),
+          datagram: (r, h, p) => t.datagram(r, h, p),
+        };
+      });
+  },
+};
+
 /** Loaders of the modules this build has. */
-export const MODULE_LOADERS: ModuleLoader[] = [metaManagerLoader, edgeHubLoader, edgeMeshLoader];
+export const MODULE_LOADERS: ModuleLoader[] = [
+  metaManagerLoader,
+  edgeHubLoader,
+  edgeTunnelLoader,
+  edgeMeshLoader,
+];
 
 export interface HostOptions {
   logger: Logger;

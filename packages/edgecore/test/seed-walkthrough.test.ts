@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { runWalkthrough } from './walkthrough';
 
 /**
  * The seed walkthrough end to end (examples/seed-walkthrough/run.sh): cloud (mosquitto, dnsmasq),
@@ -8,15 +7,7 @@ import { join } from 'node:path';
  */
 describe('seed walkthrough (run.sh)', () => {
   it('runs every step and leaves nothing behind', async () => {
-    const script = join(__dirname, '..', '..', '..', 'examples', 'seed-walkthrough', 'run.sh');
-    const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const p = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.stderr.on('data', (d) => (out += d));
-      p.on('close', (c) => resolve({ code: c, out }));
-    });
-    if (code !== 0) console.error(out);
+    const { code, out } = await runWalkthrough('run.sh');
     expect(code).toBe(0);
     expect(out).toContain('ok: same VIP');
     expect(out).toMatch(

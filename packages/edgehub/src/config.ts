@@ -26,6 +26,12 @@ export const edgeHubConfigSchema = z.strictObject({
   /** MQTT client id and the node's topics (edgecore's default: the hostname). */
   nodeName: nodeName.optional(),
   nodeIP: ipv4.optional(),
+  /**
+   * Keep every other node's status (`{prefix}/nodes/+/status`: site, tunnel relays) in MetaManager
+   * as `kube-node-lease/nodestatus/<node>`. EdgeTunnel needs it; edgecore turns it on with
+   * `modules.edgeTunnel.enable`.
+   */
+  nodeStatuses: z.boolean().default(false),
   mqtt: z
     .strictObject({
       /** `tcp://`, `mqtt://`, `mqtts://` URL of the broker. */
@@ -97,6 +103,11 @@ export const edgeHubOptionsSchema = z.object({
     .prefault({}),
   /** How long an incoming object may wait for MetaManager's commit before the link is reset. */
   commitTimeoutMs: z.number().int().min(1).default(30_000),
+  /**
+   * Fields the node's status carries from the first connect — in its last will too (EdgeTunnel's
+   * `site`), so that an `offline` status keeps them; `setStatus` adds more later.
+   */
+  statusFields: z.record(z.string(), z.unknown()).default({}),
 });
 
 export const EdgeHubOptions = Symbol.for('edgecore.EdgeHubOptions');

@@ -62,6 +62,12 @@ export interface EdgeHubStats {
  * for MetaManager and are acknowledged to the broker only after the commit; connection status goes
  * to `meta` and `mesh`; remote queries go up and their replies come back.
  */
+/** Adds fields to this node's retained status (`EdgeHubModule.setStatus`), for other modules. */
+export const NodeStatusPublisher = Symbol.for('edgecore.NodeStatusPublisher');
+export interface NodeStatusPublisher {
+  setStatus(fields: Record<string, unknown>): void;
+}
+
 @injectable()
 export class EdgeHubModule implements BeehiveModule {
   readonly name = HUB_MODULE_NAME;
@@ -84,6 +90,7 @@ export class EdgeHubModule implements BeehiveModule {
   private ctx?: ChannelContext;
   private connected = false;
   private stopped = false;
+  private statusExtra: Record<string, unknown>;
   private broker?: EmbeddedBroker;
   private reconnectTimer?: NodeJS.Timeout;
   private backoff: number;
@@ -105,6 +112,7 @@ export class EdgeHubModule implements BeehiveModule {
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
   ) {
     const options = (this.options = resolveEdgeHubOptions(input));
+    this.statusExtra = { ...options.statusFields };
     this.topics = new Topics(options.topicPrefix);
     this.backoff = options.reconnect.initialMs;
     // auto: 5, but 3.1.1 at once with the embedded broker (aedes speaks no 5: no refusal to log)
@@ -214,7 +222,8 @@ export class EdgeHubModule implements BeehiveModule {
       ...this.clientAuth(),
       will: {
         topic: this.topics.status(node),
-        payload: Buffer.from(JSON.stringify({ status: 'offline', node })),
+        // the will keeps what the node published of itself (its site): only the presence changes
+        payload: Buffer.from(JSON.stringify({ ...this.statusExtra, status: 'offline', node })),
         qos: 1,
         retain: true,
       },
@@ -228,10 +237,7 @@ export class EdgeHubModule implements BeehiveModule {
       this.intake.newLink();
       this.backoff = o.reconnect.initialMs;
       this.log.info({ server: o.mqtt.server, node }, 'connected to cloud');
-      client.publish(this.topics.status(node), JSON.stringify({ status: 'online', node, nodeIP: o.nodeIP }), {
-        qos: 1,
-        retain: true,
-      });
+      this.publishStatus(client);
       // A session the broker kept has its subscriptions and queued messages: subscribing again
       // would make it replay every retained object into that queue at QoS 1, where a stock
       // broker's limit drops all but ~1,000 — and the live updates behind them. A new session
@@ -242,6 +248,7 @@ export class EdgeHubModule implements BeehiveModule {
             [this.topics.objects()]: { qos: 1 },
             [this.topics.digests()]: { qos: 1 },
             [this.topics.down(node)]: { qos: 1 },
+            ...(o.nodeStatuses ? { [this.topics.statuses()]: { qos: 1 as const } } : {}),
           },
           (err) => {
             if (err) this.log.error({ err }, 'subscribe failed');
@@ -330,7 +337,7 @@ export class EdgeHubModule implements BeehiveModule {
       await bounded((done) =>
         c.publish(
           this.topics.status(this.options.nodeName),
-          JSON.stringify({ status: 'offline', node: this.options.nodeName }),
+          JSON.stringify({ ...this.statusExtra, status: 'offline', node: this.options.nodeName }),
           { qos: 1, retain: true },
           () => done(),
         ),
@@ -379,11 +386,57 @@ export class EdgeHubModule implements BeehiveModule {
   }
 
   /** Cloud → node. Resolves when the message may be acknowledged; rejects to force redelivery. */
+  /**
+   * Fields this node adds to its retained status (EdgeTunnel: its `site`, the relays that reach
+   * it, its direct address), published now when connected and on every connect.
+   */
+  setStatus(extra: Record<string, unknown>): void {
+    this.statusExtra = { ...this.statusExtra, ...extra };
+    if (this.client?.connected) this.publishStatus(this.client);
+  }
+
+  private publishStatus(client: MqttClient): void {
+    const o = this.options;
+    const body = { ...this.statusExtra, status: 'online', node: o.nodeName, nodeIP: o.nodeIP };
+    client.publish(this.topics.status(o.nodeName), JSON.stringify(body), { qos: 1, retain: true });
+  }
+
+  /**
+   * Another node's status → MetaManager (`kube-node-lease/nodestatus/<node>`, where Kubernetes
+   * keeps node heartbeats), so its site and tunnel relays survive a restart without the cloud.
+   * Our own status is ours already; an empty payload (a cleared topic) deletes it.
+   */
+  private async peerStatus(peer: string, payload: Buffer): Promise<void> {
+    if (peer === this.options.nodeName) return;
+    const resource = `kube-node-lease/nodestatus/${peer}`;
+    let content: Record<string, unknown> | null = null;
+    if (payload.length) {
+      try {
+        const parsed = JSON.parse(payload.toString('utf8')) as unknown;
+        if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
+        content = { ...(parsed as Record<string, unknown>), kind: 'NodeStatus', metadata: { name: peer } };
+      } catch (e) {
+        this.stats.malformed++;
+        this.log.warn({ node: peer, err: (e as Error).message }, 'dropping malformed node status');
+        return;
+      }
+    }
+    const msg = newMessage(content, {
+      source: 'cloud',
+      group: Group.Meta,
+      operation: content ? Operation.Update : Operation.Delete,
+      resource,
+    });
+    await this.meta.commit(msg, resource);
+  }
+
   private async onPublish(packet: IPublishPacket): Promise<void> {
     const ctx = this.ctx;
     if (!ctx) throw new Error('not started');
     this.stats.received++;
     const topic = packet.topic;
+    const peer = this.topics.statusNode(topic);
+    if (peer !== undefined) return this.peerStatus(peer, packet.payload as Buffer);
     if (this.topics.digestType(topic)) {
       // a new digest: compare once the objects published before it are committed
       this.checks.soon(0);

@@ -6,7 +6,8 @@ import { isDnsLabel, isDnsSubdomain } from '@edgecore/beehive';
  *                                         (a deletion is a retained tombstone message)
  *   {prefix}/nodes/{node}/down            QoS 1: cloud → one node (replies, per-node objects)
  *   {prefix}/nodes/{node}/up              QoS 1: node → cloud (remote queries, replies)
- *   {prefix}/nodes/{node}/status          retained: {"status":"online|offline"}; offline is the will
+ *   {prefix}/nodes/{node}/status          retained: {"status":"online|offline",…}; offline is the will;
+ *                                         every node keeps the others' (site, tunnel relays)
  *   {prefix}/digest/{type}                retained, QoS 1: {"count","hash"} of the live objects of a
  *                                         type, published by the cloud after its objects
  *   {prefix}/nodes/{node}/sync/{id}       QoS 0: a node's own fence while it reads retained state
@@ -48,6 +49,17 @@ export class Topics {
   }
   status(node: string): string {
     return `${this.prefix}/nodes/${node}/status`;
+  }
+  /** Every node's status (a node keeps the others' site and tunnel reachability). */
+  statuses(): string {
+    return `${this.prefix}/nodes/+/status`;
+  }
+  /** The node of a status topic, or undefined. */
+  statusNode(topic: string): string | undefined {
+    const head = `${this.prefix}/nodes/`;
+    if (!topic.startsWith(head) || !topic.endsWith('/status')) return undefined;
+    const node = topic.slice(head.length, -'/status'.length);
+    return isDnsSubdomain(node) ? node : undefined;
   }
 
   /** The resource string `<ns>/<type>/<name>` of an object topic, or undefined. */

@@ -25,6 +25,7 @@ import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
 import { PortalManager, portalPortRange } from './proxy/portals';
 import { VipTable } from './vip/vip-table';
+import { BackendDialer, MeshTunnel, PublishedBackends, SitePaths } from './tunnel';
 
 type Bind = ContainerModuleLoadOptions['bind'];
 
@@ -43,8 +44,20 @@ export function bindCatalog(bind: Bind): void {
   bind(VipTable)
     .toDynamicValue((ctx) => new VipTable(optionsOf(ctx).subNet, ctx.get<MetaClient>(MetaClient), logOf(ctx)))
     .inSingletonScope();
+  bind(SitePaths)
+    .toDynamicValue(
+      (ctx) => new SitePaths(ctx.get(ServiceCatalog), ctx.get<MeshTunnel>(MeshTunnel, { optional: true })),
+    )
+    .inSingletonScope();
+  bind(BackendDialer)
+    .toDynamicValue(
+      (ctx) => new BackendDialer(ctx.get(SitePaths), ctx.get<MeshTunnel>(MeshTunnel, { optional: true })),
+    )
+    .inSingletonScope();
   bind(BackendIndex)
-    .toDynamicValue((ctx) => new BackendIndex(ctx.get(ServiceCatalog), optionsOf(ctx).networking))
+    .toDynamicValue(
+      (ctx) => new BackendIndex(ctx.get(ServiceCatalog), optionsOf(ctx).networking, ctx.get(SitePaths)),
+    )
     .inSingletonScope();
 }
 
@@ -102,7 +115,12 @@ export function bindLb(bind: Bind): void {
 /** The proxies: upstream pool, L7 and L4 engines, the portals, the explicit proxy. */
 export function bindProxy(bind: Bind): void {
   bind(UpstreamPool)
-    .toDynamicValue((ctx) => new UpstreamPool({ connectTimeoutMs: optionsOf(ctx).proxy.connectTimeoutMs }))
+    .toDynamicValue((ctx) => {
+      const dialer = ctx.get(BackendDialer);
+      return new UpstreamPool({ connectTimeoutMs: optionsOf(ctx).proxy.connectTimeoutMs }, (b, ms) =>
+        dialer.connect(b, ms),
+      );
+    })
     .inSingletonScope();
   bind(HttpProxy)
     .toDynamicValue((ctx) => {
@@ -129,6 +147,7 @@ export function bindProxy(bind: Bind): void {
         idleTimeoutMs: o.proxy.tcpIdleTimeoutMs,
         splice: o.proxy.splice,
         log: logOf(ctx),
+        dialer: ctx.get(BackendDialer),
       });
     })
     .inSingletonScope();
@@ -144,7 +163,7 @@ export function bindProxy(bind: Bind): void {
       {
         log: logOf(ctx),
         hashHeader: o.consistentHashHeader,
-        udp: { idleTimeoutMs: o.proxy.udpIdleTimeoutMs },
+        udp: { idleTimeoutMs: o.proxy.udpIdleTimeoutMs, dialer: ctx.get(BackendDialer) },
         portRange: portalPortRange(o.portalPortRange),
       },
     );
@@ -183,6 +202,7 @@ export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
   bindInterception(bind);
   bind(EdgeMeshModule).toSelf().inSingletonScope();
   bind(BeehiveModule).toService(EdgeMeshModule);
+  bind(PublishedBackends).toService(EdgeMeshModule);
   bind(MetricsContribution).toDynamicValue((ctx) => new EdgeMeshMetrics(ctx.get(EdgeMeshModule)));
 });
 

@@ -2,7 +2,7 @@ import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger
 import { MetaClient } from '@edgecore/metamanager/client';
 import { inject, injectable, optional } from 'inversify';
 import { ServiceCatalog, type CatalogDelta } from './catalog/catalog';
-import type { Endpoints, Pod, Service, ServicePort } from './catalog/types';
+import type { Endpoints, NodeStatus, Pod, Service, ServicePort } from './catalog/types';
 import { MESH_MODULE_NAME, ResolvedEdgeMeshOptions } from './config';
 import { ClusterZone, type EndpointNames } from './dns/cluster-zone';
 import type { DnsServer } from './dns/dns-server';
@@ -13,6 +13,8 @@ import { dnsListen, resolveMode, type MeshMode } from './listen';
 import { BackendIndex } from './lb/backend-index';
 import { serviceEndpoints, type Backend } from './lb/backends';
 import { LoadBalancer } from './lb/load-balancer';
+import { publishedBackends } from './lb/published';
+import type { PublishedBackends } from './tunnel';
 import type { PortalSpec } from './portal-table';
 import type { ForwardProxy, ResolvedTarget } from './proxy/forward-proxy';
 import { HttpProxy } from './proxy/http/http-proxy';
@@ -45,7 +47,7 @@ export interface EdgeMeshUpdateStats {
  * reconciles them with each batch of changes MetaManager forwards after its commits.
  */
 @injectable()
-export class EdgeMeshModule implements BeehiveModule {
+export class EdgeMeshModule implements BeehiveModule, PublishedBackends {
   readonly name = MESH_MODULE_NAME;
   readonly group = Group.Mesh;
   readonly dependencies: string[];
@@ -70,6 +72,8 @@ export class EdgeMeshModule implements BeehiveModule {
   private readonly readiness = new ReadySignal();
   /** A change taken from the mailbox is not applied yet (what a caller waits on: no sleep). */
   applying = false;
+  /** The backends this node publishes (`proto/host:port`), rebuilt after a change. */
+  private published?: Set<string>;
 
   constructor(
     @inject(ResolvedEdgeMeshOptions) readonly options: ResolvedEdgeMeshOptions,
@@ -92,6 +96,15 @@ export class EdgeMeshModule implements BeehiveModule {
     const m = resolveMode(options);
     this.mode = m.mode;
     this.modeReason = m.reason;
+  }
+
+  /**
+   * Whether `host:port` is a backend of this node's own (see `publishedBackends`): the one question
+   * EdgeTunnel asks before it opens a stream another node asked for.
+   */
+  publishes(node: string, host: string, port: number, proto: 'tcp' | 'udp'): boolean {
+    this.published ??= publishedBackends(this.catalog, node);
+    return this.published.has(`${proto}/${host}:${port}`);
   }
 
   get cloudConnected(): boolean {
@@ -194,7 +207,7 @@ export class EdgeMeshModule implements BeehiveModule {
   private endpointLabels(ns: string, svc: string, port?: ServicePort): string[] {
     const s = this.catalog.getService(ns, svc);
     if (!isHeadless(s)) return [];
-    const eps = serviceEndpoints(this.catalog, s!, this.options.networking);
+    const eps = serviceEndpoints(this.catalog, s!, this.options.networking, this.backends.paths);
     return [...eps]
       .filter(([, list]) => !port || list.some((x) => x.port === port))
       .map(([label]) => label)
@@ -252,12 +265,14 @@ export class EdgeMeshModule implements BeehiveModule {
   private async boot(): Promise<void> {
     const o = this.options;
     // 1. The whole catalog, before anything answers (offline too: MetaManager answers from SQLite).
-    const [services, endpoints, pods] = await Promise.all([
+    const [services, endpoints, pods, nodes] = await Promise.all([
       this.meta.list<Service>('*', 'service'),
       this.meta.list<Endpoints>('*', 'endpoints'),
       this.meta.list<Pod>('*', 'pod'),
+      this.meta.list<NodeStatus>('*', 'nodestatus'),
     ]);
-    this.catalog.load(services, endpoints, pods);
+    this.catalog.load(services, endpoints, pods, nodes);
+    this.published = undefined;
     // 2. VIPs: persisted allocations first, then every service, then release the orphans.
     await this.vipTable.load([...this.catalog.services.entries()]);
     // 3. Interception (iptables mode): listen address, VIP route, leftovers of a crash.
@@ -317,6 +332,7 @@ export class EdgeMeshModule implements BeehiveModule {
    */
   private async applyChanges(batch: MeshChanges): Promise<void> {
     const delta = this.catalog.applyBatch(batch.changes);
+    if (delta.applied) this.published = undefined;
     try {
       if (delta.applied) await this.reconcile(delta);
     } catch (e) {

@@ -43,3 +43,5 @@ export * from './iptables/rules';
 export * from './iptables/listen-interface';
 export * from './dns/resolvconf';
 export * from './metrics';
+export * from './tunnel';
+export * from './lb/published';

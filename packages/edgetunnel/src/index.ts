@@ -5,3 +5,7 @@ export * from './deny-list';
 export * from './framing';
 export * from './relay';
 export * from './agent';
+export * from './config';
+export * from './metrics';
+export * from './tunnel-module';
+export * from './tunnel-container-module';

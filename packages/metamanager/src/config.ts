@@ -84,4 +84,4 @@ export const resolveMetaOptions = optionsResolver(
 
 export const META_MODULE_NAME = META_MODULE_NAME_;
 /** Resource types forwarded to the `mesh` group after commit (KubeEdge metamanager → edgemesh). */
-export const MESH_TYPES: ReadonlySet<string> = new Set(['service', 'endpoints', 'pod']);
+export const MESH_TYPES: ReadonlySet<string> = new Set(['service', 'endpoints', 'pod', 'nodestatus']);

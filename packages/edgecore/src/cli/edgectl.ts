@@ -1,4 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { appendRevocation, caFiles, createCa, identityFiles, issue } from '@edgecore/edgetunnel';
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
@@ -10,6 +13,10 @@ Usage:
   edgectl [--server tcp://HOST:1883] apply  -f FILE|- [-f FILE…] [--node-ip NODE=IP…]
   edgectl [--server tcp://HOST:1883] delete -f FILE|- [-f FILE…]
   edgectl get services|pods|endpoints [-n NAMESPACE | -A] [--metaserver http://127.0.0.1:10550]
+  edgectl certs init --dir DIR                       a fleet CA (ca.crt, ca.key)
+  edgectl certs node NAME --dir DIR [--address A…]   a node's key and certificate
+  edgectl certs relay NAME --dir DIR --address A…    a relay's (its addresses as subjectAltNames)
+  edgectl certs revoke NAME --dir DIR                add NAME's certificate to DIR/revoked.json
 
 Kinds: Pod, Service, Endpoints, Deployment (pods on spec.template.spec.nodeName).
 Options: --username, --password, --prefix (topic prefix, default edgecore).
@@ -44,6 +51,9 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         username: { type: 'string' },
         password: { type: 'string' },
         prefix: { type: 'string' },
+        dir: { type: 'string' },
+        address: { type: 'string', multiple: true },
+        days: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -64,6 +74,8 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         return await applyOrDelete(verb, v, io);
       case 'get':
         return await get(what, v, io);
+      case 'certs':
+        return await certs(what, positionals[2], v, io);
       default:
         io.stderr(`edgectl: unknown command "${verb}"\n\n${HELP}`);
         return 2;
@@ -72,6 +84,54 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
     io.stderr(`edgectl: ${(e as Error).message}\n`);
     return 1;
   }
+}
+
+/** `edgectl certs`: the fleet's identities for EdgeTunnel (openssl underneath; see edgetunnel's README). */
+async function certs(
+  what: string | undefined,
+  name: string | undefined,
+  v: Record<string, any>,
+  io: Io,
+): Promise<number> {
+  const dir: string | undefined = v.dir;
+  if (!dir) {
+    io.stderr('edgectl certs: --dir DIR is required\n');
+    return 2;
+  }
+  const ca = caFiles(dir);
+  const days = v.days === undefined ? undefined : Number(v.days);
+  if (days !== undefined && !(Number.isInteger(days) && days > 0)) {
+    io.stderr(`edgectl certs: --days ${v.days}: expected a positive integer\n`);
+    return 2;
+  }
+  if (what === 'init') {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const f = await createCa(dir, days);
+    io.stdout(`fleet CA: ${f.cert} (key ${f.key}, 0600)\n`);
+    return 0;
+  }
+  if ((what === 'node' || what === 'relay' || what === 'revoke') && !name) {
+    io.stderr(`edgectl certs ${what}: NAME is required\n`);
+    return 2;
+  }
+  if (what === 'node' || what === 'relay') {
+    if (what === 'relay' && !v.address?.length) {
+      io.stderr('edgectl certs relay: --address is required (what nodes dial)\n');
+      return 2;
+    }
+    const f = await issue(ca, { role: what, name: name!, altNames: v.address, days });
+    io.stdout(`${what} ${name}: ${f.cert} (key ${f.key}, 0600)\n`);
+    return 0;
+  }
+  if (what === 'revoke') {
+    const file = identityFiles(dir, name!).cert;
+    const fingerprint256 = new X509Certificate(readFileSync(file)).fingerprint256;
+    appendRevocation(join(dir, 'revoked.json'), { node: name, fingerprint256 });
+    io.stdout(`revoked ${name} (${fingerprint256}) in ${join(dir, 'revoked.json')}\n`);
+    return 0;
+  }
+  io.stderr(`edgectl certs: unknown "${what ?? ''}" (init, node, relay, revoke)\n`);
+  return 2;
 }
 
 async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, io: Io): Promise<number> {

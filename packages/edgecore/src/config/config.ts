@@ -4,6 +4,7 @@ import { Document, isMap, isPair, isScalar, LineCounter, parseDocument, stringif
 import { z } from 'zod';
 import { edgeHubConfigSchema } from '@edgecore/edgehub';
 import { edgeMeshConfigSchema, LB_STRATEGIES } from '@edgecore/edgemesh-module';
+import { edgeTunnelConfigSchema } from '@edgecore/edgetunnel';
 import { databaseConfigSchema, metaManagerConfigSchema } from '@edgecore/metamanager';
 import { ConfigError } from '../edgecore-errors';
 
@@ -48,6 +49,7 @@ export const EdgeCoreConfigSchema = z.strictObject({
             });
         })
         .prefault({}),
+      edgeTunnel: edgeTunnelConfigSchema.prefault({}),
     })
     .prefault({}),
 });

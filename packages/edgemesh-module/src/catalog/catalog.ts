@@ -1,5 +1,5 @@
 import type { MetaChange } from '@edgecore/metamanager/client';
-import type { Endpoints, Pod, Service } from './types';
+import type { Endpoints, NodeStatus, Pod, Service } from './types';
 
 /** What one batch of changes did, for a reconcile of only what it touched. */
 export interface CatalogDelta {
@@ -21,6 +21,8 @@ export class ServiceCatalog {
   readonly services = new Map<string, Service>();
   readonly pods = new Map<string, Pod>();
   readonly endpoints = new Map<string, Endpoints>();
+  /** Other nodes' statuses by node name (site, tunnel reachability). */
+  readonly nodes = new Map<string, NodeStatus>();
   /** Namespaces that have at least one service (NODATA vs NXDOMAIN for `<ns>.svc.<domain>`). */
   private readonly nsCount = new Map<string, number>();
   /** `<ns>\0<label>=<value>` → keys of the pods with that label. */
@@ -57,8 +59,10 @@ export class ServiceCatalog {
   }
 
   /** Replace the whole view (start-up load). */
-  load(services: Service[], endpoints: Endpoints[], pods: Pod[]): void {
+  load(services: Service[], endpoints: Endpoints[], pods: Pod[], nodes: NodeStatus[] = []): void {
     this.services.clear();
+    this.nodes.clear();
+    for (const n of nodes) this.nodes.set(n.metadata.name, n);
     this.nsCount.clear();
     this.pods.clear();
     this.endpoints.clear();
@@ -109,6 +113,16 @@ export class ServiceCatalog {
             this.putPod(key, p);
             this.servicesSelecting(ch.namespace, p, delta.backends);
           }
+          break;
+        }
+        case 'nodestatus': {
+          const previous = this.nodes.get(ch.name);
+          const n = del ? undefined : (ch.object as NodeStatus);
+          if (n) this.nodes.set(ch.name, n);
+          else this.nodes.delete(ch.name);
+          // a node's site decides the path to its backends (direct or tunnel): rare, so every
+          // service is looked at again; relays and addresses are read when a stream is opened
+          if (previous?.site !== n?.site) for (const k of this.services.keys()) delta.backends.add(k);
           break;
         }
         default:

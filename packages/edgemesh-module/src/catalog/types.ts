@@ -57,3 +57,22 @@ export interface Endpoints {
     ports?: { name?: string; port: number; protocol?: string }[];
   }[];
 }
+
+/**
+ * Another node's status as it publishes it (EdgeHub's retained status topic, kept by MetaManager
+ * as `kube-node-lease/nodestatus/<node>`): its site, and how EdgeTunnel reaches it.
+ */
+export interface NodeStatus {
+  kind?: string;
+  metadata: { name: string; namespace?: string };
+  status?: 'online' | 'offline';
+  nodeIP?: string;
+  site?: string;
+  addresses?: string[];
+  tunnel?: {
+    /** Relays (by certificate name) that hold a link to the node. */
+    relays?: string[];
+    /** `host:port` where the node takes direct tunnel dials. */
+    address?: string;
+  };
+}

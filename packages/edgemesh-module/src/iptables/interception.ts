@@ -4,6 +4,7 @@ import type { ServiceCatalog } from '../catalog/catalog';
 import type { ResolvedEdgeMeshOptions } from '../config';
 import { ResolvConfHijack } from '../dns/resolvconf';
 import type { BackendIndex } from '../lb/backend-index';
+import type { Backend } from '../lb/backends';
 import { dnsListen } from '../listen';
 import { STICKY_TIMEOUT_MS } from '../lb/strategies';
 import type { PortalEntry } from '../portal-table';
@@ -55,7 +56,7 @@ export class Interception {
     this.iptables = new IptablesManager({
       dnatAffinitySeconds: o.lbStrategy === 'SessionStickiness' ? STICKY_TIMEOUT_MS / 1000 : undefined,
       dnatTargets: dnat
-        ? (e) => (e.protocol === 'tcp' || (udp && e.protocol === 'udp') ? this.backends.of(e) : undefined)
+        ? (e) => (e.protocol === 'tcp' || (udp && e.protocol === 'udp') ? this.kernelTargets(e) : undefined)
         : undefined,
       listenIP,
       listenInterface: this.listenIfc.name,
@@ -133,6 +134,15 @@ export class Interception {
    * `l4Mode: dnat` with a strategy iptables can express: random picks (RoundRobin, Random), or
    * random picks remembered per client address (SessionStickiness).
    */
+  /**
+   * A port's backends for DNAT rules, or undefined (the port keeps its portal) when one of them is
+   * on another site: the kernel cannot reach it, the tunnel can.
+   */
+  private kernelTargets(e: PortalEntry): readonly Backend[] | undefined {
+    const list = this.backends.of(e);
+    return list.some((b) => b.tunnel) ? undefined : list;
+  }
+
   private dnatMode(): boolean {
     if (this.o.l4Mode !== 'dnat') return false;
     const strategy = this.o.lbStrategy;

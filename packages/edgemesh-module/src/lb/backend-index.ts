@@ -1,6 +1,6 @@
 import type { ServiceCatalog } from '../catalog/catalog';
 import type { PortalSpec } from '../portal-table';
-import { resolveBackends, type Backend, type Networking } from './backends';
+import { DIRECT, resolveBackends, type Backend, type Networking, type Paths } from './backends';
 
 /**
  * The backends of each service port, resolved from the catalog once and cached until a change may
@@ -15,6 +15,7 @@ export class BackendIndex {
   constructor(
     private readonly catalog: ServiceCatalog,
     private readonly networking: Networking,
+    readonly paths: Paths = DIRECT,
   ) {}
 
   /** Backends of a portal's service port. */
@@ -25,7 +26,7 @@ export class BackendIndex {
     const sp = svc?.spec?.ports?.find(
       (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
     );
-    b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.networking) : [];
+    b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.networking, this.paths) : [];
     if (spec.endpoint) b = b.filter((x) => x.endpoint === spec.endpoint); // an endpoint's own VIP
     this.cache.set(spec.key, b);
     const skey = `${spec.namespace}/${spec.service}`;

@@ -15,7 +15,21 @@ export interface Backend {
    * address dashed (`192-0-2-2`).
    */
   endpoint?: string;
+  /** The node it runs on (the pod's `nodeName`, the Endpoints address's), when known. */
+  node?: string;
+  /** Reached through EdgeTunnel: its node is in another site (see `Paths`). */
+  tunnel?: boolean;
 }
+
+/**
+ * The path to a backend: direct (routed, as in one site — the default, and always for a node of
+ * this node's site), or through EdgeTunnel for a node whose published status names another site.
+ */
+export interface Paths {
+  tunneled(node: string | undefined): boolean;
+}
+
+export const DIRECT: Paths = { tunneled: () => false };
 
 /** An endpoint's label: its hostname when it is a DNS label, else its address with dashes. */
 export function endpointLabel(hostname: string | undefined, address: string): string {
@@ -56,6 +70,7 @@ export function resolveBackends(
   svc: Service,
   sp: ServicePort,
   networking: Networking,
+  paths: Paths = DIRECT,
 ): Backend[] {
   const ns = svc.metadata.namespace ?? 'default';
   const out: Backend[] = [];
@@ -64,13 +79,16 @@ export function resolveBackends(
     host: string | undefined,
     port: number | undefined,
     origin: string,
-    hostname?: string,
+    hostname: string | undefined,
+    node: string | undefined,
   ): void => {
     if (!host || !port) return;
     const key = `${host}:${port}`;
     if (seen.has(key)) return;
     seen.add(key);
-    out.push({ host, port, key, origin, endpoint: endpointLabel(hostname, host) });
+    const b: Backend = { host, port, key, origin, endpoint: endpointLabel(hostname, host), node };
+    if (paths.tunneled(node)) b.tunnel = true;
+    out.push(b);
   };
   const ep = catalog.endpoints.get(`${ns}/${svc.metadata.name}`);
   if (ep?.subsets?.length) {
@@ -80,7 +98,7 @@ export function resolveBackends(
           (x) => (sp.name ? x.name === sp.name : true) && (x.protocol ?? 'TCP') === (sp.protocol ?? 'TCP'),
         ) ?? (sub.ports?.length === 1 ? sub.ports[0] : undefined);
       for (const a of sub.addresses ?? [])
-        add(a.ip, p?.port, `endpoints/${ns}/${svc.metadata.name}`, a.hostname);
+        add(a.ip, p?.port, `endpoints/${ns}/${svc.metadata.name}`, a.hostname, a.nodeName);
     }
     return out;
   }
@@ -90,10 +108,11 @@ export function resolveBackends(
     if (!pp) continue;
     const origin = `pod/${ns}/${p.metadata.name}`;
     const hostname = p.spec?.subdomain === svc.metadata.name ? p.spec?.hostname : undefined;
+    const node = p.spec?.nodeName;
     if (networking === 'container' && p.status?.podIP && !p.spec?.hostNetwork)
-      add(p.status.podIP, pp.port, origin, hostname);
-    else if (p.spec?.hostNetwork) add(p.status?.hostIP, pp.port, origin, hostname);
-    else add(p.status?.hostIP, pp.hostPort, origin, hostname);
+      add(p.status.podIP, pp.port, origin, hostname, node);
+    else if (p.spec?.hostNetwork) add(p.status?.hostIP, pp.port, origin, hostname, node);
+    else add(p.status?.hostIP, pp.hostPort, origin, hostname, node);
   }
   return out;
 }
@@ -106,11 +125,12 @@ export function serviceEndpoints(
   catalog: ServiceCatalog,
   svc: Service,
   networking: Networking,
+  paths: Paths = DIRECT,
 ): Map<string, { port: ServicePort; backend: Backend }[]> {
   const out = new Map<string, { port: ServicePort; backend: Backend }[]>();
   for (const sp of svc.spec?.ports ?? []) {
     if (sp.protocol === 'SCTP') continue;
-    for (const b of resolveBackends(catalog, svc, sp, networking)) {
+    for (const b of resolveBackends(catalog, svc, sp, networking, paths)) {
       const label = b.endpoint!;
       let list = out.get(label);
       if (!list) out.set(label, (list = []));

@@ -18,7 +18,7 @@ import {
 import { failures, FRESH, idempotent, isReply, type Decision, type RequestPolicy } from './policy';
 import { LIMITS } from './protocol';
 import type { UpgradeTunnels } from './tunnel';
-import { connectTo, type UpstreamConn, type UpstreamPool } from './upstream-pool';
+import type { UpstreamConn, UpstreamPool } from './upstream-pool';
 import type { HttpRoute, RouteResolver } from './route';
 import { rawHead, requestHead, responseLines, upgradeTo } from './rewrite';
 
@@ -170,7 +170,7 @@ export class JsExchange {
       let up: UpstreamConn & { reused: boolean };
       try {
         if (upgrade || fresh) {
-          const sock = await connectTo(backend, this.o.connectTimeoutMs);
+          const sock = await this.pool.connect(backend);
           up = { sock, reader: new SocketReader(sock), reused: false };
         } else up = await this.pool.get(backend);
       } catch (e) {

@@ -102,7 +102,12 @@ export class HttpProxy {
    * native engine takes it when built; JavaScript otherwise.
    */
   handleRoute(client: Socket, route: () => NativeRoute): void {
-    if (this.native?.adopt(client, route, { hashHeader: route().hashHeader })) {
+    const r = route();
+    // a service with a backend on another site is served in JavaScript (tunnel streams have no fd)
+    if (
+      !r.backends.some((b) => b.tunnel) &&
+      this.native?.adopt(client, route, { hashHeader: r.hashHeader })
+    ) {
       this.stats.nativeConnections++;
       return;
     }

@@ -22,8 +22,17 @@ export class UpstreamPool {
   private readonly idle = new Map<string, UpstreamConn[]>();
   readonly options: z.output<typeof upstreamPoolOptionsSchema>;
 
-  constructor(options: UpstreamPoolOptions = {}) {
+  constructor(
+    options: UpstreamPoolOptions = {},
+    /** How a fresh connection is made (EdgeMesh's BackendDialer: routed, or through the tunnel). */
+    private readonly dial: (b: Backend, timeoutMs: number) => Promise<Socket> = connectTo,
+  ) {
     this.options = resolveMeshOptions(upstreamPoolOptionsSchema, options, 'pool');
+  }
+
+  /** A fresh connection to `b` (never pooled before). */
+  connect(b: Backend): Promise<Socket> {
+    return this.dial(b, this.options.connectTimeoutMs);
   }
 
   /** An idle connection (reused: true) or a fresh one. */
@@ -37,7 +46,7 @@ export class UpstreamPool {
       }
       c.sock.destroy();
     }
-    const sock = await connectTo(b, this.options.connectTimeoutMs);
+    const sock = await this.connect(b);
     sock.on('timeout', () => sock.destroy()); // armed only while idle in the pool
     sock.on('error', () => sock.destroy());
     return { sock, reader: new SocketReader(sock), reused: false };

@@ -5,13 +5,18 @@ import { connect, type Socket } from 'node:net';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { SpliceEngine } from './splice';
+import type { BackendDialer } from '../../tunnel';
 
 /**
  * Connect timeout; both sockets close after `idleTimeoutMs` without traffic (0: never); `splice`:
  * established connections' bytes move through the native splice engine (zero copy, off the
  * JavaScript thread) when the addon is built, else they are piped in JavaScript.
  */
-export type TcpProxyOptions = z.input<typeof tcpProxyOptionsSchema> & { log?: Logger };
+export type TcpProxyOptions = z.input<typeof tcpProxyOptionsSchema> & {
+  log?: Logger;
+  /** Connections to backends on other sites (through the tunnel); routed ones are dialled here. */
+  dialer?: Pick<BackendDialer, 'connect'>;
+};
 
 export interface TcpProxyStats {
   connections: number;
@@ -35,6 +40,7 @@ export class TcpProxy {
   /** Connections of ours in the splice engine. */
   private readonly spliceIds = new Set<number>();
   private readonly opts: z.output<typeof tcpProxyOptionsSchema>;
+  private readonly dialer?: Pick<BackendDialer, 'connect'>;
 
   constructor(
     private readonly lb: LoadBalancer,
@@ -43,6 +49,7 @@ export class TcpProxy {
     this.opts = resolveMeshOptions(tcpProxyOptionsSchema, options, 'tcp');
     this.log = options.log ?? silentLogger;
     this.engine = this.opts.splice ? SpliceEngine.get() : undefined;
+    this.dialer = options.dialer;
   }
 
   /** Whether established connections go through the splice engine. */
@@ -64,6 +71,7 @@ export class TcpProxy {
         client.destroy();
         return;
       }
+      if (b.tunnel) return this.attemptTunnel(client, b, tried, attempt, initial);
       const up = connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true });
       const t = setTimeout(() => up.destroy(new Error('connect timeout')), this.opts.connectTimeoutMs);
       up.once('error', (e) => {
@@ -85,12 +93,44 @@ export class TcpProxy {
     attempt();
   }
 
+  /** A backend on another site: a tunnel stream (no descriptor: piped in JavaScript). */
+  private attemptTunnel(
+    client: Socket,
+    b: Backend,
+    tried: Set<string>,
+    next: () => void,
+    initial?: Buffer,
+  ): void {
+    if (!this.dialer) {
+      this.stats.connectFailures++;
+      tried.add(b.key);
+      return next();
+    }
+    this.dialer.connect(b, this.opts.connectTimeoutMs).then(
+      (up) => {
+        if (client.destroyed) return void up.destroy();
+        this.lb.succeed(b);
+        this.splice(client, up, b, initial);
+      },
+      (e: Error) => {
+        this.stats.connectFailures++;
+        this.lb.fail(b);
+        tried.add(b.key);
+        this.log.debug(
+          { backend: b.key, err: e.message },
+          'l4 tunnel stream failed, trying the next backend',
+        );
+        if (!client.destroyed) next();
+      },
+    );
+  }
+
   private splice(client: Socket, up: Socket, b: Backend, initial?: Buffer): void {
     this.lb.acquire(b);
     this.stats.active++;
     this.sockets.add(client);
     this.sockets.add(up);
-    if (this.engine) {
+    if (this.engine && !b.tunnel) {
       this.handOver(this.engine, client, up, b, initial);
       return;
     }

@@ -4,12 +4,23 @@ import { Logger, silentLogger } from '@edgecore/beehive';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
+import type { BackendDialer } from '../../tunnel';
 
 /** A session ends after `idleTimeoutMs` without packets; the table holds `maxSessions` at most. */
-export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & { log?: Logger };
+export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & {
+  log?: Logger;
+  /** Flows to backends on other sites (datagrams framed on a tunnel stream). */
+  dialer?: Pick<BackendDialer, 'datagram'>;
+};
+
+/** A session's upstream: a connected UDP socket, or a datagram flow through the tunnel. */
+interface Upstream {
+  send(d: Buffer): void;
+  close(): void;
+}
 
 interface Session {
-  up: Socket;
+  up: Upstream;
   backend: Backend;
   timer: NodeJS.Timeout;
   /** Packets that arrived before the upstream socket was connected. */
@@ -25,6 +36,7 @@ export class UdpProxy {
   readonly stats = { packets: 0, sessions: 0, evicted: 0, noBackend: 0 };
   private readonly log: Logger;
   private readonly opts: z.output<typeof udpProxyOptionsSchema>;
+  private readonly dialer?: Pick<BackendDialer, 'datagram'>;
 
   constructor(
     private readonly sock: Socket,
@@ -34,6 +46,7 @@ export class UdpProxy {
   ) {
     this.opts = resolveMeshOptions(udpProxyOptionsSchema, options, 'udp');
     this.log = options.log ?? silentLogger;
+    this.dialer = options.dialer;
     sock.on('message', (m, r) => this.onMessage(m, r));
   }
 
@@ -62,23 +75,45 @@ export class UdpProxy {
         this.end(oldId, old);
         this.stats.evicted++;
       }
-      const up = createSocket('udp4');
       const timer = setTimeout(() => this.end(id, s!), this.opts.idleTimeoutMs);
-      s = { up, backend: b, timer, queue: [] };
-      this.sessions.set(id, s);
-      this.stats.sessions++;
-      this.lb.acquire(b);
-      up.on('message', (reply) => this.sock.send(reply, r.port, r.address));
-      up.on('error', (e) => {
+      const reply = (d: Buffer): void => this.sock.send(d, r.port, r.address);
+      const failed = (e: Error): void => {
         this.log.debug({ backend: b.key, err: e.message }, 'udp upstream error');
         this.lb.fail(b);
         this.end(id, s!);
-      });
-      const sess = s;
-      up.connect(b.port, b.host, () => {
-        for (const q of sess.queue ?? []) up.send(q);
+      };
+      const sess: Session = {
+        up: { send: () => undefined, close: () => undefined },
+        backend: b,
+        timer,
+        queue: [],
+      };
+      s = sess;
+      this.sessions.set(id, sess);
+      this.stats.sessions++;
+      this.lb.acquire(b);
+      const flush = (): void => {
+        for (const q of sess.queue ?? []) sess.up.send(q);
         sess.queue = undefined;
-      });
+      };
+      if (b.tunnel && this.dialer) {
+        this.dialer.datagram(b).then(
+          (ch) => {
+            if (this.sessions.get(id) !== sess) return void ch.close();
+            ch.on('message', reply);
+            ch.on('close', () => this.end(id, sess));
+            sess.up = { send: (d: Buffer) => ch.send(d), close: () => ch.close() };
+            flush();
+          },
+          (e: Error) => failed(e),
+        );
+      } else {
+        const up = createSocket('udp4');
+        sess.up = up;
+        up.on('message', reply);
+        up.on('error', failed);
+        up.connect(b.port, b.host, flush);
+      }
     }
     if (s.queue) s.queue.push(msg);
     else s.up.send(msg);

@@ -1,0 +1,93 @@
+/**
+ * The parts of bench/tunnel.sh that run EdgeTunnel (compiled packages, as edgecore runs):
+ *   relay   DIR NAME HOST:PORT                       a relay
+ *   target  DIR NODE RELAY HOST:PORT[,HOST:PORT…]    a node that publishes those backends
+ *   forward DIR NODE RELAY LOCALPORT TO HOST:PORT    a node with a local port whose connections
+ *                                                    ride tunnel streams to HOST:PORT on node TO
+ *                                                    (what EdgeMesh's L4 portal does for a
+ *                                                    backend on another site)
+ *   streams DIR NODE RELAY N TO HOST:PORT            N concurrent streams to an echo; prints RSS
+ * Certificates in DIR (edgectl certs). Every process prints READY when it serves.
+ */
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { loadIdentity, Relay, TunnelAgent } from '../packages/edgetunnel/dist';
+
+const [mode, dir, name, ...rest] = process.argv.slice(2);
+const id = (role: 'node' | 'relay', n: string) =>
+  loadIdentity(
+    { cert: join(dir, `${n}.crt`), key: join(dir, `${n}.key`), ca: join(dir, 'ca.crt') },
+    { role, name: n },
+  );
+const hp = (s: string): [string, number] => {
+  const i = s.lastIndexOf(':');
+  return [s.slice(0, i), Number(s.slice(i + 1))];
+};
+
+async function agent(relay: string, allow: string[] = []): Promise<TunnelAgent> {
+  const a = new TunnelAgent({
+    identity: id('node', name),
+    relays: [relay],
+    targets: { allows: (h, p) => allow.includes(`${h}:${p}`) },
+  });
+  await a.start();
+  if (!(await a.ready(1, 10_000))) throw new Error('no relay link');
+  return a;
+}
+
+async function main(): Promise<void> {
+  if (mode === 'relay') {
+    const [h, p] = hp(rest[0]);
+    await new Relay({ identity: id('relay', name), host: h, port: p }).listen();
+  } else if (mode === 'target') {
+    await agent(rest[0], rest[1].split(','));
+  } else if (mode === 'forward') {
+    const [relay, local, to, target] = rest;
+    const a = await agent(relay);
+    const [h, p] = hp(target);
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
+      sock.pause();
+      a.open({ node: to }, h, p).then(
+        (st) => {
+          sock.pipe(st);
+          st.pipe(sock);
+          sock.on('error', () => st.destroy());
+          st.on('error', () => sock.destroy());
+          sock.resume();
+        },
+        () => sock.destroy(),
+      );
+    });
+    await new Promise<void>((r) => server.listen(Number(local), '127.0.0.1', r));
+  } else if (mode === 'streams') {
+    const [relay, n, to, target] = rest;
+    const a = await agent(relay);
+    const [h, p] = hp(target);
+    const before = process.memoryUsage().rss;
+    const streams = await Promise.all(Array.from({ length: Number(n) }, () => a.open({ node: to }, h, p)));
+    const payload = Buffer.alloc(1024, 1);
+    await Promise.all(
+      streams.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            let got = 0;
+            s.on('data', (d: Buffer) => ((got += d.length) >= payload.length ? resolve() : undefined));
+            s.write(payload);
+          }),
+      ),
+    );
+    const rss = process.memoryUsage().rss;
+    console.log(
+      `STREAMS ${n} open, each echoed 1 KiB; client RSS ${(rss / 2 ** 20).toFixed(0)} MiB (+${((rss - before) / 2 ** 20).toFixed(0)} MiB)`,
+    );
+    for (const s of streams) s.destroy();
+    await a.stop();
+    process.exit(0);
+  }
+  console.log('READY');
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

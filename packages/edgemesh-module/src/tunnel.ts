@@ -1,0 +1,103 @@
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ServiceCatalog } from './catalog/catalog';
+import { ConnectError } from './edgemesh-errors';
+import type { Backend, Paths } from './lb/backends';
+import { connectTo } from './proxy/http/upstream-pool';
+
+/**
+ * EdgeMesh's view of EdgeTunnel (bound by the host when `modules.edgeTunnel` is on; EdgeMesh
+ * does not depend on the tunnel package): this node's name and site, and streams to backends on
+ * nodes of other sites.
+ */
+export interface TunnelRoute {
+  node: string;
+  /** Relays that reach the node (its status), tried first. */
+  relays?: readonly string[];
+  /** The node's direct tunnel address, when it takes direct dials. */
+  address?: string;
+}
+
+/** A UDP flow through the tunnel: the part of a connected `dgram` socket the UDP proxy uses. */
+export interface TunnelDatagram {
+  send(d: Buffer): void;
+  on(event: 'message', f: (d: Buffer) => void): this;
+  on(event: 'close', f: () => void): this;
+  close(): void;
+}
+
+export interface MeshTunnel {
+  readonly node: string;
+  readonly site?: string;
+  open(route: TunnelRoute, host: string, port: number): Promise<Duplex>;
+  datagram(route: TunnelRoute, host: string, port: number): Promise<TunnelDatagram>;
+}
+export const MeshTunnel = Symbol.for('edgecore.MeshTunnel');
+
+/** The backends this node publishes itself (`EdgeMeshModule.publishes`): all a tunnel may open. */
+export interface PublishedBackends {
+  publishes(node: string, host: string, port: number, proto: 'tcp' | 'udp'): boolean;
+}
+export const PublishedBackends = Symbol.for('edgecore.PublishedBackends');
+
+/**
+ * The path rule, in one place: a backend on a node whose published site differs from this node's
+ * goes through the tunnel; one of the same site, of an unknown node, or of a node that published
+ * no site is dialled directly (one site, as before). No tunnel or no site of our own: all direct.
+ */
+export class SitePaths implements Paths {
+  constructor(
+    private readonly catalog: ServiceCatalog,
+    private readonly tunnel: MeshTunnel | undefined,
+  ) {}
+
+  tunneled(node: string | undefined): boolean {
+    const t = this.tunnel;
+    if (!t?.site || !node || node === t.node) return false;
+    const peer = this.catalog.nodes.get(node)?.site;
+    return !!peer && peer !== t.site;
+  }
+
+  /** How to reach `node` through the tunnel, from its last published status. */
+  route(node: string): TunnelRoute {
+    const s = this.catalog.nodes.get(node);
+    return { node, relays: s?.tunnel?.relays, address: s?.tunnel?.address };
+  }
+}
+
+/**
+ * Connections to backends for every engine: a routed TCP connection, or a tunnel stream for a
+ * backend on another site. A failure is a ConnectError either way (the rulebook's connect failure:
+ * passive health and the next backend), its reason the tunnel's code (TUNNEL_REFUSED, …).
+ */
+export class BackendDialer {
+  constructor(
+    readonly paths: SitePaths,
+    private readonly tunnel: MeshTunnel | undefined,
+  ) {}
+
+  /**
+   * A connected socket to `b`. A tunnel stream is an HTTP/2 stream, not a `net.Socket`: it has
+   * every member the engines use on an upstream connection (write/end, pause/resume/isPaused,
+   * setTimeout, destroy/destroyed, the data/end/close/error events) and no file descriptor, so
+   * the splice engine and the native L7 engine leave it to JavaScript.
+   */
+  connect(b: Backend, timeoutMs: number): Promise<Socket> {
+    if (!b.tunnel) return connectTo(b, timeoutMs);
+    return this.viaTunnel(b, (t, r) => t.open(r, b.host, b.port)) as Promise<unknown> as Promise<Socket>;
+  }
+
+  datagram(b: Backend): Promise<TunnelDatagram> {
+    return this.viaTunnel(b, (t, r) => t.datagram(r, b.host, b.port));
+  }
+
+  private async viaTunnel<T>(b: Backend, f: (t: MeshTunnel, r: TunnelRoute) => Promise<T>): Promise<T> {
+    if (!this.tunnel) throw new ConnectError(b.key, 'no tunnel to another site');
+    try {
+      return await f(this.tunnel, this.paths.route(b.node!));
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      throw new ConnectError(b.key, `${err.code ?? 'TUNNEL'}: ${err.message ?? e}`, { cause: e });
+    }
+  }
+}

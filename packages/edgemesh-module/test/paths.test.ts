@@ -1,0 +1,107 @@
+import { ServiceCatalog } from '../src/catalog/catalog';
+import type { NodeStatus, Pod, Service } from '../src/catalog/types';
+import { resolveBackends } from '../src/lb/backends';
+import { publishedBackends } from '../src/lb/published';
+import { SitePaths, type MeshTunnel } from '../src/tunnel';
+
+const svc: Service = {
+  metadata: { name: 'web', namespace: 'default' },
+  spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
+};
+const pod = (name: string, node: string, ip: string): Pod => ({
+  metadata: { name, namespace: 'default', labels: { app: 'web' } },
+  spec: { nodeName: node, containers: [{ ports: [{ containerPort: 8080, hostPort: 18080 }] }] },
+  status: { phase: 'Running', hostIP: ip, podIP: `10.244.${ip.split('.')[3]}.5` },
+});
+const status = (name: string, site?: string, relays: string[] = []): NodeStatus => ({
+  metadata: { name },
+  status: 'online',
+  site,
+  tunnel: { relays },
+});
+const tunnel = (site?: string): MeshTunnel => ({
+  node: 'a',
+  site,
+  open: () => Promise.reject(new Error('unused')),
+  datagram: () => Promise.reject(new Error('unused')),
+});
+
+function catalog(): ServiceCatalog {
+  const c = new ServiceCatalog();
+  c.load(
+    [svc],
+    [],
+    [
+      pod('on-a', 'a', '10.1.0.1'),
+      pod('on-b', 'b', '10.2.0.2'),
+      pod('on-c', 'c', '10.1.0.3'),
+      pod('on-x', 'x', '10.9.0.9'),
+    ],
+    [status('b', 'site-2', ['relay-1']), status('c', 'site-1'), status('x')],
+  );
+  return c;
+}
+
+describe('path choice (SitePaths)', () => {
+  test('a backend on a node of another site goes through the tunnel; same site, unknown or siteless: direct', () => {
+    const c = catalog();
+    const bs = resolveBackends(c, svc, svc.spec!.ports![0], 'host', new SitePaths(c, tunnel('site-1')));
+    const path = Object.fromEntries(bs.map((b) => [b.node, !!b.tunnel]));
+    expect(path).toEqual({ a: false, b: true, c: false, x: false });
+    expect(bs.find((b) => b.node === 'b')).toMatchObject({ host: '10.2.0.2', port: 18080, tunnel: true });
+  });
+
+  test('no tunnel, or no site of our own: everything direct (one site, as before)', () => {
+    const c = catalog();
+    for (const p of [new SitePaths(c, undefined), new SitePaths(c, tunnel(undefined))])
+      expect(resolveBackends(c, svc, svc.spec!.ports![0], 'host', p).some((b) => b.tunnel)).toBe(false);
+  });
+
+  test('the route to a node comes from its last status; a site change re-resolves every service', () => {
+    const c = catalog();
+    const paths = new SitePaths(c, tunnel('site-1'));
+    expect(paths.route('b')).toEqual({ node: 'b', relays: ['relay-1'], address: undefined });
+    const d = c.applyBatch([
+      {
+        operation: 'update',
+        type: 'nodestatus',
+        namespace: 'kube-node-lease',
+        name: 'c',
+        object: status('c', 'site-3'),
+      },
+    ] as never);
+    expect(d.backends.has('default/web')).toBe(true);
+    expect(paths.tunneled('c')).toBe(true);
+    const same = c.applyBatch([
+      {
+        operation: 'update',
+        type: 'nodestatus',
+        namespace: 'kube-node-lease',
+        name: 'c',
+        object: status('c', 'site-3', ['r']),
+      },
+    ] as never);
+    expect(same.backends.size).toBe(0); // relays are read when a stream opens
+  });
+});
+
+describe('published backends (what the tunnel opens for other nodes)', () => {
+  test("a node's own pods at hostIP:hostPort and podIP:containerPort, nothing of other nodes", () => {
+    const c = catalog();
+    c.endpoints.set('default/ext', {
+      metadata: { name: 'ext', namespace: 'default' },
+      subsets: [
+        {
+          addresses: [
+            { ip: '10.2.0.7', nodeName: 'b' },
+            { ip: '10.1.0.7', nodeName: 'a' },
+          ],
+          ports: [{ port: 9000, protocol: 'UDP' }],
+        },
+      ],
+    });
+    const p = publishedBackends(c, 'b');
+    expect([...p].sort()).toEqual(['tcp/10.2.0.2:18080', 'tcp/10.244.2.5:8080', 'udp/10.2.0.7:9000']);
+    expect(publishedBackends(c, 'nobody').size).toBe(0);
+  });
+});

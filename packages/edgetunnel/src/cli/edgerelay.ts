@@ -1,0 +1,76 @@
+import type { Logger } from '@edgecore/beehive';
+import { parseArgs } from 'node:util';
+import { loadIdentity } from '../certs';
+import { Relay } from '../relay';
+import { ROLE_RELAY } from '../protocol';
+
+const HELP = `edgerelay — EdgeTunnel's relay: joins streams between nodes of the fleet (mTLS, HTTP/2)
+
+Usage:
+  edgerelay --name NAME --cert FILE --key FILE --ca FILE [--listen 0.0.0.0:4443] [--revoked FILE]
+
+It dials nobody: nodes link to it. It forwards only between nodes with certificates of the
+fleet CA, cuts a node as soon as the deny list names it, and logs node names, never payloads.
+`;
+
+/** Runs until SIGTERM/SIGINT; returns the exit code on a start failure. */
+export async function main(argv: string[]): Promise<number> {
+  let v;
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        name: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        ca: { type: 'string' },
+        listen: { type: 'string', default: '0.0.0.0:4443' },
+        revoked: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (e) {
+    process.stderr.write(`edgerelay: ${(e as Error).message}\n`);
+    return (process.exitCode = 2);
+  }
+  if (v.help) return (void process.stdout.write(HELP), 0);
+  for (const k of ['name', 'cert', 'key', 'ca'] as const)
+    if (!v[k]) {
+      process.stderr.write(`edgerelay: --${k} is required\n\n${HELP}`);
+      return (process.exitCode = 2);
+    }
+  const i = v.listen!.lastIndexOf(':');
+  const line =
+    (level: string, out: NodeJS.WriteStream) =>
+    (o: object | string, m?: string): void =>
+      void out.write(
+        `${JSON.stringify(typeof o === 'string' ? { level, msg: o } : { level, msg: m, ...o })}\n`,
+      );
+  const log: Logger = {
+    info: line('info', process.stdout),
+    warn: line('warn', process.stdout),
+    error: line('error', process.stderr),
+    debug: () => undefined,
+  };
+  try {
+    const identity = loadIdentity(
+      { cert: v.cert!, key: v.key!, ca: v.ca! },
+      { role: ROLE_RELAY, name: v.name! },
+    );
+    const relay = new Relay({
+      identity,
+      host: v.listen!.slice(0, i),
+      port: Number(v.listen!.slice(i + 1)),
+      revokedFile: v.revoked,
+      log,
+    });
+    await relay.listen();
+    const stop = (): void => void relay.close().then(() => process.exit(0));
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`edgerelay: ${(e as Error).message}\n`);
+    return (process.exitCode = 1);
+  }
+}

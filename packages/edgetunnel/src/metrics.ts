@@ -1,0 +1,47 @@
+import { scrapedCounter, scrapedGauge, type MetricsContribution } from '@edgecore/beehive';
+import type { Registry } from 'prom-client';
+import type { TunnelAgent } from './agent';
+
+/** EdgeTunnel's metrics on a node: streams by path and outcome, bytes, links to relays. */
+export class TunnelMetrics implements MetricsContribution {
+  constructor(private readonly agent: TunnelAgent) {}
+
+  registerMetrics(r: Registry): void {
+    const s = this.agent.stats;
+    scrapedCounter(
+      r,
+      'edgecore_edgetunnel_streams_total',
+      'Tunnel streams: opened by this node (via a relay or direct to a peer), failed to open, served for other nodes, refused (no such backend here, or a revoked peer).',
+      () => [
+        [{ result: 'opened', via: 'relay' }, s.openedViaRelay],
+        [{ result: 'opened', via: 'direct' }, s.openedDirect],
+        [{ result: 'failed', via: '' }, s.openFailures],
+        [{ result: 'served', via: '' }, s.served],
+        [{ result: 'refused', via: '' }, s.refused],
+      ],
+      ['result', 'via'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_edgetunnel_bytes_total',
+      'Bytes through tunnel streams: received on streams this node opened, both ways on streams it served.',
+      () => [
+        [{ stream: 'opened' }, s.bytesOpened],
+        [{ stream: 'served' }, s.bytesServed],
+      ],
+      ['stream'],
+    );
+    scrapedGauge(
+      r,
+      'edgecore_edgetunnel_relays_up',
+      'Relays this node can open streams through.',
+      () => this.agent.relaysUp().length,
+    );
+    scrapedGauge(
+      r,
+      'edgecore_edgetunnel_relays_reaching',
+      'Relays holding a reverse link to this node.',
+      () => this.agent.reachedBy().length,
+    );
+  }
+}

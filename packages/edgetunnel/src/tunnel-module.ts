@@ -1,0 +1,130 @@
+import { BeehiveModule, ChannelContext, Logger, ReadySignal, silentLogger } from '@edgecore/beehive';
+import { inject, injectable, optional } from 'inversify';
+import type { ClientHttp2Stream } from 'node:http2';
+import { TunnelAgent, type PeerRoute, type TunnelTargets } from './agent';
+import { loadIdentity } from './certs';
+import { EdgeTunnelOptions, edgeTunnelConfigSchema, resolveTunnelOptions } from './config';
+import type { DatagramChannel } from './framing';
+import { ROLE_NODE } from './protocol';
+import { InvalidTunnelOptionError } from './tunnel-errors';
+
+export const TUNNEL_MODULE_NAME = 'edgetunnel';
+
+/** What this node publishes in its status for the tunnel (bound by the host to EdgeHub). */
+export const TunnelStatusSink = Symbol.for('edgecore.TunnelStatusSink');
+export interface TunnelStatusSink {
+  setStatus(fields: Record<string, unknown>): void;
+}
+
+/** This node's end of the tunnel for other modules: its node, its site, streams to other nodes. */
+export const TunnelEndpoint = Symbol.for('edgecore.TunnelEndpoint');
+export interface TunnelEndpoint {
+  readonly node: string;
+  readonly site?: string;
+  open(route: PeerRoute, host: string, port: number): Promise<ClientHttp2Stream>;
+  datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel>;
+}
+
+/** The backends this node lets other nodes reach (bound by the host to EdgeMesh). */
+export const TunnelTargetsToken = Symbol.for('edgecore.TunnelTargets');
+
+/**
+ * EdgeTunnel as a beehive module (`edgetunnel`, group `tunnel`): the node's identity is loaded and
+ * checked when the module is made (a bad certificate stops edgecore at start with the file and
+ * the reason), the agent links to every relay at start, and each change of the relays that reach
+ * the node goes into its status with its `site` and direct address.
+ */
+@injectable()
+export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
+  readonly name = TUNNEL_MODULE_NAME;
+  readonly group = 'tunnel';
+  readonly agent: TunnelAgent;
+  readonly site?: string;
+  private readonly readiness = new ReadySignal();
+  private readonly advertise?: string;
+
+  constructor(
+    @inject(EdgeTunnelOptions) options: EdgeTunnelOptions,
+    @inject(TunnelTargetsToken) targets: TunnelTargets,
+    @inject(TunnelStatusSink) @optional() private readonly status?: TunnelStatusSink,
+    @inject(Logger) @optional() private readonly log: Logger = silentLogger,
+  ) {
+    const { nodeName, ...config } = options;
+    const o = resolveTunnelOptions(edgeTunnelConfigSchema, config);
+    for (const k of ['certFile', 'keyFile', 'caFile'] as const)
+      if (!o[k])
+        throw new InvalidTunnelOptionError(
+          `modules.edgeTunnel.${k}`,
+          o[k],
+          'a file (edgectl certs node NAME)',
+        );
+    const identity = loadIdentity(
+      { cert: o.certFile!, key: o.keyFile!, ca: o.caFile! },
+      { role: ROLE_NODE, name: nodeName },
+    );
+    const listen = o.listen ? splitListen(o.listen) : undefined;
+    this.site = o.site;
+    this.advertise = o.advertise ?? o.listen;
+    this.agent = new TunnelAgent({
+      identity,
+      relays: o.relays,
+      listen,
+      revokedFile: o.revokedFile,
+      openTimeoutMs: o.openTimeoutMs,
+      idleTimeoutMs: o.idleTimeoutSeconds * 1000,
+      udpIdleTimeoutMs: o.udpIdleTimeoutSeconds * 1000,
+      pingIntervalMs: o.pingIntervalMs,
+      targets,
+      log,
+    });
+    this.agent.on('change', () => this.publish());
+  }
+
+  get node(): string {
+    return this.agent.name;
+  }
+
+  enable(): boolean {
+    return true;
+  }
+
+  ready(): Promise<void> {
+    return this.readiness.promise;
+  }
+
+  async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
+    await this.agent.start();
+    this.publish();
+    this.readiness.resolve();
+    this.log.info({ node: this.node, site: this.site, relays: this.agent.relaysUp() }, 'edgetunnel started');
+    for await (const msg of ctx.receive(this.name)) {
+      if (signal.aborted) break;
+      this.log.debug({ resource: msg.route.resource }, 'edgetunnel: message ignored');
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.agent.stop();
+  }
+
+  /** A TCP stream to a backend on `route.node` (EdgeMesh's MeshTunnel). */
+  open(route: PeerRoute, host: string, port: number): Promise<ClientHttp2Stream> {
+    return this.agent.open(route, host, port, 'tcp');
+  }
+
+  datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel> {
+    return this.agent.datagram(route, host, port);
+  }
+
+  private publish(): void {
+    this.status?.setStatus({
+      site: this.site,
+      tunnel: { relays: this.agent.reachedBy(), address: this.advertise },
+    });
+  }
+}
+
+function splitListen(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(':');
+  return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
+}

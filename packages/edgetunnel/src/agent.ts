@@ -37,6 +37,7 @@ import {
   ROLE_NODE,
   ROLE_RELAY,
   STATUS,
+  TLS_CIPHERS,
   type TunnelProto,
 } from './protocol';
 import { StreamOpenError, TunnelCode, TunnelError } from './tunnel-errors';
@@ -318,6 +319,7 @@ export class TunnelAgent extends EventEmitter {
       cert: id.cert,
       ca: id.ca,
       minVersion: 'TLSv1.3',
+      ciphers: TLS_CIPHERS,
       ALPNProtocols: [alpn],
       checkServerIdentity: check,
     });
@@ -488,6 +490,7 @@ export class TunnelAgent extends EventEmitter {
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
+      ciphers: TLS_CIPHERS,
       ALPNProtocols: [ALPN_FORWARD],
     });
     server.on('secureConnection', (sock) => {

@@ -25,6 +25,7 @@ import {
   H_PROTO,
   ROLE_NODE,
   STATUS,
+  TLS_CIPHERS,
 } from './protocol';
 import { TunnelCode, TunnelError } from './tunnel-errors';
 
@@ -93,6 +94,7 @@ export class Relay {
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
+      ciphers: TLS_CIPHERS,
       ALPNProtocols: [ALPN_FORWARD, ALPN_REVERSE],
     });
     server.on('secureConnection', (sock) => this.accept(sock));

@@ -11,6 +11,7 @@ import {
 import { MetaManagerOptions, metamanagerContainerModule } from '@edgecore/metamanager';
 import { EdgeHubOptions, edgehubContainerModule, NodeStatusPublisher } from '@edgecore/edgehub';
 import {
+  BackendPaths,
   EdgeMeshOptions,
   edgemeshContainerModule,
   MeshTunnel,
@@ -155,10 +156,16 @@ export class EdgeCoreHost {
   ) {
     this.log = opts.logger;
     this.lock = new DbLock(config.database.dataSource);
-    this.obs = new ObservabilityServer(this.metrics, () => ({
-      ready: this.ready,
-      reason: this.notReadyReason,
-    }));
+    this.obs = new ObservabilityServer(
+      this.metrics,
+      () => ({ ready: this.ready, reason: this.notReadyReason }),
+      {
+        '/debug/endpoints': () =>
+          this.container.isBound(BackendPaths)
+            ? this.container.get<BackendPaths>(BackendPaths).backendPaths()
+            : [],
+      },
+    );
   }
 
   get observabilityAddress(): string | undefined {

@@ -25,7 +25,7 @@ import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
 import { PortalManager, portalPortRange } from './proxy/portals';
 import { VipTable } from './vip/vip-table';
-import { BackendDialer, MeshTunnel, PublishedBackends, SitePaths } from './tunnel';
+import { BackendDialer, BackendPaths, MeshTunnel, PublishedBackends, SitePaths } from './tunnel';
 
 type Bind = ContainerModuleLoadOptions['bind'];
 
@@ -203,6 +203,7 @@ export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
   bind(EdgeMeshModule).toSelf().inSingletonScope();
   bind(BeehiveModule).toService(EdgeMeshModule);
   bind(PublishedBackends).toService(EdgeMeshModule);
+  bind(BackendPaths).toService(EdgeMeshModule);
   bind(MetricsContribution).toDynamicValue((ctx) => new EdgeMeshMetrics(ctx.get(EdgeMeshModule)));
 });
 

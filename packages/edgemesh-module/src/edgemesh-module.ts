@@ -14,7 +14,7 @@ import { BackendIndex } from './lb/backend-index';
 import { serviceEndpoints, type Backend } from './lb/backends';
 import { LoadBalancer } from './lb/load-balancer';
 import { publishedBackends } from './lb/published';
-import type { PublishedBackends } from './tunnel';
+import type { BackendPathRow, BackendPaths, PublishedBackends } from './tunnel';
 import type { PortalSpec } from './portal-table';
 import type { ForwardProxy, ResolvedTarget } from './proxy/forward-proxy';
 import { HttpProxy } from './proxy/http/http-proxy';
@@ -47,7 +47,7 @@ export interface EdgeMeshUpdateStats {
  * reconciles them with each batch of changes MetaManager forwards after its commits.
  */
 @injectable()
-export class EdgeMeshModule implements BeehiveModule, PublishedBackends {
+export class EdgeMeshModule implements BeehiveModule, PublishedBackends, BackendPaths {
   readonly name = MESH_MODULE_NAME;
   readonly group = Group.Mesh;
   readonly dependencies: string[];
@@ -105,6 +105,22 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends {
   publishes(node: string, host: string, port: number, proto: 'tcp' | 'udp'): boolean {
     this.published ??= publishedBackends(this.catalog, node);
     return this.published.has(`${proto}/${host}:${port}`);
+  }
+
+  /** Every portal's backends with the path to each: routed, or through the tunnel. */
+  backendPaths(): BackendPathRow[] {
+    const rows: BackendPathRow[] = [];
+    for (const e of this.portals?.table() ?? [])
+      for (const b of this.backends.of(e))
+        rows.push({
+          namespace: e.namespace,
+          service: e.endpoint ? `${e.endpoint}.${e.service}` : e.service,
+          port: `${e.portName ?? e.port}/${e.transport}`,
+          backend: b.key,
+          node: b.node,
+          path: b.tunnel ? 'tunnel' : 'direct',
+        });
+    return rows;
   }
 
   get cloudConnected(): boolean {

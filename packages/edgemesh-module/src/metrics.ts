@@ -11,6 +11,24 @@ export class EdgeMeshMetrics implements MetricsContribution {
 
   registerMetrics(r: Registry): void {
     const mesh = this.mesh;
+    scrapedGauge(
+      r,
+      'edgecore_edgemesh_backends',
+      'Backends of every service port, by path: routed (direct) or through EdgeTunnel (another site).',
+      () => {
+        let direct = 0;
+        let tunnel = 0;
+        for (const row of mesh.backendPaths()) {
+          if (row.path === 'tunnel') tunnel++;
+          else direct++;
+        }
+        return [
+          [{ path: 'direct' }, direct],
+          [{ path: 'tunnel' }, tunnel],
+        ];
+      },
+      ['path'],
+    );
     const http = mesh.http.stats;
     scrapedCounter(
       r,

@@ -40,6 +40,22 @@ export interface PublishedBackends {
 }
 export const PublishedBackends = Symbol.for('edgecore.PublishedBackends');
 
+/** One backend of a service port and the path to it (`edgectl get endpoints -o wide`). */
+export interface BackendPathRow {
+  namespace: string;
+  service: string;
+  port: string;
+  backend: string;
+  node?: string;
+  path: 'direct' | 'tunnel';
+}
+
+/** The backends of every portal and their paths (`EdgeMeshModule.backendPaths`). */
+export interface BackendPaths {
+  backendPaths(): BackendPathRow[];
+}
+export const BackendPaths = Symbol.for('edgecore.BackendPaths');
+
 /**
  * The path rule, in one place: a backend on a node whose published site differs from this node's
  * goes through the tunnel; one of the same site, of an unknown node, or of a node that published

@@ -13,6 +13,9 @@ Usage:
   edgectl [--server tcp://HOST:1883] apply  -f FILE|- [-f FILE…] [--node-ip NODE=IP…]
   edgectl [--server tcp://HOST:1883] delete -f FILE|- [-f FILE…]
   edgectl get services|pods|endpoints [-n NAMESPACE | -A] [--metaserver http://127.0.0.1:10550]
+  edgectl get endpoints -o wide [-n NAMESPACE | -A] [--observability http://127.0.0.1:10351]
+                                    every service port's backends as the node's EdgeMesh resolved
+                                    them, with the node and the path (direct, or tunnel to a site)
   edgectl certs init --dir DIR                       a fleet CA (ca.crt, ca.key)
   edgectl certs node NAME --dir DIR [--address A…]   a node's key and certificate
   edgectl certs relay NAME --dir DIR --address A…    a relay's (its addresses as subjectAltNames)
@@ -48,6 +51,8 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         namespace: { type: 'string', short: 'n' },
         'all-namespaces': { type: 'boolean', short: 'A' },
         metaserver: { type: 'string', default: 'http://127.0.0.1:10550' },
+        observability: { type: 'string', default: 'http://127.0.0.1:10351' },
+        output: { type: 'string', short: 'o' },
         username: { type: 'string' },
         password: { type: 'string' },
         prefix: { type: 'string' },
@@ -84,6 +89,27 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
     io.stderr(`edgectl: ${(e as Error).message}\n`);
     return 1;
   }
+}
+
+/** `get endpoints -o wide`: the node's own view of backends and paths (its observability server). */
+async function endpointsWide(ns: string | undefined, v: Record<string, any>, io: Io): Promise<number> {
+  const url = `${String(v.observability).replace(/\/$/, '')}/debug/endpoints`;
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: ${res.status}`);
+  const items = (await res.json()) as {
+    namespace: string;
+    service: string;
+    port: string;
+    backend: string;
+    node?: string;
+    path: string;
+  }[];
+  const rows = [[...(ns ? [] : ['NAMESPACE']), 'NAME', 'PORT', 'ENDPOINT', 'NODE', 'PATH']];
+  for (const r of items)
+    if (!ns || r.namespace === ns)
+      rows.push([...(ns ? [] : [r.namespace]), r.service, r.port, r.backend, r.node ?? '<none>', r.path]);
+  io.stdout(table(rows, ns));
+  return 0;
 }
 
 /** `edgectl certs`: the fleet's identities for EdgeTunnel (openssl underneath; see edgetunnel's README). */
@@ -231,6 +257,11 @@ async function get(what: string | undefined, v: Record<string, any>, io: Io): Pr
     return 2;
   }
   const ns = v['all-namespaces'] ? undefined : (v.namespace ?? 'default');
+  if (v.output !== undefined && !(v.output === 'wide' && plural === 'endpoints')) {
+    io.stderr(`edgectl get: -o ${v.output}: only "-o wide" of endpoints is known\n`);
+    return 2;
+  }
+  if (v.output === 'wide') return endpointsWide(ns, v, io);
   const base = String(v.metaserver).replace(/\/$/, '');
   const url = ns
     ? `${base}/api/v1/namespaces/${encodeURIComponent(ns)}/${plural}`
@@ -274,14 +305,17 @@ async function get(what: string | undefined, v: Record<string, any>, io: Io): Pr
       rows.push([...(ns ? [] : [e.metadata.namespace]), e.metadata.name, eps.join(',') || '<none>']);
     }
   }
-  if (rows.length === 1) {
-    io.stdout(`No resources found${ns ? ` in ${ns} namespace` : ''}.\n`);
-    return 0;
-  }
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  for (const r of rows)
-    io.stdout(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i] + 3))).join('') + '\n');
+  io.stdout(table(rows, ns));
   return 0;
+}
+
+/** kubectl's columns: a header row and rows padded to the widest cell (or "No resources found"). */
+function table(rows: string[][], ns: string | undefined): string {
+  if (rows.length === 1) return `No resources found${ns ? ` in ${ns} namespace` : ''}.\n`;
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i] + 3))).join('') + '\n')
+    .join('');
 }
 
 export function main(argv: string[]): void {

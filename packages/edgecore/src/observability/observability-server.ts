@@ -3,13 +3,15 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
-/** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus, from the registry every package contributes to). */
+/** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus, from the registry every package contributes to), and JSON views (`/debug/endpoints`: every service port's backends and the path to each). */
 export class ObservabilityServer {
   private server?: Server;
 
   constructor(
     private readonly metrics: Registry,
     private readonly isReady: () => { ready: boolean; reason?: string },
+    /** `GET path` → JSON of what the function returns (e.g. `/debug/endpoints`). */
+    private readonly views: Record<string, () => unknown> = {},
   ) {}
 
   async listen(host: string, port: number): Promise<AddressInfo> {
@@ -32,6 +34,8 @@ export class ObservabilityServer {
           (e: Error) =>
             res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${e.message}\n`),
         );
+      } else if (Object.hasOwn(this.views, path)) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.views[path]()));
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       }

@@ -67,8 +67,10 @@ export class TcpProxy {
     const attempt = (): void => {
       const b = this.lb.pick(backends, scope, ip, undefined, tried);
       if (!b) {
+        // no backend could take it: a reset, as a refused connection looks to the client (a FIN
+        // would read as a backend that answered nothing)
         this.stats.noBackend++;
-        client.destroy();
+        client.resetAndDestroy();
         return;
       }
       if (b.tunnel) return this.attemptTunnel(client, b, tried, attempt, initial);

@@ -13,6 +13,7 @@ const dgram = require('node:dgram');
 const http = require('node:http');
 const crypto = require('node:crypto');
 const path = require('node:path');
+const { setTimeout } = require('node:timers');
 
 const [cmd, ...a] = process.argv.slice(2);
 const die = (m) => {

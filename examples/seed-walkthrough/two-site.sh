@@ -272,6 +272,11 @@ step "revoke node c: the relay cuts it off"
 before=$(x $C curl -s -o /dev/null -w '%{http_code}' --max-time 5 $url)
 [ "$before" = 200 ] && ok "node c reaches nginx-svc through the tunnel before" || fail "node c: $before"
 node "$EDGECTL" certs revoke edge-node-c --dir "$CERTS" | sed 's/^/    /'
+# the cloud back, the deny list goes to every node too (a ConfigMap, like other objects)
+start_mosquitto
+node "$EDGECTL" certs configmap --dir "$CERTS" | x $CLOUD node "$EDGECTL" --server tcp://203.0.113.254:1883 apply -f - | sed 's/^/    /'
+for _ in $(seq 1 200); do grep -q '"entries":1,"msg":"edgetunnel: deny list from the cloud"' "$W/edge-node-b.log" && break; sleep 0.1; done
+grep -q '"entries":1,"msg":"edgetunnel: deny list from the cloud"' "$W/edge-node-b.log" && ok "node b holds the cloud's deny list (1 entry)" || fail "node b did not get the deny list"
 for _ in $(seq 1 50); do grep -q '"node":"edge-node-c".*revoked\|revoked.*edge-node-c' "$W/relay-2.log" && break; sleep 0.1; done
 sleep 1
 code=$(x $C curl -s -o /dev/null -w '%{http_code}' --max-time 5 $url)

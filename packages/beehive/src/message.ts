@@ -68,6 +68,7 @@ export const Group = {
   Hub: 'hub',
   Meta: 'meta',
   Mesh: 'mesh',
+  Tunnel: 'tunnel',
   User: 'user',
   Bus: 'bus',
 } as const;

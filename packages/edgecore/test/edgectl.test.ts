@@ -296,3 +296,36 @@ modules:
     expect(m).toMatch(/edgecore_edgehub_messages_total\{result="committed"\} [1-9]/);
   });
 });
+
+describe('edgectl certs', () => {
+  it('init, node, relay, revoke and the deny list as a ConfigMap that apply takes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edgectl-certs-'));
+    try {
+      const run = async (...args: string[]) => {
+        const c = io();
+        const code = await edgectl(['certs', ...args, '--dir', dir], c.io);
+        return { code, out: c.out.join(''), err: c.err.join('') };
+      };
+      expect((await run('init')).code).toBe(0);
+      expect((await run('init')).err).toMatch(/exists/);
+      expect((await run('node', 'edge-node-a')).out).toContain('edge-node-a.crt');
+      expect((await run('relay', 'relay-1')).err).toMatch(/--address is required/);
+      expect((await run('relay', 'relay-1', '--address', '203.0.113.254')).code).toBe(0);
+      expect((await run('node', 'Bad_Name')).err).toMatch(/not a valid node name/);
+      expect((await run('node', 'edge-node-b', '--days', '0')).err).toMatch(/--days 0/);
+      const r = await run('revoke', 'edge-node-a');
+      expect(r.out).toMatch(/revoked edge-node-a \([0-9A-F:]{95}\)/);
+      const cm = (await run('configmap')).out;
+      const [doc] = planManifest(cm, 'cm.yaml', { nodeIPs: {} });
+      expect(doc.objects[0]).toMatchObject({
+        type: 'configmap',
+        namespace: 'kube-system',
+        name: 'edgetunnel-revoked',
+      });
+      const data = (doc.objects[0].object as { data: Record<string, string> }).data['revoked.json'];
+      expect(JSON.parse(data).revoked).toEqual([{ node: 'edge-node-a', fingerprint256: expect.any(String) }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

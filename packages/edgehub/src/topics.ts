@@ -79,9 +79,11 @@ export const KIND_TO_TYPE: Record<string, string> = {
   Service: 'service',
   Endpoints: 'endpoints',
   Pod: 'pod',
+  ConfigMap: 'configmap',
 };
 export const TYPE_TO_KIND: Record<string, string> = {
   service: 'Service',
   endpoints: 'Endpoints',
   pod: 'Pod',
+  configmap: 'ConfigMap',
 };

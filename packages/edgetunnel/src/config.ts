@@ -39,7 +39,11 @@ export type EdgeTunnelConfig = z.output<typeof edgeTunnelConfigSchema>;
 
 /** What the module needs: its config and the node's name. */
 export const EdgeTunnelOptions = Symbol.for('edgecore.EdgeTunnelOptions');
-export type EdgeTunnelOptions = z.input<typeof edgeTunnelConfigSchema> & { nodeName: string };
+export type EdgeTunnelOptions = z.input<typeof edgeTunnelConfigSchema> & {
+  nodeName: string;
+  /** Modules started first (`metamanager`: the deny list is read from it). */
+  dependencies?: string[];
+};
 
 export const resolveTunnelOptions = optionsResolver(
   'modules.edgeTunnel',

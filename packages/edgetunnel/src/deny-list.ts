@@ -12,9 +12,39 @@ export interface Revocation {
   fingerprint256?: string;
 }
 
+/** The ConfigMap that carries the deny list to nodes through the cloud, and its key. */
+export const REVOKED_CONFIGMAP = {
+  namespace: 'kube-system',
+  name: 'edgetunnel-revoked',
+  key: 'revoked.json',
+};
+
+/** `edgectl certs configmap`: the deny list file as that ConfigMap (YAML, for `edgectl apply -f -`). */
+export function revokedConfigMap(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+    parseDenyList(text, file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    text = '{"revoked": []}\n';
+  }
+  const c = REVOKED_CONFIGMAP;
+  return [
+    'apiVersion: v1',
+    'kind: ConfigMap',
+    `metadata: { name: ${c.name}, namespace: ${c.namespace} }`,
+    'data:',
+    `  ${c.key}: ${JSON.stringify(JSON.stringify(JSON.parse(text)))}`,
+    '',
+  ].join('\n');
+}
+
 export class DenyList {
   private names = new Set<string>();
   private prints = new Set<string>();
+  /** Entries that came another way than the file (the cloud's ConfigMap), kept apart from it. */
+  private distributed: { names: Set<string>; prints: Set<string> } = { names: new Set(), prints: new Set() };
   private mtime = -1;
   private timer?: NodeJS.Timeout;
   /** The last read error, cleared by a good read (the previous list stays in force). */
@@ -39,21 +69,26 @@ export class DenyList {
     this.timer = undefined;
   }
 
-  /** Replace the entries (a list that arrived another way than the file). */
+  /** Replace the file's entries. */
   set(entries: readonly Revocation[]): void {
-    this.names = new Set(entries.filter((e) => e.node && !e.fingerprint256).map((e) => e.node!));
-    this.prints = new Set(
-      entries.filter((e) => e.fingerprint256).map((e) => e.fingerprint256!.toUpperCase()),
-    );
+    ({ names: this.names, prints: this.prints } = split(entries));
+    this.onChange?.();
+  }
+
+  /** Replace the entries that came through the cloud (they add to the file's). */
+  setDistributed(entries: readonly Revocation[]): void {
+    this.distributed = split(entries);
     this.onChange?.();
   }
 
   get size(): number {
-    return this.names.size + this.prints.size;
+    return this.names.size + this.prints.size + this.distributed.names.size + this.distributed.prints.size;
   }
 
   isRevoked(name: string, fingerprint256: string): boolean {
-    return this.names.has(name) || this.prints.has(fingerprint256.toUpperCase());
+    const fp = fingerprint256.toUpperCase();
+    const d = this.distributed;
+    return this.names.has(name) || this.prints.has(fp) || d.names.has(name) || d.prints.has(fp);
   }
 
   private reload(): void {
@@ -74,6 +109,13 @@ export class DenyList {
       this.error = (e as Error).message;
     }
   }
+}
+
+function split(entries: readonly Revocation[]): { names: Set<string>; prints: Set<string> } {
+  return {
+    names: new Set(entries.filter((e) => e.node && !e.fingerprint256).map((e) => e.node!)),
+    prints: new Set(entries.filter((e) => e.fingerprint256).map((e) => e.fingerprint256!.toUpperCase())),
+  };
 }
 
 export function parseDenyList(text: string, file: string): Revocation[] {

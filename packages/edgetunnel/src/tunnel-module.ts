@@ -1,8 +1,19 @@
-import { BeehiveModule, ChannelContext, Logger, ReadySignal, silentLogger } from '@edgecore/beehive';
+import {
+  BeehiveModule,
+  ChannelContext,
+  Group,
+  isErrorMessage,
+  Logger,
+  newMessage,
+  Operation,
+  ReadySignal,
+  silentLogger,
+} from '@edgecore/beehive';
 import { inject, injectable, optional } from 'inversify';
 import type { ClientHttp2Stream } from 'node:http2';
 import { TunnelAgent, type PeerRoute, type TunnelTargets } from './agent';
 import { loadIdentity } from './certs';
+import { parseDenyList, REVOKED_CONFIGMAP } from './deny-list';
 import { EdgeTunnelOptions, edgeTunnelConfigSchema, resolveTunnelOptions } from './config';
 import type { DatagramChannel } from './framing';
 import { ROLE_NODE } from './protocol';
@@ -37,7 +48,9 @@ export const TunnelTargetsToken = Symbol.for('edgecore.TunnelTargets');
 @injectable()
 export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
   readonly name = TUNNEL_MODULE_NAME;
-  readonly group = 'tunnel';
+  readonly group = Group.Tunnel;
+  /** `metamanager` when it runs: the deny list the cloud distributes is read from it at start. */
+  readonly dependencies: string[];
   readonly agent: TunnelAgent;
   readonly site?: string;
   private readonly readiness = new ReadySignal();
@@ -49,7 +62,8 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
     @inject(TunnelStatusSink) @optional() private readonly status?: TunnelStatusSink,
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
   ) {
-    const { nodeName, ...config } = options;
+    const { nodeName, dependencies, ...config } = options;
+    this.dependencies = dependencies ?? [];
     const o = resolveTunnelOptions(edgeTunnelConfigSchema, config);
     for (const k of ['certFile', 'keyFile', 'caFile'] as const)
       if (!o[k])
@@ -93,13 +107,52 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
   }
 
   async start(ctx: ChannelContext, signal: AbortSignal): Promise<void> {
+    if (this.dependencies.includes('metamanager')) await this.loadDenyList(ctx);
     await this.agent.start();
     this.publish();
     this.readiness.resolve();
     this.log.info({ node: this.node, site: this.site, relays: this.agent.relaysUp() }, 'edgetunnel started');
+    // MetaManager forwards every committed ConfigMap here; the deny list is one of them
     for await (const msg of ctx.receive(this.name)) {
       if (signal.aborted) break;
-      this.log.debug({ resource: msg.route.resource }, 'edgetunnel: message ignored');
+      if (msg.route.resource !== REVOKED_RESOURCE) continue;
+      this.applyDenyList(msg.route.operation === Operation.Delete ? undefined : msg.content);
+    }
+  }
+
+  /** The deny list as the node last committed it (offline too: MetaManager answers from SQLite). */
+  private async loadDenyList(ctx: ChannelContext): Promise<void> {
+    const q = newMessage(null, {
+      source: this.name,
+      destination: 'metamanager',
+      group: Group.Meta,
+      operation: Operation.Query,
+      resource: REVOKED_RESOURCE,
+    });
+    try {
+      const reply = await ctx.sendSync('metamanager', q, 5000);
+      if (!isErrorMessage(reply)) this.applyDenyList(reply.content);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'edgetunnel: deny list not read from the local store');
+    }
+  }
+
+  /** The cloud's deny list (a ConfigMap): added to the file's; a bad one leaves the last in force. */
+  private applyDenyList(obj: unknown): void {
+    const text = (obj as { data?: Record<string, unknown> } | null)?.data?.[REVOKED_CONFIGMAP.key];
+    if (typeof text !== 'string') {
+      this.agent.denied.setDistributed([]);
+      return;
+    }
+    try {
+      const entries = parseDenyList(text, REVOKED_RESOURCE);
+      this.agent.denied.setDistributed(entries);
+      this.log.info({ entries: entries.length }, 'edgetunnel: deny list from the cloud');
+    } catch (e) {
+      this.log.warn(
+        { err: (e as Error).message },
+        'edgetunnel: deny list from the cloud refused; the last one stays',
+      );
     }
   }
 
@@ -123,6 +176,8 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
     });
   }
 }
+
+const REVOKED_RESOURCE = `${REVOKED_CONFIGMAP.namespace}/configmap/${REVOKED_CONFIGMAP.name}`;
 
 function splitListen(hp: string): { host: string; port: number } {
   const i = hp.lastIndexOf(':');

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import {
   appendRevocation,
+  DenyList,
+  parseDenyList,
   caFiles,
   createCa,
   issue,
@@ -172,6 +174,19 @@ describe('certificates', () => {
         message: expect.stringContaining('nope.crt'),
       }),
     );
+  });
+
+  test('a deny list from the cloud adds to the file; neither replaces the other', () => {
+    appendRevocation(revoked, { node: 'c' });
+    const d = new DenyList(revoked);
+    d.setDistributed(parseDenyList(JSON.stringify({ revoked: [{ fingerprint256: 'ab:cd' }] }), 'cm'));
+    expect(d.isRevoked('c', 'XX')).toBe(true); // the file's entry, by name
+    expect(d.isRevoked('a', 'AB:CD')).toBe(true); // the cloud's, by fingerprint (any case)
+    expect(d.isRevoked('a', 'EF')).toBe(false);
+    d.setDistributed([]);
+    expect(d.isRevoked('a', 'AB:CD')).toBe(false);
+    expect(d.isRevoked('c', 'XX')).toBe(true);
+    expect(() => parseDenyList('{"revoked":[{}]}', 'cm')).toThrow(/revoked\[0\]/);
   });
 
   test('a fleet has one CA: init refuses to overwrite it', async () => {

@@ -24,7 +24,7 @@ import {
 import { inject, injectable, optional } from 'inversify';
 import { EventEmitter } from 'node:events';
 import {
-  MESH_TYPES,
+  FORWARD_GROUPS,
   META_MODULE_NAME,
   MetaManagerOptions,
   metaManagerOptionsSchema,
@@ -200,7 +200,12 @@ export class MetaManagerModule implements BeehiveModule {
       for (const w of writes) w.answer(this.refusal(w.msg, e));
       return;
     }
-    const mesh = ctx.moduleNames(Group.Mesh);
+    const groups = new Map<string, string[]>(); // group → its modules, looked up once per batch
+    const modulesOf = (g: string): string[] => {
+      let m = groups.get(g);
+      if (!m) groups.set(g, (m = ctx.moduleNames(g)));
+      return m;
+    };
     for (let i = 0; i < writes.length; i++) {
       const { msg, parsed, answer } = writes[i];
       const res = results[i];
@@ -214,10 +219,12 @@ export class MetaManagerModule implements BeehiveModule {
       }
       if (res.status === 'applied') {
         this.stats.applied++;
-        if (mesh.length && MESH_TYPES.has(parsed.op.type)) {
+        const group = FORWARD_GROUPS.get(parsed.op.type);
+        const mesh = group ? modulesOf(group) : [];
+        if (mesh.length) {
           const fwd = newMessage(parsed.object, {
             source: this.name,
-            group: Group.Mesh,
+            group: group!,
             operation: msg.route.operation,
             resource: parsed.op.key,
             resourceVersion: parsed.op.resourceVersion ? String(parsed.op.resourceVersion) : undefined,

@@ -1,7 +1,14 @@
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { appendRevocation, caFiles, createCa, identityFiles, issue } from '@edgecore/edgetunnel';
+import {
+  appendRevocation,
+  caFiles,
+  createCa,
+  identityFiles,
+  issue,
+  revokedConfigMap,
+} from '@edgecore/edgetunnel';
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
@@ -20,8 +27,10 @@ Usage:
   edgectl certs node NAME --dir DIR [--address A…]   a node's key and certificate
   edgectl certs relay NAME --dir DIR --address A…    a relay's (its addresses as subjectAltNames)
   edgectl certs revoke NAME --dir DIR                add NAME's certificate to DIR/revoked.json
+  edgectl certs configmap --dir DIR                  the deny list as a ConfigMap for the nodes:
+                                                     edgectl certs configmap --dir DIR | edgectl apply -f -
 
-Kinds: Pod, Service, Endpoints, Deployment (pods on spec.template.spec.nodeName).
+Kinds: Pod, Service, Endpoints, Deployment (pods on spec.template.spec.nodeName), ConfigMap.
 Options: --username, --password, --prefix (topic prefix, default edgecore).
 `;
 
@@ -149,6 +158,10 @@ async function certs(
     io.stdout(`${what} ${name}: ${f.cert} (key ${f.key}, 0600)\n`);
     return 0;
   }
+  if (what === 'configmap') {
+    io.stdout(revokedConfigMap(join(dir, 'revoked.json')));
+    return 0;
+  }
   if (what === 'revoke') {
     const file = identityFiles(dir, name!).cert;
     const fingerprint256 = new X509Certificate(readFileSync(file)).fingerprint256;
@@ -156,7 +169,7 @@ async function certs(
     io.stdout(`revoked ${name} (${fingerprint256}) in ${join(dir, 'revoked.json')}\n`);
     return 0;
   }
-  io.stderr(`edgectl certs: unknown "${what ?? ''}" (init, node, relay, revoke)\n`);
+  io.stderr(`edgectl certs: unknown "${what ?? ''}" (init, node, relay, revoke, configmap)\n`);
   return 2;
 }
 

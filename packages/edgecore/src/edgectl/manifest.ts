@@ -5,7 +5,7 @@ import { EdgeCoreError } from '../edgecore-errors';
 
 /** One object edgectl publishes: a Service, Endpoints or Pod (Deployments expand into Pods). */
 export interface PlannedObject {
-  type: 'service' | 'endpoints' | 'pod';
+  type: 'service' | 'endpoints' | 'pod' | 'configmap';
   namespace: string;
   name: string;
   object: Record<string, any>;
@@ -94,8 +94,17 @@ function planDocument(
       };
     case 'Deployment':
       return { display: `deployment.apps/${name}`, objects: expandDeployment(base, opts, fail) };
+    case 'ConfigMap':
+      if (o.data !== undefined && (typeof o.data !== 'object' || Array.isArray(o.data)))
+        fail('data must be a mapping');
+      for (const [k, val] of Object.entries(o.data ?? {}))
+        if (typeof val !== 'string') fail(`data.${k} must be a string`);
+      return {
+        display: `configmap/${name}`,
+        objects: [{ type: 'configmap', namespace, name, object: base }],
+      };
     default:
-      return fail(`unsupported kind "${kind}" (supported: Pod, Service, Endpoints, Deployment)`);
+      return fail(`unsupported kind "${kind}" (supported: Pod, Service, Endpoints, Deployment, ConfigMap)`);
   }
 }
 

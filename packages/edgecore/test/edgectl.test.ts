@@ -231,12 +231,12 @@ modules:
 
   it('a file with any invalid document publishes nothing and exits non-zero', async () => {
     const f = join(dir, 'bad.yaml');
-    writeFileSync(f, SEED + '---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n');
+    writeFileSync(f, SEED + '---\napiVersion: v1\nkind: Secret\nmetadata: {name: c}\n');
     const b = io();
     expect(
       await edgectl(['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'], b.io),
     ).toBe(1);
-    expect(b.err.join('')).toContain(`${f}: document 3: unsupported kind "ConfigMap"`);
+    expect(b.err.join('')).toContain(`${f}: document 3: unsupported kind "Secret"`);
     // a fence instead of a wait: anything the bad run published was acknowledged by the broker
     // before that run ended, so the broker queued it for the node before the fence applied now —
     // once the fence is on the node, whatever else is there is all the bad file sent

@@ -14,7 +14,6 @@ import {
 } from 'node:http2';
 import { connect as netConnect, isIP, isIPv4, type AddressInfo } from 'node:net';
 import {
-  checkServerIdentity,
   connect as tlsConnect,
   createServer as tlsServer,
   type PeerCertificate,
@@ -25,9 +24,9 @@ import { peerOf, type Identity } from './certs';
 import { DenyList } from './deny-list';
 import { DatagramChannel, Deframer, frame } from './framing';
 import { join } from './pipe';
+import { RelayLink } from './relay-link';
 import {
   ALPN_FORWARD,
-  ALPN_REVERSE,
   H2_CONNECTION_WINDOW,
   H2_SETTINGS,
   H_ERROR,
@@ -35,7 +34,6 @@ import {
   H_NODE,
   H_PROTO,
   ROLE_NODE,
-  ROLE_RELAY,
   STATUS,
   TLS_CIPHERS,
   type TunnelProto,
@@ -90,105 +88,6 @@ export interface TunnelAgentStats {
   /** Bytes of the streams this node opened (received) and served (both ways). */
   bytesOpened: number;
   bytesServed: number;
-}
-
-/** One configured relay: an outbound `h2` link (this node opens streams) and a reverse link. */
-class RelayLink {
-  name?: string;
-  forward?: ClientHttp2Session;
-  reverse?: ServerHttp2Session;
-  private backoff: number;
-  private timer?: NodeJS.Timeout;
-  stopped = false;
-
-  constructor(
-    readonly address: string,
-    private readonly agent: TunnelAgent,
-    private readonly initialMs: number,
-    private readonly maxMs: number,
-  ) {
-    this.backoff = initialMs;
-  }
-
-  get up(): boolean {
-    return !!this.forward && !this.forward.closed && !this.forward.destroyed && !this.forward.connecting;
-  }
-
-  get reachable(): boolean {
-    return !!this.reverse && !this.reverse.closed && !this.reverse.destroyed;
-  }
-
-  start(): void {
-    this.dialForward();
-    this.dialReverse();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.forward?.destroy();
-    this.reverse?.destroy();
-  }
-
-  private again(): void {
-    if (this.stopped || this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (!this.up) this.dialForward();
-      if (!this.reachable) this.dialReverse();
-    }, this.backoff);
-    this.timer.unref();
-    this.backoff = Math.min(this.backoff * 2, this.maxMs);
-  }
-
-  private dialForward(): void {
-    if (this.stopped) return;
-    this.forward?.destroy();
-    const sock = this.agent.dial(this.address, ALPN_FORWARD, relayIdentity);
-    const s = h2connect(`https://${this.address}`, { createConnection: () => sock, settings: H2_SETTINGS });
-    this.forward = s;
-    s.on('error', (e) =>
-      this.agent.log.debug({ relay: this.address, err: e.message }, 'tunnel: relay link error'),
-    );
-    s.once('connect', () => {
-      this.name = peerOf(sock.getPeerCertificate()).name;
-      s.setLocalWindowSize(H2_CONNECTION_WINDOW);
-      this.backoff = this.initialMs;
-      this.agent.log.info({ relay: this.name, address: this.address }, 'tunnel: linked to relay');
-      this.agent.changed();
-    });
-    s.once('close', () => {
-      if (this.forward === s) this.forward = undefined;
-      this.agent.changed();
-      this.again();
-    });
-  }
-
-  private dialReverse(): void {
-    if (this.stopped) return;
-    this.reverse?.destroy();
-    const sock = this.agent.dial(this.address, ALPN_REVERSE, relayIdentity);
-    sock.on('error', (e) =>
-      this.agent.log.debug({ relay: this.address, err: e.message }, 'tunnel: reverse link error'),
-    );
-    sock.once('close', () => {
-      this.reverse = undefined;
-      this.agent.changed();
-      this.again();
-    });
-    sock.once('secureConnect', () => {
-      this.name = peerOf(sock.getPeerCertificate()).name;
-      this.reverse = this.agent.serveReverse(sock);
-      this.agent.changed();
-    });
-  }
-}
-
-/** A relay's certificate: fleet CA (checked by TLS), role `relay`, and the address dialled. */
-function relayIdentity(host: string, cert: PeerCertificate): Error | undefined {
-  const p = peerOf(cert);
-  if (p.role !== ROLE_RELAY) return new Error(`not a relay certificate (${p.role})`);
-  return checkServerIdentity(host, cert);
 }
 
 function authority(host: string, port: number): string {

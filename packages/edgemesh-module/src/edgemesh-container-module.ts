@@ -211,11 +211,18 @@ export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
  * An EdgeMesh module with the default parts, for a runtime that does not use inversify itself:
  * its options, where its metadata comes from, and a logger.
  */
-export function createEdgeMesh(options: EdgeMeshOptions, meta: MetaClient, log?: Logger): EdgeMeshModule {
+export function createEdgeMesh(
+  options: EdgeMeshOptions,
+  meta: MetaClient,
+  log?: Logger,
+  /** Streams to backends on other sites (an EdgeTunnel agent, or the embedder's own). */
+  tunnel?: MeshTunnel,
+): EdgeMeshModule {
   const c = new Container();
   c.loadSync(edgemeshContainerModule);
   c.bind(EdgeMeshOptions).toConstantValue(options);
   c.bind(MetaClient).toConstantValue(meta);
   if (log) c.bind(Logger).toConstantValue(log);
+  if (tunnel) c.bind<MeshTunnel>(MeshTunnel).toConstantValue(tunnel);
   return c.get(EdgeMeshModule);
 }

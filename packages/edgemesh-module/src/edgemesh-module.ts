@@ -116,7 +116,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
           namespace: e.namespace,
           service: e.endpoint ? `${e.endpoint}.${e.service}` : e.service,
           port: `${e.portName ?? e.port}/${e.transport}`,
-          backend: b.key,
+          backend: `${b.host}:${b.port}`,
           node: b.node,
           path: b.tunnel ? 'tunnel' : 'direct',
         });

@@ -90,9 +90,21 @@ class FakeUpstream {
   async start(): Promise<void> {
     this.other = createSocket('udp4');
     await new Promise<void>((r) => this.other.bind(0, '127.0.0.1', () => r()));
-    this.udp = createSocket('udp4');
-    await new Promise<void>((r) => this.udp.bind(0, '127.0.0.1', () => r()));
-    this.port = this.udp.address().port;
+    // UDP and TCP on one port: the UDP port the kernel picks may be a TCP port in use (another
+    // process's outgoing connection), so a taken TCP port means another UDP port, a few times
+    for (let attempt = 1; ; attempt++) {
+      this.udp = createSocket('udp4');
+      await new Promise<void>((r) => this.udp.bind(0, '127.0.0.1', () => r()));
+      this.port = this.udp.address().port;
+      this.tcp = createServer();
+      const taken = await new Promise<boolean>((r) => {
+        this.tcp.once('error', () => r(true));
+        this.tcp.listen(this.port, '127.0.0.1', () => r(false));
+      });
+      if (!taken) break;
+      this.udp.close();
+      if (attempt === 20) throw new Error('no port free for both UDP and TCP in 20 tries');
+    }
     this.udp.on('message', (m: Buffer, ri: RemoteInfo) => {
       this.received.push(m);
       this.behave(
@@ -101,7 +113,7 @@ class FakeUpstream {
         (r) => !this.closed && this.other.send(r, ri.port, ri.address),
       );
     });
-    this.tcp = createServer((s) =>
+    this.tcp.on('connection', (s) =>
       s.on('data', (d) => {
         this.tcpReceived++;
         const m = d.subarray(2);
@@ -117,7 +129,6 @@ class FakeUpstream {
         );
       }),
     );
-    await new Promise<void>((r) => this.tcp.listen(this.port, '127.0.0.1', () => r()));
   }
 
   async stop(): Promise<void> {

@@ -2,7 +2,14 @@ import { ChannelContext, Core, type Logger } from '@edgecore/beehive';
 import { BeehiveMetaClient, MetaManagerModule, MetaStore } from '@edgecore/metamanager';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { freePort } from '@edgecore/test-support';
-import { createEdgeMesh, type EdgeMeshModule, type EdgeMeshOptions, type Pod, type Service } from '../src';
+import {
+  createEdgeMesh,
+  type EdgeMeshModule,
+  type EdgeMeshOptions,
+  type MeshTunnel,
+  type Pod,
+  type Service,
+} from '../src';
 
 export { freePort, tmpDir, until } from '@edgecore/test-support';
 
@@ -33,6 +40,8 @@ export interface MeshNode {
   putPod(pod: Pod): Promise<void>;
   delPod(ns: string, name: string): Promise<void>;
   del(ns: string, name: string): Promise<void>;
+  /** Write any object (`ns/type/name`), e.g. another node's status. */
+  putObject(ns: string, type: string, name: string, obj: unknown): Promise<void>;
   /** Wait until EdgeMesh processed everything sent so far. */
   settle(): Promise<void>;
   port: number;
@@ -43,6 +52,7 @@ export async function startMesh(
   db: string,
   opts: Partial<EdgeMeshOptions> = {},
   log?: Logger,
+  tunnel?: MeshTunnel,
 ): Promise<MeshNode> {
   const ctx = new ChannelContext();
   const mm = new MetaManagerModule({ dataSource: db }, new MetaStore(db));
@@ -57,6 +67,7 @@ export async function startMesh(
     },
     new BeehiveMetaClient(ctx, { source: 'edgemesh' }),
     log,
+    tunnel,
   );
   const core = new Core(ctx, [mm, mesh]);
   await core.start();
@@ -86,6 +97,10 @@ export async function startMesh(
     },
     putPod: async (p) => {
       await client.put(p.metadata.namespace ?? 'default', 'pod', p.metadata.name, p, ++rv);
+      await settle();
+    },
+    putObject: async (ns, type, name, obj) => {
+      await client.put(ns, type, name, obj, ++rv);
       await settle();
     },
     delPod: async (ns, name) => {

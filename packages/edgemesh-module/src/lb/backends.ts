@@ -5,7 +5,7 @@ import type { Pod, Service, ServicePort } from '../catalog/types';
 export interface Backend {
   host: string;
   port: number;
-  /** `host:port`, the identity used by strategies and health. */
+  /** `host:port` (`node/host:port` through the tunnel): the identity of strategies, health, pools. */
   key: string;
   /** The pod (or endpoints address) it came from, for logs and metrics. */
   origin: string;
@@ -83,11 +83,14 @@ export function resolveBackends(
     node: string | undefined,
   ): void => {
     if (!host || !port) return;
-    const key = `${host}:${port}`;
+    // a backend through the tunnel is named with its node: sites may reuse private addresses,
+    // and a pooled connection, health and LB state must never cross from one to the other
+    const tunnel = paths.tunneled(node);
+    const key = tunnel ? `${node}/${host}:${port}` : `${host}:${port}`;
     if (seen.has(key)) return;
     seen.add(key);
     const b: Backend = { host, port, key, origin, endpoint: endpointLabel(hostname, host), node };
-    if (paths.tunneled(node)) b.tunnel = true;
+    if (tunnel) b.tunnel = true;
     out.push(b);
   };
   const ep = catalog.endpoints.get(`${ns}/${svc.metadata.name}`);

@@ -1,0 +1,158 @@
+import { createServer, connect, type AddressInfo, type Server } from 'node:net';
+import { createServer as httpServer, type Server as HttpServer } from 'node:http';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { MeshTunnel, TunnelRoute } from '../src';
+import { startMesh, tmpDir, type MeshNode } from './helpers';
+
+const run = promisify(execFile);
+
+/**
+ * EdgeMesh with a tunnel (real sockets; the "tunnel" is a stand-in that opens the stream as a
+ * plain TCP connection and records every route): a backend on a node of another site is reached
+ * through it — by the L7 portal, by the explicit proxy (several requests on one connection), by
+ * the L4 portal — and a backend of our own site is not.
+ */
+describe.each(['js', 'auto'] as const)('EdgeMesh across sites (L7 engine %s)', (engine) => {
+  let n: MeshNode;
+  let web: HttpServer;
+  let echo: Server;
+  let webPort: number;
+  let echoPort: number;
+  const routes: TunnelRoute[] = [];
+  const tunnel: MeshTunnel = {
+    node: 'a',
+    site: 'site-1',
+    open: (r, host, port) =>
+      new Promise((resolve, reject) => {
+        routes.push(r);
+        const s = connect({ host, port, allowHalfOpen: true }, () => resolve(s));
+        s.once('error', reject);
+      }),
+    datagram: () => Promise.reject(new Error('no UDP here')),
+  };
+  const dir = tmpDir('mesh-tunnel-');
+  const pod = (name: string, node: string, app: string, port: number) => ({
+    kind: 'Pod',
+    metadata: { name, namespace: 'default', labels: { app } },
+    spec: { nodeName: node, hostNetwork: true, containers: [{ ports: [{ containerPort: port }] }] },
+    status: { phase: 'Running', hostIP: '127.0.0.1' },
+  });
+
+  beforeAll(async () => {
+    web = httpServer((_q, res) => res.end('hello from b\n'));
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    webPort = (web.address() as AddressInfo).port;
+    echo = createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    echoPort = (echo.address() as AddressInfo).port;
+    n = await startMesh(dir.db, { httpEngine: engine }, undefined, tunnel);
+    await n.putObject('kube-node-lease', 'nodestatus', 'b', {
+      kind: 'NodeStatus',
+      metadata: { name: 'b' },
+      site: 'site-2',
+      tunnel: { relays: ['relay-1'] },
+    });
+    await n.putObject('kube-node-lease', 'nodestatus', 'c', {
+      kind: 'NodeStatus',
+      metadata: { name: 'c' },
+      site: 'site-1',
+    });
+    await n.putPod(pod('web-b', 'b', 'web', webPort) as never);
+    await n.putPod(pod('local-c', 'c', 'local', webPort) as never);
+    await n.putPod(pod('echo-b', 'b', 'echo', echoPort) as never);
+    await n.put({
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'default' },
+      spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: webPort }] },
+    });
+    await n.put({
+      kind: 'Service',
+      metadata: { name: 'local', namespace: 'default' },
+      spec: { selector: { app: 'local' }, ports: [{ name: 'http', port: 80, targetPort: webPort }] },
+    });
+    await n.put({
+      kind: 'Service',
+      metadata: { name: 'echo', namespace: 'default' },
+      spec: { selector: { app: 'echo' }, ports: [{ name: 'tcp', port: 7000, targetPort: echoPort }] },
+    });
+  });
+
+  afterAll(async () => {
+    await n.stop();
+    web.close();
+    echo.close();
+    dir.cleanup();
+  });
+
+  test('the paths: web and echo through the tunnel (node b, site-2), local direct (node c, site-1)', () => {
+    const paths = Object.fromEntries(n.mesh.backendPaths().map((r) => [r.service, r.path]));
+    expect(paths).toEqual({ web: 'tunnel', local: 'direct', echo: 'tunnel' });
+  });
+
+  test('explicit proxy: one connection, a same-site service first, then one across sites', async () => {
+    const before = routes.length;
+    const proxy = `http://${n.mesh.forwardProxyAddress}`;
+    const url = 'http://web.default.svc.cluster.local/';
+    const local = 'http://local.default.svc.cluster.local/';
+    const { stdout } = await run('curl', ['-s', '-x', proxy, local, '-x', proxy, url, '-x', proxy, url]);
+    expect(stdout).toBe('hello from b\n'.repeat(3));
+    expect(routes.length).toBeGreaterThan(before);
+    expect(routes.at(-1)).toEqual({ node: 'b', relays: ['relay-1'], address: undefined });
+  });
+
+  test('same site: served directly, no stream opened', async () => {
+    const before = routes.length;
+    const proxy = `http://${n.mesh.forwardProxyAddress}`;
+    const { stdout } = await run('curl', ['-s', '-x', proxy, 'http://local.default.svc.cluster.local/']);
+    expect(stdout).toBe('hello from b\n');
+    expect(routes.length).toBe(before);
+  });
+
+  test('L7 and L4 portals reach the backend on the other site', async () => {
+    const portals = n.mesh.portals.table();
+    const web80 = portals.find((p) => p.service === 'web')!;
+    const { stdout } = await run('curl', ['-s', `http://127.0.0.1:${web80.listenPort}/`]);
+    expect(stdout).toBe('hello from b\n');
+    const e = portals.find((p) => p.service === 'echo')!;
+    const got = await new Promise<string>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: e.listenPort, allowHalfOpen: true }, () => s.end('ping'));
+      let out = '';
+      s.on('data', (d) => (out += d));
+      s.on('end', () => resolve(out));
+      s.on('error', reject);
+    });
+    expect(got).toBe('ping');
+  });
+
+  test('a tunnel that cannot open: 502 at once, not a hang', async () => {
+    // a backend with no pooled stream yet (another port on node b)
+    await n.putPod(pod('web2-b', 'b', 'web2', webPort + 1) as never);
+    await n.put({
+      kind: 'Service',
+      metadata: { name: 'web2', namespace: 'default' },
+      spec: { selector: { app: 'web2' }, ports: [{ name: 'http', port: 80, targetPort: webPort + 1 }] },
+    });
+    const failing = tunnel.open;
+    tunnel.open = () =>
+      Promise.reject(Object.assign(new Error('no relay or peer link is up'), { code: 'TUNNEL_NO_PATH' }));
+    try {
+      const proxy = `http://${n.mesh.forwardProxyAddress}`;
+      const { stdout } = await run('curl', [
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        '-H',
+        'Connection: close',
+        '-x',
+        proxy,
+        'http://web2.default.svc.cluster.local/',
+      ]);
+      expect(stdout).toBe('502');
+    } finally {
+      tunnel.open = failing;
+    }
+  });
+});

@@ -23,6 +23,7 @@ import {
 import { peerOf, type Identity } from './certs';
 import { DenyList } from './deny-list';
 import { DatagramChannel, Deframer, frame } from './framing';
+import { pingAll } from './liveness';
 import { join } from './pipe';
 import { RelayLink } from './relay-link';
 import {
@@ -67,7 +68,7 @@ export interface TunnelAgentOptions {
   idleTimeoutMs?: number;
   /** UDP streams close after this long without a datagram. */
   udpIdleTimeoutMs?: number;
-  /** Ping every link this often; a link that misses a ping for as long is closed and dialled again. */
+  /** Ping every link this often; a link that leaves a ping unanswered for two intervals is closed and dialled again. */
   pingIntervalMs?: number;
   /** Redial backoff: first delay and cap. */
   reconnectInitialMs?: number;
@@ -518,16 +519,7 @@ export class TunnelAgent extends EventEmitter {
   private pingAll(): void {
     const all = [...this.sessions];
     for (const l of this.links) if (l.forward) all.push(l.forward);
-    for (const s of all) {
-      if (s.closed || s.destroyed || s.connecting) continue;
-      const t = setTimeout(() => s.destroy(), this.o.pingIntervalMs);
-      t.unref();
-      try {
-        s.ping((err) => (clearTimeout(t), err ? s.destroy() : undefined));
-      } catch {
-        clearTimeout(t);
-      }
-    }
+    pingAll(all, 2 * this.o.pingIntervalMs);
   }
 }
 

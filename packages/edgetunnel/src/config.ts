@@ -32,7 +32,7 @@ export const edgeTunnelConfigSchema = z.strictObject({
   /** Streams this node serves close after this long without a byte (0: never). */
   idleTimeoutSeconds: z.number().int().min(0).default(3600),
   udpIdleTimeoutSeconds: z.number().int().min(1).default(60),
-  /** Link liveness: a link that misses a ping for as long is closed and dialled again. */
+  /** Link liveness: a link that leaves a ping unanswered for two intervals is closed and dialled again. */
   pingIntervalMs: z.number().int().min(100).default(2000),
 });
 export type EdgeTunnelConfig = z.output<typeof edgeTunnelConfigSchema>;

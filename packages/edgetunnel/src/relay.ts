@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer as tlsServer, type Server, type TLSSocket } from 'node:tls';
 import { peerOf, type Identity } from './certs';
 import { DenyList } from './deny-list';
+import { pingAll } from './liveness';
 import { join } from './pipe';
 import {
   ALPN_FORWARD,
@@ -37,7 +38,7 @@ export interface RelayOptions {
   /** The deny list file (`edgectl certs revoke`), read again when it changes. */
   revokedFile?: string;
   revokedPollMs?: number;
-  /** Ping every link this often; a link that misses a ping for as long is closed. */
+  /** Ping every link this often; a link that leaves a ping unanswered for two intervals is closed. */
   pingIntervalMs?: number;
   log?: Logger;
 }
@@ -105,7 +106,7 @@ export class Relay {
     this.server = server;
     this.denied.watch(this.o.revokedPollMs ?? 1000);
     const every = this.o.pingIntervalMs ?? 2000;
-    this.pinger = setInterval(() => this.pingAll(every), every);
+    this.pinger = setInterval(() => pingAll(this.sessions, 2 * every), every);
     this.pinger.unref();
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) =>
@@ -246,19 +247,6 @@ export class Relay {
       if (p && this.denied.isRevoked(p.name, p.fingerprint256)) {
         this.log.warn({ node: this.nodeOf.get(s) }, 'relay: node revoked; links closed');
         s.destroy();
-      }
-    }
-  }
-
-  private pingAll(timeoutMs: number): void {
-    for (const s of this.sessions) {
-      if (s.closed || s.destroyed || s.connecting) continue;
-      const t = setTimeout(() => s.destroy(), timeoutMs);
-      t.unref();
-      try {
-        s.ping((err) => (clearTimeout(t), err ? s.destroy() : undefined));
-      } catch {
-        clearTimeout(t);
       }
     }
   }

@@ -55,7 +55,7 @@ async function startRelay(name: string): Promise<{ relay: Relay; address: string
     port: 0,
     revokedFile: revoked,
     revokedPollMs: 50,
-    pingIntervalMs: 200,
+    pingIntervalMs: 1000,
   });
   const a = await relay.listen();
   cleanup.push(() => relay.close());
@@ -71,7 +71,7 @@ async function startAgent(
     identity: id,
     relays,
     targets,
-    pingIntervalMs: 200,
+    pingIntervalMs: 1000,
     reconnectInitialMs: 50,
     reconnectMaxMs: 200,
     openTimeoutMs: 2000,
@@ -102,6 +102,7 @@ beforeAll(async () => {
   await createCa(other);
   await issue(caFiles(other), { role: 'node', name: 'a' });
   echo = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => s.destroy()); // a stream reset by a test resets its connection here
     s.pipe(s); // echoes, and ends its side after the client's FIN (half-close)
   });
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));

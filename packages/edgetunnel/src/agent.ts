@@ -86,8 +86,11 @@ export interface TunnelAgentStats {
   served: number;
   /** Streams refused: no backend of this node at that address, or a revoked source. */
   refused: number;
-  /** Bytes of the streams this node opened (received) and served (both ways). */
-  bytesOpened: number;
+  /**
+   * Bytes of the streams this node served (both ways). Streams it opens are not counted here: a
+   * `data` listener would set them flowing before their reader is attached, and a backend that
+   * speaks first would lose its greeting.
+   */
   bytesServed: number;
 }
 
@@ -117,7 +120,6 @@ export class TunnelAgent extends EventEmitter {
     openFailures: 0,
     served: 0,
     refused: 0,
-    bytesOpened: 0,
     bytesServed: 0,
   };
   readonly log: Logger;
@@ -260,7 +262,7 @@ export class TunnelAgent extends EventEmitter {
         const s = await this.peerSession(route);
         const st = await this.request(s, route.node, target, proto);
         this.stats.openedDirect++;
-        return this.counted(st);
+        return st;
       } catch (e) {
         if (isFinal(e)) throw this.failed(e as StreamOpenError);
         last = e instanceof StreamOpenError ? e : undefined;
@@ -274,7 +276,7 @@ export class TunnelAgent extends EventEmitter {
       try {
         const st = await this.request(l.forward!, route.node, target, proto);
         this.stats.openedViaRelay++;
-        return this.counted(st);
+        return st;
       } catch (e) {
         if (isFinal(e)) throw this.failed(e as StreamOpenError);
         last = e as StreamOpenError;
@@ -293,11 +295,6 @@ export class TunnelAgent extends EventEmitter {
   private failed(e: StreamOpenError): StreamOpenError {
     this.stats.openFailures++;
     return e;
-  }
-
-  private counted(st: ClientHttp2Stream): ClientHttp2Stream {
-    st.on('data', (d: Buffer) => (this.stats.bytesOpened += d.length));
-    return st;
   }
 
   private request(

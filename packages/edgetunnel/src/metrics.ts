@@ -24,12 +24,8 @@ export class TunnelMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_edgetunnel_bytes_total',
-      'Bytes through tunnel streams: received on streams this node opened, both ways on streams it served.',
-      () => [
-        [{ stream: 'opened' }, s.bytesOpened],
-        [{ stream: 'served' }, s.bytesServed],
-      ],
-      ['stream'],
+      'Bytes through tunnel streams this node served for other nodes, both ways.',
+      () => s.bytesServed,
     );
     scrapedGauge(
       r,

@@ -237,6 +237,24 @@ describe('streams through a relay', () => {
     await waitFor(() => held!.destroyed);
   });
 
+  test('a backend that speaks first: its greeting waits for a reader that comes later', async () => {
+    const banner = createServer((sock) => sock.end('220 ready\n'));
+    await new Promise<void>((r) => banner.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise<void>((r) => banner.close(() => r())));
+    const port = (banner.address() as AddressInfo).port;
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address], { targets: { allows: (_h, p) => p === port } })).agent;
+    await a.ready();
+    await b.ready();
+    const s = await a.open({ node: 'b' }, '127.0.0.1', port);
+    await new Promise((r) => setTimeout(r, 100)); // the greeting arrives before anyone reads
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    await new Promise((r) => s.once('end', r));
+    expect(Buffer.concat(got).toString()).toBe('220 ready\n');
+  });
+
   test('UDP: datagrams framed both ways', async () => {
     const { address } = await startRelay('relay-1');
     const a = (await startAgent(node('a'), [address])).agent;

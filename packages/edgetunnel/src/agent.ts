@@ -13,17 +13,12 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import { connect as netConnect, isIP, isIPv4, type AddressInfo } from 'node:net';
-import {
-  connect as tlsConnect,
-  createServer as tlsServer,
-  type PeerCertificate,
-  type Server,
-  type TLSSocket,
-} from 'node:tls';
+import { connect as tlsConnect, type PeerCertificate, type Server, type TLSSocket } from 'node:tls';
 import { peerOf, type Identity } from './certs';
 import { DenyList } from './deny-list';
 import { DatagramChannel, Deframer, frame } from './framing';
 import { pingAll } from './liveness';
+import { listenMtls, mtlsOptions, serveH2 } from './mtls';
 import { join } from './pipe';
 import { RelayLink } from './relay-link';
 import {
@@ -36,7 +31,6 @@ import {
   H_PROTO,
   ROLE_NODE,
   STATUS,
-  TLS_CIPHERS,
   type TunnelProto,
 } from './protocol';
 import { StreamOpenError, TunnelCode, TunnelError } from './tunnel-errors';
@@ -212,16 +206,11 @@ export class TunnelAgent extends EventEmitter {
   ): TLSSocket {
     const a = parseAuthority(address);
     if (!a) throw new TunnelError(TunnelCode.InvalidOption, `"${address}" is not host:port`);
-    const id = this.opts.identity;
     const sock = tlsConnect({
+      ...mtlsOptions(this.opts.identity),
       host: a.host,
       port: a.port,
       servername: isIP(a.host) ? undefined : a.host,
-      key: id.key,
-      cert: id.cert,
-      ca: id.ca,
-      minVersion: 'TLSv1.3',
-      ciphers: TLS_CIPHERS,
       ALPNProtocols: [alpn],
       checkServerIdentity: check,
     });
@@ -234,12 +223,7 @@ export class TunnelAgent extends EventEmitter {
 
   /** @internal serve HTTP/2 on a reverse link (the relay opens streams on it). */
   serveReverse(sock: TLSSocket): ServerHttp2Session {
-    let session: ServerHttp2Session | undefined;
-    const take = (s: ServerHttp2Session): void => void (session = s);
-    this.reverseServer.once('session', take);
-    this.reverseServer.emit('connection', sock);
-    this.reverseServer.off('session', take);
-    return session!;
+    return serveH2(this.reverseServer, sock);
   }
 
   /**
@@ -379,41 +363,25 @@ export class TunnelAgent extends EventEmitter {
   }
 
   private async listenDirect(host: string, port: number): Promise<AddressInfo> {
-    const id = this.opts.identity;
-    const server = tlsServer({
-      key: id.key,
-      cert: id.cert,
-      ca: id.ca,
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-      ciphers: TLS_CIPHERS,
-      ALPNProtocols: [ALPN_FORWARD],
-    });
-    server.on('secureConnection', (sock) => {
-      const p = peerOf(sock.getPeerCertificate());
-      if (p.role !== ROLE_NODE || this.denied.isRevoked(p.name, p.fingerprint256)) {
-        this.stats.refused++;
-        this.log.warn({ node: p.name }, 'tunnel: direct dial refused (revoked or not a node)');
-        sock.destroy();
-        return;
-      }
-      const take = (s: ServerHttp2Session): void => void this.fromOf.set(s, p.name);
-      this.directServer.once('session', take);
-      this.directServer.emit('connection', sock);
-      this.directServer.off('session', take);
-    });
-    server.on('tlsClientError', (e, sock) =>
-      this.log.warn({ peer: sock.remoteAddress, err: e.message }, 'tunnel: direct dial handshake refused'),
+    const { server, address } = await listenMtls(
+      this.opts.identity,
+      [ALPN_FORWARD],
+      { host, port, what: 'tunnel' },
+      (sock) => {
+        const p = peerOf(sock.getPeerCertificate());
+        if (p.role !== ROLE_NODE || this.denied.isRevoked(p.name, p.fingerprint256)) {
+          this.stats.refused++;
+          this.log.warn({ node: p.name }, 'tunnel: direct dial refused (revoked or not a node)');
+          sock.destroy();
+          return;
+        }
+        this.fromOf.set(serveH2(this.directServer, sock), p.name);
+      },
+      (e, sock) =>
+        this.log.warn({ peer: sock.remoteAddress, err: e.message }, 'tunnel: direct dial handshake refused'),
     );
     this.listener = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e) =>
-        reject(new TunnelError(TunnelCode.Listen, `tunnel listen ${host}:${port}: ${e.message}`)),
-      );
-      server.listen(port, host, () => resolve());
-    });
-    return server.address() as AddressInfo;
+    return address;
   }
 
   private track(s: Http2Session): void {

@@ -10,10 +10,11 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { createServer as tlsServer, type Server, type TLSSocket } from 'node:tls';
+import type { Server, TLSSocket } from 'node:tls';
 import { peerOf, type Identity } from './certs';
 import { DenyList } from './deny-list';
 import { pingAll } from './liveness';
+import { listenMtls } from './mtls';
 import { join } from './pipe';
 import {
   ALPN_FORWARD,
@@ -26,9 +27,7 @@ import {
   H_PROTO,
   ROLE_NODE,
   STATUS,
-  TLS_CIPHERS,
 } from './protocol';
-import { TunnelCode, TunnelError } from './tunnel-errors';
 
 export interface RelayOptions {
   identity: Identity;
@@ -88,35 +87,21 @@ export class Relay {
 
   async listen(): Promise<AddressInfo> {
     const id = this.o.identity;
-    const server = tlsServer({
-      key: id.key,
-      cert: id.cert,
-      ca: id.ca,
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-      ciphers: TLS_CIPHERS,
-      ALPNProtocols: [ALPN_FORWARD, ALPN_REVERSE],
-    });
-    server.on('secureConnection', (sock) => this.accept(sock));
-    server.on('tlsClientError', (e, sock) => {
-      this.stats.refusedPeers++;
-      this.log.warn({ peer: sock.remoteAddress, err: e.message }, 'relay: TLS handshake refused');
-    });
-    this.server = server;
     this.denied.watch(this.o.revokedPollMs ?? 1000);
     const every = this.o.pingIntervalMs ?? 2000;
     this.pinger = setInterval(() => pingAll(this.sessions, 2 * every), every);
     this.pinger.unref();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e) =>
-        reject(
-          new TunnelError(TunnelCode.Listen, `relay listen ${this.o.host}:${this.o.port}: ${e.message}`),
-        ),
-      );
-      server.listen(this.o.port, this.o.host, () => resolve());
-    });
-    const a = server.address() as AddressInfo;
+    const { server, address: a } = await listenMtls(
+      id,
+      [ALPN_FORWARD, ALPN_REVERSE],
+      { host: this.o.host, port: this.o.port, what: 'relay' },
+      (sock) => this.accept(sock),
+      (e, sock) => {
+        this.stats.refusedPeers++;
+        this.log.warn({ peer: sock.remoteAddress, err: e.message }, 'relay: TLS handshake refused');
+      },
+    );
+    this.server = server;
     this.log.info({ relay: id.name, address: `${a.address}:${a.port}` }, 'relay listening');
     return a;
   }

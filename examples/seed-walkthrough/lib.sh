@@ -25,3 +25,20 @@ start_edgecore() {
   for _ in $(seq 1 100); do grep -q '"edgecore ready"' "$W/$2.log" && return 0; sleep 0.1; done
   cat "$W/$2.log"; fail "edgecore on $2 did not become ready"
 }
+
+# edgecore_yaml NODE IFC BROKER [DNS-EXTRA]: $W/NODE.yaml — iptables mode on IFC, MQTT at BROKER,
+# MetaServer on 127.0.0.1:10550, DNS on :53 (plus DNS-EXTRA keys); a caller may append modules.
+edgecore_yaml() {
+  cat > "$W/$1.yaml" <<CONF
+apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: $W/$1/edgecore.db }
+observability: { listen: 127.0.0.1:10351 }
+log: { format: json }
+drainSeconds: 2
+modules:
+  edgeHub: { nodeName: $1, mqtt: { server: tcp://$3:1883 } }
+  metaManager: { metaServer: { enable: true, server: 127.0.0.1:10550 } }
+  edgeMesh: { mode: iptables, listenInterface: $2, iptablesSyncSeconds: 5, dns: { listenPort: 53${4:+, $4} } }
+CONF
+}

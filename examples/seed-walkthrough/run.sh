@@ -89,24 +89,10 @@ nginx_on $B 192.0.2.2 edge-node-b
 sleep 0.3
 x $A curl -s --max-time 3 http://192.0.2.2/ | grep -q 'served by edge-node-b' && ok "nginx answers on 192.0.2.2:80" || fail "nginx on node b"
 
-edgecore_cfg() { # node ifc [dns extra]
-  cat > "$W/$1.yaml" <<CONF
-apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: $W/$1/edgecore.db }
-observability: { listen: 127.0.0.1:10351 }
-log: { format: json }
-drainSeconds: 2
-modules:
-  edgeHub: { nodeName: $1, mqtt: { server: tcp://192.0.2.254:1883 } }
-  metaManager: { metaServer: { enable: true, server: 127.0.0.1:10550 } }
-  edgeMesh: { mode: iptables, listenInterface: $2, iptablesSyncSeconds: 5, dns: { listenPort: 53${3:+, $3} } }
-CONF
-}
 declare -A EC
 step "edgecore on node a (docker0) and node b (edgemesh0), iptables mode"
-edgecore_cfg edge-node-a docker0
-edgecore_cfg edge-node-b edgemesh0 'hijackInterfaces: [cni0]'
+edgecore_yaml edge-node-a docker0 192.0.2.254
+edgecore_yaml edge-node-b edgemesh0 192.0.2.254 'hijackInterfaces: [cni0]'
 start_edgecore $A edge-node-a
 start_edgecore $B edge-node-b
 ok "both ready"

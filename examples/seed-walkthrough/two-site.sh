@@ -123,17 +123,8 @@ ok "mosquitto 203.0.113.254:1883, relay-1 203.0.113.254:4443, relay-2 203.0.113.
 
 step "edgecore on a, c (site-1) and b (site-2), iptables mode, EdgeTunnel to both relays"
 edgecore_cfg() { # node ifc site
-  cat > "$W/$1.yaml" <<CONF
-apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: $W/$1/edgecore.db }
-observability: { listen: 127.0.0.1:10351 }
-log: { format: json }
-drainSeconds: 2
-modules:
-  edgeHub: { nodeName: $1, mqtt: { server: tcp://203.0.113.254:1883 } }
-  metaManager: { metaServer: { enable: true, server: 127.0.0.1:10550 } }
-  edgeMesh: { mode: iptables, listenInterface: $2, iptablesSyncSeconds: 5, dns: { listenPort: 53 } }
+  edgecore_yaml $1 $2 203.0.113.254
+  cat >> "$W/$1.yaml" <<CONF
   edgeTunnel:
     enable: true
     site: $3

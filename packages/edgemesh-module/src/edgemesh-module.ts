@@ -110,17 +110,28 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
   /** Every portal's backends with the path to each: routed, or through the tunnel. */
   backendPaths(): BackendPathRow[] {
     const rows: BackendPathRow[] = [];
-    for (const e of this.portals?.table() ?? [])
-      for (const b of this.backends.of(e))
-        rows.push({
-          namespace: e.namespace,
-          service: e.endpoint ? `${e.endpoint}.${e.service}` : e.service,
-          port: `${e.portName ?? e.port}/${e.transport}`,
-          backend: `${b.host}:${b.port}`,
-          node: b.node,
-          path: b.tunnel ? 'tunnel' : 'direct',
-        });
+    this.eachBackend((e, b) =>
+      rows.push({
+        namespace: e.namespace,
+        service: e.endpoint ? `${e.endpoint}.${e.service}` : e.service,
+        port: `${e.portName ?? e.port}/${e.transport}`,
+        backend: `${b.host}:${b.port}`,
+        node: b.node,
+        path: b.tunnel ? 'tunnel' : 'direct',
+      }),
+    );
     return rows;
+  }
+
+  /** How many of those backends are routed and how many tunneled (`/metrics`: no rows built). */
+  backendPathCounts(): { direct: number; tunnel: number } {
+    const n = { direct: 0, tunnel: 0 };
+    this.eachBackend((_e, b) => (b.tunnel ? n.tunnel++ : n.direct++));
+    return n;
+  }
+
+  private eachBackend(f: (e: PortalSpec, b: Backend) => void): void {
+    for (const e of this.portals?.table() ?? []) for (const b of this.backends.of(e)) f(e, b);
   }
 
   get cloudConnected(): boolean {

@@ -16,15 +16,10 @@ export class EdgeMeshMetrics implements MetricsContribution {
       'edgecore_edgemesh_backends',
       'Backends of every service port, by path: routed (direct) or through EdgeTunnel (another site).',
       () => {
-        let direct = 0;
-        let tunnel = 0;
-        for (const row of mesh.backendPaths()) {
-          if (row.path === 'tunnel') tunnel++;
-          else direct++;
-        }
+        const n = mesh.backendPathCounts();
         return [
-          [{ path: 'direct' }, direct],
-          [{ path: 'tunnel' }, tunnel],
+          [{ path: 'direct' }, n.direct],
+          [{ path: 'tunnel' }, n.tunnel],
         ];
       },
       ['path'],

@@ -4,7 +4,7 @@ import type { ServiceCatalog } from '../catalog/catalog';
 import type { ResolvedEdgeMeshOptions } from '../config';
 import { ResolvConfHijack } from '../dns/resolvconf';
 import type { BackendIndex } from '../lb/backend-index';
-import type { Backend } from '../lb/backends';
+import { hasTunneled, type Backend } from '../lb/backends';
 import { dnsListen } from '../listen';
 import { STICKY_TIMEOUT_MS } from '../lb/strategies';
 import type { PortalEntry } from '../portal-table';
@@ -140,7 +140,7 @@ export class Interception {
    */
   private kernelTargets(e: PortalEntry): readonly Backend[] | undefined {
     const list = this.backends.of(e);
-    return list.some((b) => b.tunnel) ? undefined : list;
+    return hasTunneled(list) ? undefined : list;
   }
 
   private dnatMode(): boolean {

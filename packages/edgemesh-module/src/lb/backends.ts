@@ -31,6 +31,18 @@ export interface Paths {
 
 export const DIRECT: Paths = { tunneled: () => false };
 
+const withTunnel = new WeakMap<readonly Backend[], boolean>();
+
+/**
+ * Whether a backend list has one reached through the tunnel — asked per accepted connection, so
+ * remembered per list (BackendIndex hands out the same array until the service changes).
+ */
+export function hasTunneled(list: readonly Backend[]): boolean {
+  let v = withTunnel.get(list);
+  if (v === undefined) withTunnel.set(list, (v = list.some((b) => b.tunnel)));
+  return v;
+}
+
 /** An endpoint's label: its hostname when it is a DNS label, else its address with dashes. */
 export function endpointLabel(hostname: string | undefined, address: string): string {
   return hostname && isDnsLabel(hostname) ? hostname.toLowerCase() : address.replace(/[.:]/g, '-');

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { z } from 'zod';
 import { httpProxyOptionsSchema, resolveMeshOptions } from '../../config';
 import { NativeUnavailableError, type RejectReason } from '../../edgemesh-errors';
+import { hasTunneled } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { nativeUnavailable } from '../../native';
 import { SpliceEngine } from '../l4/splice';
@@ -104,10 +105,7 @@ export class HttpProxy {
   handleRoute(client: Socket, route: () => NativeRoute): void {
     const r = route();
     // a service with a backend on another site is served in JavaScript (tunnel streams have no fd)
-    if (
-      !r.backends.some((b) => b.tunnel) &&
-      this.native?.adopt(client, route, { hashHeader: r.hashHeader })
-    ) {
+    if (!hasTunneled(r.backends) && this.native?.adopt(client, route, { hashHeader: r.hashHeader })) {
       this.stats.nativeConnections++;
       return;
     }

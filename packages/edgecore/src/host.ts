@@ -64,11 +64,26 @@ const edgeHubLoader: ModuleLoader = {
       ...h,
       nodeName: h.nodeName!,
       nodeStatuses: h.nodeStatuses || cfg.modules.edgeTunnel.enable,
-      // what the node publishes of itself for the tunnel, in its will too
-      statusFields: tunnelStatus(cfg),
+      // what the node publishes of itself (its zone, for the tunnel), in its will too
+      statusFields: { ...labelStatus(cfg), ...tunnelStatus(cfg) },
     } satisfies EdgeHubOptions);
   },
 };
+
+/** The label that names a node's zone. */
+const ZONE_LABEL = 'topology.kubernetes.io/zone';
+
+/** This node's zone: EdgeMesh's `zone`, else its `topology.kubernetes.io/zone` label. */
+function zoneOf(cfg: EdgeCoreConfig): string | undefined {
+  return cfg.modules.edgeMesh.zone ?? cfg.modules.edgeHub.nodeLabels[ZONE_LABEL];
+}
+
+/** The node's labels and zone, in its status. */
+function labelStatus(cfg: EdgeCoreConfig): Record<string, unknown> {
+  const labels = cfg.modules.edgeHub.nodeLabels;
+  const zone = zoneOf(cfg);
+  return { ...(Object.keys(labels).length ? { labels } : {}), ...(zone ? { zone } : {}) };
+}
 
 /** The node's own status fields for EdgeTunnel known from its config (its relays come later). */
 function tunnelStatus(cfg: EdgeCoreConfig): Record<string, unknown> {
@@ -83,6 +98,8 @@ const edgeMeshLoader: ModuleLoader = {
     c.loadSync(edgemeshContainerModule);
     c.bind(EdgeMeshOptions).toConstantValue({
       ...cfg.modules.edgeMesh,
+      nodeName: cfg.modules.edgeMesh.nodeName ?? cfg.modules.edgeHub.nodeName,
+      zone: zoneOf(cfg),
       dependencies: cfg.modules.metaManager.enable ? ['metamanager'] : [],
     } satisfies EdgeMeshOptions);
   },

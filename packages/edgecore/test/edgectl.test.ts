@@ -156,14 +156,31 @@ modules:
     expect(
       await edgectl(['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'], a.io),
     ).toBe(0);
-    expect(a.out.join('')).toBe(
-      'deployment.apps/nginx-deployment configured\nservice/nginx-svc configured\n',
-    );
+    expect(a.out.join('')).toBe('deployment.apps/nginx-deployment created\nservice/nginx-svc created\n');
     await until(async () => (await services()).includes('nginx-svc'), 'service on the node');
+    // the node gets the service and its slice (edgectl computes it), not the pods of another node
     const g = io();
-    expect(await edgectl(['get', 'pods', '--metaserver', metaserver], g.io)).toBe(0);
+    await until(async () => {
+      g.out.length = 0;
+      await edgectl(['get', 'endpointslices', '--metaserver', metaserver], g.io);
+      return /127\.0\.0\.1/.test(g.out.join(''));
+    }, 'the slice on the node');
     expect(g.out.join('')).toMatch(
-      /^NAME\s+STATUS\s+IP\s+NODE\nnginx-deployment-0\s+Running\s+127\.0\.0\.1\s+edge-node-b\n$/,
+      /^NAME\s+ADDRESSTYPE\s+PORTS\s+ENDPOINTS\nnginx-svc-[0-9a-f]{5}\s+IPv4\s+80\s+127\.0\.0\.1\n$/,
+    );
+    const pods = io();
+    expect(await edgectl(['get', 'pods', '--metaserver', metaserver], pods.io)).toBe(0);
+    expect(pods.out.join('')).toBe('No resources found in default namespace.\n');
+    // applied again: kubectl's "configured"
+    const again = io();
+    expect(
+      await edgectl(
+        ['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'],
+        again.io,
+      ),
+    ).toBe(0);
+    expect(again.out.join('')).toBe(
+      'deployment.apps/nginx-deployment configured\nservice/nginx-svc configured\n',
     );
     const s = io();
     expect(await edgectl(['get', 'svc', '-A', '--metaserver', metaserver], s.io)).toBe(0);

@@ -27,6 +27,11 @@ export const edgeHubConfigSchema = z.strictObject({
   nodeName: nodeName.optional(),
   nodeIP: ipv4.optional(),
   /**
+   * The node's labels (KubeEdge's `nodeLabels`), e.g. `topology.kubernetes.io/zone`: published in
+   * its status (`labels`; the zone also as `zone`, which the cloud writes into EndpointSlices).
+   */
+  nodeLabels: z.record(z.string().min(1).max(317), z.string().max(63)).default({}),
+  /**
    * Keep every other node's status (`{prefix}/nodes/+/status`: site, tunnel relays) in MetaManager
    * as `kube-node-lease/nodestatus/<node>`. EdgeTunnel needs it; edgecore turns it on with
    * `modules.edgeTunnel.enable`.

@@ -113,7 +113,7 @@ export class EdgeHubModule implements BeehiveModule {
   ) {
     const options = (this.options = resolveEdgeHubOptions(input));
     this.statusExtra = { ...options.statusFields };
-    this.topics = new Topics(options.topicPrefix);
+    this.topics = new Topics(options.topicPrefix, options.nodeName);
     this.backoff = options.reconnect.initialMs;
     // auto: 5, but 3.1.1 at once with the embedded broker (aedes speaks no 5: no refusal to log)
     const v = options.mqtt.protocolVersion;
@@ -242,6 +242,14 @@ export class EdgeHubModule implements BeehiveModule {
       // would make it replay every retained object into that queue at QoS 1, where a stock
       // broker's limit drops all but ~1,000 — and the live updates behind them. A new session
       // must subscribe. Either way the digest check below finds what was lost and reads it back.
+      // This node's own objects (its pods) are few: they are subscribed on every connect, so a
+      // session kept from before they had topics of their own gets them too.
+      client.subscribe(
+        { [this.topics.nodeObjects(node)]: { qos: 1 }, [this.topics.nodeDigests(node)]: { qos: 1 } },
+        (err) => {
+          if (err) this.log.error({ err }, 'subscribe failed');
+        },
+      );
       if (!connack.sessionPresent)
         client.subscribe(
           {

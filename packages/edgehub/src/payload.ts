@@ -8,7 +8,7 @@ import { KIND_TO_TYPE, type Topics } from './topics';
  */
 export function decodePayload(topics: Topics, topic: string, payload: Buffer): Message<unknown> | undefined {
   const objResource = topics.objectResource(topic);
-  const isObjectTopic = topic.startsWith(`${topics.prefix}/objects/`);
+  const isObjectTopic = topics.isObjectTopic(topic);
   if (isObjectTopic && !objResource)
     throw new MalformedPayloadError(topic, 'topic is not {prefix}/objects/<ns>/<type>/<name>');
   if (payload.length === 0) {

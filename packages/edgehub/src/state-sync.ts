@@ -166,12 +166,16 @@ export class StateSync {
   private async readDigests(reader: RetainedReader): Promise<Map<string, TypeDigestValue>> {
     const out = new Map<string, TypeDigestValue>();
     const t = this.d.topics;
-    await reader.read(t.digests(), t.fence(this.d.node, 'digest'), (topic, payload) => {
-      const type = t.digestType(topic);
-      const d = payload.length ? parseDigest(payload.toString()) : undefined;
-      if (type && d) out.set(type, d);
-      else if (type && payload.length) this.log.warn({ topic }, 'ignoring a malformed digest');
-    });
+    await reader.read(
+      [t.digests(), t.nodeDigests(this.d.node)],
+      t.fence(this.d.node, 'digest'),
+      (topic, payload) => {
+        const type = t.digestType(topic);
+        const d = payload.length ? parseDigest(payload.toString()) : undefined;
+        if (type && d) out.set(type, d);
+        else if (type && payload.length) this.log.warn({ topic }, 'ignoring a malformed digest');
+      },
+    );
     return out;
   }
 

@@ -189,6 +189,19 @@ export const edgeMeshConfigSchema = z.strictObject({
     .prefault({}),
   /** Proxy timeouts, limits and passive health. */
   proxy: z.strictObject(proxyFields).prefault({}),
+  /**
+   * This node's name (edgecore fills it from `modules.edgeHub.nodeName`): `internalTrafficPolicy:
+   * Local` and `PreferSameNode` compare endpoints' `nodeName` with it. Unset: no endpoint is local.
+   */
+  nodeName: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'expected an RFC 1123 node name')
+    .optional(),
+  /**
+   * This node's `topology.kubernetes.io/zone` (`PreferSameZone`, `PreferClose`, slice hints);
+   * edgecore fills it from `modules.edgeHub.nodeLabels` when unset here.
+   */
+  zone: z.string().min(1).max(63).optional(),
   /** Our value of the service.kubernetes.io/service-proxy-name label. */
   proxyName: z.string().min(1).max(63).default('edgemesh'),
 });

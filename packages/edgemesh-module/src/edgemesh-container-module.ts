@@ -17,6 +17,7 @@ import { Interception } from './iptables/interception';
 import { defaultAllowFrom, nodeIPv4s } from './listen';
 import { BackendIndex } from './lb/backend-index';
 import { LoadBalancer } from './lb/load-balancer';
+import { ServicePolicies } from './lb/service-policy';
 import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
 import { BUILTIN_LB_STRATEGIES, createStrategy, LbStrategyContribution } from './lb/strategies';
 import { ForwardProxy } from './proxy/forward-proxy';
@@ -55,9 +56,18 @@ export function bindCatalog(bind: Bind): void {
     )
     .inSingletonScope();
   bind(BackendIndex)
-    .toDynamicValue(
-      (ctx) => new BackendIndex(ctx.get(ServiceCatalog), optionsOf(ctx).networking, ctx.get(SitePaths)),
-    )
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      const tunnel = ctx.get<MeshTunnel>(MeshTunnel, { optional: true });
+      const lb = ctx.get(LoadBalancer);
+      return new BackendIndex(
+        ctx.get(ServiceCatalog),
+        o.networking,
+        ctx.get(SitePaths),
+        { node: o.nodeName ?? tunnel?.node, zone: o.zone },
+        new ServicePolicies(() => lb.strategyNames, logOf(ctx)),
+      );
+    })
     .inSingletonScope();
 }
 
@@ -104,10 +114,11 @@ export function bindLb(bind: Bind): void {
     .toDynamicValue((ctx) => {
       const o = optionsOf(ctx);
       const strategies = ctx.getAll<LbStrategyContribution>(LbStrategyContribution, { optional: true });
-      return new LoadBalancer(createStrategy(o.lbStrategy, strategies), {
-        baseEjectMs: o.proxy.ejectBaseMs,
-        maxEjectMs: o.proxy.ejectMaxMs,
-      });
+      return new LoadBalancer(
+        createStrategy(o.lbStrategy, strategies),
+        { baseEjectMs: o.proxy.ejectBaseMs, maxEjectMs: o.proxy.ejectMaxMs },
+        strategies,
+      );
     })
     .inSingletonScope();
 }

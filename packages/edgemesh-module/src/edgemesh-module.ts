@@ -2,7 +2,15 @@ import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger
 import { MetaClient } from '@edgecore/metamanager/client';
 import { inject, injectable, optional } from 'inversify';
 import { ServiceCatalog, type CatalogDelta } from './catalog/catalog';
-import type { Endpoints, NodeStatus, Pod, Service, ServicePort } from './catalog/types';
+import type {
+  DestinationRule,
+  EndpointSlice,
+  Endpoints,
+  NodeStatus,
+  Pod,
+  Service,
+  ServicePort,
+} from './catalog/types';
 import { MESH_MODULE_NAME, ResolvedEdgeMeshOptions } from './config';
 import { ClusterZone, type EndpointNames } from './dns/cluster-zone';
 import type { DnsServer } from './dns/dns-server';
@@ -292,13 +300,15 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
   private async boot(): Promise<void> {
     const o = this.options;
     // 1. The whole catalog, before anything answers (offline too: MetaManager answers from SQLite).
-    const [services, endpoints, pods, nodes] = await Promise.all([
+    const [services, endpoints, pods, nodes, slices, rules] = await Promise.all([
       this.meta.list<Service>('*', 'service'),
       this.meta.list<Endpoints>('*', 'endpoints'),
       this.meta.list<Pod>('*', 'pod'),
       this.meta.list<NodeStatus>('*', 'nodestatus'),
+      this.meta.list<EndpointSlice>('*', 'endpointslice'),
+      this.meta.list<DestinationRule>('*', 'destinationrule'),
     ]);
-    this.catalog.load(services, endpoints, pods, nodes);
+    this.catalog.load(services, endpoints, pods, nodes, slices, rules);
     this.published = undefined;
     // 2. VIPs: persisted allocations first, then every service, then release the orphans.
     await this.vipTable.load([...this.catalog.services.entries()]);

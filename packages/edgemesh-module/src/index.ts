@@ -22,6 +22,8 @@ export * from './iptables/interception';
 export * from './lb/backends';
 export * from './lb/strategies';
 export * from './lb/load-balancer';
+export * from './lb/service-policy';
+export * from './lb/topology';
 export * from './proxy/socket-reader';
 export * from './proxy/http/protocol';
 export * from './proxy/http/head';

@@ -1,3 +1,4 @@
+import type { MetaChange } from '@edgecore/metamanager/client';
 import { ServiceCatalog } from '../src/catalog/catalog';
 import type { NodeStatus, Pod, Service } from '../src/catalog/types';
 import { resolveBackends } from '../src/lb/backends';
@@ -45,7 +46,9 @@ function catalog(): ServiceCatalog {
 describe('path choice (SitePaths)', () => {
   test('a backend on a node of another site goes through the tunnel; same site, unknown or siteless: direct', () => {
     const c = catalog();
-    const bs = resolveBackends(c, svc, svc.spec!.ports![0], 'host', new SitePaths(c, tunnel('site-1')));
+    const bs = resolveBackends(c, svc, svc.spec!.ports![0], 'host', {
+      paths: new SitePaths(c, tunnel('site-1')),
+    });
     const path = Object.fromEntries(bs.map((b) => [b.node, !!b.tunnel]));
     expect(path).toEqual({ a: false, b: true, c: false, x: false });
     expect(bs.find((b) => b.node === 'b')).toMatchObject({ host: '10.2.0.2', port: 18080, tunnel: true });
@@ -54,7 +57,9 @@ describe('path choice (SitePaths)', () => {
   test('no tunnel, or no site of our own: everything direct (one site, as before)', () => {
     const c = catalog();
     for (const p of [new SitePaths(c, undefined), new SitePaths(c, tunnel(undefined))])
-      expect(resolveBackends(c, svc, svc.spec!.ports![0], 'host', p).some((b) => b.tunnel)).toBe(false);
+      expect(resolveBackends(c, svc, svc.spec!.ports![0], 'host', { paths: p }).some((b) => b.tunnel)).toBe(
+        false,
+      );
   });
 
   test('the route to a node comes from its last status; a site change re-resolves every service', () => {
@@ -88,18 +93,24 @@ describe('path choice (SitePaths)', () => {
 describe('published backends (what the tunnel opens for other nodes)', () => {
   test("a node's own pods at hostIP:hostPort and podIP:containerPort, nothing of other nodes", () => {
     const c = catalog();
-    c.endpoints.set('default/ext', {
-      metadata: { name: 'ext', namespace: 'default' },
-      subsets: [
-        {
-          addresses: [
-            { ip: '10.2.0.7', nodeName: 'b' },
-            { ip: '10.1.0.7', nodeName: 'a' },
-          ],
-          ports: [{ port: 9000, protocol: 'UDP' }],
-        },
-      ],
-    });
+    c.apply({
+      operation: 'update',
+      type: 'endpoints',
+      namespace: 'default',
+      name: 'ext',
+      object: {
+        metadata: { name: 'ext', namespace: 'default' },
+        subsets: [
+          {
+            addresses: [
+              { ip: '10.2.0.7', nodeName: 'b' },
+              { ip: '10.1.0.7', nodeName: 'a' },
+            ],
+            ports: [{ port: 9000, protocol: 'UDP' }],
+          },
+        ],
+      },
+    } as MetaChange);
     const p = publishedBackends(c, 'b');
     expect([...p].sort()).toEqual(['tcp/10.2.0.2:18080', 'tcp/10.244.2.5:8080', 'udp/10.2.0.7:9000']);
     expect(publishedBackends(c, 'nobody').size).toBe(0);

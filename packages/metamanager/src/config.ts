@@ -84,7 +84,14 @@ export const resolveMetaOptions = optionsResolver(
 
 export const META_MODULE_NAME = META_MODULE_NAME_;
 /** Resource types forwarded to the `mesh` group after commit (KubeEdge metamanager → edgemesh). */
-export const MESH_TYPES: ReadonlySet<string> = new Set(['service', 'endpoints', 'pod', 'nodestatus']);
+export const MESH_TYPES: ReadonlySet<string> = new Set([
+  'service',
+  'endpoints',
+  'endpointslice',
+  'destinationrule',
+  'pod',
+  'nodestatus',
+]);
 /**
  * Where a committed change of a type goes: EdgeMesh's types to `mesh`; ConfigMaps to `tunnel`
  * (EdgeTunnel's deny list, `kube-system/configmap/edgetunnel-revoked`, arrives as one).

@@ -13,13 +13,20 @@ import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
 import { ObjectPublisher } from '../edgectl/publisher';
+import { SliceController } from '../edgectl/slice-controller';
 
 const HELP = `edgectl — the cloud-side tool: publish Kubernetes objects to the edge, read a node's MetaServer
 
 Usage:
   edgectl [--server tcp://HOST:1883] apply  -f FILE|- [-f FILE…] [--node-ip NODE=IP…]
+                                    [--networking host|container]
   edgectl [--server tcp://HOST:1883] delete -f FILE|- [-f FILE…]
-  edgectl get services|pods|endpoints [-n NAMESPACE | -A] [--metaserver http://127.0.0.1:10550]
+                                    Services and pods applied or deleted update the services'
+                                    EndpointSlices (edgectl is the endpoint-slice controller); a
+                                    pod goes to its node only. --networking: where a pod serves
+                                    other nodes, hostIP:hostPort (host, the seed's) or podIP:port
+  edgectl get services|pods|endpoints|endpointslices|destinationrules [-n NAMESPACE | -A]
+                                    [--metaserver http://127.0.0.1:10550]
   edgectl get endpoints -o wide [-n NAMESPACE | -A] [--observability http://127.0.0.1:10351]
                                     every service port's backends as the node's EdgeMesh resolved
                                     them, with the node and the path (direct, or tunnel to a site)
@@ -30,7 +37,8 @@ Usage:
   edgectl certs configmap --dir DIR                  the deny list as a ConfigMap for the nodes:
                                                      edgectl certs configmap --dir DIR | edgectl apply -f -
 
-Kinds: Pod, Service, Endpoints, Deployment (pods on spec.template.spec.nodeName), ConfigMap.
+Kinds: Pod, Service, Endpoints, EndpointSlice, Deployment (pods on spec.template.spec.nodeName),
+ConfigMap, DestinationRule (networking.istio.io: a service's load-balancing policy).
 Options: --username, --password, --prefix (topic prefix, default edgecore).
 `;
 
@@ -57,6 +65,7 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         server: { type: 'string', short: 's', default: 'tcp://127.0.0.1:1883' },
         filename: { type: 'string', short: 'f', multiple: true },
         'node-ip': { type: 'string', multiple: true },
+        networking: { type: 'string' },
         namespace: { type: 'string', short: 'n' },
         'all-namespaces': { type: 'boolean', short: 'A' },
         metaserver: { type: 'string', default: 'http://127.0.0.1:10550' },
@@ -188,6 +197,11 @@ async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, i
     }
     nodeIPs[node] = ip;
   }
+  const networking = v.networking ?? 'host';
+  if (networking !== 'host' && networking !== 'container') {
+    io.stderr(`edgectl: --networking expects host or container, got "${networking}"\n`);
+    return 2;
+  }
   // Plan every file before publishing anything: one invalid document means nothing is sent.
   const planned: PlannedDocument[] = [];
   try {
@@ -213,30 +227,64 @@ async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, i
     prefix: v.prefix,
   });
   try {
-    // the retained state of every type touched: the digests published after the objects cover it
-    await pub.begin(planned.flatMap((d) => d.objects.map((o) => o.type)));
+    // the retained state of every type touched: the digests published after the objects cover it.
+    // Services and pods also drive the slice controller, which starts from the retained services,
+    // pods and slices (and the nodes' zones).
+    const touched = new Set(planned.flatMap((d) => d.objects.map((o) => o.type)));
+    const slices = touched.has('service') || touched.has('pod');
+    const controlled = ['service', 'pod', 'endpointslice'];
+    await pub.begin(slices ? [...touched, 'endpointslice'] : touched, {
+      objects: slices ? controlled : [],
+      zones: slices,
+    });
+    const controller = slices ? new SliceController(networking, pub.nodeZones) : undefined;
+    if (controller) {
+      const of = (t: string): any[] => (pub.retained.get(t) ?? []).map((r) => r.object);
+      controller.load(of('service'), of('pod'), of('endpointslice'));
+    }
     // publishes overlap (up to the publisher's window); a document is reported once all of its
     // objects are acknowledged by the broker, in file order, and nothing after a failure
     const done: Promise<unknown>[] = [];
+    // kubectl's words: created (new to the broker) or configured
+    const created = planned.map((d) => d.objects.length > 0 && !d.objects.some((o) => pub.has(o)));
     for (const d of planned) {
       const objs: Promise<void>[] = [];
       for (const o of d.objects) {
         await pub.room();
         const p = verb === 'apply' ? pub.apply(o) : pub.delete(o);
+        controller?.note(o, verb === 'delete');
         p.catch(() => undefined); // reported below, in order
         objs.push(p);
       }
       done.push(Promise.all(objs));
+    }
+    // the slices of the services touched, after the objects they follow from
+    const sliceWork: Promise<void>[] = [];
+    if (controller) {
+      const { apply, remove } = controller.plan();
+      for (const o of apply) {
+        await pub.room();
+        const p = pub.apply(o);
+        p.catch(() => undefined); // reported below
+        sliceWork.push(p);
+      }
+      for (const o of remove) {
+        await pub.room();
+        const p = pub.delete(o);
+        p.catch(() => undefined); // reported below
+        sliceWork.push(p);
+      }
     }
     for (let i = 0; i < planned.length; i++) {
       await done[i];
       const d = planned[i];
       io.stdout(
         verb === 'apply'
-          ? `${d.display} configured\n`
+          ? `${d.display} ${created[i] ? 'created' : 'configured'}\n`
           : `${d.display.split('/')[0]} "${d.display.split('/')[1]}" deleted\n`,
       );
     }
+    await Promise.all(sliceWork);
     await pub.finish();
   } finally {
     await pub.close();
@@ -263,10 +311,15 @@ async function get(what: string | undefined, v: Record<string, any>, io: Io): Pr
       pods: 'pods',
       ep: 'endpoints',
       endpoints: 'endpoints',
+      endpointslice: 'endpointslices',
+      endpointslices: 'endpointslices',
+      destinationrule: 'destinationrules',
+      destinationrules: 'destinationrules',
+      dr: 'destinationrules',
     } as Record<string, string>
   )[what ?? ''];
   if (!plural) {
-    io.stderr('edgectl get: expected services, pods or endpoints\n');
+    io.stderr('edgectl get: expected services, pods, endpoints, endpointslices or destinationrules\n');
     return 2;
   }
   const ns = v['all-namespaces'] ? undefined : (v.namespace ?? 'default');
@@ -276,9 +329,14 @@ async function get(what: string | undefined, v: Record<string, any>, io: Io): Pr
   }
   if (v.output === 'wide') return endpointsWide(ns, v, io);
   const base = String(v.metaserver).replace(/\/$/, '');
+  const api =
+    {
+      endpointslices: 'apis/discovery.k8s.io/v1',
+      destinationrules: 'apis/networking.istio.io/v1beta1',
+    }[plural] ?? 'api/v1';
   const url = ns
-    ? `${base}/api/v1/namespaces/${encodeURIComponent(ns)}/${plural}`
-    : `${base}/api/v1/${plural}`;
+    ? `${base}/${api}/namespaces/${encodeURIComponent(ns)}/${plural}`
+    : `${base}/${api}/${plural}`;
   const res = await fetch(url);
   const body = (await res.json()) as { items?: any[]; message?: string };
   if (!res.ok) throw new Error(`${url}: ${res.status} ${body.message ?? ''}`);
@@ -307,6 +365,25 @@ async function get(what: string | undefined, v: Record<string, any>, io: Io): Pr
         p.status?.podIP ?? p.status?.hostIP ?? '<none>',
         p.spec?.nodeName ?? '<none>',
       ]);
+  } else if (plural === 'endpointslices') {
+    // kubectl's columns: NAME ADDRESSTYPE PORTS ENDPOINTS (the first three addresses, "+ N more…")
+    rows.push([...nsCol, 'NAME', 'ADDRESSTYPE', 'PORTS', 'ENDPOINTS']);
+    for (const sl of items) {
+      const ports = (sl.ports ?? []).map((p: any) => p.port ?? '<unset>').join(',') || '<unset>';
+      const addrs = (sl.endpoints ?? []).flatMap((e: any) => e.addresses ?? []);
+      const shown = addrs.slice(0, 3).join(',') + (addrs.length > 3 ? ` + ${addrs.length - 3} more...` : '');
+      rows.push([
+        ...(ns ? [] : [sl.metadata.namespace]),
+        sl.metadata.name,
+        sl.addressType ?? 'IPv4',
+        ports,
+        shown || '<unset>',
+      ]);
+    }
+  } else if (plural === 'destinationrules') {
+    rows.push([...nsCol, 'NAME', 'HOST']);
+    for (const d of items)
+      rows.push([...(ns ? [] : [d.metadata.namespace]), d.metadata.name, d.spec?.host ?? '']);
   } else {
     rows.push([...nsCol, 'NAME', 'ENDPOINTS']);
     for (const e of items) {

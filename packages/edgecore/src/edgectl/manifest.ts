@@ -5,9 +5,11 @@ import { EdgeCoreError } from '../edgecore-errors';
 
 /** One object edgectl publishes: a Service, Endpoints or Pod (Deployments expand into Pods). */
 export interface PlannedObject {
-  type: 'service' | 'endpoints' | 'pod' | 'configmap';
+  type: 'service' | 'endpoints' | 'endpointslice' | 'destinationrule' | 'pod' | 'configmap';
   namespace: string;
   name: string;
+  /** A pod's node: pods go to their node only. */
+  node?: string;
   object: Record<string, any>;
 }
 
@@ -87,10 +89,26 @@ function planDocument(
         display: `endpoints/${name}`,
         objects: [{ type: 'endpoints', namespace, name, object: base }],
       };
-    case 'Pod':
+    case 'Pod': {
+      const pod = completePod(base, opts, fail);
       return {
         display: `pod/${name}`,
-        objects: [{ type: 'pod', namespace, name, object: completePod(base, opts, fail) }],
+        objects: [{ type: 'pod', namespace, name, node: pod.spec.nodeName, object: pod }],
+      };
+    }
+    case 'EndpointSlice':
+      validateSlice(base, fail);
+      return {
+        display: `endpointslice.discovery.k8s.io/${name}`,
+        objects: [{ type: 'endpointslice', namespace, name, object: base }],
+      };
+    case 'DestinationRule':
+      // read by EdgeMesh, which ignores (with a warning) what it does not know: only the shape here
+      if (o.spec !== undefined && (typeof o.spec !== 'object' || Array.isArray(o.spec)))
+        fail('spec must be a mapping');
+      return {
+        display: `destinationrule.networking.istio.io/${name}`,
+        objects: [{ type: 'destinationrule', namespace, name, object: base }],
       };
     case 'Deployment':
       return { display: `deployment.apps/${name}`, objects: expandDeployment(base, opts, fail) };
@@ -104,16 +122,65 @@ function planDocument(
         objects: [{ type: 'configmap', namespace, name, object: base }],
       };
     default:
-      return fail(`unsupported kind "${kind}" (supported: Pod, Service, Endpoints, Deployment, ConfigMap)`);
+      return fail(
+        `unsupported kind "${kind}" (supported: Pod, Service, Endpoints, EndpointSlice, Deployment, ConfigMap, DestinationRule)`,
+      );
   }
+}
+
+/** An EndpointSlice a user writes (a service without selector): the fields EdgeMesh reads. */
+function validateSlice(o: Record<string, any>, fail: (r: string) => never): void {
+  if (typeof o.metadata.labels?.['kubernetes.io/service-name'] !== 'string')
+    fail('EndpointSlice needs the label kubernetes.io/service-name (the service it belongs to)');
+  if (o.addressType !== undefined && !['IPv4', 'IPv6', 'FQDN'].includes(o.addressType))
+    fail('addressType must be IPv4, IPv6 or FQDN');
+  if (o.endpoints !== undefined && !Array.isArray(o.endpoints)) fail('endpoints must be a list');
+  (o.endpoints ?? []).forEach((e: any, i: number) => {
+    if (!Array.isArray(e?.addresses) || e.addresses.length === 0)
+      fail(`endpoints[${i}].addresses must be a non-empty list`);
+    if ((o.addressType ?? 'IPv4') === 'IPv4')
+      e.addresses.forEach((a: unknown, j: number) => {
+        if (typeof a !== 'string' || !isIPv4(a))
+          fail(`endpoints[${i}].addresses[${j}] is not an IPv4 address`);
+      });
+    for (const c of ['ready', 'serving', 'terminating'])
+      if (e.conditions?.[c] !== undefined && typeof e.conditions[c] !== 'boolean')
+        fail(`endpoints[${i}].conditions.${c} must be true or false`);
+  });
+  if (o.ports !== undefined && !Array.isArray(o.ports)) fail('ports must be a list');
+  (o.ports ?? []).forEach((p: any, i: number) => {
+    if (p?.port !== undefined && (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535))
+      fail(`ports[${i}].port must be 1-65535`);
+    if (p?.protocol !== undefined && !['TCP', 'UDP', 'SCTP'].includes(p.protocol))
+      fail(`ports[${i}].protocol must be TCP, UDP or SCTP`);
+  });
 }
 
 function validateService(s: Record<string, any>, fail: (r: string) => never): void {
   const spec = s.spec;
   if (!spec || typeof spec !== 'object') fail('Service without spec');
-  if (!Array.isArray(spec.ports) || spec.ports.length === 0)
+  const external = spec.type === 'ExternalName';
+  if (
+    external &&
+    (typeof spec.externalName !== 'string' || !isDnsSubdomain(spec.externalName.replace(/\.$/, '')))
+  )
+    fail('an ExternalName Service needs spec.externalName, a DNS name');
+  if (!external && (!Array.isArray(spec.ports) || spec.ports.length === 0))
     fail('Service spec.ports must be a non-empty list');
-  spec.ports.forEach((p: any, i: number) => {
+  // what the API server rejects, rejected here too (the names of each field's values)
+  const oneOf = (field: string, v: unknown, values: string[]): void => {
+    if (v !== undefined && !values.includes(v as string))
+      fail(`spec.${field} must be one of ${values.join(', ')} (got ${JSON.stringify(v)})`);
+  };
+  oneOf('internalTrafficPolicy', spec.internalTrafficPolicy, ['Cluster', 'Local']);
+  oneOf('sessionAffinity', spec.sessionAffinity, ['None', 'ClientIP']);
+  oneOf('trafficDistribution', spec.trafficDistribution, ['PreferClose', 'PreferSameZone', 'PreferSameNode']);
+  const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
+  if (t !== undefined && (!Number.isInteger(t) || t < 1 || t > 86400))
+    fail('spec.sessionAffinityConfig.clientIP.timeoutSeconds must be 1-86400');
+  if (spec.publishNotReadyAddresses !== undefined && typeof spec.publishNotReadyAddresses !== 'boolean')
+    fail('spec.publishNotReadyAddresses must be true or false');
+  (spec.ports ?? []).forEach((p: any, i: number) => {
     if (!Number.isInteger(p?.port) || p.port < 1 || p.port > 65535)
       fail(`spec.ports[${i}].port must be 1-65535`);
     if (p.protocol !== undefined && !['TCP', 'UDP', 'SCTP'].includes(p.protocol))
@@ -140,6 +207,8 @@ function completePod(
   if (!spec || !Array.isArray(spec.containers) || spec.containers.length === 0)
     fail('Pod spec.containers must be a non-empty list');
   const node = spec.nodeName;
+  if (typeof node !== 'string' || !isDnsSubdomain(node))
+    fail(`pod ${p.metadata.name}: spec.nodeName is required (a pod is sent to its node only)`);
   const status = { ...(p.status ?? {}) };
   if (!status.hostIP && node) status.hostIP = opts.nodeIPs[node];
   if (!status.hostIP)
@@ -186,7 +255,13 @@ function expandDeployment(
       },
       spec: { ...podSpec, nodeName: node },
     };
-    out.push({ type: 'pod', namespace: d.metadata.namespace, name, object: completePod(pod, opts, fail) });
+    out.push({
+      type: 'pod',
+      namespace: d.metadata.namespace,
+      name,
+      node,
+      object: completePod(pod, opts, fail),
+    });
   }
   return out;
 }

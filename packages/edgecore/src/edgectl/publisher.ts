@@ -1,8 +1,23 @@
 import { fromWire, newMessage, toWire, TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
-import { RetainedReader, Topics, TYPE_TO_KIND } from '@edgecore/edgehub';
+import { NODE_SCOPED_TYPES, RetainedReader, Topics, TYPE_TO_KIND } from '@edgecore/edgehub';
 import { parseWrite } from '@edgecore/metamanager';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import type { PlannedObject } from './manifest';
+
+/** An object as the broker retains it (what the slice controller reads). */
+export interface RetainedObject {
+  type: string;
+  namespace: string;
+  name: string;
+  /** A node-scoped object's node (its pods). */
+  node?: string;
+  object: Record<string, any>;
+}
+
+/** A digest's scope: the type, or `<type>@<node>` for a type published per node. */
+function scopeOf(type: string, node: string | undefined): string {
+  return NODE_SCOPED_TYPES.has(type) ? `${type}@${node ?? ''}` : type;
+}
 
 export interface PublisherOptions {
   username?: string;
@@ -26,10 +41,17 @@ export interface PublisherOptions {
 export class ObjectPublisher {
   private rvSeq = 0;
   /**
-   * Per type: key → resourceVersion of each live object (tombstones are absent), and their digest,
-   * kept current at each publish (a step's digest costs what it changed, not the catalog).
+   * Per digest scope (a type, or a type per node): key → resourceVersion of each live object
+   * (tombstones are absent), and their digest, kept current at each publish (a step's digest
+   * costs what it changed, not the catalog).
    */
   private readonly state = new Map<string, { live: Map<string, number>; digest: TypeDigest }>();
+  /** Types whose retained state was read (a node-scoped type: of every node). */
+  private readonly read = new Set<string>();
+  /** The live retained objects of the types read with `objects` (for the slice controller). */
+  readonly retained = new Map<string, RetainedObject[]>();
+  /** Node → zone, from the nodes' retained status (with `begin(…, {zones: true})`). */
+  readonly nodeZones = new Map<string, string>();
   private readonly inflight = new Set<Promise<void>>();
   private failed?: Error;
   private wake?: () => void;
@@ -55,40 +77,105 @@ export class ObjectPublisher {
     return new ObjectPublisher(client, new Topics(opts.prefix), server, clientOptions, opts.window ?? 1000);
   }
 
-  /** Read the retained state of these types (what the digests are computed over). */
-  async begin(types: Iterable<string>): Promise<void> {
-    const want = [...new Set(types)].filter((t) => !this.state.has(t));
-    if (!want.length) return;
+  /**
+   * Read the retained state of these types (what the digests are computed over); with `objects`,
+   * keep the live objects too (`retained`).
+   */
+  async begin(
+    types: Iterable<string>,
+    opts: { objects?: Iterable<string>; zones?: boolean } = {},
+  ): Promise<void> {
+    const keep = new Set(opts.objects ?? []);
+    const want = [...new Set([...types, ...keep])].filter((t) => !this.read.has(t));
+    if (!want.length && !opts.zones) return;
     const reader = await RetainedReader.open(this.server, {
       ...this.clientOptions,
       clientId: `${this.clientOptions.clientId}-read`,
     });
     try {
+      if (opts.zones)
+        await reader.read(
+          this.topics.statuses(),
+          `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
+          (topic, payload) => {
+            const node = this.topics.statusNode(topic);
+            if (!node || !payload.length) return;
+            try {
+              const zone = (JSON.parse(payload.toString()) as { zone?: unknown }).zone;
+              if (typeof zone === 'string' && zone) this.nodeZones.set(node, zone);
+            } catch {
+              // a malformed status says nothing of a zone
+            }
+          },
+        );
       for (const type of want) {
-        const live = new Map<string, number>();
+        const live = new Map<string, { rv: number; node?: string; object?: Record<string, any> }>();
         await reader.read(
           this.topics.objectsOfType(type),
           `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
           (topic, payload) => {
-            const key = this.topics.objectResource(topic);
-            if (!key) return;
-            live.delete(key);
+            const at = this.topics.objectAt(topic);
+            if (!at) return;
+            const id = at.node === undefined ? at.resource : `${at.node}|${at.resource}`;
+            live.delete(id);
             if (!payload.length) return; // a forgotten tombstone: nothing retained
             try {
-              const w = parseWrite(fromWire(payload)).op;
-              if (w.op === 'upsert') live.set(key, w.resourceVersion);
+              const msg = fromWire(payload);
+              const w = parseWrite(msg).op;
+              if (w.op === 'upsert')
+                live.set(id, {
+                  rv: w.resourceVersion,
+                  node: at.node,
+                  object: keep.has(type) ? (msg.content as Record<string, any>) : undefined,
+                });
             } catch {
               // not an object message: nodes refuse it too, so it counts for neither side
             }
           },
         );
-        const digest = new TypeDigest();
-        for (const [key, rv] of live) digest.add(key.slice(0, key.indexOf('/')), key, rv);
-        this.state.set(type, { live, digest });
+        this.read.add(type);
+        if (!NODE_SCOPED_TYPES.has(type)) this.stateOf(type, undefined);
+        const objects: RetainedObject[] = [];
+        for (const [id, o] of live) {
+          const key = id.slice(id.indexOf('|') + 1);
+          const st = this.stateOf(type, o.node)!;
+          st.live.set(key, o.rv);
+          st.digest.add(key.slice(0, key.indexOf('/')), key, o.rv);
+          if (o.object) {
+            const [namespace, , name] = key.split('/');
+            objects.push({ type, namespace, name, node: o.node, object: o.object });
+          }
+        }
+        if (keep.has(type)) this.retained.set(type, objects);
       }
     } finally {
       await reader.close();
     }
+  }
+
+  /** The digest state of a scope of a type read in begin() (created empty for a node not seen). */
+  private stateOf(type: string, node: string | undefined) {
+    if (!this.read.has(type)) return undefined;
+    const scope = scopeOf(type, node);
+    let st = this.state.get(scope);
+    if (!st) this.state.set(scope, (st = { live: new Map(), digest: new TypeDigest() }));
+    return st;
+  }
+
+  /** Whether the broker retains this object live (after begin() of its type). */
+  has(o: PlannedObject): boolean {
+    const key = `${o.namespace}/${o.type}/${o.name}`;
+    if (NODE_SCOPED_TYPES.has(o.type)) return this.placements(o.type, key).length > 0;
+    return this.state.get(o.type)?.live.has(key) ?? false;
+  }
+
+  /** Nodes whose retained objects include this node-scoped object (after begin()). */
+  private placements(type: string, key: string): string[] {
+    const out: string[] = [];
+    const head = `${type}@`;
+    for (const [scope, st] of this.state)
+      if (scope.startsWith(head) && st.live.has(key)) out.push(scope.slice(head.length));
+    return out;
   }
 
   /**
@@ -99,15 +186,34 @@ export class ObjectPublisher {
     return Date.now() * 1000 + (this.rvSeq++ % 1000);
   }
 
-  /** Resolves when the broker has the object (PUBACK); up to `window` publishes run at once. */
+  /**
+   * Resolves when the broker has the object (PUBACK); up to `window` publishes run at once. A
+   * node-scoped object that moved is deleted from the node that had it.
+   */
   async apply(o: PlannedObject): Promise<void> {
     const rv = this.nextResourceVersion();
     const object = { ...o.object, metadata: { ...o.object.metadata, resourceVersion: String(rv) } };
+    if (NODE_SCOPED_TYPES.has(o.type)) {
+      const key = `${o.namespace}/${o.type}/${o.name}`;
+      for (const node of this.placements(o.type, key)) if (node !== o.node) await this.delete({ ...o, node });
+    }
     await this.send(o, 'update', object, rv);
     this.track(o, rv);
   }
 
+  /** A retained tombstone; a node-scoped object's on every node that has it (and on `o.node`). */
   async delete(o: PlannedObject): Promise<void> {
+    if (NODE_SCOPED_TYPES.has(o.type)) {
+      const key = `${o.namespace}/${o.type}/${o.name}`;
+      const nodes = new Set(this.placements(o.type, key));
+      if (o.node && (!this.read.has(o.type) || !nodes.size)) nodes.add(o.node);
+      await Promise.all([...nodes].map((node) => this.tombstone({ ...o, node })));
+      return;
+    }
+    await this.tombstone(o);
+  }
+
+  private async tombstone(o: PlannedObject): Promise<void> {
     const rv = this.nextResourceVersion();
     const tomb = {
       apiVersion: 'v1',
@@ -118,14 +224,14 @@ export class ObjectPublisher {
     this.track(o, undefined);
   }
 
-  /** The digest of a type as this publisher knows it (after begin()). */
-  digest(type: string): TypeDigestValue | undefined {
-    return this.state.get(type)?.digest.value;
+  /** The digest of a type (of a node-scoped type, a node's) as this publisher knows it (after begin()). */
+  digest(type: string, node?: string): TypeDigestValue | undefined {
+    return this.state.get(scopeOf(type, node))?.digest.value;
   }
 
   /** A publish the broker took: the object's version now (undefined: deleted). */
   private track(o: PlannedObject, rv: number | undefined): void {
-    const st = this.state.get(o.type);
+    const st = this.stateOf(o.type, o.node);
     if (!st) return;
     const key = `${o.namespace}/${o.type}/${o.name}`;
     const was = st.live.get(key);
@@ -137,13 +243,15 @@ export class ObjectPublisher {
     }
   }
 
-  /** Wait for every publish, then publish the digest of each type read in begin(). */
+  /** Wait for every publish, then publish the digest of each scope read in begin(). */
   async finish(): Promise<void> {
     await Promise.all(this.inflight);
     if (this.failed) throw this.failed;
-    for (const type of this.state.keys()) {
-      const d = { ...this.digest(type)!, at: Date.now() };
-      await this.client.publishAsync(this.topics.digest(type), JSON.stringify(d), {
+    for (const [scope, st] of this.state) {
+      const at = scope.indexOf('@');
+      const [type, node] = at < 0 ? [scope, undefined] : [scope.slice(0, at), scope.slice(at + 1)];
+      const d = { ...st.digest.value, at: Date.now() };
+      await this.client.publishAsync(this.topics.digest(type, node), JSON.stringify(d), {
         qos: 1,
         retain: true,
       });
@@ -171,7 +279,10 @@ export class ObjectPublisher {
       resourceVersion: String(rv),
     });
     const p: Promise<void> = this.client
-      .publishAsync(this.topics.object(o.namespace, o.type, o.name), toWire(msg), { qos: 1, retain: true })
+      .publishAsync(this.topics.object(o.namespace, o.type, o.name, o.node), toWire(msg), {
+        qos: 1,
+        retain: true,
+      })
       .then(
         () => this.settle(p),
         (e: Error) => {

@@ -1,5 +1,13 @@
 import type { MetaChange } from '@edgecore/metamanager/client';
-import type { Endpoints, NodeStatus, Pod, Service } from './types';
+import {
+  SERVICE_NAME_LABEL,
+  type DestinationRule,
+  type EndpointSlice,
+  type Endpoints,
+  type NodeStatus,
+  type Pod,
+  type Service,
+} from './types';
 
 /** What one batch of changes did, for a reconcile of only what it touched. */
 export interface CatalogDelta {
@@ -7,9 +15,12 @@ export interface CatalogDelta {
   services: Map<string, { previous?: Service; current?: Service }>;
   /** Services whose backends may have changed (a pod their selector may pick, their Endpoints). */
   backends: Set<string>;
-  /** Changes of a type the catalog keeps (service, endpoints, pod). */
+  /** Changes of a type the catalog keeps (service, endpoints, endpointslice, pod, …). */
   applied: number;
 }
+
+/** The suffix of the key of a slice converted from an Endpoints object (never a real slice's). */
+const FROM_ENDPOINTS = '#endpoints';
 
 /**
  * In-memory view of services, endpoints and pods (KubeEdge EdgeMesh kept these behind
@@ -21,6 +32,15 @@ export class ServiceCatalog {
   readonly services = new Map<string, Service>();
   readonly pods = new Map<string, Pod>();
   readonly endpoints = new Map<string, Endpoints>();
+  /**
+   * EndpointSlices by `<ns>/<slice>`; an Endpoints object is converted on the way in (one slice
+   * per subset, keyed `<ns>/<name>#endpoints<i>`), so the backends are read from slices alone.
+   */
+  readonly slices = new Map<string, EndpointSlice>();
+  /** `<ns>/<service>` → keys of its slices (label `kubernetes.io/service-name`). */
+  private readonly slicesByService = new Map<string, Set<string>>();
+  /** DestinationRules by `<ns>/<name>` (per-service LB policy, standalone EdgeMesh's objects). */
+  readonly destinationRules = new Map<string, DestinationRule>();
   /** Other nodes' statuses by node name (site, tunnel reachability). */
   readonly nodes = new Map<string, NodeStatus>();
   /** Namespaces that have at least one service (NODATA vs NXDOMAIN for `<ns>.svc.<domain>`). */
@@ -58,18 +78,40 @@ export class ServiceCatalog {
     }
   }
 
+  /** The slices of a service (`<ns>/<name>`): its EndpointSlices and its converted Endpoints. */
+  *slicesOf(serviceKey: string): Iterable<EndpointSlice> {
+    for (const k of this.slicesByService.get(serviceKey) ?? []) yield this.slices.get(k)!;
+  }
+
+  /** Whether the service's backends come from slices (any, even empty) rather than from pods. */
+  hasSlices(serviceKey: string): boolean {
+    return this.slicesByService.has(serviceKey);
+  }
+
   /** Replace the whole view (start-up load). */
-  load(services: Service[], endpoints: Endpoints[], pods: Pod[], nodes: NodeStatus[] = []): void {
+  load(
+    services: Service[],
+    endpoints: Endpoints[],
+    pods: Pod[],
+    nodes: NodeStatus[] = [],
+    slices: EndpointSlice[] = [],
+    destinationRules: DestinationRule[] = [],
+  ): void {
     this.services.clear();
     this.nodes.clear();
     for (const n of nodes) this.nodes.set(n.metadata.name, n);
     this.nsCount.clear();
     this.pods.clear();
     this.endpoints.clear();
+    this.slices.clear();
+    this.slicesByService.clear();
+    this.destinationRules.clear();
     this.podsByLabel.clear();
     this.servicesBySelector.clear();
     for (const s of services) this.putService(keyOf(s), s);
-    for (const e of endpoints) this.endpoints.set(keyOf(e), e);
+    for (const e of endpoints) this.putEndpoints(keyOf(e), e);
+    for (const sl of slices) this.putSlice(keyOf(sl), sl);
+    for (const d of destinationRules) this.destinationRules.set(keyOf(d), d);
     for (const p of pods) this.putPod(keyOf(p), p);
   }
 
@@ -96,10 +138,33 @@ export class ServiceCatalog {
           break;
         }
         case 'endpoints':
-          if (del) this.endpoints.delete(key);
-          else this.endpoints.set(key, withNamespace(ch.object as Endpoints, ch.namespace));
+          this.removeEndpoints(key);
+          if (!del) this.putEndpoints(key, withNamespace(ch.object as Endpoints, ch.namespace));
           delta.backends.add(key);
           break;
+        case 'endpointslice': {
+          const previous = this.slices.get(key);
+          if (previous) {
+            delta.backends.add(serviceOfSlice(previous));
+            this.removeSlice(key, previous);
+          }
+          if (!del) {
+            const sl = withNamespace(ch.object as EndpointSlice, ch.namespace);
+            this.putSlice(key, sl);
+            delta.backends.add(serviceOfSlice(sl));
+          }
+          break;
+        }
+        case 'destinationrule': {
+          const previous = this.destinationRules.get(key);
+          const dr = del ? undefined : withNamespace(ch.object as DestinationRule, ch.namespace);
+          if (dr) this.destinationRules.set(key, dr);
+          else this.destinationRules.delete(key);
+          // the services it may name: its own name, and its host's
+          for (const d of [previous, dr])
+            if (d) for (const k of ruleTargets(d, ch.namespace)) delta.backends.add(k);
+          break;
+        }
         case 'pod': {
           const previous = this.pods.get(key);
           if (previous) this.servicesSelecting(ch.namespace, previous, delta.backends);
@@ -139,6 +204,33 @@ export class ServiceCatalog {
     for (const k in labels) {
       const set = this.servicesBySelector.get(pairKey(ns, k, labels[k]));
       if (set) for (const s of set) out.add(s);
+    }
+  }
+
+  private putSlice(key: string, sl: EndpointSlice): void {
+    this.slices.set(key, sl);
+    addTo(this.slicesByService, serviceOfSlice(sl), key);
+  }
+
+  private removeSlice(key: string, sl: EndpointSlice): void {
+    this.slices.delete(key);
+    removeFrom(this.slicesByService, serviceOfSlice(sl), key);
+  }
+
+  /** An Endpoints object, kept, and converted into slices (one per subset). */
+  private putEndpoints(key: string, e: Endpoints): void {
+    this.endpoints.set(key, e);
+    endpointsToSlices(e).forEach((sl, i) => this.putSlice(`${key}${FROM_ENDPOINTS}${i}`, sl));
+  }
+
+  private removeEndpoints(key: string): void {
+    const e = this.endpoints.get(key);
+    if (!e) return;
+    this.endpoints.delete(key);
+    for (let i = 0; i < (e.subsets?.length ?? 0); i++) {
+      const k = `${key}${FROM_ENDPOINTS}${i}`;
+      const sl = this.slices.get(k);
+      if (sl) this.removeSlice(k, sl);
     }
   }
 
@@ -207,6 +299,55 @@ function removeFrom(index: Map<string, Set<string>>, k: string, v: string): void
   if (!s) return;
   s.delete(v);
   if (!s.size) index.delete(k);
+}
+
+/** `<ns>/<service>` of a slice (its `kubernetes.io/service-name` label; none: a key no service has). */
+function serviceOfSlice(sl: EndpointSlice): string {
+  return `${sl.metadata.namespace ?? 'default'}/${sl.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`;
+}
+
+/**
+ * The services a DestinationRule may apply to (`<ns>/<name>`): the one of its own name (standalone
+ * EdgeMesh's rule) and the one its `spec.host` names (`svc`, `svc.ns`, `svc.ns.svc[.<domain>]`).
+ */
+export function ruleTargets(d: DestinationRule, ns: string): string[] {
+  const out = [`${ns}/${d.metadata.name}`];
+  const host = typeof d.spec?.host === 'string' ? d.spec.host.toLowerCase() : '';
+  const [svc, hostNs] = host.split('.');
+  if (svc) out.push(`${hostNs || ns}/${svc}`);
+  return out;
+}
+
+/**
+ * The EndpointSlices the mirroring controller would make of an Endpoints object: one per subset,
+ * its `addresses` ready, its `notReadyAddresses` not.
+ */
+export function endpointsToSlices(e: Endpoints): EndpointSlice[] {
+  const ns = e.metadata.namespace ?? 'default';
+  return (e.subsets ?? []).map((sub, i) => ({
+    kind: 'EndpointSlice',
+    metadata: {
+      name: `${e.metadata.name}-${i}`,
+      namespace: ns,
+      labels: { [SERVICE_NAME_LABEL]: e.metadata.name },
+    },
+    addressType: 'IPv4',
+    ports: (sub.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol ?? 'TCP' })),
+    endpoints: [
+      ...(sub.addresses ?? []).map((a) => ({
+        addresses: [a.ip],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: a.nodeName,
+        hostname: a.hostname,
+      })),
+      ...(sub.notReadyAddresses ?? []).map((a) => ({
+        addresses: [a.ip],
+        conditions: { ready: false, serving: false, terminating: false },
+        nodeName: a.nodeName,
+        hostname: a.hostname,
+      })),
+    ],
+  }));
 }
 
 function keyOf(o: { metadata: { name: string; namespace?: string } }): string {

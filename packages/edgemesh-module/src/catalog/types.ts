@@ -8,7 +8,13 @@ export interface ServicePort {
 }
 export interface Service {
   kind?: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; resourceVersion?: string };
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    resourceVersion?: string;
+  };
   spec?: {
     clusterIP?: string;
     selector?: Record<string, string>;
@@ -16,7 +22,44 @@ export interface Service {
     type?: string;
     /** `type: ExternalName`: the DNS name the service is an alias of. */
     externalName?: string;
+    /** Endpoints that are not ready are endpoints all the same (headless peer discovery). */
+    publishNotReadyAddresses?: boolean;
+    /** `Local`: only endpoints on this node; none → the connection fails (no fallback). */
+    internalTrafficPolicy?: 'Cluster' | 'Local' | string;
+    /** `PreferSameNode`, `PreferSameZone`, `PreferClose`: nearer endpoints first (see lb/topology). */
+    trafficDistribution?: string;
+    sessionAffinity?: 'None' | 'ClientIP' | string;
+    sessionAffinityConfig?: { clientIP?: { timeoutSeconds?: number } };
   };
+}
+
+/** `discovery.k8s.io/v1` EndpointSlice: one of the slices of a service (label `kubernetes.io/service-name`). */
+export interface EndpointSlice {
+  kind?: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  addressType?: 'IPv4' | 'IPv6' | 'FQDN' | string;
+  endpoints?: SliceEndpoint[];
+  ports?: { name?: string; port?: number; protocol?: string; appProtocol?: string }[];
+}
+export interface SliceEndpoint {
+  addresses: string[];
+  /** Unset `ready`/`serving` mean ready/serving (the API's rule); unset `terminating` means not. */
+  conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean };
+  hostname?: string;
+  nodeName?: string;
+  zone?: string;
+  hints?: { forZones?: { name: string }[]; forNodes?: { name: string }[] };
+  targetRef?: { kind?: string; name?: string; namespace?: string };
+}
+
+/** The label that joins a slice to its service. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** `networking.istio.io` DestinationRule: the part EdgeMesh reads (standalone EdgeMesh's LB policy). */
+export interface DestinationRule {
+  kind?: string;
+  metadata: { name: string; namespace?: string; resourceVersion?: string };
+  spec?: { host?: string; trafficPolicy?: Record<string, unknown> } & Record<string, unknown>;
 }
 
 /**
@@ -29,7 +72,13 @@ export function isExternalName(s: Service | undefined): boolean {
 
 export interface Pod {
   kind?: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    /** Set while the pod terminates: it serves what it has, takes nothing new while others are ready. */
+    deletionTimestamp?: string;
+  };
   spec?: {
     nodeName?: string;
     hostNetwork?: boolean;
@@ -53,7 +102,7 @@ export interface Endpoints {
   metadata: { name: string; namespace?: string };
   subsets?: {
     addresses?: { ip: string; nodeName?: string; hostname?: string }[];
-    notReadyAddresses?: { ip: string }[];
+    notReadyAddresses?: { ip: string; nodeName?: string; hostname?: string }[];
     ports?: { name?: string; port: number; protocol?: string }[];
   }[];
 }
@@ -68,6 +117,8 @@ export interface NodeStatus {
   status?: 'online' | 'offline';
   nodeIP?: string;
   site?: string;
+  /** Its `topology.kubernetes.io/zone`. */
+  zone?: string;
   addresses?: string[];
   tunnel?: {
     /** Relays (by certificate name) that hold a link to the node. */

@@ -1,3 +1,4 @@
+import { policyOf } from '../lb/service-policy';
 import type { Logger } from '@edgecore/beehive';
 import { readFileSync } from 'node:fs';
 import type { ServiceCatalog } from '../catalog/catalog';
@@ -136,11 +137,14 @@ export class Interception {
    */
   /**
    * A port's backends for DNAT rules, or undefined (the port keeps its portal) when one of them is
-   * on another site: the kernel cannot reach it, the tunnel can.
+   * on another site (the kernel cannot reach it, the tunnel can), when its service has a policy of
+   * its own (a strategy or client affinity the node-wide rules do not express), or when its
+   * endpoints have tiers (nearest-first with fallback on failure is the portal's).
    */
   private kernelTargets(e: PortalEntry): readonly Backend[] | undefined {
     const list = this.backends.of(e);
-    return hasTunneled(list) ? undefined : list;
+    if (hasTunneled(list) || policyOf(list) || list[0]?.tier !== undefined) return undefined;
+    return list;
   }
 
   private dnatMode(): boolean {

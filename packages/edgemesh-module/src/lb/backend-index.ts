@@ -1,6 +1,8 @@
 import type { ServiceCatalog } from '../catalog/catalog';
 import type { PortalSpec } from '../portal-table';
 import { DIRECT, resolveBackends, type Backend, type Networking, type Paths } from './backends';
+import { attachPolicy, type ServicePolicies } from './service-policy';
+import type { Here } from './topology';
 
 /**
  * The backends of each service port, resolved from the catalog once and cached until a change may
@@ -16,6 +18,8 @@ export class BackendIndex {
     private readonly catalog: ServiceCatalog,
     private readonly networking: Networking,
     readonly paths: Paths = DIRECT,
+    readonly here: Here = {},
+    private readonly policies?: ServicePolicies,
   ) {}
 
   /** Backends of a portal's service port. */
@@ -26,8 +30,12 @@ export class BackendIndex {
     const sp = svc?.spec?.ports?.find(
       (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
     );
-    b = svc && sp ? resolveBackends(this.catalog, svc, sp, this.networking, this.paths) : [];
+    b =
+      svc && sp
+        ? resolveBackends(this.catalog, svc, sp, this.networking, { paths: this.paths, here: this.here })
+        : [];
     if (spec.endpoint) b = b.filter((x) => x.endpoint === spec.endpoint); // an endpoint's own VIP
+    if (svc) attachPolicy(b, this.policies?.of(svc, this.catalog.destinationRules));
     this.cache.set(spec.key, b);
     const skey = `${spec.namespace}/${spec.service}`;
     let keys = this.cachedPortsOf.get(skey);

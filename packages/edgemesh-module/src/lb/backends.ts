@@ -1,6 +1,7 @@
 import { isDnsLabel } from '@edgecore/beehive';
 import type { ServiceCatalog } from '../catalog/catalog';
-import type { Pod, Service, ServicePort } from '../catalog/types';
+import type { EndpointSlice, Pod, Service, ServicePort, SliceEndpoint } from '../catalog/types';
+import { conditionsOf, tierOf, topologyMode, usableEndpoints, type Here } from './topology';
 
 export interface Backend {
   host: string;
@@ -19,6 +20,10 @@ export interface Backend {
   node?: string;
   /** Reached through EdgeTunnel: its node is in another site (see `Paths`). */
   tunnel?: boolean;
+  /** Serving but terminating: in the list only while no endpoint is ready (KEP-1669). */
+  terminating?: boolean;
+  /** Its nearness under a topology-aware service (lb/topology TIER); unset for every other service. */
+  tier?: number;
 }
 
 /**
@@ -50,84 +55,166 @@ export function endpointLabel(hostname: string | undefined, address: string): st
 
 export type Networking = 'host' | 'container';
 
-function ready(p: Pod): boolean {
-  if (p.status?.phase !== 'Running') return false;
-  const c = p.status.conditions?.find((x) => x.type === 'Ready');
-  return !c || c.status === 'True';
+/** What a resolve needs besides the catalog: the path rule, this node, and what the list is for. */
+export interface ResolveContext {
+  paths?: Paths;
+  here?: Here;
+  /**
+   * DNS answers (a headless service's records): the ready endpoints (all of them with
+   * `publishNotReadyAddresses`), whatever the traffic policies say.
+   */
+  dns?: boolean;
 }
 
-/** The pod's port for `targetPort` (number, or a container port name), and its hostPort. */
-function podPort(
-  p: Pod,
-  target: number | string | undefined,
-  fallback: number,
-): { port: number; hostPort?: number } | undefined {
-  const ports = (p.spec?.containers ?? []).flatMap((c) => c.ports ?? []);
-  if (typeof target === 'string' && !/^\d+$/.test(target)) {
-    const named = ports.find((x) => x.name === target);
-    return named ? { port: named.containerPort, hostPort: named.hostPort } : undefined;
-  }
-  const port = target === undefined ? fallback : Number(target);
-  const cp = ports.find((x) => x.containerPort === port);
-  return { port, hostPort: cp?.hostPort };
+/** Running, Ready, and not being deleted. */
+export function podConditions(p: Pod): { ready: boolean; serving: boolean; terminating: boolean } {
+  const running = p.status?.phase === 'Running';
+  const c = p.status?.conditions?.find((x) => x.type === 'Ready');
+  const serving = running && (!c || c.status === 'True');
+  const terminating = !!p.metadata.deletionTimestamp;
+  return { ready: serving && !terminating, serving, terminating };
 }
 
 /**
- * Backends of one service port: the service's Endpoints object when it has one, else the pods its
- * selector picks that are Running and Ready — at hostIP:hostPort (host networking, the seed's
- * model; a hostNetwork pod listens on hostIP:targetPort) or podIP:targetPort (container networking).
+ * Where a pod serves a service port from other nodes — the rule the node applies to pods and the
+ * cloud's slice controller applies when it writes slices: hostIP:hostPort (host networking, the
+ * seed's model; a hostNetwork pod listens on hostIP:targetPort) or podIP:targetPort (container
+ * networking). `targetPort` is a number or one of the pod's container port names.
+ */
+export function podEndpoint(
+  p: Pod,
+  sp: Pick<ServicePort, 'port' | 'targetPort'>,
+  networking: Networking,
+): { host: string; port: number } | undefined {
+  const ports = (p.spec?.containers ?? []).flatMap((c) => c.ports ?? []);
+  const target = sp.targetPort;
+  let port: number;
+  let hostPort: number | undefined;
+  if (typeof target === 'string' && !/^\d+$/.test(target)) {
+    const named = ports.find((x) => x.name === target);
+    if (!named) return undefined;
+    port = named.containerPort;
+    hostPort = named.hostPort;
+  } else {
+    port = target === undefined ? sp.port : Number(target);
+    hostPort = ports.find((x) => x.containerPort === port)?.hostPort;
+  }
+  if (networking === 'container' && p.status?.podIP && !p.spec?.hostNetwork)
+    return { host: p.status.podIP, port };
+  const hostIP = p.status?.hostIP;
+  if (!hostIP) return undefined;
+  if (p.spec?.hostNetwork) return { host: hostIP, port };
+  return hostPort ? { host: hostIP, port: hostPort } : undefined;
+}
+
+/** A slice's port for a service port: by name and protocol, or its only port. */
+function slicePort(sl: EndpointSlice, sp: ServicePort): number | undefined {
+  const proto = sp.protocol ?? 'TCP';
+  const ports = sl.ports ?? [];
+  const p =
+    ports.find((x) => (x.name ?? '') === (sp.name ?? '') && (x.protocol ?? 'TCP') === proto) ??
+    (!sp.name ? ports.find((x) => (x.protocol ?? 'TCP') === proto) : undefined) ??
+    (ports.length === 1 && (ports[0].protocol ?? 'TCP') === proto ? ports[0] : undefined);
+  return p?.port ?? undefined;
+}
+
+interface Candidate {
+  host: string;
+  port: number;
+  origin: string;
+  hostname?: string;
+  node?: string;
+  zone?: string;
+  hints?: SliceEndpoint['hints'];
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+}
+
+/**
+ * Backends of one service port. From its slices — EndpointSlices (the cloud computes them from
+ * pods and selectors, or a user writes them for a service without selector) and its converted
+ * Endpoints — when it has any (an empty slice too: no backend); else, for a runtime that feeds
+ * pods (the seed's model), from the pods its selector picks (`podEndpoint`). Then the traffic
+ * rules of lb/topology: terminating endpoints, `internalTrafficPolicy`, the tiers of
+ * `trafficDistribution`.
  */
 export function resolveBackends(
   catalog: ServiceCatalog,
   svc: Service,
   sp: ServicePort,
   networking: Networking,
-  paths: Paths = DIRECT,
+  ctx: ResolveContext = {},
 ): Backend[] {
+  const paths = ctx.paths ?? DIRECT;
+  const here = ctx.here ?? {};
   const ns = svc.metadata.namespace ?? 'default';
+  const skey = `${ns}/${svc.metadata.name}`;
+  const notReadyToo = !!svc.spec?.publishNotReadyAddresses;
+  const cands: Candidate[] = [];
+  if (catalog.hasSlices(skey)) {
+    for (const sl of catalog.slicesOf(skey)) {
+      if (sl.addressType && sl.addressType !== 'IPv4') continue;
+      const port = slicePort(sl, sp);
+      if (!port) continue;
+      const origin = `endpointslice/${ns}/${sl.metadata.name}`;
+      for (const e of sl.endpoints ?? []) {
+        const host = e.addresses?.[0];
+        if (!host) continue;
+        const c = conditionsOf(e.conditions);
+        cands.push({
+          host,
+          port,
+          origin: e.targetRef?.kind === 'Pod' && e.targetRef.name ? `pod/${ns}/${e.targetRef.name}` : origin,
+          hostname: e.hostname,
+          node: e.nodeName,
+          zone: e.zone,
+          hints: e.hints,
+          ...c,
+        });
+      }
+    }
+  } else {
+    for (const p of catalog.podsMatching(ns, svc.spec?.selector)) {
+      const at = podEndpoint(p, sp, networking);
+      if (!at) continue;
+      cands.push({
+        ...at,
+        origin: `pod/${ns}/${p.metadata.name}`,
+        hostname: p.spec?.subdomain === svc.metadata.name ? p.spec?.hostname : undefined,
+        node: p.spec?.nodeName,
+        ...podConditions(p),
+      });
+    }
+  }
+  // publishNotReadyAddresses: an endpoint that is not terminating counts as ready
+  if (notReadyToo) for (const c of cands) if (!c.terminating) c.ready = c.serving = true;
+  const use = ctx.dns ? cands.filter((c) => c.ready) : usableEndpoints(svc, cands, here);
+  const mode = ctx.dns ? undefined : topologyMode(svc);
   const out: Backend[] = [];
   const seen = new Set<string>();
-  const add = (
-    host: string | undefined,
-    port: number | undefined,
-    origin: string,
-    hostname: string | undefined,
-    node: string | undefined,
-  ): void => {
-    if (!host || !port) return;
+  for (const c of use) {
     // a backend through the tunnel is named with its node: sites may reuse private addresses,
     // and a pooled connection, health and LB state must never cross from one to the other
-    const tunnel = paths.tunneled(node);
-    const key = tunnel ? `${node}/${host}:${port}` : `${host}:${port}`;
-    if (seen.has(key)) return;
+    const tunnel = paths.tunneled(c.node);
+    const key = tunnel ? `${c.node}/${c.host}:${c.port}` : `${c.host}:${c.port}`;
+    if (seen.has(key)) continue;
     seen.add(key);
-    const b: Backend = { host, port, key, origin, endpoint: endpointLabel(hostname, host), node };
+    const b: Backend = {
+      host: c.host,
+      port: c.port,
+      key,
+      origin: c.origin,
+      endpoint: endpointLabel(c.hostname, c.host),
+      node: c.node,
+    };
     if (tunnel) b.tunnel = true;
-    out.push(b);
-  };
-  const ep = catalog.endpoints.get(`${ns}/${svc.metadata.name}`);
-  if (ep?.subsets?.length) {
-    for (const sub of ep.subsets) {
-      const p =
-        (sub.ports ?? []).find(
-          (x) => (sp.name ? x.name === sp.name : true) && (x.protocol ?? 'TCP') === (sp.protocol ?? 'TCP'),
-        ) ?? (sub.ports?.length === 1 ? sub.ports[0] : undefined);
-      for (const a of sub.addresses ?? [])
-        add(a.ip, p?.port, `endpoints/${ns}/${svc.metadata.name}`, a.hostname, a.nodeName);
+    if (c.terminating) b.terminating = true;
+    if (mode) {
+      const zone = c.zone ?? (c.node ? catalog.nodes.get(c.node)?.zone : undefined);
+      b.tier = tierOf(mode, { node: c.node, zone, hints: c.hints, tunneled: tunnel }, here);
     }
-    return out;
-  }
-  for (const p of catalog.podsMatching(ns, svc.spec?.selector)) {
-    if (!ready(p)) continue;
-    const pp = podPort(p, sp.targetPort, sp.port);
-    if (!pp) continue;
-    const origin = `pod/${ns}/${p.metadata.name}`;
-    const hostname = p.spec?.subdomain === svc.metadata.name ? p.spec?.hostname : undefined;
-    const node = p.spec?.nodeName;
-    if (networking === 'container' && p.status?.podIP && !p.spec?.hostNetwork)
-      add(p.status.podIP, pp.port, origin, hostname, node);
-    else if (p.spec?.hostNetwork) add(p.status?.hostIP, pp.port, origin, hostname, node);
-    else add(p.status?.hostIP, pp.hostPort, origin, hostname, node);
+    out.push(b);
   }
   return out;
 }
@@ -145,7 +232,7 @@ export function serviceEndpoints(
   const out = new Map<string, { port: ServicePort; backend: Backend }[]>();
   for (const sp of svc.spec?.ports ?? []) {
     if (sp.protocol === 'SCTP') continue;
-    for (const b of resolveBackends(catalog, svc, sp, networking, paths)) {
+    for (const b of resolveBackends(catalog, svc, sp, networking, { paths, dns: true })) {
       const label = b.endpoint!;
       let list = out.get(label);
       if (!list) out.set(label, (list = []));

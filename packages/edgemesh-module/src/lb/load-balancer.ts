@@ -1,7 +1,9 @@
 import type { z } from 'zod';
 import { healthOptionsSchema, resolveMeshOptions } from '../config';
 import type { Backend } from './backends';
-import type { LbStrategy } from './strategies';
+import { policyOf } from './service-policy';
+import { ClientAffinity, type LbStrategy, type LbStrategyContribution } from './strategies';
+import { nearest } from './topology';
 
 /** Passive health: the first ejection cool-down, doubled per consecutive failure up to the cap. */
 export type HealthOptions = z.input<typeof healthOptionsSchema>;
@@ -22,16 +24,39 @@ export class LoadBalancer {
   readonly stats: LbStats = { picks: 0, ejections: 0, panicPicks: 0 };
   readonly active = new Map<string, number>();
   private readonly ejected = new Map<string, { until: number; failures: number }>();
+  /** `sessionAffinity: ClientIP` of the services that have it. */
+  private readonly affinity = new ClientAffinity();
+  /** Strategies services name (created at first use, one per name: their state is per scope). */
+  private readonly byName = new Map<string, LbStrategy>();
   private readonly base: number;
   private readonly max: number;
 
   constructor(
     readonly strategy: LbStrategy,
     opts: HealthOptions = {},
+    /** What a service's own policy may name (the node's strategy is always one). */
+    private readonly contributions: readonly LbStrategyContribution[] = [],
   ) {
     const o = resolveMeshOptions(healthOptionsSchema, opts, 'lb');
     this.base = o.baseEjectMs;
     this.max = o.maxEjectMs;
+    this.byName.set(strategy.name, strategy);
+  }
+
+  /** The strategy names a service may pick. */
+  get strategyNames(): string[] {
+    return [...new Set([this.strategy.name, ...this.contributions.map((c) => c.name)])];
+  }
+
+  private strategyNamed(name: string | undefined): LbStrategy {
+    if (!name) return this.strategy;
+    let s = this.byName.get(name);
+    if (!s) {
+      const c = this.contributions.find((x) => x.name === name);
+      if (!c) return this.strategy;
+      this.byName.set(name, (s = c.create()));
+    }
+    return s;
   }
 
   isEjected(key: string, now = Date.now()): boolean {
@@ -39,7 +64,11 @@ export class LoadBalancer {
     return !!e && e.until > now;
   }
 
-  /** Pick among `backends` minus `exclude` (already failed for this request); undefined if none. */
+  /**
+   * Pick among `backends` minus `exclude` (already failed for this request); undefined if none.
+   * Healthy ones first (all when none is), of those the nearest tier (topology-aware services),
+   * then the client's affinity or the service's strategy (the node's when it names none).
+   */
   pick(
     backends: readonly Backend[],
     scope: string,
@@ -53,10 +82,19 @@ export class LoadBalancer {
     const healthy = this.ejected.size ? cands.filter((b) => !this.isEjected(b.key, now)) : cands;
     if (healthy.length) cands = healthy;
     else this.stats.panicPicks++;
+    cands = nearest(cands);
     this.stats.picks++;
-    return cands.length === 1
-      ? cands[0]
-      : this.strategy.pick(cands, { clientIp, hashKey, active: this.active, scope });
+    const policy = policyOf(backends);
+    const affinityMs = policy?.affinityMs;
+    const id = affinityMs ? `${scope}|${clientIp}` : '';
+    const hit = affinityMs ? this.affinity.get(id, cands, affinityMs, now) : undefined;
+    if (hit) return hit;
+    const chosen =
+      cands.length === 1
+        ? cands[0]
+        : this.strategyNamed(policy?.strategy).pick(cands, { clientIp, hashKey, active: this.active, scope });
+    if (affinityMs) this.affinity.set(id, chosen, affinityMs, now);
+    return chosen;
   }
 
   /** A connect to `b` was refused or reset: eject it. */

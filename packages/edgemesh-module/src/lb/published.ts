@@ -20,12 +20,12 @@ export function publishedBackends(catalog: ServiceCatalog, node: string): Set<st
         if (hostIP && p.spec.hostNetwork) out.add(`${proto}/${hostIP}:${port.containerPort}`);
       }
   }
-  for (const ep of catalog.endpoints.values())
-    for (const sub of ep.subsets ?? [])
-      for (const a of sub.addresses ?? []) {
-        if (a.nodeName !== node) continue;
-        for (const port of sub.ports ?? [])
-          out.add(`${(port.protocol ?? 'TCP').toLowerCase()}/${a.ip}:${port.port}`);
-      }
+  for (const sl of catalog.slices.values())
+    for (const e of sl.endpoints ?? []) {
+      if (e.nodeName !== node) continue;
+      for (const ip of e.addresses ?? [])
+        for (const port of sl.ports ?? [])
+          if (port.port) out.add(`${(port.protocol ?? 'TCP').toLowerCase()}/${ip}:${port.port}`);
+    }
   return out;
 }

@@ -39,26 +39,40 @@ export class RandomStrategy implements LbStrategy {
 /** SessionStickiness's idle timeout: kube-proxy's default for `sessionAffinity: ClientIP` (3 h). */
 export const STICKY_TIMEOUT_MS = 10_800_000;
 
+/**
+ * Remembered choices: an id (`<scope>|<client IP>`) → a backend key, kept while it comes back
+ * within its timeout. Used by SessionStickiness and by a service's `sessionAffinity: ClientIP`.
+ */
+export class ClientAffinity {
+  private readonly sessions = new Map<string, { key: string; until: number }>();
+
+  /** The remembered backend of `id` among `b` (its timeout renewed), or undefined. */
+  get(id: string, b: readonly Backend[], timeoutMs: number, now = Date.now()): Backend | undefined {
+    const s = this.sessions.get(id);
+    if (!s || s.until <= now) return undefined;
+    const hit = b.find((x) => x.key === s.key);
+    if (hit) s.until = now + timeoutMs;
+    return hit;
+  }
+
+  set(id: string, chosen: Backend, timeoutMs: number, now = Date.now()): void {
+    if (this.sessions.size > 100_000) this.sessions.clear();
+    this.sessions.set(id, { key: chosen.key, until: now + timeoutMs });
+  }
+}
+
 /** Client-IP affinity (kube-proxy `sessionAffinity: ClientIP`), expiring after `timeoutMs` idle. */
 export class SessionStickiness implements LbStrategy {
   readonly name = 'SessionStickiness';
-  private readonly sessions = new Map<string, { key: string; until: number }>();
+  private readonly affinity = new ClientAffinity();
   private readonly rr = new RoundRobin();
   constructor(readonly timeoutMs = STICKY_TIMEOUT_MS) {}
   pick(b: readonly Backend[], ctx: PickContext): Backend {
     const id = `${ctx.scope}|${ctx.clientIp}`;
-    const now = Date.now();
-    const s = this.sessions.get(id);
-    if (s && s.until > now) {
-      const hit = b.find((x) => x.key === s.key);
-      if (hit) {
-        s.until = now + this.timeoutMs;
-        return hit;
-      }
-    }
+    const hit = this.affinity.get(id, b, this.timeoutMs);
+    if (hit) return hit;
     const chosen = this.rr.pick(b, ctx);
-    if (this.sessions.size > 100_000) this.sessions.clear();
-    this.sessions.set(id, { key: chosen.key, until: now + this.timeoutMs });
+    this.affinity.set(id, chosen, this.timeoutMs);
     return chosen;
   }
 }

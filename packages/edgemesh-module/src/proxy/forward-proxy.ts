@@ -1,3 +1,4 @@
+import { hashHeaderFor } from '../lb/service-policy';
 import type { z } from 'zod';
 import { forwardProxyOptionsSchema, resolveMeshOptions } from '../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
@@ -163,7 +164,11 @@ export class ForwardProxy {
         status: 502,
         message: `unknown service ${host}:${port} (not a service name or VIP known to EdgeMesh)`,
       };
-    return { backends: t.backends, scope: t.scope, hashHeader: this.opts.hashHeader };
+    return {
+      backends: t.backends,
+      scope: t.scope,
+      hashHeader: hashHeaderFor(t.backends, this.opts.hashHeader),
+    };
   }
 
   private fail(

@@ -7,6 +7,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import type { Service } from '../catalog/types';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
+import { hashHeaderFor } from '../lb/service-policy';
 import type { HttpProxy } from './http/http-proxy';
 import type { TcpProxy } from './l4/tcp-proxy';
 import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
@@ -220,11 +221,14 @@ export class PortalManager {
     const server = createServer({ allowHalfOpen: spec.protocol === 'tcp', noDelay: true }, (sock) => {
       const s = portal.spec;
       if (s.protocol === 'http') {
-        this.http.handleRoute(sock, () => ({
-          backends: this.backendsOf(portal.spec),
-          scope: portal.spec.key,
-          hashHeader: this.opts.hashHeader,
-        }));
+        this.http.handleRoute(sock, () => {
+          const backends = this.backendsOf(portal.spec);
+          return {
+            backends,
+            scope: portal.spec.key,
+            hashHeader: hashHeaderFor(backends, this.opts.hashHeader),
+          };
+        });
       } else {
         this.tcp.handle(sock, this.backendsOf(s), s.key);
       }

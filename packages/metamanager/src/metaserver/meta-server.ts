@@ -7,10 +7,16 @@ import type { AddressInfo } from 'node:net';
 import type { MetaChangeEvent, MetaRecord, MetaStore } from '../dao/meta-store';
 
 /** URL plural → store type, and the Kubernetes list kind. */
-const RESOURCES: Record<string, { type: string; kind: string }> = {
+const RESOURCES: Record<string, { type: string; kind: string; group?: string }> = {
   services: { type: 'service', kind: 'ServiceList' },
   endpoints: { type: 'endpoints', kind: 'EndpointsList' },
   pods: { type: 'pod', kind: 'PodList' },
+  endpointslices: { type: 'endpointslice', kind: 'EndpointSliceList', group: 'discovery.k8s.io/v1' },
+  destinationrules: {
+    type: 'destinationrule',
+    kind: 'DestinationRuleList',
+    group: 'networking.istio.io/v1beta1',
+  },
 };
 
 /** `server`: `host:port` (port 0 picks a free one). */
@@ -20,6 +26,8 @@ export type MetaServerOptions = Omit<z.input<typeof metaServerSchema>, 'enable'>
  * MetaServer: a read-only Kubernetes-shaped HTTP API over the local store, offline too.
  * - `GET /api/v1/namespaces/{ns}/{services|endpoints|pods}[/{name}]`
  * - `GET /api/v1/{services|endpoints|pods}` (all namespaces)
+ * - `GET /apis/discovery.k8s.io/v1/[namespaces/{ns}/]endpointslices[/{name}]`, and
+ *   `/apis/networking.istio.io/v1beta1/…/destinationrules` the same way
  * - `?watch=1`: newline-delimited `{"type":"ADDED|MODIFIED|DELETED","object":{...}}`, current
  *   objects first as ADDED (what `kubectl get -w` shows), then changes as they commit.
  */
@@ -77,11 +85,16 @@ export class MetaServer {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
         return;
       }
-      const m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?([a-z]+)(?:\/([^/]+))?\/?$/.exec(url.pathname);
-      const def = m && RESOURCES[m[2]];
+      // core kinds under /api/v1, the others under their group (/apis/discovery.k8s.io/v1/…)
+      const m =
+        /^\/(?:api\/v1|apis\/([a-z0-9.-]+\/v[0-9a-z]+))\/(?:namespaces\/([^/]+)\/)?([a-z]+)(?:\/([^/]+))?\/?$/.exec(
+          url.pathname,
+        );
+      const found = m && RESOURCES[m[3]];
+      const def = found && found.group === m[1] ? found : undefined;
       if (!m || !def) return this.status(res, 404, 'NotFound', `no route for ${url.pathname}`);
-      const ns = m[1] ? decodeURIComponent(m[1]) : '*';
-      const name = m[3] ? decodeURIComponent(m[3]) : undefined;
+      const ns = m[2] ? decodeURIComponent(m[2]) : '*';
+      const name = m[4] ? decodeURIComponent(m[4]) : undefined;
       if (name !== undefined && ns === '*')
         return this.status(res, 404, 'NotFound', 'a named object needs a namespace');
       const watch = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
@@ -89,13 +102,15 @@ export class MetaServer {
       if (name !== undefined) {
         const rec = this.store.get(`${ns}/${def.type}/${name}`);
         if (!rec)
-          return this.status(res, 404, 'NotFound', `${m[2]} "${name}" not found in namespace "${ns}"`);
+          return this.status(res, 404, 'NotFound', `${m[3]} "${name}" not found in namespace "${ns}"`);
         res.writeHead(200, { 'content-type': 'application/json' }).end(rec.value);
         return;
       }
       const items = this.store.list(ns, def.type).map((r) => r.value);
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(`{"kind":"${def.kind}","apiVersion":"v1","metadata":{},"items":[${items.join(',')}]}`);
+      res.end(
+        `{"kind":"${def.kind}","apiVersion":"${def.group ?? 'v1'}","metadata":{},"items":[${items.join(',')}]}`,
+      );
     } catch (e) {
       this.status(res, 500, 'InternalError', (e as Error).message);
     }

@@ -1,0 +1,189 @@
+import {
+  podConditions,
+  podEndpoint,
+  SERVICE_NAME_LABEL,
+  ServiceCatalog,
+  type EndpointSlice,
+  type Networking,
+  type Pod,
+  type Service,
+  type SliceEndpoint,
+} from '@edgecore/edgemesh-module';
+import { createHash } from 'node:crypto';
+import type { PlannedObject } from './manifest';
+
+/** The label on the slices edgectl manages (it never touches another's). */
+export const MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
+export const MANAGED_BY = 'edgectl.edgecore.io';
+/** Endpoints per slice (kube-controller-manager's --max-endpoints-per-slice default). */
+export const MAX_ENDPOINTS_PER_SLICE = 100;
+
+type Key = string; // `<ns>/<name>`
+
+/**
+ * The endpoint-slice controller on the cloud side: from the services and pods edgectl publishes,
+ * the EndpointSlices of each service with a selector — so a node needs services and slices, not the
+ * pods of other nodes. It starts from the broker's retained state and answers, after a batch of
+ * applies and deletes, which slices to publish and which to delete (only those that changed: a
+ * slice whose content is the same is not published again).
+ *
+ * Endpoints are grouped by their ports (a named `targetPort` may resolve differently per pod), at
+ * most 100 per slice, each with `ready`/`serving`/`terminating`, `nodeName`, `zone` (its node's, from
+ * the nodes' published status), `hostname` (a pod whose `subdomain` is the service) and a
+ * `targetRef` to its pod. An address is where the pod serves other nodes (`podEndpoint`, the rule a
+ * node applies to pods itself). A service whose selector picks nothing has one empty slice: a node
+ * knows it has no endpoints, rather than guessing from pods.
+ */
+export class SliceController {
+  /** Services, pods and the managed slices, with the catalog's indexes (label → pods, selector → services). */
+  private readonly catalog = new ServiceCatalog();
+  private readonly dirty = new Set<Key>();
+
+  constructor(
+    private readonly networking: Networking = 'host',
+    /** Node name → its zone (`topology.kubernetes.io/zone`), as the nodes publish it. */
+    private readonly zones: ReadonlyMap<string, string> = new Map(),
+  ) {}
+
+  /** The retained state: services, pods, and slices (only managed ones are kept). */
+  load(services: Service[], pods: Pod[], slices: EndpointSlice[]): void {
+    const managed = slices.filter((sl) => sl.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY);
+    this.catalog.load(services, [], pods, [], managed);
+    this.dirty.clear();
+  }
+
+  /** A planned apply or delete of a service or pod (others are not the controller's business). */
+  note(o: PlannedObject, deleted: boolean): void {
+    if (o.type !== 'service' && o.type !== 'pod') return;
+    const d = this.catalog.applyBatch([
+      {
+        operation: deleted ? 'delete' : 'update',
+        type: o.type,
+        namespace: o.namespace,
+        name: o.name,
+        object: o.object,
+      },
+    ]);
+    // the services whose selector may pick the pod (before and after), or the service itself
+    for (const k of d.backends) this.dirty.add(k);
+  }
+
+  /**
+   * The slices to publish and to delete for what changed since load() or the last plan(); the
+   * controller's state then holds them as published.
+   */
+  plan(): { apply: PlannedObject[]; remove: PlannedObject[] } {
+    const apply: PlannedObject[] = [];
+    const remove: PlannedObject[] = [];
+    const slice = (operation: 'update' | 'delete', sl: EndpointSlice): void => {
+      const namespace = sl.metadata.namespace ?? 'default';
+      const o = { type: 'endpointslice' as const, namespace, name: sl.metadata.name, object: sl };
+      (operation === 'update' ? apply : remove).push(o);
+      this.catalog.applyBatch([{ operation, type: o.type, namespace, name: o.name, object: sl }]);
+    };
+    for (const skey of this.dirty) {
+      const svc = this.catalog.services.get(skey);
+      const want = svc?.spec?.selector && svc.spec.type !== 'ExternalName' ? this.desired(svc) : [];
+      const have = new Map([...this.catalog.slicesOf(skey)].map((sl) => [sl.metadata.name, sl]));
+      for (const sl of want) {
+        const old = have.get(sl.metadata.name);
+        have.delete(sl.metadata.name);
+        if (!old || !sameSlice(old, sl)) slice('update', sl);
+      }
+      for (const old of have.values()) slice('delete', old);
+    }
+    this.dirty.clear();
+    return { apply, remove };
+  }
+
+  /** The slices a service should have now. */
+  private desired(svc: Service): EndpointSlice[] {
+    const ns = svc.metadata.namespace ?? 'default';
+    const name = svc.metadata.name;
+    const ports = (svc.spec?.ports ?? []).filter((p) => p.protocol !== 'SCTP');
+    const notReadyToo = !!svc.spec?.publishNotReadyAddresses;
+    // endpoints grouped by their port mapping
+    const groups = new Map<string, { ports: EndpointSlice['ports']; endpoints: SliceEndpoint[] }>();
+    for (const pod of this.catalog.podsMatching(ns, svc.spec?.selector)) {
+      const phase = pod.status?.phase;
+      if (phase === 'Succeeded' || phase === 'Failed') continue;
+      let host: string | undefined;
+      const mapped: NonNullable<EndpointSlice['ports']> = [];
+      for (const sp of ports) {
+        const at = podEndpoint(pod, sp, this.networking);
+        if (!at || (host !== undefined && at.host !== host)) continue;
+        host = at.host;
+        mapped.push({
+          name: sp.name ?? '',
+          port: at.port,
+          protocol: sp.protocol ?? 'TCP',
+          appProtocol: sp.appProtocol,
+        });
+      }
+      if (host === undefined) continue;
+      const c = podConditions(pod);
+      const ready = c.ready || (notReadyToo && !c.terminating);
+      const node = pod.spec?.nodeName;
+      const e: SliceEndpoint = {
+        addresses: [host],
+        conditions: { ready, serving: c.serving || ready, terminating: c.terminating },
+        nodeName: node,
+        targetRef: { kind: 'Pod', name: pod.metadata.name, namespace: ns },
+      };
+      const zone = node ? this.zones.get(node) : undefined;
+      if (zone) e.zone = zone;
+      if (pod.spec?.subdomain === name && pod.spec.hostname) e.hostname = pod.spec.hostname;
+      const sig = JSON.stringify(mapped);
+      let g = groups.get(sig);
+      if (!g) groups.set(sig, (g = { ports: mapped, endpoints: [] }));
+      g.endpoints.push(clean(e));
+    }
+    const out: EndpointSlice[] = [];
+    const slice = (suffix: string, p: EndpointSlice['ports'], endpoints: SliceEndpoint[]): EndpointSlice =>
+      ({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: {
+          name: `${name}-${suffix}`,
+          namespace: ns,
+          labels: { [SERVICE_NAME_LABEL]: name, [MANAGED_BY_LABEL]: MANAGED_BY },
+        },
+        addressType: 'IPv4',
+        endpoints,
+        ports: p,
+      }) as EndpointSlice;
+    for (const [sig, g] of [...groups].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      g.endpoints.sort((a, b) => (a.targetRef!.name! < b.targetRef!.name! ? -1 : 1));
+      const h = createHash('sha256').update(sig).digest('hex').slice(0, 5);
+      for (let i = 0; i * MAX_ENDPOINTS_PER_SLICE < g.endpoints.length; i++)
+        out.push(
+          slice(
+            `${h}${i ? `-${i}` : ''}`,
+            g.ports,
+            g.endpoints.slice(i * MAX_ENDPOINTS_PER_SLICE, (i + 1) * MAX_ENDPOINTS_PER_SLICE),
+          ),
+        );
+    }
+    if (!out.length)
+      out.push(
+        slice(
+          'empty',
+          ports.map((sp) => ({ name: sp.name ?? '', port: undefined, protocol: sp.protocol ?? 'TCP' })),
+          [],
+        ),
+      );
+    return out;
+  }
+}
+
+/** The same endpoints and ports (the published one carries a resourceVersion; the rest is ours). */
+function sameSlice(a: EndpointSlice, b: EndpointSlice): boolean {
+  return (
+    JSON.stringify([a.endpoints ?? [], a.ports ?? []]) === JSON.stringify([b.endpoints ?? [], b.ports ?? []])
+  );
+}
+
+/** Without undefined fields (a slice read back from JSON has none: equal content compares equal). */
+function clean<T>(o: T): T {
+  return JSON.parse(JSON.stringify(o)) as T;
+}

@@ -1,0 +1,149 @@
+import type { Logger } from '@edgecore/beehive';
+import { ruleTargets } from '../catalog/catalog';
+import type { DestinationRule, Service } from '../catalog/types';
+import type { Backend } from './backends';
+import { STICKY_TIMEOUT_MS } from './strategies';
+
+/**
+ * A service's own load-balancing policy; the node's `lbStrategy` (and `consistentHashHeader`) for
+ * what it does not say. Read, in order of precedence, from:
+ *
+ * 1. a DestinationRule (`networking.istio.io`) of the service's namespace named as the service or
+ *    whose `spec.host` names it — standalone EdgeMesh's object: `trafficPolicy.loadBalancer.simple`
+ *    ROUND_ROBIN, RANDOM, LEAST_REQUEST (LEAST_CONN) and `consistentHash.httpHeaderName` /
+ *    `useSourceIp`;
+ * 2. the service's annotations `edgecore.io/lb-strategy` (a strategy name) and
+ *    `edgecore.io/consistent-hash-header`;
+ * 3. `sessionAffinity: ClientIP` (with `sessionAffinityConfig.clientIP.timeoutSeconds`, 3 h by
+ *    default) on top of whichever strategy: a client IP keeps its backend while it comes back within
+ *    the timeout (the key is the IP, never IP:port).
+ *
+ * An unknown field or value is ignored with one warning (naming the object and the field), never
+ * an error: standalone EdgeMesh crashes on an unknown policy, a node here keeps serving.
+ */
+export interface ServiceLbPolicy {
+  /** A strategy name (built in or contributed). */
+  strategy?: string;
+  /** ConsistentHash key: a request header, or null for the client IP (undefined: the node's). */
+  hashHeader?: string | null;
+  /** Client-IP affinity, ms. */
+  affinityMs?: number;
+  /** Where it came from (`destinationrule/<ns>/<name>`, `service`), for listings and logs. */
+  source?: string;
+}
+
+export const LB_STRATEGY_ANNOTATION = 'edgecore.io/lb-strategy';
+export const HASH_HEADER_ANNOTATION = 'edgecore.io/consistent-hash-header';
+
+const SIMPLE: Record<string, string> = {
+  ROUND_ROBIN: 'RoundRobin',
+  RANDOM: 'Random',
+  LEAST_REQUEST: 'LeastConnections',
+  LEAST_CONN: 'LeastConnections',
+};
+const HEADER = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+const attached = new WeakMap<readonly Backend[], ServiceLbPolicy>();
+
+/** The policy of the service a backend list belongs to (BackendIndex attaches it). */
+export function policyOf(list: readonly Backend[]): ServiceLbPolicy | undefined {
+  return attached.get(list);
+}
+
+export function attachPolicy(list: readonly Backend[], p: ServiceLbPolicy | undefined): void {
+  if (p) attached.set(list, p);
+}
+
+/** The ConsistentHash header of a request to these backends: the service's, else the node's. */
+export function hashHeaderFor(list: readonly Backend[], nodeDefault: string | undefined): string | undefined {
+  const p = attached.get(list);
+  return p?.hashHeader === undefined ? nodeDefault : (p.hashHeader ?? undefined);
+}
+
+/** Reads services' policies, warning once per object version and field. */
+export class ServicePolicies {
+  private readonly warned = new Set<string>();
+
+  constructor(
+    /** The strategy names the node can run. */
+    private readonly known: () => readonly string[],
+    private readonly log?: Logger,
+  ) {}
+
+  /** The policy of `svc`, given the DestinationRules of its namespace (undefined: the node's). */
+  of(svc: Service, rules: Iterable<[string, DestinationRule]>): ServiceLbPolicy | undefined {
+    const ns = svc.metadata.namespace ?? 'default';
+    const key = `${ns}/${svc.metadata.name}`;
+    const p: ServiceLbPolicy = {};
+    const a = svc.metadata.annotations ?? {};
+    const named = a[LB_STRATEGY_ANNOTATION];
+    if (named !== undefined) {
+      if (this.known().includes(named)) {
+        p.strategy = named;
+        p.source = 'service';
+      } else this.warn(`service/${key}`, svc.metadata, LB_STRATEGY_ANNOTATION, named);
+    }
+    const header = a[HASH_HEADER_ANNOTATION];
+    if (header !== undefined) {
+      if (HEADER.test(header)) p.hashHeader = header;
+      else this.warn(`service/${key}`, svc.metadata, HASH_HEADER_ANNOTATION, header);
+    }
+    for (const [rkey, dr] of rules) {
+      if (!rkey.startsWith(`${ns}/`) || !ruleTargets(dr, ns).includes(key)) continue;
+      this.fromRule(`destinationrule/${rkey}`, dr, p);
+      break;
+    }
+    if (svc.spec?.sessionAffinity === 'ClientIP') {
+      const t = svc.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
+      p.affinityMs = Number.isInteger(t) && t! > 0 && t! <= 86400 ? t! * 1000 : STICKY_TIMEOUT_MS;
+    }
+    return p.strategy || p.hashHeader !== undefined || p.affinityMs ? p : undefined;
+  }
+
+  private fromRule(name: string, dr: DestinationRule, p: ServiceLbPolicy): void {
+    const warn = (field: string, value: unknown): void => this.warn(name, dr.metadata, field, value);
+    const spec = (dr.spec ?? {}) as Record<string, unknown>;
+    for (const k of Object.keys(spec)) if (k !== 'host' && k !== 'trafficPolicy') warn(`spec.${k}`, spec[k]);
+    const tp = (spec.trafficPolicy ?? {}) as Record<string, unknown>;
+    for (const k of Object.keys(tp)) if (k !== 'loadBalancer') warn(`spec.trafficPolicy.${k}`, tp[k]);
+    const lb = tp.loadBalancer as Record<string, unknown> | undefined;
+    if (!lb || typeof lb !== 'object') return;
+    for (const k of Object.keys(lb))
+      if (k !== 'simple' && k !== 'consistentHash') warn(`spec.trafficPolicy.loadBalancer.${k}`, lb[k]);
+    if (lb.simple !== undefined) {
+      const s = SIMPLE[String(lb.simple)];
+      if (s && this.known().includes(s)) {
+        p.strategy = s;
+        p.source = name;
+      } else warn('spec.trafficPolicy.loadBalancer.simple', lb.simple);
+    }
+    const ch = lb.consistentHash as Record<string, unknown> | undefined;
+    if (ch && typeof ch === 'object') {
+      for (const k of Object.keys(ch))
+        if (k !== 'httpHeaderName' && k !== 'useSourceIp')
+          warn(`spec.trafficPolicy.loadBalancer.consistentHash.${k}`, ch[k]);
+      if (typeof ch.httpHeaderName === 'string' && HEADER.test(ch.httpHeaderName)) {
+        p.strategy = 'ConsistentHash';
+        p.hashHeader = ch.httpHeaderName;
+        p.source = name;
+      } else if (ch.httpHeaderName !== undefined)
+        warn('spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName', ch.httpHeaderName);
+      else if (ch.useSourceIp === true) {
+        p.strategy = 'ConsistentHash';
+        p.hashHeader = null;
+        p.source = name;
+      }
+    }
+  }
+
+  private warn(object: string, meta: { resourceVersion?: string }, field: string, value: unknown): void {
+    const id = `${object}@${meta.resourceVersion ?? ''}|${field}`;
+    if (this.warned.has(id)) return;
+    if (this.warned.size > 10_000) this.warned.clear();
+    this.warned.add(id);
+    this.log?.warn(
+      { object, field, value },
+      'ignoring a load-balancing field or value EdgeMesh does not know (the node default applies)',
+    );
+  }
+}

@@ -6,11 +6,29 @@ import type { ServicePort } from './catalog/types';
  */
 export type PortalProtocol = 'http' | 'tcp' | 'udp';
 
-/** The seed's convention: port name `http` or `http-<n>`, or appProtocol http → L7. */
+/**
+ * `appProtocol` values EdgeMesh recognises (Kubernetes' standard ones, and IANA names), and the
+ * portal each is served by: `http` and WebSocket (`kubernetes.io/ws`, an HTTP/1.1 upgrade) by the
+ * L7 proxy; h2c, gRPC and the TLS ones (`https`, `kubernetes.io/wss`) byte for byte at L4 (the L7
+ * proxy speaks HTTP/1.x and does not terminate TLS).
+ */
+export const APP_PROTOCOLS: Readonly<Record<string, PortalProtocol>> = {
+  http: 'http',
+  'kubernetes.io/ws': 'http',
+  'kubernetes.io/h2c': 'tcp',
+  grpc: 'tcp',
+  https: 'tcp',
+  'kubernetes.io/wss': 'tcp',
+};
+
+/**
+ * The portal of a TCP port: its `appProtocol` when it has one (an unknown value → L4, never a
+ * guess), else the seed's convention: port name `http` or `http-<n>` → L7.
+ */
 export function portProtocol(p: ServicePort): PortalProtocol {
   if ((p.protocol ?? 'TCP') === 'UDP') return 'udp';
-  if (p.name === 'http' || /^http-\d+$/.test(p.name ?? '') || p.appProtocol?.toLowerCase() === 'http')
-    return 'http';
+  if (p.appProtocol !== undefined) return APP_PROTOCOLS[p.appProtocol.toLowerCase()] ?? 'tcp';
+  if (p.name === 'http' || /^http-\d+$/.test(p.name ?? '')) return 'http';
   return 'tcp';
 }
 

@@ -4,6 +4,7 @@ import {
   hashHeaderFor,
   LoadBalancer,
   policyOf,
+  portProtocol,
   resolveBackends,
   RoundRobin,
   BUILTIN_LB_STRATEGIES,
@@ -331,5 +332,19 @@ describe('per-service load-balancing policy', () => {
     const byKey = (k: string) =>
       Array.from({ length: 5 }, () => lb.pick(of('hash'), 'hash', '1.1.1.1', k)!.host);
     expect(new Set(byKey('user-1')).size).toBe(1);
+  });
+});
+
+describe('appProtocol', () => {
+  it('http and kubernetes.io/ws → L7; h2c, grpc, https, wss and unknown values → L4; else the port name', () => {
+    const p = (appProtocol?: string, name = 'http') => portProtocol({ port: 80, name, appProtocol });
+    expect(p('http', 'web')).toBe('http');
+    expect(p('kubernetes.io/ws', 'web')).toBe('http');
+    for (const a of ['kubernetes.io/h2c', 'grpc', 'https', 'kubernetes.io/wss', 'example.com/custom'])
+      expect(p(a)).toBe('tcp');
+    expect(p(undefined)).toBe('http');
+    expect(p(undefined, 'http-2')).toBe('http');
+    expect(p(undefined, 'db')).toBe('tcp');
+    expect(portProtocol({ port: 53, protocol: 'UDP', appProtocol: 'http' })).toBe('udp');
   });
 });

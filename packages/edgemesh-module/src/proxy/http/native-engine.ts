@@ -119,6 +119,8 @@ interface Conn {
   fallback?: (sock: Socket, bytes: Buffer) => void;
   ip: string;
   policy: RequestPolicy;
+  /** The header the engine extracts for ConsistentHash on this connection. */
+  hashHeader?: string;
 }
 
 /** Distinct backends the engine knows (ids are never reused; past this, JavaScript serves). */
@@ -194,7 +196,7 @@ export class NativeHttp {
       this.hooks.log.debug({ err: (e as Error).message }, 'native L7 engine refused a connection');
       return false;
     }
-    this.conns.set(id, { route, fallback: o.fallback, ip, policy: this.hooks.policy() });
+    this.conns.set(id, { route, fallback: o.fallback, ip, policy: this.hooks.policy(), hashHeader: o.hashHeader });
     this.adopted++;
     this.hooks.connections(1);
     sock.destroy();
@@ -237,6 +239,9 @@ export class NativeHttp {
       case EngineEvent.Pick: {
         if (!c) return HANDBACK;
         const r = c.route(authority);
+        // a service keyed by another header than the one the engine reads (the explicit proxy
+        // serves every service on one connection): JavaScript serves from this request on
+        if ('backends' in r && r.hashHeader !== c.hashHeader) return HANDBACK;
         d = policy.begin(r, c.ip, hash, (flags & EventFlag.Idempotent) !== 0);
         break;
       }

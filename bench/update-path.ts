@@ -3,7 +3,10 @@
  * services and 50,000 pods, 1,000 services (+ their 5,000 pods) at a time, to one unprivileged
  * edgecore through a stock mosquitto (its default queue limits); each step is timed from its
  * first publish until the node has applied all of it (its /metrics) and its last service answers
- * in DNS and through the explicit proxy (a real backend behind the service's pods). After each
+ * in DNS and through the explicit proxy (a real backend behind the service's pods). Since #21 the
+ * cloud computes EndpointSlices and sends a node its own pods only: a step is its services, their
+ * slices and the node's pods (3,000 objects of the 6,000 + 1,000 slices published), and the
+ * objects/s columns count what the node received. After each
  * step, single updates (a new service each) are timed from publish to the first DNS answer.
  * Reference in the same run: before each step, the same objects published under another topic
  * prefix to a bare MQTT subscriber that only counts them (the publisher and broker's own ceiling,
@@ -12,7 +15,7 @@
  * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
  * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes).
  */
-import { ObjectPublisher } from '@edgecore/edgecore';
+import { ObjectPublisher, SliceController } from '@edgecore/edgecore';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,18 +60,34 @@ async function waitFor(
   }
 }
 
-/** Publish a step as edgectl apply does: a window of publishes in flight, then the digests. */
+type Planned = Parameters<ObjectPublisher['apply']>[0];
+
+/**
+ * Publish a step as edgectl apply does: a window of publishes in flight, the slices the slice
+ * controller computes for them, then the digests. Returns what a node receives of it (`node`):
+ * every service and slice, and its own pods.
+ */
 async function publishAll(
   pub: ObjectPublisher,
-  objs: Parameters<ObjectPublisher['apply']>[0][],
-): Promise<void> {
+  ctl: SliceController,
+  objs: Planned[],
+  node: string,
+): Promise<number> {
   const ps: Promise<void>[] = [];
-  for (const o of objs) {
+  let toNode = 0;
+  const send = async (o: Planned): Promise<void> => {
     await pub.room();
     ps.push(pub.apply(o));
+    if (o.type !== 'pod' || o.node === node) toNode++;
+  };
+  for (const o of objs) {
+    await send(o);
+    ctl.note(o, false);
   }
+  for (const o of ctl.plan().apply) await send(o);
   await Promise.all(ps);
   await pub.finish();
+  return toNode;
 }
 
 function service(i: number) {
@@ -94,6 +113,7 @@ function pod(i: number, j: number, backendPort: number) {
     type: 'pod' as const,
     namespace: `ns-${i % 50}`,
     name: `app-${i}-${j}`,
+    node: `edge-node-${j % 100}`,
     object: {
       apiVersion: 'v1',
       kind: 'Pod',
@@ -257,12 +277,16 @@ modules:
   let bareCount = 0;
   bare.on('message', () => (bareCount += 1));
   // QoS 0: what the broker can hand out (at QoS 1 a stock queue drops it too)
-  await bare.subscribeAsync('benchref/objects/#', { qos: 0 });
+  // what the node receives: every service and slice, and its own pods
+  for (const f of ['benchref/objects/#', 'benchref/nodes/edge-node-0/objects/#'])
+    await bare.subscribeAsync(f, { qos: 0 });
   const refPub = await ObjectPublisher.connect(server, { prefix: 'benchref' });
-  await refPub.begin(['service', 'pod']);
+  await refPub.begin(['service', 'pod', 'endpointslice']);
+  const refCtl = new SliceController('host');
 
   const pub = await ObjectPublisher.connect(server);
-  await pub.begin(['service', 'pod']);
+  await pub.begin(['service', 'pod', 'endpointslice']);
+  const ctl = new SliceController('host');
   const probe = new DnsProbe(dnsPort);
   const rows: string[] = [];
   let total = 0;
@@ -290,22 +314,22 @@ modules:
     // the reference first: the same publishes to the bare subscriber alone
     const bare0 = bareCount;
     const r0 = Date.now();
-    await publishAll(refPub, objs);
-    await waitFor(() => bareCount - bare0 >= objs.length, 'bare subscriber', 60_000, 1);
+    const toNode = await publishAll(refPub, refCtl, objs, 'edge-node-0');
+    await waitFor(() => bareCount - bare0 >= toNode, 'bare subscriber', 60_000, 1);
     const bMs = Date.now() - r0;
     trace('reference done');
 
     const applied0 = await metric(obs, 'edgecore_mesh_updates_applied_total');
     const c0 = cpuNow();
     const t0 = Date.now();
-    await publishAll(pub, objs);
+    await publishAll(pub, ctl, objs, 'edge-node-0');
     trace('published, acknowledged, digests');
     const last = service(s0 + STEP - 1);
     const host = `${last.name}.${last.namespace}.svc.cluster.local`;
     // DNS first (a cheap probe), then the node's count (a scrape costs it a little), then curl
     await waitFor(() => probe.ask(host), 'last service in DNS', 300_000, 5);
     await waitFor(
-      async () => (await metric(obs, 'edgecore_mesh_updates_applied_total')) - applied0 >= objs.length,
+      async () => (await metric(obs, 'edgecore_mesh_updates_applied_total')) - applied0 >= toNode,
       'step applied',
       300_000,
       10,
@@ -315,7 +339,7 @@ modules:
     const c1 = cpuNow();
     for (const k of ['core', 'broker', 'bench'] as const) cpu[k] += c1[k] - c0[k];
     trace('visible');
-    total += objs.length;
+    total += toNode;
     totalMs += ms;
     bareMs += bMs;
     // single updates against this catalog: a new service each, publish → first DNS answer
@@ -333,10 +357,10 @@ modules:
     rows.push(
       [
         String(s0 + STEP).padStart(8),
-        String(objs.length).padStart(13),
+        String(toNode).padStart(13),
         (ms / 1000).toFixed(2).padStart(7),
-        String(Math.round(objs.length / (ms / 1000))).padStart(10),
-        String(Math.round(objs.length / (bMs / 1000))).padStart(26),
+        String(Math.round(toNode / (ms / 1000))).padStart(10),
+        String(Math.round(toNode / (bMs / 1000))).padStart(26),
         (bMs / ms).toFixed(2).padStart(6),
         pct(single, 50).toFixed(2).padStart(14),
         pct(single, 99).toFixed(2).padStart(7),

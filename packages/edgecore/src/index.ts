@@ -6,4 +6,6 @@ export * from './logging';
 export * from './host';
 export * from './edgectl/manifest';
 export * from './edgectl/publisher';
+export * from './edgectl/slice-controller';
+export * from './edgectl/publish-planned';
 export { edgectl } from './cli/edgectl';

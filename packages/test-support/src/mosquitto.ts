@@ -21,6 +21,8 @@ export async function waitForPort(port: number, timeoutMs: number): Promise<void
 export interface MosquittoOptions {
   /** Keep mosquitto's default queue limits (the tests otherwise raise max_queued_messages). */
   stock?: boolean;
+  /** max_queued_messages (default 10,000; a bench that reads a large retained state raises it). */
+  maxQueued?: number;
 }
 
 /**
@@ -41,7 +43,7 @@ export class Mosquitto {
       'persistence true',
       `persistence_location ${this.dir}/`,
       // stock: mosquitto's own limits (max_queued_messages 1000, max_inflight_messages 20)
-      ...(opts.stock ? [] : ['max_queued_messages 10000']),
+      ...(opts.stock ? [] : [`max_queued_messages ${opts.maxQueued ?? 10000}`]),
       'log_dest stdout',
     ];
     if (process.getuid?.() === 0) lines.push('user root');

@@ -13,7 +13,7 @@ import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
 import { ObjectPublisher } from '../edgectl/publisher';
-import { SliceController } from '../edgectl/slice-controller';
+import { publishPlanned } from '../edgectl/publish-planned';
 
 const HELP = `edgectl — the cloud-side tool: publish Kubernetes objects to the edge, read a node's MetaServer
 
@@ -227,65 +227,7 @@ async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, i
     prefix: v.prefix,
   });
   try {
-    // the retained state of every type touched: the digests published after the objects cover it.
-    // Services and pods also drive the slice controller, which starts from the retained services,
-    // pods and slices (and the nodes' zones).
-    const touched = new Set(planned.flatMap((d) => d.objects.map((o) => o.type)));
-    const slices = touched.has('service') || touched.has('pod');
-    const controlled = ['service', 'pod', 'endpointslice'];
-    await pub.begin(slices ? [...touched, 'endpointslice'] : touched, {
-      objects: slices ? controlled : [],
-      zones: slices,
-    });
-    const controller = slices ? new SliceController(networking, pub.nodeZones) : undefined;
-    if (controller) {
-      const of = (t: string): any[] => (pub.retained.get(t) ?? []).map((r) => r.object);
-      controller.load(of('service'), of('pod'), of('endpointslice'));
-    }
-    // publishes overlap (up to the publisher's window); a document is reported once all of its
-    // objects are acknowledged by the broker, in file order, and nothing after a failure
-    const done: Promise<unknown>[] = [];
-    // kubectl's words: created (new to the broker) or configured
-    const created = planned.map((d) => d.objects.length > 0 && !d.objects.some((o) => pub.has(o)));
-    for (const d of planned) {
-      const objs: Promise<void>[] = [];
-      for (const o of d.objects) {
-        await pub.room();
-        const p = verb === 'apply' ? pub.apply(o) : pub.delete(o);
-        controller?.note(o, verb === 'delete');
-        p.catch(() => undefined); // reported below, in order
-        objs.push(p);
-      }
-      done.push(Promise.all(objs));
-    }
-    // the slices of the services touched, after the objects they follow from
-    const sliceWork: Promise<void>[] = [];
-    if (controller) {
-      const { apply, remove } = controller.plan();
-      for (const o of apply) {
-        await pub.room();
-        const p = pub.apply(o);
-        p.catch(() => undefined); // reported below
-        sliceWork.push(p);
-      }
-      for (const o of remove) {
-        await pub.room();
-        const p = pub.delete(o);
-        p.catch(() => undefined); // reported below
-        sliceWork.push(p);
-      }
-    }
-    for (let i = 0; i < planned.length; i++) {
-      await done[i];
-      const d = planned[i];
-      io.stdout(
-        verb === 'apply'
-          ? `${d.display} ${created[i] ? 'created' : 'configured'}\n`
-          : `${d.display.split('/')[0]} "${d.display.split('/')[1]}" deleted\n`,
-      );
-    }
-    await Promise.all(sliceWork);
-    await pub.finish();
+    await publishPlanned(pub, planned, verb, networking, io.stdout);
   } finally {
     await pub.close();
   }

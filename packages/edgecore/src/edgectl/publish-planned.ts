@@ -1,0 +1,78 @@
+import type { Networking } from '@edgecore/edgemesh-module';
+import type { PlannedDocument } from './manifest';
+import type { ObjectPublisher } from './publisher';
+import { SliceController } from './slice-controller';
+
+/**
+ * What `edgectl apply|delete` does with planned documents: publish them (up to the publisher's
+ * window at once), run the slice controller over the services and pods they touch and publish its
+ * slices, then the digests. `report` gets kubectl's line per document, in file order, once all of
+ * its objects are acknowledged by the broker (nothing after a failure).
+ */
+export async function publishPlanned(
+  pub: ObjectPublisher,
+  planned: PlannedDocument[],
+  verb: 'apply' | 'delete',
+  networking: Networking,
+  report: (line: string) => void = () => undefined,
+): Promise<void> {
+  // the retained state of every type touched: the digests published after the objects cover it.
+  // Services and pods also drive the slice controller, which starts from the retained services,
+  // pods and slices (and the nodes' zones).
+  const touched = new Set(planned.flatMap((d) => d.objects.map((o) => o.type)));
+  const slices = touched.has('service') || touched.has('pod');
+  const controlled = ['service', 'pod', 'endpointslice'];
+  await pub.begin(slices ? [...touched, 'endpointslice'] : touched, {
+    objects: slices ? controlled : [],
+    zones: slices,
+  });
+  const controller = slices ? new SliceController(networking, pub.nodeZones) : undefined;
+  if (controller) {
+    const of = (t: string): any[] => (pub.retained.get(t) ?? []).map((r) => r.object);
+    controller.load(of('service'), of('pod'), of('endpointslice'));
+  }
+  // publishes overlap (up to the publisher's window); a document is reported once all of its
+  // objects are acknowledged by the broker, in file order, and nothing after a failure
+  const done: Promise<unknown>[] = [];
+  // kubectl's words: created (new to the broker) or configured
+  const created = planned.map((d) => d.objects.length > 0 && !d.objects.some((o) => pub.has(o)));
+  for (const d of planned) {
+    const objs: Promise<void>[] = [];
+    for (const o of d.objects) {
+      await pub.room();
+      const p = verb === 'apply' ? pub.apply(o) : pub.delete(o);
+      controller?.note(o, verb === 'delete');
+      p.catch(() => undefined); // reported below, in order
+      objs.push(p);
+    }
+    done.push(Promise.all(objs));
+  }
+  // the slices of the services touched, after the objects they follow from
+  const sliceWork: Promise<void>[] = [];
+  if (controller) {
+    const { apply, remove } = controller.plan();
+    for (const o of apply) {
+      await pub.room();
+      const p = pub.apply(o);
+      p.catch(() => undefined); // reported below
+      sliceWork.push(p);
+    }
+    for (const o of remove) {
+      await pub.room();
+      const p = pub.delete(o);
+      p.catch(() => undefined); // reported below
+      sliceWork.push(p);
+    }
+  }
+  for (let i = 0; i < planned.length; i++) {
+    await done[i];
+    const d = planned[i];
+    report(
+      verb === 'apply'
+        ? `${d.display} ${created[i] ? 'created' : 'configured'}\n`
+        : `${d.display.split('/')[0]} "${d.display.split('/')[1]}" deleted\n`,
+    );
+  }
+  await Promise.all(sliceWork);
+  await pub.finish();
+}

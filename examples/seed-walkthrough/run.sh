@@ -98,10 +98,17 @@ start_edgecore $B edge-node-b
 ok "both ready"
 
 step "cloud: edgectl apply the seed's nginx deployment and headless nginx-svc (http-0 12345 → 80)"
+# edgectl is the endpoint-slice controller: it publishes nginx-svc's EndpointSlice (192.0.2.2:80)
+# to every node, and the pod to its node (b) only
 x $CLOUD node "$EDGECTL" --server tcp://192.0.2.254:1883 apply -f examples/seed-walkthrough/nginx.yaml --node-ip edge-node-b=192.0.2.2 | sed 's/^/    /'
-for _ in $(seq 1 50); do x $A curl -s http://127.0.0.1:10550/api/v1/namespaces/default/services/nginx-svc | grep -q 12345 && break; sleep 0.1; done
-x $A node "$EDGECTL" get pods | sed 's/^/    /'
+slices=/apis/discovery.k8s.io/v1/namespaces/default/endpointslices
+for _ in $(seq 1 50); do x $A curl -s http://127.0.0.1:10550$slices | grep -q 192.0.2.2 && break; sleep 0.1; done
 x $A node "$EDGECTL" get svc | sed 's/^/    /'
+x $A node "$EDGECTL" get endpointslices | sed 's/^/    /'
+x $A node "$EDGECTL" get endpointslices | grep -q 'nginx-svc-.*192.0.2.2' && ok "node a has nginx-svc's slice" || fail "no slice on node a"
+x $A node "$EDGECTL" get pods | grep -q 'No resources' && ok "node a has no pod of node b" || fail "node a got node b's pod"
+for _ in $(seq 1 50); do x $B curl -s http://127.0.0.1:10550/api/v1/namespaces/default/pods | grep -q nginx-deployment-0 && break; sleep 0.1; done
+x $B node "$EDGECTL" get pods | sed 's/^/    /'
 
 check_from() { # ns label
   local vip page

@@ -196,7 +196,13 @@ export class NativeHttp {
       this.hooks.log.debug({ err: (e as Error).message }, 'native L7 engine refused a connection');
       return false;
     }
-    this.conns.set(id, { route, fallback: o.fallback, ip, policy: this.hooks.policy(), hashHeader: o.hashHeader });
+    this.conns.set(id, {
+      route,
+      fallback: o.fallback,
+      ip,
+      policy: this.hooks.policy(),
+      hashHeader: o.hashHeader,
+    });
     this.adopted++;
     this.hooks.connections(1);
     sock.destroy();

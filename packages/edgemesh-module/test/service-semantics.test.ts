@@ -10,6 +10,7 @@ import {
   BUILTIN_LB_STRATEGIES,
   ServiceCatalog,
   ServicePolicies,
+  SitePaths,
   type Backend,
   type EndpointSlice,
   type Service,
@@ -191,6 +192,58 @@ describe('traffic rules (lb/topology)', () => {
       '10.0.0.3': undefined,
       '10.0.0.4': undefined,
     });
+  });
+
+  it('the site is a tier between zone and fleet: an endpoint through the tunnel comes last', () => {
+    const s = svc('s', { trafficDistribution: 'PreferClose' });
+    const c = catalog(
+      [s],
+      [
+        slice('s1', 's', [
+          ep('10.0.0.1', 'far'),
+          ep('10.0.0.2', 'near'),
+          ep('10.0.0.3', 'mine', { zone: 'z1' }),
+        ]),
+      ],
+    );
+    c.applyBatch(
+      (
+        [
+          ['far', 'site-2', 'z9'],
+          ['near', 'site-1', 'z8'],
+        ] as const
+      ).map(([name, site, zone]) =>
+        change('nodestatus', { metadata: { name }, status: 'online', site, zone } as never),
+      ),
+    );
+    const paths = new SitePaths(c, {
+      node: 'me',
+      site: 'site-1',
+      open: async () => undefined as never,
+      datagram: async () => undefined as never,
+    });
+    const tiers = Object.fromEntries(
+      resolveBackends(c, s, port0(s), 'host', { paths, here: { node: 'me', zone: 'z1' } }).map((b) => [
+        b.host,
+        [b.tier, !!b.tunnel],
+      ]),
+    );
+    expect(tiers).toEqual({ '10.0.0.1': [3, true], '10.0.0.2': [2, false], '10.0.0.3': [1, false] });
+    // a node's zone as it publishes it counts for endpoints without one; a change re-resolves
+    const d = c.applyBatch([
+      change('nodestatus', {
+        metadata: { name: 'near' },
+        status: 'online',
+        site: 'site-1',
+        zone: 'z1',
+      } as never),
+    ]);
+    expect(d.backends.has('default/s')).toBe(true);
+    expect(
+      resolveBackends(c, s, port0(s), 'host', { paths, here: { node: 'me', zone: 'z1' } }).find(
+        (b) => b.host === '10.0.0.2',
+      )!.tier,
+    ).toBe(1);
   });
 
   it('the load balancer picks the nearest tier with a healthy endpoint; the next tier takes over, and back', () => {

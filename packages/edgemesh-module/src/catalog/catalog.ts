@@ -185,9 +185,11 @@ export class ServiceCatalog {
           const n = del ? undefined : (ch.object as NodeStatus);
           if (n) this.nodes.set(ch.name, n);
           else this.nodes.delete(ch.name);
-          // a node's site decides the path to its backends (direct or tunnel): rare, so every
-          // service is looked at again; relays and addresses are read when a stream is opened
-          if (previous?.site !== n?.site) for (const k of this.services.keys()) delta.backends.add(k);
+          // a node's site decides the path to its backends (direct or tunnel), its zone their
+          // tier: rare, so every service is looked at again; relays and addresses are read when a
+          // stream is opened
+          if (previous?.site !== n?.site || previous?.zone !== n?.zone)
+            for (const k of this.services.keys()) delta.backends.add(k);
           break;
         }
         default:

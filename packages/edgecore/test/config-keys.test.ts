@@ -94,6 +94,8 @@ describe('every documented key can be set from edgecore.yaml', () => {
       'modules.edgeMesh.dns.listenPort',
       'modules.edgeMesh.dns.listenAddress',
       'modules.edgeMesh.dns.allowFrom',
+      'modules.edgeMesh.nodeName',
+      'modules.edgeMesh.zone',
     ]);
     const missing = keys.filter((k) => {
       if (optional.has(k)) return false;

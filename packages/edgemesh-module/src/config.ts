@@ -56,6 +56,28 @@ const proxyFields = {
    * frame a body differently there than here.
    */
   underscoresInHeaders: z.boolean().default(false),
+  /**
+   * HTTP/2 portals: concurrent streams a client connection may open (SETTINGS_MAX_CONCURRENT_STREAMS,
+   * nginx's http2_max_concurrent_streams), and at most per upstream connection (another one is
+   * opened beyond, or fewer when the backend's SETTINGS say so).
+   */
+  h2MaxStreams: z.number().int().min(1).max(10_000).default(100),
+  /**
+   * HTTP/2: a request body is kept up to this many bytes, so the request can go to another backend
+   * after a refused stream or a failed connect (beyond it, such a request fails instead).
+   */
+  h2ReplayBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(16 * 1024 * 1024)
+    .default(64 * 1024),
+  /** HTTP/2 upstream connections: a PING this often; one not answered within it closes the connection. */
+  h2PingIntervalMs: ms(3_600_000).default(30_000),
+  /** HTTP/2 connections (client and upstream) with no stream for this long are closed. */
+  h2IdleTimeoutMs: ms(86_400_000).default(300_000),
+  /** Streams a client may reset per second before its connection ends with GOAWAY (rapid reset). */
+  h2MaxResetsPerSecond: z.number().int().min(1).max(100_000).default(200),
 };
 
 const httpEngine = z.enum(['auto', 'native', 'js']).default('auto');
@@ -260,6 +282,18 @@ export const upstreamPoolOptionsSchema = z.object({
   idleMs: ms(86_400_000).default(30_000),
 });
 
+export const h2ProxyOptionsSchema = z.object({
+  maxStreams: proxyFields.h2MaxStreams,
+  /** The largest header list a client may send (SETTINGS_MAX_HEADER_LIST_SIZE). */
+  maxHeaderListBytes: proxyFields.maxHeadBytes,
+  replayBytes: proxyFields.h2ReplayBytes,
+  pingIntervalMs: proxyFields.h2PingIntervalMs,
+  idleTimeoutMs: proxyFields.h2IdleTimeoutMs,
+  maxResetsPerSecond: proxyFields.h2MaxResetsPerSecond,
+  connectTimeoutMs: proxyFields.connectTimeoutMs,
+  /** A request that is not gRPC waits this long for its response head (504 after). */
+  responseTimeoutMs: proxyFields.responseTimeoutMs,
+});
 export const tcpProxyOptionsSchema = z.object({
   connectTimeoutMs: proxyFields.connectTimeoutMs,
   /** Both sockets close after this long without traffic (0: never). */

@@ -17,6 +17,7 @@ import { Interception } from './iptables/interception';
 import { defaultAllowFrom, nodeIPv4s } from './listen';
 import { BackendIndex } from './lb/backend-index';
 import { LoadBalancer } from './lb/load-balancer';
+import { H2Proxy } from './proxy/h2/h2-proxy';
 import { ServicePolicies } from './lb/service-policy';
 import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
 import { BUILTIN_LB_STRATEGIES, createStrategy, LbStrategyContribution } from './lb/strategies';
@@ -162,6 +163,22 @@ export function bindProxy(bind: Bind): void {
       });
     })
     .inSingletonScope();
+  bind(H2Proxy)
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      return new H2Proxy(ctx.get(LoadBalancer), ctx.get(BackendDialer), {
+        maxStreams: o.proxy.h2MaxStreams,
+        maxHeaderListBytes: o.proxy.maxHeadBytes,
+        replayBytes: o.proxy.h2ReplayBytes,
+        pingIntervalMs: o.proxy.h2PingIntervalMs,
+        idleTimeoutMs: o.proxy.h2IdleTimeoutMs,
+        maxResetsPerSecond: o.proxy.h2MaxResetsPerSecond,
+        connectTimeoutMs: o.proxy.connectTimeoutMs,
+        responseTimeoutMs: o.proxy.responseTimeoutMs,
+        log: logOf(ctx),
+      });
+    })
+    .inSingletonScope();
   bind<PortalManagerFactory>(PortalManagerFactory).toDynamicValue((ctx) => (host) => {
     const o = optionsOf(ctx);
     const backends = ctx.get(BackendIndex);
@@ -169,6 +186,7 @@ export function bindProxy(bind: Bind): void {
       host,
       ctx.get(HttpProxy),
       ctx.get(TcpProxy),
+      ctx.get(H2Proxy),
       ctx.get(LoadBalancer),
       (spec) => backends.of(spec),
       {

@@ -26,6 +26,7 @@ import type { BackendPathRow, BackendPaths, PublishedBackends } from './tunnel';
 import type { PortalSpec } from './portal-table';
 import type { ForwardProxy, ResolvedTarget } from './proxy/forward-proxy';
 import { HttpProxy } from './proxy/http/http-proxy';
+import { H2Proxy } from './proxy/h2/h2-proxy';
 import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
 import { desiredPortals, type PortalManager } from './proxy/portals';
@@ -93,6 +94,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     @inject(LoadBalancer) readonly lb: LoadBalancer,
     @inject(UpstreamPool) private readonly pool: UpstreamPool,
     @inject(HttpProxy) readonly http: HttpProxy,
+    @inject(H2Proxy) readonly h2: H2Proxy,
     @inject(TcpProxy) readonly tcp: TcpProxy,
     @inject(DnsServerFactory) private readonly newDns: DnsServerFactory,
     @inject(PortalManagerFactory) private readonly newPortals: PortalManagerFactory,
@@ -196,6 +198,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     this.forwardProxy?.close();
     await this.portals?.closeAll();
     this.http.close();
+    this.h2.close();
     this.tcp.closeAll();
     this.pool.close();
     await this.dns?.close();

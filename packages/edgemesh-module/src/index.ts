@@ -34,6 +34,8 @@ export * from './proxy/http/error-response';
 export * from './proxy/http/upstream-pool';
 export * from './proxy/http/http-proxy';
 export * from './proxy/http/native-engine';
+export * from './proxy/h2/h2-proxy';
+export * from './proxy/h2/upstreams';
 export * from './proxy/l4/tcp-proxy';
 export * from './proxy/l4/splice';
 export * from './proxy/l4/udp-proxy';

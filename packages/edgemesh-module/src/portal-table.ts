@@ -4,31 +4,34 @@ import type { ServicePort } from './catalog/types';
  * The portal table: one row per service port, what the proxy listens on and what interception
  * (iptables) maps `VIP:port` to. Both sides read it; neither owns the other.
  */
-export type PortalProtocol = 'http' | 'tcp' | 'udp';
+export type PortalProtocol = 'http' | 'h2' | 'tcp' | 'udp';
 
 /**
  * `appProtocol` values EdgeMesh recognises (Kubernetes' standard ones, and IANA names), and the
  * portal each is served by: `http` and WebSocket (`kubernetes.io/ws`, an HTTP/1.1 upgrade) by the
- * L7 proxy; h2c, gRPC and the TLS ones (`https`, `kubernetes.io/wss`) byte for byte at L4 (the L7
- * proxy speaks HTTP/1.x and does not terminate TLS).
+ * HTTP/1 proxy; h2c and gRPC by the HTTP/2 proxy (each stream balanced); the TLS ones (`https`,
+ * `kubernetes.io/wss`) byte for byte at L4 (no TLS is terminated).
  */
 export const APP_PROTOCOLS: Readonly<Record<string, PortalProtocol>> = {
   http: 'http',
   'kubernetes.io/ws': 'http',
-  'kubernetes.io/h2c': 'tcp',
-  grpc: 'tcp',
+  'kubernetes.io/h2c': 'h2',
+  grpc: 'h2',
   https: 'tcp',
   'kubernetes.io/wss': 'tcp',
 };
 
 /**
  * The portal of a TCP port: its `appProtocol` when it has one (an unknown value → L4, never a
- * guess), else the seed's convention: port name `http` or `http-<n>` → L7.
+ * guess), else its name: `http`, `http-<n>` → HTTP/1 (the seed's convention); `grpc`,
+ * `grpc-<n>`, `h2c`, `http2` → HTTP/2 (Istio's port-name prefixes); anything else → L4.
  */
 export function portProtocol(p: ServicePort): PortalProtocol {
   if ((p.protocol ?? 'TCP') === 'UDP') return 'udp';
   if (p.appProtocol !== undefined) return APP_PROTOCOLS[p.appProtocol.toLowerCase()] ?? 'tcp';
-  if (p.name === 'http' || /^http-\d+$/.test(p.name ?? '')) return 'http';
+  const name = p.name ?? '';
+  if (name === 'http' || /^http-\d+$/.test(name)) return 'http';
+  if (name === 'grpc' || /^grpc-\d+$/.test(name) || name === 'h2c' || name === 'http2') return 'h2';
   return 'tcp';
 }
 

@@ -1,3 +1,4 @@
+import type { H2Proxy } from './h2/h2-proxy';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -69,6 +70,7 @@ export class PortalManager {
     private readonly listenHost: string,
     private readonly http: HttpProxy,
     private readonly tcp: TcpProxy,
+    private readonly h2: H2Proxy,
     private readonly lb: LoadBalancer,
     /** Backends of a portal, resolved at connection time (changes apply to the next request). */
     private readonly backendsOf: (spec: PortalSpec) => readonly Backend[],
@@ -218,20 +220,16 @@ export class PortalManager {
       portal.listenPort = sock.address().port;
       return portal;
     }
+    // an L7 portal's route, asked per connection (HTTP/1) or per stream (HTTP/2)
+    const route = () => {
+      const backends = this.backendsOf(portal.spec);
+      return { backends, scope: portal.spec.key, hashHeader: hashHeaderFor(backends, this.opts.hashHeader) };
+    };
     const server = createServer({ allowHalfOpen: spec.protocol === 'tcp', noDelay: true }, (sock) => {
       const s = portal.spec;
-      if (s.protocol === 'http') {
-        this.http.handleRoute(sock, () => {
-          const backends = this.backendsOf(portal.spec);
-          return {
-            backends,
-            scope: portal.spec.key,
-            hashHeader: hashHeaderFor(backends, this.opts.hashHeader),
-          };
-        });
-      } else {
-        this.tcp.handle(sock, this.backendsOf(s), s.key);
-      }
+      if (s.protocol === 'h2') this.h2.handle(sock, route);
+      else if (s.protocol === 'http') this.http.handleRoute(sock, route);
+      else this.tcp.handle(sock, this.backendsOf(s), s.key);
     });
     await this.bindInRange(async (port) => {
       server.listen(port, this.listenHost);

@@ -147,12 +147,32 @@ export class RequestPolicy {
     return this.pick();
   }
 
-  /** The connect to `b` failed (`reason`: an errno name or `timeout`). */
-  connectFailed(b: Backend, reason: string): Decision {
+  /**
+   * The connect to `b` failed (`reason`: an errno name or `timeout`): eject it, and one retry for
+   * an idempotent request — or for any request whose sender still holds all of it (`replayable`:
+   * nothing reached `b`, so it goes to another backend, as nginx's `proxy_next_upstream error`).
+   */
+  connectFailed(b: Backend, reason: string, replayable = false): Decision {
     this.eject(b, `${b.key} ${reason}`);
     this.log.debug({ backend: b.key, reason }, 'backend connect failed');
-    if (this.retry()) return this.pick();
+    if (this.retry(replayable)) return this.pick();
     return this.reply(failures.connect(b, reason));
+  }
+
+  /**
+   * `b` refused the request before processing it (HTTP/2 REFUSED_STREAM, or a GOAWAY that did not
+   * cover it: RFC 9113 §8.7): it may go to another backend whatever its method, when its sender
+   * still holds all of it. Not a health failure (a backend at its stream limit, or draining).
+   */
+  refused(b: Backend, replayable: boolean): Decision {
+    this.lb.release(b);
+    this.tried.add(b.key);
+    this.lastFailure = `${b.key} refused the request`;
+    if (replayable) {
+      this.counters.retries++;
+      return this.pick();
+    }
+    return this.reply(failures.allFailed(this.route?.scope ?? '', this.lastFailure));
   }
 
   /**
@@ -218,8 +238,8 @@ export class RequestPolicy {
     this.lastFailure = why;
   }
 
-  private retry(): boolean {
-    if (!this.idempotent || this.retried) return false;
+  private retry(replayable = false): boolean {
+    if (!(this.idempotent || replayable) || this.retried) return false;
     this.retried = true;
     this.counters.retries++;
     return true;

@@ -1,0 +1,454 @@
+import * as grpc from '@grpc/grpc-js';
+import { execFile } from 'node:child_process';
+import { connect, constants, createServer as createH2, type Http2Server } from 'node:http2';
+import { connect as tcpConnect, type AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
+import type { Pod } from '../src';
+import { service, startMesh, tmpDir, until, type MeshNode } from './helpers';
+
+const execFileP = promisify(execFile);
+
+/**
+ * HTTP/2 portals through real clients and servers: @grpc/grpc-js (unary, server, client and bidi
+ * streaming), curl --http2-prior-knowledge, h2load, and raw frames for the floods.
+ */
+
+const raw = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
+const def: grpc.ServiceDefinition = {
+  Unary: {
+    path: '/test.Echo/Unary',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: raw.serialize,
+    requestDeserialize: raw.deserialize,
+    responseSerialize: raw.serialize,
+    responseDeserialize: raw.deserialize,
+  },
+  ServerStream: {
+    path: '/test.Echo/ServerStream',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: raw.serialize,
+    requestDeserialize: raw.deserialize,
+    responseSerialize: raw.serialize,
+    responseDeserialize: raw.deserialize,
+  },
+  ClientStream: {
+    path: '/test.Echo/ClientStream',
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: raw.serialize,
+    requestDeserialize: raw.deserialize,
+    responseSerialize: raw.serialize,
+    responseDeserialize: raw.deserialize,
+  },
+  Bidi: {
+    path: '/test.Echo/Bidi',
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: raw.serialize,
+    requestDeserialize: raw.deserialize,
+    responseSerialize: raw.serialize,
+    responseDeserialize: raw.deserialize,
+  },
+};
+const Client = grpc.makeGenericClientConstructor(def, 'Echo');
+type EchoClient = InstanceType<typeof Client> & Record<string, any>;
+const BIG = 16 * 1024 * 1024;
+const channelOptions = { 'grpc.max_receive_message_length': BIG, 'grpc.max_send_message_length': BIG };
+
+interface Backend {
+  id: string;
+  port: number;
+  calls: number;
+  server: grpc.Server;
+}
+
+async function grpcBackend(id: string): Promise<Backend> {
+  const b: Backend = { id, port: 0, calls: 0, server: new grpc.Server(channelOptions) };
+  b.server.addService(def, {
+    Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      b.calls++;
+      const req = call.request;
+      const delay = Number(call.metadata.get('x-delay-ms')[0] ?? 0);
+      const answer = () =>
+        cb(
+          null,
+          req.length > 1024
+            ? Buffer.concat([Buffer.from(`${id}:`), req])
+            : Buffer.from(`${id}:${req.length}`),
+        );
+      if (delay) setTimeout(answer, delay);
+      else answer();
+    },
+    ServerStream: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      b.calls++;
+      const n = Number(call.request.toString());
+      for (let i = 0; i < n; i++) call.write(Buffer.from(`${id}:${i}`));
+      call.end();
+    },
+    ClientStream: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      b.calls++;
+      let bytes = 0;
+      let n = 0;
+      call.on('data', (d: Buffer) => ((bytes += d.length), n++));
+      call.on('end', () => cb(null, Buffer.from(`${id}:${n}:${bytes}`)));
+    },
+    Bidi: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      b.calls++;
+      call.on('data', (d: Buffer) => call.write(Buffer.concat([Buffer.from(`${id}:`), d])));
+      call.on('end', () => call.end());
+    },
+  });
+  b.port = await new Promise<number>((res, rej) =>
+    b.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? rej(e) : res(p),
+    ),
+  );
+  return b;
+}
+
+/** A hostNetwork pod on 127.0.0.1 whose named port `grpc` is `port`. */
+function pod(name: string, app: string, port: number): Pod {
+  return {
+    kind: 'Pod',
+    metadata: { name, namespace: 'default', labels: { app } },
+    spec: {
+      nodeName: 'n1',
+      hostNetwork: true,
+      containers: [{ name: 'c', ports: [{ name: 'grpc', containerPort: port }] }],
+    },
+    status: {
+      phase: 'Running',
+      hostIP: '127.0.0.1',
+      podIP: '127.0.0.1',
+      conditions: [{ type: 'Ready', status: 'True' }],
+    },
+  };
+}
+
+const unary = (c: EchoClient, req: Buffer, opts: grpc.CallOptions = {}, md = new grpc.Metadata()) =>
+  new Promise<Buffer>((res, rej) =>
+    c.Unary(req, md, opts, (e: grpc.ServiceError | null, r: Buffer) => (e ? rej(e) : res(r))),
+  );
+
+describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
+  let node: MeshNode;
+  const backends: Backend[] = [];
+  let dir: { db: string; cleanup: () => void };
+  const portalOf = (svc: string): string => {
+    const e = node.mesh.portals.table().find((x) => x.service === svc);
+    if (!e) throw new Error(`no portal of ${svc}`);
+    return `${e.listenHost}:${e.listenPort}`;
+  };
+  const client = (svc: string) =>
+    new Client(portalOf(svc), grpc.credentials.createInsecure(), channelOptions) as EchoClient;
+
+  beforeAll(async () => {
+    dir = tmpDir('h2-');
+    node = await startMesh(dir.db);
+    for (const id of ['a', 'b', 'c']) backends.push(await grpcBackend(id));
+    await node.put(
+      service('echo', 'default', { ports: [{ name: 'grpc', port: 50051, targetPort: 'grpc' }] }),
+    );
+    for (const b of backends) await node.putPod(pod(`echo-${b.id}`, 'echo', b.port));
+    await until(
+      () => node.mesh.resolveTarget('echo.default.svc.cluster.local', 50051)?.backends.length === 3,
+      'three backends',
+    );
+  });
+  afterAll(async () => {
+    await node?.stop();
+    for (const b of backends) b.server.forceShutdown();
+    dir?.cleanup();
+  });
+
+  it('the calls of ONE client channel spread evenly over three backends (per-request balancing)', async () => {
+    const c = client('echo');
+    const before = backends.map((b) => b.calls);
+    const answers: string[] = [];
+    for (let i = 0; i < 30; i++)
+      answers.push(
+        ...(await Promise.all(Array.from({ length: 10 }, () => unary(c, Buffer.from('hi'))))).map((r) =>
+          r.toString(),
+        ),
+      );
+    const spread = backends.map((b, i) => b.calls - before[i]);
+    console.log(
+      `one gRPC channel, 300 unary calls through the HTTP/2 portal: a ${spread[0]}, b ${spread[1]}, c ${spread[2]}`,
+    );
+    for (const n of spread) expect(Math.abs(n - 100)).toBeLessThanOrEqual(10);
+    expect(new Set(answers.map((a) => a.split(':')[1]))).toEqual(new Set(['2']));
+    c.close();
+  });
+
+  it('server, client and bidirectional streaming, and 8 MiB messages both ways', async () => {
+    const c = client('echo');
+    const got: string[] = [];
+    await new Promise<void>((res, rej) => {
+      const s = c.ServerStream(Buffer.from('500'));
+      s.on('data', (d: Buffer) => got.push(d.toString()));
+      s.on('error', rej);
+      s.on('end', () => res());
+    });
+    expect(got).toHaveLength(500);
+    expect(new Set(got.map((g) => g.split(':')[0])).size).toBe(1);
+    const total = await new Promise<string>((res, rej) => {
+      const s = c.ClientStream((e: grpc.ServiceError | null, r: Buffer) => (e ? rej(e) : res(r.toString())));
+      for (let i = 0; i < 200; i++) s.write(Buffer.alloc(1000, i));
+      s.end();
+    });
+    expect(total.split(':').slice(1)).toEqual(['200', '200000']);
+    const echoed: string[] = [];
+    await new Promise<void>((res, rej) => {
+      const s = c.Bidi();
+      let i = 0;
+      s.on('data', (d: Buffer) => {
+        echoed.push(d.toString());
+        if (++i < 50) s.write(Buffer.from(`m${i}`));
+        else s.end();
+      });
+      s.on('error', rej);
+      s.on('end', () => res());
+      s.write(Buffer.from('m0'));
+    });
+    expect(echoed.map((e) => e.split(':')[1])).toEqual(Array.from({ length: 50 }, (_, i) => `m${i}`));
+    const big = Buffer.alloc(8 * 1024 * 1024, 7);
+    const r = await unary(c, big);
+    expect(r.length).toBe(big.length + 2);
+    expect(r.subarray(2).equals(big)).toBe(true);
+    c.close();
+  });
+
+  it('deadline exceeded: a call slower than its deadline ends DEADLINE_EXCEEDED', async () => {
+    const c = client('echo');
+    const md = new grpc.Metadata();
+    md.set('x-delay-ms', '2000');
+    const t0 = Date.now();
+    const e = await unary(c, Buffer.from('x'), { deadline: Date.now() + 300 }, md).catch((x) => x);
+    expect(e.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(Date.now() - t0).toBeLessThan(1900);
+    c.close();
+  });
+
+  it('no backend: UNAVAILABLE (a trailers-only gRPC answer), not an HTTP error page', async () => {
+    await node.put(
+      service('empty', 'default', { ports: [{ name: 'grpc', port: 50052, targetPort: 'grpc' }] }),
+    );
+    const c = client('empty');
+    const e = await unary(c, Buffer.from('x')).catch((x) => x);
+    expect(e.code).toBe(grpc.status.UNAVAILABLE);
+    expect(e.details).toMatch(/no backend for default\/empty/);
+    c.close();
+  });
+
+  it('a backend killed under load: only calls in flight on it may fail; the rest go on', async () => {
+    const extra = await grpcBackend('k');
+    await node.putPod(pod('echo-k', 'echo', extra.port));
+    await until(
+      () => node.mesh.resolveTarget('echo.default.svc.cluster.local', 50051)?.backends.length === 4,
+      'four',
+    );
+    const c = client('echo');
+    let failed = 0;
+    let ok = 0;
+    let inflightAtKill = 0;
+    let killed = false;
+    let inflight = 0;
+    const one = async (): Promise<void> => {
+      inflight++;
+      const md = new grpc.Metadata();
+      md.set('x-delay-ms', '20');
+      try {
+        await unary(c, Buffer.from('x'), {}, md);
+        ok++;
+      } catch {
+        failed++;
+      } finally {
+        inflight--;
+      }
+    };
+    const workers = Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; i < 50; i++) {
+        if (w === 0 && i === 15 && !killed) {
+          killed = true;
+          inflightAtKill = inflight;
+          extra.server.forceShutdown();
+        }
+        await one();
+      }
+    });
+    await Promise.all(workers);
+    console.log(
+      `backend killed under load: ${ok} ok, ${failed} failed (in flight at the kill: ≤ ${inflightAtKill})`,
+    );
+    expect(ok + failed).toBe(400);
+    expect(failed).toBeLessThanOrEqual(inflightAtKill);
+    c.close();
+  });
+});
+
+describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () => {
+  let node: MeshNode;
+  let dir: { db: string; cleanup: () => void };
+  const servers: Http2Server[] = [];
+  const hits = new Map<string, number>();
+  const portal = (svc: string): { host: string; port: number } => {
+    const e = node.mesh.portals.table().find((x) => x.service === svc)!;
+    return { host: e.listenHost, port: e.listenPort };
+  };
+  /** A plain h2c server: `refuse` resets every stream with REFUSED_STREAM; `cut` resets mid-answer. */
+  const h2Backend = async (id: string, mode: 'ok' | 'refuse' | 'cut' = 'ok'): Promise<number> => {
+    const s = createH2();
+    s.on('stream', (st) => {
+      st.on('error', () => undefined);
+      hits.set(id, (hits.get(id) ?? 0) + 1);
+      if (mode === 'refuse') return st.close(constants.NGHTTP2_REFUSED_STREAM);
+      st.respond({ ':status': 200, 'content-type': 'text/plain' });
+      if (mode === 'cut') {
+        st.write('partial');
+        // destroy sends RST_STREAM; Node's close(code) would end the stream first here
+        setTimeout(() => st.destroy(new Error('cut')), 50);
+        return;
+      }
+      st.end(`${id}\n`);
+    });
+    servers.push(s);
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    return (s.address() as AddressInfo).port;
+  };
+  const h2pod = (name: string, app: string, port: number): Pod => pod(name, app, port);
+
+  beforeAll(async () => {
+    dir = tmpDir('h2c-');
+    node = await startMesh(dir.db);
+    const web = [await h2Backend('w1'), await h2Backend('w2')];
+    await node.put(
+      service('web', 'default', {
+        ports: [{ name: 'h2c', port: 8080, targetPort: 'grpc', appProtocol: 'kubernetes.io/h2c' }],
+      }),
+    );
+    await node.putPod(h2pod('web-1', 'web', web[0]));
+    await node.putPod(h2pod('web-2', 'web', web[1]));
+    await node.put(service('picky', 'default', { ports: [{ name: 'h2c', port: 8081, targetPort: 'grpc' }] }));
+    await node.putPod(h2pod('picky-r', 'picky', await h2Backend('refuser', 'refuse')));
+    await node.putPod(h2pod('picky-ok', 'picky', await h2Backend('taker')));
+    await node.put(
+      service('cutter', 'default', { ports: [{ name: 'h2c', port: 8082, targetPort: 'grpc' }] }),
+    );
+    await node.putPod(h2pod('cutter-1', 'cutter', await h2Backend('cut', 'cut')));
+    await until(
+      () => node.mesh.resolveTarget('cutter.default.svc.cluster.local', 8082)?.backends.length === 1,
+      'cutter',
+    );
+  });
+  afterAll(async () => {
+    await node?.stop();
+    for (const s of servers) s.close();
+    dir?.cleanup();
+  });
+
+  it('curl --http2-prior-knowledge is answered, per request balanced; an HTTP/1.1 client gets a 505 saying why', async () => {
+    const { host, port } = portal('web');
+    const out: string[] = [];
+    for (let i = 0; i < 4; i++)
+      out.push(
+        (await execFileP('curl', ['-s', '--http2-prior-knowledge', `http://${host}:${port}/`])).stdout.trim(),
+      );
+    expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
+    const h1 = await execFileP('curl', ['-s', '-w', ' %{http_code}', '--http1.1', `http://${host}:${port}/`]);
+    expect(h1.stdout).toMatch(/speaks HTTP\/2.* 505$/s);
+  });
+
+  it('h2load: 2,000 requests on 10 connections × 10 streams, every one answered', async () => {
+    const { host, port } = portal('web');
+    const r = await execFileP('h2load', ['-n', '2000', '-c', '10', '-m', '10', `http://${host}:${port}/`], {
+      timeout: 60_000,
+    });
+    expect(r.stdout).toMatch(/requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed/);
+    expect(r.stdout).toMatch(/status codes: 2000 2xx/);
+  });
+
+  it('a REFUSED_STREAM goes to another backend; a reset mid-answer reaches the client as a reset', async () => {
+    const { host, port } = portal('picky');
+    const s = connect(`http://${host}:${port}`);
+    const get = (path: string, on = s) =>
+      new Promise<{ status: number; body: string; rst?: number }>((res) => {
+        const r = on.request({ ':path': path });
+        let status = 0;
+        let body = '';
+        r.on('response', (h) => (status = Number(h[':status'])));
+        r.on('data', (d) => (body += d));
+        r.on('error', () => undefined);
+        r.on('close', () => res({ status, body, rst: r.rstCode }));
+        r.end();
+      });
+    for (let i = 0; i < 6; i++) expect(await get('/')).toMatchObject({ status: 200, body: 'taker\n' });
+    expect(hits.get('refuser')).toBeGreaterThan(0);
+    s.close();
+    const c = portal('cutter');
+    const s2 = connect(`http://${c.host}:${c.port}`);
+    const cut = await get('/', s2);
+    expect(cut.status).toBe(200);
+    expect(cut.body).toBe('partial');
+    expect(cut.rst).toBe(constants.NGHTTP2_INTERNAL_ERROR);
+    s2.close();
+  });
+
+  it('a rapid-reset flood ends that connection with GOAWAY; a CONTINUATION flood is cut; others are served meanwhile', async () => {
+    const { host, port } = portal('web');
+    const flooder = connect(`http://${host}:${port}`);
+    flooder.on('error', () => undefined);
+    let goaway = -1;
+    flooder.on('goaway', (code) => (goaway = code));
+    await new Promise((r) => flooder.once('connect', r));
+    for (let i = 0; i < 3000 && !flooder.destroyed && goaway < 0; i++) {
+      try {
+        const r = flooder.request({ ':path': '/' });
+        r.on('error', () => undefined);
+        r.close(constants.NGHTTP2_CANCEL);
+      } catch {
+        break;
+      }
+      if (i % 100 === 99) await new Promise((r) => setImmediate(r));
+    }
+    await until(() => goaway >= 0 || flooder.destroyed, 'the flooder cut off', 10_000);
+    // CONTINUATION flood: a HEADERS frame without END_HEADERS, then CONTINUATION frames forever
+    const sock = tcpConnect(port, host);
+    let closed = false;
+    sock.on('error', () => undefined);
+    sock.on('close', () => (closed = true));
+    await new Promise((r) => sock.once('connect', r));
+    const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+      const h = Buffer.alloc(9);
+      h.writeUIntBE(payload.length, 0, 3);
+      h[3] = type;
+      h[4] = flags;
+      h.writeUInt32BE(stream, 5);
+      return Buffer.concat([h, payload]);
+    };
+    // a literal header field without indexing, new name x-<n>, a 1000-byte value (127 + varint 873)
+    const lit = (n: number): Buffer => {
+      const name = Buffer.from(`x-${n}`);
+      return Buffer.concat([
+        Buffer.from([0x00, name.length]),
+        name,
+        Buffer.from([0x7f, (873 & 0x7f) | 0x80, 873 >> 7]),
+        Buffer.alloc(1000, 97),
+      ]);
+    };
+    sock.write(
+      Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]),
+    );
+    sock.write(frame(1, 0, 1, Buffer.concat([Buffer.from([0x82, 0x84, 0x86]), lit(0)])));
+    for (let i = 1; i < 2000 && !closed; i++) {
+      if (!sock.write(frame(9, 0, 1, lit(i)))) await new Promise((r) => setTimeout(r, 1));
+      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await until(() => closed, 'the CONTINUATION flooder cut off', 10_000);
+    // meanwhile (and after), another client is served
+    const r = await execFileP('curl', ['-s', '--http2-prior-knowledge', `http://${host}:${port}/`]);
+    expect(r.stdout.trim()).toMatch(/^w[12]$/);
+    expect(node.mesh.h2.stats.resetFloods + (goaway >= 0 ? 1 : 0)).toBeGreaterThan(0);
+  });
+});

@@ -76,6 +76,7 @@ export type RejectReason =
   | 'bad-framing'
   | 'unsupported-coding'
   | 'unsupported-version'
+  | 'http2-preface'
   | 'bad-host'
   | 'head-too-large'
   | 'head-timeout'

@@ -93,7 +93,7 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_proxy_http_rejected_total',
-      'L7 requests refused before any backend, by reason (malformed-head, bad-target, bad-framing, unsupported-coding, unsupported-version, bad-host, head-too-large, head-timeout, bad-chunk, closed-in-head).',
+      'L7 requests refused before any backend, by reason (malformed-head, bad-target, bad-framing, unsupported-coding, unsupported-version, http2-preface, bad-host, head-too-large, head-timeout, bad-chunk, closed-in-head).',
       () => [...http.rejected].map(([reason, n]) => [{ reason }, n] as const),
       ['reason'],
     );

@@ -348,7 +348,7 @@ describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () =>
     dir?.cleanup();
   });
 
-  it('curl --http2-prior-knowledge is answered, per request balanced; an HTTP/1.1 client gets a 505 saying why', async () => {
+  it('curl --http2-prior-knowledge is answered, per request balanced; an HTTP/1.1 client gets a 505 saying why, and an HTTP/2 one on an HTTP/1.1 port a GOAWAY', async () => {
     const { host, port } = portal('web');
     const out: string[] = [];
     for (let i = 0; i < 4; i++)
@@ -358,6 +358,16 @@ describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () =>
     expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
     const h1 = await execFileP('curl', ['-s', '-w', ' %{http_code}', '--http1.1', `http://${host}:${port}/`]);
     expect(h1.stdout).toMatch(/speaks HTTP\/2.* 505$/s);
+    // the other way round: an HTTP/2 client on an HTTP/1.1 port gets GOAWAY(HTTP_1_1_REQUIRED)
+    await node.put(service('plain', 'default', { ports: [{ name: 'http', port: 80, targetPort: 80 }] }));
+    const p = portal('plain');
+    const h2 = await execFileP('curl', [
+      '-sv',
+      '--http2-prior-knowledge',
+      `http://${p.host}:${p.port}/`,
+    ]).catch((e) => e);
+    expect(h2.code).toBe(16);
+    expect(h2.stderr).toMatch(/GOAWAY, error=13/);
   });
 
   it('h2load: 2,000 requests on 10 connections × 10 streams, every one answered', async () => {

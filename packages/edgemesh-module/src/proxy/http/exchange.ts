@@ -5,7 +5,7 @@ import type { Backend } from '../../lb/backends';
 import { SocketReader, writeAll } from '../socket-reader';
 import { pumpBody, pumpUntilEnd, stallGuard, waitFor, type Progress } from './body-pump';
 import { ChunkedParser } from './chunked';
-import { errorResponse } from './error-response';
+import { errorResponse, http2Refusal } from './error-response';
 import {
   absoluteForm,
   header,
@@ -75,7 +75,14 @@ export class JsExchange {
       } catch (e) {
         if (e instanceof HttpParseError) {
           policy.reject(e);
-          await respond(client, e.status, e.message, false);
+          if (e.reason === 'http2-preface') {
+            // what the client sends is read and dropped (unread bytes at close would reset the
+            // connection before it reads our GOAWAY); closed after a second at most
+            client.on('data', () => undefined).resume();
+            await writeAll(client, http2Refusal(e.message)).catch(() => undefined);
+            client.end();
+            setTimeout(() => client.destroy(), 1000).unref();
+          } else await respond(client, e.status, e.message, false);
         } else client.destroy();
         return;
       }

@@ -189,6 +189,9 @@ function newHead(start: Pick<Head, 'method' | 'target' | 'status' | 'reason'>, v
 
 export function parseRequestHead(buf: Buffer, end: number): Head {
   const lines = headLines(buf, end);
+  // an HTTP/2 client with prior knowledge (its preface): answered in HTTP/2, so that it can say why
+  if (lines[0] === 'PRI * HTTP/2.0')
+    throw new HttpParseError(505, 'this service port speaks HTTP/1.1, not HTTP/2', 'http2-preface');
   const m = /^([^ ]+) ([^ ]+) HTTP\/(\d)\.(\d)$/.exec(lines[0] ?? '');
   if (!m || !TOKEN.test(m[1])) throw new HttpParseError(400, 'malformed request line');
   // RFC 9110 §2.5: another major version is not ours (505, as nginx); a higher minor one is

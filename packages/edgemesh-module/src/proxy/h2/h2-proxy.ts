@@ -17,6 +17,7 @@ import type { LoadBalancer } from '../../lb/load-balancer';
 import type { BackendDialer } from '../../tunnel';
 import {
   failures,
+  FRESH,
   idempotent,
   isReply,
   RequestPolicy,
@@ -340,7 +341,8 @@ class StreamExchange {
 
   private async attempt(d: Decision): Promise<void> {
     if (isReply(d)) return this.answer(d);
-    const b = d as Backend; // FRESH is HTTP/1's (a pooled connection): HTTP/2 never asks for it
+    // FRESH: the same backend on another connection (its connection went away under the stream)
+    const b = d === FRESH ? this.backend! : d;
     if (this.finished) return this.policy.release(b, false);
     let u: H2Upstream;
     try {
@@ -391,11 +393,14 @@ class StreamExchange {
         return;
       }
       if (this.finished) return this.policy.release(b, false); // the client left, or the deadline
-      // not processed (REFUSED_STREAM, or a GOAWAY that did not cover it): another backend
-      if (code === NGHTTP2_REFUSED_STREAM || u.closing || u.session.destroyed) {
-        this.up = undefined;
-        return void this.attempt(this.policy.refused(b, this.replayable));
-      }
+      this.up = undefined;
+      // the connection went away under it (a GOAWAY that did not cover it — Node closes those
+      // streams REFUSED_STREAM —, a closed socket): the same backend on a fresh connection once,
+      // then as a failure (the rulebook's stale pooled connection)
+      if (u.closing || u.session.destroyed)
+        return void this.attempt(this.policy.stale(b, true, this.replayable, 'closed'));
+      // not processed: the backend refused the stream (at its limit): another backend
+      if (code === NGHTTP2_REFUSED_STREAM) return void this.attempt(this.policy.refused(b, this.replayable));
       this.answer(this.policy.fail(b, failures.closed(b, code === NGHTTP2_NO_ERROR ? 'closed' : 'reset')));
     });
     // the request body: what was kept, then the rest as it comes

@@ -110,9 +110,54 @@ export class EdgeMeshMetrics implements MetricsContribution {
       'Open client connections by kind.',
       () => [
         [{ kind: 'http' }, http.activeConnections],
+        [{ kind: 'h2' }, mesh.h2.stats.sessions],
         [{ kind: 'tcp' }, mesh.tcp.stats.active],
       ],
       ['kind'],
+    );
+    const h2 = mesh.h2.stats;
+    scrapedCounter(
+      r,
+      'edgecore_proxy_h2_streams_total',
+      'HTTP/2 portal streams (each balanced on its own) by the status answered (relayed, or ours).',
+      () => [...h2.byStatus].map(([status, n]) => [{ status: String(status) }, n] as const),
+      ['status'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_h2_backend_streams_total',
+      'HTTP/2 portal streams by backend.',
+      () => [...h2.byBackend].map(([backend, n]) => [{ backend }, n] as const),
+      ['backend'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_h2_retries_total',
+      'HTTP/2 streams sent to another backend, or the same one on a fresh connection (refused, connect failure, GOAWAY).',
+      () => h2.retries,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_grpc_proxy_answers_total',
+      'gRPC calls answered by the proxy itself (trailers-only), by grpc-status (14 UNAVAILABLE, 4 DEADLINE_EXCEEDED).',
+      () => [...h2.grpcAnswers].map(([code, n]) => [{ grpc_status: String(code) }, n] as const),
+      ['grpc_status'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_h2_refused_connections_total',
+      'HTTP/2 portal connections ended by the proxy, by reason (rapid-reset: GOAWAY ENHANCE_YOUR_CALM; not-http2: no preface).',
+      () => [
+        [{ reason: 'rapid-reset' }, h2.resetFloods],
+        [{ reason: 'not-http2' }, h2.notHttp2],
+      ],
+      ['reason'],
+    );
+    scrapedGauge(
+      r,
+      'edgecore_proxy_h2_upstream_connections',
+      'HTTP/2 connections open to backends (shared by their streams).',
+      () => mesh.h2.upstreams.size,
     );
     scrapedCounter(
       r,

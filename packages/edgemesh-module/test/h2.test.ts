@@ -3,7 +3,9 @@ import { execFile } from 'node:child_process';
 import { connect, constants, createServer as createH2, type Http2Server } from 'node:http2';
 import { connect as tcpConnect, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
+import { Registry } from 'prom-client';
 import type { Pod } from '../src';
+import { EdgeMeshMetrics } from '../src/metrics';
 import { service, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
 const execFileP = promisify(execFile);
@@ -240,6 +242,12 @@ describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
     expect(e.code).toBe(grpc.status.UNAVAILABLE);
     expect(e.details).toMatch(/no backend for default\/empty/);
     c.close();
+    const registry = new Registry();
+    new EdgeMeshMetrics(node.mesh).registerMetrics(registry);
+    const m = await registry.metrics();
+    expect(m).toMatch(/edgecore_proxy_grpc_proxy_answers_total\{grpc_status="14"\} [1-9]/);
+    expect(m).toMatch(/edgecore_proxy_h2_streams_total\{status="200"\} [1-9]/);
+    expect(m).toMatch(/edgecore_proxy_h2_upstream_connections [1-9]/);
   });
 
   it('a backend killed under load: only calls in flight on it may fail; the rest go on', async () => {

@@ -67,6 +67,7 @@ export function bindCatalog(bind: Bind): void {
         ctx.get(SitePaths),
         { node: o.nodeName ?? tunnel?.node, zone: o.zone },
         new ServicePolicies(() => lb.strategyNames, logOf(ctx)),
+        o.clusterDomain,
       );
     })
     .inSingletonScope();

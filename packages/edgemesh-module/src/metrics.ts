@@ -153,6 +153,18 @@ export class EdgeMeshMetrics implements MetricsContribution {
       ],
       ['reason'],
     );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_tls_connections_total',
+      "Connections to appProtocol https ports: TLS passed through (by the ClientHello's first ALPN protocol) or plain HTTP with TLS originated to the backend.",
+      () => [
+        ...[...(mesh.portals?.tlsStats.passthrough ?? [])].map(
+          ([alpn, n]) => [{ mode: 'passthrough', alpn }, n] as const,
+        ),
+        [{ mode: 'originate', alpn: 'http/1.1' }, mesh.portals?.tlsStats.originated ?? 0] as const,
+      ],
+      ['mode', 'alpn'],
+    );
     scrapedGauge(
       r,
       'edgecore_proxy_h2_upstream_connections',

@@ -4,20 +4,21 @@ import type { ServicePort } from './catalog/types';
  * The portal table: one row per service port, what the proxy listens on and what interception
  * (iptables) maps `VIP:port` to. Both sides read it; neither owns the other.
  */
-export type PortalProtocol = 'http' | 'h2' | 'tcp' | 'udp';
+export type PortalProtocol = 'http' | 'h2' | 'https' | 'tcp' | 'udp';
 
 /**
  * `appProtocol` values EdgeMesh recognises (Kubernetes' standard ones, and IANA names), and the
  * portal each is served by: `http` and WebSocket (`kubernetes.io/ws`, an HTTP/1.1 upgrade) by the
- * HTTP/1 proxy; h2c and gRPC by the HTTP/2 proxy (each stream balanced); the TLS ones (`https`,
- * `kubernetes.io/wss`) byte for byte at L4 (no TLS is terminated).
+ * HTTP/1 proxy; h2c and gRPC by the HTTP/2 proxy (each stream balanced); `https` by its first
+ * byte — a TLS ClientHello passes through at L4 (SNI and ALPN read, nothing terminated), plain
+ * HTTP goes to the HTTP/1 proxy, which originates TLS to the backend; `kubernetes.io/wss` at L4.
  */
 export const APP_PROTOCOLS: Readonly<Record<string, PortalProtocol>> = {
   http: 'http',
   'kubernetes.io/ws': 'http',
   'kubernetes.io/h2c': 'h2',
   grpc: 'h2',
-  https: 'tcp',
+  https: 'https',
   'kubernetes.io/wss': 'tcp',
 };
 

@@ -1,3 +1,4 @@
+import { startTls } from './proxy/tls/backend-tls';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ServiceCatalog } from './catalog/catalog';
@@ -98,9 +99,12 @@ export class BackendDialer {
    * setTimeout, destroy/destroyed, the data/end/close/error events) and no file descriptor, so
    * the splice engine and the native L7 engine leave it to JavaScript.
    */
-  connect(b: Backend, timeoutMs: number): Promise<Socket> {
-    if (!b.tunnel) return connectTo(b, timeoutMs);
-    return this.viaTunnel(b, (t, r) => t.open(r, b.host, b.port)) as Promise<unknown> as Promise<Socket>;
+  async connect(b: Backend, timeoutMs: number): Promise<Socket> {
+    const raw = b.tunnel
+      ? ((await this.viaTunnel(b, (t, r) => t.open(r, b.host, b.port))) as unknown as Socket)
+      : await connectTo(b, timeoutMs);
+    // TLS origination (`appProtocol: https`): verified TLS on the connection, routed or tunneled
+    return b.tls ? startTls(raw, b, b.tls, timeoutMs) : raw;
   }
 
   datagram(b: Backend): Promise<TunnelDatagram> {

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { Registry } from 'prom-client';
 import type { Pod } from '../src';
 import { EdgeMeshMetrics } from '../src/metrics';
-import { service, startMesh, tmpDir, until, type MeshNode } from './helpers';
+import { hostPod, service, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
 const execFileP = promisify(execFile);
 
@@ -110,24 +110,7 @@ async function grpcBackend(id: string): Promise<Backend> {
   return b;
 }
 
-/** A hostNetwork pod on 127.0.0.1 whose named port `grpc` is `port`. */
-function pod(name: string, app: string, port: number): Pod {
-  return {
-    kind: 'Pod',
-    metadata: { name, namespace: 'default', labels: { app } },
-    spec: {
-      nodeName: 'n1',
-      hostNetwork: true,
-      containers: [{ name: 'c', ports: [{ name: 'grpc', containerPort: port }] }],
-    },
-    status: {
-      phase: 'Running',
-      hostIP: '127.0.0.1',
-      podIP: '127.0.0.1',
-      conditions: [{ type: 'Ready', status: 'True' }],
-    },
-  };
-}
+const pod = (name: string, app: string, port: number): Pod => hostPod(name, app, port, 'grpc');
 
 const unary = (c: EchoClient, req: Buffer, opts: grpc.CallOptions = {}, md = new grpc.Metadata()) =>
   new Promise<Buffer>((res, rej) =>

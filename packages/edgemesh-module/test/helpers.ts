@@ -191,3 +191,22 @@ export function pod(
     },
   };
 }
+
+/** A hostNetwork pod on 127.0.0.1 of node n1 whose container port `portName` is `port`. */
+export function hostPod(name: string, app: string, port: number, portName = 'grpc'): Pod {
+  return {
+    kind: 'Pod',
+    metadata: { name, namespace: 'default', labels: { app } },
+    spec: {
+      nodeName: 'n1',
+      hostNetwork: true,
+      containers: [{ name: 'c', ports: [{ name: portName, containerPort: port }] }],
+    },
+    status: {
+      phase: 'Running',
+      hostIP: '127.0.0.1',
+      podIP: '127.0.0.1',
+      conditions: [{ type: 'Ready', status: 'True' }],
+    },
+  };
+}

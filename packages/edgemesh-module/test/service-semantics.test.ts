@@ -389,12 +389,13 @@ describe('per-service load-balancing policy', () => {
 });
 
 describe('appProtocol', () => {
-  it('http and kubernetes.io/ws → HTTP/1; h2c and grpc → HTTP/2; https, wss and unknown values → L4; else the port name', () => {
+  it('http and kubernetes.io/ws → HTTP/1; h2c and grpc → HTTP/2; https → by its first byte; wss and unknown values → L4; else the port name', () => {
     const p = (appProtocol?: string, name = 'http') => portProtocol({ port: 80, name, appProtocol });
     expect(p('http', 'web')).toBe('http');
     expect(p('kubernetes.io/ws', 'web')).toBe('http');
     for (const a of ['kubernetes.io/h2c', 'grpc']) expect(p(a)).toBe('h2');
-    for (const a of ['https', 'kubernetes.io/wss', 'example.com/custom']) expect(p(a)).toBe('tcp');
+    expect(p('https')).toBe('https');
+    for (const a of ['kubernetes.io/wss', 'example.com/custom']) expect(p(a)).toBe('tcp');
     for (const n of ['grpc', 'grpc-1', 'h2c', 'http2']) expect(p(undefined, n)).toBe('h2');
     expect(p(undefined, 'grpcx')).toBe('tcp');
     expect(p(undefined)).toBe('http');

@@ -1,5 +1,6 @@
 import type { ServiceCatalog } from '../catalog/catalog';
-import type { PortalSpec } from '../portal-table';
+import { portProtocol, type PortalSpec } from '../portal-table';
+import { attachBackendTls, backendTlsOf } from '../proxy/tls/backend-tls';
 import { DIRECT, resolveBackends, type Backend, type Networking, type Paths } from './backends';
 import { attachPolicy, type ServicePolicies } from './service-policy';
 import type { Here } from './topology';
@@ -20,6 +21,7 @@ export class BackendIndex {
     readonly paths: Paths = DIRECT,
     readonly here: Here = {},
     private readonly policies?: ServicePolicies,
+    private readonly clusterDomain = 'cluster.local',
   ) {}
 
   /** Backends of a portal's service port. */
@@ -36,6 +38,7 @@ export class BackendIndex {
         : [];
     if (spec.endpoint) b = b.filter((x) => x.endpoint === spec.endpoint); // an endpoint's own VIP
     if (svc) attachPolicy(b, this.policies?.of(svc, this.catalog.destinationRules));
+    if (svc && sp && portProtocol(sp) === 'https') attachBackendTls(b, backendTlsOf(svc, this.clusterDomain));
     this.cache.set(spec.key, b);
     const skey = `${spec.namespace}/${spec.service}`;
     let keys = this.cachedPortsOf.get(skey);

@@ -1,6 +1,7 @@
 import { isDnsLabel } from '@edgecore/beehive';
 import type { ServiceCatalog } from '../catalog/catalog';
 import type { EndpointSlice, Pod, Service, ServicePort, SliceEndpoint } from '../catalog/types';
+import type { BackendTls } from '../proxy/tls/backend-tls';
 import { conditionsOf, tierOf, topologyMode, usableEndpoints, type Here } from './topology';
 
 export interface Backend {
@@ -20,6 +21,8 @@ export interface Backend {
   node?: string;
   /** Reached through EdgeTunnel: its node is in another site (see `Paths`). */
   tunnel?: boolean;
+  /** TLS originated to it (`appProtocol: https`, proxy/tls/backend-tls.ts). */
+  tls?: BackendTls;
   /** Serving but terminating: in the list only while no endpoint is ready (KEP-1669). */
   terminating?: boolean;
   /** Its nearness under a topology-aware service (lb/topology TIER); unset for every other service. */

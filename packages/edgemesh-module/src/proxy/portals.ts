@@ -1,10 +1,12 @@
+import { clientHello, originating } from './tls/backend-tls';
+import type { NativeRoute } from './http/route';
 import type { H2Proxy } from './h2/h2-proxy';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Service } from '../catalog/types';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
@@ -225,10 +227,12 @@ export class PortalManager {
       const backends = this.backendsOf(portal.spec);
       return { backends, scope: portal.spec.key, hashHeader: hashHeaderFor(backends, this.opts.hashHeader) };
     };
-    const server = createServer({ allowHalfOpen: spec.protocol === 'tcp', noDelay: true }, (sock) => {
+    const halfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
+    const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, (sock) => {
       const s = portal.spec;
       if (s.protocol === 'h2') this.h2.handle(sock, route);
       else if (s.protocol === 'http') this.http.handleRoute(sock, route);
+      else if (s.protocol === 'https') this.tlsOrPlain(sock, s, route);
       else this.tcp.handle(sock, this.backendsOf(s), s.key);
     });
     await this.bindInRange(async (port) => {
@@ -239,6 +243,40 @@ export class PortalManager {
     portal.listenPort = (server.address() as AddressInfo).port;
     return portal;
   }
+
+  /**
+   * An `appProtocol: https` port, by its first bytes: a TLS ClientHello passes through at L4 (its
+   * SNI and ALPN read for logs and metrics, nothing terminated); anything else is plain HTTP for
+   * the HTTP/1 proxy, which originates TLS to the backend (proxy/tls/backend-tls.ts).
+   */
+  private tlsOrPlain(sock: Socket, spec: PortalSpec, route: () => NativeRoute): void {
+    sock.on('error', () => sock.destroy());
+    const timer = setTimeout(() => sock.destroy(), 10_000);
+    sock.once('data', (first: Buffer) => {
+      clearTimeout(timer);
+      sock.pause();
+      const st = this.tlsStats;
+      if (first[0] === 0x16) {
+        const hello = clientHello(first);
+        const alpn = hello?.alpn?.[0] ?? 'none';
+        st.passthrough.set(alpn, (st.passthrough.get(alpn) ?? 0) + 1);
+        this.log.debug({ portal: spec.key, sni: hello?.sni, alpn: hello?.alpn }, 'TLS passed through');
+        return this.tcp.handle(sock, this.backendsOf(spec), spec.key, first);
+      }
+      st.originated++;
+      this.http.handle(
+        sock,
+        () => {
+          const r = route();
+          return { ...r, backends: originating(r.backends) };
+        },
+        first,
+      );
+    });
+  }
+
+  /** `appProtocol: https` connections: passed through by ALPN (the client's first), or TLS originated. */
+  readonly tlsStats = { passthrough: new Map<string, number>(), originated: 0 };
 
   private async close(p: Portal): Promise<void> {
     p.udpProxy?.close();

@@ -295,9 +295,10 @@ export class NativeHttp {
       this.byId.length >= MAX_BACKENDS ||
       !isIP(b.host) ||
       b.tunnel ||
+      b.tls ||
       !this.b.backend(this.engine, this.byId.length, b.host, b.port)
     ) {
-      // JavaScript serves this connection from here (a host name, a tunnel, or too many backends)
+      // JavaScript serves this connection from here (a host name, a tunnel, TLS, or too many backends)
       policy.release(b, false);
       if (first) return HANDBACK;
       const r = policy.reply(failures.notAnIp(b));

@@ -1,0 +1,214 @@
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Registry } from 'prom-client';
+import type { Pod } from '../src';
+import { EdgeMeshMetrics } from '../src/metrics';
+import { clientHello } from '../src/proxy/tls/backend-tls';
+import { hostPod, service, startMesh, tmpDir, until, type MeshNode } from './helpers';
+
+const execFileP = promisify(execFile);
+const openssl = (args: string[], cwd: string) => execFileP('openssl', args, { cwd });
+
+/** A CA and a certificate it signs for `name` (openssl, EC P-256, a day). */
+async function pki(dir: string, ca: string, name?: string): Promise<void> {
+  await openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${ca}.key`,
+      '-out',
+      `${ca}.crt`,
+      '-subj',
+      `/CN=${ca}`,
+      '-days',
+      '1',
+    ],
+    dir,
+  );
+  if (!name) return;
+  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=DNS:${name}\n`);
+  await openssl(
+    [
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      `/CN=${name}`,
+    ],
+    dir,
+  );
+  await openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${ca}.crt`,
+      '-CAkey',
+      `${ca}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+    ],
+    dir,
+  );
+}
+
+const pod = (name: string, app: string, port: number): Pod => hostPod(name, app, port, 'web');
+
+describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthrough for TLS ones', () => {
+  let node: MeshNode;
+  let dir: { dir: string; db: string; cleanup: () => void };
+  const servers: Server[] = [];
+  const ports: number[] = [];
+  const portal = (svc: string) => node.mesh.portals.table().find((e) => e.service === svc)!;
+  const get = (svc: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const p = portal(svc);
+      const r = request(
+        {
+          host: p.listenHost,
+          port: p.listenPort,
+          path: '/',
+          agent: false,
+          headers: { host: `${svc}.default` },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        },
+      );
+      r.on('error', reject);
+      r.end();
+    });
+
+  beforeAll(async () => {
+    dir = tmpDir('tls-svc-');
+    await pki(dir.dir, 'device-ca', 'device.local');
+    await pki(dir.dir, 'other-ca');
+    for (const id of ['d1', 'd2']) {
+      const s = createServer(
+        {
+          key: readFileSync(join(dir.dir, 'device.local.key')),
+          cert: readFileSync(join(dir.dir, 'device.local.crt')),
+        },
+        (req, res) => res.end(`secure:${id}:${req.socket.alpnProtocol || 'none'}`),
+      );
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      servers.push(s);
+      ports.push((s.address() as AddressInfo).port);
+    }
+    node = await startMesh(dir.db);
+    const svc = (name: string, annotations: Record<string, string>) => {
+      const s = service(name, 'default', {
+        ports: [{ name: 'web', port: 443, targetPort: 'web', appProtocol: 'https' }],
+      });
+      s.metadata.annotations = annotations;
+      return s;
+    };
+    await node.put(
+      svc('dev', {
+        'edgecore.io/backend-ca-file': join(dir.dir, 'device-ca.crt'),
+        'edgecore.io/backend-sni': 'device.local',
+      }),
+    );
+    await node.put(
+      svc('wrongca', {
+        'edgecore.io/backend-ca-file': join(dir.dir, 'other-ca.crt'),
+        'edgecore.io/backend-sni': 'device.local',
+      }),
+    );
+    await node.put(svc('noca', { 'edgecore.io/backend-ca-file': join(dir.dir, 'missing.crt') }));
+    for (const s of ['dev', 'wrongca', 'noca'])
+      for (let i = 0; i < 2; i++) await node.putPod(pod(`${s}-${i}`, s, ports[i]));
+    await until(
+      () => node.mesh.resolveTarget('noca.default.svc.cluster.local', 443)?.backends.length === 2,
+      'backends',
+    );
+  });
+  afterAll(async () => {
+    await node?.stop();
+    for (const s of servers) s.close();
+    dir?.cleanup();
+  });
+
+  it('a plain http:// request is balanced per request and reaches the backend over verified TLS with SNI', async () => {
+    const bodies: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await get('dev');
+      expect(r.status).toBe(200);
+      bodies.push(r.body);
+    }
+    expect(new Set(bodies)).toEqual(new Set(['secure:d1:http/1.1', 'secure:d2:http/1.1']));
+  });
+
+  it('a backend whose certificate does not verify, or a CA file that is missing: 502 that says why', async () => {
+    const bad = await get('wrongca');
+    expect(bad.status).toBe(502);
+    expect(bad.body).toMatch(/TLS UNABLE_TO_VERIFY_LEAF_SIGNATURE|TLS .*self.signed|TLS .*verify/i);
+    const none = await get('noca');
+    expect(none.status).toBe(502);
+    expect(none.body).toMatch(/edgecore\.io\/backend-ca-file .*missing\.crt: ENOENT/);
+  });
+
+  it('a TLS client passes through untouched (end-to-end TLS to the device); its SNI and ALPN are read', async () => {
+    const p = portal('dev');
+    const r = await execFileP('curl', [
+      '-s',
+      '--cacert',
+      join(dir.dir, 'device-ca.crt'),
+      '--resolve',
+      `device.local:${p.listenPort}:127.0.0.1`,
+      `https://device.local:${p.listenPort}/`,
+    ]);
+    expect(r.stdout).toMatch(/^secure:d[12]:http\/1\.1$/);
+    const registry = new Registry();
+    new EdgeMeshMetrics(node.mesh).registerMetrics(registry);
+    const m = await registry.metrics();
+    expect(m).toMatch(/edgecore_proxy_tls_connections_total\{mode="passthrough",alpn="h2"\} 1/);
+    expect(m).toMatch(/edgecore_proxy_tls_connections_total\{mode="originate",alpn="http\/1\.1"\} [1-9]/);
+  });
+
+  it('clientHello reads SNI and ALPN from a real ClientHello', async () => {
+    const { connect: tlsConnect } = await import('node:tls');
+    const { createServer: tcp } = await import('node:net');
+    const first = await new Promise<Buffer>((resolve) => {
+      const srv = tcp((s) => s.once('data', (d) => (resolve(d), s.destroy(), srv.close())));
+      srv.listen(0, '127.0.0.1', () => {
+        const c = tlsConnect({
+          port: (srv.address() as AddressInfo).port,
+          host: '127.0.0.1',
+          servername: 'plc-7.example',
+          ALPNProtocols: ['h2', 'http/1.1'],
+        });
+        c.on('error', () => undefined);
+      });
+    });
+    expect(clientHello(first)).toEqual({ sni: 'plc-7.example', alpn: ['h2', 'http/1.1'] });
+    expect(clientHello(Buffer.from('GET / HTTP/1.1\r\n'))).toBeUndefined();
+  });
+});

@@ -64,6 +64,51 @@ export function scrapedGauge(
   });
 }
 
+/** One histogram series: cumulative counts per upper bound (`le`, seconds), their sum and count. */
+export interface HistogramSamples {
+  labels: Record<string, string>;
+  /** Counts of observations ≤ each bound of `bounds` (cumulative, as Prometheus wants them). */
+  buckets: readonly number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram read at scrape time: the hot path keeps plain per-bucket counters, the registry
+ * gets `_bucket{le}`, `_sum` and `_count` per label set (prom-client's own shape).
+ */
+export function scrapedHistogram(
+  registry: Registry,
+  name: string,
+  help: string,
+  bounds: readonly number[],
+  read: () => Iterable<HistogramSamples>,
+): void {
+  registry.registerMetric({
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    get: async () => {
+      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+      for (const h of read()) {
+        bounds.forEach((le, i) =>
+          values.push({
+            labels: { ...h.labels, le },
+            value: h.buckets[i] ?? 0,
+            metricName: `${name}_bucket`,
+          }),
+        );
+        values.push({ labels: { ...h.labels, le: '+Inf' }, value: h.count, metricName: `${name}_bucket` });
+        values.push({ labels: h.labels, value: h.sum, metricName: `${name}_sum` });
+        values.push({ labels: h.labels, value: h.count, metricName: `${name}_count` });
+      }
+      return { name, help, type: 'histogram', aggregator: 'sum', values };
+    },
+    reset: () => undefined,
+  } as unknown as Parameters<Registry['registerMetric']>[0]);
+}
+
 /**
  * A lag measured in milliseconds as `_sum` and `_count` (counters) and `_max` (gauge), in
  * seconds — the names the lag metrics have had since before histograms.

@@ -353,7 +353,7 @@ spec:
   host: hashed.default.svc.cluster.local
   trafficPolicy:
     loadBalancer: { consistentHash: { httpHeaderName: x-user } }
-    outlierDetection: { consecutive5xxErrors: 3 }
+    connectionPool: { tcp: { maxConnections: 100 } }
 `,
       ].join('---\n'),
     );
@@ -373,7 +373,7 @@ spec:
     for (let i = 0; i < 20; i++) spread.add((await get('hashed', '/', { 'x-user': `user-${i}` })).body);
     expect(spread.size).toBe(2);
     const warned = logs.filter(
-      (l) => l.level === 'warn' && l.obj?.field === 'spec.trafficPolicy.outlierDetection',
+      (l) => l.level === 'warn' && l.obj?.field === 'spec.trafficPolicy.connectionPool',
     );
     expect(warned).toHaveLength(1);
     expect(warned[0].obj.object).toBe('destinationrule/default/hashed');

@@ -78,6 +78,8 @@ const proxyFields = {
   h2IdleTimeoutMs: ms(86_400_000).default(300_000),
   /** Streams a client may reset per second before its connection ends with GOAWAY (rapid reset). */
   h2MaxResetsPerSecond: z.number().int().min(1).max(100_000).default(200),
+  /** Active health checks (services that ask for them) this node runs per second at most. */
+  healthChecksPerSecond: z.number().int().min(1).max(100_000).default(100),
 };
 
 const httpEngine = z.enum(['auto', 'native', 'js']).default('auto');

@@ -16,6 +16,7 @@ import { EdgeMeshMetrics } from './metrics';
 import { Interception } from './iptables/interception';
 import { defaultAllowFrom, nodeIPv4s } from './listen';
 import { BackendIndex } from './lb/backend-index';
+import { ActiveHealth } from './health/active-health';
 import { LoadBalancer } from './lb/load-balancer';
 import { H2Proxy } from './proxy/h2/h2-proxy';
 import { ServicePolicies } from './lb/service-policy';
@@ -116,12 +117,20 @@ export function bindLb(bind: Bind): void {
     .toDynamicValue((ctx) => {
       const o = optionsOf(ctx);
       const strategies = ctx.getAll<LbStrategyContribution>(LbStrategyContribution, { optional: true });
-      return new LoadBalancer(
+      const lb = new LoadBalancer(
         createStrategy(o.lbStrategy, strategies),
         { baseEjectMs: o.proxy.ejectBaseMs, maxEjectMs: o.proxy.ejectMaxMs },
         strategies,
       );
+      lb.health = ctx.get(ActiveHealth);
+      return lb;
     })
+    .inSingletonScope();
+  bind(ActiveHealth)
+    .toDynamicValue(
+      (ctx) =>
+        new ActiveHealth(ctx.get(BackendDialer), logOf(ctx), optionsOf(ctx).proxy.healthChecksPerSecond),
+    )
     .inSingletonScope();
 }
 

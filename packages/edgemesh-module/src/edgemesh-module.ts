@@ -25,6 +25,7 @@ import { publishedBackends } from './lb/published';
 import type { BackendPathRow, BackendPaths, PublishedBackends } from './tunnel';
 import type { PortalSpec } from './portal-table';
 import type { ForwardProxy, ResolvedTarget } from './proxy/forward-proxy';
+import { ActiveHealth, healthCheckOf } from './health/active-health';
 import { HttpProxy } from './proxy/http/http-proxy';
 import { H2Proxy } from './proxy/h2/h2-proxy';
 import { UpstreamPool } from './proxy/http/upstream-pool';
@@ -96,6 +97,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     @inject(HttpProxy) readonly http: HttpProxy,
     @inject(H2Proxy) readonly h2: H2Proxy,
     @inject(TcpProxy) readonly tcp: TcpProxy,
+    @inject(ActiveHealth) readonly health: ActiveHealth,
     @inject(DnsServerFactory) private readonly newDns: DnsServerFactory,
     @inject(PortalManagerFactory) private readonly newPortals: PortalManagerFactory,
     @inject(ForwardProxyFactory) private readonly newForwardProxy: ForwardProxyFactory,
@@ -199,9 +201,49 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     await this.portals?.closeAll();
     this.http.close();
     this.h2.close();
+    this.health.close();
     this.tcp.closeAll();
     this.pool.close();
     await this.dns?.close();
+  }
+
+  /**
+   * The active health checks of these services (`<ns>/<name>`): the backends of every port of a
+   * service that asks for checks (annotations, health/active-health.ts); none for the others.
+   */
+  private syncHealth(keys: Iterable<string>): void {
+    for (const key of keys) {
+      const svc = this.catalog.services.get(key);
+      const spec = svc
+        ? healthCheckOf(svc, (field, value) =>
+            this.log.warn(
+              { service: key, field, value },
+              'ignoring a health-check annotation value EdgeMesh does not know',
+            ),
+          )
+        : undefined;
+      const backends: Backend[] = [];
+      if (svc && spec) {
+        const [namespace, service] = key.split('/');
+        for (const p of svc.spec?.ports ?? []) {
+          const transport = (p.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
+          if (transport === 'UDP') continue; // no check speaks UDP
+          const k = `${key}:${p.port}/${transport}`;
+          backends.push(
+            ...this.backends.of({
+              key: k,
+              namespace,
+              service,
+              vip: '',
+              port: p.port,
+              transport,
+              protocol: 'tcp',
+            }),
+          );
+        }
+      }
+      this.health.sync(key, spec, backends);
+    }
   }
 
   /** Backends of a portal's service port (cached until a change may have touched them). */
@@ -339,6 +381,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     // 5. Portals per service port, their rules; the explicit proxy when unprivileged.
     this.portals = this.newPortals(this.mode === 'unprivileged' ? '127.0.0.1' : listen.host);
     await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipTable.vipOf(k)));
+    this.syncHealth(this.catalog.services.keys());
     await this.interception?.start(() => this.portals.table());
     if (this.mode === 'unprivileged') {
       this.forwardProxy = this.newForwardProxy((h, p) => this.resolveTarget(h, p));
@@ -412,6 +455,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
       const changed = [...new Set([...delta.services.keys(), ...endpointsGone])];
       await this.syncPortalsOf(changed);
       if (this.portals) await this.interception?.changed(changed.length > 0, delta.backends.size > 0);
+      this.syncHealth(new Set([...delta.backends, ...delta.services.keys()]));
     });
   }
 }

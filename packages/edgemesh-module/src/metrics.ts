@@ -1,6 +1,13 @@
-import { scrapedCounter, scrapedGauge, scrapedLag, type MetricsContribution } from '@edgecore/beehive';
+import {
+  scrapedCounter,
+  scrapedGauge,
+  scrapedHistogram,
+  scrapedLag,
+  type MetricsContribution,
+} from '@edgecore/beehive';
 import type { Registry } from 'prom-client';
 import type { EdgeMeshModule } from './edgemesh-module';
+import { LATENCY_BUCKETS, type ServiceStats } from './proxy/http/policy';
 
 /**
  * EdgeMesh's metrics, read from its parts at scrape time: DNS (queries, rcodes, forwarding, the
@@ -152,6 +159,34 @@ export class EdgeMeshMetrics implements MetricsContribution {
         [{ reason: 'not-http2' }, h2.notHttp2],
       ],
       ['reason'],
+    );
+    // per service port: HTTP/1 and HTTP/2 answers by class, and latency from pick to answer
+    const serviceStats = (): ServiceStats[] => [http.services, h2.services];
+    scrapedCounter(
+      r,
+      'edgecore_proxy_service_requests_total',
+      'L7 answers per service port (`<ns>/<svc>:<port>/<proto>`) by status class (2xx … 5xx), HTTP/1 and HTTP/2.',
+      () => {
+        const out: (readonly [Record<string, string>, number])[] = [];
+        for (const st of serviceStats())
+          for (const [service, v] of st.byScope)
+            v.classes.forEach((n, i) => n && out.push([{ service, code: `${i + 1}xx` }, n] as const));
+        return out;
+      },
+      ['service', 'code'],
+    );
+    scrapedHistogram(
+      r,
+      'edgecore_proxy_service_request_duration_seconds',
+      'L7 request latency per service port, from the backend pick to the answer (HTTP/1 and HTTP/2).',
+      LATENCY_BUCKETS,
+      function* () {
+        for (const st of serviceStats())
+          for (const [service, v] of st.byScope) {
+            // ServiceStats counts each observation in every bucket it fits: already cumulative
+            yield { labels: { service }, buckets: v.buckets, sum: v.sum, count: v.count };
+          }
+      },
     );
     scrapedCounter(
       r,

@@ -340,6 +340,63 @@ describe('per-service load-balancing policy', () => {
     ]);
   });
 
+  it('DestinationRule outlierDetection (Istio fields, Envoy defaults) and the annotations', () => {
+    const p = new ServicePolicies(names, log);
+    const rules = new Map([
+      [
+        'default/o',
+        dr('o', {
+          trafficPolicy: {
+            outlierDetection: {
+              consecutive5xxErrors: 4,
+              baseEjectionTime: '2s',
+              maxEjectionPercent: 50,
+              interval: '1s',
+            },
+          },
+        }),
+      ],
+      ['default/g', dr('g', { trafficPolicy: { outlierDetection: { consecutiveGatewayErrors: 2 } } })],
+      ['default/d', dr('d', { trafficPolicy: { outlierDetection: {} } })],
+      [
+        'default/bad',
+        dr('bad', {
+          trafficPolicy: {
+            outlierDetection: { baseEjectionTime: 'soon', splitExternalLocalOriginErrors: true },
+          },
+        }),
+      ],
+    ]);
+    expect(p.of(svc('o'), rules)?.outlier).toEqual({
+      consecutive5xx: 4,
+      consecutiveGateway: undefined,
+      baseEjectionMs: 2000,
+      maxEjectionPercent: 50,
+    });
+    expect(p.of(svc('g'), rules)?.outlier).toEqual({
+      consecutive5xx: undefined,
+      consecutiveGateway: 2,
+      baseEjectionMs: 30_000,
+      maxEjectionPercent: 10,
+    });
+    expect(p.of(svc('d'), rules)?.outlier).toEqual({
+      consecutive5xx: 5,
+      consecutiveGateway: undefined,
+      baseEjectionMs: 30_000,
+      maxEjectionPercent: 10,
+    });
+    expect(p.of(svc('bad'), rules)?.outlier?.baseEjectionMs).toBe(30_000);
+    expect(warnings.map((w: any) => w.field)).toEqual([
+      'spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors',
+      'spec.trafficPolicy.outlierDetection.baseEjectionTime',
+    ]);
+    expect(p.of(svc('a', {}, { 'edgecore.io/outlier-consecutive-5xx': '3' }), [])?.outlier).toEqual({
+      consecutive5xx: 3,
+      baseEjectionMs: 30_000,
+      maxEjectionPercent: 10,
+    });
+  });
+
   it('side by side on one load balancer: each service its own strategy, affinity by client IP', () => {
     const c = catalog(
       [

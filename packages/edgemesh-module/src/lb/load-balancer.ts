@@ -10,7 +10,12 @@ export type HealthOptions = z.input<typeof healthOptionsSchema>;
 
 export interface LbStats {
   picks: number;
+  /** Ejections by passive health (failed connects) and by outlier detection (answers). */
   ejections: number;
+  /** Of those, by outlier detection. */
+  outlierEjections: number;
+  /** Outlier ejections not made because maxEjectionPercent of the service's backends were out. */
+  outlierCapped: number;
   /** Picks made while every backend was ejected ("try anyway"). */
   panicPicks: number;
 }
@@ -21,7 +26,14 @@ export interface LbStats {
  * (Envoy's panic threshold, at 100 %).
  */
 export class LoadBalancer {
-  readonly stats: LbStats = { picks: 0, ejections: 0, panicPicks: 0 };
+  readonly stats: LbStats = { picks: 0, ejections: 0, outlierEjections: 0, outlierCapped: 0, panicPicks: 0 };
+  /** Peak-EWMA latency per backend key, ms, and when it was last updated. */
+  readonly latency = new Map<string, number>();
+  private readonly latencyAt = new Map<string, number>();
+  /** Consecutive 5xx / gateway errors per backend key (outlier detection). */
+  private readonly errors = new Map<string, { c5: number; gw: number; ejections: number }>();
+  /** Active health checks: a backend failing them is passed over (set by EdgeMesh). */
+  health?: { isUnhealthy(key: string): boolean; readonly unhealthyCount: number };
   readonly active = new Map<string, number>();
   private readonly ejected = new Map<string, { until: number; failures: number }>();
   /** `sessionAffinity: ClientIP` of the services that have it. */
@@ -61,7 +73,67 @@ export class LoadBalancer {
 
   isEjected(key: string, now = Date.now()): boolean {
     const e = this.ejected.get(key);
-    return !!e && e.until > now;
+    return (!!e && e.until > now) || !!this.health?.isUnhealthy(key);
+  }
+
+  /** The peak-EWMA latency of a backend now: decayed since its last answer (τ = 10 s). */
+  readonly latencyNow = (key: string): number | undefined => {
+    const v = this.latency.get(key);
+    if (v === undefined) return undefined;
+    return v * Math.exp(-(Date.now() - (this.latencyAt.get(key) ?? 0)) / 10_000);
+  };
+
+  /** A request to `b` took `ms` from pick to its answer: its peak-EWMA latency (τ = 10 s). */
+  observe(b: Backend, ms: number): void {
+    const now = Date.now();
+    const prev = this.latency.get(b.key);
+    if (prev === undefined || ms > prev) this.latency.set(b.key, ms);
+    else {
+      const w = Math.exp(-(now - (this.latencyAt.get(b.key) ?? now)) / 10_000);
+      this.latency.set(b.key, prev * w + ms * (1 - w));
+    }
+    this.latencyAt.set(b.key, now);
+    if (this.latency.size > 100_000) {
+      this.latency.clear();
+      this.latencyAt.clear();
+    }
+  }
+
+  /**
+   * `b`, one of `backends`, answered `status`: outlier detection, when the service has it — a
+   * run of 5xx (or of 502/503/504) ejects it for its base time × its ejections so far, unless
+   * maxEjectionPercent of the service's backends (at least one) are out already.
+   */
+  report(backends: readonly Backend[], b: Backend, status: number): void {
+    const o = policyOf(backends)?.outlier;
+    if (!o) return;
+    let e = this.errors.get(b.key);
+    if (status < 500) {
+      if (e) e.c5 = e.gw = 0;
+      return;
+    }
+    if (!e) this.errors.set(b.key, (e = { c5: 0, gw: 0, ejections: 0 }));
+    e.c5++;
+    if (status === 502 || status === 503 || status === 504) e.gw++;
+    const hit =
+      (o.consecutive5xx && e.c5 >= o.consecutive5xx) ||
+      (o.consecutiveGateway && e.gw >= o.consecutiveGateway);
+    if (!hit) return;
+    e.c5 = e.gw = 0;
+    const now = Date.now();
+    let out = 0;
+    for (const x of backends) if (x.key !== b.key && this.isEjected(x.key, now)) out++;
+    const allowed = Math.max(1, Math.floor((backends.length * o.maxEjectionPercent) / 100));
+    if (out >= allowed) {
+      this.stats.outlierCapped++;
+      return;
+    }
+    e.ejections++;
+    const ms = Math.min(o.baseEjectionMs * e.ejections, Math.max(this.max, o.baseEjectionMs) * 10);
+    const prev = this.ejected.get(b.key);
+    this.ejected.set(b.key, { until: now + ms, failures: prev?.failures ?? 0 });
+    this.stats.ejections++;
+    this.stats.outlierEjections++;
   }
 
   /**
@@ -79,7 +151,10 @@ export class LoadBalancer {
     let cands = exclude?.size ? backends.filter((b) => !exclude.has(b.key)) : backends;
     if (cands.length === 0) return undefined;
     const now = Date.now();
-    const healthy = this.ejected.size ? cands.filter((b) => !this.isEjected(b.key, now)) : cands;
+    const healthy =
+      this.ejected.size || this.health?.unhealthyCount
+        ? cands.filter((b) => !this.isEjected(b.key, now))
+        : cands;
     if (healthy.length) cands = healthy;
     else this.stats.panicPicks++;
     cands = nearest(cands);
@@ -92,7 +167,13 @@ export class LoadBalancer {
     const chosen =
       cands.length === 1
         ? cands[0]
-        : this.strategyNamed(policy?.strategy).pick(cands, { clientIp, hashKey, active: this.active, scope });
+        : this.strategyNamed(policy?.strategy).pick(cands, {
+            clientIp,
+            hashKey,
+            active: this.active,
+            scope,
+            latency: this.latencyNow,
+          });
     if (affinityMs) this.affinity.set(id, chosen, affinityMs, now);
     return chosen;
   }
@@ -106,9 +187,11 @@ export class LoadBalancer {
     this.stats.ejections++;
   }
 
-  /** A connect to `b` worked: forget its failures. */
+  /** A connect to `b` worked: forget its failures (an outlier ejection runs its time). */
   succeed(b: Backend): void {
-    if (this.ejected.size) this.ejected.delete(b.key);
+    if (!this.ejected.size) return;
+    const e = this.ejected.get(b.key);
+    if (e && (e.failures > 0 || e.until <= Date.now())) this.ejected.delete(b.key);
   }
 
   acquire(b: Backend): void {

@@ -30,9 +30,26 @@ export interface ServiceLbPolicy {
   affinityMs?: number;
   /** Where it came from (`destinationrule/<ns>/<name>`, `service`), for listings and logs. */
   source?: string;
+  /** Outlier detection (Envoy's semantics): ejection on consecutive errors answered. */
+  outlier?: OutlierPolicy;
+}
+
+/**
+ * A backend that answers `consecutive5xx` 5xx in a row (or `consecutiveGateway` 502/503/504) is
+ * ejected for `baseEjectionMs` × its ejections so far (capped by the node's ejectMaxMs… ×10), never
+ * more than `maxEjectionPercent` of the service's backends at once (at least one may be).
+ */
+export interface OutlierPolicy {
+  consecutive5xx?: number;
+  consecutiveGateway?: number;
+  baseEjectionMs: number;
+  maxEjectionPercent: number;
 }
 
 export const LB_STRATEGY_ANNOTATION = 'edgecore.io/lb-strategy';
+/** Outlier detection by annotation: consecutive 5xx answers that eject a backend. */
+export const OUTLIER_5XX_ANNOTATION = 'edgecore.io/outlier-consecutive-5xx';
+export const MAX_EJECTION_PERCENT_ANNOTATION = 'edgecore.io/outlier-max-ejection-percent';
 export const HASH_HEADER_ANNOTATION = 'edgecore.io/consistent-hash-header';
 
 const SIMPLE: Record<string, string> = {
@@ -88,6 +105,18 @@ export class ServicePolicies {
       if (HEADER.test(header)) p.hashHeader = header;
       else this.warn(`service/${key}`, svc.metadata, HASH_HEADER_ANNOTATION, header);
     }
+    const o5 = a[OUTLIER_5XX_ANNOTATION];
+    if (o5 !== undefined) {
+      const n = Number(o5);
+      if (Number.isInteger(n) && n >= 1 && n <= 1000) {
+        const pct = Number(a[MAX_EJECTION_PERCENT_ANNOTATION] ?? 10);
+        p.outlier = {
+          consecutive5xx: n,
+          baseEjectionMs: 30_000,
+          maxEjectionPercent: Number.isFinite(pct) && pct >= 0 && pct <= 100 ? pct : 10,
+        };
+      } else this.warn(`service/${key}`, svc.metadata, OUTLIER_5XX_ANNOTATION, o5);
+    }
     for (const [rkey, dr] of rules) {
       if (!rkey.startsWith(`${ns}/`) || !ruleTargets(dr, ns).includes(key)) continue;
       this.fromRule(`destinationrule/${rkey}`, dr, p);
@@ -97,7 +126,7 @@ export class ServicePolicies {
       const t = svc.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
       p.affinityMs = Number.isInteger(t) && t! > 0 && t! <= 86400 ? t! * 1000 : STICKY_TIMEOUT_MS;
     }
-    return p.strategy || p.hashHeader !== undefined || p.affinityMs ? p : undefined;
+    return p.strategy || p.hashHeader !== undefined || p.affinityMs || p.outlier ? p : undefined;
   }
 
   private fromRule(name: string, dr: DestinationRule, p: ServiceLbPolicy): void {
@@ -105,7 +134,9 @@ export class ServicePolicies {
     const spec = (dr.spec ?? {}) as Record<string, unknown>;
     for (const k of Object.keys(spec)) if (k !== 'host' && k !== 'trafficPolicy') warn(`spec.${k}`, spec[k]);
     const tp = (spec.trafficPolicy ?? {}) as Record<string, unknown>;
-    for (const k of Object.keys(tp)) if (k !== 'loadBalancer') warn(`spec.trafficPolicy.${k}`, tp[k]);
+    for (const k of Object.keys(tp))
+      if (k !== 'loadBalancer' && k !== 'outlierDetection') warn(`spec.trafficPolicy.${k}`, tp[k]);
+    if (tp.outlierDetection !== undefined) this.outlierFromRule(tp.outlierDetection, warn, p);
     const lb = tp.loadBalancer as Record<string, unknown> | undefined;
     if (!lb || typeof lb !== 'object') return;
     for (const k of Object.keys(lb))
@@ -136,6 +167,50 @@ export class ServicePolicies {
     }
   }
 
+  /** `trafficPolicy.outlierDetection` (Istio's fields; Envoy's defaults when it is there). */
+  private outlierFromRule(
+    od: unknown,
+    warn: (field: string, value: unknown) => void,
+    p: ServiceLbPolicy,
+  ): void {
+    const f = 'spec.trafficPolicy.outlierDetection';
+    if (!od || typeof od !== 'object') return warn(f, od);
+    const o = od as Record<string, unknown>;
+    const count = (k: string): number | undefined => {
+      if (o[k] === undefined) return undefined;
+      const n = Number(o[k]);
+      if (Number.isInteger(n) && n >= 0 && n <= 1000) return n || undefined; // 0 turns it off
+      warn(`${f}.${k}`, o[k]);
+      return undefined;
+    };
+    for (const k of Object.keys(o))
+      if (
+        ![
+          'consecutive5xxErrors',
+          'consecutiveGatewayErrors',
+          'baseEjectionTime',
+          'maxEjectionPercent',
+          'interval',
+        ].includes(k)
+      )
+        warn(`${f}.${k}`, o[k]);
+    const base = o.baseEjectionTime === undefined ? 30_000 : durationMs(o.baseEjectionTime);
+    if (base === undefined) warn(`${f}.baseEjectionTime`, o.baseEjectionTime);
+    const pct = o.maxEjectionPercent === undefined ? 10 : Number(o.maxEjectionPercent);
+    const pctOk = Number.isFinite(pct) && pct >= 0 && pct <= 100;
+    if (!pctOk) warn(`${f}.maxEjectionPercent`, o.maxEjectionPercent);
+    const gw = count('consecutiveGatewayErrors');
+    const c5 = o.consecutive5xxErrors === undefined && gw === undefined ? 5 : count('consecutive5xxErrors');
+    if (!c5 && !gw) return;
+    p.outlier = {
+      consecutive5xx: c5,
+      consecutiveGateway: gw,
+      baseEjectionMs: base ?? 30_000,
+      maxEjectionPercent: pctOk ? pct : 10,
+    };
+    p.source ??= f;
+  }
+
   private warn(object: string, meta: { resourceVersion?: string }, field: string, value: unknown): void {
     const id = `${object}@${meta.resourceVersion ?? ''}|${field}`;
     if (this.warned.has(id)) return;
@@ -146,4 +221,11 @@ export class ServicePolicies {
       'ignoring a load-balancing field or value EdgeMesh does not know (the node default applies)',
     );
   }
+}
+
+/** A protobuf Duration as Istio writes it (`30s`, `1.5s`, `100ms`, `1m`), in ms; undefined if not one. */
+function durationMs(v: unknown): number | undefined {
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v) : null;
+  if (!m) return undefined;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms'];
 }

@@ -11,6 +11,8 @@ export interface PickContext {
   active: ReadonlyMap<string, number>;
   /** Service port identity, so per-service state (round-robin index, sessions) stays apart. */
   scope: string;
+  /** Peak-EWMA latency of a backend key now, ms (PeakEwma); undefined: none measured yet. */
+  latency?: (key: string) => number | undefined;
 }
 
 /** One LB strategy (`lbStrategy`). `backends` is never empty. */
@@ -125,12 +127,36 @@ export class LeastConnections implements LbStrategy {
   }
 }
 
+/**
+ * Latency-aware (Linkerd's): power of two choices — two backends at random, the one whose
+ * peak-EWMA latency × (active requests + 1) is lower. A backend not measured yet costs the
+ * other one of the pair (it is tried, but not flooded). A slow backend's cost rises at its first
+ * slow answer (the peak) and decays with time (τ = 10 s) when it is not picked, so it is probed
+ * again and comes back as it recovers.
+ */
+export class PeakEwma implements LbStrategy {
+  readonly name = 'PeakEwma';
+  pick(b: readonly Backend[], ctx: PickContext): Backend {
+    const lat = ctx.latency;
+    const i = Math.floor(Math.random() * b.length);
+    let j = Math.floor(Math.random() * (b.length - 1));
+    if (j >= i) j++;
+    const li = lat?.(b[i].key);
+    const lj = lat?.(b[j].key);
+    const worst = Math.max(1, li ?? 0, lj ?? 0);
+    const ci = (li ?? worst) * ((ctx.active.get(b[i].key) ?? 0) + 1);
+    const cj = (lj ?? worst) * ((ctx.active.get(b[j].key) ?? 0) + 1);
+    return cj < ci ? b[j] : b[i];
+  }
+}
+
 export const LB_STRATEGIES = [
   'RoundRobin',
   'Random',
   'SessionStickiness',
   'ConsistentHash',
   'LeastConnections',
+  'PeakEwma',
 ] as const;
 export type LbStrategyName = (typeof LB_STRATEGIES)[number];
 
@@ -145,13 +171,14 @@ export interface LbStrategyContribution {
   create(): LbStrategy;
 }
 
-/** The built-in strategies (KubeEdge's three, plus ConsistentHash and LeastConnections). */
+/** The built-in strategies (KubeEdge's three, plus ConsistentHash, LeastConnections and PeakEwma). */
 export const BUILTIN_LB_STRATEGIES: readonly LbStrategyContribution[] = [
   { name: 'RoundRobin', create: () => new RoundRobin() },
   { name: 'Random', create: () => new RandomStrategy() },
   { name: 'SessionStickiness', create: () => new SessionStickiness() },
   { name: 'ConsistentHash', create: () => new ConsistentHash() },
   { name: 'LeastConnections', create: () => new LeastConnections() },
+  { name: 'PeakEwma', create: () => new PeakEwma() },
 ];
 
 /** The strategy named `name` among `from`; an unknown name is an error naming the known ones. */

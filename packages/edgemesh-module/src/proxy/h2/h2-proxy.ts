@@ -21,6 +21,7 @@ import {
   idempotent,
   isReply,
   RequestPolicy,
+  ServiceStats,
   type Decision,
   type L7Route,
   type PolicyCounters,
@@ -53,6 +54,7 @@ export interface H2ProxyStats extends PolicyCounters {
   resetFloods: number;
   /** Connections that did not start with the HTTP/2 preface (an HTTP/1 client on an HTTP/2 port). */
   notHttp2: number;
+  services: ServiceStats;
 }
 
 /** The client connection preface (RFC 9113 §3.4). */
@@ -113,6 +115,7 @@ export class H2Proxy {
     grpcAnswers: new Map(),
     resetFloods: 0,
     notHttp2: 0,
+    services: new ServiceStats(),
   };
   readonly upstreams: H2Upstreams;
   private readonly server: Http2Server;

@@ -9,7 +9,7 @@ import { nativeUnavailable } from '../../native';
 import { SpliceEngine } from '../l4/splice';
 import { JsExchange } from './exchange';
 import { NativeHttp } from './native-engine';
-import { RequestPolicy } from './policy';
+import { RequestPolicy, ServiceStats } from './policy';
 import type { NativeRoute, NativeRouter, RouteRefusal, RouteResolver } from './route';
 import { UpgradeTunnels } from './tunnel';
 import type { UpstreamPool } from './upstream-pool';
@@ -33,6 +33,8 @@ export interface HttpProxyStats {
   byBackend: Map<string, number>;
   /** Requests refused before any backend, by reason. */
   rejected: Map<RejectReason, number>;
+  /** Per service port: answers by class, latency. */
+  services: ServiceStats;
 }
 
 /**
@@ -69,6 +71,7 @@ export class HttpProxy {
       byStatus: new Map(),
       byBackend: new Map(),
       rejected: new Map(),
+      services: new ServiceStats(),
     };
     const policy = (): RequestPolicy => new RequestPolicy(this.lb, this.stats, this.log);
     this.js = new JsExchange(o, pool, tunnels, policy, this.log);

@@ -121,6 +121,9 @@ interface Conn {
   policy: RequestPolicy;
   /** The header the engine extracts for ConsistentHash on this connection. */
   hashHeader?: string;
+  /** The route and pick time of its request in flight (one at a time on HTTP/1.1). */
+  current?: import('./policy').L7Route;
+  pickedAt?: number;
 }
 
 /** Distinct backends the engine knows (ids are never reused; past this, JavaScript serves). */
@@ -248,6 +251,8 @@ export class NativeHttp {
         // a service keyed by another header than the one the engine reads (the explicit proxy
         // serves every service on one connection): JavaScript serves from this request on
         if ('backends' in r && r.hashHeader !== c.hashHeader) return HANDBACK;
+        if ('backends' in r) c.current = r;
+        c.pickedAt = performance.now();
         d = policy.begin(r, c.ip, hash, (flags & EventFlag.Idempotent) !== 0);
         break;
       }
@@ -313,10 +318,13 @@ export class NativeHttp {
   /** `n` ended requests in `this.ended`: connection accounting and status counts. */
   private done(n: number): void {
     const r = this.ended;
+    const now = performance.now();
     for (let i = 0; i < 3 * n; i += 3) {
       const backend = r[i + 1];
       const status = r[i + 2];
-      this.accounts.done(backend >= 0 ? this.byId[backend] : undefined, status);
+      const c = this.conns.get(r[i]);
+      const ms = c?.pickedAt ? now - c.pickedAt : undefined;
+      this.accounts.done(backend >= 0 ? this.byId[backend] : undefined, status, ms, c?.current);
     }
   }
 

@@ -40,6 +40,33 @@ export interface PolicyCounters {
   byBackend: Map<string, number>;
   /** Requests refused before any backend, by reason. */
   rejected: Map<RejectReason, number>;
+  /** Per service port (scope): answers by status class and their latency (pick → answer). */
+  services?: ServiceStats;
+}
+
+/** Latency buckets of the per-service histograms, seconds. */
+export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Answers and latency per service port (`<ns>/<svc>:<port>/<proto>`), kept for /metrics. */
+export class ServiceStats {
+  readonly byScope = new Map<string, { classes: number[]; buckets: number[]; sum: number; count: number }>();
+
+  observe(scope: string, status: number, seconds: number | undefined): void {
+    let s = this.byScope.get(scope);
+    if (!s) {
+      if (this.byScope.size >= 50_000) return; // bounded: one entry per service port
+      this.byScope.set(
+        scope,
+        (s = { classes: [0, 0, 0, 0, 0], buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 }),
+      );
+    }
+    const c = Math.floor(status / 100) - 1;
+    if (c >= 0 && c < 5) s.classes[c]++;
+    if (seconds === undefined) return;
+    s.sum += seconds;
+    s.count++;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) if (seconds <= LATENCY_BUCKETS[i]) s.buckets[i]++;
+  }
 }
 
 /** Why an upstream gave no answer: it closed the connection, or reset it. */
@@ -112,6 +139,8 @@ export class RequestPolicy {
   private freshRetried = false;
   private lastFailure = '';
   private readonly tried = new Set<string>();
+  /** When the backend of this request was picked (performance.now()). */
+  private pickedAt = 0;
 
   constructor(
     private readonly lb: LoadBalancer,
@@ -194,10 +223,26 @@ export class RequestPolicy {
     return this.reply(failures.closed(b, why));
   }
 
-  /** The exchange with `b` ended: `status` relayed to the client (0: aborted). */
-  done(b: Backend | undefined, status: number): void {
+  /**
+   * The exchange with `b` ended: `status` relayed to the client (0: aborted), `ms` after the pick
+   * (the native engine says, and its request's route; otherwise measured from this request's
+   * pick). Feeds the latency the latency-aware strategy reads, outlier detection and the
+   * per-service stats.
+   */
+  done(b: Backend | undefined, status: number, ms?: number, route: L7Route | undefined = this.route): void {
     if (b) this.release(b, status > 0);
-    if (status > 0) this.count(status, b);
+    if (status <= 0) return;
+    this.count(status, b);
+    const elapsed = ms ?? (this.pickedAt ? performance.now() - this.pickedAt : undefined);
+    if (b && elapsed !== undefined) this.lb.observe(b, elapsed);
+    if (b && route) {
+      this.lb.report(route.backends, b, status);
+      this.counters.services?.observe(
+        route.scope,
+        status,
+        elapsed === undefined ? undefined : elapsed / 1000,
+      );
+    }
   }
 
   /** `b` is no longer busy with this request; `ok`: it answered (its failures are forgotten). */
@@ -228,6 +273,7 @@ export class RequestPolicy {
           : failures.allFailed(route.scope, this.lastFailure),
       );
     this.lb.acquire(b);
+    this.pickedAt = performance.now();
     return b;
   }
 

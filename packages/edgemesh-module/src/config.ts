@@ -78,6 +78,12 @@ const proxyFields = {
   h2IdleTimeoutMs: ms(86_400_000).default(300_000),
   /** Streams a client may reset per second before its connection ends with GOAWAY (rapid reset). */
   h2MaxResetsPerSecond: z.number().int().min(1).max(100_000).default(200),
+  /**
+   * The node's retry budget: extra tries at most this share of the requests of the last 10 s
+   * (Linkerd's retryRatio), plus `retryBudgetMinPerSecond`.
+   */
+  retryBudgetPercent: z.number().min(0).max(1000).default(20),
+  retryBudgetMinPerSecond: z.number().min(0).max(100_000).default(10),
   /** Active health checks (services that ask for them) this node runs per second at most. */
   healthChecksPerSecond: z.number().int().min(1).max(100_000).default(100),
 };
@@ -313,6 +319,8 @@ export const healthOptionsSchema = z.object({
   /** First ejection cool-down, doubled per consecutive failure up to maxEjectMs. */
   baseEjectMs: proxyFields.ejectBaseMs,
   maxEjectMs: proxyFields.ejectMaxMs,
+  retryBudgetPercent: proxyFields.retryBudgetPercent,
+  retryBudgetMinPerSecond: proxyFields.retryBudgetMinPerSecond,
 });
 
 export const forwardProxyOptionsSchema = z.object({

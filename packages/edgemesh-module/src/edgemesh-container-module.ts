@@ -119,7 +119,12 @@ export function bindLb(bind: Bind): void {
       const strategies = ctx.getAll<LbStrategyContribution>(LbStrategyContribution, { optional: true });
       const lb = new LoadBalancer(
         createStrategy(o.lbStrategy, strategies),
-        { baseEjectMs: o.proxy.ejectBaseMs, maxEjectMs: o.proxy.ejectMaxMs },
+        {
+          baseEjectMs: o.proxy.ejectBaseMs,
+          maxEjectMs: o.proxy.ejectMaxMs,
+          retryBudgetPercent: o.proxy.retryBudgetPercent,
+          retryBudgetMinPerSecond: o.proxy.retryBudgetMinPerSecond,
+        },
         strategies,
       );
       lb.health = ctx.get(ActiveHealth);

@@ -237,8 +237,54 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_lb_ejections_total',
-      'Backends ejected by passive health.',
-      () => mesh.lb.stats.ejections,
+      'Backends ejected, by cause: a failed connect (passive health) or a run of errors answered (outlier detection).',
+      () => [
+        [{ cause: 'connect' }, mesh.lb.stats.ejections - mesh.lb.stats.outlierEjections],
+        [{ cause: 'outlier' }, mesh.lb.stats.outlierEjections],
+      ],
+      ['cause'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_lb_outlier_ejections_capped_total',
+      "Outlier ejections not made because maxEjectionPercent of the service's backends were out.",
+      () => mesh.lb.stats.outlierCapped,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_retries_total',
+      'Requests (HTTP/1 and HTTP/2) sent to another backend after a failure.',
+      () => http.retries + mesh.h2.stats.retries,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_retry_budget_exhausted_total',
+      "Retries not made because the node's retry budget was spent.",
+      () => mesh.lb.retryBudget.exhausted,
+    );
+    scrapedGauge(
+      r,
+      'edgecore_health_backends',
+      'Backends under active health checks, by state.',
+      () => {
+        const n = mesh.health.size;
+        const bad = mesh.health.unhealthyCount;
+        return [
+          [{ state: 'healthy' }, n - bad],
+          [{ state: 'unhealthy' }, bad],
+        ];
+      },
+      ['state'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_health_checks_total',
+      'Active health checks run, by result.',
+      () => [
+        [{ result: 'pass' }, mesh.health.stats.checks - mesh.health.stats.failures],
+        [{ result: 'fail' }, mesh.health.stats.failures],
+      ],
+      ['result'],
     );
     scrapedGauge(
       r,

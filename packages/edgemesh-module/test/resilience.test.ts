@@ -237,6 +237,33 @@ describe('resilience: outliers, latency-aware balancing, active health, per-serv
     expect(node.mesh.health.state(`127.0.0.1:${servers[1].port}`)?.lastError).toMatch(/not SERVING \(0802\)/);
   });
 
+  it('the retry budget holds under a total outage: extra tries ≤ 20 % of requests + 10/s (a 10 s window of it at once)', async () => {
+    // a node of its own: the budget counts every request of the node's last 10 s
+    const d2 = tmpDir('budget-');
+    const main = node;
+    const own = await startMesh(d2.db);
+    node = own;
+    closers.push(() => d2.cleanup());
+    closers.unshift(() => own.stop());
+    const gone = await Promise.all(['g1', 'g2', 'g3'].map((id) => backend(id)));
+    for (const g of gone) await g.close();
+    await deploy('down', { 'edgecore.io/retry-attempts': '3' }, gone);
+    const r0 = node.mesh.http.stats.retries;
+    const e0 = node.mesh.lb.retryBudget.exhausted;
+    const t0 = Date.now();
+    const res = await load('down', 300, 4);
+    const secs = (Date.now() - t0) / 1000;
+    const retries = node.mesh.http.stats.retries - r0;
+    const allowed = 0.2 * 300 + 10 * 10 + 10 * secs;
+    console.log(
+      `total outage: 300 requests, ${retries} retries in ${secs.toFixed(2)} s (budget ${allowed.toFixed(0)}), ${node.mesh.lb.retryBudget.exhausted - e0} refused by the budget`,
+    );
+    expect(res.every((x) => x.status === 502)).toBe(true);
+    expect(retries).toBeLessThanOrEqual(allowed);
+    expect(node.mesh.lb.retryBudget.exhausted - e0).toBeGreaterThan(0);
+    node = main;
+  });
+
   it('per-service metrics: answers by class and a latency histogram per service port', async () => {
     const registry = new Registry();
     new EdgeMeshMetrics(node.mesh).registerMetrics(registry);

@@ -109,6 +109,11 @@ export class ActiveHealth {
     return this.unhealthy;
   }
 
+  /** Backends under checks. */
+  get size(): number {
+    return this.targets.size;
+  }
+
   isUnhealthy(key: string): boolean {
     return this.unhealthy > 0 && this.targets.get(key)?.healthy === false;
   }

@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { healthOptionsSchema, resolveMeshOptions } from '../config';
 import type { Backend } from './backends';
+import { RetryBudget } from './retry-budget';
 import { policyOf } from './service-policy';
 import { ClientAffinity, type LbStrategy, type LbStrategyContribution } from './strategies';
 import { nearest } from './topology';
@@ -32,6 +33,8 @@ export class LoadBalancer {
   private readonly latencyAt = new Map<string, number>();
   /** Consecutive 5xx / gateway errors per backend key (outlier detection). */
   private readonly errors = new Map<string, { c5: number; gw: number; ejections: number }>();
+  /** Extra tries of every request of the node (the rulebook asks before each retry). */
+  readonly retryBudget: RetryBudget;
   /** Active health checks: a backend failing them is passed over (set by EdgeMesh). */
   health?: { isUnhealthy(key: string): boolean; readonly unhealthyCount: number };
   readonly active = new Map<string, number>();
@@ -52,6 +55,7 @@ export class LoadBalancer {
     const o = resolveMeshOptions(healthOptionsSchema, opts, 'lb');
     this.base = o.baseEjectMs;
     this.max = o.maxEjectMs;
+    this.retryBudget = new RetryBudget(o.retryBudgetPercent / 100, o.retryBudgetMinPerSecond);
     this.byName.set(strategy.name, strategy);
   }
 

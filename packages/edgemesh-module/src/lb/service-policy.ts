@@ -32,6 +32,8 @@ export interface ServiceLbPolicy {
   source?: string;
   /** Outlier detection (Envoy's semantics): ejection on consecutive errors answered. */
   outlier?: OutlierPolicy;
+  /** Retries: extra tries (default 1), and whether a non-idempotent request may go again. */
+  retries?: { attempts: number; nonIdempotent: boolean };
 }
 
 /**
@@ -50,6 +52,10 @@ export const LB_STRATEGY_ANNOTATION = 'edgecore.io/lb-strategy';
 /** Outlier detection by annotation: consecutive 5xx answers that eject a backend. */
 export const OUTLIER_5XX_ANNOTATION = 'edgecore.io/outlier-consecutive-5xx';
 export const MAX_EJECTION_PERCENT_ANNOTATION = 'edgecore.io/outlier-max-ejection-percent';
+/** Extra tries after a failed connect or reset (0-10; 1 by default), within the node's retry budget. */
+export const RETRY_ATTEMPTS_ANNOTATION = 'edgecore.io/retry-attempts';
+/** `"true"`: a request of any method may go again after a failed connect (nothing reached the backend). */
+export const RETRY_NON_IDEMPOTENT_ANNOTATION = 'edgecore.io/retry-non-idempotent';
 export const HASH_HEADER_ANNOTATION = 'edgecore.io/consistent-hash-header';
 
 const SIMPLE: Record<string, string> = {
@@ -105,6 +111,16 @@ export class ServicePolicies {
       if (HEADER.test(header)) p.hashHeader = header;
       else this.warn(`service/${key}`, svc.metadata, HASH_HEADER_ANNOTATION, header);
     }
+    const ra = a[RETRY_ATTEMPTS_ANNOTATION];
+    const rn = a[RETRY_NON_IDEMPOTENT_ANNOTATION];
+    if (ra !== undefined || rn !== undefined) {
+      const n = ra === undefined ? 1 : Number(ra);
+      const ok = Number.isInteger(n) && n >= 0 && n <= 10;
+      if (!ok) this.warn(`service/${key}`, svc.metadata, RETRY_ATTEMPTS_ANNOTATION, ra);
+      if (rn !== undefined && rn !== 'true' && rn !== 'false')
+        this.warn(`service/${key}`, svc.metadata, RETRY_NON_IDEMPOTENT_ANNOTATION, rn);
+      p.retries = { attempts: ok ? n : 1, nonIdempotent: rn === 'true' };
+    }
     const o5 = a[OUTLIER_5XX_ANNOTATION];
     if (o5 !== undefined) {
       const n = Number(o5);
@@ -126,7 +142,7 @@ export class ServicePolicies {
       const t = svc.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
       p.affinityMs = Number.isInteger(t) && t! > 0 && t! <= 86400 ? t! * 1000 : STICKY_TIMEOUT_MS;
     }
-    return p.strategy || p.hashHeader !== undefined || p.affinityMs || p.outlier ? p : undefined;
+    return p.strategy || p.hashHeader !== undefined || p.affinityMs || p.outlier || p.retries ? p : undefined;
   }
 
   private fromRule(name: string, dr: DestinationRule, p: ServiceLbPolicy): void {

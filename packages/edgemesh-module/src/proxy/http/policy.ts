@@ -2,6 +2,7 @@ import type { Logger } from '@edgecore/beehive';
 import { UpstreamTimeoutError, type RejectReason } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
+import { policyOf } from '../../lb/service-policy';
 import { IDEMPOTENT_METHODS } from './protocol';
 
 /**
@@ -40,6 +41,8 @@ export interface PolicyCounters {
   byBackend: Map<string, number>;
   /** Requests refused before any backend, by reason. */
   rejected: Map<RejectReason, number>;
+  /** Retries not made because the node's retry budget was spent. */
+  budgetExhausted?: number;
   /** Per service port (scope): answers by status class and their latency (pick → answer). */
   services?: ServiceStats;
 }
@@ -119,6 +122,7 @@ export const failures = {
 };
 
 const IDEMPOTENT = new Set<string>(IDEMPOTENT_METHODS);
+const NO_BACKENDS: readonly Backend[] = [];
 
 /** RFC 9110 §9.2.2: a request that may be sent again after a failure. */
 export function idempotent(method: string): boolean {
@@ -135,7 +139,8 @@ export class RequestPolicy {
   private ip = '';
   private hashKey?: string;
   private idempotent = false;
-  private retried = false;
+  /** Extra tries this request has had. */
+  private retried = 0;
   private freshRetried = false;
   private lastFailure = '';
   private readonly tried = new Set<string>();
@@ -162,7 +167,9 @@ export class RequestPolicy {
   ): Decision {
     this.counters.requests++;
     if (this.tried.size) this.tried.clear();
-    this.retried = this.freshRetried = false;
+    this.retried = 0;
+    this.freshRetried = false;
+    this.lb.retryBudget.deposit();
     this.lastFailure = '';
     this.ip = ip;
     this.hashKey = hashKey;
@@ -284,9 +291,20 @@ export class RequestPolicy {
     this.lastFailure = why;
   }
 
+  /**
+   * Whether this request goes to another backend: it may be sent again (idempotent, held whole,
+   * or its service allows any method), it has tries left (its service's `retries`, one by
+   * default), and the node's retry budget has room (extra tries ≤ a share of live requests).
+   */
   private retry(replayable = false): boolean {
-    if (!(this.idempotent || replayable) || this.retried) return false;
-    this.retried = true;
+    const r = policyOf(this.route?.backends ?? NO_BACKENDS)?.retries;
+    if (!(this.idempotent || replayable || r?.nonIdempotent)) return false;
+    if (this.retried >= (r?.attempts ?? 1)) return false;
+    if (!this.lb.retryBudget.withdraw()) {
+      this.counters.budgetExhausted = (this.counters.budgetExhausted ?? 0) + 1;
+      return false;
+    }
+    this.retried++;
     this.counters.retries++;
     return true;
   }

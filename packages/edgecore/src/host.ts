@@ -12,6 +12,7 @@ import { MetaManagerOptions, metamanagerContainerModule } from '@edgecore/metama
 import { EdgeHubOptions, edgehubContainerModule, NodeStatusPublisher } from '@edgecore/edgehub';
 import {
   BackendPaths,
+  ServiceExplainer,
   EdgeMeshOptions,
   edgemeshContainerModule,
   MeshTunnel,
@@ -181,6 +182,13 @@ export class EdgeCoreHost {
           this.container.isBound(BackendPaths)
             ? this.container.get<BackendPaths>(BackendPaths).backendPaths()
             : [],
+        '/debug/explain': (q) => {
+          const m = /^([a-z0-9-]{1,63})\/([a-z0-9.-]{1,253})$/.exec(q.get('service') ?? '');
+          if (!m) throw Object.assign(new Error('expected ?service=NAMESPACE/NAME'), { status: 400 });
+          if (!this.container.isBound(ServiceExplainer))
+            throw Object.assign(new Error('EdgeMesh is not enabled on this node'), { status: 404 });
+          return this.container.get<ServiceExplainer>(ServiceExplainer).explain(m[1], m[2]);
+        },
       },
     );
   }

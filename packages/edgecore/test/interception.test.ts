@@ -70,6 +70,13 @@ function objects(): { key: string; type: string; name: string; value: unknown }[
       ]),
     },
     {
+      // a service whose selector picks nothing (edgectl explain: no backends)
+      key: 'default/service/lonely',
+      type: 'service',
+      name: 'lonely',
+      value: svc('lonely', [{ name: 'http', port: 8080, protocol: 'TCP', targetPort: 80 }], 'nobody'),
+    },
+    {
       // a second TCP echo backend of the same service, on another host port
       key: 'default/pod/echo-b2',
       type: 'pod',
@@ -347,6 +354,43 @@ console.log(ok+' '+JSON.stringify(why))});`;
         expect(mine.filter((f) => f.backend === '192.0.2.2:7000').length).toBeGreaterThan(0);
         expect(mine.filter((f) => f.backend === '192.0.2.2:7002').length).toBeGreaterThan(0);
       }, 30_000);
+
+    it('edgectl explain: a healthy service, one with no backends, one whose rule was deleted by hand', async () => {
+      const EDGECTL = join(ROOT, 'packages', 'edgecore', 'bin', 'edgectl');
+      const explain = (name: string) => A.attempt(process.execPath, [EDGECTL, 'explain', `svc/${name}`]);
+      const ok = await explain('nginx-svc');
+      expect(ok.code).toBe(0);
+      expect(ok.stdout).toMatch(
+        /^ {2}ok +name +nginx-svc\.default\.svc\.cluster\.local → 198\.18\.\d+\.\d+$/m,
+      );
+      expect(ok.stdout).toMatch(/^ {2}ok +rules +198\.18\.\d+\.\d+:12345\/TCP → 172\.17\.0\.1:\d+$/m);
+      expect(ok.stdout).toMatch(/12345\/TCP +192\.0\.2\.2:80 +ok +node edge-node-b, direct/);
+      expect(ok.stdout).toMatch(/every step holds\n$/);
+      const lonely = await explain('lonely');
+      expect(lonely.code).toBe(1);
+      expect(lonely.stdout).toMatch(/^ {2}BAD backends +no backend for 8080\/TCP \(no ready endpoint\)$/m);
+      expect(lonely.stdout).toMatch(/broken at: backends\n$/);
+      expect((await explain('nope')).stdout).toMatch(
+        /BAD catalog +service default\/nope is not in this node's catalog/,
+      );
+      // nginx-svc's DNAT deleted by hand: seen before the next sync (every second) writes it again
+      let seen = '';
+      for (let i = 0; i < 10 && !seen; i++) {
+        const line = (await natRules())
+          .split('\n')
+          .find((l) => /default\/nginx-svc:12345"? -j DNAT/.test(l) && l.includes('EDGEMESH-B-'));
+        if (!line) continue;
+        const args = line.match(/"[^"]*"|\S+/g)!.map((t) => t.replace(/^"|"$/g, ''));
+        args[0] = '-D';
+        if ((await A.attempt(iptables, ['-t', 'nat', ...args])).code !== 0) continue;
+        const r = await explain('nginx-svc');
+        if (r.code === 1) seen = r.stdout;
+      }
+      expect(seen).toMatch(
+        /^ {2}BAD rules +no DNAT rule for 198\.18\.\d+\.\d+:12345\/TCP in the nat table \(deleted by hand\?/m,
+      );
+      expect(seen).toMatch(/broken at: rules\n$/);
+    });
 
     it('a rule deleted by hand comes back within the sync period', async () => {
       // `-D` fails when the rule is not there, so its success is the proof it was deleted (reading

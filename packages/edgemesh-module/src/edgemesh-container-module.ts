@@ -28,7 +28,14 @@ import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
 import { PortalManager, portalPortRange } from './proxy/portals';
 import { VipTable } from './vip/vip-table';
-import { BackendDialer, BackendPaths, MeshTunnel, PublishedBackends, SitePaths } from './tunnel';
+import {
+  BackendDialer,
+  BackendPaths,
+  MeshTunnel,
+  PublishedBackends,
+  ServiceExplainer,
+  SitePaths,
+} from './tunnel';
 
 type Bind = ContainerModuleLoadOptions['bind'];
 
@@ -248,6 +255,7 @@ export const edgemeshContainerModule = new ContainerModule(({ bind }) => {
   bind(BeehiveModule).toService(EdgeMeshModule);
   bind(PublishedBackends).toService(EdgeMeshModule);
   bind(BackendPaths).toService(EdgeMeshModule);
+  bind(ServiceExplainer).toService(EdgeMeshModule);
   bind(MetricsContribution).toDynamicValue((ctx) => new EdgeMeshMetrics(ctx.get(EdgeMeshModule)));
 });
 

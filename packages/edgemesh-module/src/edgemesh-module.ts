@@ -11,6 +11,7 @@ import type {
   Service,
   ServicePort,
 } from './catalog/types';
+import { isExternalName } from './catalog/types';
 import { MESH_MODULE_NAME, ResolvedEdgeMeshOptions } from './config';
 import { ClusterZone, type EndpointNames } from './dns/cluster-zone';
 import type { DnsServer } from './dns/dns-server';
@@ -22,7 +23,13 @@ import { BackendIndex } from './lb/backend-index';
 import { serviceEndpoints, type Backend } from './lb/backends';
 import { LoadBalancer } from './lb/load-balancer';
 import { publishedBackends } from './lb/published';
-import type { BackendPathRow, BackendPaths, PublishedBackends } from './tunnel';
+import type {
+  BackendPathRow,
+  BackendPaths,
+  ExplainStep,
+  PublishedBackends,
+  ServiceExplainer,
+} from './tunnel';
 import type { PortalSpec } from './portal-table';
 import type { ForwardProxy, ResolvedTarget } from './proxy/forward-proxy';
 import { ActiveHealth, healthCheckOf } from './health/active-health';
@@ -57,7 +64,7 @@ export interface EdgeMeshUpdateStats {
  * reconciles them with each batch of changes MetaManager forwards after its commits.
  */
 @injectable()
-export class EdgeMeshModule implements BeehiveModule, PublishedBackends, BackendPaths {
+export class EdgeMeshModule implements BeehiveModule, PublishedBackends, BackendPaths, ServiceExplainer {
   readonly name = MESH_MODULE_NAME;
   readonly group = Group.Mesh;
   readonly dependencies: string[];
@@ -205,6 +212,128 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     this.tcp.closeAll();
     this.pool.close();
     await this.dns?.close();
+  }
+
+  /**
+   * `edgectl explain`: the path of a service through this node, step by step — in the catalog,
+   * its name and VIP, the interception rules (read back from the kernel in iptables mode: a rule
+   * deleted by hand shows), its portals, its backends with their health — and the first step
+   * that breaks.
+   */
+  async explain(
+    namespace: string,
+    name: string,
+  ): Promise<{ service: string; steps: ExplainStep[]; brokenAt?: string }> {
+    const key = `${namespace}/${name}`;
+    const steps: ExplainStep[] = [];
+    const done = () => ({ service: key, steps, brokenAt: steps.find((s) => !s.ok)?.step });
+    const svc = this.catalog.services.get(key);
+    if (!svc) {
+      steps.push({
+        step: 'catalog',
+        ok: false,
+        detail: `service ${key} is not in this node's catalog (not applied, deleted, or not received: the cloud link is ${this.cloudConnected ? 'up' : 'down'})`,
+      });
+      return done();
+    }
+    const ports = (svc.spec?.ports ?? []).map(
+      (p) => `${p.name ? `${p.name} ` : ''}${p.port}/${p.protocol ?? 'TCP'}`,
+    );
+    const slices = [...this.catalog.slicesOf(key)].length;
+    steps.push({
+      step: 'catalog',
+      ok: true,
+      detail: `Service${svc.spec?.clusterIP === 'None' ? ' (headless)' : ''}${svc.spec?.type ? ` ${svc.spec.type}` : ''}, ports ${ports.join(', ') || 'none'}; ${slices ? `${slices} slice(s)` : 'no slice: backends from the pods its selector picks'}`,
+    });
+    const fqdn = `${name}.${namespace}.svc.${this.zone.domain}`;
+    if (isExternalName(svc)) {
+      steps.push({
+        step: 'name',
+        ok: true,
+        detail: `${fqdn} → CNAME ${svc.spec?.externalName} (no VIP, portal or rule)`,
+      });
+      return done();
+    }
+    const vip = this.vipTable.vipOf(key);
+    steps.push({ step: 'name', ok: !!vip, detail: vip ? `${fqdn} → ${vip}` : `${fqdn} has no VIP yet` });
+    const entries = (this.portals?.table() ?? []).filter(
+      (e) => e.namespace === namespace && e.service === name && !e.endpoint,
+    );
+    if (this.mode === 'iptables' && this.iptables) {
+      let live: string[] = [];
+      let err: string | undefined;
+      try {
+        live = await this.iptables.liveNatRules();
+      } catch (e) {
+        err = (e as Error).message;
+      }
+      const missing = entries.filter(
+        (e) =>
+          !live.some(
+            (l) =>
+              l.includes(`-d ${e.vip}/32`) &&
+              l.includes(`--dport ${e.port}`) &&
+              l.includes(`${e.namespace}/${e.service}:${e.port}`),
+          ),
+      );
+      steps.push({
+        step: 'rules',
+        ok: !err && missing.length === 0,
+        detail: err
+          ? `cannot read the nat table: ${err}`
+          : missing.length
+            ? `no DNAT rule for ${missing.map((e) => `${e.vip}:${e.port}/${e.transport}`).join(', ')} in the nat table (deleted by hand? the next resync, every ${this.options.iptablesSyncSeconds} s, writes it again)`
+            : entries
+                .map((e) => `${e.vip}:${e.port}/${e.transport} → ${e.listenHost}:${e.listenPort}`)
+                .join(', ') || 'no port',
+      });
+    } else
+      steps.push({
+        step: 'rules',
+        ok: true,
+        detail:
+          `unprivileged mode: no rules; clients use the explicit proxy ${this.forwardProxyAddress ?? ''} or the portals`.trim(),
+      });
+    steps.push({
+      step: 'portal',
+      ok: entries.length > 0,
+      detail: entries.length
+        ? entries
+            .map((e) => `${e.port}/${e.transport} ${e.protocol} on ${e.listenHost}:${e.listenPort}`)
+            .join(', ')
+        : 'no portal (no TCP/UDP port, or not synced yet)',
+    });
+    const rows: NonNullable<ExplainStep['backends']> = [];
+    const now = Date.now();
+    for (const e of entries)
+      for (const b of this.backends.of(e)) {
+        const h = this.health.state(b.key);
+        rows.push({
+          port: `${e.port}/${e.transport}`,
+          key: b.key,
+          node: b.node,
+          path: b.tunnel ? 'tunnel' : 'direct',
+          state: h && !h.healthy ? 'unhealthy' : this.lb.isEjected(b.key, now) ? 'ejected' : 'ok',
+          tier: b.tier,
+          terminating: b.terminating,
+          lastError: h?.lastError,
+          latencyMs: this.lb.latencyNow(b.key),
+          active: this.lb.active.get(b.key) ?? 0,
+        });
+      }
+    const emptyPorts = entries
+      .filter((e) => !this.backends.of(e).length)
+      .map((e) => `${e.port}/${e.transport}`);
+    const usable = rows.filter((r) => r.state === 'ok').length;
+    steps.push({
+      step: 'backends',
+      ok: emptyPorts.length === 0 && (rows.length === 0 || usable > 0),
+      detail: emptyPorts.length
+        ? `no backend for ${emptyPorts.join(', ')} (no ready endpoint${svc.spec?.internalTrafficPolicy === 'Local' ? ' on this node: internalTrafficPolicy Local' : ''})`
+        : `${rows.length} backend(s), ${usable} usable`,
+      backends: rows,
+    });
+    return done();
   }
 
   /**

@@ -57,6 +57,35 @@ export interface BackendPaths {
 }
 export const BackendPaths = Symbol.for('edgecore.BackendPaths');
 
+/** One step of `edgectl explain`: what the node found, and whether the path holds there. */
+export interface ExplainStep {
+  step: 'catalog' | 'name' | 'rules' | 'portal' | 'backends';
+  ok: boolean;
+  detail: string;
+  /** The backends of each port (the backends step). */
+  backends?: {
+    port: string;
+    key: string;
+    node?: string;
+    path: 'direct' | 'tunnel';
+    state: 'ok' | 'unhealthy' | 'ejected';
+    tier?: number;
+    terminating?: boolean;
+    lastError?: string;
+    latencyMs?: number;
+    active: number;
+  }[];
+}
+
+/** A service as this node serves it, step by step (name → VIP → rules or portal → backends). */
+export interface ServiceExplainer {
+  explain(
+    namespace: string,
+    name: string,
+  ): Promise<{ service: string; steps: ExplainStep[]; brokenAt?: string }>;
+}
+export const ServiceExplainer = Symbol.for('edgecore.ServiceExplainer');
+
 /**
  * The path rule, in one place: a backend on a node whose published site differs from this node's
  * goes through the tunnel; one of the same site, of an unknown node, or of a node that published

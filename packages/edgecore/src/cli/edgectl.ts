@@ -30,6 +30,10 @@ Usage:
   edgectl get endpoints -o wide [-n NAMESPACE | -A] [--observability http://127.0.0.1:10351]
                                     every service port's backends as the node's EdgeMesh resolved
                                     them, with the node and the path (direct, or tunnel to a site)
+  edgectl explain svc/NAME [-n NAMESPACE] [--node http://HOST:10351]
+                                    a service's path through a node (its observability
+                                    address): name → VIP → rules or portal → backends with
+                                    their health, and the step where it breaks (exit 1)
   edgectl certs init --dir DIR                       a fleet CA (ca.crt, ca.key)
   edgectl certs node NAME --dir DIR [--address A…]   a node's key and certificate
   edgectl certs relay NAME --dir DIR --address A…    a relay's (its addresses as subjectAltNames)
@@ -70,6 +74,7 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         'all-namespaces': { type: 'boolean', short: 'A' },
         metaserver: { type: 'string', default: 'http://127.0.0.1:10550' },
         observability: { type: 'string', default: 'http://127.0.0.1:10351' },
+        node: { type: 'string' },
         output: { type: 'string', short: 'o' },
         username: { type: 'string' },
         password: { type: 'string' },
@@ -99,6 +104,8 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         return await get(what, v, io);
       case 'certs':
         return await certs(what, positionals[2], v, io);
+      case 'explain':
+        return await explain(what, v, io);
       default:
         io.stderr(`edgectl: unknown command "${verb}"\n\n${HELP}`);
         return 2;
@@ -128,6 +135,50 @@ async function endpointsWide(ns: string | undefined, v: Record<string, any>, io:
       rows.push([...(ns ? [] : [r.namespace]), r.service, r.port, r.backend, r.node ?? '<none>', r.path]);
   io.stdout(table(rows, ns));
   return 0;
+}
+
+/**
+ * `edgectl explain svc/NAME`: the node's view of one service (its observability address,
+ * `/debug/explain`): each step of name → VIP → rules or portal → backends with their health, and
+ * where it breaks. Exit 1 when it breaks somewhere.
+ */
+async function explain(what: string | undefined, v: Record<string, any>, io: Io): Promise<number> {
+  const m = /^(?:svc|service|services)\/([a-z0-9.-]+)$/.exec(what ?? '');
+  if (!m) {
+    io.stderr('edgectl explain: expected svc/NAME\n');
+    return 2;
+  }
+  const ns = v.namespace ?? 'default';
+  const base = String(v.node ?? v.observability).replace(/\/$/, '');
+  const url = `${base}/debug/explain?service=${encodeURIComponent(`${ns}/${m[1]}`)}`;
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${(await res.text()).trim()}`);
+  const r = (await res.json()) as {
+    service: string;
+    brokenAt?: string;
+    steps: { step: string; ok: boolean; detail: string; backends?: Record<string, any>[] }[];
+  };
+  const out: string[] = [`service ${r.service}`];
+  for (const s of r.steps) {
+    out.push(`  ${s.ok ? 'ok ' : 'BAD'} ${s.step.padEnd(9)} ${s.detail}`);
+    for (const b of s.backends ?? []) {
+      const extra = [
+        b.node && `node ${b.node}`,
+        b.path,
+        b.tier !== undefined && `tier ${b.tier}`,
+        b.terminating && 'terminating',
+        b.latencyMs !== undefined && `${Number(b.latencyMs).toFixed(1)} ms`,
+        b.active && `${b.active} active`,
+        b.lastError && `last error: ${b.lastError}`,
+      ].filter(Boolean);
+      out.push(
+        `        ${b.port.padEnd(10)} ${String(b.key).padEnd(24)} ${b.state.padEnd(9)} ${extra.join(', ')}`,
+      );
+    }
+  }
+  out.push(r.brokenAt ? `broken at: ${r.brokenAt}` : 'every step holds');
+  io.stdout(out.join('\n') + '\n');
+  return r.brokenAt ? 1 : 0;
 }
 
 /** `edgectl certs`: the fleet's identities for EdgeTunnel (openssl underneath; see edgetunnel's README). */

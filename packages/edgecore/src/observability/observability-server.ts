@@ -3,20 +3,24 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
-/** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus, from the registry every package contributes to), and JSON views (`/debug/endpoints`: every service port's backends and the path to each). */
+/** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus, from the registry every package contributes to), and JSON views (`/debug/endpoints`: every service port's backends and the path to each; `/debug/explain?service=NS/NAME`: a service's path through the node, step by step). */
 export class ObservabilityServer {
   private server?: Server;
 
   constructor(
     private readonly metrics: Registry,
     private readonly isReady: () => { ready: boolean; reason?: string },
-    /** `GET path` → JSON of what the function returns (e.g. `/debug/endpoints`). */
-    private readonly views: Record<string, () => unknown> = {},
+    /**
+     * `GET path?query` → JSON of what the function returns (e.g. `/debug/endpoints`); a view that
+     * throws an error with `status` answers that status with its message.
+     */
+    private readonly views: Record<string, (q: URLSearchParams) => unknown> = {},
   ) {}
 
   async listen(host: string, port: number): Promise<AddressInfo> {
     const server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const path = url.pathname;
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405).end();
         return;
@@ -35,7 +39,13 @@ export class ObservabilityServer {
             res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${e.message}\n`),
         );
       } else if (Object.hasOwn(this.views, path)) {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.views[path]()));
+        Promise.resolve()
+          .then(() => this.views[path](url.searchParams))
+          .then(
+            (v) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(v)),
+            (e: Error & { status?: number }) =>
+              res.writeHead(e.status ?? 500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
+          );
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       }

@@ -187,6 +187,13 @@ export class IptablesManager {
     }
   }
 
+  /** The nat table's rules as they are now (`iptables -t nat -S`), to compare with what we wrote. */
+  async liveNatRules(): Promise<string[]> {
+    const r = await run(this.ipt, ['-w', '5', '-t', 'nat', '-S']);
+    if (r.code !== 0) throw new IptablesError('iptables -t nat -S', r.stderr);
+    return r.stdout.split('\n');
+  }
+
   /** Delete the UDP conntrack entries from VIP:port to a backend that left (kube-proxy does too). */
   private async forgetFlows(vip: string, port: number, backend: string): Promise<void> {
     const [host, bport] = backend.split(':');

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Mosquitto, until } from '@edgecore/test-support';
+import { Mosquitto, Netns, until } from '@edgecore/test-support';
 import { connectAsync } from 'mqtt';
 import { parseConfig } from '../src';
 import { check } from '../src/cli/edgecore';
@@ -23,7 +23,7 @@ modules:
 
 async function run(server: string): Promise<{ code: number; lines: string[] }> {
   const lines: string[] = [];
-  const code = await check(config(server), (l) => lines.push(l));
+  const code = await check(config(server), (l) => lines.push(l), { environment: false });
   return { code, lines };
 }
 
@@ -99,5 +99,54 @@ modules:
     );
     expect((u as { code: number }).code).toBe(2);
     expect(u.stderr).toMatch(/unknown command "frobnicate"/);
+  }, 60_000);
+});
+
+describe('edgecore check: the node environment (in a network namespace of its own)', () => {
+  it('ip_forward off, an old EDGE-MESH chain and a missing docker0 are reported with their fix; fixed, they pass', async () => {
+    const ns = await Netns.create(`chk${process.pid % 100000}`, 'nameserver 192.0.2.53\n');
+    const dir = mkdtempSync(join(tmpdir(), 'edgecore-envcheck-'));
+    try {
+      const f = join(dir, 'edgecore.yaml');
+      writeFileSync(
+        f,
+        `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'db', 'edgecore.db')} }
+modules:
+  edgeHub: { enable: false }
+  edgeMesh: { mode: iptables, listenInterface: docker0 }
+`,
+      );
+      await ns.run('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+      await ns.run('iptables', ['-t', 'nat', '-N', 'EDGE-MESH']);
+      await ns.run('iptables', ['-t', 'nat', '-A', 'OUTPUT', '-j', 'EDGE-MESH']);
+      const bad = await ns.attempt(process.execPath, [BIN, 'check', '--config', f]);
+      expect(bad.code).toBe(1);
+      expect(bad.stdout).toMatch(
+        /^warn +ip_forward: net\.ipv4\.ip_forward = 0: .*fix: sysctl -w net\.ipv4\.ip_forward=1/m,
+      );
+      expect(bad.stdout).toMatch(
+        /^error +old-edgemesh: rules of an old EdgeMesh .*fix: iptables -t nat -D OUTPUT -j EDGE-MESH/m,
+      );
+      expect(bad.stdout).toMatch(/^error +listenInterface: docker0 does not exist/m);
+      expect(bad.stdout).toMatch(/^ok +resolv\.conf: upstreams: 192\.0\.2\.53$/m);
+      expect(bad.stdout).toMatch(/^ok +database: .*writable$/m);
+      await ns.run('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+      await ns.run('iptables', ['-t', 'nat', '-D', 'OUTPUT', '-j', 'EDGE-MESH']);
+      await ns.run('iptables', ['-t', 'nat', '-X', 'EDGE-MESH']);
+      await ns.run('ip', ['link', 'add', 'docker0', 'type', 'bridge']);
+      await ns.run('ip', ['addr', 'add', '172.17.0.1/16', 'dev', 'docker0']);
+      await ns.run('ip', ['link', 'set', 'docker0', 'up']);
+      const good = await ns.attempt(process.execPath, [BIN, 'check', '--config', f]);
+      expect(good.stdout).toMatch(/^ok +ip_forward/m);
+      expect(good.stdout).toMatch(/^ok +old-edgemesh: no rules of an old EdgeMesh/m);
+      expect(good.stdout).toMatch(/^ok +listenInterface: docker0$/m);
+      expect(good.stdout).toMatch(/^ok +dns-port: udp 172\.17\.0\.1:53 free$/m);
+      expect(good.code).toBe(0);
+    } finally {
+      await ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });

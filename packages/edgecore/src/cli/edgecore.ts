@@ -10,6 +10,7 @@ import { EdgeCoreError } from '../edgecore-errors';
 import { EdgeCoreHost } from '../host';
 import { createLogger } from '../logging';
 import { checkBroker, mqttClientAuth } from '@edgecore/edgehub';
+import { checkEnvironment } from '../check/environment';
 
 const HELP = `edgecore — KubeEdge-style edge runtime (beehive, MetaManager, EdgeHub, EdgeMesh)
 
@@ -106,18 +107,23 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-/** `edgecore check`: the broker findings, one line each; 1 when one is an error. */
+/**
+ * `edgecore check`: the node's environment (check/environment.ts), then the broker as the node
+ * depends on it; one line each, the fix with every failure; 1 when one is an error.
+ */
 export async function check(
   config: EdgeCoreConfig,
   out: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+  opts: { environment?: boolean } = {},
 ): Promise<number> {
+  const findings: { level: string; key: string; message: string }[] = [];
+  if (opts.environment !== false) findings.push(...(await checkEnvironment(config)));
   const mqtt = config.modules.edgeHub.mqtt;
-  let findings;
   try {
-    findings = await checkBroker({ server: mqtt.server, client: mqttClientAuth(mqtt) });
+    if (config.modules.edgeHub.enable)
+      findings.push(...(await checkBroker({ server: mqtt.server, client: mqttClientAuth(mqtt) })));
   } catch (e) {
-    out(`error  check: ${(e as Error).message}`);
-    return 1;
+    findings.push({ level: 'error', key: 'check', message: (e as Error).message });
   }
   for (const f of findings) out(`${f.level.padEnd(6)} ${f.key}: ${f.message}`);
   return findings.some((f) => f.level === 'error') ? 1 : 0;

@@ -346,3 +346,30 @@ describe('edgectl certs', () => {
     }
   });
 });
+
+describe('edgectl and the embedded broker (aedes, MQTT 3.1.1 only)', () => {
+  it('speaks MQTT 5 first and falls back to 3.1.1 for a broker that speaks nothing else', async () => {
+    const { EmbeddedBroker } = await import('@edgecore/edgehub');
+    const b = new EmbeddedBroker();
+    const a = await b.listen('127.0.0.1', 0);
+    const dir = mkdtempSync(join(tmpdir(), 'edgectl-aedes-'));
+    try {
+      const f = join(dir, 'svc.yaml');
+      writeFileSync(
+        f,
+        'apiVersion: v1\nkind: Service\nmetadata: { name: on-aedes }\nspec: { ports: [{ port: 80 }] }\n',
+      );
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await edgectl(['--server', `tcp://127.0.0.1:${a.port}`, 'apply', '-f', f], {
+        stdout: (s) => out.push(s),
+        stderr: (s) => err.push(s),
+        stdin: () => '',
+      });
+      expect([code, out.join(''), err.join('')]).toEqual([0, 'service/on-aedes created\n', '']);
+    } finally {
+      await b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -96,9 +96,22 @@ export class RetainedReader {
     const onClose = (): void => finish(new RetainedReadError(String(filter), 'the connection closed'));
     c.once('close', onClose);
     try {
-      await c.subscribeAsync(fenceTopic, { qos: 0 });
-      await c.subscribeAsync(filter, { qos: 0 }); // several filters: one SUBSCRIBE
-      await c.publishAsync(fenceTopic, token, { qos: 0 });
+      // a subscription the broker refuses (its ACL: SUBACK 0x80, MQTT 5 0x87 "not authorized")
+      // is an error at once, not a read that waits for a fence that cannot come
+      const refused = (granted: { topic: string; qos: number }[]): void => {
+        const no = granted.filter((g) => g.qos >= 0x80);
+        if (no.length)
+          throw new RetainedReadError(
+            no.map((g) => g.topic).join(', '),
+            `the broker refused the subscription (${no[0].qos === 0x87 ? 'not authorized' : `reason ${no[0].qos}`})`,
+          );
+      };
+      refused(await c.subscribeAsync(fenceTopic, { qos: 0 }));
+      refused(await c.subscribeAsync(filter, { qos: 0 })); // several filters: one SUBSCRIBE
+      // QoS 1: a broker that refuses the fence (its ACL) says so in the PUBACK (MQTT 5)
+      await c.publishAsync(fenceTopic, token, { qos: 1 }).catch((e: Error) => {
+        throw new RetainedReadError(fenceTopic, `the broker refused the fence: ${e.message}`);
+      });
       await done;
     } finally {
       clearTimeout(timer);

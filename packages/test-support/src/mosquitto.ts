@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { freePort } from './wait';
@@ -23,6 +23,11 @@ export interface MosquittoOptions {
   stock?: boolean;
   /** max_queued_messages (default 10,000; a bench that reads a large retained state raises it). */
   maxQueued?: number;
+  /**
+   * Who may connect: anonymous clients (default), or only the users of `passwords` (user →
+   * password, hashed into a password_file with mosquitto_passwd) under `acl` (an acl_file's text).
+   */
+  auth?: { passwords: Record<string, string>; acl: string };
 }
 
 /**
@@ -37,9 +42,23 @@ export class Mosquitto {
     readonly port: number,
     opts: MosquittoOptions,
   ) {
+    const auth = opts.auth;
+    if (auth) {
+      const pw = join(this.dir, 'passwords');
+      writeFileSync(pw, '');
+      for (const [user, pass] of Object.entries(auth.passwords))
+        execFileSync('mosquitto_passwd', ['-b', pw, user, pass]);
+      writeFileSync(join(this.dir, 'acl'), auth.acl);
+    }
     const lines = [
       `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
+      ...(auth
+        ? [
+            'allow_anonymous false',
+            `password_file ${join(this.dir, 'passwords')}`,
+            `acl_file ${join(this.dir, 'acl')}`,
+          ]
+        : ['allow_anonymous true']),
       'persistence true',
       `persistence_location ${this.dir}/`,
       // stock: mosquitto's own limits (max_queued_messages 1000, max_inflight_messages 20)

@@ -12,6 +12,7 @@ import {
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
+import { brokerAcl } from '@edgecore/edgehub';
 import { ObjectPublisher } from '../edgectl/publisher';
 import { publishPlanned } from '../edgectl/publish-planned';
 
@@ -34,6 +35,10 @@ Usage:
                                     a service's path through a node (its observability
                                     address): name → VIP → rules or portal → backends with
                                     their health, and the step where it breaks (exit 1)
+  edgectl broker acl [--username CLOUD] [--prefix P]
+                                    the mosquitto acl_file of a fleet where each node's username
+                                    is its node name and only CLOUD (default edgectl) writes
+                                    objects (see edgehub's README for the password file)
   edgectl certs init --dir DIR                       a fleet CA (ca.crt, ca.key)
   edgectl certs node NAME --dir DIR [--address A…]   a node's key and certificate
   edgectl certs relay NAME --dir DIR --address A…    a relay's (its addresses as subjectAltNames)
@@ -106,6 +111,13 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         return await certs(what, positionals[2], v, io);
       case 'explain':
         return await explain(what, v, io);
+      case 'broker':
+        if (what !== 'acl') {
+          io.stderr('edgectl broker: expected acl\n');
+          return 2;
+        }
+        io.stdout(brokerAcl({ prefix: v.prefix, cloudUser: v.username }));
+        return 0;
       default:
         io.stderr(`edgectl: unknown command "${verb}"\n\n${HELP}`);
         return 2;

@@ -25,6 +25,8 @@ export interface PublisherOptions {
   prefix?: string;
   /** Publishes awaiting the broker's PUBACK at once (default 1000). */
   window?: number;
+  /** MQTT 5 (default: an ACL's refusal is an error) or 3.1.1 (a broker that speaks only that). */
+  protocolVersion?: 4 | 5;
 }
 
 /**
@@ -70,10 +72,22 @@ export class ObjectPublisher {
       clean: true,
       reconnectPeriod: 0,
       connectTimeout: 10_000,
+      // MQTT 5: a broker that refuses a publish (its ACL) says so in the PUBACK, and the apply
+      // fails naming it; in 3.1.1 the broker drops it and acknowledges all the same
+      protocolVersion: opts.protocolVersion ?? 5,
       username: opts.username,
       password: opts.password,
     };
-    const client = await connectAsync(server, clientOptions);
+    let client: MqttClient;
+    try {
+      client = await connectAsync(server, clientOptions);
+    } catch (e) {
+      // a broker that speaks only 3.1.1 (aedes, the embedded one): "unacceptable protocol version"
+      const code = (e as { code?: number }).code;
+      if (opts.protocolVersion !== undefined || (code !== 1 && code !== 132)) throw e;
+      clientOptions.protocolVersion = 4;
+      client = await connectAsync(server, clientOptions);
+    }
     return new ObjectPublisher(client, new Topics(opts.prefix), server, clientOptions, opts.window ?? 1000);
   }
 

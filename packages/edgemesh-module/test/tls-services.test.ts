@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -9,73 +9,10 @@ import { Registry } from 'prom-client';
 import type { Pod } from '../src';
 import { EdgeMeshMetrics } from '../src/metrics';
 import { clientHello } from '../src/proxy/tls/backend-tls';
+import { testPki } from '@edgecore/test-support';
 import { hostPod, service, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
 const execFileP = promisify(execFile);
-const openssl = (args: string[], cwd: string) => execFileP('openssl', args, { cwd });
-
-/** A CA and a certificate it signs for `name` (openssl, EC P-256, a day). */
-async function pki(dir: string, ca: string, name?: string): Promise<void> {
-  await openssl(
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      `${ca}.key`,
-      '-out',
-      `${ca}.crt`,
-      '-subj',
-      `/CN=${ca}`,
-      '-days',
-      '1',
-    ],
-    dir,
-  );
-  if (!name) return;
-  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=DNS:${name}\n`);
-  await openssl(
-    [
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-      '-subj',
-      `/CN=${name}`,
-    ],
-    dir,
-  );
-  await openssl(
-    [
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${ca}.crt`,
-      '-CAkey',
-      `${ca}.key`,
-      '-CAcreateserial',
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '1',
-      '-extfile',
-      `${name}.ext`,
-    ],
-    dir,
-  );
-}
 
 const pod = (name: string, app: string, port: number): Pod => hostPod(name, app, port, 'web');
 
@@ -108,8 +45,8 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
 
   beforeAll(async () => {
     dir = tmpDir('tls-svc-');
-    await pki(dir.dir, 'device-ca', 'device.local');
-    await pki(dir.dir, 'other-ca');
+    await testPki(dir.dir, 'device-ca', { 'device.local': 'DNS:device.local' });
+    await testPki(dir.dir, 'other-ca');
     for (const id of ['d1', 'd2']) {
       const s = createServer(
         {

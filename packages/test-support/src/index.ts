@@ -7,3 +7,4 @@ export * from './recorder';
 export * from './recording-backend';
 export * from './reference-proxies';
 export * from './reference-dns';
+export * from './pki';

@@ -28,6 +28,8 @@ export interface MosquittoOptions {
    * password, hashed into a password_file with mosquitto_passwd) under `acl` (an acl_file's text).
    */
   auth?: { passwords: Record<string, string>; acl: string };
+  /** TLS only (mqtts://): the broker's certificate and key (PEM files). */
+  tls?: { certFile: string; keyFile: string };
 }
 
 /**
@@ -50,8 +52,10 @@ export class Mosquitto {
         execFileSync('mosquitto_passwd', ['-b', pw, user, pass]);
       writeFileSync(join(this.dir, 'acl'), auth.acl);
     }
+    this.tls = !!opts.tls;
     const lines = [
       `listener ${port} 127.0.0.1`,
+      ...(opts.tls ? [`certfile ${opts.tls.certFile}`, `keyfile ${opts.tls.keyFile}`] : []),
       ...(auth
         ? [
             'allow_anonymous false',
@@ -75,8 +79,10 @@ export class Mosquitto {
     return m;
   }
 
+  private readonly tls: boolean;
+
   get url(): string {
-    return `tcp://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'mqtts' : 'tcp'}://127.0.0.1:${this.port}`;
   }
 
   async restart(): Promise<void> {

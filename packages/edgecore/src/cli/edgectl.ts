@@ -48,7 +48,8 @@ Usage:
 
 Kinds: Pod, Service, Endpoints, EndpointSlice, Deployment (pods on spec.template.spec.nodeName),
 ConfigMap, DestinationRule (networking.istio.io: a service's load-balancing policy).
-Options: --username, --password, --prefix (topic prefix, default edgecore).
+Options: --username, --password, --prefix (topic prefix, default edgecore), --cafile (mqtts://: the
+CA of the broker's certificate, verified with its name; no fallback to plain MQTT).
 `;
 
 interface Io {
@@ -82,6 +83,7 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         node: { type: 'string' },
         output: { type: 'string', short: 'o' },
         username: { type: 'string' },
+        cafile: { type: 'string' },
         password: { type: 'string' },
         prefix: { type: 'string' },
         dir: { type: 'string' },
@@ -288,6 +290,7 @@ async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, i
     username: v.username,
     password: v.password,
     prefix: v.prefix,
+    ca: v.cafile ? readFileSync(v.cafile) : undefined,
   });
   try {
     await publishPlanned(pub, planned, verb, networking, io.stdout);

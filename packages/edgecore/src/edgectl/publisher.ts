@@ -27,6 +27,8 @@ export interface PublisherOptions {
   window?: number;
   /** MQTT 5 (default: an ACL's refusal is an error) or 3.1.1 (a broker that speaks only that). */
   protocolVersion?: 4 | 5;
+  /** mqtts://: the CA that signed the broker's certificate (PEM), verified with its name. */
+  ca?: Buffer;
 }
 
 /**
@@ -77,6 +79,7 @@ export class ObjectPublisher {
       protocolVersion: opts.protocolVersion ?? 5,
       username: opts.username,
       password: opts.password,
+      ca: opts.ca,
     };
     let client: MqttClient;
     try {

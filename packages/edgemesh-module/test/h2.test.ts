@@ -233,6 +233,60 @@ describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
     expect(m).toMatch(/edgecore_proxy_h2_upstream_connections [1-9]/);
   });
 
+  it('retry-on unavailable: a backend answering UNAVAILABLE is passed over; a request timeout of the service bounds a call', async () => {
+    const sick = new grpc.Server();
+    sick.addService(def, {
+      Unary: (_c: unknown, cb: grpc.sendUnaryData<Buffer>) =>
+        cb({ code: grpc.status.UNAVAILABLE, details: 'draining' }),
+    });
+    const port = await new Promise<number>((res, rej) =>
+      sick.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
+    );
+    const svcOf = (name: string, annotations: Record<string, string>) => {
+      const s = service(name, 'default', { ports: [{ name: 'grpc', port: 50060, targetPort: 'grpc' }] });
+      s.metadata.annotations = annotations;
+      return s;
+    };
+    await node.put(svcOf('retrying', { 'edgecore.io/retry-on': 'unavailable,503' }));
+    await node.put(svcOf('plain', {}));
+    await node.put(svcOf('bounded', { 'edgecore.io/request-timeout-seconds': '0.3' }));
+    for (const n of ['retrying', 'plain']) {
+      await node.putPod(pod(`${n}-sick`, n, port));
+      await node.putPod(pod(`${n}-a`, n, backends[0].port));
+    }
+    await node.putPod(pod('bounded-a', 'bounded', backends[0].port));
+    await until(
+      () => node.mesh.resolveTarget('plain.default.svc.cluster.local', 50060)?.backends.length === 2,
+      'plain',
+    );
+    const calls = async (svc: string) => {
+      const c = client(svc);
+      const r = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          unary(c, Buffer.from('x')).then(
+            () => 'ok',
+            (e: grpc.ServiceError) => String(e.code),
+          ),
+        ),
+      );
+      c.close();
+      return r;
+    };
+    expect(new Set(await calls('retrying'))).toEqual(new Set(['ok']));
+    expect(
+      (await calls('plain')).filter((x) => x === String(grpc.status.UNAVAILABLE)).length,
+    ).toBeGreaterThan(0);
+    const c = client('bounded');
+    const md = new grpc.Metadata();
+    md.set('x-delay-ms', '3000');
+    const t0 = Date.now();
+    const e = await unary(c, Buffer.from('x'), {}, md).catch((x) => x);
+    expect(e.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    c.close();
+    sick.forceShutdown();
+  });
+
   it('a backend killed under load: only calls in flight on it may fail; the rest go on', async () => {
     const extra = await grpcBackend('k');
     await node.putPod(pod('echo-k', 'echo', extra.port));

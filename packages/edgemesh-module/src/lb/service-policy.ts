@@ -32,8 +32,14 @@ export interface ServiceLbPolicy {
   source?: string;
   /** Outlier detection (Envoy's semantics): ejection on consecutive errors answered. */
   outlier?: OutlierPolicy;
-  /** Retries: extra tries (default 1), and whether a non-idempotent request may go again. */
-  retries?: { attempts: number; nonIdempotent: boolean };
+  /**
+   * Retries: extra tries (default 1), whether a non-idempotent request may go again, and on which
+   * answers besides a failed connect or reset (`502`, `503`, `504`, gRPC `unavailable`: HTTP/2
+   * portals, where the proxy holds the request until the answer starts).
+   */
+  retries?: { attempts: number; nonIdempotent: boolean; on: ReadonlySet<string> };
+  /** The longest a request may wait for its answer, ms (`edgecore.io/request-timeout-seconds`). */
+  timeoutMs?: number;
 }
 
 /**
@@ -56,6 +62,10 @@ export const MAX_EJECTION_PERCENT_ANNOTATION = 'edgecore.io/outlier-max-ejection
 export const RETRY_ATTEMPTS_ANNOTATION = 'edgecore.io/retry-attempts';
 /** `"true"`: a request of any method may go again after a failed connect (nothing reached the backend). */
 export const RETRY_NON_IDEMPOTENT_ANNOTATION = 'edgecore.io/retry-non-idempotent';
+/** Answers that are retried too: a comma list of 502, 503, 504, unavailable (gRPC 14). */
+export const RETRY_ON_ANNOTATION = 'edgecore.io/retry-on';
+export const REQUEST_TIMEOUT_ANNOTATION = 'edgecore.io/request-timeout-seconds';
+const RETRY_ON = new Set(['connect-failure', 'reset', '502', '503', '504', 'unavailable']);
 export const HASH_HEADER_ANNOTATION = 'edgecore.io/consistent-hash-header';
 
 const SIMPLE: Record<string, string> = {
@@ -113,13 +123,27 @@ export class ServicePolicies {
     }
     const ra = a[RETRY_ATTEMPTS_ANNOTATION];
     const rn = a[RETRY_NON_IDEMPOTENT_ANNOTATION];
-    if (ra !== undefined || rn !== undefined) {
+    const ro = a[RETRY_ON_ANNOTATION];
+    const on = new Set<string>();
+    for (const x of (ro ?? '')
+      .split(',')
+      .map((v) => v.trim().toLowerCase())
+      .filter(Boolean))
+      if (RETRY_ON.has(x)) on.add(x);
+      else this.warn(`service/${key}`, svc.metadata, RETRY_ON_ANNOTATION, x);
+    const rt = a[REQUEST_TIMEOUT_ANNOTATION];
+    if (rt !== undefined) {
+      const sec = Number(rt);
+      if (Number.isFinite(sec) && sec > 0 && sec <= 86400) p.timeoutMs = sec * 1000;
+      else this.warn(`service/${key}`, svc.metadata, REQUEST_TIMEOUT_ANNOTATION, rt);
+    }
+    if (ra !== undefined || rn !== undefined || ro !== undefined) {
       const n = ra === undefined ? 1 : Number(ra);
       const ok = Number.isInteger(n) && n >= 0 && n <= 10;
       if (!ok) this.warn(`service/${key}`, svc.metadata, RETRY_ATTEMPTS_ANNOTATION, ra);
       if (rn !== undefined && rn !== 'true' && rn !== 'false')
         this.warn(`service/${key}`, svc.metadata, RETRY_NON_IDEMPOTENT_ANNOTATION, rn);
-      p.retries = { attempts: ok ? n : 1, nonIdempotent: rn === 'true' };
+      p.retries = { attempts: ok ? n : 1, nonIdempotent: rn === 'true', on };
     }
     const o5 = a[OUTLIER_5XX_ANNOTATION];
     if (o5 !== undefined) {
@@ -142,7 +166,9 @@ export class ServicePolicies {
       const t = svc.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
       p.affinityMs = Number.isInteger(t) && t! > 0 && t! <= 86400 ? t! * 1000 : STICKY_TIMEOUT_MS;
     }
-    return p.strategy || p.hashHeader !== undefined || p.affinityMs || p.outlier || p.retries ? p : undefined;
+    return p.strategy || p.hashHeader !== undefined || p.affinityMs || p.outlier || p.retries || p.timeoutMs
+      ? p
+      : undefined;
   }
 
   private fromRule(name: string, dr: DestinationRule, p: ServiceLbPolicy): void {

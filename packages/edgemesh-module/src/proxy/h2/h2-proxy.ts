@@ -14,6 +14,7 @@ import type { z } from 'zod';
 import { h2ProxyOptionsSchema, resolveMeshOptions } from '../../config';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
+import { policyOf } from '../../lb/service-policy';
 import type { BackendDialer } from '../../tunnel';
 import {
   failures,
@@ -316,9 +317,15 @@ class StreamExchange {
       const code = s.rstCode && s.rstCode !== NGHTTP2_NO_ERROR ? s.rstCode : NGHTTP2_CANCEL;
       if (this.up && !this.up.destroyed) this.up.close(code);
     });
+    // the service's request timeout (edgecore.io/request-timeout-seconds) bounds gRPC's deadline
+    // too; a request that is not gRPC waits the node's responseTimeoutMs without one
+    const own = policyOf(this.route.backends)?.timeoutMs;
+    const grpcMs = this.grpc ? grpcTimeoutMs(headers(this.headers, 'grpc-timeout')) : undefined;
     const deadline = this.grpc
-      ? grpcTimeoutMs(headers(this.headers, 'grpc-timeout'))
-      : this.proxy.options.responseTimeoutMs;
+      ? grpcMs === undefined
+        ? own
+        : Math.min(grpcMs, own ?? Infinity)
+      : (own ?? this.proxy.options.responseTimeoutMs);
     if (deadline !== undefined) this.timer = setTimeout(() => this.onDeadline(deadline), deadline);
     const hashKey = this.route.hashHeader ? headers(this.headers, this.route.hashHeader) : undefined;
     const method = headers(this.headers, ':method') ?? 'GET';
@@ -368,10 +375,18 @@ class StreamExchange {
       return this.attempt(this.policy.refused(b, this.replayable));
     }
     this.up = up;
+    /** This try's answer was not relayed: the request went to another backend. */
+    let abandoned = false;
     up.on('error', () => undefined);
-    up.on('response', (h, flags) => this.onResponse(h, flags));
-    up.on('trailers', (t) => (this.trailers = t));
+    up.on('response', (h, flags) => {
+      if (this.retryAnswer(b, h, flags)) {
+        abandoned = true;
+        up.close(NGHTTP2_CANCEL);
+      } else this.onResponse(h, flags);
+    });
+    up.on('trailers', (t) => abandoned || (this.trailers = t));
     up.on('data', (chunk: Buffer) => {
+      if (abandoned) return;
       if (!this.stream.destroyed && !this.stream.write(chunk)) {
         up.pause();
         this.stream.once('drain', () => up.resume());
@@ -381,6 +396,7 @@ class StreamExchange {
     // reset — passed on as a reset, never turned into a clean end
     up.once('close', () => {
       this.proxy.upstreams.release(u);
+      if (abandoned) return;
       const code = up.rstCode ?? NGHTTP2_NO_ERROR;
       if (this.responded) {
         // the load balancer's account of this backend: answered, or cut short (not counted)
@@ -411,6 +427,22 @@ class StreamExchange {
     if (this.clientEnded) {
       if (this.keptBytes) up.end();
     } else this.stream.resume();
+  }
+
+  /**
+   * A 5xx answer (or a trailers-only gRPC UNAVAILABLE) the service retries on
+   * (`edgecore.io/retry-on`), before anything of it reached the client: the request goes to another
+   * backend (the rulebook decides: budget, tries, the request held whole). True: not relayed.
+   */
+  private retryAnswer(b: Backend, h: IncomingHttpHeaders, flags: number): boolean {
+    const status = Number(h[':status'] ?? 0);
+    const unavailable = this.grpc && (flags & NGHTTP2_FLAG_END_STREAM) !== 0 && h['grpc-status'] === '14';
+    if (status < 500 && !unavailable) return false;
+    const d = this.policy.answeredBadly(b, status, unavailable, this.replayable);
+    if (!d) return false;
+    this.up = undefined;
+    void this.attempt(d);
+    return true;
   }
 
   private onResponse(h: IncomingHttpHeaders, flags: number): void {

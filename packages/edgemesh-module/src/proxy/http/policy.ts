@@ -231,6 +231,30 @@ export class RequestPolicy {
   }
 
   /**
+   * `b` answered `status` (or gRPC UNAVAILABLE, `grpcUnavailable`) before any of it reached the
+   * client, and the sender still holds the whole request: another backend when the service retries
+   * on that answer (`edgecore.io/retry-on`) and the budget allows; undefined: relay the answer.
+   * The answer counts for outlier detection either way.
+   */
+  answeredBadly(
+    b: Backend,
+    status: number,
+    grpcUnavailable: boolean,
+    replayable: boolean,
+  ): Decision | undefined {
+    const on = policyOf(this.route?.backends ?? NO_BACKENDS)?.retries?.on;
+    const hit = grpcUnavailable ? on?.has('unavailable') : on?.has(String(status));
+    const others = this.route?.backends.some((x) => x.key !== b.key && !this.tried.has(x.key));
+    if (!hit || !replayable || !others) return undefined;
+    if (!this.retry(true)) return undefined;
+    this.lb.report(this.route!.backends, b, grpcUnavailable ? 503 : status);
+    this.lb.release(b);
+    this.tried.add(b.key);
+    this.lastFailure = `${b.key} answered ${grpcUnavailable ? 'UNAVAILABLE' : status}`;
+    return this.pick();
+  }
+
+  /**
    * The exchange with `b` ended: `status` relayed to the client (0: aborted), `ms` after the pick
    * (the native engine says, and its request's route; otherwise measured from this request's
    * pick). Feeds the latency the latency-aware strategy reads, outlier detection and the

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeCoreHost, parseConfig, planManifest, ManifestError } from '../src';
+import { EdgeCoreHost, ManifestError, ObjectPublisher, parseConfig, planManifest } from '../src';
 import { edgectl } from '../src/cli/edgectl';
 import { Mosquitto } from '@edgecore/test-support';
 import { until } from '@edgecore/test-support';
@@ -305,6 +305,46 @@ modules:
     } finally {
       await pub.close();
     }
+  });
+
+  it("a Deployment scaled down loses its surplus pods; deleted, all of them (edgectl keeps no state: it reads the broker's)", async () => {
+    const dep = (replicas: number) => `apiVersion: apps/v1
+kind: Deployment
+metadata: { name: scaled, namespace: default }
+spec:
+  replicas: ${replicas}
+  selector: { matchLabels: { app: scaled } }
+  template:
+    metadata: { labels: { app: scaled } }
+    spec: { nodeName: edge-node-b, containers: [{ name: c, image: x, ports: [{ containerPort: 80, hostPort: 8080 }] }] }
+`;
+    const f = join(dir, 'scaled.yaml');
+    const pods = async (): Promise<string[]> => {
+      const pub = await ObjectPublisher.connect(broker.url);
+      try {
+        await pub.begin(['pod'], { objects: ['pod'] });
+        return (pub.retained.get('pod') ?? [])
+          .map((r) => r.name)
+          .filter((n) => n.startsWith('scaled-'))
+          .sort();
+      } finally {
+        await pub.close();
+      }
+    };
+    const run = async (verb: 'apply' | 'delete', replicas: number) => {
+      writeFileSync(f, dep(replicas));
+      const x = io();
+      expect(
+        await edgectl(['--server', broker.url, verb, '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'], x.io),
+      ).toBe(0);
+    };
+    await run('apply', 3);
+    expect(await pods()).toEqual(['scaled-0', 'scaled-1', 'scaled-2']);
+    await run('apply', 1);
+    expect(await pods()).toEqual(['scaled-0']);
+    await run('apply', 2);
+    await run('delete', 1);
+    expect(await pods()).toEqual([]);
   });
 
   it('metrics show the cloud link', async () => {

@@ -17,6 +17,8 @@ export interface PlannedObject {
 export interface PlannedDocument {
   display: string; // e.g. service/nginx-svc, deployment.apps/nginx-deployment
   objects: PlannedObject[];
+  /** A Deployment's: the pods it owns that the broker holds and this plan does not are removed. */
+  owner?: { kind: 'Deployment'; namespace: string; name: string };
 }
 
 export class ManifestError extends EdgeCoreError {
@@ -111,7 +113,11 @@ function planDocument(
         objects: [{ type: 'destinationrule', namespace, name, object: base }],
       };
     case 'Deployment':
-      return { display: `deployment.apps/${name}`, objects: expandDeployment(base, opts, fail) };
+      return {
+        display: `deployment.apps/${name}`,
+        objects: expandDeployment(base, opts, fail),
+        owner: { kind: 'Deployment', namespace, name },
+      };
     case 'ConfigMap':
       if (o.data !== undefined && (typeof o.data !== 'object' || Array.isArray(o.data)))
         fail('data must be a mapping');

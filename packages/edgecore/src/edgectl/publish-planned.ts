@@ -1,5 +1,5 @@
 import type { Networking } from '@edgecore/edgemesh-module';
-import type { PlannedDocument } from './manifest';
+import type { PlannedDocument, PlannedObject } from './manifest';
 import type { ObjectPublisher } from './publisher';
 import { SliceController } from './slice-controller';
 
@@ -45,6 +45,14 @@ export async function publishPlanned(
       p.catch(() => undefined); // reported below, in order
       objs.push(p);
     }
+    // a Deployment's pods the broker holds beyond this plan (scaled down; all of them on delete)
+    for (const o of surplus(d, verb === 'delete', pub)) {
+      await pub.room();
+      const p = pub.delete(o);
+      controller?.note(o, true);
+      p.catch(() => undefined);
+      objs.push(p);
+    }
     done.push(Promise.all(objs));
   }
   // the slices of the services touched, after the objects they follow from
@@ -75,4 +83,27 @@ export async function publishPlanned(
   }
   await Promise.all(sliceWork);
   await pub.finish();
+}
+
+/** The retained pods a Deployment document owns that its plan does not have (all, on delete). */
+function surplus(d: PlannedDocument, all: boolean, pub: ObjectPublisher): PlannedObject[] {
+  const owner = d.owner;
+  if (!owner) return [];
+  const planned = new Set(all ? [] : d.objects.map((o) => o.name));
+  return (pub.retained.get('pod') ?? [])
+    .filter(
+      (r) =>
+        r.namespace === owner.namespace &&
+        !planned.has(r.name) &&
+        (r.object.metadata?.ownerReferences ?? []).some(
+          (ref: { kind?: string; name?: string }) => ref.kind === owner.kind && ref.name === owner.name,
+        ),
+    )
+    .map((r) => ({
+      type: 'pod' as const,
+      namespace: r.namespace,
+      name: r.name,
+      node: r.node,
+      object: r.object,
+    }));
 }

@@ -2,6 +2,7 @@ export * from './tunnel-errors';
 export * from './protocol';
 export * from './certs';
 export * from './deny-list';
+export * from './revoked-feed';
 export * from './framing';
 export * from './relay';
 export * from './agent';

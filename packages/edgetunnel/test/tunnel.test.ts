@@ -4,9 +4,13 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
+import { newMessage, silentLogger, toWire } from '@edgecore/beehive';
+import { Mosquitto } from '@edgecore/test-support';
+import { connectAsync } from 'mqtt';
 import {
   appendRevocation,
   DenyList,
+  followRevokedConfigMap,
   parseDenyList,
   caFiles,
   createCa,
@@ -372,6 +376,51 @@ describe('identity', () => {
       code: TunnelCode.NoPath,
     });
     expect(b.agent.stats.refused).toBeGreaterThan(0);
+  });
+
+  test("a relay follows the cloud's deny list (the ConfigMap, over MQTT): a node it names is cut; deleted, it links again", async () => {
+    const broker = await Mosquitto.start();
+    cleanup.push(() => broker.destroy());
+    const { address, relay } = await startRelay('relay-1');
+    const feed = await followRevokedConfigMap(relay.denied, { server: broker.url, log: silentLogger });
+    cleanup.push(() => feed.endAsync(true));
+    const a = (await startAgent(node('a'), [address])).agent;
+    await a.ready();
+    const topic = 'edgecore/objects/kube-system/configmap/edgetunnel-revoked';
+    const cloud = await connectAsync(broker.url, { clientId: 'cloud', reconnectPeriod: 0 });
+    cleanup.push(() => cloud.endAsync(true));
+    const put = (operation: string, content: unknown) =>
+      cloud.publishAsync(
+        topic,
+        toWire(
+          newMessage(content, {
+            source: 'edgectl',
+            group: 'resource',
+            operation,
+            resource: 'kube-system/configmap/edgetunnel-revoked',
+          }),
+        ),
+        { qos: 1, retain: true },
+      );
+    const cm = (revokedJson: string) => ({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'edgetunnel-revoked', namespace: 'kube-system' },
+      data: { 'revoked.json': revokedJson },
+    });
+    await put(
+      'update',
+      cm(JSON.stringify({ revoked: [{ node: 'a', fingerprint256: node('a').fingerprint256 }] })),
+    );
+    await waitFor(() => !relay.nodes.includes('a') && a.relaysUp().length === 0);
+    await put('update', cm('{"revoked": [{}]}')); // malformed: the last good list stays
+    await new Promise((r) => setTimeout(r, 300));
+    expect(relay.denied.isRevoked('a', node('a').fingerprint256)).toBe(true);
+    await put('delete', {
+      kind: 'ConfigMap',
+      metadata: { name: 'edgetunnel-revoked', namespace: 'kube-system' },
+    });
+    await waitFor(() => relay.nodes.includes('a'));
   });
 
   test('a node with a reachable address is dialled directly, its certificate checked', async () => {

@@ -2,12 +2,18 @@ import type { Logger } from '@edgecore/beehive';
 import { parseArgs } from 'node:util';
 import { loadIdentity } from '../certs';
 import { Relay } from '../relay';
+import { followRevokedConfigMap } from '../revoked-feed';
+import { readFileSync } from 'node:fs';
 import { ROLE_RELAY } from '../protocol';
 
 const HELP = `edgerelay — EdgeTunnel's relay: joins streams between nodes of the fleet (mTLS, HTTP/2)
 
 Usage:
   edgerelay --name NAME --cert FILE --key FILE --ca FILE [--listen 0.0.0.0:4443] [--revoked FILE]
+            [--server mqtt://BROKER:1883 [--username U --password P] [--broker-ca FILE] [--prefix P]]
+
+With --server it follows the cloud's deny list too (the kube-system/edgetunnel-revoked ConfigMap
+that \`edgectl certs configmap | edgectl apply -f -\` publishes): a node it names is cut at once.
 
 It dials nobody: nodes link to it. It forwards only between nodes with certificates of the
 fleet CA, cuts a node as soon as the deny list names it, and logs node names, never payloads.
@@ -26,6 +32,11 @@ export async function main(argv: string[]): Promise<number> {
         ca: { type: 'string' },
         listen: { type: 'string', default: '0.0.0.0:4443' },
         revoked: { type: 'string' },
+        server: { type: 'string' },
+        username: { type: 'string' },
+        password: { type: 'string' },
+        'broker-ca': { type: 'string' },
+        prefix: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -65,7 +76,19 @@ export async function main(argv: string[]): Promise<number> {
       log,
     });
     await relay.listen();
-    const stop = (): void => void relay.close().then(() => process.exit(0));
+    const feed = v.server
+      ? await followRevokedConfigMap(relay.denied, {
+          server: v.server,
+          prefix: v.prefix,
+          client: {
+            username: v.username,
+            password: v.password,
+            ca: v['broker-ca'] ? readFileSync(v['broker-ca']) : undefined,
+          },
+          log,
+        })
+      : undefined;
+    const stop = (): void => void Promise.all([relay.close(), feed?.endAsync()]).then(() => process.exit(0));
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
     return 0;

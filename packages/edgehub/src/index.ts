@@ -1,6 +1,7 @@
 export * from './edgehub-errors';
 export * from './config';
 export * from './topics';
+export * from './payload';
 export * from './broker-acl';
 export * from './embedded-broker';
 export * from './ack-queue';

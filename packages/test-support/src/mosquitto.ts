@@ -81,6 +81,11 @@ export class Mosquitto {
 
   private readonly tls: boolean;
 
+  /** The running broker's pid (a restart gives another). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   get url(): string {
     return `${this.tls ? 'mqtts' : 'tcp'}://127.0.0.1:${this.port}`;
   }

@@ -83,10 +83,14 @@ spec: { clusterIP: None, ports: [{ name: http, port: 80, targetPort: 80 }] }
     const f = join(dir, 'edgecore.yaml');
     writeFileSync(
       f,
+      // in the host namespace: unprivileged (no iptables read, no port 53 tried) and a database
+      // in the test's own directory, so the environment checks only read
       `apiVersion: edgecore.config.kubeedge.io/v1alpha2
 kind: EdgeCore
+database: { dataSource: ${join(dir, 'cli', 'edgecore.db')} }
 modules:
   edgeHub: { nodeName: edge-node-check, mqtt: { server: tcp://127.0.0.1:9 } }
+  edgeMesh: { mode: unprivileged }
 `,
     );
     const e = await execFileP(process.execPath, [BIN, 'check', '--config', f]).catch(

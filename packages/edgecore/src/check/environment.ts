@@ -1,6 +1,6 @@
 import { run } from '@edgecore/edgemesh-module';
 import { createSocket } from 'node:dgram';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { dirname } from 'node:path';
 import type { EdgeCoreConfig } from '../config/config';
@@ -133,11 +133,12 @@ export async function checkEnvironment(cfg: EdgeCoreConfig): Promise<Finding[]> 
     );
   }
 
-  // the database: its directory writable (MetaManager commits every object there)
+  // the database: writable, or its nearest existing directory is (edgecore creates the rest);
+  // a check looks and never creates anything
   const db = cfg.database.dataSource;
   try {
-    const d = dirname(db);
-    if (!existsSync(d)) mkdirSync(d, { recursive: true });
+    let d = dirname(db);
+    while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
     accessSync(d, constants.W_OK);
     if (existsSync(db)) accessSync(db, constants.W_OK);
     f('ok', 'database', `${db} writable`);

@@ -12,12 +12,8 @@
  * Run: `npm run bench:fleet` (NODES, SERVICES, PODS_PER_SERVICE to change the sizes).
  */
 import { toWire, newMessage } from '@edgecore/beehive';
-import {
-  ObjectPublisher,
-  publishPlanned,
-  type PlannedDocument,
-  type PlannedObject,
-} from '@edgecore/edgecore';
+import { ObjectPublisher, publishPlanned } from '@edgecore/edgecore';
+import { fleetCatalog } from './fleet-catalog';
 import { decodePayload, Topics } from '@edgecore/edgehub';
 import { Mosquitto } from '@edgecore/test-support';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -26,59 +22,13 @@ import { readFileSync } from 'node:fs';
 const NODES = Number(process.env.NODES ?? 1000);
 const SERVICES = Number(process.env.SERVICES ?? 1000);
 const PER = Number(process.env.PODS_PER_SERVICE ?? 2);
-const NS = Math.max(1, Math.min(100, Math.floor(SERVICES / 100)));
-
 const nodeName = (i: number) => `node-${String(i).padStart(4, '0')}`;
-
-function catalog(): PlannedDocument[] {
-  const docs: PlannedDocument[] = [];
-  let p = 0;
-  for (let i = 0; i < SERVICES; i++) {
-    const ns = `ns-${i % NS}`;
-    const objects: PlannedObject[] = [
-      {
-        type: 'service',
-        namespace: ns,
-        name: `svc-${i}`,
-        object: {
-          apiVersion: 'v1',
-          kind: 'Service',
-          metadata: { name: `svc-${i}`, namespace: ns },
-          spec: {
-            clusterIP: 'None',
-            selector: { app: `app-${i}` },
-            ports: [{ name: 'http-0', port: 80, targetPort: 80 }],
-          },
-        },
-      },
-    ];
-    for (let j = 0; j < PER; j++, p++) {
-      const node = nodeName(p % NODES);
-      objects.push({
-        type: 'pod',
-        namespace: ns,
-        name: `app-${i}-${j}`,
-        node,
-        object: {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: { name: `app-${i}-${j}`, namespace: ns, labels: { app: `app-${i}` } },
-          spec: {
-            nodeName: node,
-            containers: [{ name: 'c', ports: [{ containerPort: 80, hostPort: 30080 }] }],
-          },
-          status: {
-            phase: 'Running',
-            hostIP: `10.${(p % NODES) >> 8}.${(p % NODES) & 255}.1`,
-            conditions: [{ type: 'Ready', status: 'True' }],
-          },
-        },
-      });
-    }
-    docs.push({ display: `svc-${i}`, objects });
-  }
-  return docs;
-}
+const { namespaces: NS, docs: catalog } = fleetCatalog({
+  services: SERVICES,
+  perService: PER,
+  nodes: NODES,
+  nodeName,
+});
 
 interface SimNode {
   name: string;
@@ -158,7 +108,7 @@ async function main(): Promise<void> {
       `fleet: ${NODES} simulated nodes (MQTT 5 sessions, EdgeHub's subscriptions and validation), ${SERVICES} services × ${PER} pods, one mosquitto`,
     );
     let brokerCpu = -cpuSeconds(broker.pid!);
-    const docs = catalog();
+    const docs = catalog;
     const t0 = performance.now();
     const pub = await ObjectPublisher.connect(broker.url);
     await publishPlanned(pub, docs, 'apply', 'host');

@@ -10,12 +10,8 @@
  * Run: `npm run bench:join-size` (SERVICES, PODS_PER_SERVICE, NODES to change the sizes).
  */
 import { newMessage, toWire, TypeDigest } from '@edgecore/beehive';
-import {
-  ObjectPublisher,
-  publishPlanned,
-  type PlannedDocument,
-  type PlannedObject,
-} from '@edgecore/edgecore';
+import { ObjectPublisher, publishPlanned, type PlannedObject } from '@edgecore/edgecore';
+import { fleetCatalog } from './fleet-catalog';
 import { RetainedReader } from '@edgecore/edgehub';
 import { Mosquitto } from '@edgecore/test-support';
 import { connectAsync } from 'mqtt';
@@ -23,57 +19,13 @@ import { connectAsync } from 'mqtt';
 const SERVICES = Number(process.env.SERVICES ?? 10_000);
 const PER = Number(process.env.PODS_PER_SERVICE ?? 5);
 const NODES = Number(process.env.NODES ?? 100);
-const NAMESPACES = Math.max(1, Math.min(100, Math.floor(SERVICES / 100)));
 const NODE = 'edge-node-7';
-
-function objects(): PlannedObject[] {
-  const out: PlannedObject[] = [];
-  let p = 0;
-  for (let i = 0; i < SERVICES; i++) {
-    const ns = `ns-${i % NAMESPACES}`;
-    out.push({
-      type: 'service',
-      namespace: ns,
-      name: `svc-${i}`,
-      object: {
-        apiVersion: 'v1',
-        kind: 'Service',
-        metadata: { name: `svc-${i}`, namespace: ns },
-        spec: {
-          clusterIP: 'None',
-          selector: { app: `app-${i}` },
-          ports: [{ name: 'http-0', port: 80, targetPort: 80 }],
-        },
-      },
-    });
-    for (let j = 0; j < PER; j++, p++) {
-      const node = `edge-node-${p % NODES}`;
-      const name = `app-${i}-${j}`;
-      out.push({
-        type: 'pod',
-        namespace: ns,
-        name,
-        node,
-        object: {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: { name, namespace: ns, labels: { app: `app-${i}` } },
-          spec: {
-            nodeName: node,
-            containers: [{ name: 'c', ports: [{ containerPort: 80, hostPort: 30000 + (i % 20000) }] }],
-          },
-          status: {
-            phase: 'Running',
-            hostIP: `10.${(p % NODES) >> 8}.${p % NODES}.1`,
-            podIP: `10.${(p % NODES) >> 8}.${p % NODES}.1`,
-            conditions: [{ type: 'Ready', status: 'True' }],
-          },
-        },
-      });
-    }
-  }
-  return out;
-}
+const { namespaces: NAMESPACES, docs } = fleetCatalog({
+  services: SERVICES,
+  perService: PER,
+  nodes: NODES,
+  nodeName: (i) => `edge-node-${i}`,
+});
 
 /** The round-1 layout: every object retained on `{prefix}/objects/…`, a digest per type after them. */
 async function publishBefore(server: string, prefix: string, objs: PlannedObject[]): Promise<void> {
@@ -154,7 +106,7 @@ function line(label: string, c: Count): string {
 async function main(): Promise<void> {
   const broker = await Mosquitto.start({ maxQueued: 1_000_000 });
   try {
-    const objs = objects();
+    const objs = docs.flatMap((d) => d.objects);
     console.log(
       `join size: ${SERVICES} services, ${SERVICES * PER} pods over ${NODES} nodes, ${NAMESPACES} namespaces; a fresh node (${NODE}) reads what it subscribes to`,
     );
@@ -163,7 +115,6 @@ async function main(): Promise<void> {
     const t1 = Date.now();
     const pub = await ObjectPublisher.connect(broker.url);
     try {
-      const docs: PlannedDocument[] = objs.map((o) => ({ display: `${o.type}/${o.name}`, objects: [o] }));
       await publishPlanned(pub, docs, 'apply', 'host');
     } finally {
       await pub.close();

@@ -1,11 +1,12 @@
-import { recordingLogger, Mosquitto, until } from '@edgecore/test-support';
+import { capturedIo, Mosquitto, until } from '@edgecore/test-support';
 import { brokerAcl } from '@edgecore/edgehub';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { EdgeMeshModule } from '@edgecore/edgemesh-module';
-import { EdgeCoreHost, parseConfig } from '../src';
+import type { EdgeCoreHost } from '../src';
+import { startUnprivilegedNode } from './unprivileged-node';
 import { edgectl } from '../src/cli/edgectl';
 
 /**
@@ -17,29 +18,13 @@ describe('broker identities and the ACL (mosquitto password_file + acl_file)', (
   let dir: string;
   const hosts: EdgeCoreHost[] = [];
   const pw = { edgectl: 'cloud-secret', n1: 'n1-secret', n2: 'n2-secret' };
-  const io = () => {
-    const out: string[] = [];
-    const err: string[] = [];
-    return {
-      out,
-      err,
-      io: { stdout: (s: string) => out.push(s), stderr: (s: string) => err.push(s), stdin: () => '' },
-    };
-  };
+  const io = capturedIo;
   const node = async (name: 'n1' | 'n2') => {
-    const h = new EdgeCoreHost(
-      parseConfig(`apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: ${join(dir, `${name}.db`)} }
-observability: { listen: 127.0.0.1:0 }
-modules:
-  edgeHub: { nodeName: ${name}, mqtt: { server: ${broker.url}, username: ${name}, password: ${pw[name]} } }
-  metaManager: { metaServer: { enable: false } }
-  edgeMesh: { mode: unprivileged, listenPort: 0, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } }
-`),
-      { logger: recordingLogger([]) },
-    );
-    await h.start();
+    const h = await startUnprivilegedNode({
+      dataSource: join(dir, `${name}.db`),
+      nodeName: name,
+      mqtt: `{ server: ${broker.url}, username: ${name}, password: ${pw[name]} }`,
+    });
     hosts.push(h);
     return h.container.get(EdgeMeshModule);
   };

@@ -87,6 +87,7 @@ describe('every documented key can be set from edgecore.yaml', () => {
     const optional = new Set([
       'modules.edgeHub.mqtt.username',
       'modules.edgeHub.mqtt.password',
+      'modules.edgeHub.mqtt.servers',
       'modules.edgeHub.mqtt.tls.caFile',
       'modules.edgeHub.mqtt.tls.certFile',
       'modules.edgeHub.mqtt.tls.keyFile',

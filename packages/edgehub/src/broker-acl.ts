@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { Topics } from './topics';
 
 /**
@@ -29,6 +30,70 @@ export function brokerAcl(opts: { prefix?: string; cloudUser?: string } = {}): s
     `pattern write ${t.up('%u')}`,
     `pattern readwrite ${t.status('%u')}`,
     `pattern readwrite ${p}/nodes/%u/sync/#`,
+    '',
+  ].join('\n');
+}
+
+export interface BrokerBridgeOptions {
+  /** The cloud broker, host:port. */
+  cloud: string;
+  /**
+   * This regional broker's name, unique in the fleet: the bridge's client id on the cloud broker
+   * (two bridges with one id take each other's session over, again and again). Default: the host
+   * name, as mosquitto's own default.
+   */
+  name?: string;
+  prefix?: string;
+  /** The bridge's identity on the cloud broker (its ACL: the cloud's, or one that reads all). */
+  username?: string;
+  password?: string;
+  /** The CA of the cloud broker's certificate (TLS bridge). */
+  cafile?: string;
+}
+
+/**
+ * The mosquitto configuration of a regional broker bridged to the cloud's: what the nodes read
+ * (objects, digests, their own objects and `down`) comes in, what they write (`up`) goes out, and
+ * every node's retained status travels both ways (EdgeTunnel reads the others'). The fences of
+ * retained reads (`nodes/+/sync/…`) stay on each broker.
+ *
+ * The cloud → regional hop is QoS 0 with a clean session: each bridge connect then reads the
+ * cloud's whole retained state (a stock cloud broker queues at most `max_queued_messages`, 1,000,
+ * of a QoS 1 retained replay beyond the bridge's in-flight window, and drops the rest; at QoS 0 it
+ * writes them all), and `upgrade_outgoing_qos` delivers them to the nodes at their subscription's
+ * QoS 1 (queued for a node that is away, acknowledged after its commit). A message lost on the
+ * bridge hop while the bridge reconnects is in the retained state it reads again, and the nodes'
+ * digest checks notice the rest. MQTT 5, so a tombstone keeps its expiry across the bridge.
+ */
+export function brokerBridge(o: BrokerBridgeOptions): string {
+  const t = new Topics(o.prefix);
+  const p = t.prefix;
+  return [
+    `# edgecore: a regional broker bridged to the cloud broker ${o.cloud} (topic prefix "${p}")`,
+    '# nodes get what the bridge brings at the QoS they subscribed with (1)',
+    'upgrade_outgoing_qos true',
+    '',
+    `connection edgecore-cloud`,
+    `address ${o.cloud}`,
+    `remote_clientid edgecore-bridge-${o.name ?? hostname()}`,
+    'bridge_protocol_version mqttv50',
+    'cleansession true',
+    'try_private true',
+    'notifications false',
+    'restart_timeout 1 15',
+    ...(o.username ? [`remote_username ${o.username}`] : []),
+    ...(o.password ? [`remote_password ${o.password}`] : []),
+    ...(o.cafile ? [`bridge_cafile ${o.cafile}`] : []),
+    '# cloud -> nodes (QoS 0 on this hop: the whole retained state on every bridge connect)',
+    `topic ${t.objects()} in 0`,
+    `topic ${t.digests().replace(/\+$/, '#')} in 0`,
+    `topic ${t.nodeObjects('+')} in 0`,
+    `topic ${t.nodeDigests('+').replace(/\+$/, '#')} in 0`,
+    `topic ${t.down('+')} in 1`,
+    '# nodes -> cloud',
+    `topic ${t.up('+')} out 1`,
+    '# the status of every node, on every broker',
+    `topic ${t.status('+')} both 0`,
     '',
   ].join('\n');
 }

@@ -41,6 +41,12 @@ export const edgeHubConfigSchema = z.strictObject({
     .strictObject({
       /** `tcp://`, `mqtt://`, `mqtts://` URL of the broker. */
       server: url.default('tcp://127.0.0.1:1883'),
+      /**
+       * Several brokers of one fleet (bridged to the cloud's, or nodes of one clustered broker), in
+       * order of preference; replaces `server`. The node holds one link; when it drops or cannot
+       * be made, the next broker is tried (the whole list once before the backoff grows).
+       */
+      servers: z.array(url).min(1).max(16).optional(),
       username: z.string().optional(),
       password: z.string().optional(),
       tls: z
@@ -138,6 +144,11 @@ export const retainedReaderOptionsSchema = z.object({
 });
 
 export const HUB_MODULE_NAME = 'edgehub';
+
+/** The brokers a node may link to, in order: `mqtt.servers`, else `mqtt.server`. */
+export function brokerUrls(m: Pick<EdgeHubConfig['mqtt'], 'server' | 'servers'>): string[] {
+  return m.servers?.length ? [...m.servers] : [m.server];
+}
 
 /** Credentials and TLS files of `mqtt` as mqtt.js client options (every connection to the broker). */
 export function mqttClientAuth(

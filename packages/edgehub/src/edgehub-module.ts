@@ -25,6 +25,7 @@ import {
   type MqttClient,
 } from 'mqtt';
 import {
+  brokerUrls,
   EdgeHubOptions,
   HUB_MODULE_NAME,
   mqttClientAuth,
@@ -47,6 +48,8 @@ export interface EdgeHubStats {
   malformed: number;
   connects: number;
   disconnects: number;
+  /** Connections made to another broker of `mqtt.servers` than the last one. */
+  failovers: number;
   published: number;
   /** Object messages whose commit was under way at once, at most (a batch of the broker's window). */
   maxPending: number;
@@ -78,6 +81,7 @@ export class EdgeHubModule implements BeehiveModule {
     malformed: 0,
     connects: 0,
     disconnects: 0,
+    failovers: 0,
     published: 0,
     maxPending: 0,
     lagMsSum: 0,
@@ -94,6 +98,13 @@ export class EdgeHubModule implements BeehiveModule {
   private broker?: EmbeddedBroker;
   private reconnectTimer?: NodeJS.Timeout;
   private backoff: number;
+  /** The brokers of the fleet this node may link to (`mqtt.servers`), and the one it tries now. */
+  private readonly servers: string[];
+  private serverIndex = 0;
+  /** The broker of the last link that came up. */
+  private linkedServer?: string;
+  /** Attempts that ended without a link since the last one came up (a full round grows the backoff). */
+  private failedAttempts = 0;
   /** The MQTT version of the next connection (see `mqtt.protocolVersion`). */
   private protocol: 4 | 5;
   /** The broker refused MQTT 5 just now: reconnect at once with 3.1.1. */
@@ -115,9 +126,8 @@ export class EdgeHubModule implements BeehiveModule {
     this.statusExtra = { ...options.statusFields };
     this.topics = new Topics(options.topicPrefix, options.nodeName);
     this.backoff = options.reconnect.initialMs;
-    // auto: 5, but 3.1.1 at once with the embedded broker (aedes speaks no 5: no refusal to log)
-    const v = options.mqtt.protocolVersion;
-    this.protocol = v === 4 || (v === 'auto' && options.mqtt.embeddedBroker.enable) ? 4 : 5;
+    this.servers = brokerUrls(options.mqtt);
+    this.protocol = this.firstProtocol();
     this.intake = new Intake(
       options.maxInflight,
       this.stats,
@@ -130,7 +140,7 @@ export class EdgeHubModule implements BeehiveModule {
       topics: this.topics,
       node: options.nodeName,
       openReader: () =>
-        RetainedReader.open(options.mqtt.server, {
+        RetainedReader.open(this.server, {
           ...this.clientAuth(),
           clientId: `${options.nodeName}.sync-${Math.random().toString(16).slice(2, 8)}`,
           protocolVersion: 4,
@@ -151,6 +161,17 @@ export class EdgeHubModule implements BeehiveModule {
       this.checkIntervalMs,
       log,
     );
+  }
+
+  /** auto: 5, but 3.1.1 at once with the embedded broker (aedes speaks no 5: no refusal to log). */
+  private firstProtocol(): 4 | 5 {
+    const v = this.options.mqtt.protocolVersion;
+    return v === 4 || (v === 'auto' && this.options.mqtt.embeddedBroker.enable) ? 4 : 5;
+  }
+
+  /** The broker the node links to now, or tries next. */
+  get server(): string {
+    return this.servers[this.serverIndex];
   }
 
   /** The periodic digest check (0: off). */
@@ -228,15 +249,26 @@ export class EdgeHubModule implements BeehiveModule {
         retain: true,
       },
     };
-    const client = connect(o.mqtt.server, opts);
+    const server = this.server;
+    const client = connect(server, opts);
     this.client = client;
     client.handleMessage = (packet: IPublishPacket, next: (err?: Error) => void) =>
       this.intake.take(client, packet, next);
     client.on('connect', (connack: IConnackPacket) => {
+      if (this.client !== client) return; // a link given up for another broker
       this.stats.connects++;
       this.intake.newLink();
       this.backoff = o.reconnect.initialMs;
-      this.log.info({ server: o.mqtt.server, node }, 'connected to cloud');
+      this.failedAttempts = 0;
+      if (this.linkedServer !== undefined && this.linkedServer !== server) {
+        // another broker of the fleet: its retained state is the cloud's (bridged), its session
+        // ours only if we were here before; the digest check below proves what the node holds
+        this.stats.failovers++;
+        void this.sync.dropReader();
+        this.log.warn({ from: this.linkedServer, to: server, node }, 'failed over to another broker');
+      }
+      this.linkedServer = server;
+      this.log.info({ server, node, sessionPresent: connack.sessionPresent }, 'connected to cloud');
       this.publishStatus(client);
       // A session the broker kept has its subscriptions and queued messages: subscribing again
       // would make it replay every retained object into that queue at QoS 1, where a stock
@@ -266,10 +298,12 @@ export class EdgeHubModule implements BeehiveModule {
       this.checks.soon(0);
     });
     client.on('close', () => {
+      if (this.client !== client) return;
       this.setConnected(false);
       this.scheduleReconnect();
     });
     client.on('error', (e) => {
+      if (this.client !== client) return;
       const code = (e as { code?: unknown }).code;
       // CONNACK 1 (3.1.1: unacceptable protocol version) or 132 (5: unsupported protocol version)
       if (this.protocol === 5 && o.mqtt.protocolVersion === 'auto' && (code === 1 || code === 132)) {
@@ -278,12 +312,12 @@ export class EdgeHubModule implements BeehiveModule {
         delete client.options.properties;
         this.retryNow = true;
         this.log.warn(
-          { server: o.mqtt.server },
+          { server },
           'broker refused MQTT 5; using 3.1.1 (its own in-flight window bounds a burst: see README)',
         );
         return;
       }
-      this.log.warn({ err: e.message, server: o.mqtt.server }, 'mqtt error');
+      this.log.warn({ err: e.message, server }, 'mqtt error');
     });
   }
 
@@ -305,17 +339,43 @@ export class EdgeHubModule implements BeehiveModule {
     return mqttClientAuth(this.options.mqtt);
   }
 
+  /**
+   * The next attempt after a link dropped or could not be made. One broker: the same one after the
+   * backoff. Several: the next broker of the list at the first delay, the backoff growing only
+   * once the whole list has failed since the last link came up.
+   */
   private scheduleReconnect(): void {
     if (this.stopped || this.reconnectTimer) return;
     const r = this.options.reconnect;
-    const delay = this.retryNow ? 0 : this.backoff;
-    if (!this.retryNow) this.backoff = Math.min(this.backoff * r.growth, r.maxMs);
+    const grow = (): number => {
+      const d = this.backoff;
+      this.backoff = Math.min(this.backoff * r.growth, r.maxMs);
+      return d;
+    };
+    let delay: number;
+    let next = false;
+    if (this.retryNow) delay = 0;
+    else if (this.servers.length > 1) {
+      next = true;
+      this.failedAttempts++;
+      delay = this.failedAttempts % this.servers.length === 0 ? grow() : r.initialMs;
+    } else delay = grow();
     this.retryNow = false;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.stopped || !this.client) return;
-      this.log.debug({ delay }, 'reconnecting');
-      this.client.reconnect();
+      if (!next) {
+        this.log.debug({ delay }, 'reconnecting');
+        this.client.reconnect();
+        return;
+      }
+      // a client per broker: the given-up one is ended, its events ignored
+      const old = this.client;
+      this.serverIndex = (this.serverIndex + 1) % this.servers.length;
+      this.protocol = this.firstProtocol();
+      this.log.debug({ delay, server: this.server }, 'trying the next broker');
+      this.connectClient();
+      old.end(true);
     }, delay);
   }
 

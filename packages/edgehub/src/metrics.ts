@@ -44,6 +44,12 @@ export class EdgeHubMetrics implements MetricsContribution {
       'Successful connections to the broker.',
       () => s.connects,
     );
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_failovers_total',
+      'Links made to another broker of mqtt.servers than the last one.',
+      () => s.failovers,
+    );
     scrapedGauge(r, 'edgecore_edgehub_connected', '1 while the MQTT link is up.', () =>
       this.hub.cloudConnected ? 1 : 0,
     );

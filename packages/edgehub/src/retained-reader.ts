@@ -58,8 +58,14 @@ export class RetainedReader {
     let count = 0;
     let failed: Error | undefined;
     let finish!: (e?: Error) => void;
+    let over = false;
     const done = new Promise<void>((resolve, reject) => {
-      finish = (e) => (e ? reject(e) : resolve());
+      finish = (e) => {
+        over = true;
+        clearTimeout(timer);
+        if (e) reject(e);
+        else resolve();
+      };
     });
     // awaited below, but it may fail while a subscribe is still awaited: never unhandled
     done.catch(() => undefined);
@@ -68,6 +74,8 @@ export class RetainedReader {
     const idle = (): Error =>
       new RetainedReadError(String(filter), `nothing arrived for ${idleMs} ms (after ${count} messages)`);
     c.handleMessage = (packet: IPublishPacket, cb: (err?: Error) => void) => {
+      // a message after the read ended (a live publish before the unsubscribe): not this read's
+      if (over) return cb();
       clearTimeout(timer);
       timer = setTimeout(() => finish(idle()), idleMs);
       const payload = packet.payload as Buffer;

@@ -113,6 +113,14 @@ export class StateSync {
     await (await r?.catch(() => undefined))?.close();
   }
 
+  /** Forget the open reader (the node linked to another broker: reads go there now). */
+  async dropReader(): Promise<void> {
+    clearTimeout(this.readerIdle);
+    const r = this.reader;
+    this.reader = undefined;
+    await (await r?.catch(() => undefined))?.close();
+  }
+
   private async getReader(): Promise<RetainedReader> {
     clearTimeout(this.readerIdle);
     this.reader ??= this.d.openReader();

@@ -8,3 +8,4 @@ export * from './recording-backend';
 export * from './reference-proxies';
 export * from './reference-dns';
 export * from './pki';
+export * from './io';

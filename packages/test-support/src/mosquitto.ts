@@ -30,6 +30,10 @@ export interface MosquittoOptions {
   auth?: { passwords: Record<string, string>; acl: string };
   /** TLS only (mqtts://): the broker's certificate and key (PEM files). */
   tls?: { certFile: string; keyFile: string };
+  /** Keep retained messages and sessions across a restart (default true). */
+  persistence?: boolean;
+  /** More configuration after the rest (a bridge's `connection` section). */
+  extra?: string;
 }
 
 /**
@@ -63,13 +67,13 @@ export class Mosquitto {
             `acl_file ${join(this.dir, 'acl')}`,
           ]
         : ['allow_anonymous true']),
-      'persistence true',
-      `persistence_location ${this.dir}/`,
+      ...(opts.persistence === false ? [] : ['persistence true', `persistence_location ${this.dir}/`]),
       // stock: mosquitto's own limits (max_queued_messages 1000, max_inflight_messages 20)
       ...(opts.stock ? [] : [`max_queued_messages ${opts.maxQueued ?? 10000}`]),
       'log_dest stdout',
     ];
     if (process.getuid?.() === 0) lines.push('user root');
+    if (opts.extra) lines.push(opts.extra);
     writeFileSync(join(this.dir, 'mosquitto.conf'), lines.join('\n') + '\n');
   }
 

@@ -9,7 +9,7 @@ import {
 import { EdgeCoreError } from '../edgecore-errors';
 import { EdgeCoreHost } from '../host';
 import { createLogger } from '../logging';
-import { checkBroker, mqttClientAuth } from '@edgecore/edgehub';
+import { brokerUrls, checkBroker, mqttClientAuth } from '@edgecore/edgehub';
 import { checkEnvironment } from '../check/environment';
 
 const HELP = `edgecore — KubeEdge-style edge runtime (beehive, MetaManager, EdgeHub, EdgeMesh)
@@ -120,8 +120,12 @@ export async function check(
   if (opts.environment !== false) findings.push(...(await checkEnvironment(config)));
   const mqtt = config.modules.edgeHub.mqtt;
   try {
-    if (config.modules.edgeHub.enable)
-      findings.push(...(await checkBroker({ server: mqtt.server, client: mqttClientAuth(mqtt) })));
+    // every broker the node may link to (mqtt.servers): each must hold the fleet's state
+    const servers = config.modules.edgeHub.enable ? brokerUrls(mqtt) : [];
+    for (const server of servers) {
+      const got = await checkBroker({ server, client: mqttClientAuth(mqtt) });
+      findings.push(...got.map((f) => (servers.length > 1 ? { ...f, key: `${server} ${f.key}` } : f)));
+    }
   } catch (e) {
     findings.push({ level: 'error', key: 'check', message: (e as Error).message });
   }

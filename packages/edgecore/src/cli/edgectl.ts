@@ -12,7 +12,7 @@ import {
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
-import { brokerAcl } from '@edgecore/edgehub';
+import { brokerAcl, brokerBridge, TYPE_TO_KIND } from '@edgecore/edgehub';
 import { ObjectPublisher } from '../edgectl/publisher';
 import { publishPlanned } from '../edgectl/publish-planned';
 
@@ -35,6 +35,16 @@ Usage:
                                     a service's path through a node (its observability
                                     address): name → VIP → rules or portal → backends with
                                     their health, and the step where it breaks (exit 1)
+  edgectl [--server URL] gc [--tombstone-ttl DURATION]
+                                    clear the retained tombstones (deleted objects) older than
+                                    DURATION (default 24h; 0: all) — for a broker without MQTT 5
+                                    message expiry, which otherwise forgets them by itself after
+                                    --tombstone-ttl of the delete; nodes away longer converge
+                                    through the digests. Run it when no apply is under way
+  edgectl broker bridge --cloud HOST:PORT [--name N] [--username U --password P] [--cafile F]
+                                    the mosquitto bridge section of a regional broker that
+                                    carries the fleet's topics to and from the cloud broker
+                                    (MQTT 5, so tombstones keep their expiry)
   edgectl broker acl [--username CLOUD] [--prefix P]
                                     the mosquitto acl_file of a fleet where each node's username
                                     is its node name and only CLOUD (default edgectl) writes
@@ -89,6 +99,9 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         dir: { type: 'string' },
         address: { type: 'string', multiple: true },
         days: { type: 'string' },
+        'tombstone-ttl': { type: 'string' },
+        cloud: { type: 'string' },
+        name: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -113,9 +126,28 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         return await certs(what, positionals[2], v, io);
       case 'explain':
         return await explain(what, v, io);
+      case 'gc':
+        return await gc(v, io);
       case 'broker':
+        if (what === 'bridge') {
+          if (!v.cloud || !/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/.test(v.cloud)) {
+            io.stderr('edgectl broker bridge: --cloud HOST:PORT is required\n');
+            return 2;
+          }
+          io.stdout(
+            brokerBridge({
+              cloud: v.cloud,
+              name: v.name,
+              prefix: v.prefix,
+              username: v.username,
+              password: v.password,
+              cafile: v.cafile,
+            }),
+          );
+          return 0;
+        }
         if (what !== 'acl') {
-          io.stderr('edgectl broker: expected acl\n');
+          io.stderr('edgectl broker: expected acl or bridge\n');
           return 2;
         }
         io.stdout(brokerAcl({ prefix: v.prefix, cloudUser: v.username }));
@@ -286,14 +318,46 @@ async function applyOrDelete(verb: 'apply' | 'delete', v: Record<string, any>, i
     }
     throw e;
   }
-  const pub = await ObjectPublisher.connect(v.server, {
+  const ttl =
+    v['tombstone-ttl'] === undefined ? undefined : parseDuration(v['tombstone-ttl'], '--tombstone-ttl');
+  const pub = await connectPublisher(v, ttl);
+  try {
+    await publishPlanned(pub, planned, verb, networking, io.stdout);
+  } finally {
+    await pub.close();
+  }
+  return 0;
+}
+
+function connectPublisher(v: Record<string, any>, ttlMs?: number): Promise<ObjectPublisher> {
+  return ObjectPublisher.connect(v.server, {
     username: v.username,
     password: v.password,
     prefix: v.prefix,
     ca: v.cafile ? readFileSync(v.cafile) : undefined,
+    tombstoneTtlSeconds: ttlMs === undefined ? undefined : Math.ceil(ttlMs / 1000),
   });
+}
+
+/** `30s`, `15m`, `24h`, `7d` or seconds → ms; anything else an error naming the option. */
+export function parseDuration(text: string, option: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!m) throw new Error(`${option}: expected a duration such as 30s, 15m, 24h or 7d, got "${text}"`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 's']!;
+  return Number(m[1]) * unit;
+}
+
+/** `edgectl gc`: clear retained tombstones older than --tombstone-ttl (every object type). */
+async function gc(v: Record<string, any>, io: Io): Promise<number> {
+  const ttl = parseDuration(v['tombstone-ttl'] ?? '24h', '--tombstone-ttl');
+  const pub = await connectPublisher(v);
   try {
-    await publishPlanned(pub, planned, verb, networking, io.stdout);
+    await pub.begin(Object.keys(TYPE_TO_KIND));
+    const found = pub.tombstones.length;
+    const cleared = await pub.collectTombstones(ttl);
+    io.stdout(
+      `${cleared} tombstone(s) cleared, ${found - cleared} younger than ${v['tombstone-ttl'] ?? '24h'} kept\n`,
+    );
   } finally {
     await pub.close();
   }

@@ -29,7 +29,24 @@ export interface PublisherOptions {
   protocolVersion?: 4 | 5;
   /** mqtts://: the CA that signed the broker's certificate (PEM), verified with its name. */
   ca?: Buffer;
+  /**
+   * How long the broker keeps a tombstone (seconds, default 86,400): MQTT 5's message expiry, so
+   * the broker (and a bridged one) forgets it by itself, retained or queued for a node that is
+   * away. A node that comes back later converges through the digests (the object is no longer
+   * retained: a resync deletes it). 0: kept until `collectTombstones`.
+   */
+  tombstoneTtlSeconds?: number;
 }
+
+/** A tombstone read back in begin(): its topic and when it was published (ms). */
+export interface RetainedTombstone {
+  topic: string;
+  resource: string;
+  at: number;
+}
+
+/** The default life of a tombstone on the broker: a day. */
+export const DEFAULT_TOMBSTONE_TTL_SECONDS = 86_400;
 
 /**
  * Publishes objects as retained QoS 1 messages on `{prefix}/objects/{ns}/{type}/{name}`; a delete
@@ -54,6 +71,8 @@ export class ObjectPublisher {
   private readonly read = new Set<string>();
   /** The live retained objects of the types read with `objects` (for the slice controller). */
   readonly retained = new Map<string, RetainedObject[]>();
+  /** The retained tombstones of the types read (what `collectTombstones` may clear). */
+  readonly tombstones: RetainedTombstone[] = [];
   /** Node → zone, from the nodes' retained status (with `begin(…, {zones: true})`). */
   readonly nodeZones = new Map<string, string>();
   private readonly inflight = new Set<Promise<void>>();
@@ -66,6 +85,7 @@ export class ObjectPublisher {
     private readonly server: string,
     private readonly clientOptions: IClientOptions,
     private readonly window: number,
+    private readonly tombstoneTtlSeconds: number,
   ) {}
 
   static async connect(server: string, opts: PublisherOptions = {}): Promise<ObjectPublisher> {
@@ -91,7 +111,14 @@ export class ObjectPublisher {
       clientOptions.protocolVersion = 4;
       client = await connectAsync(server, clientOptions);
     }
-    return new ObjectPublisher(client, new Topics(opts.prefix), server, clientOptions, opts.window ?? 1000);
+    return new ObjectPublisher(
+      client,
+      new Topics(opts.prefix),
+      server,
+      clientOptions,
+      opts.window ?? 1000,
+      opts.tombstoneTtlSeconds ?? DEFAULT_TOMBSTONE_TTL_SECONDS,
+    );
   }
 
   /**
@@ -139,6 +166,8 @@ export class ObjectPublisher {
             try {
               const msg = fromWire(payload);
               const w = parseWrite(msg).op;
+              if (w.op === 'delete')
+                this.tombstones.push({ topic, resource: at.resource, at: msg.header.timestamp });
               if (w.op === 'upsert')
                 live.set(id, {
                   rv: w.resourceVersion,
@@ -237,8 +266,39 @@ export class ObjectPublisher {
       kind: TYPE_TO_KIND[o.type],
       metadata: { name: o.name, namespace: o.namespace, resourceVersion: String(rv) },
     };
-    await this.send(o, 'delete', tomb, rv);
+    await this.send(o, 'delete', tomb, rv, this.tombstoneTtlSeconds);
     this.track(o, undefined);
+  }
+
+  /**
+   * Clear the retained tombstones read in begin() that are older than `maxAgeMs` (an empty
+   * retained message: the broker, and a bridged one, then keeps nothing on the topic). For a
+   * broker without MQTT 5's message expiry, and for tombstones published without one. A node away
+   * for longer converges through the digests. Returns how many were cleared.
+   *
+   * A topic re-applied by another edgectl between begin() and this clear would be cleared too
+   * (MQTT has no compare-and-set): run it when no apply is under way, as `edgectl gc` is meant to.
+   */
+  async collectTombstones(maxAgeMs: number, now = Date.now()): Promise<number> {
+    const old = this.tombstones.filter((t) => now - t.at >= maxAgeMs);
+    for (const t of old) {
+      await this.room();
+      const p: Promise<void> = this.client
+        .publishAsync(t.topic, Buffer.alloc(0), { qos: 1, retain: true })
+        .then(
+          () => this.settle(p),
+          (e: Error) => {
+            this.failed ??= e;
+            this.settle(p);
+          },
+        );
+      this.inflight.add(p);
+    }
+    await Promise.all(this.inflight);
+    if (this.failed) throw this.failed;
+    const gone = new Set(old);
+    this.tombstones.splice(0, this.tombstones.length, ...this.tombstones.filter((t) => !gone.has(t)));
+    return old.length;
   }
 
   /** The digest of a type (of a node-scoped type, a node's) as this publisher knows it (after begin()). */
@@ -286,7 +346,13 @@ export class ObjectPublisher {
     return new Promise<void>((r) => (this.wake = r));
   }
 
-  private async send(o: PlannedObject, operation: string, content: object, rv: number): Promise<void> {
+  private async send(
+    o: PlannedObject,
+    operation: string,
+    content: object,
+    rv: number,
+    expirySeconds = 0,
+  ): Promise<void> {
     if (this.failed) throw this.failed;
     const msg = newMessage(content, {
       source: 'edgectl',
@@ -299,6 +365,10 @@ export class ObjectPublisher {
       .publishAsync(this.topics.object(o.namespace, o.type, o.name, o.node), toWire(msg), {
         qos: 1,
         retain: true,
+        // MQTT 5 only: a 3.1.1 broker keeps it until collectTombstones
+        ...(expirySeconds > 0 && this.clientOptions.protocolVersion === 5
+          ? { properties: { messageExpiryInterval: expirySeconds } }
+          : {}),
       })
       .then(
         () => this.settle(p),

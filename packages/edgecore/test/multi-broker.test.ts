@@ -1,0 +1,193 @@
+import { capturedIo, Mosquitto, until } from '@edgecore/test-support';
+
+const wait = (cond: () => boolean | Promise<boolean>, ms: number, what = 'the condition') =>
+  until(cond, what, ms, 50);
+import { brokerBridge, EdgeHubModule, RetainedReader } from '@edgecore/edgehub';
+import { EdgeMeshModule } from '@edgecore/edgemesh-module';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EdgeCoreHost, ObjectPublisher } from '../src';
+import { startUnprivilegedNode } from './unprivileged-node';
+import { edgectl, parseDuration } from '../src/cli/edgectl';
+
+/**
+ * A fleet on three brokers: the cloud's (edgectl publishes there) and two regional ones bridged
+ * to it with the section `edgectl broker bridge` writes. A node lists both regional brokers and
+ * fails over; its state converges after each move, including a delete made while it moved and a
+ * delete whose tombstone was collected while it was away.
+ */
+describe('several brokers: bridges, failover, tombstones', () => {
+  const SERVICES = 1500; // more than a stock broker queues for one client (1,000)
+  let dir: string;
+  let cloud: Mosquitto;
+  let r1: Mosquitto;
+  let r2: Mosquitto;
+  const hosts: EdgeCoreHost[] = [];
+  const quiet = capturedIo;
+  const run = async (...args: string[]): Promise<string> => {
+    const q = quiet();
+    const code = await edgectl(['--server', cloud.url, ...args], q.io);
+    if (code !== 0) throw new Error(`edgectl ${args.join(' ')}: ${code} ${q.err.join('')}`);
+    return q.out.join('');
+  };
+  const svc = (name: string) =>
+    `apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: default }
+spec: { clusterIP: None, selector: { app: ${name} }, ports: [{ name: http, port: 80 }] }
+`;
+  const manifest = (name: string, text: string): string => {
+    const f = join(dir, `${name}.yaml`);
+    writeFileSync(f, text);
+    return f;
+  };
+  const node = async () => {
+    const h = await startUnprivilegedNode({
+      dataSource: join(dir, 'node.db'),
+      nodeName: 'n1',
+      mqtt: `{ servers: [${r1.url}, ${r2.url}] }`,
+    });
+    hosts.push(h);
+    return { host: h, mesh: h.container.get(EdgeMeshModule), hub: h.container.get(EdgeHubModule) };
+  };
+  /** What a broker retains under a filter (topic → payload bytes). */
+  const retained = async (m: Mosquitto, filter: string): Promise<Map<string, number>> => {
+    const r = await RetainedReader.open(m.url, { clientId: `probe-${Math.random().toString(16).slice(2)}` });
+    const out = new Map<string, number>();
+    try {
+      await r.read(filter, `probe/fence/${Math.random()}`, (t, p) => void out.set(t, p.length));
+    } finally {
+      await r.close();
+    }
+    return out;
+  };
+  const regional = async (name: string): Promise<Mosquitto> => {
+    const q = quiet();
+    expect(
+      await edgectl(['broker', 'bridge', '--cloud', `127.0.0.1:${cloud.port}`, '--name', name], q.io),
+    ).toBe(0);
+    // a stock broker that keeps nothing across a restart: a bridge connect brings the state back
+    return Mosquitto.start({ stock: true, persistence: false, extra: q.out.join('') });
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'multi-broker-'));
+    cloud = await Mosquitto.start({ stock: true });
+    await run(
+      'apply',
+      '-f',
+      manifest('many', Array.from({ length: SERVICES }, (_, i) => svc(`svc-${i}`)).join('---\n')),
+    );
+    r1 = await regional('r1');
+    r2 = await regional('r2');
+  });
+  afterAll(async () => {
+    for (const h of hosts) await h.stop().catch(() => undefined);
+    for (const m of [r1, r2, cloud]) await m?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a regional broker bridged to a stock cloud broker holds its whole retained state', async () => {
+    for (const m of [r1, r2])
+      await wait(
+        async () => (await retained(m, 'edgecore/objects/default/service/+')).size === SERVICES,
+        20_000,
+      );
+  });
+
+  it('the node fails over to the next broker and converges, with a delete made while it moved', async () => {
+    const { mesh, hub } = await node();
+    await wait(() => mesh.catalog.services.size === SERVICES, 60_000);
+    expect(hub.server).toBe(r1.url);
+    await r1.stop();
+    // while the node moves: one service deleted, one created
+    await run('delete', '-f', manifest('gone', svc('svc-7')));
+    await run('apply', '-f', manifest('new', svc('svc-new')));
+    await wait(
+      () =>
+        hub.cloudConnected &&
+        hub.server === r2.url &&
+        mesh.catalog.services.has('default/svc-new') &&
+        !mesh.catalog.services.has('default/svc-7'),
+      30_000,
+    );
+    expect(hub.stats.failovers).toBe(1);
+    expect(await hub.checkSync()).toBe(true);
+    expect(mesh.catalog.services.size).toBe(SERVICES);
+    // and back: r1 returns, r2 goes; the node's session on r1 is gone with r1's restart
+    await r1.restart();
+    await wait(
+      async () => (await retained(r1, 'edgecore/objects/default/service/+')).size >= SERVICES,
+      20_000,
+    );
+    await r2.stop();
+    await run('apply', '-f', manifest('new2', svc('svc-new2')));
+    await wait(
+      () => hub.cloudConnected && hub.server === r1.url && mesh.catalog.services.has('default/svc-new2'),
+      30_000,
+    );
+    expect(hub.stats.failovers).toBe(2);
+    await r2.restart();
+  });
+
+  it('a collected tombstone: the node that was away converges through the digests', async () => {
+    const [{ host, hub: oldHub }] = [{ host: hosts[0], hub: hosts[0].container.get(EdgeHubModule) }];
+    expect(oldHub.cloudConnected).toBe(true);
+    await host.stop();
+    hosts.length = 0;
+    await run('delete', '-f', manifest('gone2', svc('svc-8')));
+    const topic = 'edgecore/objects/default/service/svc-8';
+    expect((await retained(cloud, topic)).get(topic)).toBeGreaterThan(0); // the tombstone
+    expect(await run('gc', '--tombstone-ttl', '1h')).toMatch(/^0 tombstone\(s\) cleared, 4 younger/);
+    expect(await run('gc', '--tombstone-ttl', '0')).toMatch(/^4 tombstone\(s\) cleared/);
+    await wait(async () => !(await retained(cloud, topic)).has(topic), 10_000);
+    // the regional brokers forget it too (the bridge carries the clear)
+    await wait(async () => !(await retained(r1, topic)).has(topic), 10_000);
+    // the node's sessions are gone (brokers restarted without persistence): nothing will tell it
+    // of svc-8 but the digest of its namespace
+    for (const m of [r1, r2]) {
+      await m.stop();
+      await m.restart();
+    }
+    await wait(
+      async () =>
+        !(await retained(r1, topic)).has(topic) &&
+        (await retained(r1, 'edgecore/objects/default/service/+')).size >= SERVICES - 1,
+      20_000,
+    );
+    const { mesh, hub } = await node();
+    await wait(() => hub.cloudConnected && !mesh.catalog.services.has('default/svc-8'), 30_000);
+    expect(hub.stats.sync.orphansDeleted).toBeGreaterThanOrEqual(1);
+    expect(mesh.catalog.services.has('default/svc-9')).toBe(true);
+    expect(await hub.checkSync()).toBe(true);
+  });
+
+  it('tombstones expire on the broker by themselves (MQTT 5 message expiry), bridged ones too', async () => {
+    const pub = await ObjectPublisher.connect(cloud.url, { tombstoneTtlSeconds: 1 });
+    try {
+      await pub.begin(['service']);
+      const o = { type: 'service' as const, namespace: 'default', name: 'svc-9', object: {} };
+      await pub.delete(o);
+      await pub.finish();
+    } finally {
+      await pub.close();
+    }
+    const topic = 'edgecore/objects/default/service/svc-9';
+    await wait(async () => (await retained(r2, topic)).has(topic), 10_000);
+    await new Promise((r) => setTimeout(r, 2200));
+    expect((await retained(cloud, topic)).has(topic)).toBe(false);
+    expect((await retained(r2, topic)).has(topic)).toBe(false);
+  });
+
+  it('durations and the bridge section', async () => {
+    expect(parseDuration('24h', 'x')).toBe(86_400_000);
+    expect(parseDuration('90', 'x')).toBe(90_000);
+    expect(parseDuration('1.5m', 'x')).toBe(90_000);
+    expect(() => parseDuration('1 week', '--tombstone-ttl')).toThrow(/--tombstone-ttl: expected a duration/);
+    const q = quiet();
+    expect(await edgectl(['broker', 'bridge'], q.io)).toBe(2);
+    expect(q.err.join('')).toMatch(/--cloud HOST:PORT is required/);
+    expect(brokerBridge({ cloud: 'c:1883' })).toMatch(/topic edgecore\/objects\/# in 0\n/);
+  });
+});

@@ -15,6 +15,13 @@ import { hostPod, service, startMesh, tmpDir, until, type MeshNode } from './hel
 
 type Http = Awaited<ReturnType<typeof httpBackend>>;
 
+/** A backend handler that answers 503 to everything. */
+const fail = (_req: unknown, res: import('node:http').ServerResponse) => (
+  (res.statusCode = 503),
+  res.end('no'),
+  true
+);
+
 const svc = (name: string, annotations: Record<string, string>): Service => {
   const s = service(name, 'default', { ports: [{ name: 'http', port: 80, targetPort: 'web' }] });
   s.metadata.annotations = annotations;
@@ -76,11 +83,6 @@ describe('resilience: outliers, latency-aware balancing, active health, per-serv
   });
 
   it('outlier detection: a backend answering 503 is ejected after 3 in a row; never more than maxEjectionPercent at once', async () => {
-    const fail = (_req: unknown, res: import('node:http').ServerResponse) => (
-      (res.statusCode = 503),
-      res.end('no'),
-      true
-    );
     const a = await backend('a', fail);
     const b = await backend('b', fail);
     const c = await backend('c');
@@ -104,6 +106,55 @@ describe('resilience: outliers, latency-aware balancing, active health, per-serv
     expect(Math.min(a.hits, b.hits)).toBeLessThanOrEqual(3);
     expect(Math.max(a.hits, b.hits)).toBeGreaterThan(40);
     expect(res.filter((r) => r.status === 503).length).toBe(bad);
+  });
+
+  it('HTTP/1 retries on answers (retry-on 503) and a per-service request timeout', async () => {
+    const a = await backend('ra', fail);
+    const b = await backend('rb');
+    const c = await backend('rc');
+    await deploy('retry503', { 'edgecore.io/retry-on': '503' }, [a, b, c]);
+    await deploy('plain503', {}, [a, b, c]);
+    const before = node.mesh.http.stats.retries;
+    const res = await load('retry503', 60, 2);
+    console.log(
+      `retry-on 503: a ${a.hits}, b ${b.hits}, c ${c.hits} of 60; retries ${node.mesh.http.stats.retries - before}`,
+    );
+    expect(res.every((r) => r.status === 200)).toBe(true);
+    expect(a.hits).toBeGreaterThan(0); // it was asked, and its answer went nowhere
+    expect(node.mesh.http.stats.retries - before).toBe(a.hits);
+    // without the annotation the answer is the client's
+    expect((await load('plain503', 30, 1)).filter((r) => r.status === 503).length).toBeGreaterThan(0);
+    // a request with a body is not held whole: its 503 is relayed
+    const post = (name: string) =>
+      new Promise<number>((resolve, reject) => {
+        const p = portal(name);
+        const r = request(
+          {
+            host: p.listenHost,
+            port: p.listenPort,
+            method: 'POST',
+            path: '/',
+            agent: false,
+            headers: { host: name },
+          },
+          (x) => (x.resume(), x.on('end', () => resolve(x.statusCode!))),
+        );
+        r.on('error', reject);
+        r.end('body');
+      });
+    const posts: number[] = [];
+    for (let i = 0; i < 6; i++) posts.push(await post('retry503'));
+    expect(posts).toContain(503);
+    // the service's own timeout, far below the node's (60 s): the wait for the answer ends there
+    const slow = await backend('slow', (_req, res) => {
+      const t = setTimeout(() => res.end('late'), 3000);
+      res.on('close', () => clearTimeout(t));
+      return true;
+    });
+    await deploy('bounded', { 'edgecore.io/request-timeout-seconds': '0.3' }, [slow]);
+    const r = await get('bounded');
+    expect(r.status).toBe(504);
+    expect(r.body).toMatch(/300 ms/);
   });
 
   it('latency-aware (PeakEwma): ≥ 80 % of requests move off a slow backend, and p99 falls', async () => {

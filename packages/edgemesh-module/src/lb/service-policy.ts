@@ -83,6 +83,20 @@ export function policyOf(list: readonly Backend[]): ServiceLbPolicy | undefined 
   return attached.get(list);
 }
 
+/**
+ * Whether an HTTP/1 request to these backends needs an engine that holds the answer's head before
+ * relaying it (the service retries on answers, `edgecore.io/retry-on` 502/503/504) or bounds the
+ * wait for it by the service's own timeout: the JavaScript engine does both; the native engine
+ * hands such a connection to it.
+ */
+export function needsHeldAnswer(list: readonly Backend[]): boolean {
+  const p = attached.get(list);
+  if (!p) return false;
+  if (p.timeoutMs !== undefined) return true;
+  const on = p.retries?.on;
+  return !!on && (on.has('502') || on.has('503') || on.has('504'));
+}
+
 export function attachPolicy(list: readonly Backend[], p: ServiceLbPolicy | undefined): void {
   if (p) attached.set(list, p);
 }

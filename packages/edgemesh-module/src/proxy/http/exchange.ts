@@ -2,6 +2,7 @@ import type { Logger } from '@edgecore/beehive';
 import type { Socket } from 'node:net';
 import { ConnectError, HttpParseError, UpstreamTimeoutError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
+import { policyOf } from '../../lb/service-policy';
 import { SocketReader, writeAll } from '../socket-reader';
 import { pumpBody, pumpUntilEnd, stallGuard, waitFor, type Progress } from './body-pump';
 import { ChunkedParser } from './chunked';
@@ -33,12 +34,19 @@ export interface ExchangeOptions {
   underscoresInHeaders: boolean;
 }
 
+/** How long a request waits for its answer to start: per try, and a deadline over all of them. */
+interface AnswerWait {
+  ms: number;
+  deadline?: number;
+}
+
 /** How one attempt at a backend ended. */
 type Attempt =
   | 'stale' // no answer: the upstream closed first
   | 'malformed' // its response head was not HTTP we forward
   | 'timeout' // no response head in time
   | { badBody: string } // the request's chunked body was malformed (the upstream connection was closed)
+  | { again: Decision } // an answer the service retries on (nothing of it relayed): where to now
   | { next: 'keep' | 'close' | 'upgraded'; status: number };
 
 /**
@@ -164,6 +172,13 @@ export class JsExchange {
       d = policy.begin(route, ip, hashKey, idempotent(head.method!));
     }
     const upgrade = upgradeTo(head);
+    // the service's own timeout (edgecore.io/request-timeout-seconds): the longest this request
+    // waits for its answer to start, over every try; else the node's per try
+    const ownMs = 'backends' in route ? policyOf(route.backends)?.timeoutMs : undefined;
+    const wait: AnswerWait = {
+      ms: ownMs ?? this.o.responseTimeoutMs,
+      deadline: ownMs === undefined ? undefined : Date.now() + ownMs,
+    };
     let b: Backend | undefined;
     for (;;) {
       if (isReply(d)) {
@@ -195,7 +210,12 @@ export class JsExchange {
         up,
         upgrade,
         policy,
+        wait,
       );
+      if (typeof r === 'object' && 'again' in r) {
+        d = r.again;
+        continue;
+      }
       if (r === 'stale') {
         // a body already (partly) sent upstream cannot be sent again: no retry then
         d = policy.stale(backend, up.reused, !hasBody);
@@ -208,10 +228,7 @@ export class JsExchange {
         return false;
       }
       if (r === 'malformed' || r === 'timeout') {
-        const f =
-          r === 'malformed'
-            ? failures.malformed(backend)
-            : failures.timeout(backend, this.o.responseTimeoutMs);
+        const f = r === 'malformed' ? failures.malformed(backend) : failures.timeout(backend, wait.ms);
         const reply = policy.fail(backend, f);
         await respond(client, reply.status, reply.message, false);
         return false;
@@ -232,6 +249,7 @@ export class JsExchange {
     conn: UpstreamConn,
     upgrade: string | undefined,
     policy: RequestPolicy,
+    wait: AnswerWait,
   ): Promise<Attempt> {
     const up = conn.sock;
     const upReader = conn.reader;
@@ -280,7 +298,7 @@ export class JsExchange {
       let got: Head | undefined;
       let failure: unknown;
       try {
-        got = await this.readResponseHead(upReader, progress, b.key);
+        got = await this.readResponseHead(upReader, progress, b.key, wait);
       } catch (e) {
         failure = e;
       }
@@ -310,6 +328,16 @@ export class JsExchange {
       break;
     }
     const status = resHead.status!;
+    if (status >= 502 && status <= 504 && !sentAny && upgrade === undefined) {
+      // an answer the service retries on goes nowhere: another backend gets the request, which
+      // is held whole only when it has no body (one being streamed cannot be sent again)
+      const replayable = !head.chunked && !(head.contentLength ?? 0);
+      const again = policy.answeredBadly(b, status, false, replayable);
+      if (again !== undefined) {
+        up.destroy();
+        return { again };
+      }
+    }
     policy.count(status, b);
     if (status === 101 && upgrade !== undefined) {
       await writeAll(client, rawHead(resHead));
@@ -373,11 +401,15 @@ export class JsExchange {
     return { next: clientKeep && bodyDone && !bodyFailed ? 'keep' : 'close', status };
   }
 
-  /** The next response head; times out `responseTimeoutMs` after the call or `progress.at`, the later. */
+  /**
+   * The next response head; times out `wait.ms` after the call or `progress.at`, the later — or
+   * at the request's own deadline (its service's timeout), whichever comes first.
+   */
   private async readResponseHead(
     r: SocketReader,
     progress: Progress,
     backend: string,
+    wait: AnswerWait,
   ): Promise<Head | undefined> {
     const since = Date.now();
     let buf: Buffer = Buffer.alloc(0);
@@ -393,8 +425,9 @@ export class JsExchange {
         if (buf.length) throw new Error('upstream closed inside the response head');
         return undefined;
       }
-      const left = Math.max(since, progress.at) + this.o.responseTimeoutMs - Date.now();
-      if (left <= 0) throw new UpstreamTimeoutError(backend, this.o.responseTimeoutMs);
+      const until = Math.min(Math.max(since, progress.at) + wait.ms, wait.deadline ?? Infinity);
+      const left = until - Date.now();
+      if (left <= 0) throw new UpstreamTimeoutError(backend, wait.ms);
       await waitFor(r, left); // data, the end, or time to look at the deadline again
     }
   }

@@ -1,6 +1,7 @@
 import type { Logger } from '@edgecore/beehive';
 import { isIP, Socket } from 'node:net';
 import type { Backend } from '../../lb/backends';
+import { needsHeldAnswer } from '../../lb/service-policy';
 import { loadNative } from '../../native';
 import { fdOf } from '../l4/splice';
 import { errorResponse } from './error-response';
@@ -251,6 +252,8 @@ export class NativeHttp {
         // a service keyed by another header than the one the engine reads (the explicit proxy
         // serves every service on one connection): JavaScript serves from this request on
         if ('backends' in r && r.hashHeader !== c.hashHeader) return HANDBACK;
+        // a service that retries on answers or has its own timeout: JavaScript holds the answer
+        if ('backends' in r && needsHeldAnswer(r.backends)) return HANDBACK;
         if ('backends' in r) c.current = r;
         c.pickedAt = performance.now();
         d = policy.begin(r, c.ip, hash, (flags & EventFlag.Idempotent) !== 0);

@@ -9,12 +9,15 @@
  *  - one service update → seen by every node: p50/p99/max (goal p99 ≤ 1 s);
  *  - broker restart (persistent sessions) → every node back and a fresh update seen by all:
  *    seconds (goal ≤ 60 s), and the broker's CPU seconds over the run.
- * Run: `npm run bench:fleet` (NODES, SERVICES, PODS_PER_SERVICE to change the sizes).
+ * BROKERS=3: the same through a 3-broker bridge — edgectl and the updates on a stock cloud
+ * mosquitto, the nodes split over two regional ones bridged to it (`brokerBridge`, what `edgectl
+ * broker bridge` prints); the restart is of all three.
+ * Run: `npm run bench:fleet` (NODES, SERVICES, PODS_PER_SERVICE, BROKERS to change the sizes).
  */
 import { toWire, newMessage } from '@edgecore/beehive';
 import { ObjectPublisher, publishPlanned } from '@edgecore/edgecore';
 import { fleetCatalog } from './fleet-catalog';
-import { decodePayload, Topics } from '@edgecore/edgehub';
+import { brokerBridge, decodePayload, Topics } from '@edgecore/edgehub';
 import { Mosquitto } from '@edgecore/test-support';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { readFileSync } from 'node:fs';
@@ -22,6 +25,9 @@ import { readFileSync } from 'node:fs';
 const NODES = Number(process.env.NODES ?? 1000);
 const SERVICES = Number(process.env.SERVICES ?? 1000);
 const PER = Number(process.env.PODS_PER_SERVICE ?? 2);
+const BROKERS = Number(process.env.BROKERS ?? 1);
+if (BROKERS !== 1 && BROKERS !== 3)
+  throw new Error('BROKERS: 1 (one mosquitto) or 3 (a cloud and two regional)');
 const nodeName = (i: number) => `node-${String(i).padStart(4, '0')}`;
 const { namespaces: NS, docs: catalog } = fleetCatalog({
   services: SERVICES,
@@ -95,7 +101,19 @@ const waitUntil = async (cond: () => boolean, what: string, ms: number) => {
 };
 
 async function main(): Promise<void> {
-  const broker = await Mosquitto.start({ maxQueued: 1_000_000 });
+  // one broker, or a stock cloud broker and two regional ones bridged to it
+  const broker = await Mosquitto.start(BROKERS === 1 ? { maxQueued: 1_000_000 } : { stock: true });
+  const regional: Mosquitto[] = [];
+  for (let i = 0; BROKERS === 3 && i < 2; i++)
+    regional.push(
+      await Mosquitto.start({
+        maxQueued: 1_000_000,
+        extra: brokerBridge({ cloud: `127.0.0.1:${broker.port}`, name: `regional-${i}` }),
+      }),
+    );
+  const brokers = [broker, ...regional];
+  /** The broker node i links to. */
+  const nodeBroker = (i: number) => (regional.length ? regional[i % regional.length] : broker);
   const nodes: SimNode[] = Array.from({ length: NODES }, (_, i) => ({
     name: nodeName(i),
     objects: 0,
@@ -105,9 +123,10 @@ async function main(): Promise<void> {
   }));
   try {
     console.log(
-      `fleet: ${NODES} simulated nodes (MQTT 5 sessions, EdgeHub's subscriptions and validation), ${SERVICES} services × ${PER} pods, one mosquitto`,
+      `fleet: ${NODES} simulated nodes (MQTT 5 sessions, EdgeHub's subscriptions and validation), ${SERVICES} services × ${PER} pods, ${BROKERS === 1 ? 'one mosquitto' : 'a stock cloud mosquitto and two regional ones bridged to it (nodes split between them)'}`,
     );
-    let brokerCpu = -cpuSeconds(broker.pid!);
+    const brokersCpu = () => brokers.reduce((a, b) => a + cpuSeconds(b.pid!), 0);
+    let brokerCpu = -brokersCpu();
     const docs = catalog;
     const t0 = performance.now();
     const pub = await ObjectPublisher.connect(broker.url);
@@ -125,7 +144,9 @@ async function main(): Promise<void> {
     const j0 = performance.now();
     for (let i = 0; i < nodes.length; i += 50)
       await Promise.all(
-        nodes.slice(i, i + 50).map((n) => join(broker.url, n, () => n.objects === expected(n) && complete++)),
+        nodes
+          .slice(i, i + 50)
+          .map((n, k) => join(nodeBroker(i + k).url, n, () => n.objects === expected(n) && complete++)),
       );
     await waitUntil(() => complete >= NODES, 'every node holds its catalog', 900_000);
     const joinS = (performance.now() - j0) / 1000;
@@ -170,9 +191,9 @@ async function main(): Promise<void> {
     );
     // broker restart: persistent sessions, retained state on disk
     const r0 = performance.now();
-    brokerCpu += cpuSeconds(broker.pid!);
-    await broker.stop();
-    await broker.restart();
+    brokerCpu += brokersCpu();
+    for (const b of brokers) await b.stop();
+    for (const b of brokers) await b.restart();
     await waitUntil(() => nodes.every((n) => n.client!.connected), 'every node reconnected', 300_000);
     await waitUntil(() => cloud.connected, 'the cloud reconnected', 60_000);
     const lat2 = await update(8);
@@ -180,12 +201,14 @@ async function main(): Promise<void> {
     console.log(
       `broker restart → every node back and a fresh update on all: ${restartS.toFixed(1)} s (goal ≤ 60); that update p99 ${pct(lat2, 99).toFixed(0)} ms`,
     );
-    brokerCpu += cpuSeconds(broker.pid!);
-    console.log(`mosquitto CPU over the run (both of its lives): ${brokerCpu.toFixed(1)} s`);
+    brokerCpu += brokersCpu();
+    console.log(
+      `mosquitto CPU over the run (both lives${BROKERS === 3 ? ', the three brokers' : ''}): ${brokerCpu.toFixed(1)} s`,
+    );
     await cloud.endAsync(true);
   } finally {
     await Promise.all(nodes.map((n) => n.client?.endAsync(true)));
-    await broker.destroy();
+    for (const b of brokers) await b.destroy();
   }
 }
 

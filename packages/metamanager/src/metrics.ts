@@ -16,6 +16,12 @@ export class MetaManagerMetrics implements MetricsContribution {
         (['applied', 'unchanged', 'stale', 'rejected'] as const).map((k) => [{ result: k }, s[k]] as const),
       ['result'],
     );
+    scrapedCounter(
+      r,
+      'edgecore_metadata_commits_total',
+      'SQLite transactions of metadata writes (writes ÷ commits: the group-commit batch).',
+      () => s.batches,
+    );
     scrapedCounter(r, 'edgecore_metadata_queries_total', 'Metadata queries answered.', () => s.queries);
     scrapedCounter(
       r,

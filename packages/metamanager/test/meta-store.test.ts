@@ -43,11 +43,14 @@ describe('MetaStore', () => {
       .prepare("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='meta'")
       .all()
       .map((r: any) => r.name);
-    // no secondary index: a type's objects, and a namespace's, are ranges of the primary key
+    // one index, the key's (a type's objects, and a namespace's, are its ranges); rows by rowid
     expect(idx.filter((n: string) => !n.startsWith('sqlite_autoindex'))).toEqual([]);
+    expect(idx).toHaveLength(1);
+    const ddl = (store.db.prepare("SELECT sql FROM sqlite_master WHERE name='meta'").get() as any).sql;
+    expect(ddl).not.toMatch(/WITHOUT ROWID/);
   });
 
-  it('migrates a schema-2 database (keyed by resource, two indexes) with its rows; lists by the primary key', () => {
+  it('migrates a schema-2 database (keyed by resource, two indexes) with its rows; lists by the key index', () => {
     store.close();
     const raw = new Database(db.path);
     raw.exec(`DROP TABLE meta;
@@ -108,9 +111,26 @@ describe('MetaStore', () => {
         .all(...args)
         .map((r: any) => r.detail)
         .join(' ');
-      expect(plan).toMatch(/USING PRIMARY KEY/);
+      expect(plan).toMatch(/USING INDEX sqlite_autoindex_meta_1/);
       expect(plan).not.toMatch(/TEMP B-TREE/); // already in order
     }
+  });
+
+  it('checkpoints the WAL on a worker thread, never inside a commit', async () => {
+    expect(store.db.pragma('wal_autocheckpoint', { simple: true })).toBe(0);
+    const before = statSync(db.path).size;
+    const big = 'x'.repeat(1000);
+    store.apply(Array.from({ length: 3000 }, (_, i) => up(`s-${i}`, 1, `{"v":"${big}"}`)));
+    // the writer's connection never copies its WAL back: the file grows only by the worker's checkpoint
+    const deadline = Date.now() + 10_000;
+    while (statSync(db.path).size < before + 2_000_000) {
+      if (Date.now() > deadline) throw new Error('no checkpoint within 10 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(store.get('default/service/s-2999')?.resourceVersion).toBe(1);
+    const plain = new MetaStore(`${db.path}-plain`, { backgroundCheckpoint: false });
+    expect(plain.db.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
+    plain.close();
   });
 
   it('refuses a database from a newer edgecore with a clear error', () => {

@@ -1,3 +1,4 @@
+import { BackgroundCheckpointer } from './checkpointer';
 import type { z } from 'zod';
 import { metaStoreOptionsSchema, resolveMetaOptions } from '../config';
 import { TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
@@ -80,6 +81,23 @@ const MIGRATIONS: string[] = [
    INSERT INTO meta_by_type SELECT type, namespace, name, value, resource_version FROM meta;
    DROP TABLE meta;
    ALTER TABLE meta_by_type RENAME TO meta;`,
+  // A rowid table with the same key as a UNIQUE index: a WITHOUT ROWID table keeps whole rows in
+  // its key b-tree, where an object of more than ~1 KB spills into overflow pages and few rows fit
+  // a page — measured at 30,000 objects in batches of 72: 93 µs per write at 1.5 KB (48 at 300
+  // bytes) against 29 (18) here, and a file of 134 MiB against 59. The index still holds a type's
+  // objects, and a namespace's, as ranges in key order.
+  `CREATE TABLE meta_rows (
+     type TEXT NOT NULL,
+     namespace TEXT NOT NULL,
+     name TEXT NOT NULL,
+     value TEXT NOT NULL,
+     resource_version INTEGER NOT NULL DEFAULT 0,
+     UNIQUE (type, namespace, name)
+   );
+   INSERT INTO meta_rows (type, namespace, name, value, resource_version)
+     SELECT type, namespace, name, value, resource_version FROM meta;
+   DROP TABLE meta;
+   ALTER TABLE meta_rows RENAME TO meta;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -119,6 +137,7 @@ function toRecord(r: Row): MetaRecord {
  */
 export class MetaStore extends EventEmitter {
   readonly db: Database.Database;
+  private checkpointer?: BackgroundCheckpointer;
   private readonly stmts: {
     get: Database.Statement;
     listType: Database.Statement;
@@ -156,6 +175,11 @@ export class MetaStore extends EventEmitter {
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = NORMAL');
         this.migrate();
+        if (path !== ':memory:' && opts.backgroundCheckpoint) {
+          // checkpoints run beside the writer, never inside one of its commits
+          this.db.pragma('wal_autocheckpoint = 0');
+          this.checkpointer = new BackgroundCheckpointer(path);
+        }
       }
     } catch (e) {
       throw new MetaDatabaseError(`cannot open database "${path}": ${(e as Error).message}`, { cause: e });
@@ -256,6 +280,7 @@ export class MetaStore extends EventEmitter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    void this.checkpointer?.stop();
     this.db.close();
     this.removeAllListeners();
   }

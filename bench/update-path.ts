@@ -37,14 +37,20 @@ const root = join(__dirname, '..');
 const W = mkdtempSync(join(tmpdir(), 'bench-update-'));
 const children: ChildProcess[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as AddressInfo).port;
-      s.close(() => resolve(p));
+/**
+ * A free TCP port below the kernel's ephemeral range (32768-60999): a node's 10,000 portals bind
+ * port 0 and could otherwise take a port picked for another listener before it binds.
+ */
+async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (ok) return port;
+  }
 }
 
 async function waitFor(
@@ -208,14 +214,50 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** An unprivileged edgecore for `node` on fresh ports and its own database, connected. */
+async function startCore(
+  server: string,
+  node: string,
+): Promise<{ proc: ChildProcess; obs: string; dnsPort: number; proxyPort: number }> {
+  const [obsPort, dnsPort, proxyPort] = [await freePort(), await freePort(), await freePort()];
+  const config = join(W, `${node}.yaml`);
+  writeFileSync(
+    config,
+    `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(W, `${node}.db`)} }
+observability: { listen: 127.0.0.1:${obsPort} }
+log: { level: ${process.env.TRACE ? 'info' : 'warn'}, format: json }
+modules:
+  edgeHub: { nodeName: ${node}, nodeIP: 127.0.0.1, mqtt: { server: ${server} } }
+  metaManager: { metaServer: { enable: false } }
+  edgeMesh: { mode: unprivileged, listenPort: ${proxyPort}, dns: { listenPort: ${dnsPort}, upstreams: [127.0.0.1:9] } }
+`,
+  );
+  const proc = spawn(
+    process.execPath,
+    [
+      // PROF=DIR: a CPU profile of edgecore for the whole run
+      ...(process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF}`] : []),
+      join(root, 'packages/edgecore/bin/edgecore'),
+      '--config',
+      config,
+    ],
+    { stdio: ['ignore', process.env.TRACE ? 'inherit' : 'ignore', 'inherit'] },
+  );
+  children.push(proc);
+  const obs = `127.0.0.1:${obsPort}`;
+  await waitFor(
+    async () => (await metric(obs, 'edgecore_edgehub_connected').catch(() => 0)) === 1,
+    `edgecore ${node} up`,
+    30_000,
+  );
+  return { proc, obs, dnsPort, proxyPort };
+}
+
 async function main(): Promise<void> {
   execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
-  const [mqttPort, obsPort, dnsPort, proxyPort] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ]);
+  const mqttPort = await freePort();
   // the pods' backend: one tiny HTTP server
   const backend = createServer((s) =>
     s.on('data', () => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')),
@@ -238,39 +280,7 @@ async function main(): Promise<void> {
   children.push(mosq);
   await new Promise((r) => setTimeout(r, 300));
   const server = `tcp://127.0.0.1:${mqttPort}`;
-  writeFileSync(
-    join(W, 'edgecore.yaml'),
-    `apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: ${join(W, 'edgecore.db')} }
-observability: { listen: 127.0.0.1:${obsPort} }
-log: { level: ${process.env.TRACE ? 'info' : 'warn'}, format: json }
-modules:
-  edgeHub: { nodeName: edge-node-0, nodeIP: 127.0.0.1, mqtt: { server: ${server} } }
-  metaManager: { metaServer: { enable: false } }
-  edgeMesh: { mode: unprivileged, listenPort: ${proxyPort}, dns: { listenPort: ${dnsPort}, upstreams: [127.0.0.1:9] } }
-`,
-  );
-  const core = spawn(
-    process.execPath,
-    [
-      // PROF=DIR: a CPU profile of edgecore for the whole run
-      ...(process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF}`] : []),
-      join(root, 'packages/edgecore/bin/edgecore'),
-      '--config',
-      join(W, 'edgecore.yaml'),
-    ],
-    {
-      stdio: ['ignore', process.env.TRACE ? 'inherit' : 'ignore', 'inherit'],
-    },
-  );
-  children.push(core);
-  const obs = `127.0.0.1:${obsPort}`;
-  await waitFor(
-    async () => (await metric(obs, 'edgecore_edgehub_connected').catch(() => 0)) === 1,
-    'edgecore up',
-    30_000,
-  );
+  const { proc: core, obs, dnsPort, proxyPort } = await startCore(server, 'edge-node-0');
 
   // the reference: a bare subscriber counting what the broker hands out on another prefix
   const bare = await connectAsync(server, { clientId: 'bench-bare', clean: true });
@@ -377,6 +387,8 @@ modules:
     `mosquitto ${perObject(cpu.broker)}, publisher + probes ${perObject(cpu.bench)}`;
   const rss = rssMiB(core.pid!);
   const resyncs = await metric(obs, 'edgecore_edgehub_resyncs_total');
+  const commits = await metric(obs, 'edgecore_metadata_commits_total');
+  const batches = await metric(obs, 'edgecore_mesh_update_batches_total');
   const lagSum = await metric(obs, 'edgecore_mesh_update_lag_seconds_sum');
   const lagCount = await metric(obs, 'edgecore_mesh_update_lag_seconds_count');
   console.log(
@@ -390,6 +402,40 @@ modules:
     `edgecore RSS after load: ${rss.toFixed(0)} MiB; resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
   );
   console.log(cpuLine);
+  // a fresh node joins the full catalog: what the node alone applies per second (the broker
+  // replays retained state; no publisher to wait for)
+  const last = service(SERVICES - 1);
+  const joinExpect = SERVICES * 2 + (PER > 1 ? SERVICES : 0); // services, slices, its own pods
+  const j0 = Date.now();
+  const fresh = await startCore(server, 'edge-node-1');
+  const probe2 = new DnsProbe(fresh.dnsPort);
+  // DNS first (a cheap probe), then the node's count (a scrape walks every backend)
+  await waitFor(
+    () => probe2.ask(`${last.name}.${last.namespace}.svc.cluster.local`),
+    'last service in DNS',
+    600_000,
+    5,
+  );
+  await waitFor(
+    async () => (await metric(fresh.obs, 'edgecore_mesh_updates_applied_total')) >= joinExpect,
+    'the fresh node applied the catalog',
+    120_000,
+    20,
+  ).catch(async (e: Error) => {
+    const text = await (await fetch(`http://${fresh.obs}/metrics`)).text();
+    const lines = text
+      .split('\n')
+      .filter((l) => /^edgecore_(mesh_updates|metadata_updates|edgehub_(messages|resyncs|digest))/.test(l));
+    throw new Error(`${e.message}\n${lines.join('\n')}`);
+  });
+  const joinMs = Date.now() - j0;
+  probe2.close();
+  console.log(
+    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${rssMiB(fresh.proc.pid!).toFixed(0)} MiB`,
+  );
+  console.log(
+    `MetaManager commits ${commits} (${(lagCount / commits).toFixed(1)} writes each); mesh update batches ${batches} (${(lagCount / batches).toFixed(1)} objects each)`,
+  );
   probe.close();
   await bare.endAsync(true);
   await refPub.close();

@@ -54,8 +54,8 @@ export type ResolvedMetaManagerOptions = z.output<typeof metaManagerOptionsSchem
 export const metaStoreOptionsSchema = z.object({
   busyTimeoutMs: z.number().int().min(0).default(5000),
   readonly: z.boolean().default(false),
-  /** WAL checkpoints on a worker thread of their own instead of inside a commit (a file database). */
-  backgroundCheckpoint: z.boolean().default(true),
+  /** WAL checkpoints at quiet moments instead of inside a commit (a file database; IdleCheckpointer). */
+  idleCheckpoint: z.boolean().default(true),
 });
 
 /** The beehive client: MetaManager's module name, and a per-request timeout (a query never hangs past it). */

@@ -1,4 +1,4 @@
-import { BackgroundCheckpointer } from './checkpointer';
+import { IdleCheckpointer } from './checkpointer';
 import type { z } from 'zod';
 import { metaStoreOptionsSchema, resolveMetaOptions } from '../config';
 import { TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
@@ -137,7 +137,8 @@ function toRecord(r: Row): MetaRecord {
  */
 export class MetaStore extends EventEmitter {
   readonly db: Database.Database;
-  private checkpointer?: BackgroundCheckpointer;
+  /** Runs the WAL checkpoints (a file database). */
+  readonly checkpointer?: IdleCheckpointer;
   private readonly stmts: {
     get: Database.Statement;
     listType: Database.Statement;
@@ -175,11 +176,8 @@ export class MetaStore extends EventEmitter {
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = NORMAL');
         this.migrate();
-        if (path !== ':memory:' && opts.backgroundCheckpoint) {
-          // checkpoints run beside the writer, never inside one of its commits
-          this.db.pragma('wal_autocheckpoint = 0');
-          this.checkpointer = new BackgroundCheckpointer(path);
-        }
+        // checkpoints at quiet moments, never inside a commit that carries an update
+        if (path !== ':memory:' && opts.idleCheckpoint) this.checkpointer = new IdleCheckpointer(this.db);
       }
     } catch (e) {
       throw new MetaDatabaseError(`cannot open database "${path}": ${(e as Error).message}`, { cause: e });
@@ -269,6 +267,7 @@ export class MetaStore extends EventEmitter {
       this.digests.clear();
       throw new MetaDatabaseError(`write to "${this.path}" failed: ${(e as Error).message}`, { cause: e });
     }
+    this.checkpointer?.wrote(ops.length);
     for (const ev of out.events) this.emit('change', ev);
     return out.results;
   }
@@ -280,7 +279,7 @@ export class MetaStore extends EventEmitter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    void this.checkpointer?.stop();
+    this.checkpointer?.stop();
     this.db.close();
     this.removeAllListeners();
   }

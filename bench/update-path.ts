@@ -239,6 +239,8 @@ modules:
     [
       // PROF=DIR: a CPU profile of edgecore for the whole run
       ...(process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF}`] : []),
+      // CORE_FLAGS: V8/Node flags for the edgecore processes (e.g. --max-old-space-size=192)
+      ...(process.env.CORE_FLAGS ? process.env.CORE_FLAGS.split(' ').filter(Boolean) : []),
       join(root, 'packages/edgecore/bin/edgecore'),
       '--config',
       config,
@@ -386,6 +388,38 @@ async function main(): Promise<void> {
     `CPU per object while the node takes the steps (µs): edgecore ${perObject(cpu.core)}, ` +
     `mosquitto ${perObject(cpu.broker)}, publisher + probes ${perObject(cpu.bench)}`;
   const rss = rssMiB(core.pid!);
+  // churn: services and the node's own pods changed again and again (a label each time: no slice
+  // changes), CHURN updates in steps like the load — an hour of a busy fleet's changes
+  const CHURN = Number(process.env.CHURN ?? 20_000);
+  const c0 = Date.now();
+  let churned = 0;
+  for (let k = 0; churned < CHURN; k++) {
+    const objs = [];
+    for (let i = 0; i < STEP / 2 && churned < CHURN; i++, churned += 2) {
+      const n = (k * (STEP / 2) + i) % SERVICES;
+      const sv = service(n);
+      (sv.object.metadata as Record<string, unknown>).labels = { churn: String(k) };
+      const pd = pod(n, 0, backendPort);
+      (pd.object.metadata as { labels: Record<string, string> }).labels = {
+        ...pd.object.metadata.labels,
+        churn: String(k),
+      };
+      objs.push(sv, pd);
+    }
+    const applied0 = await metric(obs, 'edgecore_mesh_updates_applied_total');
+    const toNode = await publishAll(pub, ctl, objs, 'edge-node-0');
+    await waitFor(
+      async () => (await metric(obs, 'edgecore_mesh_updates_applied_total')) - applied0 >= toNode,
+      'churn step applied',
+      300_000,
+      10,
+    );
+  }
+  const churnS = (Date.now() - c0) / 1000;
+  const rssChurn = rssMiB(core.pid!);
+  // and once quiet for a while (V8 gives heap back after its idle collections)
+  await new Promise((r) => setTimeout(r, 20_000));
+  const rssQuiet = rssMiB(core.pid!);
   const resyncs = await metric(obs, 'edgecore_edgehub_resyncs_total');
   const commits = await metric(obs, 'edgecore_metadata_commits_total');
   const batches = await metric(obs, 'edgecore_mesh_update_batches_total');
@@ -399,7 +433,7 @@ async function main(): Promise<void> {
     `single update at ${SERVICES} services (${single.length}): p50 ${pct(single, 50).toFixed(2)} ms, p99 ${pct(single, 99).toFixed(2)} ms (goal ≤ 20)`,
   );
   console.log(
-    `edgecore RSS after load: ${rss.toFixed(0)} MiB; resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
+    `edgecore RSS after load: ${rss.toFixed(0)} MiB; after ${CHURN} more updates (${churnS.toFixed(1)} s): ${rssChurn.toFixed(0)} MiB, 20 s later ${rssQuiet.toFixed(0)} MiB; resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
   );
   console.log(cpuLine);
   // a fresh node joins the full catalog: what the node alone applies per second (the broker

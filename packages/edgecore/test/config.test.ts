@@ -159,6 +159,13 @@ modules:
     expect(err!.message).toContain(msg);
   });
 
+  it('memory.heapGrowingPercent: 30 by default, and bounded', () => {
+    expect(parseConfig(head).memory.heapGrowingPercent).toBe(30);
+    expect(() => parseConfig(`${head}memory: { heapGrowingPercent: 1000 }\n`, 'f.yaml')).toThrow(
+      /memory\.heapGrowingPercent/,
+    );
+  });
+
   it('broken YAML names the line', () => {
     expect(() => parseConfig(`${head}modules:\n  edgeMesh: [\n`, 'f.yaml')).toThrow(
       /^f\.yaml:\d+: invalid YAML/,

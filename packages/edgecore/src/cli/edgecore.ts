@@ -1,3 +1,4 @@
+import { setFlagsFromString } from 'node:v8';
 import { parseArgs } from 'node:util';
 import {
   configToYaml,
@@ -77,6 +78,7 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = await check(config);
     return;
   }
+  applyMemoryConfig(config.memory);
   const log = createLogger(config.log);
   const host = new EdgeCoreHost(config, { logger: log });
   let stopping = false;
@@ -131,4 +133,14 @@ export async function check(
   }
   for (const f of findings) out(`${f.level.padEnd(6)} ${f.key}: ${f.message}`);
   return findings.some((f) => f.level === 'error') ? 1 : 0;
+}
+
+/**
+ * `memory.heapGrowingPercent` as V8's flag (read at every full collection, so it takes effect
+ * now); a flag given to node itself (its command line or NODE_OPTIONS) wins.
+ */
+export function applyMemoryConfig(m: EdgeCoreConfig['memory']): void {
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  if (m.heapGrowingPercent > 0 && !given.some((a) => /^--heap[-_]growing[-_]percent/.test(a)))
+    setFlagsFromString(`--heap-growing-percent=${m.heapGrowingPercent}`);
 }

@@ -27,6 +27,16 @@ export const EdgeCoreConfigSchema = z.strictObject({
     .prefault({}),
   /** Seconds SIGTERM waits for modules to drain. */
   drainSeconds: z.number().min(0).max(600).default(10),
+  memory: z
+    .strictObject({
+      /**
+       * How far V8 lets its heap grow past what survived the last full collection (%): 30 keeps a
+       * node's resident memory near its live data (at 10,000 services: 231-266 MiB instead of
+       * 289-496 after load and churn, at the same throughput); 0: V8's own factor (up to 4×).
+       */
+      heapGrowingPercent: z.number().int().min(0).max(400).default(30),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),

@@ -1,4 +1,4 @@
-import { capturedIo, Mosquitto, until } from '@edgecore/test-support';
+import { capturedIo, freePort, Mosquitto, until } from '@edgecore/test-support';
 
 const wait = (cond: () => boolean | Promise<boolean>, ms: number, what = 'the condition') =>
   until(cond, what, ms, 50);
@@ -161,6 +161,21 @@ spec: { clusterIP: None, selector: { app: ${name} }, ports: [{ name: http, port:
     expect(hub.stats.sync.orphansDeleted).toBeGreaterThanOrEqual(1);
     expect(mesh.catalog.services.has('default/svc-9')).toBe(true);
     expect(await hub.checkSync()).toBe(true);
+  });
+
+  it('a node whose first broker is down from the start links to the next', async () => {
+    const dead = `tcp://127.0.0.1:${await freePort()}`;
+    const h = await startUnprivilegedNode({
+      dataSource: join(dir, 'n2.db'),
+      nodeName: 'n2',
+      mqtt: `{ servers: [${dead}, ${r2.url}] }`,
+    });
+    hosts.push(h);
+    const hub = h.container.get(EdgeHubModule);
+    const mesh = h.container.get(EdgeMeshModule);
+    await wait(() => hub.cloudConnected && mesh.catalog.services.has('default/svc-9'), 30_000, 'n2 on r2');
+    expect(hub.server).toBe(r2.url);
+    expect(hub.stats.failovers).toBe(0); // its first link: nothing to fail over from
   });
 
   it('tombstones expire on the broker by themselves (MQTT 5 message expiry), bridged ones too', async () => {

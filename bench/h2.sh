@@ -69,7 +69,8 @@ nginx -c "$W/backend.conf" -g 'daemon off;' &
 node "$W/js/h2-grpc-backend.js" $GB > "$W/gb.log" 2>&1 &
 taskset -c 1 nginx -c "$W/ngproxy.conf" -g 'daemon off;' & NG_PID=$!
 taskset -c 1 haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & HA_PID=$!
-taskset -c 1 node "$W/js/h2-server.js" $EM $BE > "$W/em.log" 2>&1 & EM_PID=$!
+# EM_NODE_FLAGS: node flags for the measured EdgeMesh portal (e.g. --cpu-prof --cpu-prof-dir=DIR)
+taskset -c 1 node ${EM_NODE_FLAGS:-} "$W/js/h2-server.js" $EM $BE > "$W/em.log" 2>&1 & EM_PID=$!
 taskset -c 1 node "$W/js/h2-server.js" $EMG $GB > "$W/emg.log" 2>&1 & EMG_PID=$!
 node "$W/js/h2-server.js" $EM3 $BE2 $BE3 $BE4 > "$W/em3.log" 2>&1 &
 for p in $BE $EM $NGP $HAP $EM3; do

@@ -1,4 +1,3 @@
-import { createBroker } from 'aedes';
 import type Aedes from 'aedes';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { EdgeHubError, HubCode } from './edgehub-errors';
@@ -12,6 +11,8 @@ export class EmbeddedBroker {
   private server?: Server;
 
   async listen(host: string, port: number): Promise<AddressInfo> {
+    // loaded here: a node on an external broker never pays for aedes (and its dependencies)
+    const { createBroker } = await import('aedes');
     const broker = createBroker();
     const server = createServer(broker.handle);
     this.broker = broker;

@@ -1,6 +1,6 @@
 import type { Logger } from '@edgecore/beehive';
 import { connect as h2connect } from 'node:http2';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import type { Service } from '../catalog/types';
 import type { Backend } from '../lb/backends';
 import type { BackendDialer } from '../tunnel';
@@ -233,7 +233,8 @@ export class ActiveHealth {
       return;
     }
     if (spec.kind === 'http') {
-      t.pool ??= new Pool(`http://${b.host}:${b.port}`, {
+      // undici loads with the first HTTP check: a node without one keeps its 6 MiB
+      t.pool ??= new (await import('undici')).Pool(`http://${b.host}:${b.port}`, {
         connections: 1,
         connect: (_opts, cb) => {
           this.dialer.connect(b, spec.timeoutMs).then(

@@ -9,6 +9,9 @@ import {
   type Message,
 } from '@edgecore/beehive';
 
+/** MetaManager's code for a failed transaction (`MetaCode.Database`): nothing of it was written. */
+const META_DATABASE = 'META_DATABASE';
+
 /** Writes sent to MetaManager in one `batch` message at most (a broker's in-flight window). */
 const MAX_BATCH = 1000;
 
@@ -81,6 +84,13 @@ export class MetaLink {
         const answers = reply.content as BatchAnswer[];
         items.forEach((it, i) => {
           const a = answers[i];
+          // the database failed (its transaction rolled back: disk full, I/O error, locked): not
+          // acknowledged, so the broker delivers it again; a refusal of the object itself (it would
+          // be refused again) is acknowledged
+          if (a !== 'OK' && a?.code === META_DATABASE) {
+            it.reject(new Error(`${a.code}: ${a.message}`));
+            return;
+          }
           if (a === 'OK' || a?.code === 'META_STALE_RESOURCE_VERSION') this.stats.committed++;
           else
             this.log.warn(

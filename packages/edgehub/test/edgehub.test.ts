@@ -373,6 +373,27 @@ describe('EdgeHub against a real mosquitto', () => {
     expect(hub.cloudConnected).toBe(false);
   }, 20_000);
 
+  it('a write the database fails (transaction rolled back) is not acknowledged: redelivered, then committed', async () => {
+    const n = await node();
+    await until(() => n.hub.cloudConnected, 'connected');
+    // the disk fails: every insert into the store aborts (a real SQLite error, META_DATABASE)
+    n.mm.store.db.exec(
+      "CREATE TRIGGER disk_on_fire BEFORE INSERT ON meta BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    );
+    const resets = n.hub.stats.disconnects;
+    await publish(cloud, 'update', 'survivor', 90);
+    await until(() => n.hub.stats.disconnects > resets, 'the link reset for redelivery', 10_000);
+    expect(n.mm.store.get('default/service/survivor')).toBeUndefined();
+    expect(n.logs.some((l) => /resetting the link for redelivery/.test(l.msg ?? ''))).toBe(true);
+    // the disk is back: the broker's redelivery is committed
+    n.mm.store.db.exec('DROP TRIGGER disk_on_fire');
+    await until(
+      () => n.mm.store.get('default/service/survivor')?.resourceVersion === 90,
+      'committed',
+      15_000,
+    );
+  }, 30_000);
+
   it('a message whose commit does not come in time is not acknowledged and is redelivered', async () => {
     // A MetaManager stand-in that ignores the first write: EdgeHub must not PUBACK it.
     const { EdgeHubModule } = await import('../src');

@@ -41,6 +41,7 @@ import { Intake } from './intake';
 import { MetaLink } from './meta-link';
 import { decodePayload } from './payload';
 import { Topics } from './topics';
+import './mqtt-packet-tuning';
 
 export interface EdgeHubStats {
   received: number;

@@ -26,6 +26,12 @@ export class EdgeHubMetrics implements MetricsContribution {
       'Objects deleted by a resync because the broker no longer retains them.',
       () => s.sync.orphansDeleted,
     );
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_digest_checks_abandoned_total',
+      'Digest checks that did not end in time and were abandoned (their read cut) so later ones could run.',
+      () => s.sync.abandoned,
+    );
     scrapedLag(r, 'edgecore_edgehub_update_lag_seconds', 'Cloud publish to committed on this node', () => s);
     scrapedCounter(
       r,

@@ -30,6 +30,12 @@ export interface StateSyncDeps {
   /** The newest publish time (message timestamp) of a live object of this type received. */
   newestReceived(type: string): number;
   log?: Logger;
+  /**
+   * The longest one check may take (default 5 min): past it, its read of retained state is cut
+   * (the reader closed) so that the check ends and later ones can run — one that never ends would
+   * hold off every later check.
+   */
+  maxCheckMs?: number;
 }
 
 export interface StateSyncStats {
@@ -42,6 +48,8 @@ export interface StateSyncStats {
   unconverged: number;
   /** Comparisons put off because the node held objects newer than the cloud's digest. */
   deferred: number;
+  /** Checks that did not end within `maxCheckMs` and were abandoned. */
+  abandoned: number;
 }
 
 /** Snapshot writes in flight at once (MetaManager group-commits them). */
@@ -57,7 +65,14 @@ const WINDOW = 256;
  * the node's digest equal the cloud's — proof that what was read was complete.
  */
 export class StateSync {
-  readonly stats: StateSyncStats = { checks: 0, resyncs: 0, orphansDeleted: 0, unconverged: 0, deferred: 0 };
+  readonly stats: StateSyncStats = {
+    checks: 0,
+    resyncs: 0,
+    orphansDeleted: 0,
+    unconverged: 0,
+    deferred: 0,
+    abandoned: 0,
+  };
   /** Keys written by live messages since the current resync began (never orphans). */
   private readonly liveWrites = new Set<string>();
   private resyncing = false;
@@ -89,7 +104,27 @@ export class StateSync {
       try {
         do {
           this.again = false;
-          ok = await this.runOnce();
+          const limit = this.d.maxCheckMs ?? 300_000;
+          let watchdog: NodeJS.Timeout | undefined;
+          // a check stuck past its limit (a read or a commit that never ends) is abandoned: its
+          // reader is closed and the check fails, so the next one can run
+          const overdue = new Promise<never>((_, reject) => {
+            watchdog = setTimeout(() => {
+              this.stats.abandoned++;
+              this.log.warn(
+                { afterMs: limit },
+                'digest check has not ended: abandoning it (its reader closed) so that later checks can run',
+              );
+              void this.dropReader();
+              reject(new Error(`digest check abandoned after ${limit} ms`));
+            }, limit);
+            watchdog.unref();
+          });
+          try {
+            ok = await Promise.race([this.runOnce(), overdue]);
+          } finally {
+            clearTimeout(watchdog);
+          }
         } while (this.again);
       } finally {
         this.running = undefined;

@@ -18,7 +18,7 @@
 import { ObjectPublisher, SliceController } from '@edgecore/edgecore';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -227,7 +227,7 @@ async function startCore(
 kind: EdgeCore
 database: { dataSource: ${join(W, `${node}.db`)} }
 observability: { listen: 127.0.0.1:${obsPort} }
-log: { level: ${process.env.TRACE ? 'info' : 'warn'}, format: json }
+log: { level: ${process.env.TRACE ? 'info' : (process.env.CORE_LOG ?? 'warn')}, format: json }
 modules:
   edgeHub: { nodeName: ${node}, nodeIP: 127.0.0.1, mqtt: { server: ${server} } }
   metaManager: { metaServer: { enable: false } }
@@ -245,7 +245,8 @@ modules:
       '--config',
       config,
     ],
-    { stdio: ['ignore', process.env.TRACE ? 'inherit' : 'ignore', 'inherit'] },
+    // its log (JSON, warnings and up) in the work directory: read back when a step fails
+    { stdio: ['ignore', process.env.TRACE ? 'inherit' : openSync(join(W, `${node}.log`), 'w'), 'inherit'] },
   );
   children.push(proc);
   const obs = `127.0.0.1:${obsPort}`;
@@ -453,13 +454,36 @@ async function main(): Promise<void> {
   await waitFor(
     async () => (await metric(fresh.obs, 'edgecore_mesh_updates_applied_total')) >= joinExpect,
     'the fresh node applied the catalog',
-    120_000,
+    60_000,
     20,
   ).catch(async (e: Error) => {
     const text = await (await fetch(`http://${fresh.obs}/metrics`)).text();
     const lines = text
       .split('\n')
-      .filter((l) => /^edgecore_(mesh_updates|metadata_updates|edgehub_(messages|resyncs|digest))/.test(l));
+      .filter((l) =>
+        /^edgecore_(mesh_(updates_applied|services|portals|catalog_objects)|metadata_updates|edgehub_(messages|resyncs|digest|orphans))/.test(
+          l,
+        ),
+      );
+    // what the node warned about, by message
+    const said = new Map<string, number>();
+    for (const line of readFileSync(join(W, 'edge-node-1.log'), 'utf8').split('\n'))
+      try {
+        const j = JSON.parse(line) as { level: number; msg: string; time: number } & Record<string, unknown>;
+        if (j.level >= 40) said.set(j.msg, (said.get(j.msg) ?? 0) + 1);
+        else if (/resync|connected|digest/.test(j.msg))
+          lines.push(
+            `${new Date(j.time).toISOString()} ${j.msg} ${JSON.stringify({ ...j, msg: undefined, time: undefined, level: undefined, pid: undefined })}`,
+          );
+      } catch {
+        // not a log line
+      }
+    for (const [m, n] of said) lines.push(`log ×${n}: ${m}`);
+    // KEEP=SECONDS: leave the processes up that long to look at them (curl its /metrics)
+    if (process.env.KEEP) {
+      console.error(`fresh node metrics at http://${fresh.obs}/metrics; keeping it ${process.env.KEEP} s`);
+      await new Promise((r) => setTimeout(r, Number(process.env.KEEP) * 1000));
+    }
     throw new Error(`${e.message}\n${lines.join('\n')}`);
   });
   const joinMs = Date.now() - j0;

@@ -86,6 +86,23 @@ export class EdgeMeshMetrics implements MetricsContribution {
     );
     scrapedGauge(
       r,
+      'edgecore_mesh_catalog_objects',
+      'Objects in the EdgeMesh catalog, by type.',
+      () => {
+        const c = mesh.catalog;
+        return [
+          [{ type: 'service' }, c.services.size],
+          [{ type: 'endpointslice' }, c.slices.size],
+          [{ type: 'endpoints' }, c.endpoints.size],
+          [{ type: 'pod' }, c.pods.size],
+          [{ type: 'destinationrule' }, c.destinationRules.size],
+          [{ type: 'nodestatus' }, c.nodes.size],
+        ];
+      },
+      ['type'],
+    );
+    scrapedGauge(
+      r,
       'edgecore_mesh_vips_allocated',
       'VIPs allocated from subNet.',
       () => mesh.vipTable.allocated,

@@ -229,7 +229,7 @@ database: { dataSource: ${join(W, `${node}.db`)} }
 observability: { listen: 127.0.0.1:${obsPort} }
 log: { level: ${process.env.TRACE ? 'info' : (process.env.CORE_LOG ?? 'warn')}, format: json }
 modules:
-  edgeHub: { nodeName: ${node}, nodeIP: 127.0.0.1, mqtt: { server: ${server} } }
+  edgeHub: { nodeName: ${node}, nodeIP: 127.0.0.1, mqtt: { server: ${server} }${process.env.MAX_CHECK ? `, sync: { maxCheckSeconds: ${process.env.MAX_CHECK} }` : ''} }
   metaManager: { metaServer: { enable: false } }
   edgeMesh: { mode: unprivileged, listenPort: ${proxyPort}, dns: { listenPort: ${dnsPort}, upstreams: [127.0.0.1:9] } }
 `,
@@ -461,7 +461,7 @@ async function main(): Promise<void> {
     const lines = text
       .split('\n')
       .filter((l) =>
-        /^edgecore_(mesh_(updates_applied|services|portals|catalog_objects)|metadata_updates|edgehub_(messages|resyncs|digest|orphans))/.test(
+        /^edgecore_(mesh_(updates_applied|services|portals|catalog_objects)|metadata_updates|beehive_(mailbox|sync)|edgehub_(messages|resyncs|digest|orphans|commits))/.test(
           l,
         ),
       );

@@ -148,5 +148,18 @@ export class BusMetrics implements MetricsContribution {
       'sendSync calls that timed out.',
       () => s.timeouts,
     );
+    scrapedGauge(
+      r,
+      'edgecore_beehive_mailbox_depth',
+      "Messages waiting in each module's mailbox.",
+      () => this.ctx.moduleNames().map((m) => [{ module: m }, this.ctx.queued(m)] as const),
+      ['module'],
+    );
+    scrapedGauge(
+      r,
+      'edgecore_beehive_sync_pending',
+      'sendSync calls waiting for their reply.',
+      () => this.ctx.pendingSync,
+    );
   }
 }

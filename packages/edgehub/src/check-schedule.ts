@@ -2,7 +2,7 @@ import type { Logger } from '@edgecore/beehive';
 
 /**
  * When EdgeHub compares digests: soon after a trigger (connect, a new digest, a quiet link), again
- * after a check that found the node not in step (1 s, doubling to the periodic interval, so a
+ * after a check that found the node not in step or failed (1 s, doubling to the periodic interval, so a
  * digest that stays wrong does not cost a resync a second), and every `intervalMs` while
  * connected (0: never periodically). One check at a time; an earlier scheduled one wins.
  */
@@ -25,16 +25,20 @@ export class CheckSchedule {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.stopped || !this.live()) return;
+      const again = (): void => {
+        this.soon(this.retryMs);
+        this.retryMs = Math.min(this.retryMs * 2, this.intervalMs || 60_000);
+      };
       this.check().then(
         (ok) => {
           if (ok) this.retryMs = 1_000;
-          else {
-            this.soon(this.retryMs);
-            this.retryMs = Math.min(this.retryMs * 2, this.intervalMs || 60_000);
-          }
+          else again();
         },
         (e) => {
-          if (!this.stopped) this.log.warn({ err: (e as Error).message }, 'digest check failed');
+          if (this.stopped) return;
+          // a failed check (its read cut, a commit refused) is tried again like one out of step
+          this.log.warn({ err: (e as Error).message }, 'digest check failed');
+          again();
         },
       );
     }, delayMs);

@@ -92,6 +92,8 @@ export const edgeHubConfigSchema = z.strictObject({
       checkIntervalSeconds: z.number().min(0).max(86400).default(60),
       /** Quiet time (no object message, none waiting for its commit) before a check. */
       settleMs: z.number().int().min(0).max(60000).default(100),
+      /** A check not ended after this long is abandoned (its read cut) so that later ones run. */
+      maxCheckSeconds: z.number().min(1).max(86400).default(300),
     })
     .prefault({}),
 });

@@ -154,6 +154,7 @@ export class EdgeHubModule implements BeehiveModule {
       settled: () => this.intake.settled(this.options.sync.settleMs, () => this.stopped),
       newestReceived: (type) => this.newestObjectAt.get(type) ?? 0,
       log,
+      maxCheckMs: options.sync.maxCheckSeconds * 1000,
     });
     this.stats.sync = this.sync.stats;
     this.checks = new CheckSchedule(
@@ -329,6 +330,11 @@ export class EdgeHubModule implements BeehiveModule {
       protocolVersion: 5,
       properties: { receiveMaximum: this.options.mqtt.receiveMaximum, sessionExpiryInterval: 0xffffffff },
     };
+  }
+
+  /** Object messages taken from the broker whose commit is under way. */
+  get commitsInFlight(): number {
+    return this.intake.inflight;
   }
 
   /** The MQTT version of the link (or of the next attempt). */

@@ -18,6 +18,11 @@ export class Intake {
   private readonly acks = new AckQueue();
   /** Commits under way. */
   private pending = 0;
+
+  /** Object messages whose commit is under way (not yet acknowledged). */
+  get inflight(): number {
+    return this.pending;
+  }
   private wakeWhenRoom?: () => void;
   private lastObjectAt = 0;
   /** Bumped on every (re)connect: an acknowledgement never crosses to a newer connection. */

@@ -56,6 +56,12 @@ export class EdgeHubMetrics implements MetricsContribution {
       'Links made to another broker of mqtt.servers than the last one.',
       () => s.failovers,
     );
+    scrapedGauge(
+      r,
+      'edgecore_edgehub_commits_in_flight',
+      'Object messages taken from the broker whose commit is under way (not yet acknowledged).',
+      () => this.hub.commitsInFlight,
+    );
     scrapedGauge(r, 'edgecore_edgehub_connected', '1 while the MQTT link is up.', () =>
       this.hub.cloudConnected ? 1 : 0,
     );

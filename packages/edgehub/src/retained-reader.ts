@@ -114,12 +114,23 @@ export class RetainedReader {
             `the broker refused the subscription (${no[0].qos === 0x87 ? 'not authorized' : `reason ${no[0].qos}`})`,
           );
       };
-      refused(await c.subscribeAsync(fenceTopic, { qos: 0 }));
-      refused(await c.subscribeAsync(filter, { qos: 0 })); // several filters: one SUBSCRIBE
-      // QoS 1: a broker that refuses the fence (its ACL) says so in the PUBACK (MQTT 5)
-      await c.publishAsync(fenceTopic, token, { qos: 1 }).catch((e: Error) => {
-        throw new RetainedReadError(fenceTopic, `the broker refused the fence: ${e.message}`);
-      });
+      // every wait also ends with the read (idle, closed): a SUBACK or PUBACK that never comes
+      // must not outlast the idle timeout (a read stuck there held every later digest check)
+      const ended = done.then(() => undefined);
+      const untilEnded = <T>(p: Promise<T>): Promise<T | undefined> => {
+        p.catch(() => undefined); // one that fails after the read ended is nobody's error
+        return Promise.race([p, ended]);
+      };
+      refused((await untilEnded(c.subscribeAsync(fenceTopic, { qos: 0 }))) ?? []);
+      // several filters: one SUBSCRIBE
+      refused((await untilEnded(c.subscribeAsync(filter, { qos: 0 }))) ?? []);
+      // QoS 1: a broker that refuses the fence (its ACL) says so in the PUBACK (MQTT 5); the fence
+      // itself may come back before its PUBACK
+      await untilEnded(
+        c.publishAsync(fenceTopic, token, { qos: 1 }).catch((e: Error) => {
+          throw new RetainedReadError(fenceTopic, `the broker refused the fence: ${e.message}`);
+        }),
+      );
       await done;
     } finally {
       clearTimeout(timer);

@@ -11,3 +11,4 @@ export * from './beehive-container-module';
 export * from './digest';
 export * from './options';
 export * from './metrics';
+export * from './duration';

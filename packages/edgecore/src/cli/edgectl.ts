@@ -12,6 +12,7 @@ import {
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
+import { durationMs, splitHostPort } from '@edgecore/beehive';
 import { brokerAcl, brokerBridge, TYPE_TO_KIND } from '@edgecore/edgehub';
 import { ObjectPublisher } from '../edgectl/publisher';
 import { publishPlanned } from '../edgectl/publish-planned';
@@ -130,13 +131,16 @@ export async function edgectl(argv: string[], io: Io = defaultIo): Promise<numbe
         return await gc(v, io);
       case 'broker':
         if (what === 'bridge') {
-          if (!v.cloud || !/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/.test(v.cloud)) {
+          const cloud = v.cloud ?? '';
+          try {
+            splitHostPort(cloud);
+          } catch {
             io.stderr('edgectl broker bridge: --cloud HOST:PORT is required\n');
             return 2;
           }
           io.stdout(
             brokerBridge({
-              cloud: v.cloud,
+              cloud,
               name: v.name,
               prefix: v.prefix,
               username: v.username,
@@ -341,10 +345,10 @@ function connectPublisher(v: Record<string, any>, ttlMs?: number): Promise<Objec
 
 /** `30s`, `15m`, `24h`, `7d` or seconds → ms; anything else an error naming the option. */
 export function parseDuration(text: string, option: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
-  if (!m) throw new Error(`${option}: expected a duration such as 30s, 15m, 24h or 7d, got "${text}"`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 's']!;
-  return Number(m[1]) * unit;
+  const ms = durationMs(/^\s*\d+(\.\d+)?\s*$/.test(text) ? `${text.trim()}s` : text, { days: true });
+  if (ms === undefined)
+    throw new Error(`${option}: expected a duration such as 30s, 15m, 24h or 7d, got "${text}"`);
+  return ms;
 }
 
 /** `edgectl gc`: clear retained tombstones older than --tombstone-ttl (every object type). */

@@ -1,4 +1,4 @@
-import type { Logger } from '@edgecore/beehive';
+import { durationMs, type Logger } from '@edgecore/beehive';
 import { ruleTargets } from '../catalog/catalog';
 import type { DestinationRule, Service } from '../catalog/types';
 import type { Backend } from './backends';
@@ -277,11 +277,4 @@ export class ServicePolicies {
       'ignoring a load-balancing field or value EdgeMesh does not know (the node default applies)',
     );
   }
-}
-
-/** A protobuf Duration as Istio writes it (`30s`, `1.5s`, `100ms`, `1m`), in ms; undefined if not one. */
-function durationMs(v: unknown): number | undefined {
-  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v) : null;
-  if (!m) return undefined;
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms'];
 }

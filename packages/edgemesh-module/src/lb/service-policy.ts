@@ -65,7 +65,9 @@ export const RETRY_NON_IDEMPOTENT_ANNOTATION = 'edgecore.io/retry-non-idempotent
 /** Answers that are retried too: a comma list of 502, 503, 504, unavailable (gRPC 14). */
 export const RETRY_ON_ANNOTATION = 'edgecore.io/retry-on';
 export const REQUEST_TIMEOUT_ANNOTATION = 'edgecore.io/request-timeout-seconds';
-const RETRY_ON = new Set(['connect-failure', 'reset', '502', '503', '504', 'unavailable']);
+/** HTTP answers a service may retry on (`edgecore.io/retry-on`). */
+const RETRY_ON_STATUS = ['502', '503', '504'];
+const RETRY_ON = new Set(['connect-failure', 'reset', ...RETRY_ON_STATUS, 'unavailable']);
 export const HASH_HEADER_ANNOTATION = 'edgecore.io/consistent-hash-header';
 
 const SIMPLE: Record<string, string> = {
@@ -94,7 +96,7 @@ export function needsHeldAnswer(list: readonly Backend[]): boolean {
   if (!p) return false;
   if (p.timeoutMs !== undefined) return true;
   const on = p.retries?.on;
-  return !!on && (on.has('502') || on.has('503') || on.has('504'));
+  return !!on && RETRY_ON_STATUS.some((s) => on.has(s));
 }
 
 export function attachPolicy(list: readonly Backend[], p: ServiceLbPolicy | undefined): void {

@@ -328,9 +328,10 @@ export class JsExchange {
       break;
     }
     const status = resHead.status!;
-    if (status >= 502 && status <= 504 && !sentAny && upgrade === undefined) {
-      // an answer the service retries on goes nowhere: another backend gets the request, which
-      // is held whole only when it has no body (one being streamed cannot be sent again)
+    if (status >= 500 && !sentAny && upgrade === undefined) {
+      // an answer the service retries on (the rulebook decides which) goes nowhere: another
+      // backend gets the request, which is held whole only when it has no body (one being
+      // streamed cannot be sent again)
       const replayable = !head.chunked && !(head.contentLength ?? 0);
       const again = policy.answeredBadly(b, status, false, replayable);
       if (again !== undefined) {

@@ -4,7 +4,10 @@
 #   cl 10.9.1.1 ── rl 10.9.1.2 | 10.9.2.1 ── sv 10.9.2.2 (iperf3 -s, nginx, an echo)
 #   direct   cl → sv routed through rl (the kernel forwards; no NAT, no TLS)
 #   tunnel   cl: a node whose local port rides EdgeTunnel streams (what EdgeMesh's L4 portal does
-#            for a backend on another site) → edgerelay on rl → the node on sv → the backend
+#            for a backend on another site) → edgerelay on rl → the node on sv → the backend;
+#            spliced (the default: TLS end to end between the nodes, the relay joins two plain
+#            connections) and relayed (TUNNEL_SPLICE=0: HTTP/2 streams on the links, the relay
+#            decrypts and re-encrypts)
 #   stunnel  cl: stunnel client → haproxy (tcp mode) on rl → stunnel server on sv → the backend
 #            (mutual TLS with the same certificates; the reference the issue names)
 # Prints iperf3 1 and 8 streams, wrk p50 (one connection), the ratios, the relay's CPU per GB
@@ -58,13 +61,15 @@ ip netns exec $SV iperf3 -s -B 10.9.2.2 -p 5201 > /dev/null 2>&1 & PIDS+=($!)
 ip netns exec $SV node examples/seed-walkthrough/echo.js serve 10.9.2.2 7000 7001 8081 > /dev/null 2>&1 & PIDS+=($!)
 
 # the tunnel: relay on rl, the server's node on sv, the client's forwarders on cl
-ip netns exec $RL $TSNODE relay "$C" relay 0.0.0.0:4443 > "$W/relay.log" 2>&1 & RELAY=$!; PIDS+=($!)
+ip netns exec $RL env RELAY_KERNEL=${RELAY_KERNEL:-1} $TSNODE relay "$C" relay 0.0.0.0:4443 > "$W/relay.log" 2>&1 & RELAY=$!; PIDS+=($!)
 wait_ready "$W/relay.log"
 ip netns exec $SV $TSNODE target "$C" server 10.9.2.1:4443 10.9.2.2:5201,10.9.2.2:80,10.9.2.2:7000 > "$W/target.log" 2>&1 & TARGET=$!; PIDS+=($!)
 wait_ready "$W/target.log"
 ip netns exec $CL $TSNODE forward "$C" client 10.9.1.2:4443 15201 server 10.9.2.2:5201 > "$W/fwd1.log" 2>&1 & PIDS+=($!)
 ip netns exec $CL $TSNODE forward "$C" client 10.9.1.2:4443 18080 server 10.9.2.2:80 > "$W/fwd2.log" 2>&1 & PIDS+=($!)
-wait_ready "$W/fwd1.log"; wait_ready "$W/fwd2.log"
+ip netns exec $CL env TUNNEL_SPLICE=0 $TSNODE forward "$C" client 10.9.1.2:4443 16201 server 10.9.2.2:5201 > "$W/fwd3.log" 2>&1 & PIDS+=($!)
+ip netns exec $CL env TUNNEL_SPLICE=0 $TSNODE forward "$C" client 10.9.1.2:4443 19080 server 10.9.2.2:80 > "$W/fwd4.log" 2>&1 & PIDS+=($!)
+for f in fwd1 fwd2 fwd3 fwd4; do wait_ready "$W/$f.log"; done
 
 # the reference chain: stunnel client (cl) → haproxy tcp (rl) → stunnel server (sv)
 st_conf() { # file name cert accept connect client?
@@ -82,8 +87,8 @@ CAfile = $C/ca.crt
 verifyChain = yes
 CONF
 }
-st_conf "$W/stc1.conf" c1 client 127.0.0.1:25201 10.9.1.2:4444 yes
-st_conf "$W/stc2.conf" c2 client 127.0.0.1:25080 10.9.1.2:4446 yes
+st_conf "$W/stc1.conf" c1 client 127.0.0.1:25201 10.9.1.2:4454 yes
+st_conf "$W/stc2.conf" c2 client 127.0.0.1:25080 10.9.1.2:4456 yes
 st_conf "$W/sts1.conf" s1 server 10.9.2.2:4445 10.9.2.2:5201 no
 st_conf "$W/sts2.conf" s2 server 10.9.2.2:4447 10.9.2.2:80 no
 cat > "$W/haproxy.cfg" <<CONF
@@ -95,10 +100,10 @@ defaults
   timeout client 60s
   timeout server 60s
 listen iperf
-  bind 10.9.1.2:4444
+  bind 10.9.1.2:4454
   server s 10.9.2.2:4445
 listen web
-  bind 10.9.1.2:4446
+  bind 10.9.1.2:4456
   server s 10.9.2.2:4447
 CONF
 for f in stc1 stc2; do ip netns exec $CL stunnel4 "$W/$f.conf" > "$W/$f.log" 2>&1 & PIDS+=($!); done
@@ -119,31 +124,36 @@ p50() { # ns url → wrk p50 in ms (one connection, one thread)
 
 [ -n "${DEBUG:-}" ] && { x $CL iperf3 -c 10.9.2.2 -p 5201 -P 1 -t 1 -J | head -c 600; sleep 1; x $CL iperf3 -c 127.0.0.1 -p 15201 -t 1 | tail -3; }
 echo "EdgeTunnel benchmark ($(nproc) cores; ${SECS}s per run; $(date -u +%FT%TZ))"
-printf '%-22s %10s %10s %10s\n' "" direct tunnel stunnel
-: > "$W/tbytes"
+printf '%-22s %10s %10s %10s %10s\n' "" direct spliced relayed stunnel
+: > "$W/tbytes"; : > "$W/rbytes"
 d1=$(gbits $CL 10.9.2.2 5201 1); d8=$(gbits $CL 10.9.2.2 5201 8)
 s1=$(gbits $CL 127.0.0.1 25201 1); s8=$(gbits $CL 127.0.0.1 25201 8)
 c0=$(cpu $RELAY)
 t1=$(gbits $CL 127.0.0.1 15201 1 "$W/tbytes"); t8=$(gbits $CL 127.0.0.1 15201 8 "$W/tbytes")
 c1=$(cpu $RELAY)
-printf '%-22s %10s %10s %10s\n' "iperf3 1 stream Gb/s" "$d1" "$t1" "$s1"
-printf '%-22s %10s %10s %10s\n' "iperf3 8 streams Gb/s" "$d8" "$t8" "$s8"
-lp_d=$(p50 $CL http://10.9.2.2/); lp_t=$(p50 $CL http://127.0.0.1:18080/); lp_s=$(p50 $CL http://127.0.0.1:25080/)
-printf '%-22s %10s %10s %10s\n' "wrk -c1 p50 ms" "$lp_d" "$lp_t" "$lp_s"
-python3 - "$d1" "$t1" "$s1" "$d8" "$t8" "$s8" "$lp_d" "$lp_t" <<'PY'
+r1=$(gbits $CL 127.0.0.1 16201 1 "$W/rbytes"); r8=$(gbits $CL 127.0.0.1 16201 8 "$W/rbytes")
+c2=$(cpu $RELAY)
+printf '%-22s %10s %10s %10s %10s\n' "iperf3 1 stream Gb/s" "$d1" "$t1" "$r1" "$s1"
+printf '%-22s %10s %10s %10s %10s\n' "iperf3 8 streams Gb/s" "$d8" "$t8" "$r8" "$s8"
+lp_d=$(p50 $CL http://10.9.2.2/); lp_t=$(p50 $CL http://127.0.0.1:18080/); lp_r=$(p50 $CL http://127.0.0.1:19080/); lp_s=$(p50 $CL http://127.0.0.1:25080/)
+printf '%-22s %10s %10s %10s %10s\n' "wrk -c1 p50 ms" "$lp_d" "$lp_t" "$lp_r" "$lp_s"
+python3 - "$d1" "$t1" "$s1" "$d8" "$t8" "$s8" "$lp_d" "$lp_t" "$r1" "$r8" "$lp_r" <<'PY'
 import sys
-d1,t1,s1,d8,t8,s8,ld,lt = map(float, sys.argv[1:])
+d1,t1,s1,d8,t8,s8,ld,lt,r1,r8,lr = map(float, sys.argv[1:])
 r = lambda a,b: a/b if b else float('nan')
-print(f"ratios: tunnel/stunnel 1 stream {r(t1,s1):.2f}x, 8 streams {r(t8,s8):.2f}x (goal >= 1.0)")
-print(f"        tunnel/direct  1 stream {r(t1,d1):.2f}x, 8 streams {r(t8,d8):.2f}x (goal >= 0.5)")
-print(f"added p50 through one relay: {lt-ld:.3f} ms (goal <= 1 ms)")
+print(f"ratios: spliced/stunnel 1 stream {r(t1,s1):.2f}x, 8 streams {r(t8,s8):.2f}x (goal >= 1.0); relayed {r(r1,s1):.2f}x, {r(r8,s8):.2f}x")
+print(f"        spliced/direct  1 stream {r(t1,d1):.2f}x, 8 streams {r(t8,d8):.2f}x (goal >= 0.5)")
+print(f"added p50 through one relay: spliced {lt-ld:.3f} ms, relayed {lr-ld:.3f} ms (goal <= 1 ms)")
 PY
-python3 - "$(( c1 - c0 ))" "$(getconf CLK_TCK)" "$W/tbytes" <<'PY'
+python3 - "$(( c1 - c0 ))" "$(( c2 - c1 ))" "$(getconf CLK_TCK)" "$W/tbytes" "$W/rbytes" <<'PY'
 import sys
-ticks, hz, f = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-gb = sum(int(l) for l in open(f) if l.strip()) / 1e9
-print(f"relay CPU per GB moved (the two tunnel iperf3 runs, {gb:.2f} GB): {ticks / hz / gb:.2f} s/GB")
+t, r, hz = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+gb = lambda f: sum(int(l) for l in open(f) if l.strip()) / 1e9
+ts, rs = gb(sys.argv[4]), gb(sys.argv[5])
+print(f"relay CPU per GB moved (the iperf3 runs): spliced {t / hz / ts:.2f} s/GB ({ts:.2f} GB), relayed {r / hz / rs:.2f} s/GB ({rs:.2f} GB)")
 PY
-rb=$(ip netns exec $CL $TSNODE streams "$C" client 10.9.1.2:4443 1000 server 10.9.2.2:7000 2>&1 | grep STREAMS || echo "STREAMS failed")
-echo "$rb"
-echo "RSS with them open and after: relay $(( $(awk '/VmRSS/ {print $2}' /proc/$RELAY/status) / 1024 )) MiB, serving node $(( $(awk '/VmRSS/ {print $2}' /proc/$TARGET/status) / 1024 )) MiB"
+for m in 1 0; do
+  rb=$(ip netns exec $CL env TUNNEL_SPLICE=$m $TSNODE streams "$C" client 10.9.1.2:4443 1000 server 10.9.2.2:7000 2>&1 | grep STREAMS || echo "STREAMS failed")
+  echo "$([ $m = 1 ] && echo spliced || echo relayed): $rb"
+  echo "  RSS with them open and after: relay $(( $(awk '/VmRSS/ {print $2}' /proc/$RELAY/status) / 1024 )) MiB, serving node $(( $(awk '/VmRSS/ {print $2}' /proc/$TARGET/status) / 1024 )) MiB"
+done

@@ -214,6 +214,9 @@ for ns in $A $CTR; do
   ok "$( [ $ns = $A ] && echo 'node a' || echo container): curl $url → served by edge-node-b"
 done
 [ "$(streams $A)" -gt 0 ] && ok "node a opened $(streams $A) tunnel streams" || fail "no tunnel stream counted"
+sp=$(x $A curl -s http://127.0.0.1:10351/metrics | awk '/^edgecore_edgetunnel_streams_total\{/ && /result="opened"/ && /via="spliced"/ {print $2+0}')
+[ "${sp:-0}" -gt 0 ] && ok "$sp of them spliced: TLS end to end a ↔ b, the relay joins two outbound connections" \
+  || fail "no spliced stream (relay-1: $(grep -m1 'spliced streams' "$W/relay-1.log"))"
 
 step "L4 echo, UDP echo and a WebSocket from node a to b"
 r=$(x $A node "$ECHO" tcp echo-svc.default.svc.cluster.local 7000 hello-l4) || fail "tcp echo"

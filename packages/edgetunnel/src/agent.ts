@@ -12,27 +12,40 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { connect as netConnect, isIP, isIPv4, type AddressInfo } from 'node:net';
-import { connect as tlsConnect, type PeerCertificate, type Server, type TLSSocket } from 'node:tls';
+import { connect as netConnect, isIP, isIPv4, type AddressInfo, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  connect as tlsConnect,
+  createSecureContext,
+  createServer as tlsServer,
+  type SecureContext,
+  type PeerCertificate,
+  type Server,
+  type TLSSocket,
+} from 'node:tls';
 import { peerOf, type Identity } from './certs';
 import { DenyList } from './deny-list';
 import { DatagramChannel, Deframer, frame } from './framing';
 import { pingAll } from './liveness';
 import { listenMtls, mtlsOptions, serveH2 } from './mtls';
-import { join } from './pipe';
+import { join, kill, runsOver } from './pipe';
 import { RelayLink } from './relay-link';
 import {
   ALPN_FORWARD,
+  ALPN_SPLICED,
   H2_CONNECTION_WINDOW,
   H2_SETTINGS,
   H_ERROR,
   H_FROM,
   H_NODE,
   H_PROTO,
+  H_SPLICE,
+  H_SPLICE_PORT,
   ROLE_NODE,
   STATUS,
   type TunnelProto,
 } from './protocol';
+import { dialSplice, spliceServerName, tokenOfServerName } from './splice';
 import { StreamOpenError, TunnelCode, TunnelError } from './tunnel-errors';
 
 /** What a node lets tunnel streams reach: the backends it publishes itself, nothing else. */
@@ -64,6 +77,12 @@ export interface TunnelAgentOptions {
   udpIdleTimeoutMs?: number;
   /** Ping every link this often; a link that leaves a ping unanswered for two intervals is closed and dialled again. */
   pingIntervalMs?: number;
+  /**
+   * Ask relays to splice TCP streams (README "Spliced streams": TLS end to end between the nodes,
+   * the relay joins two plain connections); a relay that does not splice relays the stream over
+   * the links as before. Default true.
+   */
+  splice?: boolean;
   /** Redial backoff: first delay and cap. */
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
@@ -72,8 +91,10 @@ export interface TunnelAgentOptions {
 }
 
 export interface TunnelAgentStats {
-  /** Streams this node opened, by how: through a relay or straight to a peer. */
+  /** Streams this node opened, by how: through a relay (spliced or not) or straight to a peer. */
   openedViaRelay: number;
+  /** Of those through a relay, spliced (end-to-end TLS over the relay's splice port). */
+  openedSpliced: number;
   openedDirect: number;
   openFailures: number;
   /** Streams other nodes opened to this node's backends. */
@@ -110,6 +131,7 @@ function parseAuthority(a: string): { host: string; port: number } | undefined {
 export class TunnelAgent extends EventEmitter {
   readonly stats: TunnelAgentStats = {
     openedViaRelay: 0,
+    openedSpliced: 0,
     openedDirect: 0,
     openFailures: 0,
     served: 0,
@@ -126,6 +148,19 @@ export class TunnelAgent extends EventEmitter {
   private readonly peers = new Map<string, ClientHttp2Session>();
   private readonly sessions = new Set<Http2Session>();
   private readonly fromOf = new WeakMap<Http2Session, string>();
+  /** End-to-end TLS of the spliced streams this node serves: verifies the source node's certificate. */
+  private readonly splicedServer: Server;
+  /** This node's TLS context for the spliced streams it opens (made once: a context per stream costs milliseconds). */
+  private readonly splicedContext: SecureContext;
+  /** The last TLS session ticket each node gave us on a spliced stream: the next one resumes. */
+  private readonly tickets = new Map<string, { ticket: Buffer; peer: ReturnType<typeof peerOf> }>();
+  /** Spliced streams this node accepted, by token, until their TLS handshake. */
+  private readonly splicing = new Map<
+    string,
+    { from: string; backend: Socket; raw: Socket; timer: NodeJS.Timeout }
+  >();
+  /** Spliced streams up (either end), by the peer node's certificate: cut when it is revoked. */
+  private readonly spliced = new Map<TLSSocket, { name: string; fingerprint256: string }>();
   private pinger?: NodeJS.Timeout;
   private readonly o: Required<
     Pick<TunnelAgentOptions, 'openTimeoutMs' | 'idleTimeoutMs' | 'udpIdleTimeoutMs' | 'pingIntervalMs'>
@@ -148,6 +183,21 @@ export class TunnelAgent extends EventEmitter {
     this.reverseServer.on('stream', (st, h) => this.serve(st, h, String(h[H_FROM] ?? '?')));
     this.directServer.on('session', (s: ServerHttp2Session) => this.track(s));
     this.directServer.on('stream', (st, h) => this.serve(st, h, this.fromOf.get(st.session!) ?? '?'));
+    this.splicedContext = createSecureContext(mtlsOptions(opts.identity));
+    this.splicedServer = tlsServer({
+      ...mtlsOptions(opts.identity),
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: [ALPN_SPLICED],
+      allowHalfOpen: true,
+    });
+    this.splicedServer.on('secureConnection', (t: TLSSocket) => this.splicedIn(t));
+    this.splicedServer.on('tlsClientError', (e: Error, t: TLSSocket) => {
+      const token = tokenOfServerName(t.servername);
+      const p = token ? this.splicing.get(token) : undefined;
+      this.log.warn({ from: p?.from, err: e.message }, 'tunnel: spliced stream handshake refused');
+      if (p) this.unsplice(token!)?.backend.destroy();
+    });
   }
 
   get name(): string {
@@ -179,6 +229,8 @@ export class TunnelAgent extends EventEmitter {
     for (const l of this.links) l.stop();
     for (const s of this.peers.values()) s.destroy();
     for (const s of this.sessions) s.destroy();
+    for (const t of this.spliced.keys()) t.destroy();
+    for (const token of [...this.splicing.keys()]) this.unsplice(token)?.backend.destroy();
     this.peers.clear();
     await new Promise<void>((r) => (this.listener ? this.listener.close(() => r()) : r()));
   }
@@ -233,12 +285,7 @@ export class TunnelAgent extends EventEmitter {
    * relay or peer link: fails at once), REFUSED (the node publishes no such backend), UNREACHABLE
    * (the node could not connect to it), TIMEOUT.
    */
-  async open(
-    route: PeerRoute,
-    host: string,
-    port: number,
-    proto: TunnelProto = 'tcp',
-  ): Promise<ClientHttp2Stream> {
+  async open(route: PeerRoute, host: string, port: number, proto: TunnelProto = 'tcp'): Promise<Duplex> {
     const target = authority(host, port);
     let last: StreamOpenError | undefined;
     if (route.address) {
@@ -258,8 +305,9 @@ export class TunnelAgent extends EventEmitter {
       .sort((a, b) => Number(preferred.has(b.name ?? '')) - Number(preferred.has(a.name ?? '')));
     for (const l of links) {
       try {
-        const st = await this.request(l.forward!, route.node, target, proto);
+        const st = await this.request(l.forward!, route.node, target, proto, parseAuthority(l.address)?.host);
         this.stats.openedViaRelay++;
+        if (st !== undefined && !('session' in st)) this.stats.openedSpliced++;
         return st;
       } catch (e) {
         if (isFinal(e)) throw this.failed(e as StreamOpenError);
@@ -273,6 +321,7 @@ export class TunnelAgent extends EventEmitter {
 
   /** A UDP flow to `host:port` on `route.node`: datagrams framed on one stream. */
   async datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel> {
+    // UDP is never spliced: its datagrams are framed on a stream of the links
     return new DatagramChannel(await this.open(route, host, port, 'udp'), this.o.udpIdleTimeoutMs);
   }
 
@@ -281,17 +330,31 @@ export class TunnelAgent extends EventEmitter {
     return e;
   }
 
+  /**
+   * A CONNECT on `s`. Through a relay (`relayHost`, the address this node dials it at) a TCP
+   * stream is asked spliced; a relay that agrees answers with a token, and the stream is then
+   * TLS end to end to the node over the relay's splice port (`spliceOut`).
+   */
   private request(
     s: ClientHttp2Session,
     node: string,
     target: string,
     proto: TunnelProto,
-  ): Promise<ClientHttp2Stream> {
+    relayHost?: string,
+  ): Promise<Duplex> {
+    const askSplice = relayHost !== undefined && proto === 'tcp' && this.opts.splice !== false;
     return new Promise((resolve, reject) => {
       let st: ClientHttp2Stream;
+      let handedOver = false;
       try {
         st = s.request(
-          { ':method': 'CONNECT', ':authority': target, [H_NODE]: node, [H_PROTO]: proto },
+          {
+            ':method': 'CONNECT',
+            ':authority': target,
+            [H_NODE]: node,
+            [H_PROTO]: proto,
+            ...(askSplice ? { [H_SPLICE]: '1' } : {}),
+          },
           { endStream: false },
         );
       } catch (e) {
@@ -307,6 +370,15 @@ export class TunnelAgent extends EventEmitter {
         clearTimeout(t);
         const status = Number(h[':status']);
         const why = String(h[H_ERROR] ?? '');
+        const token = askSplice ? h[H_SPLICE] : undefined;
+        if (status === STATUS.ok && typeof token === 'string') {
+          handedOver = true;
+          st.close();
+          return void this.spliceOut(relayHost!, Number(h[H_SPLICE_PORT]), token, node, target).then(
+            resolve,
+            reject,
+          );
+        }
         if (status === STATUS.ok) return resolve(st);
         st.close();
         if (status === STATUS.forbidden)
@@ -324,12 +396,162 @@ export class TunnelAgent extends EventEmitter {
       });
       st.once('error', (e) => {
         clearTimeout(t);
-        reject(new StreamOpenError(TunnelCode.NoPath, node, target, e.message));
+        if (!handedOver) reject(new StreamOpenError(TunnelCode.NoPath, node, target, e.message));
       });
       st.once('close', () => {
         clearTimeout(t);
-        reject(new StreamOpenError(TunnelCode.NoPath, node, target, 'link closed'));
+        if (!handedOver) reject(new StreamOpenError(TunnelCode.NoPath, node, target, 'link closed'));
       });
+    });
+  }
+
+  /** Undefined when `cert` (of the fleet CA: TLS checked that) is node `name`'s and not revoked. */
+  private isNode(cert: PeerCertificate, name: string): Error | undefined {
+    return this.isNodePeer(peerOf(cert), name);
+  }
+
+  private isNodePeer(p: ReturnType<typeof peerOf>, name: string): Error | undefined {
+    if (p.role !== ROLE_NODE || p.name !== name)
+      return new Error(`certificate is not node ${name}'s (${p.role} ${p.name})`);
+    return this.denied.isRevoked(p.name, p.fingerprint256)
+      ? new Error(`node ${p.name} is revoked`)
+      : undefined;
+  }
+
+  /**
+   * The source's end of a spliced stream: a plain connection to the relay's splice port with the
+   * token, then TLS to node `node` over it (its certificate checked as for a direct dial).
+   */
+  private async spliceOut(
+    host: string,
+    port: number,
+    token: string,
+    node: string,
+    target: string,
+  ): Promise<Duplex> {
+    const fail = (why: string): StreamOpenError =>
+      new StreamOpenError(TunnelCode.NoPath, node, target, `spliced stream: ${why}`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw fail('the relay named no splice port');
+    let raw: Socket;
+    try {
+      raw = await dialSplice(host, port, token, this.o.openTimeoutMs);
+    } catch (e) {
+      throw fail((e as Error).message);
+    }
+    return new Promise((resolve, reject) => {
+      let peer: ReturnType<typeof peerOf> | undefined;
+      const t = tlsConnect({
+        secureContext: this.splicedContext,
+        socket: raw,
+        servername: spliceServerName(token),
+        ALPNProtocols: [ALPN_SPLICED],
+        session: this.tickets.get(node)?.ticket,
+        checkServerIdentity: (_h, cert) => this.isNodePeer((peer = peerOf(cert)), node),
+      });
+      t.on('session', (ticket: Buffer) => peer && this.tickets.set(node, { ticket, peer }));
+      const timer = setTimeout(
+        () => t.destroy(new Error(`no TLS handshake in ${this.o.openTimeoutMs} ms`)),
+        this.o.openTimeoutMs,
+      );
+      const failed = (e: Error): void => {
+        clearTimeout(timer);
+        raw.destroy();
+        reject(fail(e.message));
+      };
+      t.once('error', failed);
+      t.once('secureConnect', () => {
+        clearTimeout(timer);
+        // a resumed session skips checkServerIdentity and shows no certificate: only the node
+        // whose ticket it was could resume it — its certificate, checked then, may be revoked since
+        const p = peer ?? this.tickets.get(node)?.peer;
+        const bad = p ? this.isNodePeer(p, node) : new Error('resumed a session of no node');
+        if (bad || !p) return void t.destroy(bad);
+        peer = p;
+        t.off('error', failed);
+        this.splicedUp(t, raw, p);
+        resolve(t);
+      });
+    });
+  }
+
+  /**
+   * The target's end of a spliced stream, its backend connected: a plain connection to the
+   * relay's splice port with the token (the address this node dialled the relay at — the
+   * stream came on that link), TLS served over it once the source's handshake comes; then 200.
+   */
+  private spliceIn(
+    stream: ServerHttp2Stream,
+    backend: Socket,
+    token: string,
+    port: number,
+    from: string,
+  ): void {
+    const host = (stream.session?.socket as Socket | undefined)?.remoteAddress;
+    const refuse = (why: string): void => {
+      backend.destroy();
+      if (!stream.headersSent && !stream.destroyed)
+        stream.respond({ ':status': STATUS.noLink, [H_ERROR]: why }, { endStream: true });
+    };
+    if (!host || !Number.isInteger(port) || port < 1 || port > 65535)
+      return refuse('no splice port named by the relay');
+    backend.on('error', () => undefined); // until joined
+    dialSplice(host, port, token, this.o.openTimeoutMs).then(
+      (raw) => {
+        if (stream.destroyed) {
+          raw.destroy();
+          backend.destroy();
+          return;
+        }
+        const timer = setTimeout(() => {
+          this.unsplice(token);
+          raw.destroy();
+          backend.destroy();
+        }, this.o.openTimeoutMs);
+        this.splicing.set(token, { from, backend, raw, timer });
+        this.splicedServer.emit('connection', raw);
+        stream.respond({ ':status': STATUS.ok, [H_SPLICE]: token }, { endStream: true });
+      },
+      (e: Error) => refuse(e.message),
+    );
+  }
+
+  /** A spliced stream's handshake from its source is done: check it is the node the relay named. */
+  private splicedIn(t: TLSSocket): void {
+    const token = tokenOfServerName(t.servername);
+    const p = token ? this.unsplice(token) : undefined;
+    if (!p) return void t.destroy(); // too late, or no stream of ours
+    const peer = peerOf(t.getPeerCertificate());
+    const bad = this.isNodePeer(peer, p.from);
+    if (bad) {
+      this.stats.refused++;
+      this.log.warn({ from: p.from, err: bad.message }, 'tunnel: spliced stream refused');
+      t.destroy();
+      kill(p.backend);
+      return;
+    }
+    this.stats.served++;
+    this.splicedUp(t, p.raw, peer);
+    if (this.o.idleTimeoutMs > 0) t.setTimeout(this.o.idleTimeoutMs, () => kill(t));
+    join(t, p.backend, (x, y) => (this.stats.bytesServed += x + y));
+  }
+
+  private unsplice(token: string): { from: string; backend: Socket; raw: Socket } | undefined {
+    const p = this.splicing.get(token);
+    if (!p) return undefined;
+    clearTimeout(p.timer);
+    this.splicing.delete(token);
+    return p;
+  }
+
+  /** Either end of a spliced stream, up: an abrupt end resets its connection; revocation cuts it. */
+  private splicedUp(t: TLSSocket, raw: Socket, peer: { name: string; fingerprint256: string }): void {
+    runsOver(t, raw);
+    t.on('error', () => undefined); // a reset after its reader left must not end the process
+    this.spliced.set(t, peer);
+    t.once('close', () => {
+      this.spliced.delete(t);
+      if (!t.readableEnded || !t.writableFinished) kill(t);
+      else raw.destroy();
     });
   }
 
@@ -337,14 +559,7 @@ export class TunnelAgent extends EventEmitter {
   private peerSession(route: PeerRoute): Promise<ClientHttp2Session> {
     let s = this.peers.get(route.node);
     if (!s || s.closed || s.destroyed) {
-      const sock = this.dial(route.address!, ALPN_FORWARD, (_h, cert) => {
-        const p = peerOf(cert);
-        if (p.role !== ROLE_NODE || p.name !== route.node)
-          return new Error(`certificate is not node ${route.node}'s (${p.role} ${p.name})`);
-        return this.denied.isRevoked(p.name, p.fingerprint256)
-          ? new Error(`node ${p.name} is revoked`)
-          : undefined;
-      });
+      const sock = this.dial(route.address!, ALPN_FORWARD, (_h, cert) => this.isNode(cert, route.node));
       s = h2connect(`https://${route.address}`, { createConnection: () => sock, settings: H2_SETTINGS });
       s.on('error', () => undefined);
       this.peers.set(route.node, s);
@@ -431,6 +646,9 @@ export class TunnelAgent extends EventEmitter {
       clearTimeout(t);
       if (stream.destroyed) return void sock.destroy();
       sock.removeAllListeners('error');
+      const token = h[H_SPLICE];
+      if (typeof token === 'string' && /^[0-9a-f]{32}$/.test(token))
+        return this.spliceIn(stream, sock, token, Number(h[H_SPLICE_PORT]), from);
       stream.respond({ ':status': STATUS.ok });
       this.stats.served++;
       join(stream, sock, (x, y) => (this.stats.bytesServed += x + y));
@@ -470,6 +688,11 @@ export class TunnelAgent extends EventEmitter {
   }
 
   private cutRevoked(): void {
+    for (const [t, p] of this.spliced)
+      if (this.denied.isRevoked(p.name, p.fingerprint256)) {
+        this.log.warn({ node: p.name }, 'tunnel: peer revoked; spliced stream cut');
+        kill(t);
+      }
     for (const s of this.sessions) {
       const sock = s.socket as TLSSocket | undefined;
       if (!sock || typeof sock.getPeerCertificate !== 'function') continue;

@@ -34,6 +34,11 @@ export const edgeTunnelConfigSchema = z.strictObject({
   udpIdleTimeoutSeconds: z.number().int().min(1).default(60),
   /** Link liveness: a link that leaves a ping unanswered for two intervals is closed and dialled again. */
   pingIntervalMs: z.number().int().min(100).default(2000),
+  /**
+   * TCP streams through a relay are spliced: TLS end to end between the nodes over two outbound
+   * connections the relay joins (README "Spliced streams"). false: they ride the links.
+   */
+  splice: z.boolean().default(true),
 });
 export type EdgeTunnelConfig = z.output<typeof edgeTunnelConfigSchema>;
 

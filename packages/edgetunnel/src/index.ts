@@ -4,6 +4,7 @@ export * from './certs';
 export * from './deny-list';
 export * from './revoked-feed';
 export * from './framing';
+export * from './splice';
 export * from './relay';
 export * from './agent';
 export * from './config';

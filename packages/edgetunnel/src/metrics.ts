@@ -11,9 +11,10 @@ export class TunnelMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_edgetunnel_streams_total',
-      'Tunnel streams: opened by this node (via a relay or direct to a peer), failed to open, served for other nodes, refused (no such backend here, or a revoked peer).',
+      'Tunnel streams: opened by this node (spliced through a relay, relayed over the links, or direct to a peer), failed to open, served for other nodes, refused (no such backend here, or a revoked peer).',
       () => [
-        [{ result: 'opened', via: 'relay' }, s.openedViaRelay],
+        [{ result: 'opened', via: 'spliced' }, s.openedSpliced],
+        [{ result: 'opened', via: 'relay' }, s.openedViaRelay - s.openedSpliced],
         [{ result: 'opened', via: 'direct' }, s.openedDirect],
         [{ result: 'failed', via: '' }, s.openFailures],
         [{ result: 'served', via: '' }, s.served],

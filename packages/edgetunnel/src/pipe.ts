@@ -34,14 +34,35 @@ function aborted(s: Duplex): boolean {
   return code !== undefined && code !== constants.NGHTTP2_NO_ERROR;
 }
 
+/** The TCP connection under a spliced stream's TLS (a reset is sent on it: TLS has none). */
+const rawOf = new WeakMap<Duplex, Socket>();
+
+/** `tls` runs over `raw`: ending `tls` abruptly resets `raw`. */
+export function runsOver(tls: Duplex, raw: Socket): void {
+  rawOf.set(tls, raw);
+}
+
 /** End `s` abruptly because `cause` failed. */
 export function kill(s: Duplex, cause?: Duplex): void {
   if (s.destroyed) return;
+  const raw = rawOf.get(s);
+  if (raw) {
+    reset(raw);
+    s.destroy();
+    return;
+  }
   if (s instanceof Socket) {
-    if (typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
-    else s.destroy();
+    reset(s);
     return;
   }
   const code = cause instanceof Socket ? constants.NGHTTP2_CONNECT_ERROR : constants.NGHTTP2_CANCEL;
   (s as Http2Stream).close(code);
+}
+
+/** A TCP reset where the socket can send one (connected, plain TCP), else a close. */
+export function reset(s: Socket): void {
+  if (s.destroyed) return;
+  if (typeof s.resetAndDestroy === 'function' && !s.connecting && !(s as { encrypted?: boolean }).encrypted)
+    s.resetAndDestroy();
+  else s.destroy();
 }

@@ -19,6 +19,20 @@ export const H_FROM = 'edgetunnel-from';
 export const H_PROTO = 'edgetunnel-proto';
 /** Response header: why a stream was not opened (an errno such as ECONNREFUSED, or a word). */
 export const H_ERROR = 'edgetunnel-error';
+/**
+ * Spliced streams (see README "Spliced streams"). Request node → relay: `1`, the node would take
+ * the stream spliced. Relay → target node (request) and relay → source node (200 answer): the
+ * one-time token both nodes present on the relay's splice port.
+ */
+export const H_SPLICE = 'edgetunnel-splice';
+/** With a token: the relay's splice port (on the address the node dialled for its link). */
+export const H_SPLICE_PORT = 'edgetunnel-splice-port';
+/** ALPN of the end-to-end TLS of a spliced stream (node to node, through the relay's splice). */
+export const ALPN_SPLICED = 'edgetunnel-spliced';
+/** A spliced connection's first bytes on the relay's splice port: this, then the token. */
+export const SPLICE_MAGIC = 'ETS1';
+/** A token: 16 random bytes in hex. */
+export const SPLICE_TOKEN_CHARS = 32;
 
 export type TunnelProto = 'tcp' | 'udp';
 

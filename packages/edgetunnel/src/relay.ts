@@ -25,9 +25,12 @@ import {
   H_FROM,
   H_NODE,
   H_PROTO,
+  H_SPLICE,
+  H_SPLICE_PORT,
   ROLE_NODE,
   STATUS,
 } from './protocol';
+import { SpliceRendezvous, type KernelJoiner } from './splice';
 
 export interface RelayOptions {
   identity: Identity;
@@ -39,6 +42,15 @@ export interface RelayOptions {
   revokedPollMs?: number;
   /** Ping every link this often; a link that leaves a ping unanswered for two intervals is closed. */
   pingIntervalMs?: number;
+  /**
+   * The splice port (spliced streams, README "Spliced streams"), on `host`: default `port` + 1
+   * (any port when `port` is 0); `false`: streams are only relayed over the links.
+   */
+  splicePort?: number | false;
+  /** A token not used by both nodes in this time is forgotten. Default 10 s. */
+  spliceTtlMs?: number;
+  /** Move spliced pairs' bytes in the kernel (default: JavaScript pipes). */
+  kernelJoiner?: KernelJoiner;
   log?: Logger;
 }
 
@@ -50,7 +62,14 @@ export interface RelayStats {
   noLink: number;
   /** Connections refused: revoked, not a node, or failed the handshake. */
   refusedPeers: number;
+  /** Bytes moved (relayed and spliced streams), both ways. */
   bytes: number;
+  /** Streams spliced: two nodes' connections to the splice port joined (`active` counts them too). */
+  spliced: number;
+  /** Connections to the splice port closed: no hello, an unknown or a used token. */
+  spliceRefused: number;
+  /** Spliced streams asked for whose connections did not both come in time. */
+  spliceExpired: number;
 }
 
 /**
@@ -62,7 +81,17 @@ export interface RelayStats {
  * payloads.
  */
 export class Relay {
-  readonly stats: RelayStats = { links: 0, streams: 0, active: 0, noLink: 0, refusedPeers: 0, bytes: 0 };
+  readonly stats: RelayStats = {
+    links: 0,
+    streams: 0,
+    active: 0,
+    noLink: 0,
+    refusedPeers: 0,
+    bytes: 0,
+    spliced: 0,
+    spliceRefused: 0,
+    spliceExpired: 0,
+  };
   private readonly log: Logger;
   private server?: Server;
   private readonly forward = h2server({ settings: H2_SETTINGS });
@@ -72,9 +101,14 @@ export class Relay {
   private readonly nodeOf = new WeakMap<Http2Session, string>();
   readonly denied: DenyList;
   private pinger?: NodeJS.Timeout;
+  private readonly splice?: SpliceRendezvous;
+  /** The splice port, once listening. */
+  splicePort?: number;
 
   constructor(private readonly o: RelayOptions) {
     this.log = o.log ?? silentLogger;
+    if (o.splicePort !== false)
+      this.splice = new SpliceRendezvous(this.stats, o.spliceTtlMs ?? 10_000, this.log, o.kernelJoiner);
     this.denied = new DenyList(o.revokedFile, () => this.cutRevoked());
     this.forward.on('session', (s: ServerHttp2Session) => this.track(s, s.socket as TLSSocket));
     this.forward.on('stream', (stream, headers) => this.onStream(stream, headers));
@@ -102,7 +136,19 @@ export class Relay {
       },
     );
     this.server = server;
-    this.log.info({ relay: id.name, address: `${a.address}:${a.port}` }, 'relay listening');
+    if (this.splice) {
+      const port = typeof this.o.splicePort === 'number' ? this.o.splicePort : this.o.port && this.o.port + 1;
+      try {
+        this.splicePort = (await this.splice.listen(this.o.host, port)).port;
+      } catch (e) {
+        await new Promise<void>((r) => server.close(() => r()));
+        throw e;
+      }
+    }
+    this.log.info(
+      { relay: id.name, address: `${a.address}:${a.port}`, splicePort: this.splicePort },
+      'relay listening',
+    );
     return a;
   }
 
@@ -112,6 +158,7 @@ export class Relay {
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
     this.reverse.clear();
+    await this.splice?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
@@ -184,6 +231,9 @@ export class Relay {
       return;
     }
     this.stats.streams++;
+    // a spliced stream: both nodes dial the splice port with this token once the target agreed
+    const token =
+      h[H_SPLICE] === '1' && this.splice && this.splicePort ? this.splice.issue(from, to) : undefined;
     let up;
     try {
       up = link.request(
@@ -192,29 +242,45 @@ export class Relay {
           ':authority': authority,
           [H_FROM]: from,
           [H_PROTO]: String(h[H_PROTO] ?? 'tcp'),
+          ...(token ? { [H_SPLICE]: token, [H_SPLICE_PORT]: String(this.splicePort) } : {}),
         },
         { endStream: false },
       );
     } catch {
+      if (token) this.splice!.forget(token);
       stream.respond({ ':status': STATUS.noLink, [H_ERROR]: 'link closing' }, { endStream: true });
       return;
     }
     up.on('error', () => undefined);
     up.once('response', (rh) => {
       const status = Number(rh[':status']);
+      if (token && rh[H_SPLICE] !== token) this.splice!.forget(token);
       if (status !== STATUS.ok) {
         if (!stream.destroyed)
           stream.respond({ ':status': status, [H_ERROR]: String(rh[H_ERROR] ?? '') }, { endStream: true });
         up.close();
         return;
       }
-      if (stream.destroyed) return void up.close(constants.NGHTTP2_CANCEL);
+      if (stream.destroyed) {
+        if (token) this.splice!.forget(token);
+        return void up.close(constants.NGHTTP2_CANCEL);
+      }
+      if (token && rh[H_SPLICE] === token) {
+        // the target dialled the splice port: the source does too; these streams are done
+        stream.respond(
+          { ':status': STATUS.ok, [H_SPLICE]: token, [H_SPLICE_PORT]: String(this.splicePort) },
+          { endStream: true },
+        );
+        up.close();
+        return;
+      }
       stream.respond({ ':status': STATUS.ok });
       this.stats.active++;
       up.once('close', () => this.stats.active--);
       join(stream, up, (a, b) => (this.stats.bytes += a + b));
     });
     up.once('close', () => {
+      if (token && !stream.headersSent) this.splice!.forget(token);
       if (!stream.headersSent && !stream.destroyed)
         stream.respond({ ':status': STATUS.noLink, [H_ERROR]: 'link to node closed' }, { endStream: true });
     });
@@ -232,6 +298,7 @@ export class Relay {
       if (p && this.denied.isRevoked(p.name, p.fingerprint256)) {
         this.log.warn({ node: this.nodeOf.get(s) }, 'relay: node revoked; links closed');
         s.destroy();
+        if (p.name) this.splice?.cut(p.name);
       }
     }
   }

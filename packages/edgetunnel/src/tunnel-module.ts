@@ -10,7 +10,7 @@ import {
   silentLogger,
 } from '@edgecore/beehive';
 import { inject, injectable, optional } from 'inversify';
-import type { ClientHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import { TunnelAgent, type PeerRoute, type TunnelTargets } from './agent';
 import { loadIdentity } from './certs';
 import { parseDenyList, REVOKED_CONFIGMAP } from './deny-list';
@@ -32,7 +32,7 @@ export const TunnelEndpoint = Symbol.for('edgecore.TunnelEndpoint');
 export interface TunnelEndpoint {
   readonly node: string;
   readonly site?: string;
-  open(route: PeerRoute, host: string, port: number): Promise<ClientHttp2Stream>;
+  open(route: PeerRoute, host: string, port: number): Promise<Duplex>;
   datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel>;
 }
 
@@ -88,6 +88,7 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
       idleTimeoutMs: o.idleTimeoutSeconds * 1000,
       udpIdleTimeoutMs: o.udpIdleTimeoutSeconds * 1000,
       pingIntervalMs: o.pingIntervalMs,
+      splice: o.splice,
       targets,
       log,
     });
@@ -161,7 +162,7 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
   }
 
   /** A TCP stream to a backend on `route.node` (EdgeMesh's MeshTunnel). */
-  open(route: PeerRoute, host: string, port: number): Promise<ClientHttp2Stream> {
+  open(route: PeerRoute, host: string, port: number): Promise<Duplex> {
     return this.agent.open(route, host, port, 'tcp');
   }
 

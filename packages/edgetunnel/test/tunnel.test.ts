@@ -1,6 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -46,8 +47,15 @@ const targets: TunnelTargets = {
   allows: (host, port, proto) => host === '127.0.0.1' && port === (proto === 'udp' ? udpPort : echoPort),
 };
 
+/**
+ * How the relays of a test move streams: `spliced` (the default: TCP streams are TLS end to end
+ * over the relay's splice port) or `relayed` (splicing off: every stream rides the links).
+ */
+let relayMode: 'spliced' | 'relayed' = 'spliced';
+
 async function startRelay(name: string): Promise<{ relay: Relay; address: string }> {
   const relay = new Relay({
+    splicePort: relayMode === 'spliced' ? 0 : false,
     identity: loadIdentity(
       { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`), ca: caFiles(dir).cert },
       {
@@ -199,7 +207,11 @@ describe('certificates', () => {
   });
 });
 
-describe('streams through a relay', () => {
+describe.each(['spliced', 'relayed'] as const)('streams through a relay (%s)', (mode) => {
+  beforeAll(() => (relayMode = mode));
+  afterAll(() => (relayMode = 'spliced'));
+  const spliced = mode === 'spliced' ? 1 : 0;
+
   test('TCP: bytes both ways, half-close crosses, nodes never dial each other', async () => {
     const { address } = await startRelay('relay-1');
     const a = (await startAgent(node('a'), [address])).agent;
@@ -212,6 +224,7 @@ describe('streams through a relay', () => {
     const back = await roundTrip(s, payload);
     expect(back.equals(payload)).toBe(true);
     expect(a.stats.openedViaRelay).toBe(1);
+    expect(a.stats.openedSpliced).toBe(spliced);
     expect(b.stats.served).toBe(1);
   });
 
@@ -242,7 +255,10 @@ describe('streams through a relay', () => {
   });
 
   test('a backend that speaks first: its greeting waits for a reader that comes later', async () => {
-    const banner = createServer((sock) => sock.end('220 ready\n'));
+    const banner = createServer((sock) => {
+      sock.on('error', () => undefined); // reset when the test's nodes stop with the stream open
+      sock.end('220 ready\n');
+    });
     await new Promise<void>((r) => banner.listen(0, '127.0.0.1', r));
     cleanup.push(() => new Promise<void>((r) => banner.close(() => r())));
     const port = (banner.address() as AddressInfo).port;
@@ -342,6 +358,63 @@ describe('streams through a relay', () => {
   });
 });
 
+describe('spliced streams', () => {
+  test('the relay joins only connections that present a token it issued; the nodes resume TLS', async () => {
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    await a.ready();
+    await b.ready();
+    const payload = Buffer.alloc(1 << 20, 3);
+    const s1 = await a.open({ node: 'b' }, '127.0.0.1', echoPort);
+    expect((s1 as TLSSocket).encrypted).toBe(true); // TLS between the nodes, over the relay's splice
+    expect((await roundTrip(s1, payload)).equals(payload)).toBe(true);
+    expect(relay.stats.spliced).toBe(1);
+    expect(relay.stats.bytes).toBeGreaterThan(2 * payload.length); // ciphertext: a little more
+    // the second stream to b resumes the first one's TLS session (no certificates exchanged)
+    const s2 = (await a.open({ node: 'b' }, '127.0.0.1', echoPort)) as TLSSocket;
+    expect(s2.isSessionReused()).toBe(true);
+    expect((await roundTrip(s2, Buffer.from('again'))).toString()).toBe('again');
+    // anyone else on the splice port: a token the relay never issued, or no hello at all
+    const knock = async (bytes: Buffer): Promise<void> => {
+      const c = connect(relay.splicePort!, '127.0.0.1');
+      c.on('error', () => undefined);
+      c.end(bytes);
+      c.resume();
+      await new Promise((r) => c.once('close', r));
+    };
+    await knock(Buffer.from(`ETS1${'0'.repeat(32)}`));
+    await knock(Buffer.from('GET / HTTP/1.1\r\nHost: relay\r\n\r\n'));
+    expect(relay.stats.spliceRefused).toBe(2);
+    expect(relay.stats.spliced).toBe(2);
+  });
+
+  test("a revoked node's open spliced stream is cut (the relay and its peer both follow the deny list)", async () => {
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    await a.ready();
+    await b.ready();
+    const s = await a.open({ node: 'b' }, '127.0.0.1', echoPort);
+    expect((await new Promise<Buffer>((r) => (s.once('data', r), s.write('open')))).toString()).toBe('open');
+    appendRevocation(revoked, { node: 'a', fingerprint256: node('a').fingerprint256 });
+    await new Promise((r) => s.once('close', r));
+    await waitFor(() => relay.stats.active === 0);
+  });
+
+  test('a node that does not ask for splicing gets its streams relayed over the links', async () => {
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address], { splice: false })).agent;
+    const b = (await startAgent(node('b'), [address])).agent;
+    await a.ready();
+    await b.ready();
+    const s = await a.open({ node: 'b' }, '127.0.0.1', echoPort);
+    expect((await roundTrip(s, Buffer.from('links'))).toString()).toBe('links');
+    expect(relay.stats.spliced).toBe(0);
+    expect(a.stats.openedSpliced).toBe(0);
+  });
+});
+
 describe('identity', () => {
   test('a node with a certificate of another CA is refused by the relay', async () => {
     const { address, relay } = await startRelay('relay-1');
@@ -436,10 +509,13 @@ describe('identity', () => {
     });
   });
 
-  test('1,000 concurrent streams over one link', async () => {
+  test.each(['relayed', 'spliced'] as const)('1,000 concurrent streams (%s)', async (mode) => {
+    relayMode = mode;
     const { address } = await startRelay('relay-1');
-    const a = (await startAgent(node('a'), [address])).agent;
-    const b = (await startAgent(node('b'), [address])).agent;
+    relayMode = 'spliced';
+    // spliced: 1,000 TLS handshakes, both nodes and the relay in this one process
+    const a = (await startAgent(node('a'), [address], { openTimeoutMs: 20_000 })).agent;
+    const b = (await startAgent(node('b'), [address], { openTimeoutMs: 20_000 })).agent;
     await a.ready();
     await b.ready();
     const streams = await Promise.all(
@@ -447,6 +523,7 @@ describe('identity', () => {
     );
     const back = await Promise.all(streams.map((s, i) => roundTrip(s, Buffer.from(`s${i}`))));
     expect(back.map((x) => x.toString())).toEqual(streams.map((_s, i) => `s${i}`));
+    expect(a.stats.openedSpliced).toBe(mode === 'spliced' ? 1000 : 0);
   });
 });
 

@@ -5,12 +5,20 @@ import { Relay } from '../relay';
 import { followRevokedConfigMap } from '../revoked-feed';
 import { readFileSync } from 'node:fs';
 import { ROLE_RELAY } from '../protocol';
+import type { KernelJoiner } from '../splice';
 
 const HELP = `edgerelay — EdgeTunnel's relay: joins streams between nodes of the fleet (mTLS, HTTP/2)
 
 Usage:
   edgerelay --name NAME --cert FILE --key FILE --ca FILE [--listen 0.0.0.0:4443] [--revoked FILE]
+            [--splice-listen HOST:PORT|off]
             [--server mqtt://BROKER:1883 [--username U --password P] [--broker-ca FILE] [--prefix P]]
+
+Spliced streams (the default for TCP): the two nodes dial --splice-listen (default: the --listen
+host, its port + 1) with a one-time token and run TLS end to end over the joined pair; the relay
+moves their bytes without decrypting them — in the kernel (splice(2)) when EdgeMesh's native
+addon is installed next to it. Reachable at the same address as --listen. "off": every stream
+rides the links.
 
 With --server it follows the cloud's deny list too (the kube-system/edgetunnel-revoked ConfigMap
 that \`edgectl certs configmap | edgectl apply -f -\` publishes): a node it names is cut at once.
@@ -31,6 +39,7 @@ export async function main(argv: string[]): Promise<number> {
         key: { type: 'string' },
         ca: { type: 'string' },
         listen: { type: 'string', default: '0.0.0.0:4443' },
+        'splice-listen': { type: 'string' },
         revoked: { type: 'string' },
         server: { type: 'string' },
         username: { type: 'string' },
@@ -68,14 +77,28 @@ export async function main(argv: string[]): Promise<number> {
       { cert: v.cert!, key: v.key!, ca: v.ca! },
       { role: ROLE_RELAY, name: v.name! },
     );
+    const sl = v['splice-listen'];
+    const spliceAt = sl === undefined || sl === 'off' ? undefined : splitAt(sl);
+    if (spliceAt && spliceAt.host !== v.listen!.slice(0, i))
+      throw new Error(
+        `--splice-listen must be on the --listen host (${v.listen!.slice(0, i)}): nodes dial it there`,
+      );
+    const kernelJoiner = sl === 'off' ? undefined : await loadKernelJoiner();
     const relay = new Relay({
       identity,
       host: v.listen!.slice(0, i),
       port: Number(v.listen!.slice(i + 1)),
+      splicePort: sl === 'off' ? false : spliceAt?.port,
+      kernelJoiner,
       revokedFile: v.revoked,
       log,
     });
     await relay.listen();
+    if (relay.splicePort)
+      log.info(
+        { splicePort: relay.splicePort, joiner: kernelJoiner ? 'kernel' : 'javascript' },
+        'relay: spliced streams',
+      );
     const feed = v.server
       ? await followRevokedConfigMap(relay.denied, {
           server: v.server,
@@ -95,5 +118,28 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     process.stderr.write(`edgerelay: ${(e as Error).message}\n`);
     return (process.exitCode = 1);
+  }
+}
+
+function splitAt(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(':');
+  const port = Number(hp.slice(i + 1));
+  if (i < 1 || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw new Error(`--splice-listen "${hp}": expected HOST:PORT or off`);
+  return { host: hp.slice(0, i), port };
+}
+
+/**
+ * EdgeMesh's splice engine as the joiner of spliced pairs, when @edgecore/edgemesh-module is
+ * installed next to the relay with its native addon built (a relay needs no EdgeMesh otherwise:
+ * without it, JavaScript pipes move the bytes).
+ */
+async function loadKernelJoiner(): Promise<KernelJoiner | undefined> {
+  const spec = '@edgecore/edgemesh-module/kernel-joiner'; // not a literal: resolved at run time only
+  try {
+    const m = (await import(spec)) as { kernelJoiner(): KernelJoiner | undefined };
+    return m.kernelJoiner();
+  } catch {
+    return undefined;
   }
 }

@@ -43,8 +43,13 @@ function restartReading(s: Socket): void {
   h.readStart();
 }
 
-/** The descriptor of a connected TCP socket, or undefined where Node does not expose one. */
+/**
+ * The descriptor of a connected TCP socket, or undefined where Node does not expose one — and for
+ * a TLS socket, whose handle reports the descriptor of the TCP connection under it: its bytes are
+ * ciphertext (a tunnel's spliced stream, TLS origination), never for the native engines.
+ */
 export function fdOf(s: Socket): number | undefined {
+  if ((s as { encrypted?: boolean }).encrypted) return undefined;
   const h = (s as unknown as { _handle?: Handle })._handle;
   return typeof h?.fd === 'number' && h.fd >= 0 ? h.fd : undefined;
 }

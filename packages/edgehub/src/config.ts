@@ -143,6 +143,11 @@ export const retainedReaderOptionsSchema = z.object({
   connectTimeoutMs: z.number().int().min(1).default(10_000),
   /** No message (nor the fence) for this long ends the read with an error. */
   idleTimeoutMs: z.number().int().min(1).default(15_000),
+  /**
+   * No message for this long and no fence yet: the fence is published again (a broker that drops
+   * packets to a slow reader can drop the fence too). The read still ends at the first fence.
+   */
+  fenceRetryMs: z.number().int().min(1).default(2_000),
 });
 
 export const HUB_MODULE_NAME = 'edgehub';

@@ -88,7 +88,15 @@ export class EdgeHubModule implements BeehiveModule {
     lagMsSum: 0,
     lagCount: 0,
     lagMsMax: 0,
-    sync: { checks: 0, resyncs: 0, orphansDeleted: 0, unconverged: 0, deferred: 0, abandoned: 0 },
+    sync: {
+      checks: 0,
+      resyncs: 0,
+      orphansDeleted: 0,
+      unconverged: 0,
+      deferred: 0,
+      abandoned: 0,
+      fencesResent: 0,
+    },
   };
   readonly topics: Topics;
   private client?: MqttClient;

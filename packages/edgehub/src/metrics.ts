@@ -32,6 +32,12 @@ export class EdgeHubMetrics implements MetricsContribution {
       'Digest checks that did not end in time and were abandoned (their read cut) so later ones could run.',
       () => s.sync.abandoned,
     );
+    scrapedCounter(
+      r,
+      'edgecore_edgehub_retained_fences_resent_total',
+      'Fences of retained reads published again after a silence: the first was lost on the way (a broker dropping packets to a slow reader).',
+      () => s.sync.fencesResent,
+    );
     scrapedLag(r, 'edgecore_edgehub_update_lag_seconds', 'Cloud publish to committed on this node', () => s);
     scrapedCounter(
       r,

@@ -17,9 +17,14 @@ export type RetainedReaderOptions = z.input<typeof retainedReaderOptionsSchema>;
  * topic of its own that it subscribed to first. mosquitto queues a subscription's retained
  * messages while it handles the SUBSCRIBE, so the token comes after all of them; a broker that
  * streams them later (aedes does) may let the token overtake, so callers check what they read
- * against a digest before they act on anything missing from it.
+ * against a digest before they act on anything missing from it. A fence can be lost like any
+ * message of a slow reader: after `fenceRetryMs` without a message it is published again (any
+ * copy ends the read), so a lost fence costs that silence, not the idle timeout.
  */
 export class RetainedReader {
+  /** Fences published again because a read fell silent before its fence came. */
+  fencesResent = 0;
+
   private constructor(
     private readonly client: MqttClient,
     private readonly opts: z.output<typeof retainedReaderOptionsSchema>,
@@ -73,9 +78,11 @@ export class RetainedReader {
     let timer = setTimeout(() => finish(idle()), idleMs);
     const idle = (): Error =>
       new RetainedReadError(String(filter), `nothing arrived for ${idleMs} ms (after ${count} messages)`);
+    let lastArrival = Date.now();
     c.handleMessage = (packet: IPublishPacket, cb: (err?: Error) => void) => {
       // a message after the read ended (a live publish before the unsubscribe): not this read's
       if (over) return cb();
+      lastArrival = Date.now();
       clearTimeout(timer);
       timer = setTimeout(() => finish(idle()), idleMs);
       const payload = packet.payload as Buffer;
@@ -101,6 +108,7 @@ export class RetainedReader {
         );
       else cb();
     };
+    let nudge: NodeJS.Timeout | undefined;
     const onClose = (): void => finish(new RetainedReadError(String(filter), 'the connection closed'));
     c.once('close', onClose);
     try {
@@ -126,13 +134,22 @@ export class RetainedReader {
       refused((await untilEnded(c.subscribeAsync(filter, { qos: 0 }))) ?? []);
       // QoS 1: a broker that refuses the fence (its ACL) says so in the PUBACK (MQTT 5); the fence
       // itself may come back before its PUBACK
-      await untilEnded(
+      const fence = (): Promise<unknown> =>
         c.publishAsync(fenceTopic, token, { qos: 1 }).catch((e: Error) => {
           throw new RetainedReadError(fenceTopic, `the broker refused the fence: ${e.message}`);
-        }),
-      );
+        });
+      await untilEnded(fence());
+      // a fence the broker dropped (mosquitto drops packets past its queue to a slow reader) would
+      // hold the read until its idle timeout: after a silence, the fence goes again
+      const retry = this.opts.fenceRetryMs;
+      nudge = setInterval(() => {
+        if (over || Date.now() - lastArrival < retry) return;
+        this.fencesResent++;
+        fence().catch(() => undefined);
+      }, retry);
       await done;
     } finally {
+      clearInterval(nudge);
       clearTimeout(timer);
       c.off('close', onClose);
     }

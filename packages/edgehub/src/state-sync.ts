@@ -50,6 +50,8 @@ export interface StateSyncStats {
   deferred: number;
   /** Checks that did not end within `maxCheckMs` and were abandoned. */
   abandoned: number;
+  /** Fences of retained reads published again after a silence (the first one was lost). */
+  fencesResent: number;
 }
 
 /** Snapshot writes in flight at once (MetaManager group-commits them). */
@@ -72,6 +74,7 @@ export class StateSync {
     unconverged: 0,
     deferred: 0,
     abandoned: 0,
+    fencesResent: 0,
   };
   /** Keys written by live messages since the current resync began (never orphans). */
   private readonly liveWrites = new Set<string>();
@@ -206,10 +209,21 @@ export class StateSync {
     }
   }
 
+  /** `reader.read`, its fences published again counted. */
+  private async read(reader: RetainedReader, ...args: Parameters<RetainedReader['read']>): Promise<number> {
+    const before = reader.fencesResent;
+    try {
+      return await reader.read(...args);
+    } finally {
+      this.stats.fencesResent += reader.fencesResent - before;
+    }
+  }
+
   private async readDigests(reader: RetainedReader): Promise<Map<string, TypeDigestValue>> {
     const out = new Map<string, TypeDigestValue>();
     const t = this.d.topics;
-    await reader.read(
+    await this.read(
+      reader,
       [t.digests(), t.nodeDigests(this.d.node)],
       t.fence(this.d.node, 'digest'),
       (topic, payload) => {
@@ -283,7 +297,7 @@ export class StateSync {
     const inflight = new Set<Promise<void>>();
     let failed: Error | undefined;
     const t = this.d.topics;
-    const read = await reader.read(filters, t.fence(this.d.node, 'objects'), (topic, payload) => {
+    const read = await this.read(reader, filters, t.fence(this.d.node, 'objects'), (topic, payload) => {
       const resource = t.objectResource(topic);
       if (resource) seen.add(resource);
       let msg: Message<unknown> | undefined;

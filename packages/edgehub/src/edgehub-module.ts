@@ -35,7 +35,7 @@ import {
 import { HubCode } from './edgehub-errors';
 import { EmbeddedBroker } from './embedded-broker';
 import { RetainedReader } from './retained-reader';
-import { StateSync, type StateSyncStats } from './state-sync';
+import { newStateSyncStats, StateSync, type StateSyncStats } from './state-sync';
 import { CheckSchedule } from './check-schedule';
 import { Intake } from './intake';
 import { MetaLink } from './meta-link';
@@ -88,15 +88,7 @@ export class EdgeHubModule implements BeehiveModule {
     lagMsSum: 0,
     lagCount: 0,
     lagMsMax: 0,
-    sync: {
-      checks: 0,
-      resyncs: 0,
-      orphansDeleted: 0,
-      unconverged: 0,
-      deferred: 0,
-      abandoned: 0,
-      fencesResent: 0,
-    },
+    sync: newStateSyncStats(),
   };
   readonly topics: Topics;
   private client?: MqttClient;

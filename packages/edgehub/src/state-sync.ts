@@ -54,6 +54,18 @@ export interface StateSyncStats {
   fencesResent: number;
 }
 
+export function newStateSyncStats(): StateSyncStats {
+  return {
+    checks: 0,
+    resyncs: 0,
+    orphansDeleted: 0,
+    unconverged: 0,
+    deferred: 0,
+    abandoned: 0,
+    fencesResent: 0,
+  };
+}
+
 /** Snapshot writes in flight at once (MetaManager group-commits them). */
 const WINDOW = 256;
 
@@ -67,15 +79,7 @@ const WINDOW = 256;
  * the node's digest equal the cloud's — proof that what was read was complete.
  */
 export class StateSync {
-  readonly stats: StateSyncStats = {
-    checks: 0,
-    resyncs: 0,
-    orphansDeleted: 0,
-    unconverged: 0,
-    deferred: 0,
-    abandoned: 0,
-    fencesResent: 0,
-  };
+  readonly stats: StateSyncStats = newStateSyncStats();
   /** Keys written by live messages since the current resync began (never orphans). */
   private readonly liveWrites = new Set<string>();
   private resyncing = false;

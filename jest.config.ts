@@ -15,6 +15,9 @@ for (const p of packages) {
   // a package's client entry point (`@edgecore/metamanager/client`)
   moduleNameMapper[`^@edgecore/${p}/client$`] = `<rootDir>/../${p}/src/client/index.ts`;
 }
+// the splice engine as a joiner (`@edgecore/edgemesh-module/kernel-joiner`, used by the relay)
+moduleNameMapper['^@edgecore/edgemesh-module/kernel-joiner$'] =
+  '<rootDir>/../edgemesh-module/src/proxy/l4/kernel-joiner.ts';
 
 const config: Config = {
   testTimeout: 30000,

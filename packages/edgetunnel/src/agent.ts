@@ -180,9 +180,9 @@ export class TunnelAgent extends EventEmitter {
       (a) => new RelayLink(a, this, opts.reconnectInitialMs ?? 200, opts.reconnectMaxMs ?? 5000),
     );
     this.reverseServer.on('session', (s: ServerHttp2Session) => this.track(s));
-    this.reverseServer.on('stream', (st, h) => this.serve(st, h, String(h[H_FROM] ?? '?')));
+    this.reverseServer.on('stream', (st, h) => this.serve(st, h, String(h[H_FROM] ?? '?'), true));
     this.directServer.on('session', (s: ServerHttp2Session) => this.track(s));
-    this.directServer.on('stream', (st, h) => this.serve(st, h, this.fromOf.get(st.session!) ?? '?'));
+    this.directServer.on('stream', (st, h) => this.serve(st, h, this.fromOf.get(st.session!) ?? '?', false));
     this.splicedContext = createSecureContext(mtlsOptions(opts.identity));
     this.splicedServer = tlsServer({
       ...mtlsOptions(opts.identity),
@@ -608,8 +608,12 @@ export class TunnelAgent extends EventEmitter {
     else s.once('connect', widen);
   }
 
-  /** A stream another node opened: only to a backend this node publishes. */
-  private serve(stream: ServerHttp2Stream, h: IncomingHttpHeaders, from: string): void {
+  /**
+   * A stream another node opened: only to a backend this node publishes. Spliced only when a
+   * relay asks (`viaRelay`: it came on a reverse link) — a peer that dialled directly never
+   * makes this node dial anywhere.
+   */
+  private serve(stream: ServerHttp2Stream, h: IncomingHttpHeaders, from: string, viaRelay: boolean): void {
     stream.on('error', () => undefined);
     const a = parseAuthority(String(h[':authority'] ?? ''));
     const proto = h[H_PROTO] === 'udp' ? 'udp' : 'tcp';
@@ -646,7 +650,7 @@ export class TunnelAgent extends EventEmitter {
       clearTimeout(t);
       if (stream.destroyed) return void sock.destroy();
       sock.removeAllListeners('error');
-      const token = h[H_SPLICE];
+      const token = viaRelay ? h[H_SPLICE] : undefined;
       if (typeof token === 'string' && /^[0-9a-f]{32}$/.test(token))
         return this.spliceIn(stream, sock, token, Number(h[H_SPLICE_PORT]), from);
       stream.respond({ ':status': STATUS.ok });

@@ -82,7 +82,8 @@ export interface SpliceCounters {
  * the bytes moved once both sockets are closed.
  */
 export interface KernelJoiner {
-  join(a: Socket, b: Socket, cb: { fallback(): void; done(bytes: number): void }): void;
+  /** `abort()` ends the pair (the joiner holds the connections: destroying the sockets would not). */
+  join(a: Socket, b: Socket, cb: { fallback(): void; done(bytes: number): void }): { abort(): void };
 }
 
 interface Pending {
@@ -101,7 +102,8 @@ interface Pending {
 export class SpliceRendezvous {
   private server?: Server;
   private readonly pending = new Map<string, Pending>();
-  private readonly pairs = new Map<Socket, { from: string; to: string; other: Socket }>();
+  /** Joined pairs by their first socket: who, and how to end the pair. */
+  private readonly pairs = new Map<Socket, { from: string; to: string; end(): void }>();
 
   constructor(
     private readonly stats: SpliceCounters,
@@ -155,7 +157,7 @@ export class SpliceRendezvous {
         this.pending.delete(token);
         p.first?.destroy();
       }
-    for (const [s, p] of this.pairs) if (p.from === node || p.to === node) s.destroy();
+    for (const p of this.pairs.values()) if (p.from === node || p.to === node) p.end();
   }
 
   async close(): Promise<void> {
@@ -164,7 +166,7 @@ export class SpliceRendezvous {
       p.first?.destroy();
     }
     this.pending.clear();
-    for (const s of this.pairs.keys()) s.destroy();
+    for (const p of this.pairs.values()) p.end();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
@@ -206,7 +208,9 @@ export class SpliceRendezvous {
   private join(p: Pending, a: Socket, b: Socket): void {
     this.stats.spliced++;
     this.stats.active++;
-    this.pairs.set(a, { from: p.from, to: p.to, other: b });
+    // JavaScript pipes end with a socket (the other follows); the kernel's copy ends by abort
+    const pair = { from: p.from, to: p.to, end: (): void => void a.destroy() };
+    this.pairs.set(a, pair);
     let closed = 0;
     const gone = (): void => {
       if (++closed < 2) return;
@@ -219,6 +223,14 @@ export class SpliceRendezvous {
     if (!this.kernel) return inJs();
     a.on('error', () => undefined);
     b.on('error', () => undefined);
-    this.kernel.join(a, b, { fallback: inJs, done: (n) => (this.stats.bytes += n) });
+    let inKernel = true;
+    const k = this.kernel.join(a, b, {
+      fallback: () => {
+        inKernel = false; // may come before join() returns
+        inJs();
+      },
+      done: (n) => (this.stats.bytes += n),
+    });
+    if (inKernel) pair.end = () => k.abort();
   }
 }

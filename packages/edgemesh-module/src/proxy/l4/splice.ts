@@ -24,6 +24,13 @@ interface Handle {
   readStart?: () => number;
 }
 
+/** A TCP reset (the engine closed its duplicates first, so Node's descriptor is the last one). */
+function reset(s: Socket): void {
+  if (s.destroyed) return;
+  if (typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
+  else s.destroy();
+}
+
 /** Stop Node's reads on a socket (a paused stream's handle keeps reading up to its buffer limit). */
 export function stopReading(s: Socket): void {
   const h = (s as unknown as { _handle?: Handle })._handle;
@@ -66,8 +73,11 @@ export class SpliceEngine {
       const c = this.live.get(id);
       if (!c) return;
       this.live.delete(id);
-      c.client.destroy();
-      c.up.destroy();
+      // a connection that failed or was aborted ends with a reset on both sides, as a reset
+      // crosses a TCP proxy; one that ended (both directions at EOF) or idled out, with a FIN
+      const end = reason === 'error' || reason === 'aborted' ? reset : (s: Socket) => s.destroy();
+      end(c.client);
+      end(c.up);
       c.done(reason, up, down);
     });
   }

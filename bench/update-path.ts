@@ -457,28 +457,7 @@ async function main(): Promise<void> {
     60_000,
     20,
   ).catch(async (e: Error) => {
-    const text = await (await fetch(`http://${fresh.obs}/metrics`)).text();
-    const lines = text
-      .split('\n')
-      .filter((l) =>
-        /^edgecore_(mesh_(updates_applied|services|portals|catalog_objects)|metadata_updates|beehive_(mailbox|sync)|edgehub_(messages|resyncs|digest|orphans|commits))/.test(
-          l,
-        ),
-      );
-    // what the node warned about, by message
-    const said = new Map<string, number>();
-    for (const line of readFileSync(join(W, 'edge-node-1.log'), 'utf8').split('\n'))
-      try {
-        const j = JSON.parse(line) as { level: number; msg: string; time: number } & Record<string, unknown>;
-        if (j.level >= 40) said.set(j.msg, (said.get(j.msg) ?? 0) + 1);
-        else if (/resync|connected|digest/.test(j.msg))
-          lines.push(
-            `${new Date(j.time).toISOString()} ${j.msg} ${JSON.stringify({ ...j, msg: undefined, time: undefined, level: undefined, pid: undefined })}`,
-          );
-      } catch {
-        // not a log line
-      }
-    for (const [m, n] of said) lines.push(`log ×${n}: ${m}`);
+    const lines = await nodeStory(fresh.obs);
     // KEEP=SECONDS: leave the processes up that long to look at them (curl its /metrics)
     if (process.env.KEEP) {
       console.error(`fresh node metrics at http://${fresh.obs}/metrics; keeping it ${process.env.KEEP} s`);
@@ -488,8 +467,12 @@ async function main(): Promise<void> {
   });
   const joinMs = Date.now() - j0;
   probe2.close();
+  // a slow join (a read that stalled, a resync): what the node did, to see where the time went
+  if (joinMs > 10_000) console.log((await nodeStory(fresh.obs)).map((l) => `  ${l}`).join('\n'));
+  const readBack = await metric(fresh.obs, 'edgecore_edgehub_resyncs_total');
+  const fences = await metric(fresh.obs, 'edgecore_edgehub_retained_fences_resent_total');
   console.log(
-    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${rssMiB(fresh.proc.pid!).toFixed(0)} MiB`,
+    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${rssMiB(fresh.proc.pid!).toFixed(0)} MiB; types read back ${readBack}, fences resent ${fences}`,
   );
   console.log(
     `MetaManager commits ${commits} (${(lagCount / commits).toFixed(1)} writes each); mesh update batches ${batches} (${(lagCount / batches).toFixed(1)} objects each)`,
@@ -499,6 +482,37 @@ async function main(): Promise<void> {
   await refPub.close();
   await pub.close();
   backend.close();
+}
+
+/** The fresh node's counters and what it logged about its link and resyncs (warnings by message). */
+async function nodeStory(obs: string): Promise<string[]> {
+  const text = await (await fetch(`http://${obs}/metrics`)).text();
+  const lines = text
+    .split('\n')
+    .filter((l) =>
+      /^edgecore_(mesh_(updates_applied|services|portals|catalog_objects)|metadata_updates|beehive_(mailbox|sync)|edgehub_(messages|resyncs|digest|orphans|commits|retained))/.test(
+        l,
+      ),
+    );
+  // what the node warned about, by message
+  const said = new Map<string, number>();
+  const first = new Map<string, string>();
+  for (const line of readFileSync(join(W, 'edge-node-1.log'), 'utf8').split('\n'))
+    try {
+      const j = JSON.parse(line) as { level: number; msg: string; time: number } & Record<string, unknown>;
+      if (j.level >= 40) {
+        said.set(j.msg, (said.get(j.msg) ?? 0) + 1);
+        if (!first.has(j.msg))
+          first.set(j.msg, JSON.stringify({ ...j, msg: undefined, level: undefined, pid: undefined }));
+      } else if (/resync|connected|digest/.test(j.msg))
+        lines.push(
+          `${new Date(j.time).toISOString()} ${j.msg} ${JSON.stringify({ ...j, msg: undefined, time: undefined, level: undefined, pid: undefined })}`,
+        );
+    } catch {
+      // not a log line
+    }
+  for (const [m, n] of said) lines.push(`log ×${n}: ${m} (first: ${first.get(m)})`);
+  return lines;
 }
 
 main()

@@ -76,8 +76,14 @@ export class RetainedReader {
     done.catch(() => undefined);
     const idleMs = this.opts.idleTimeoutMs;
     let timer = setTimeout(() => finish(idle()), idleMs);
+    // where the read waits, for the error of a read that ends on its idle timeout
+    let stage = 'the SUBACK of the fence topic';
+    let held = 0;
     const idle = (): Error =>
-      new RetainedReadError(String(filter), `nothing arrived for ${idleMs} ms (after ${count} messages)`);
+      new RetainedReadError(
+        String(filter),
+        `nothing arrived for ${idleMs} ms (after ${count} messages; waiting for ${stage}${held ? `, ${held} message(s) held by the consumer` : ''})`,
+      );
     let lastArrival = Date.now();
     c.handleMessage = (packet: IPublishPacket, cb: (err?: Error) => void) => {
       // a message after the read ended (a live publish before the unsubscribe): not this read's
@@ -98,15 +104,20 @@ export class RetainedReader {
       } catch (e) {
         failed ??= e as Error;
       }
-      if (r && typeof r.then === 'function')
+      if (r && typeof r.then === 'function') {
+        held++;
         r.then(
-          () => cb(),
+          () => {
+            held--;
+            cb();
+          },
           (e: Error) => {
+            held--;
             failed ??= e;
             cb();
           },
         );
-      else cb();
+      } else cb();
     };
     let nudge: NodeJS.Timeout | undefined;
     const onClose = (): void => finish(new RetainedReadError(String(filter), 'the connection closed'));
@@ -131,22 +142,26 @@ export class RetainedReader {
       };
       refused((await untilEnded(c.subscribeAsync(fenceTopic, { qos: 0 }))) ?? []);
       // several filters: one SUBSCRIBE
+      stage = 'the SUBACK of the filters';
       refused((await untilEnded(c.subscribeAsync(filter, { qos: 0 }))) ?? []);
+      stage = "the fence's PUBACK";
       // QoS 1: a broker that refuses the fence (its ACL) says so in the PUBACK (MQTT 5); the fence
       // itself may come back before its PUBACK
       const fence = (): Promise<unknown> =>
         c.publishAsync(fenceTopic, token, { qos: 1 }).catch((e: Error) => {
           throw new RetainedReadError(fenceTopic, `the broker refused the fence: ${e.message}`);
         });
-      await untilEnded(fence());
       // a fence the broker dropped (mosquitto drops packets past its queue to a slow reader) would
-      // hold the read until its idle timeout: after a silence, the fence goes again
+      // hold the read until its idle timeout: after a silence, the fence goes again — also while
+      // the first one's PUBACK is awaited (it comes behind the retained burst, or not at all)
       const retry = this.opts.fenceRetryMs;
       nudge = setInterval(() => {
         if (over || Date.now() - lastArrival < retry) return;
         this.fencesResent++;
         fence().catch(() => undefined);
       }, retry);
+      await untilEnded(fence());
+      stage = 'the fence';
       await done;
     } finally {
       clearInterval(nudge);

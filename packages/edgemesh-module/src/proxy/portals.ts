@@ -121,6 +121,11 @@ export class PortalManager {
     return this.portals.size;
   }
 
+  /** Every open portal's service port, as held (nothing copied: for a walk on every scrape). */
+  *specs(): Iterable<PortalSpec> {
+    for (const p of this.portals.values()) yield p.spec;
+  }
+
   table(): PortalEntry[] {
     return [...this.portals.values()].map((p) => ({
       ...p.spec,

@@ -474,6 +474,13 @@ async function main(): Promise<void> {
   console.log(
     `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${rssMiB(fresh.proc.pid!).toFixed(0)} MiB; types read back ${readBack}, fences resent ${fences}`,
   );
+  // KEEP=SECONDS: also after a good join, leave the fresh node up that long to look at it
+  if (process.env.KEEP) {
+    console.log(
+      `fresh node: pid ${fresh.proc.pid}, metrics at http://${fresh.obs}/metrics; keeping it ${process.env.KEEP} s`,
+    );
+    await new Promise((r) => setTimeout(r, Number(process.env.KEEP) * 1000));
+  }
   console.log(
     `MetaManager commits ${commits} (${(lagCount / commits).toFixed(1)} writes each); mesh update batches ${batches} (${(lagCount / batches).toFixed(1)} objects each)`,
   );

@@ -217,6 +217,12 @@ export class EdgeMeshMetrics implements MetricsContribution {
       ],
       ['mode', 'alpn'],
     );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_tls_sni_routed_total',
+      'TLS connections passed through whose backend the SNI chose (edgecore.io/backend-by-sni).',
+      () => mesh.portals?.tlsStats.bySni ?? 0,
+    );
     scrapedGauge(
       r,
       'edgecore_proxy_h2_upstream_connections',

@@ -82,8 +82,23 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
     await node.put(svc('noca', { 'edgecore.io/backend-ca-file': join(dir.dir, 'missing.crt') }));
     for (const s of ['dev', 'wrongca', 'noca'])
       for (let i = 0; i < 2; i++) await node.putPod(pod(`${s}-${i}`, s, ports[i]));
+    // backends chosen by SNI: two devices with their own DNS labels (hostname under the service)
+    await node.put(
+      svc('sni', {
+        'edgecore.io/backend-by-sni':
+          'PLC-A.devices.test=plc-a, *.b.devices.test=plc-b, ghost.devices.test=plc-z, not a name=plc-a',
+      }),
+    );
+    for (const [i, label] of ['plc-a', 'plc-b'].entries()) {
+      const p = pod(`sni-${i}`, 'sni', ports[i]);
+      p.spec!.hostname = label;
+      p.spec!.subdomain = 'sni';
+      await node.putPod(p);
+    }
     await until(
-      () => node.mesh.resolveTarget('noca.default.svc.cluster.local', 443)?.backends.length === 2,
+      () =>
+        node.mesh.resolveTarget('noca.default.svc.cluster.local', 443)?.backends.length === 2 &&
+        node.mesh.resolveTarget('sni.default.svc.cluster.local', 443)?.backends.length === 2,
       'backends',
     );
   });
@@ -128,6 +143,50 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
     const m = await registry.metrics();
     expect(m).toMatch(/edgecore_proxy_tls_connections_total\{mode="passthrough",alpn="h2"\} 1/);
     expect(m).toMatch(/edgecore_proxy_tls_connections_total\{mode="originate",alpn="http\/1\.1"\} [1-9]/);
+  });
+
+  it('edgecore.io/backend-by-sni: the name a TLS client asks for chooses the device; others are balanced', async () => {
+    const p = portal('sni');
+    const ca = readFileSync(join(dir.dir, 'device-ca.crt'));
+    const { request: httpsRequest } = await import('node:https');
+    const ask = (servername: string) =>
+      new Promise<string>((resolve, reject) => {
+        const r = httpsRequest(
+          {
+            host: p.listenHost,
+            port: p.listenPort,
+            path: '/',
+            servername,
+            ca,
+            // the devices' certificate names device.local: the chain is what is checked here
+            checkServerIdentity: () => undefined,
+            agent: false,
+          },
+          (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => resolve(body));
+          },
+        );
+        r.on('error', reject);
+        r.end();
+      });
+    const seen = async (name: string, n: number) => {
+      const out = new Set<string>();
+      for (let i = 0; i < n; i++) out.add(await ask(name));
+      return out;
+    };
+    // an exact name (case does not matter), and a wildcard of one label
+    expect(await seen('plc-a.devices.test', 6)).toEqual(new Set(['secure:d1:none']));
+    expect(await seen('x.b.devices.test', 6)).toEqual(new Set(['secure:d2:none']));
+    // *.b.devices.test covers one label only: a deeper name is no route — balanced over both
+    expect(await seen('y.x.b.devices.test', 8)).toEqual(new Set(['secure:d1:none', 'secure:d2:none']));
+    expect(await seen('other.test', 8)).toEqual(new Set(['secure:d1:none', 'secure:d2:none']));
+    // a route to an endpoint the service does not have now: refused, never another device
+    await expect(ask('ghost.devices.test')).rejects.toThrow(/ECONNRESET|socket hang up|disconnected/);
+    const registry = new Registry();
+    new EdgeMeshMetrics(node.mesh).registerMetrics(registry);
+    expect(await registry.metrics()).toMatch(/edgecore_proxy_tls_sni_routed_total 13\b/);
   });
 
   it('clientHello reads SNI and ALPN from a real ClientHello', async () => {

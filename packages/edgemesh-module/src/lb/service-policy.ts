@@ -40,6 +40,12 @@ export interface ServiceLbPolicy {
   retries?: { attempts: number; nonIdempotent: boolean; on: ReadonlySet<string> };
   /** The longest a request may wait for its answer, ms (`edgecore.io/request-timeout-seconds`). */
   timeoutMs?: number;
+  /**
+   * TLS passed through (`appProtocol: https`): the backend chosen by the ClientHello's SNI
+   * (`edgecore.io/backend-by-sni`) — exact names, and `*.suffix` patterns (one label, as a
+   * certificate's wildcard), each naming an endpoint by its DNS label.
+   */
+  sniRoutes?: { exact: ReadonlyMap<string, string>; wildcard: ReadonlyMap<string, string> };
 }
 
 /**
@@ -69,6 +75,10 @@ export const REQUEST_TIMEOUT_ANNOTATION = 'edgecore.io/request-timeout-seconds';
 const RETRY_ON_STATUS = ['502', '503', '504'];
 const RETRY_ON = new Set(['connect-failure', 'reset', ...RETRY_ON_STATUS, 'unavailable']);
 export const HASH_HEADER_ANNOTATION = 'edgecore.io/consistent-hash-header';
+/** `NAME=ENDPOINT, *.SUFFIX=ENDPOINT, …`: which endpoint a TLS client naming NAME reaches. */
+export const SNI_ROUTES_ANNOTATION = 'edgecore.io/backend-by-sni';
+const SNI_NAME = /^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 const SIMPLE: Record<string, string> = {
   ROUND_ROBIN: 'RoundRobin',
@@ -101,6 +111,25 @@ export function needsHeldAnswer(list: readonly Backend[]): boolean {
 
 export function attachPolicy(list: readonly Backend[], p: ServiceLbPolicy | undefined): void {
   if (p) attached.set(list, p);
+}
+
+/**
+ * The backends a TLS client naming `sni` may reach: the endpoint the service's
+ * `edgecore.io/backend-by-sni` names for it (an exact name first, then `*.` of its parent: one
+ * label, as in a certificate), none when that endpoint has no backend now (a client that named a
+ * device never reaches another one); every backend for a name no route covers, or no SNI.
+ */
+export function backendsForSni(list: readonly Backend[], sni: string | undefined): readonly Backend[] {
+  const policy = attached.get(list);
+  const routes = policy?.sniRoutes;
+  if (!routes || !sni) return list;
+  const name = sni.toLowerCase().replace(/\.$/, '');
+  const dot = name.indexOf('.');
+  const endpoint = routes.exact.get(name) ?? (dot > 0 ? routes.wildcard.get(name.slice(dot + 1)) : undefined);
+  if (endpoint === undefined) return list;
+  const chosen = list.filter((b) => b.endpoint === endpoint);
+  attached.set(chosen, policy!); // the service's other rules (strategy, outliers) still apply
+  return chosen;
 }
 
 /** The ConsistentHash header of a request to these backends: the service's, else the node's. */
@@ -161,6 +190,26 @@ export class ServicePolicies {
         this.warn(`service/${key}`, svc.metadata, RETRY_NON_IDEMPOTENT_ANNOTATION, rn);
       p.retries = { attempts: ok ? n : 1, nonIdempotent: rn === 'true', on };
     }
+    const sr = a[SNI_ROUTES_ANNOTATION];
+    if (sr !== undefined) {
+      const exact = new Map<string, string>();
+      const wildcard = new Map<string, string>();
+      for (const entry of sr
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean)) {
+        const i = entry.indexOf('=');
+        const name = entry.slice(0, i).trim().toLowerCase();
+        const endpoint = entry.slice(i + 1).trim();
+        if (i < 1 || !SNI_NAME.test(name) || name.length > 253 || !DNS_LABEL.test(endpoint)) {
+          this.warn(`service/${key}`, svc.metadata, SNI_ROUTES_ANNOTATION, entry);
+          continue;
+        }
+        if (name.startsWith('*.')) wildcard.set(name.slice(2), endpoint);
+        else exact.set(name, endpoint);
+      }
+      if (exact.size || wildcard.size) p.sniRoutes = { exact, wildcard };
+    }
     const o5 = a[OUTLIER_5XX_ANNOTATION];
     if (o5 !== undefined) {
       const n = Number(o5);
@@ -182,7 +231,13 @@ export class ServicePolicies {
       const t = svc.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
       p.affinityMs = Number.isInteger(t) && t! > 0 && t! <= 86400 ? t! * 1000 : STICKY_TIMEOUT_MS;
     }
-    return p.strategy || p.hashHeader !== undefined || p.affinityMs || p.outlier || p.retries || p.timeoutMs
+    return p.strategy ||
+      p.hashHeader !== undefined ||
+      p.affinityMs ||
+      p.outlier ||
+      p.retries ||
+      p.timeoutMs ||
+      p.sniRoutes
       ? p
       : undefined;
   }

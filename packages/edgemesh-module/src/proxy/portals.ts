@@ -10,7 +10,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { Service } from '../catalog/types';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
-import { hashHeaderFor } from '../lb/service-policy';
+import { backendsForSni, hashHeaderFor } from '../lb/service-policy';
 import type { HttpProxy } from './http/http-proxy';
 import type { TcpProxy } from './l4/tcp-proxy';
 import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
@@ -265,8 +265,15 @@ export class PortalManager {
         const hello = clientHello(first);
         const alpn = hello?.alpn?.[0] ?? 'none';
         st.passthrough.set(alpn, (st.passthrough.get(alpn) ?? 0) + 1);
-        this.log.debug({ portal: spec.key, sni: hello?.sni, alpn: hello?.alpn }, 'TLS passed through');
-        return this.tcp.handle(sock, this.backendsOf(spec), spec.key, first);
+        // the service may choose the backend by the name the client asked for
+        const all = this.backendsOf(spec);
+        const chosen = backendsForSni(all, hello?.sni);
+        if (chosen !== all) st.bySni++;
+        this.log.debug(
+          { portal: spec.key, sni: hello?.sni, alpn: hello?.alpn, backends: chosen.length },
+          'TLS passed through',
+        );
+        return this.tcp.handle(sock, chosen, spec.key, first);
       }
       st.originated++;
       this.http.handle(
@@ -281,7 +288,7 @@ export class PortalManager {
   }
 
   /** `appProtocol: https` connections: passed through by ALPN (the client's first), or TLS originated. */
-  readonly tlsStats = { passthrough: new Map<string, number>(), originated: 0 };
+  readonly tlsStats = { passthrough: new Map<string, number>(), originated: 0, bySni: 0 };
 
   private async close(p: Portal): Promise<void> {
     p.udpProxy?.close();

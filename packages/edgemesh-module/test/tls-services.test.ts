@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:https';
+import { connect as h2connect, createSecureServer, type Http2SecureServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,6 +22,8 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
   let dir: { dir: string; db: string; cleanup: () => void };
   const servers: Server[] = [];
   const ports: number[] = [];
+  const h2servers: Http2SecureServer[] = [];
+  const h2ports: number[] = [];
   const portal = (svc: string) => node.mesh.portals.table().find((e) => e.service === svc)!;
   const get = (svc: string) =>
     new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -59,6 +62,19 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
       servers.push(s);
       ports.push((s.address() as AddressInfo).port);
     }
+    // HTTP/2 backends that speak TLS only (ALPN h2), and one that speaks HTTP/1.1 only
+    for (const id of ['h1', 'h2']) {
+      const s = createSecureServer(
+        {
+          key: readFileSync(join(dir.dir, 'device.local.key')),
+          cert: readFileSync(join(dir.dir, 'device.local.crt')),
+        },
+        (req, res) => res.end(`h2-secure:${id}:${req.httpVersion}`),
+      );
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      h2servers.push(s);
+      h2ports.push((s.address() as AddressInfo).port);
+    }
     node = await startMesh(dir.db);
     const svc = (name: string, annotations: Record<string, string>) => {
       const s = service(name, 'default', {
@@ -89,6 +105,22 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
           'PLC-A.devices.test=plc-a, *.b.devices.test=plc-b, ghost.devices.test=plc-z, not a name=plc-a',
       }),
     );
+    const h2svc = (name: string, annotations: Record<string, string>) => {
+      const s = service(name, 'default', {
+        ports: [{ name: 'grpc', port: 50051, targetPort: 'grpc', appProtocol: 'kubernetes.io/h2c' }],
+      });
+      s.metadata.annotations = annotations;
+      return s;
+    };
+    const deviceTls = {
+      'edgecore.io/backend-tls': 'true',
+      'edgecore.io/backend-ca-file': join(dir.dir, 'device-ca.crt'),
+      'edgecore.io/backend-sni': 'device.local',
+    };
+    await node.put(h2svc('h2tls', deviceTls));
+    await node.put(h2svc('h2h1', deviceTls)); // its backend speaks TLS, but not h2
+    for (let i = 0; i < 2; i++) await node.putPod(hostPod(`h2tls-${i}`, 'h2tls', h2ports[i], 'grpc'));
+    await node.putPod(hostPod('h2h1-0', 'h2h1', ports[0], 'grpc'));
     for (const [i, label] of ['plc-a', 'plc-b'].entries()) {
       const p = pod(`sni-${i}`, 'sni', ports[i]);
       p.spec!.hostname = label;
@@ -105,6 +137,7 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
   afterAll(async () => {
     await node?.stop();
     for (const s of servers) s.close();
+    for (const s of h2servers) s.close();
     dir?.cleanup();
   });
 
@@ -187,6 +220,46 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
     const registry = new Registry();
     new EdgeMeshMetrics(node.mesh).registerMetrics(registry);
     expect(await registry.metrics()).toMatch(/edgecore_proxy_tls_sni_routed_total 13\b/);
+  });
+
+  it('edgecore.io/backend-tls on an HTTP/2 port: h2c clients, TLS (ALPN h2) to the backends, each stream balanced', async () => {
+    await until(
+      () =>
+        node.mesh.resolveTarget('h2tls.default.svc.cluster.local', 50051)?.backends.length === 2 &&
+        node.mesh.resolveTarget('h2h1.default.svc.cluster.local', 50051)?.backends.length === 1,
+      'h2 backends',
+    );
+    const call = async (svc: string, n: number) => {
+      const p = portal(svc);
+      const session = h2connect(`http://${p.listenHost}:${p.listenPort}`); // prior knowledge, cleartext
+      session.on('error', () => undefined);
+      try {
+        return await Promise.all(
+          Array.from(
+            { length: n },
+            () =>
+              new Promise<string>((resolve, reject) => {
+                const st = session.request({ ':path': '/', ':authority': `${svc}.default` });
+                let status = 0;
+                let body = '';
+                st.on('response', (h) => (status = Number(h[':status'])));
+                st.on('data', (d) => (body += d));
+                st.on('end', () => resolve(`${status} ${body}`));
+                st.on('error', reject);
+                st.end();
+              }),
+          ),
+        );
+      } finally {
+        session.close();
+      }
+    };
+    // one client connection, its streams over both TLS backends
+    const answers = await call('h2tls', 8);
+    expect(new Set(answers)).toEqual(new Set(['200 h2-secure:h1:2.0', '200 h2-secure:h2:2.0']));
+    // a backend that does not agree to h2 in ALPN: a failed connect (the portal answers for it)
+    const [bad] = await call('h2h1', 1);
+    expect(bad).toMatch(/^50[23] /);
   });
 
   it('clientHello reads SNI and ALPN from a real ClientHello', async () => {

@@ -1,6 +1,6 @@
 import type { ServiceCatalog } from '../catalog/catalog';
 import { portProtocol, type PortalSpec } from '../portal-table';
-import { attachBackendTls, backendTlsOf } from '../proxy/tls/backend-tls';
+import { attachBackendTls, BACKEND_TLS_ANNOTATION, backendTlsOf } from '../proxy/tls/backend-tls';
 import { DIRECT, resolveBackends, type Backend, type Networking, type Paths } from './backends';
 import { attachPolicy, type ServicePolicies } from './service-policy';
 import type { Here } from './topology';
@@ -38,7 +38,12 @@ export class BackendIndex {
         : [];
     if (spec.endpoint) b = b.filter((x) => x.endpoint === spec.endpoint); // an endpoint's own VIP
     if (svc) attachPolicy(b, this.policies?.of(svc, this.catalog.destinationRules));
-    if (svc && sp && portProtocol(sp) === 'https') attachBackendTls(b, backendTlsOf(svc, this.clusterDomain));
+    const proto = sp && portProtocol(sp);
+    if (
+      svc &&
+      (proto === 'https' || (proto === 'h2' && svc.metadata.annotations?.[BACKEND_TLS_ANNOTATION] === 'true'))
+    )
+      attachBackendTls(b, backendTlsOf(svc, this.clusterDomain));
     this.cache.set(spec.key, b);
     const skey = `${spec.namespace}/${spec.service}`;
     let keys = this.cachedPortsOf.get(skey);

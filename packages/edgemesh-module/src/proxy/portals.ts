@@ -235,7 +235,8 @@ export class PortalManager {
     const halfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
     const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, (sock) => {
       const s = portal.spec;
-      if (s.protocol === 'h2') this.h2.handle(sock, route);
+      // an h2 service whose backends speak TLS (edgecore.io/backend-tls): TLS originated, ALPN h2
+      if (s.protocol === 'h2') this.h2.handle(sock, () => this.h2Route(route()));
       else if (s.protocol === 'http') this.http.handleRoute(sock, route);
       else if (s.protocol === 'https') this.tlsOrPlain(sock, s, route);
       else this.tcp.handle(sock, this.backendsOf(s), s.key);
@@ -285,6 +286,11 @@ export class PortalManager {
         first,
       );
     });
+  }
+
+  private h2Route<R extends { backends: readonly Backend[] }>(r: R): R {
+    const backends = originating(r.backends, 'h2');
+    return backends === r.backends ? r : { ...r, backends };
   }
 
   /** `appProtocol: https` connections: passed through by ALPN (the client's first), or TLS originated. */

@@ -5,6 +5,7 @@ import { connect as tlsConnect } from 'node:tls';
 import type { Service } from '../../catalog/types';
 import { ConnectError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
+import { attachPolicy, policyOf } from '../../lb/service-policy';
 
 /**
  * TLS origination (`appProtocol: https`): a node's plain-HTTP clients call the service in
@@ -17,6 +18,11 @@ import type { Backend } from '../../lb/backends';
  */
 export const BACKEND_CA_FILE_ANNOTATION = 'edgecore.io/backend-ca-file';
 export const BACKEND_SNI_ANNOTATION = 'edgecore.io/backend-sni';
+/**
+ * `"true"` on a service with an HTTP/2 port (`grpc`, `kubernetes.io/h2c`): its clients speak h2c
+ * to the portal, the portal opens TLS (ALPN h2) to the backends, verified as above.
+ */
+export const BACKEND_TLS_ANNOTATION = 'edgecore.io/backend-tls';
 
 export interface BackendTls {
   servername: string;
@@ -26,6 +32,8 @@ export interface BackendTls {
   ca?: string;
   /** Why the configured CA cannot be used (every connect fails with it, naming the file). */
   error?: string;
+  /** The one protocol offered in ALPN and required of the backend (`http/1.1` when unset). */
+  alpn?: 'http/1.1' | 'h2';
 }
 
 /** A service's TLS origination settings (its CA file read now: a change of the service re-reads it). */
@@ -52,7 +60,10 @@ export function backendTlsOf(svc: Service, clusterDomain: string): BackendTls {
 }
 
 const tlsOf = new WeakMap<readonly Backend[], BackendTls>();
-const originated = new WeakMap<readonly Backend[], Backend[]>();
+const originated = {
+  'http/1.1': new WeakMap<readonly Backend[], Backend[]>(),
+  h2: new WeakMap<readonly Backend[], Backend[]>(),
+};
 
 /** BackendIndex attaches a TLS port's settings to its backend list. */
 export function attachBackendTls(list: readonly Backend[], t: BackendTls): void {
@@ -65,11 +76,20 @@ export function attachBackendTls(list: readonly Backend[], t: BackendTls): void 
  * one, nor one verified for another name or CA), with their TLS settings. The list itself when the
  * port has none.
  */
-export function originating(list: readonly Backend[]): readonly Backend[] {
+export function originating(
+  list: readonly Backend[],
+  alpn: 'http/1.1' | 'h2' = 'http/1.1',
+): readonly Backend[] {
   const t = tlsOf.get(list);
   if (!t) return list;
-  let out = originated.get(list);
-  if (!out) originated.set(list, (out = list.map((b) => ({ ...b, key: `tls/${t.id}/${b.key}`, tls: t }))));
+  let out = originated[alpn].get(list);
+  if (!out) {
+    const tls = { ...t, alpn };
+    out = list.map((b) => ({ ...b, key: `tls/${alpn}/${t.id}/${b.key}`, tls }));
+    originated[alpn].set(list, out);
+    // the service's request policy (retries, timeouts, outliers) holds for the TLS list too
+    attachPolicy(out, policyOf(list));
+  }
   return out;
 }
 
@@ -80,10 +100,19 @@ export function startTls(raw: Socket, b: Backend, t: BackendTls, timeoutMs: numb
     return Promise.reject(new ConnectError(b.key, `TLS: ${t.error}`));
   }
   return new Promise((resolve, reject) => {
-    const s = tlsConnect({ socket: raw, servername: t.servername, ca: t.ca, ALPNProtocols: ['http/1.1'] });
+    const alpn = t.alpn ?? 'http/1.1';
+    const s = tlsConnect({ socket: raw, servername: t.servername, ca: t.ca, ALPNProtocols: [alpn] });
     const timer = setTimeout(() => s.destroy(new Error('TLS handshake timeout')), timeoutMs);
     s.once('secureConnect', () => {
       clearTimeout(timer);
+      // HTTP/2 needs the backend to have agreed to it (RFC 9113 §3.2); HTTP/1.1 is the default
+      if (alpn === 'h2' && s.alpnProtocol !== 'h2') {
+        s.destroy();
+        reject(
+          new ConnectError(b.key, `TLS: the backend did not agree to h2 (ALPN: ${s.alpnProtocol || 'none'})`),
+        );
+        return;
+      }
       s.removeAllListeners('error');
       resolve(s);
     });

@@ -22,6 +22,7 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
   let dir: { dir: string; db: string; cleanup: () => void };
   const servers: Server[] = [];
   const ports: number[] = [];
+  let slowPort = 0;
   const h2servers: Http2SecureServer[] = [];
   const h2ports: number[] = [];
   const portal = (svc: string) => node.mesh.portals.table().find((e) => e.service === svc)!;
@@ -75,6 +76,17 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
       h2servers.push(s);
       h2ports.push((s.address() as AddressInfo).port);
     }
+    // a TLS device that answers after 3 s
+    const slow = createServer(
+      {
+        key: readFileSync(join(dir.dir, 'device.local.key')),
+        cert: readFileSync(join(dir.dir, 'device.local.crt')),
+      },
+      (_req, res) => setTimeout(() => res.end('late'), 3000).unref(),
+    );
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    servers.push(slow);
+    slowPort = (slow.address() as AddressInfo).port;
     node = await startMesh(dir.db);
     const svc = (name: string, annotations: Record<string, string>) => {
       const s = service(name, 'default', {
@@ -117,6 +129,14 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
       'edgecore.io/backend-ca-file': join(dir.dir, 'device-ca.crt'),
       'edgecore.io/backend-sni': 'device.local',
     };
+    await node.put(
+      svc('slowtls', {
+        'edgecore.io/backend-ca-file': join(dir.dir, 'device-ca.crt'),
+        'edgecore.io/backend-sni': 'device.local',
+        'edgecore.io/request-timeout-seconds': '0.3',
+      }),
+    );
+    await node.putPod(pod('slowtls-0', 'slowtls', slowPort));
     await node.put(h2svc('h2tls', deviceTls));
     await node.put(h2svc('h2h1', deviceTls)); // its backend speaks TLS, but not h2
     for (let i = 0; i < 2; i++) await node.putPod(hostPod(`h2tls-${i}`, 'h2tls', h2ports[i], 'grpc'));
@@ -149,6 +169,18 @@ describe('appProtocol https: TLS origination for plain-HTTP clients, TLS passthr
       bodies.push(r.body);
     }
     expect(new Set(bodies)).toEqual(new Set(['secure:d1:http/1.1', 'secure:d2:http/1.1']));
+  });
+
+  it("the service's own request timeout holds for requests it originates TLS for", async () => {
+    await until(
+      () => node.mesh.resolveTarget('slowtls.default.svc.cluster.local', 443)?.backends.length === 1,
+      'slow backend',
+    );
+    const t0 = Date.now();
+    const r = await get('slowtls');
+    expect(r.status).toBe(504);
+    expect(r.body).toMatch(/did not answer in 300 ms/);
+    expect(Date.now() - t0).toBeLessThan(2500); // not the device's 3 s
   });
 
   it('a backend whose certificate does not verify, or a CA file that is missing: 502 that says why', async () => {

@@ -221,12 +221,18 @@ export function bindProxy(bind: Bind): void {
   });
   bind<ForwardProxyFactory>(ForwardProxyFactory).toDynamicValue((ctx) => (resolve) => {
     const o = optionsOf(ctx);
-    return new ForwardProxy(ctx.get(HttpProxy), ctx.get(TcpProxy), resolve, {
-      maxHeadBytes: o.proxy.maxHeadBytes,
-      headTimeoutMs: o.proxy.headTimeoutMs,
-      hashHeader: o.consistentHashHeader,
-      log: logOf(ctx),
-    });
+    return new ForwardProxy(
+      ctx.get(HttpProxy),
+      ctx.get(TcpProxy),
+      resolve,
+      {
+        maxHeadBytes: o.proxy.maxHeadBytes,
+        headTimeoutMs: o.proxy.headTimeoutMs,
+        hashHeader: o.consistentHashHeader,
+        log: logOf(ctx),
+      },
+      ctx.get(H2Proxy),
+    );
   });
 }
 

@@ -395,7 +395,9 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     }
     if (key) {
       const spec = this.portals.get(`${key}:${port}/TCP`);
-      return spec ? { scope: spec.key, backends: this.backends.of(spec) } : undefined;
+      return spec
+        ? { scope: spec.key, backends: this.backends.of(spec), protocol: spec.protocol }
+        : undefined;
     }
     const ep = this.vipTable.endpointOf(host) ?? this.endpointByName(host);
     if (!ep) return undefined;
@@ -404,7 +406,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     // the service port's backends of that endpoint (cached per key like a portal's)
     const spec = { ...svcSpec, key: `${ep.service}.${ep.label}:${port}/TCP`, endpoint: ep.label };
     const backends = this.backends.of(spec);
-    return backends.length ? { scope: spec.key, backends } : undefined;
+    return backends.length ? { scope: spec.key, backends, protocol: spec.protocol } : undefined;
   }
 
   /** `<label>.<svc>.<ns>.svc.<domain>` of a headless service (its backends say if it is ready). */

@@ -415,6 +415,62 @@ describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () =>
     expect(h2.stderr).toMatch(/GOAWAY, error=13/);
   });
 
+  it('through the explicit proxy: a CONNECT to an HTTP/2 port is HTTP/2, each stream of one tunnel balanced', async () => {
+    const proxy = node.mesh.forwardProxyAddress!;
+    const url = 'http://web.default.svc.cluster.local:8080/';
+    // curl: CONNECT (-p), then HTTP/2 with prior knowledge inside the tunnel
+    const out: string[] = [];
+    for (let i = 0; i < 4; i++)
+      out.push(
+        (
+          await execFileP('curl', [
+            '-s',
+            '--max-time',
+            '5',
+            '-p',
+            '-x',
+            `http://${proxy}`,
+            '--http2-prior-knowledge',
+            url,
+          ])
+        ).stdout.trim(),
+      );
+    expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
+    // one tunnel, ten streams: both backends answer (balanced per stream, not per connection)
+    const [ph, pp] = [
+      proxy.slice(0, proxy.lastIndexOf(':')),
+      Number(proxy.slice(proxy.lastIndexOf(':') + 1)),
+    ];
+    const tunnel = await new Promise<import('node:net').Socket>((resolve, reject) => {
+      const sock = tcpConnect(pp, ph, () =>
+        sock.write(
+          'CONNECT web.default.svc.cluster.local:8080 HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\n\r\n',
+        ),
+      );
+      sock.once('error', reject);
+      sock.once('data', (d) =>
+        /^HTTP\/1\.1 200/.test(d.toString()) ? resolve(sock) : reject(new Error(d.toString())),
+      );
+    });
+    const session = connect('http://web.default.svc.cluster.local:8080', { createConnection: () => tunnel });
+    const answers = await Promise.all(
+      Array.from(
+        { length: 10 },
+        () =>
+          new Promise<string>((resolve, reject) => {
+            const st = session.request({ ':path': '/' });
+            let body = '';
+            st.on('data', (d) => (body += d));
+            st.on('end', () => resolve(body.trim()));
+            st.on('error', reject);
+            st.end();
+          }),
+      ),
+    );
+    session.close();
+    expect(new Set(answers)).toEqual(new Set(['w1', 'w2']));
+  });
+
   it('h2load: 2,000 requests on 10 connections × 10 streams, every one answered', async () => {
     const { host, port } = portal('web');
     const r = await execFileP('h2load', ['-n', '2000', '-c', '10', '-m', '10', `http://${host}:${port}/`], {

@@ -12,11 +12,15 @@ import { absoluteForm, header, headEnd, parseRequestHead, type Head } from './ht
 import type { HttpProxy } from './http/http-proxy';
 import type { HttpRoute, RouteRefusal } from './http/route';
 import type { TcpProxy } from './l4/tcp-proxy';
+import { h2RouteOf, type H2Proxy } from './h2/h2-proxy';
+import type { PortalProtocol } from '../portal-table';
 
 /** A service port addressed by name or VIP: what the forward proxy needs to route. */
 export interface ResolvedTarget {
   scope: string;
   backends: readonly Backend[];
+  /** The service port's protocol (an HTTP/2 port: a CONNECT to it is served as HTTP/2). */
+  protocol?: PortalProtocol;
 }
 
 /** Head limits as the portals', and the header a ConsistentHash strategy hashes (as on portals). */
@@ -28,7 +32,9 @@ export type TargetResolver = (host: string, port: number) => ResolvedTarget | un
 /**
  * Unprivileged mode's explicit HTTP proxy on `listenPort`:
  * `curl -x http://127.0.0.1:40001 http://nginx-svc.default.svc.cluster.local:12345` is balanced
- * like a portal request; `CONNECT svc:port` tunnels L4; unknown hosts → 502 with a clear body.
+ * like a portal request; `CONNECT svc:port` tunnels L4 — to an HTTP/2 port (gRPC, h2c) the tunnel's
+ * bytes are HTTP/2 served as on its portal, each stream balanced (a gRPC client with `grpc_proxy`,
+ * `curl -p -x … --http2-prior-knowledge`); unknown hosts → 502 with a clear body.
  */
 export class ForwardProxy {
   private server?: Server;
@@ -40,6 +46,8 @@ export class ForwardProxy {
     private readonly tcp: TcpProxy,
     private readonly resolve: TargetResolver,
     options: ForwardProxyOptions = {},
+    /** Serves CONNECT tunnels to HTTP/2 ports (absent: they are L4 tunnels to one backend). */
+    private readonly h2?: Pick<H2Proxy, 'handle'>,
   ) {
     this.opts = resolveMeshOptions(forwardProxyOptionsSchema, options, 'forwardProxy');
     this.log = options.log ?? silentLogger;
@@ -118,6 +126,19 @@ export class ForwardProxy {
     const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(head.target ?? '');
     const t = m ? this.resolve(m[1].toLowerCase(), Number(m[2])) : undefined;
     if (!t) return this.fail(sock, 502, `unknown service ${head.target}`);
+    if (t.protocol === 'h2' && this.h2) {
+      // the client speaks HTTP/2 in the tunnel: each of its streams is balanced (no backend: the
+      // HTTP/2 engine answers each stream, gRPC's UNAVAILABLE included)
+      const [host, port] = [m![1].toLowerCase(), Number(m![2])];
+      sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (rest.length) sock.unshift(rest);
+      this.h2.handle(sock, () => {
+        const now = this.resolve(host, port) ?? { scope: t.scope, backends: [] };
+        return h2RouteOf(now.backends, now.scope, this.opts.hashHeader);
+      });
+      sock.resume(); // paused while the CONNECT head was read
+      return;
+    }
     if (t.backends.length === 0) return this.fail(sock, 503, failures.noBackend(t.scope).message);
     sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     this.tcp.handle(sock, t.backends, t.scope, rest.length ? rest : undefined);

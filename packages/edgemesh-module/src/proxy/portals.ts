@@ -1,6 +1,6 @@
 import { clientHello, originating } from './tls/backend-tls';
 import type { NativeRoute } from './http/route';
-import type { H2Proxy } from './h2/h2-proxy';
+import { h2RouteOf, type H2Proxy } from './h2/h2-proxy';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -235,8 +235,8 @@ export class PortalManager {
     const halfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
     const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, (sock) => {
       const s = portal.spec;
-      // an h2 service whose backends speak TLS (edgecore.io/backend-tls): TLS originated, ALPN h2
-      if (s.protocol === 'h2') this.h2.handle(sock, () => this.h2Route(route()));
+      if (s.protocol === 'h2')
+        this.h2.handle(sock, () => h2RouteOf(this.backendsOf(s), s.key, this.opts.hashHeader));
       else if (s.protocol === 'http') this.http.handleRoute(sock, route);
       else if (s.protocol === 'https') this.tlsOrPlain(sock, s, route);
       else this.tcp.handle(sock, this.backendsOf(s), s.key);
@@ -286,11 +286,6 @@ export class PortalManager {
         first,
       );
     });
-  }
-
-  private h2Route<R extends { backends: readonly Backend[] }>(r: R): R {
-    const backends = originating(r.backends, 'h2');
-    return backends === r.backends ? r : { ...r, backends };
   }
 
   /** `appProtocol: https` connections: passed through by ALPN (the client's first), or TLS originated. */

@@ -14,7 +14,8 @@ import type { z } from 'zod';
 import { h2ProxyOptionsSchema, resolveMeshOptions } from '../../config';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
-import { policyOf } from '../../lb/service-policy';
+import { hashHeaderFor, policyOf } from '../../lb/service-policy';
+import { originating } from '../tls/backend-tls';
 import type { BackendDialer } from '../../tunnel';
 import {
   failures,
@@ -44,6 +45,16 @@ export type H2ProxyOptions = z.input<typeof h2ProxyOptionsSchema> & { log?: Logg
 /** Where an HTTP/2 portal's streams go: its service port's backends, and the ConsistentHash header. */
 export interface H2Route extends L7Route {
   hashHeader?: string;
+}
+
+/**
+ * The route of an HTTP/2 stream to a service port's backends (a portal's, or a CONNECT tunnel's of
+ * the explicit proxy): over TLS with ALPN h2 when the service says its backends speak TLS
+ * (`edgecore.io/backend-tls`), with the service's ConsistentHash header, else the node's.
+ */
+export function h2RouteOf(backends: readonly Backend[], scope: string, nodeHashHeader?: string): H2Route {
+  const b = originating(backends, 'h2');
+  return { backends: b, scope, hashHeader: hashHeaderFor(b, nodeHashHeader) };
 }
 
 export interface H2ProxyStats extends PolicyCounters {

@@ -167,6 +167,32 @@ describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
     c.close();
   });
 
+  it('a gRPC channel through the explicit proxy (grpc_proxy: CONNECT, then HTTP/2) is balanced per call', async () => {
+    const saved = { grpc_proxy: process.env.grpc_proxy, no_grpc_proxy: process.env.no_grpc_proxy };
+    process.env.grpc_proxy = `http://${node.mesh.forwardProxyAddress}`;
+    delete process.env.no_grpc_proxy;
+    let c: EchoClient | undefined;
+    try {
+      // the service's name: the proxy resolves it, the client never does
+      c = new Client(
+        'dns:///echo.default.svc.cluster.local:50051',
+        grpc.credentials.createInsecure(),
+        channelOptions,
+      ) as EchoClient;
+      const before = backends.map((b) => b.calls);
+      for (let i = 0; i < 6; i++)
+        await Promise.all(Array.from({ length: 5 }, () => unary(c!, Buffer.from('via proxy'))));
+      const spread = backends.map((b, i) => b.calls - before[i]);
+      expect(spread.reduce((a, b) => a + b, 0)).toBe(30);
+      for (const n of spread) expect(n).toBeGreaterThanOrEqual(5); // all three, over one channel
+    } finally {
+      c?.close();
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+    }
+  });
+
   it('server, client and bidirectional streaming, and 8 MiB messages both ways', async () => {
     const c = client('echo');
     const got: string[] = [];

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Pods and clients of the two-site walkthrough (two-site.sh), with Node's standard library only:
-//   echo.js serve HOST TCP UDP WS        TCP echo (keeps half-close), UDP echo, WebSocket echo
+//   echo.js serve HOST TCP UDP WS [H2C]  TCP echo (keeps half-close), UDP echo, WebSocket echo,
+//                                        an HTTP/2 (h2c) server answering `h2-echo:<version>`
 //   echo.js tcp HOST PORT TEXT           prints what comes back after a half-close
 //   echo.js udp HOST PORT TEXT           prints the reply datagram (exit 1 after 3 s)
 //   echo.js ws HOST PORT TEXT            upgrades, sends one text frame, prints the echoed one
@@ -23,7 +24,11 @@ const die = (m) => {
 setTimeout(() => cmd !== 'serve' && die(`${cmd}: no answer in 5 s`), 5000).unref();
 
 if (cmd === 'serve') {
-  const [host, tcp, udp, ws] = a;
+  const [host, tcp, udp, ws, h2c] = a;
+  if (h2c)
+    require('node:http2')
+      .createServer((req, res) => res.end(`h2-echo:${req.httpVersion}\n`))
+      .listen(Number(h2c), host);
   net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s)).listen(Number(tcp), host);
   const u = dgram.createSocket('udp4');
   u.on('message', (m, r) => u.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));

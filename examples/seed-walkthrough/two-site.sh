@@ -86,7 +86,7 @@ ok "site-1 10.1.0.0/24 (a, c) and site-2 10.2.0.0/24 (b) behind MASQUERADE; the 
 step "pods: nginx and the echo servers on node b, nginx on node c"
 nginx_on $B 10.2.0.2 edge-node-b 256
 nginx_on $C 10.1.0.3 edge-node-c
-ip netns exec $B node "$ECHO" serve 10.2.0.2 7000 7001 8081 > "$W/echo.log" 2>&1 & PIDS+=($!)
+ip netns exec $B node "$ECHO" serve 10.2.0.2 7000 7001 8081 8082 > "$W/echo.log" 2>&1 & PIDS+=($!)
 sleep 0.5
 x $B curl -s --max-time 3 http://10.2.0.2/ | grep -q 'served by edge-node-b' && ok "nginx on 10.2.0.2:80 (site-2)" || fail "nginx on node b"
 if x $A curl -s --max-time 2 http://10.2.0.2/ >/dev/null; then fail "node a reaches node b's address: the sites are not separate"; fi
@@ -172,6 +172,7 @@ spec:
         - { name: tcp, containerPort: 7000, hostPort: 7000 }
         - { name: udp, containerPort: 7001, hostPort: 7001, protocol: UDP }
         - { name: ws, containerPort: 8081, hostPort: 8081 }
+        - { name: h2c, containerPort: 8082, hostPort: 8082 }
 ---
 apiVersion: v1
 kind: Service
@@ -183,6 +184,7 @@ spec:
     - { name: tcp-echo, port: 7000, targetPort: 7000 }
     - { name: udp-echo, port: 7001, targetPort: 7001, protocol: UDP }
     - { name: http-ws, port: 8080, targetPort: 8081 }
+    - { name: h2c, port: 50051, targetPort: 8082, appProtocol: kubernetes.io/h2c }
 ---
 apiVersion: v1
 kind: Pod
@@ -218,13 +220,15 @@ sp=$(x $A curl -s http://127.0.0.1:10351/metrics | awk '/^edgecore_edgetunnel_st
 [ "${sp:-0}" -gt 0 ] && ok "$sp of them spliced: TLS end to end a ↔ b, the relay joins two outbound connections" \
   || fail "no spliced stream (relay-1: $(grep -m1 'spliced streams' "$W/relay-1.log"))"
 
-step "L4 echo, UDP echo and a WebSocket from node a to b"
+step "L4 echo, UDP echo, a WebSocket and HTTP/2 from node a to b"
 r=$(x $A node "$ECHO" tcp echo-svc.default.svc.cluster.local 7000 hello-l4) || fail "tcp echo"
 [ "$r" = hello-l4 ] && ok "TCP echo-svc:7000 → '$r' (after a half-close)" || fail "tcp echo: '$r'"
 r=$(x $CTR node "$ECHO" udp echo-svc.default.svc.cluster.local 7001 hello-udp) || fail "udp echo"
 [ "$r" = echo:hello-udp ] && ok "UDP echo-svc:7001 from the container → '$r'" || fail "udp echo: '$r'"
 r=$(x $A node "$ECHO" ws echo-svc.default.svc.cluster.local 8080 hello-ws) || fail "websocket"
 [ "$r" = hello-ws ] && ok "WebSocket echo-svc:8080 (L7 upgrade) → '$r'" || fail "websocket: '$r'"
+r=$(x $A curl -s --max-time 5 --http2-prior-knowledge http://echo-svc.default.svc.cluster.local:50051/) || fail "h2c"
+[ "$r" = h2-echo:2.0 ] && ok "HTTP/2 (h2c) echo-svc:50051 through the HTTP/2 portal, over the tunnel → '$r'" || fail "h2c: '$r'"
 
 step "node a's view of the paths (edgectl get endpoints -o wide)"
 x $A node "$EDGECTL" get endpoints -o wide | sed 's/^/    /'

@@ -493,8 +493,23 @@ describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () =>
           }),
       ),
     );
-    session.close();
     expect(new Set(answers)).toEqual(new Set(['w1', 'w2']));
+    // while that tunnel stays open, more tunnels and portal connections to the same service port:
+    // the proxy keeps one route per service port, not one per connection it ever served
+    for (let i = 0; i < 5; i++)
+      await execFileP('curl', [
+        '-s',
+        '--max-time',
+        '5',
+        '-p',
+        '-x',
+        `http://${proxy}`,
+        '--http2-prior-knowledge',
+        url,
+      ]);
+    const routes = (node.mesh.h2 as unknown as { routeGetters: Map<string, unknown> }).routeGetters;
+    expect([...routes.keys()].filter((k) => k.startsWith('default/web:')).length).toBe(1);
+    session.close();
   });
 
   it('h2load: 2,000 requests on 10 connections × 10 streams, every one answered', async () => {

@@ -232,11 +232,11 @@ export class PortalManager {
       const backends = this.backendsOf(portal.spec);
       return { backends, scope: portal.spec.key, hashHeader: hashHeaderFor(backends, this.opts.hashHeader) };
     };
+    const h2route = () => h2RouteOf(this.backendsOf(portal.spec), portal.spec.key, this.opts.hashHeader);
     const halfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
     const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, (sock) => {
       const s = portal.spec;
-      if (s.protocol === 'h2')
-        this.h2.handle(sock, () => h2RouteOf(this.backendsOf(s), s.key, this.opts.hashHeader));
+      if (s.protocol === 'h2') this.h2.handle(sock, h2route);
       else if (s.protocol === 'http') this.http.handleRoute(sock, route);
       else if (s.protocol === 'https') this.tlsOrPlain(sock, s, route);
       else this.tcp.handle(sock, this.backendsOf(s), s.key);

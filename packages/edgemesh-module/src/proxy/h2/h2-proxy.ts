@@ -137,8 +137,11 @@ export class H2Proxy {
   private pending?: { route: () => H2Route; ip: string };
   private readonly routes = new WeakMap<ServerHttp2Session, { route: () => H2Route; ip: string }>();
   private readonly sessions = new Set<ServerHttp2Session>();
-  /** Every route a connection was served by, to tell which upstream backends are still wanted. */
-  private readonly routeGetters = new Set<() => H2Route>();
+  /**
+   * The route of every service port a connection was served for (the latest getter per scope: a
+   * caller may make one per connection), to tell which upstream backends are still wanted.
+   */
+  private readonly routeGetters = new Map<string, () => H2Route>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(
@@ -198,7 +201,7 @@ export class H2Proxy {
       // the HTTP/2 session reads the socket from here on, the preface given back first
       sock.pause();
       sock.unshift(buf);
-      this.routeGetters.add(route);
+      this.routeGetters.set(route().scope, route);
       this.pending = { route, ip: (sock.remoteAddress ?? '').replace(/^::ffff:/, '') };
       try {
         this.server.emit('connection', sock);
@@ -267,7 +270,7 @@ export class H2Proxy {
   /** Drain upstream connections whose backend no route holds any more. */
   private sweep(): void {
     const live = new Set<string>();
-    for (const r of this.routeGetters) for (const b of r().backends) live.add(b.key);
+    for (const r of this.routeGetters.values()) for (const b of r().backends) live.add(b.key);
     this.upstreams.retain((k) => live.has(k));
     // a route is kept while a connection of its portal is open
     if (!this.sessions.size) this.routeGetters.clear();

@@ -113,6 +113,9 @@ export function attachPolicy(list: readonly Backend[], p: ServiceLbPolicy | unde
   if (p) attached.set(list, p);
 }
 
+/** The backends an SNI route chose, per backend list and endpoint. */
+const sniChosen = new WeakMap<readonly Backend[], Map<string, readonly Backend[]>>();
+
 /**
  * The backends a TLS client naming `sni` may reach: the endpoint the service's
  * `edgecore.io/backend-by-sni` names for it (an exact name first, then `*.` of its parent: one
@@ -127,8 +130,15 @@ export function backendsForSni(list: readonly Backend[], sni: string | undefined
   const dot = name.indexOf('.');
   const endpoint = routes.exact.get(name) ?? (dot > 0 ? routes.wildcard.get(name.slice(dot + 1)) : undefined);
   if (endpoint === undefined) return list;
-  const chosen = list.filter((b) => b.endpoint === endpoint);
-  attached.set(chosen, policy!); // the service's other rules (strategy, outliers) still apply
+  // per backend list and endpoint once (a list lives until its service changes), not per connection
+  let byEndpoint = sniChosen.get(list);
+  if (!byEndpoint) sniChosen.set(list, (byEndpoint = new Map()));
+  let chosen = byEndpoint.get(endpoint);
+  if (!chosen) {
+    chosen = list.filter((b) => b.endpoint === endpoint);
+    attached.set(chosen, policy!); // the service's other rules (strategy, outliers) still apply
+    byEndpoint.set(endpoint, chosen);
+  }
   return chosen;
 }
 

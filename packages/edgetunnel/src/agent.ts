@@ -307,7 +307,6 @@ export class TunnelAgent extends EventEmitter {
       try {
         const st = await this.request(l.forward!, route.node, target, proto, parseAuthority(l.address)?.host);
         this.stats.openedViaRelay++;
-        if (st !== undefined && !('session' in st)) this.stats.openedSpliced++;
         return st;
       } catch (e) {
         if (isFinal(e)) throw this.failed(e as StreamOpenError);
@@ -405,11 +404,7 @@ export class TunnelAgent extends EventEmitter {
     });
   }
 
-  /** Undefined when `cert` (of the fleet CA: TLS checked that) is node `name`'s and not revoked. */
-  private isNode(cert: PeerCertificate, name: string): Error | undefined {
-    return this.isNodePeer(peerOf(cert), name);
-  }
-
+  /** Undefined when a peer (its certificate of the fleet CA: TLS checked that) is node `name` and not revoked. */
   private isNodePeer(p: ReturnType<typeof peerOf>, name: string): Error | undefined {
     if (p.role !== ROLE_NODE || p.name !== name)
       return new Error(`certificate is not node ${name}'s (${p.role} ${p.name})`);
@@ -469,6 +464,7 @@ export class TunnelAgent extends EventEmitter {
         peer = p;
         t.off('error', failed);
         this.splicedUp(t, raw, p);
+        this.stats.openedSpliced++;
         resolve(t);
       });
     });
@@ -559,7 +555,9 @@ export class TunnelAgent extends EventEmitter {
   private peerSession(route: PeerRoute): Promise<ClientHttp2Session> {
     let s = this.peers.get(route.node);
     if (!s || s.closed || s.destroyed) {
-      const sock = this.dial(route.address!, ALPN_FORWARD, (_h, cert) => this.isNode(cert, route.node));
+      const sock = this.dial(route.address!, ALPN_FORWARD, (_h, cert) =>
+        this.isNodePeer(peerOf(cert), route.node),
+      );
       s = h2connect(`https://${route.address}`, { createConnection: () => sock, settings: H2_SETTINGS });
       s.on('error', () => undefined);
       this.peers.set(route.node, s);

@@ -1,4 +1,4 @@
-import type { Logger } from '@edgecore/beehive';
+import { splitHostPort, type Logger } from '@edgecore/beehive';
 import { parseArgs } from 'node:util';
 import { loadIdentity } from '../certs';
 import { Relay } from '../relay';
@@ -59,7 +59,6 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`edgerelay: --${k} is required\n\n${HELP}`);
       return (process.exitCode = 2);
     }
-  const i = v.listen!.lastIndexOf(':');
   const line =
     (level: string, out: NodeJS.WriteStream) =>
     (o: object | string, m?: string): void =>
@@ -77,18 +76,17 @@ export async function main(argv: string[]): Promise<number> {
       { cert: v.cert!, key: v.key!, ca: v.ca! },
       { role: ROLE_RELAY, name: v.name! },
     );
+    const [host, port] = splitHostPort(v.listen!);
     const sl = v['splice-listen'];
-    const spliceAt = sl === undefined || sl === 'off' ? undefined : splitAt(sl);
-    if (spliceAt && spliceAt.host !== v.listen!.slice(0, i))
-      throw new Error(
-        `--splice-listen must be on the --listen host (${v.listen!.slice(0, i)}): nodes dial it there`,
-      );
+    const spliceAt = sl === undefined || sl === 'off' ? undefined : splitHostPort(sl);
+    if (spliceAt && spliceAt[0] !== host)
+      throw new Error(`--splice-listen must be on the --listen host (${host}): nodes dial it there`);
     const kernelJoiner = sl === 'off' ? undefined : await loadKernelJoiner();
     const relay = new Relay({
       identity,
-      host: v.listen!.slice(0, i),
-      port: Number(v.listen!.slice(i + 1)),
-      splicePort: sl === 'off' ? false : spliceAt?.port,
+      host,
+      port,
+      splicePort: sl === 'off' ? false : spliceAt?.[1],
       kernelJoiner,
       revokedFile: v.revoked,
       log,
@@ -119,14 +117,6 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`edgerelay: ${(e as Error).message}\n`);
     return (process.exitCode = 1);
   }
-}
-
-function splitAt(hp: string): { host: string; port: number } {
-  const i = hp.lastIndexOf(':');
-  const port = Number(hp.slice(i + 1));
-  if (i < 1 || !Number.isInteger(port) || port < 1 || port > 65535)
-    throw new Error(`--splice-listen "${hp}": expected HOST:PORT or off`);
-  return { host: hp.slice(0, i), port };
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   Operation,
   ReadySignal,
   silentLogger,
+  splitHostPort,
 } from '@edgecore/beehive';
 import { inject, injectable, optional } from 'inversify';
 import type { Duplex } from 'node:stream';
@@ -76,7 +77,11 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
       { cert: o.certFile!, key: o.keyFile!, ca: o.caFile! },
       { role: ROLE_NODE, name: nodeName },
     );
-    const listen = o.listen ? splitListen(o.listen) : undefined;
+    let listen: { host: string; port: number } | undefined;
+    if (o.listen) {
+      const [host, port] = splitHostPort(o.listen);
+      listen = { host, port };
+    }
     this.site = o.site;
     this.advertise = o.advertise ?? o.listen;
     this.agent = new TunnelAgent({
@@ -179,8 +184,3 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
 }
 
 const REVOKED_RESOURCE = `${REVOKED_CONFIGMAP.namespace}/configmap/${REVOKED_CONFIGMAP.name}`;
-
-function splitListen(hp: string): { host: string; port: number } {
-  const i = hp.lastIndexOf(':');
-  return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
-}

@@ -2,6 +2,8 @@ export * from './edgemesh-errors';
 export * from './config';
 export * from './catalog/types';
 export * from './catalog/catalog';
+export * from './catalog/index-map';
+export { READ_ANNOTATION_PREFIXES } from './catalog/compact';
 export * from './net/ipv4';
 export * from './portal-table';
 export * from './vip/vip-allocator';

@@ -1,6 +1,7 @@
 import type { MetaChange } from '@edgecore/metamanager';
 import { createServer, type AddressInfo } from 'node:net';
 import {
+  IndexMap,
   portalPortRange,
   resolveBackends,
   ServiceCatalog,
@@ -73,8 +74,208 @@ describe('ServiceCatalog batches', () => {
     const again = service('web', 'default', { clusterIP: '10.96.0.10' });
     const d = c.applyBatch([del('service', 'default', 'web'), put('service', again)]);
     expect(d.services.get('default/web')!.previous?.spec?.clusterIP).toBe('None');
-    expect(d.services.get('default/web')!.current).toBe(again);
+    expect(d.services.get('default/web')!.current).toBe(c.getService('default', 'web'));
+    expect(d.services.get('default/web')!.current?.spec?.clusterIP).toBe('10.96.0.10');
     expect(c.hasNamespace('default')).toBe(true);
+  });
+});
+
+describe('what the catalog keeps of an object', () => {
+  // a service, a slice and a pod as the API server hands them out: managedFields, annotations
+  // EdgeMesh never reads, status it does not use
+  const managedFields = [
+    { manager: 'kubectl', operation: 'Update', fieldsV1: { 'f:spec': { 'f:ports': {} } } },
+  ];
+  const apiService = (name: string) => ({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name,
+      namespace: 'shop',
+      uid: 'b9c1',
+      resourceVersion: '77',
+      labels: { app: name },
+      annotations: {
+        'kubectl.kubernetes.io/last-applied-configuration': '{"apiVersion":"v1","kind":"Service"}',
+        'edgecore.io/lb-strategy': 'random',
+        'service.kubernetes.io/topology-mode': 'Auto',
+      },
+      managedFields,
+    },
+    spec: {
+      clusterIP: '10.96.0.7',
+      clusterIPs: ['10.96.0.7'],
+      ipFamilies: ['IPv4'],
+      selector: { app: name },
+      ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }],
+      sessionAffinity: 'None',
+    },
+    status: { loadBalancer: {} },
+  });
+  const apiSlice = (name: string, ip: string) => ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name: `${name}-x1`,
+      namespace: 'shop',
+      labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'ctl' },
+      managedFields,
+    },
+    addressType: 'IPv4',
+    endpoints: [
+      {
+        addresses: [ip],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: 'edge-1',
+        zone: 'z1',
+        targetRef: { kind: 'Pod', name: `${name}-0`, namespace: 'shop', uid: 'p1' },
+      },
+    ],
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  });
+  const apiPod = (name: string) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'shop', labels: { app: 'web' }, managedFields },
+    spec: {
+      nodeName: 'edge-1',
+      containers: [
+        {
+          name: 'web',
+          image: 'nginx:1.27',
+          env: [{ name: 'A', value: 'b' }],
+          ports: [{ name: 'http', containerPort: 8080, hostPort: 18080, protocol: 'TCP' }],
+        },
+      ],
+    },
+    status: {
+      phase: 'Running',
+      hostIP: '192.0.2.1',
+      podIP: '10.244.0.9',
+      conditions: [
+        { type: 'Initialized', status: 'True' },
+        { type: 'Ready', status: 'True' },
+      ],
+      containerStatuses: [{ name: 'web', ready: true, restartCount: 0 }],
+    },
+  });
+  const change = (type: string, o: { metadata: { name: string } }): MetaChange => ({
+    operation: 'update',
+    namespace: 'shop',
+    type,
+    name: o.metadata.name,
+    object: o,
+  });
+
+  it('keeps the fields EdgeMesh reads, the annotations it reads, and one copy of what objects repeat', () => {
+    const c = new ServiceCatalog();
+    c.applyBatch([
+      change('service', apiService('web')),
+      change('service', apiService('api')),
+      change('endpointslice', apiSlice('web', '192.0.2.1')),
+      change('endpointslice', apiSlice('api', '192.0.2.2')),
+      change('pod', apiPod('web-0')),
+      change('pod', apiPod('web-1')),
+    ]);
+    const web = c.getService('shop', 'web')!;
+    expect(web).toEqual({
+      metadata: {
+        name: 'web',
+        namespace: 'shop',
+        labels: { app: 'web' },
+        annotations: { 'edgecore.io/lb-strategy': 'random', 'service.kubernetes.io/topology-mode': 'Auto' },
+        resourceVersion: '77',
+      },
+      spec: {
+        clusterIP: '10.96.0.7',
+        selector: { app: 'web' },
+        ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }],
+        sessionAffinity: 'None',
+      },
+    });
+    const [sl] = c.slicesOf('shop/web');
+    expect(sl).toEqual({
+      metadata: { name: 'web-x1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      endpoints: [
+        {
+          addresses: ['192.0.2.1'],
+          conditions: { ready: true, serving: true, terminating: false },
+          nodeName: 'edge-1',
+          zone: 'z1',
+          targetRef: { kind: 'Pod', name: 'web-0', namespace: 'shop' },
+        },
+      ],
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    });
+    const p0 = c.pods.get('shop/web-0')!;
+    expect(p0).toEqual({
+      metadata: { name: 'web-0', namespace: 'shop', labels: { app: 'web' } },
+      spec: {
+        nodeName: 'edge-1',
+        containers: [{ ports: [{ name: 'http', containerPort: 8080, hostPort: 18080, protocol: 'TCP' }] }],
+      },
+      status: {
+        phase: 'Running',
+        hostIP: '192.0.2.1',
+        podIP: '10.244.0.9',
+        conditions: [{ type: 'Ready', status: 'True' }],
+      },
+    });
+    // shared, and frozen because shared
+    const [other] = c.slicesOf('shop/api');
+    expect(other.ports).toBe(sl.ports);
+    expect(other.endpoints![0].conditions).toBe(sl.endpoints![0].conditions);
+    expect(c.pods.get('shop/web-1')!.spec!.containers).toBe(p0.spec!.containers);
+    expect(c.getService('shop', 'api')!.spec!.ports).toBe(web.spec!.ports);
+    expect(Object.isFrozen(sl.endpoints![0].conditions)).toBe(true);
+    expect(() => {
+      'use strict';
+      (sl.ports![0] as { port: number }).port = 1;
+    }).toThrow(TypeError);
+    // what the objects were made of is not frozen or kept
+    const given = apiSlice('db', '192.0.2.3');
+    c.apply(change('endpointslice', given));
+    expect(Object.isFrozen(given.ports)).toBe(false);
+    // and what it keeps is what the rules need: the named targetPort found on the compact pod
+    expect(resolveBackends(c, web, web.spec!.ports![0], 'host').map((b) => `${b.host}:${b.port}`)).toEqual([
+      '192.0.2.1:8080',
+    ]);
+  });
+
+  it("whole: the objects as given (the cloud's slice controller compares what it holds)", () => {
+    const c = new ServiceCatalog({ whole: true });
+    const s = apiService('web');
+    c.apply(change('service', s));
+    expect(c.getService('shop', 'web')).toBe(s);
+  });
+});
+
+describe('IndexMap', () => {
+  it('keeps a lone value inline, a set from the second, and drops the key with its last value', () => {
+    const m = new IndexMap();
+    m.add('k', 'a');
+    m.add('k', 'a');
+    expect([...m.values('k')]).toEqual(['a']);
+    expect(m.count('k')).toBe(1);
+    m.add('k', 'b');
+    m.add('k', 'c');
+    expect([...m.values('k')]).toEqual(['a', 'b', 'c']);
+    expect(m.holds('k', 'b')).toBe(true);
+    m.delete('k', 'a');
+    m.delete('k', 'c');
+    expect([...m.values('k')]).toEqual(['b']);
+    expect(m.count('k')).toBe(1);
+    m.delete('k', 'x');
+    expect(m.has('k')).toBe(true);
+    m.delete('k', 'b');
+    expect(m.has('k')).toBe(false);
+    expect([...m.values('k')]).toEqual([]);
+    expect(m.count('nope')).toBe(0);
+    m.add('j', 'a');
+    m.add('j', 'b');
+    m.deleteKey('j');
+    expect(m.size).toBe(0);
   });
 });
 

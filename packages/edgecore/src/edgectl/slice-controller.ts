@@ -36,7 +36,7 @@ type Key = string; // `<ns>/<name>`
  */
 export class SliceController {
   /** Services, pods and the managed slices, with the catalog's indexes (label → pods, selector → services). */
-  private readonly catalog = new ServiceCatalog();
+  private readonly catalog = new ServiceCatalog({ whole: true });
   private readonly dirty = new Set<Key>();
 
   constructor(

@@ -8,6 +8,8 @@ import {
   type Pod,
   type Service,
 } from './types';
+import { Compactor } from './compact';
+import { IndexMap } from './index-map';
 
 /** What one batch of changes did, for a reconcile of only what it touched. */
 export interface CatalogDelta {
@@ -38,7 +40,7 @@ export class ServiceCatalog {
    */
   readonly slices = new Map<string, EndpointSlice>();
   /** `<ns>/<service>` → keys of its slices (label `kubernetes.io/service-name`). */
-  private readonly slicesByService = new Map<string, Set<string>>();
+  private readonly slicesByService = new IndexMap();
   /** DestinationRules by `<ns>/<name>` (per-service LB policy, standalone EdgeMesh's objects). */
   readonly destinationRules = new Map<string, DestinationRule>();
   /** Other nodes' statuses by node name (site, tunnel reachability). */
@@ -46,9 +48,19 @@ export class ServiceCatalog {
   /** Namespaces that have at least one service (NODATA vs NXDOMAIN for `<ns>.svc.<domain>`). */
   private readonly nsCount = new Map<string, number>();
   /** `<ns>\0<label>=<value>` → keys of the pods with that label. */
-  private readonly podsByLabel = new Map<string, Set<string>>();
+  private readonly podsByLabel = new IndexMap();
   /** `<ns>\0<label>=<value>` → keys of the services whose selector has that pair. */
-  private readonly servicesBySelector = new Map<string, Set<string>>();
+  private readonly servicesBySelector = new IndexMap();
+  /** Services, slices and pods as kept: the fields EdgeMesh reads (compact.ts), or whole. */
+  private readonly keep?: Compactor;
+
+  /**
+   * `whole`: keep the objects as given (the cloud's slice controller compares the slices it holds
+   * with the ones it computes); by default only what EdgeMesh reads is kept.
+   */
+  constructor(options: { whole?: boolean } = {}) {
+    if (!options.whole) this.keep = new Compactor();
+  }
 
   static key(namespace: string, name: string): string {
     return `${namespace}/${name}`;
@@ -65,14 +77,16 @@ export class ServiceCatalog {
   /** Pods of `namespace` whose labels match every pair of `selector` (an empty one matches none). */
   *podsMatching(namespace: string, selector: Record<string, string> | undefined): Iterable<Pod> {
     if (!selector) return;
-    let smallest: Set<string> | undefined;
+    let smallest: string | undefined;
+    let fewest = Infinity;
     for (const k in selector) {
-      const set = this.podsByLabel.get(pairKey(namespace, k, selector[k]));
-      if (!set) return; // a pair no pod has: nothing matches
-      if (!smallest || set.size < smallest.size) smallest = set;
+      const pair = pairKey(namespace, k, selector[k]);
+      const n = this.podsByLabel.count(pair);
+      if (!n) return; // a pair no pod has: nothing matches
+      if (n < fewest) [smallest, fewest] = [pair, n];
     }
-    if (!smallest) return;
-    for (const key of smallest) {
+    if (smallest === undefined) return;
+    for (const key of this.podsByLabel.values(smallest)) {
       const p = this.pods.get(key)!;
       if (matches(selector, p.metadata.labels)) yield p;
     }
@@ -80,7 +94,7 @@ export class ServiceCatalog {
 
   /** The slices of a service (`<ns>/<name>`): its EndpointSlices and its converted Endpoints. */
   *slicesOf(serviceKey: string): Iterable<EndpointSlice> {
-    for (const k of this.slicesByService.get(serviceKey) ?? []) yield this.slices.get(k)!;
+    for (const k of this.slicesByService.values(serviceKey)) yield this.slices.get(k)!;
   }
 
   /** Whether the service's backends come from slices (any, even empty) rather than from pods. */
@@ -108,11 +122,12 @@ export class ServiceCatalog {
     this.destinationRules.clear();
     this.podsByLabel.clear();
     this.servicesBySelector.clear();
-    for (const s of services) this.putService(keyOf(s), s);
+    const ns = (o: { metadata: { namespace?: string } }) => o.metadata.namespace ?? 'default';
+    for (const s of services) this.putService(keyOf(s), this.service(s, ns(s)));
     for (const e of endpoints) this.putEndpoints(keyOf(e), e);
-    for (const sl of slices) this.putSlice(keyOf(sl), sl);
+    for (const sl of slices) this.putSlice(keyOf(sl), this.slice(sl, ns(sl)));
     for (const d of destinationRules) this.destinationRules.set(keyOf(d), d);
-    for (const p of pods) this.putPod(keyOf(p), p);
+    for (const p of pods) this.putPod(keyOf(p), this.pod(p, ns(p)));
   }
 
   /** Apply one change forwarded by MetaManager. Returns false for types the catalog ignores. */
@@ -131,7 +146,7 @@ export class ServiceCatalog {
           const previous = this.services.get(key);
           const d = delta.services.get(key) ?? { previous };
           if (previous) this.removeService(key, previous);
-          d.current = del ? undefined : withNamespace(ch.object as Service, ch.namespace);
+          d.current = del ? undefined : this.service(ch.object as Service, ch.namespace);
           if (d.current) this.putService(key, d.current);
           if (d.previous || d.current) delta.services.set(key, d);
           delta.backends.add(key);
@@ -149,7 +164,7 @@ export class ServiceCatalog {
             this.removeSlice(key, previous);
           }
           if (!del) {
-            const sl = withNamespace(ch.object as EndpointSlice, ch.namespace);
+            const sl = this.slice(ch.object as EndpointSlice, ch.namespace);
             this.putSlice(key, sl);
             delta.backends.add(serviceOfSlice(sl));
           }
@@ -168,7 +183,7 @@ export class ServiceCatalog {
         case 'pod': {
           const previous = this.pods.get(key);
           if (previous) this.servicesSelecting(ch.namespace, previous, delta.backends);
-          const p = del ? undefined : withNamespace(ch.object as Pod, ch.namespace);
+          const p = del ? undefined : this.pod(ch.object as Pod, ch.namespace);
           if (previous && p && sameLabels(previous.metadata.labels, p.metadata.labels)) {
             this.pods.set(key, p); // same place in every index: backend order stays as it was
             break;
@@ -200,23 +215,35 @@ export class ServiceCatalog {
     return delta;
   }
 
+  /** A service as kept, in `ns` (the namespace of its key, whatever its metadata says). */
+  private service(s: Service, ns: string): Service {
+    return this.keep ? this.keep.service(s, ns) : withNamespace(s, ns);
+  }
+
+  private slice(sl: EndpointSlice, ns: string): EndpointSlice {
+    return this.keep ? this.keep.slice(sl, ns) : withNamespace(sl, ns);
+  }
+
+  private pod(p: Pod, ns: string): Pod {
+    return this.keep ? this.keep.pod(p, ns) : withNamespace(p, ns);
+  }
+
   /** Add the services whose selector may pick this pod (a superset: each shares a label pair). */
   private servicesSelecting(ns: string, p: Pod, out: Set<string>): void {
     const labels = p.metadata.labels;
     for (const k in labels) {
-      const set = this.servicesBySelector.get(pairKey(ns, k, labels[k]));
-      if (set) for (const s of set) out.add(s);
+      for (const s of this.servicesBySelector.values(pairKey(ns, k, labels[k]))) out.add(s);
     }
   }
 
   private putSlice(key: string, sl: EndpointSlice): void {
     this.slices.set(key, sl);
-    addTo(this.slicesByService, serviceOfSlice(sl), key);
+    this.slicesByService.add(serviceOfSlice(sl), key);
   }
 
   private removeSlice(key: string, sl: EndpointSlice): void {
     this.slices.delete(key);
-    removeFrom(this.slicesByService, serviceOfSlice(sl), key);
+    this.slicesByService.delete(serviceOfSlice(sl), key);
   }
 
   /** An Endpoints object, kept, and converted into slices (one per subset). */
@@ -241,7 +268,7 @@ export class ServiceCatalog {
     this.services.set(key, s);
     this.nsCount.set(ns, (this.nsCount.get(ns) ?? 0) + 1);
     const sel = s.spec?.selector;
-    for (const k in sel) addTo(this.servicesBySelector, pairKey(ns, k, sel[k]), key);
+    for (const k in sel) this.servicesBySelector.add(pairKey(ns, k, sel[k]), key);
   }
 
   private removeService(key: string, s: Service): void {
@@ -251,21 +278,21 @@ export class ServiceCatalog {
     if (n > 0) this.nsCount.set(ns, n);
     else this.nsCount.delete(ns);
     const sel = s.spec?.selector;
-    for (const k in sel) removeFrom(this.servicesBySelector, pairKey(ns, k, sel[k]), key);
+    for (const k in sel) this.servicesBySelector.delete(pairKey(ns, k, sel[k]), key);
   }
 
   private putPod(key: string, p: Pod): void {
     this.pods.set(key, p);
     const ns = p.metadata.namespace ?? 'default';
     const labels = p.metadata.labels;
-    for (const k in labels) addTo(this.podsByLabel, pairKey(ns, k, labels[k]), key);
+    for (const k in labels) this.podsByLabel.add(pairKey(ns, k, labels[k]), key);
   }
 
   private removePod(key: string, p: Pod): void {
     this.pods.delete(key);
     const ns = p.metadata.namespace ?? 'default';
     const labels = p.metadata.labels;
-    for (const k in labels) removeFrom(this.podsByLabel, pairKey(ns, k, labels[k]), key);
+    for (const k in labels) this.podsByLabel.delete(pairKey(ns, k, labels[k]), key);
   }
 }
 
@@ -288,19 +315,6 @@ function sameLabels(a: Record<string, string> | undefined, b: Record<string, str
 
 function pairKey(ns: string, k: string, v: string): string {
   return `${ns}\0${k}=${v}`;
-}
-
-function addTo(index: Map<string, Set<string>>, k: string, v: string): void {
-  let s = index.get(k);
-  if (!s) index.set(k, (s = new Set()));
-  s.add(v);
-}
-
-function removeFrom(index: Map<string, Set<string>>, k: string, v: string): void {
-  const s = index.get(k);
-  if (!s) return;
-  s.delete(v);
-  if (!s.size) index.delete(k);
 }
 
 /** `<ns>/<service>` of a slice (its `kubernetes.io/service-name` label; none: a key no service has). */

@@ -8,6 +8,7 @@ import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Service } from '../catalog/types';
+import { IndexMap } from '../catalog/index-map';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
 import { backendsForSni, hashHeaderFor } from '../lb/service-policy';
@@ -65,7 +66,7 @@ export function desiredPortals(
 export class PortalManager {
   private readonly portals = new Map<string, Portal>();
   /** `<ns>/<svc>` → keys of its portals. */
-  private readonly byService = new Map<string, Set<string>>();
+  private readonly byService = new IndexMap();
   private readonly log: Logger;
 
   constructor(
@@ -151,7 +152,7 @@ export class PortalManager {
    */
   syncServices(serviceKeys: Iterable<string>, desired: PortalSpec[]): Promise<boolean> {
     const current: string[] = [];
-    for (const s of serviceKeys) for (const k of this.byService.get(s) ?? []) current.push(k);
+    for (const s of serviceKeys) for (const k of this.byService.values(s)) current.push(k);
     return this.reconcile(current, desired);
   }
 
@@ -175,10 +176,7 @@ export class PortalManager {
       if (this.portals.has(key)) continue;
       try {
         this.portals.set(key, await this.open(d));
-        const s = `${d.namespace}/${d.service}`;
-        let set = this.byService.get(s);
-        if (!set) this.byService.set(s, (set = new Set()));
-        set.add(key);
+        this.byService.add(`${d.namespace}/${d.service}`, key);
         changed = true;
       } catch (e) {
         this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');
@@ -189,10 +187,7 @@ export class PortalManager {
 
   private forget(key: string, spec: PortalSpec): void {
     this.portals.delete(key);
-    const s = `${spec.namespace}/${spec.service}`;
-    const set = this.byService.get(s);
-    set?.delete(key);
-    if (set && !set.size) this.byService.delete(s);
+    this.byService.delete(`${spec.namespace}/${spec.service}`, key);
   }
 
   async closeAll(): Promise<void> {

@@ -1,0 +1,195 @@
+import { SERVICE_NAME_LABEL, type EndpointSlice, type Pod, type Service, type SliceEndpoint } from './types';
+
+/**
+ * The annotation prefixes EdgeMesh reads (`edgecore.io/…` policies, `service.kubernetes.io/…`
+ * topology): a service keeps these and drops the rest — `kubectl.kubernetes.io/last-applied-configuration`
+ * alone is a copy of the whole object. A new annotation EdgeMesh reads must fall under one of them.
+ */
+export const READ_ANNOTATION_PREFIXES = ['edgecore.io/', 'service.kubernetes.io/'] as const;
+
+/** Distinct strings and shapes remembered at most (names of nodes, namespaces, zones: a few hundred). */
+const REMEMBERED = 10_000;
+
+/**
+ * What the catalog keeps of an object: the fields EdgeMesh reads (`types.ts`, nothing else — no
+ * managedFields, no container specs, no status but the pod's phase, addresses and Ready
+ * condition), with one copy of what many objects repeat — a node name, a namespace, a zone, a
+ * phase; a slice's conditions; a port list every replica or slice shares (frozen: nobody may
+ * change a shared one). A node holding 10,000 services, their slices and its pods spent ~950 bytes
+ * per object on the parsed JSON of even minimal objects; real ones carry kilobytes EdgeMesh never
+ * reads. MetaManager keeps the objects whole.
+ */
+export class Compactor {
+  private readonly strings = new Map<string, string>();
+  /**
+   * Endpoint addresses apart (node IPs under host networking, where every endpoint on a node has
+   * its address; one per pod under container networking), and an endpoint's one-address list.
+   */
+  private readonly addresses = new Map<string, string>();
+  private readonly addressLists = new Map<string, readonly string[]>();
+  private readonly shapes = new Map<string, unknown>();
+
+  /** One copy of a string many objects repeat (past REMEMBERED distinct ones, the string itself). */
+  str<T extends string | undefined>(s: T, seen = this.strings): T {
+    if (s === undefined) return s;
+    const have = seen.get(s);
+    if (have !== undefined) return have as T;
+    if (seen.size < REMEMBERED) seen.set(s, s);
+    return s;
+  }
+
+  /**
+   * One frozen copy of a small JSON structure many objects repeat (a port list, a slice endpoint's
+   * conditions), made from its JSON: what it was made of is never frozen or kept.
+   */
+  shape<T>(value: T): T {
+    const key = JSON.stringify(value);
+    let have = this.shapes.get(key);
+    if (have === undefined) {
+      have = deepFreeze(JSON.parse(key));
+      if (this.shapes.size < REMEMBERED) this.shapes.set(key, have);
+    }
+    return have as T;
+  }
+
+  // Objects are made as literals with their usual fields (an absent one undefined): a field added
+  // after a literal is made goes to a separate property array (~40 bytes more per object).
+
+  service(o: Service, namespace: string): Service {
+    const m = o.metadata;
+    let spec: Service['spec'];
+    if (o.spec) {
+      spec = pick(o.spec, SERVICE_SPEC);
+      if (spec.ports) spec.ports = this.shape(spec.ports.map((p) => pick(p, SERVICE_PORT)));
+      if (spec.sessionAffinityConfig) spec.sessionAffinityConfig = this.shape(spec.sessionAffinityConfig);
+    }
+    return {
+      metadata: {
+        name: m.name,
+        namespace: this.str(namespace),
+        labels: m.labels && Object.keys(m.labels).length ? m.labels : undefined,
+        annotations: readAnnotations(m.annotations),
+        resourceVersion: m.resourceVersion,
+      },
+      spec,
+    };
+  }
+
+  slice(o: EndpointSlice, namespace: string): EndpointSlice {
+    const service = o.metadata.labels?.[SERVICE_NAME_LABEL];
+    return {
+      metadata: {
+        name: o.metadata.name,
+        namespace: this.str(namespace),
+        labels: service !== undefined ? { [SERVICE_NAME_LABEL]: service } : undefined,
+      },
+      addressType: this.str(o.addressType),
+      endpoints: o.endpoints?.map((e) => this.endpoint(e)),
+      ports: o.ports && this.shape(o.ports.map((p) => pick(p, SLICE_PORT))),
+    };
+  }
+
+  private endpoint(e: SliceEndpoint): SliceEndpoint {
+    const ref = e.targetRef;
+    const out: SliceEndpoint = {
+      addresses: this.addressList(e.addresses),
+      conditions: e.conditions && this.shape(pick(e.conditions, CONDITIONS)),
+      nodeName: this.str(e.nodeName),
+      targetRef: ref && {
+        kind: this.str(ref.kind),
+        name: ref.name,
+        namespace: this.str(ref.namespace),
+      },
+    };
+    if (e.hostname !== undefined) out.hostname = e.hostname;
+    if (e.zone !== undefined) out.zone = this.str(e.zone);
+    if (e.hints) out.hints = this.shape(e.hints);
+    return out;
+  }
+
+  /** An endpoint's addresses: a one-address list shared by every endpoint at that address. */
+  private addressList(list: string[]): string[] {
+    if (list.length !== 1) return list.map((a) => this.str(a, this.addresses));
+    let have = this.addressLists.get(list[0]);
+    if (have === undefined) {
+      have = Object.freeze([this.str(list[0], this.addresses)]);
+      if (this.addressLists.size < REMEMBERED) this.addressLists.set(list[0], have);
+    }
+    return have as string[];
+  }
+
+  pod(o: Pod, namespace: string): Pod {
+    const m = o.metadata;
+    let spec: Pod['spec'];
+    if (o.spec) {
+      spec = pick(o.spec, POD_SPEC);
+      if (spec.nodeName !== undefined) spec.nodeName = this.str(spec.nodeName);
+      // of the containers, their ports (with names: a named targetPort) — every replica's are alike
+      if (spec.containers)
+        spec.containers = this.shape(
+          spec.containers.map((c) => ({ ports: c.ports?.map((p) => pick(p, CONTAINER_PORT)) })),
+        );
+    }
+    const st = o.status;
+    const ready = st?.conditions?.find((c) => c.type === 'Ready');
+    return {
+      metadata: {
+        name: m.name,
+        namespace: this.str(namespace),
+        labels: m.labels,
+        deletionTimestamp: m.deletionTimestamp,
+      },
+      spec,
+      status: st && {
+        phase: this.str(st.phase),
+        hostIP: this.str(st.hostIP, this.addresses),
+        podIP: st.podIP,
+        conditions: ready && this.shape([{ type: 'Ready', status: ready.status }]),
+      },
+    };
+  }
+}
+
+type SpecOf<T extends { spec?: object }> = NonNullable<T['spec']>;
+const SERVICE_SPEC: (keyof SpecOf<Service>)[] = [
+  'clusterIP',
+  'selector',
+  'ports',
+  'type',
+  'externalName',
+  'publishNotReadyAddresses',
+  'internalTrafficPolicy',
+  'trafficDistribution',
+  'sessionAffinity',
+  'sessionAffinityConfig',
+];
+const SERVICE_PORT = ['name', 'port', 'protocol', 'targetPort', 'appProtocol'] as const;
+const SLICE_PORT = ['name', 'port', 'protocol', 'appProtocol'] as const;
+const CONDITIONS = ['ready', 'serving', 'terminating'] as const;
+const POD_SPEC: (keyof SpecOf<Pod>)[] = ['nodeName', 'hostNetwork', 'hostname', 'subdomain', 'containers'];
+const CONTAINER_PORT = ['name', 'containerPort', 'hostPort', 'protocol'] as const;
+
+/** The annotations EdgeMesh reads, or undefined when there are none. */
+function readAnnotations(a: Record<string, string> | undefined): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const k in a) if (READ_ANNOTATION_PREFIXES.some((p) => k.startsWith(p))) (out ??= {})[k] = a[k];
+  return out;
+}
+
+/**
+ * The named fields of `o` that are set, in that order: a new object (built by assignment, not by
+ * deleting from a copy — a delete turns a V8 object into a slower, bigger dictionary).
+ */
+function pick<T extends object, K extends keyof T>(o: T, keys: readonly K[]): Pick<T, K> {
+  const out = {} as Pick<T, K>;
+  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}

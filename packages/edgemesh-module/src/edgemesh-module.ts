@@ -145,7 +145,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
   /** How many of those backends are routed and how many tunneled (`/metrics`: no rows built). */
   backendPathCounts(): { direct: number; tunnel: number } {
     const n = { direct: 0, tunnel: 0 };
-    this.eachBackend((_e, b) => (b.tunnel ? n.tunnel++ : n.direct++));
+    for (const e of this.portals?.specs() ?? []) this.backends.countPaths(e, n);
     return n;
   }
 

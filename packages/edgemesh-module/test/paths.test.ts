@@ -1,7 +1,9 @@
 import type { MetaChange } from '@edgecore/metamanager/client';
 import { ServiceCatalog } from '../src/catalog/catalog';
 import type { NodeStatus, Pod, Service } from '../src/catalog/types';
+import { BackendIndex } from '../src/lb/backend-index';
 import { resolveBackends } from '../src/lb/backends';
+import type { PortalSpec } from '../src/portal-table';
 import { publishedBackends } from '../src/lb/published';
 import { SitePaths, type MeshTunnel } from '../src/tunnel';
 
@@ -114,5 +116,68 @@ describe('published backends (what the tunnel opens for other nodes)', () => {
     const p = publishedBackends(c, 'b');
     expect([...p].sort()).toEqual(['tcp/10.2.0.2:18080', 'tcp/10.244.2.5:8080', 'udp/10.2.0.7:9000']);
     expect(publishedBackends(c, 'nobody').size).toBe(0);
+  });
+});
+
+describe('backends by path, counted (the edgecore_edgemesh_backends gauge)', () => {
+  const spec: PortalSpec = {
+    key: 'default/web:80/TCP',
+    namespace: 'default',
+    service: 'web',
+    vip: '169.254.1.1',
+    port: 80,
+    transport: 'TCP',
+    protocol: 'tcp',
+  };
+  const count = (ix: BackendIndex): { direct: number; tunnel: number } => {
+    const n = { direct: 0, tunnel: 0 };
+    ix.countPaths(spec, n);
+    return n;
+  };
+
+  test('counted as the lists say, without holding a list; a change is counted again', () => {
+    const c = catalog();
+    const ix = new BackendIndex(c, 'host', new SitePaths(c, tunnel('site-1')));
+    expect(count(ix)).toEqual({ direct: 3, tunnel: 1 });
+    // the count did not cache the list: a pod added (its invalidation not yet delivered) is in
+    // the first list resolved after the count
+    c.apply({
+      operation: 'update',
+      type: 'pod',
+      namespace: 'default',
+      name: 'on-c2',
+      object: pod('on-c2', 'c', '10.1.0.4'),
+    });
+    const list = ix.of(spec);
+    expect(list.map((b) => `${b.node}:${b.tunnel ? 'tunnel' : 'direct'}`).sort()).toEqual([
+      'a:direct',
+      'b:tunnel',
+      'c:direct',
+      'c:direct',
+      'x:direct',
+    ]);
+    expect(ix.of(spec)).toBe(list);
+    // with the list cached, counted from it — and both forgotten when the service's backends change
+    expect(count(ix)).toEqual({ direct: 4, tunnel: 1 });
+    const d = c.applyBatch([
+      { operation: 'delete', type: 'pod', namespace: 'default', name: 'on-a', object: null },
+      {
+        operation: 'update',
+        type: 'pod',
+        namespace: 'default',
+        name: 'on-b2',
+        object: pod('on-b2', 'b', '10.2.0.4'),
+      },
+    ]);
+    ix.invalidate(d.backends);
+    expect(count(ix)).toEqual({ direct: 3, tunnel: 2 });
+    expect(ix.of(spec)).not.toBe(list);
+    // a service that is gone: nothing
+    ix.invalidate(
+      c.applyBatch([
+        { operation: 'delete', type: 'service', namespace: 'default', name: 'web', object: null },
+      ]).backends,
+    );
+    expect(count(ix)).toEqual({ direct: 0, tunnel: 0 });
   });
 });

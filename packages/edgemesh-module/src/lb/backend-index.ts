@@ -1,7 +1,9 @@
 import type { ServiceCatalog } from '../catalog/catalog';
+import { IndexMap } from '../catalog/index-map';
 import { portProtocol, type PortalSpec } from '../portal-table';
 import { attachBackendTls, BACKEND_TLS_ANNOTATION, backendTlsOf } from '../proxy/tls/backend-tls';
-import { DIRECT, resolveBackends, type Backend, type Networking, type Paths } from './backends';
+import type { Service, ServicePort } from '../catalog/types';
+import { DIRECT, hasTunneled, resolveBackends, type Backend, type Networking, type Paths } from './backends';
 import { attachPolicy, type ServicePolicies } from './service-policy';
 import type { Here } from './topology';
 
@@ -13,7 +15,9 @@ export class BackendIndex {
   /** Backends per portal key… */
   private readonly cache = new Map<string, Backend[]>();
   /** …and, per service, which portal keys are cached (to clear only those). */
-  private readonly cachedPortsOf = new Map<string, Set<string>>();
+  private readonly cachedPortsOf = new IndexMap();
+  /** Backend counts per portal key whose list is not cached: all × COUNT + tunneled (countPaths). */
+  private readonly counts = new Map<string, number>();
 
   constructor(
     private readonly catalog: ServiceCatalog,
@@ -29,14 +33,8 @@ export class BackendIndex {
     let b = this.cache.get(spec.key);
     if (b) return b;
     const svc = this.catalog.getService(spec.namespace, spec.service);
-    const sp = svc?.spec?.ports?.find(
-      (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
-    );
-    b =
-      svc && sp
-        ? resolveBackends(this.catalog, svc, sp, this.networking, { paths: this.paths, here: this.here })
-        : [];
-    if (spec.endpoint) b = b.filter((x) => x.endpoint === spec.endpoint); // an endpoint's own VIP
+    const sp = svc && portOf(svc, spec);
+    b = this.resolve(spec, svc, sp);
     if (svc) attachPolicy(b, this.policies?.of(svc, this.catalog.destinationRules));
     const proto = sp && portProtocol(sp);
     if (
@@ -45,18 +43,66 @@ export class BackendIndex {
     )
       attachBackendTls(b, backendTlsOf(svc, this.clusterDomain));
     this.cache.set(spec.key, b);
-    const skey = `${spec.namespace}/${spec.service}`;
-    let keys = this.cachedPortsOf.get(skey);
-    if (!keys) this.cachedPortsOf.set(skey, (keys = new Set()));
-    keys.add(spec.key);
+    this.cachedPortsOf.add(`${spec.namespace}/${spec.service}`, spec.key);
     return b;
+  }
+
+  /**
+   * Add a portal's backends reached directly and through the tunnel to `into` — from its list when
+   * one is cached, else from a count remembered until the service changes: the `/metrics` gauge
+   * counts every service's backends without holding the list of every idle one (5 MiB at 10,000
+   * services).
+   */
+  countPaths(spec: PortalSpec, into: { direct: number; tunnel: number }): void {
+    const list = this.cache.get(spec.key);
+    let tunnel: number;
+    let all: number;
+    if (list) {
+      all = list.length;
+      tunnel = hasTunneled(list) ? list.filter((b) => b.tunnel).length : 0;
+    } else {
+      let packed = this.counts.get(spec.key);
+      if (packed === undefined) {
+        const svc = this.catalog.getService(spec.namespace, spec.service);
+        const b = this.resolve(spec, svc, svc && portOf(svc, spec));
+        packed = b.length * COUNT + b.filter((x) => x.tunnel).length;
+        this.counts.set(spec.key, packed);
+        this.cachedPortsOf.add(`${spec.namespace}/${spec.service}`, spec.key);
+      }
+      all = Math.floor(packed / COUNT);
+      tunnel = packed % COUNT;
+    }
+    into.direct += all - tunnel;
+    into.tunnel += tunnel;
+  }
+
+  /** The service port's backends from the catalog (nothing attached). */
+  private resolve(spec: PortalSpec, svc: Service | undefined, sp: ServicePort | undefined): Backend[] {
+    const b =
+      svc && sp
+        ? resolveBackends(this.catalog, svc, sp, this.networking, { paths: this.paths, here: this.here })
+        : [];
+    return spec.endpoint ? b.filter((x) => x.endpoint === spec.endpoint) : b; // an endpoint's own VIP
   }
 
   /** The backends of these services (`<ns>/<name>`) may have changed. */
   invalidate(services: Iterable<string>): void {
     for (const s of services) {
-      for (const k of this.cachedPortsOf.get(s) ?? []) this.cache.delete(k);
-      this.cachedPortsOf.delete(s);
+      for (const k of this.cachedPortsOf.values(s)) {
+        this.cache.delete(k);
+        this.counts.delete(k);
+      }
+      this.cachedPortsOf.deleteKey(s);
     }
   }
+}
+
+/** Packs a port's backend count with its tunneled count (fewer than this many backends per port). */
+const COUNT = 2 ** 20;
+
+/** The service's port a portal serves (its number and transport). */
+function portOf(svc: Service, spec: PortalSpec): ServicePort | undefined {
+  return svc.spec?.ports?.find(
+    (p) => p.port === spec.port && ((p.protocol ?? 'TCP') === 'UDP') === (spec.transport === 'UDP'),
+  );
 }

@@ -52,6 +52,7 @@ const metaManagerLoader: ModuleLoader = {
     c.bind(MetaManagerOptions).toConstantValue({
       ...cfg.modules.metaManager,
       dataSource: cfg.database.dataSource,
+      cacheSizeKiB: cfg.database.cacheSizeKiB,
     } satisfies MetaManagerOptions);
   },
 };

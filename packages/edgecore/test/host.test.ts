@@ -45,6 +45,30 @@ describe('EdgeCoreHost', () => {
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(false);
   });
 
+  it("database.cacheSizeKiB sizes the store's page cache (SQLite's own 2,000 KiB-like default without it)", async () => {
+    const c = cfg(dir);
+    for (const [size, expected] of [
+      [undefined, -2048],
+      [4096, -4096],
+    ] as const) {
+      const host = new EdgeCoreHost(
+        { ...c, database: { ...c.database, cacheSizeKiB: size } },
+        { logger: silentLogger },
+      );
+      await host.start();
+      try {
+        expect(host.container.get(MetaStore).db.pragma('cache_size', { simple: true })).toBe(expected);
+      } finally {
+        await host.stop();
+      }
+    }
+    expect(() =>
+      parseConfig(
+        `apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase: { dataSource: ${join(dir, 'x.db')}, cacheSizeKiB: 8 }\n`,
+      ),
+    ).toThrow(/cacheSizeKiB/);
+  });
+
   it('/metrics is what the loaded packages contribute: another loader binds its own collectors, histograms too', async () => {
     const host = new EdgeCoreHost(cfg(dir), {
       logger: silentLogger,

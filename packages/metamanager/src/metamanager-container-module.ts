@@ -14,7 +14,10 @@ import { MetaManagerMetrics } from './metrics';
  */
 export const metamanagerContainerModule = new ContainerModule(({ bind }) => {
   bind(MetaStore)
-    .toDynamicValue((c) => new MetaStore(c.get<MetaManagerOptions>(MetaManagerOptions).dataSource))
+    .toDynamicValue((c) => {
+      const o = c.get<MetaManagerOptions>(MetaManagerOptions);
+      return new MetaStore(o.dataSource, { cacheSizeKiB: o.cacheSizeKiB });
+    })
     .inSingletonScope()
     .onDeactivation((s) => s.close());
   bind(MetaServer)

@@ -38,6 +38,8 @@ describe('MetaStore', () => {
     expect(store.db.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(store.db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL
     expect(store.db.pragma('busy_timeout', { simple: true })).toBe(5000);
+    // SQLite's own page cache size, not the 16 MB better-sqlite3 builds it with
+    expect(store.db.pragma('cache_size', { simple: true })).toBe(-2048);
     expect(store.schemaVersion).toBe(SCHEMA_VERSION);
     const idx = store.db
       .prepare("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='meta'")
@@ -136,6 +138,18 @@ describe('MetaStore', () => {
     const plain = new MetaStore(`${db.path}-plain`, { idleCheckpoint: false });
     expect(plain.db.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
     plain.close();
+  });
+
+  it('takes its page cache size as an option; a bad one is an error naming the key', () => {
+    const other = tmpDb();
+    try {
+      const s = new MetaStore(other.path, { cacheSizeKiB: 512 });
+      expect(s.db.pragma('cache_size', { simple: true })).toBe(-512);
+      s.close();
+      expect(() => new MetaStore(other.path, { cacheSizeKiB: 1 })).toThrow(/cacheSizeKiB/);
+    } finally {
+      other.cleanup();
+    }
   });
 
   it('refuses a database from a newer edgecore with a clear error', () => {

@@ -172,6 +172,7 @@ export class MetaStore extends EventEmitter {
       }
       this.db = new Database(path, { readonly: opts.readonly, fileMustExist: opts.readonly });
       this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs}`);
+      this.db.pragma(`cache_size = -${opts.cacheSizeKiB}`);
       if (!opts.readonly) {
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = NORMAL');

@@ -1,6 +1,6 @@
 import { clientHello, originating } from './tls/backend-tls';
 import type { NativeRoute } from './http/route';
-import { h2RouteOf, type H2Proxy } from './h2/h2-proxy';
+import { h2RouteOf, type H2Proxy, type H2Route } from './h2/h2-proxy';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -23,6 +23,9 @@ interface Portal {
   tcp?: Server;
   udp?: UdpSocket;
   udpProxy?: UdpProxy;
+  /** Its L7 routes, made at its first connection (most of 10,000 portals never see one). */
+  route?: () => NativeRoute;
+  h2route?: () => H2Route;
 }
 
 export function desiredPortals(
@@ -197,7 +200,16 @@ export class PortalManager {
   }
 
   private async open(spec: PortalSpec): Promise<Portal> {
-    const portal: Portal = { spec, listenPort: 0 };
+    // every field in the literal: one added later costs a separate property array
+    const portal: Portal = {
+      spec,
+      listenPort: 0,
+      tcp: undefined,
+      udp: undefined,
+      udpProxy: undefined,
+      route: undefined,
+      h2route: undefined,
+    };
     if (spec.transport === 'UDP') {
       let sock!: UdpSocket;
       await this.bindInRange(
@@ -222,20 +234,8 @@ export class PortalManager {
       portal.listenPort = sock.address().port;
       return portal;
     }
-    // an L7 portal's route, asked per connection (HTTP/1) or per stream (HTTP/2)
-    const route = () => {
-      const backends = this.backendsOf(portal.spec);
-      return { backends, scope: portal.spec.key, hashHeader: hashHeaderFor(backends, this.opts.hashHeader) };
-    };
-    const h2route = () => h2RouteOf(this.backendsOf(portal.spec), portal.spec.key, this.opts.hashHeader);
     const halfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
-    const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, (sock) => {
-      const s = portal.spec;
-      if (s.protocol === 'h2') this.h2.handle(sock, h2route);
-      else if (s.protocol === 'http') this.http.handleRoute(sock, route);
-      else if (s.protocol === 'https') this.tlsOrPlain(sock, s, route);
-      else this.tcp.handle(sock, this.backendsOf(s), s.key);
-    });
+    const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, this.accept.bind(this, portal));
     await this.bindInRange(async (port) => {
       server.listen(port, this.listenHost);
       await once(server, 'listening'); // rejects on 'error'
@@ -243,6 +243,29 @@ export class PortalManager {
     portal.tcp = server;
     portal.listenPort = (server.address() as AddressInfo).port;
     return portal;
+  }
+
+  /** A connection to a portal, by its service port's protocol (read now: it may have changed). */
+  private accept(portal: Portal, sock: Socket): void {
+    const s = portal.spec;
+    if (s.protocol === 'h2') this.h2.handle(sock, this.h2RouteOf(portal));
+    else if (s.protocol === 'http') this.http.handleRoute(sock, this.routeOf(portal));
+    else if (s.protocol === 'https') this.tlsOrPlain(sock, s, this.routeOf(portal));
+    else this.tcp.handle(sock, this.backendsOf(s), s.key);
+  }
+
+  /** An L7 portal's route, asked per connection (HTTP/1): one per portal, made when first needed. */
+  private routeOf(portal: Portal): () => NativeRoute {
+    return (portal.route ??= () => {
+      const backends = this.backendsOf(portal.spec);
+      return { backends, scope: portal.spec.key, hashHeader: hashHeaderFor(backends, this.opts.hashHeader) };
+    });
+  }
+
+  /** Its HTTP/2 route, asked per stream (the HTTP/2 proxy keeps one per scope). */
+  private h2RouteOf(portal: Portal): () => H2Route {
+    return (portal.h2route ??= () =>
+      h2RouteOf(this.backendsOf(portal.spec), portal.spec.key, this.opts.hashHeader));
   }
 
   /**

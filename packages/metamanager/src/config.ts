@@ -18,11 +18,17 @@ const hostPort = z.string().refine((s) => {
   }
 }, 'expected host:port');
 
-/** edgecore.yaml `database` (KubeEdge's): where the SQLite file lives. */
+/**
+ * SQLite's page cache, KiB (`PRAGMA cache_size`). better-sqlite3 builds SQLite with 16 MB, which a
+ * node holding 10,000 services filled (16 MiB of its resident memory for pages the kernel's page
+ * cache holds anyway); SQLite's own default is 2,000 KiB.
+ */
+const cacheSizeKiB = z.number().int().min(64).default(2048);
+
+/** edgecore.yaml `database` (KubeEdge's): where the SQLite file lives, and its page cache. */
 export const databaseConfigSchema = z.strictObject({
   dataSource: z.string().min(1).default('/var/lib/edgecore/edgecore.db'),
-  /** SQLite's page cache, KiB (the store's `cacheSizeKiB`; its default when unset). */
-  cacheSizeKiB: z.number().int().min(64).optional(),
+  cacheSizeKiB,
 });
 
 /** The MetaServer: the read-only HTTP API over the local store. */
@@ -44,8 +50,8 @@ export const metaManagerOptionsSchema = z.object({
   ...metaManagerConfigSchema.shape,
   /** SQLite file (edgecore.yaml `database.dataSource`). */
   dataSource: z.string().min(1),
-  /** SQLite's page cache, KiB (edgecore.yaml `database.cacheSizeKiB`; the store's default when unset). */
-  cacheSizeKiB: z.number().int().min(64).optional(),
+  /** SQLite's page cache, KiB (edgecore.yaml `database.cacheSizeKiB`). */
+  cacheSizeKiB,
   /** Most messages committed in one transaction. */
   batchSize: z.number().int().min(1).max(1_000_000).default(1000),
 });
@@ -60,12 +66,7 @@ export const metaStoreOptionsSchema = z.object({
   readonly: z.boolean().default(false),
   /** WAL checkpoints at quiet moments instead of inside a commit (a file database; IdleCheckpointer). */
   idleCheckpoint: z.boolean().default(true),
-  /**
-   * SQLite's page cache, KiB (`PRAGMA cache_size`). better-sqlite3 builds SQLite with 16 MB, which a
-   * node holding 10,000 services filled (16 MiB of its resident memory for pages the kernel's page
-   * cache holds anyway); SQLite's own default is 2,000 KiB.
-   */
-  cacheSizeKiB: z.number().int().min(64).default(2048),
+  cacheSizeKiB,
 });
 
 /** The beehive client: MetaManager's module name, and a per-request timeout (a query never hangs past it). */

@@ -1,6 +1,7 @@
 import type { MetaChange } from '@edgecore/metamanager';
 import { createServer, type AddressInfo } from 'node:net';
 import {
+  flatKey,
   IndexMap,
   portalPortRange,
   resolveBackends,
@@ -276,6 +277,13 @@ describe('IndexMap', () => {
     m.add('j', 'b');
     m.deleteKey('j');
     expect(m.size).toBe(0);
+  });
+
+  it('flatKey leaves a key as it was (Kubernetes names and label pairs are ASCII)', () => {
+    const ns = 'kube-system';
+    const name = 'a-very-long-service-name-0123456789'.slice(2);
+    for (const k of [`${ns}/${name}`, `${ns}\0app.kubernetes.io/name=${name}`, 'x'])
+      expect(flatKey(k)).toBe(k);
   });
 });
 

@@ -9,7 +9,7 @@ import {
   type Service,
 } from './types';
 import { Compactor } from './compact';
-import { IndexMap } from './index-map';
+import { flatKey, IndexMap } from './index-map';
 
 /** What one batch of changes did, for a reconcile of only what it touched. */
 export interface CatalogDelta {
@@ -139,7 +139,7 @@ export class ServiceCatalog {
   applyBatch(changes: Iterable<MetaChange>): CatalogDelta {
     const delta: CatalogDelta = { services: new Map(), backends: new Set(), applied: 0 };
     for (const ch of changes) {
-      const key = `${ch.namespace}/${ch.name}`;
+      const key = flatKey(`${ch.namespace}/${ch.name}`);
       const del = ch.operation === 'delete';
       switch (ch.type) {
         case 'service': {
@@ -314,12 +314,12 @@ function sameLabels(a: Record<string, string> | undefined, b: Record<string, str
 }
 
 function pairKey(ns: string, k: string, v: string): string {
-  return `${ns}\0${k}=${v}`;
+  return flatKey(`${ns}\0${k}=${v}`);
 }
 
 /** `<ns>/<service>` of a slice (its `kubernetes.io/service-name` label; none: a key no service has). */
 function serviceOfSlice(sl: EndpointSlice): string {
-  return `${sl.metadata.namespace ?? 'default'}/${sl.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`;
+  return flatKey(`${sl.metadata.namespace ?? 'default'}/${sl.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`);
 }
 
 /**
@@ -367,7 +367,7 @@ export function endpointsToSlices(e: Endpoints): EndpointSlice[] {
 }
 
 function keyOf(o: { metadata: { name: string; namespace?: string } }): string {
-  return `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
+  return flatKey(`${o.metadata.namespace ?? 'default'}/${o.metadata.name}`);
 }
 
 function withNamespace<T extends { metadata: { namespace?: string } }>(o: T, ns: string): T {

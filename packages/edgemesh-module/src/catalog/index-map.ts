@@ -65,3 +65,14 @@ export class IndexMap {
 }
 
 const NONE: readonly string[] = Object.freeze([]);
+
+/**
+ * A key as one flat string, for a map that keeps it. A key built by concatenation is a tree of its
+ * parts until V8 flattens it, and a flattened tree keeps its wrapper and parts (a name sliced from
+ * a resource string keeps that whole string): ~180 bytes per catalog key whose text is ~40, 7 MiB
+ * at 10,000 services. `normalize()` returns the flat text — and leaves it as it was: Kubernetes
+ * names, namespaces and label pairs are ASCII, which NFC does not change.
+ */
+export function flatKey(s: string): string {
+  return s.normalize();
+}

@@ -8,7 +8,7 @@ import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Service } from '../catalog/types';
-import { IndexMap } from '../catalog/index-map';
+import { flatKey, IndexMap } from '../catalog/index-map';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
 import { backendsForSni, hashHeaderFor } from '../lb/service-policy';
@@ -46,7 +46,7 @@ export function desiredPortals(
         const transport = (p.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
         if ((p.protocol ?? 'TCP') === 'SCTP') continue;
         out.push({
-          key: `${id}:${p.port}/${transport}`,
+          key: flatKey(`${id}:${p.port}/${transport}`),
           namespace,
           service,
           vip: v,
@@ -179,7 +179,7 @@ export class PortalManager {
       if (this.portals.has(key)) continue;
       try {
         this.portals.set(key, await this.open(d));
-        this.byService.add(`${d.namespace}/${d.service}`, key);
+        this.byService.add(flatKey(`${d.namespace}/${d.service}`), key);
         changed = true;
       } catch (e) {
         this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');

@@ -12,12 +12,13 @@ import type { Here } from './topology';
  * have touched them: a proxied request costs one map lookup by portal key, nothing allocated.
  */
 export class BackendIndex {
-  /** Backends per portal key… */
-  private readonly cache = new Map<string, Backend[]>();
+  /**
+   * Backends per portal key — or, for a port only counted (countPaths), its counts packed in one
+   * number: all × COUNT + tunneled…
+   */
+  private readonly cache = new Map<string, Backend[] | number>();
   /** …and, per service, which portal keys are cached (to clear only those). */
   private readonly cachedPortsOf = new IndexMap();
-  /** Backend counts per portal key whose list is not cached: all × COUNT + tunneled (countPaths). */
-  private readonly counts = new Map<string, number>();
 
   constructor(
     private readonly catalog: ServiceCatalog,
@@ -30,11 +31,11 @@ export class BackendIndex {
 
   /** Backends of a portal's service port. */
   of(spec: PortalSpec): readonly Backend[] {
-    let b = this.cache.get(spec.key);
-    if (b) return b;
+    const have = this.cache.get(spec.key);
+    if (typeof have === 'object') return have;
     const svc = this.catalog.getService(spec.namespace, spec.service);
     const sp = svc && portOf(svc, spec);
-    b = this.resolve(spec, svc, sp);
+    const b = this.resolve(spec, svc, sp);
     if (svc) attachPolicy(b, this.policies?.of(svc, this.catalog.destinationRules));
     const proto = sp && portProtocol(sp);
     if (
@@ -54,23 +55,22 @@ export class BackendIndex {
    * services).
    */
   countPaths(spec: PortalSpec, into: { direct: number; tunnel: number }): void {
-    const list = this.cache.get(spec.key);
+    let have = this.cache.get(spec.key);
     let tunnel: number;
     let all: number;
-    if (list) {
-      all = list.length;
-      tunnel = hasTunneled(list) ? list.filter((b) => b.tunnel).length : 0;
+    if (typeof have === 'object') {
+      all = have.length;
+      tunnel = hasTunneled(have) ? have.filter((b) => b.tunnel).length : 0;
     } else {
-      let packed = this.counts.get(spec.key);
-      if (packed === undefined) {
+      if (have === undefined) {
         const svc = this.catalog.getService(spec.namespace, spec.service);
         const b = this.resolve(spec, svc, svc && portOf(svc, spec));
-        packed = b.length * COUNT + b.filter((x) => x.tunnel).length;
-        this.counts.set(spec.key, packed);
+        have = b.length * COUNT + b.filter((x) => x.tunnel).length;
+        this.cache.set(spec.key, have);
         this.cachedPortsOf.add(flatKey(`${spec.namespace}/${spec.service}`), spec.key);
       }
-      all = Math.floor(packed / COUNT);
-      tunnel = packed % COUNT;
+      all = Math.floor(have / COUNT);
+      tunnel = have % COUNT;
     }
     into.direct += all - tunnel;
     into.tunnel += tunnel;
@@ -88,10 +88,7 @@ export class BackendIndex {
   /** The backends of these services (`<ns>/<name>`) may have changed. */
   invalidate(services: Iterable<string>): void {
     for (const s of services) {
-      for (const k of this.cachedPortsOf.values(s)) {
-        this.cache.delete(k);
-        this.counts.delete(k);
-      }
+      for (const k of this.cachedPortsOf.values(s)) this.cache.delete(k);
       this.cachedPortsOf.deleteKey(s);
     }
   }

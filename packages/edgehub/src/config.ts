@@ -145,9 +145,10 @@ export const retainedReaderOptionsSchema = z.object({
   idleTimeoutMs: z.number().int().min(1).default(15_000),
   /**
    * No message for this long and no fence yet: the fence is published again (a broker that drops
-   * packets to a slow reader can drop the fence too). The read still ends at the first fence.
+   * packets to a slow reader can drop the fence too; a copy too many costs one small publish). The
+   * read still ends at the first fence.
    */
-  fenceRetryMs: z.number().int().min(1).default(2_000),
+  fenceRetryMs: z.number().int().min(1).default(1_000),
 });
 
 export const HUB_MODULE_NAME = 'edgehub';

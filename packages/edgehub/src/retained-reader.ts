@@ -154,12 +154,18 @@ export class RetainedReader {
       // a fence the broker dropped (mosquitto drops packets past its queue to a slow reader) would
       // hold the read until its idle timeout: after a silence, the fence goes again — also while
       // the first one's PUBACK is awaited (it comes behind the retained burst, or not at all)
+      // (the silence is looked at four times per retry period: a check every period found it up
+      // to two periods late — a join that lost its fence stalled ~4 s at the 2 s default)
       const retry = this.opts.fenceRetryMs;
-      nudge = setInterval(() => {
-        if (over || Date.now() - lastArrival < retry) return;
-        this.fencesResent++;
-        fence().catch(() => undefined);
-      }, retry);
+      nudge = setInterval(
+        () => {
+          if (over || Date.now() - lastArrival < retry) return;
+          lastArrival = Date.now(); // the next copy after another silence as long
+          this.fencesResent++;
+          fence().catch(() => undefined);
+        },
+        Math.max(10, Math.floor(retry / 4)),
+      );
       await untilEnded(fence());
       stage = 'the fence';
       await done;

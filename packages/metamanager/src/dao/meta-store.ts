@@ -186,8 +186,15 @@ export class MetaStore extends EventEmitter {
     const db = this.db;
     this.stmts = {
       get: db.prepare('SELECT * FROM meta WHERE type = ? AND namespace = ? AND name = ?'),
-      listType: db.prepare('SELECT * FROM meta WHERE type = ? ORDER BY namespace, name'),
-      listNsType: db.prepare('SELECT * FROM meta WHERE type = ? AND namespace = ? ORDER BY name'),
+      // the rows of a type in rowid order (each table page read once), then sorted: walking the
+      // (type, namespace, name) index fetched rows in index order, all over the table — with a
+      // 2 MiB page cache a cold list of 50,000 pods took 350-400 ms that way, 230 ms this way
+      listType: db.prepare(
+        'SELECT * FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE type = ?) ORDER BY namespace, name',
+      ),
+      listNsType: db.prepare(
+        'SELECT * FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE type = ? AND namespace = ?) ORDER BY name',
+      ),
       upsert: db.prepare(
         `INSERT INTO meta (type, namespace, name, value, resource_version) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(type, namespace, name) DO UPDATE SET value = excluded.value, resource_version = excluded.resource_version`,

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { splitHostPort } from '@edgecore/beehive';
 import { execFile } from 'node:child_process';
 import { connect, constants, createServer as createH2, type Http2Server } from 'node:http2';
 import { connect as tcpConnect, type AddressInfo } from 'node:net';
@@ -445,28 +446,24 @@ describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () =>
     const proxy = node.mesh.forwardProxyAddress!;
     const url = 'http://web.default.svc.cluster.local:8080/';
     // curl: CONNECT (-p), then HTTP/2 with prior knowledge inside the tunnel
+    const viaProxy = async (): Promise<string> =>
+      (
+        await execFileP('curl', [
+          '-s',
+          '--max-time',
+          '5',
+          '-p',
+          '-x',
+          `http://${proxy}`,
+          '--http2-prior-knowledge',
+          url,
+        ])
+      ).stdout.trim();
     const out: string[] = [];
-    for (let i = 0; i < 4; i++)
-      out.push(
-        (
-          await execFileP('curl', [
-            '-s',
-            '--max-time',
-            '5',
-            '-p',
-            '-x',
-            `http://${proxy}`,
-            '--http2-prior-knowledge',
-            url,
-          ])
-        ).stdout.trim(),
-      );
+    for (let i = 0; i < 4; i++) out.push(await viaProxy());
     expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
     // one tunnel, ten streams: both backends answer (balanced per stream, not per connection)
-    const [ph, pp] = [
-      proxy.slice(0, proxy.lastIndexOf(':')),
-      Number(proxy.slice(proxy.lastIndexOf(':') + 1)),
-    ];
+    const [ph, pp] = splitHostPort(proxy);
     const tunnel = await new Promise<import('node:net').Socket>((resolve, reject) => {
       const sock = tcpConnect(pp, ph, () =>
         sock.write(
@@ -496,17 +493,7 @@ describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () =>
     expect(new Set(answers)).toEqual(new Set(['w1', 'w2']));
     // while that tunnel stays open, more tunnels and portal connections to the same service port:
     // the proxy keeps one route per service port, not one per connection it ever served
-    for (let i = 0; i < 5; i++)
-      await execFileP('curl', [
-        '-s',
-        '--max-time',
-        '5',
-        '-p',
-        '-x',
-        `http://${proxy}`,
-        '--http2-prior-knowledge',
-        url,
-      ]);
+    for (let i = 0; i < 5; i++) await viaProxy();
     const routes = (node.mesh.h2 as unknown as { routeGetters: Map<string, unknown> }).routeGetters;
     expect([...routes.keys()].filter((k) => k.startsWith('default/web:')).length).toBe(1);
     session.close();

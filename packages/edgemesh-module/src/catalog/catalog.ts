@@ -314,12 +314,12 @@ function sameLabels(a: Record<string, string> | undefined, b: Record<string, str
 }
 
 function pairKey(ns: string, k: string, v: string): string {
-  return flatKey(`${ns}\0${k}=${v}`);
+  return `${ns}\0${k}=${v}`;
 }
 
 /** `<ns>/<service>` of a slice (its `kubernetes.io/service-name` label; none: a key no service has). */
 function serviceOfSlice(sl: EndpointSlice): string {
-  return flatKey(`${sl.metadata.namespace ?? 'default'}/${sl.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`);
+  return `${sl.metadata.namespace ?? 'default'}/${sl.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`;
 }
 
 /**

@@ -13,9 +13,10 @@ export class IndexMap {
     return this.m.size;
   }
 
+  /** A new key is kept flat (flatKey): callers build keys by concatenation, lookups need not pay. */
   add(key: string, value: string): void {
     const cur = this.m.get(key);
-    if (cur === undefined) this.m.set(key, value);
+    if (cur === undefined) this.m.set(flatKey(key), value);
     else if (typeof cur !== 'string') cur.add(value);
     else if (cur !== value) this.m.set(key, new Set([cur, value]));
   }
@@ -71,7 +72,8 @@ const NONE: readonly string[] = Object.freeze([]);
  * parts until V8 flattens it, and a flattened tree keeps its wrapper and parts (a name sliced from
  * a resource string keeps that whole string): ~180 bytes per catalog key whose text is ~40, 7 MiB
  * at 10,000 services. `normalize()` returns the flat text — and leaves it as it was: Kubernetes
- * names, namespaces and label pairs are ASCII, which NFC does not change.
+ * names, namespaces and label pairs are ASCII, which NFC does not change. IndexMap.add applies it
+ * to the keys it keeps; a lookup's key stays as built.
  */
 export function flatKey(s: string): string {
   return s.normalize();

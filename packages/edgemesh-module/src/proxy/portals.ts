@@ -179,7 +179,7 @@ export class PortalManager {
       if (this.portals.has(key)) continue;
       try {
         this.portals.set(key, await this.open(d));
-        this.byService.add(flatKey(`${d.namespace}/${d.service}`), key);
+        this.byService.add(`${d.namespace}/${d.service}`, key);
         changed = true;
       } catch (e) {
         this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');

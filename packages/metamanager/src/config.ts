@@ -20,7 +20,7 @@ const hostPort = z.string().refine((s) => {
 
 /**
  * SQLite's page cache, KiB (`PRAGMA cache_size`). better-sqlite3 builds SQLite with 16 MB, which a
- * node holding 10,000 services filled (16 MiB of its resident memory for pages the kernel's page
+ * node holding 10,000 services filled (14 MiB of its resident memory for pages the kernel's page
  * cache holds anyway); SQLite's own default is 2,000 KiB.
  */
 const cacheSizeKiB = z.number().int().min(64).default(2048);

@@ -214,6 +214,12 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** RSS 5 s after a burst: the node's memory release (memory.releaseAfterGrowthMiB) has acted. */
+async function rssSoon(pid: number): Promise<number> {
+  await new Promise((r) => setTimeout(r, 5000));
+  return rssMiB(pid);
+}
+
 /** The lowest RSS of a process over 90 s without traffic (sampled every 5 s). */
 async function settledRss(pid: number): Promise<number> {
   let low = rssMiB(pid);
@@ -399,6 +405,7 @@ async function main(): Promise<void> {
     `CPU per object while the node takes the steps (µs): edgecore ${perObject(cpu.core)}, ` +
     `mosquitto ${perObject(cpu.broker)}, publisher + probes ${perObject(cpu.bench)}`;
   const rss = rssMiB(core.pid!);
+  const rss5 = await rssSoon(core.pid!);
   // churn: services and the node's own pods changed again and again (a label each time: no slice
   // changes), CHURN updates in steps like the load — an hour of a busy fleet's changes
   const CHURN = Number(process.env.CHURN ?? 20_000);
@@ -428,6 +435,7 @@ async function main(): Promise<void> {
   }
   const churnS = (Date.now() - c0) / 1000;
   const rssChurn = rssMiB(core.pid!);
+  const rssChurn5 = await rssSoon(core.pid!);
   // and once quiet: V8's memory reducer collects and gives pages back some 30-60 s after the last
   // burst (the lowest RSS of 90 s without traffic)
   const rssQuiet = await settledRss(core.pid!);
@@ -436,6 +444,8 @@ async function main(): Promise<void> {
   const batches = await metric(obs, 'edgecore_mesh_update_batches_total');
   const lagSum = await metric(obs, 'edgecore_mesh_update_lag_seconds_sum');
   const lagCount = await metric(obs, 'edgecore_mesh_update_lag_seconds_count');
+  const releases = await metric(obs, 'edgecore_memory_releases_total');
+  const pauseMs = (await metric(obs, 'edgecore_memory_release_pause_seconds_total')) * 1000;
   console.log(
     `\nend to end: ${total} objects in ${(totalMs / 1000).toFixed(2)} s = ${Math.round(total / (totalMs / 1000))} objects/s (goal ≥ 10000); ` +
       `bare subscriber ${Math.round(total / (bareMs / 1000))} objects/s, ratio ${(bareMs / totalMs).toFixed(2)}`,
@@ -444,7 +454,7 @@ async function main(): Promise<void> {
     `single update at ${SERVICES} services (${single.length}): p50 ${pct(single, 50).toFixed(2)} ms, p99 ${pct(single, 99).toFixed(2)} ms (goal ≤ 20)`,
   );
   console.log(
-    `edgecore RSS after load: ${rss.toFixed(0)} MiB; after ${CHURN} more updates (${churnS.toFixed(1)} s): ${rssChurn.toFixed(0)} MiB, settled (90 s quiet) ${rssQuiet.toFixed(0)} MiB; resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
+    `edgecore RSS after load: ${rss.toFixed(0)} MiB, 5 s later ${rss5.toFixed(0)}; after ${CHURN} more updates (${churnS.toFixed(1)} s): ${rssChurn.toFixed(0)} MiB, 5 s later ${rssChurn5.toFixed(0)}, settled (90 s quiet) ${rssQuiet.toFixed(0)} MiB; memory releases ${releases} (${pauseMs.toFixed(0)} ms of pause in all); resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
   );
   console.log(cpuLine);
   // a fresh node joins the full catalog: what the node alone applies per second (the broker
@@ -482,8 +492,9 @@ async function main(): Promise<void> {
   const readBack = await metric(fresh.obs, 'edgecore_edgehub_resyncs_total');
   const fences = await metric(fresh.obs, 'edgecore_edgehub_retained_fences_resent_total');
   const freshRss = rssMiB(fresh.proc.pid!);
+  const freshRss5 = await rssSoon(fresh.proc.pid!);
   console.log(
-    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${freshRss.toFixed(0)} MiB, settled (90 s quiet) ${(await settledRss(fresh.proc.pid!)).toFixed(0)} MiB; types read back ${readBack}, fences resent ${fences}`,
+    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${freshRss.toFixed(0)} MiB, 5 s later ${freshRss5.toFixed(0)}, settled (90 s quiet) ${(await settledRss(fresh.proc.pid!)).toFixed(0)} MiB; types read back ${readBack}, fences resent ${fences}`,
   );
   // KEEP=SECONDS: also after a good join, leave the fresh node up that long to look at it
   if (process.env.KEEP) {

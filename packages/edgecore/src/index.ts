@@ -4,6 +4,7 @@ export * from './db-lock';
 export * from './observability/observability-server';
 export * from './logging';
 export * from './host';
+export * from './memory';
 export * from './edgectl/manifest';
 export * from './edgectl/publisher';
 export * from './edgectl/slice-controller';

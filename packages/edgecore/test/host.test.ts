@@ -39,6 +39,7 @@ describe('EdgeCoreHost', () => {
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain('# TYPE edgecore_metadata_updates_total counter');
     expect(metrics).toContain('edgecore_ready 1');
+    expect(metrics).toMatch(/^edgecore_memory_releases_total 0$/m); // nothing grew yet
     expect(metrics).toContain('edgecore_cloud_connected 0');
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(true);
     await host.stop();

@@ -35,6 +35,12 @@ export const EdgeCoreConfigSchema = z.strictObject({
        * 289-496 after load and churn, at the same throughput); 0: V8's own factor (up to 4×).
        */
       heapGrowingPercent: z.number().int().min(0).max(400).default(30),
+      /**
+       * Give back what a burst left (MiB): once V8's heap has grown this far past what the last
+       * release left and the node has been quiet for 2 s, one collection that shrinks the heap
+       * (what V8 does by itself 30–60 s later); 0: leave it to V8.
+       */
+      releaseAfterGrowthMiB: z.number().int().min(0).max(4096).default(24),
     })
     .prefault({}),
   log: z

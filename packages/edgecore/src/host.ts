@@ -29,7 +29,6 @@ import {
 import { Container } from 'inversify';
 import type { EdgeCoreConfig } from './config/config';
 import { DbLock } from './db-lock';
-import { MemoryReleaser } from './memory';
 import { Registry } from 'prom-client';
 import { ObservabilityServer } from './observability/observability-server';
 
@@ -165,7 +164,6 @@ export class EdgeCoreHost {
   private readonly log: Logger;
   private readonly lock: DbLock;
   private readonly obs: ObservabilityServer;
-  private readonly memory: MemoryReleaser;
   private core?: Core;
   private ready = false;
   private notReadyReason = 'starting';
@@ -177,7 +175,6 @@ export class EdgeCoreHost {
   ) {
     this.log = opts.logger;
     this.lock = new DbLock(config.database.dataSource);
-    this.memory = new MemoryReleaser({ growthMiB: config.memory.releaseAfterGrowthMiB, quietMs: 2000 });
     this.obs = new ObservabilityServer(
       this.metrics,
       () => ({ ready: this.ready, reason: this.notReadyReason }),
@@ -227,7 +224,6 @@ export class EdgeCoreHost {
       this.core = c.get(Core);
       this.notReadyReason = 'modules starting';
       await this.core.start();
-      this.memory.start();
       this.ready = true;
       this.log.info(
         { node: cfg.modules.edgeHub.nodeName, dataSource: cfg.database.dataSource },
@@ -244,7 +240,6 @@ export class EdgeCoreHost {
     this.stopping ??= (async () => {
       this.ready = false;
       this.notReadyReason = 'shutting down';
-      this.memory.stop();
       try {
         await this.core?.shutdown('stop');
         await this.obs.close();
@@ -262,6 +257,5 @@ export class EdgeCoreHost {
     for (const m of c.getAll<MetricsContribution>(MetricsContribution, { optional: true }))
       m.registerMetrics(this.metrics);
     scrapedGauge(this.metrics, 'edgecore_ready', '1 once every module serves.', () => (this.ready ? 1 : 0));
-    this.memory.registerMetrics(this.metrics);
   }
 }

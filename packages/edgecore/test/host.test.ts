@@ -39,7 +39,6 @@ describe('EdgeCoreHost', () => {
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain('# TYPE edgecore_metadata_updates_total counter');
     expect(metrics).toContain('edgecore_ready 1');
-    expect(metrics).toMatch(/^edgecore_memory_releases_total 0$/m); // nothing grew yet
     expect(metrics).toContain('edgecore_cloud_connected 0');
     expect(existsSync(join(dir, 'edgecore.db.lock'))).toBe(true);
     await host.stop();
@@ -224,6 +223,15 @@ describe('edgecore CLI', () => {
       const t = setInterval(() => out.includes('edgecore ready') && (clearInterval(t), resolve()), 20);
       child.on('exit', () => (clearInterval(t), reject(new Error(`exited early: ${out}`))));
     });
+    // the process's memory release (the CLI's, not an embedded host's) counts on /metrics
+    const obsAt = out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l))
+      .find((l) => l.msg === 'observability listening').address;
+    const metrics = await (await fetch(`http://${obsAt}/metrics`)).text();
+    expect(metrics).toMatch(/^edgecore_memory_releases_total \d+$/m);
+    expect(metrics).toMatch(/^edgecore_memory_release_pause_seconds_total [\d.e-]+$/m);
     child.kill('SIGTERM');
     const code = await new Promise((r) => child.on('exit', (c) => r(c)));
     expect(code).toBe(0);

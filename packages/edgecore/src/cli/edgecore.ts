@@ -9,6 +9,7 @@ import {
 } from '../config/config';
 import { EdgeCoreError } from '../edgecore-errors';
 import { EdgeCoreHost } from '../host';
+import { MemoryReleaser } from '../memory';
 import { createLogger } from '../logging';
 import { brokerUrls, checkBroker, mqttClientAuth } from '@edgecore/edgehub';
 import { checkEnvironment } from '../check/environment';
@@ -81,11 +82,16 @@ export async function main(argv: string[]): Promise<void> {
   applyMemoryConfig(config.memory);
   const log = createLogger(config.log);
   const host = new EdgeCoreHost(config, { logger: log });
+  // the process's own memory policy, like the V8 flags above: an embedder's host leaves its
+  // process alone (a release there would pause the embedder's whole heap)
+  const memory = new MemoryReleaser({ growthMiB: config.memory.releaseAfterGrowthMiB, quietMs: 2000 });
+  memory.registerMetrics(host.metrics);
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal: sig }, 'signal received, draining');
+    memory.stop();
     host.stop().then(
       () => process.exit(0),
       (e) => {
@@ -98,6 +104,7 @@ export async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', onSignal);
   try {
     await host.start();
+    memory.start();
   } catch (e) {
     const code =
       e instanceof EdgeCoreError || (e as { code?: string }).code

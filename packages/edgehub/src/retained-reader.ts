@@ -151,9 +151,11 @@ export class RetainedReader {
         c.publishAsync(fenceTopic, token, { qos: 1 }).catch((e: Error) => {
           throw new RetainedReadError(fenceTopic, `the broker refused the fence: ${e.message}`);
         });
-      // a fence the broker dropped (mosquitto drops packets past its queue to a slow reader) would
-      // hold the read until its idle timeout: after a silence, the fence goes again — also while
-      // the first one's PUBACK is awaited (it comes behind the retained burst, or not at all)
+      // a fence the broker dropped would hold the read until its idle timeout (mosquitto 2 drops a
+      // QoS 0 message to a client that has max_queued_messages packets waiting to be written to
+      // it — a live subscription's retained replay during a join is such a backlog), so it goes
+      // again after a silence — also while the first one's PUBACK is awaited (it is written behind
+      // that backlog)
       // (the silence is looked at four times per retry period: a check every period found it up
       // to two periods late — a join that lost its fence stalled ~4 s at the 2 s default)
       const retry = this.opts.fenceRetryMs;

@@ -1,4 +1,4 @@
-import { digestEquals, silentLogger } from '@edgecore/beehive';
+import { digestEquals, newMessage, Operation, silentLogger, toWire } from '@edgecore/beehive';
 import { EdgeHubModule } from '@edgecore/edgehub';
 import { EdgeMeshModule } from '@edgecore/edgemesh-module';
 import { MetaManagerModule } from '@edgecore/metamanager';
@@ -123,6 +123,76 @@ describe('cloud → node updates through a stock mosquitto (max_queued_messages 
     },
     180_000,
   );
+
+  it('MQTT 5: a fresh node joins a catalog larger than the broker queue without a retained replay; a type with no digest is loaded whole', async () => {
+    const broker = await Mosquitto.start({ stock: true });
+    const cloud = await connectAsync(broker.url, { clientId: 'test-cloud', reconnectPeriod: 0 });
+    const dir = tmp();
+    let host: EdgeCoreHost | undefined;
+    try {
+      // 3,000 services in ten namespaces, published with their digest before the node exists
+      const N = 3000;
+      const f = join(dir, 'catalog.yaml');
+      writeFileSync(
+        f,
+        Array.from(
+          { length: N },
+          (_, i) => `apiVersion: v1
+kind: Service
+metadata: { name: svc-${i}, namespace: ns-${i % 10} }
+spec: { clusterIP: None, selector: { app: a${i} }, ports: [{ name: http-0, port: 80, targetPort: 80 }] }
+`,
+        ).join('---\n'),
+      );
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f], quiet)).toBe(0);
+      const want = await cloudDigest(broker.url);
+      expect(want.count).toBe(N);
+      // and a ConfigMap as a cloud that publishes no digests would: retained, nothing else
+      const cm = newMessage(
+        {
+          apiVersion: 'v1',
+          kind: 'ConfigMap',
+          metadata: { name: 'settings', namespace: 'ns-0' },
+          data: { a: '1' },
+        },
+        { source: 'cloud', group: 'meta', operation: Operation.Insert, resource: 'ns-0/configmap/settings' },
+      );
+      await cloud.publishAsync('edgecore/objects/ns-0/configmap/settings', toWire(cm), {
+        qos: 1,
+        retain: true,
+      });
+
+      host = await startHost(dir, 'edge-node-join', broker.url, 5);
+      const hub = host.container.get(EdgeHubModule);
+      const mm = host.container.get(MetaManagerModule);
+      const mesh = host.container.get(EdgeMeshModule);
+      await until(
+        () =>
+          digestEquals(mm.store.digest('service'), want) &&
+          mesh.catalog.services.size === N &&
+          mm.store.get('ns-0/configmap/settings') !== undefined,
+        'the node holds the cloud state',
+        60_000,
+      );
+      // the live link got no replay of the catalog (a stock mosquitto would have dropped all but
+      // ~1,000 of it): only digests and statuses came that way
+      expect(hub.stats.received).toBeLessThan(100);
+      expect(hub.stats.sync.loads).toBeGreaterThanOrEqual(2); // the services, and the ConfigMap whole
+      expect(hub.stats.sync.resyncs).toBe(0); // nothing was lost on the way
+      expect(broker.log).not.toContain('Outgoing messages are being dropped'); // reads of ≤ 900
+      // and what arrives afterwards comes live
+      writeFileSync(f, services(['after-join']));
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f], quiet)).toBe(0);
+      await until(() => mesh.catalog.services.has('default/after-join'), 'a later service, live');
+      expect(hub.stats.connects).toBe(1);
+      const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
+      expect(m).toMatch(/^edgecore_edgehub_retained_loads_total [2-9]/m);
+    } finally {
+      await cloud.endAsync(true);
+      await host?.stop();
+      await broker.destroy();
+    }
+  }, 120_000);
 
   it('messages dropped between broker and node are noticed and read back, without a reconnect', async () => {
     const broker = await Mosquitto.start({ stock: true });

@@ -276,10 +276,16 @@ export class EdgeHubModule implements BeehiveModule {
       // would make it replay every retained object into that queue at QoS 1, where a stock
       // broker's limit drops all but ~1,000 — and the live updates behind them. A new session
       // must subscribe. Either way the digest check below finds what was lost and reads it back.
-      // This node's own objects (its pods) are few: they are subscribed on every connect, so a
-      // session kept from before they had topics of their own gets them too.
+      // This node's own objects (its pods) are subscribed on every connect, so a session kept
+      // from before they had topics of their own gets them too.
+      // MQTT 5 subscribes to objects without their retained replay (retain handling 2): the
+      // check below loads them instead, in reads a stock broker delivers whole — a replay of
+      // 30,000 objects had mosquitto drop all but ~1,000 of them on every join. MQTT 3.1.1 has no
+      // such option: its replay stays, and the digest check reads back what it lost.
+      const objects = this.protocol === 5 ? { qos: 1 as const, rh: 2 } : { qos: 1 as const };
+      if (this.protocol === 5) this.sync.loadRetained();
       client.subscribe(
-        { [this.topics.nodeObjects(node)]: { qos: 1 }, [this.topics.nodeDigests(node)]: { qos: 1 } },
+        { [this.topics.nodeObjects(node)]: objects, [this.topics.nodeDigests(node)]: { qos: 1 } },
         (err) => {
           if (err) this.log.error({ err }, 'subscribe failed');
         },
@@ -287,7 +293,7 @@ export class EdgeHubModule implements BeehiveModule {
       if (!connack.sessionPresent)
         client.subscribe(
           {
-            [this.topics.objects()]: { qos: 1 },
+            [this.topics.objects()]: objects,
             [this.topics.digests()]: { qos: 1 },
             [this.topics.down(node)]: { qos: 1 },
             ...(o.nodeStatuses ? { [this.topics.statuses()]: { qos: 1 as const } } : {}),

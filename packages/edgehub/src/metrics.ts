@@ -22,6 +22,12 @@ export class EdgeHubMetrics implements MetricsContribution {
     );
     scrapedCounter(
       r,
+      'edgecore_edgehub_retained_loads_total',
+      'Object types loaded from retained state after a subscription without retained replay (MQTT 5).',
+      () => s.sync.loads,
+    );
+    scrapedCounter(
+      r,
       'edgecore_edgehub_orphans_deleted_total',
       'Objects deleted by a resync because the broker no longer retains them.',
       () => s.sync.orphansDeleted,

@@ -490,11 +490,12 @@ async function main(): Promise<void> {
   // a slow join (a read that stalled, a resync): what the node did, to see where the time went
   if (joinMs > 10_000) console.log((await nodeStory(fresh.obs)).map((l) => `  ${l}`).join('\n'));
   const readBack = await metric(fresh.obs, 'edgecore_edgehub_resyncs_total');
+  const loaded = await metric(fresh.obs, 'edgecore_edgehub_retained_loads_total');
   const fences = await metric(fresh.obs, 'edgecore_edgehub_retained_fences_resent_total');
   const freshRss = rssMiB(fresh.proc.pid!);
   const freshRss5 = await rssSoon(fresh.proc.pid!);
   console.log(
-    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${freshRss.toFixed(0)} MiB, 5 s later ${freshRss5.toFixed(0)}, settled (90 s quiet) ${(await settledRss(fresh.proc.pid!)).toFixed(0)} MiB; types read back ${readBack}, fences resent ${fences}`,
+    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${freshRss.toFixed(0)} MiB, 5 s later ${freshRss5.toFixed(0)}, settled (90 s quiet) ${(await settledRss(fresh.proc.pid!)).toFixed(0)} MiB; types loaded from retained state ${loaded}, read back (a loss) ${readBack}, fences resent ${fences}`,
   );
   // KEEP=SECONDS: also after a good join, leave the fresh node up that long to look at it
   if (process.env.KEEP) {

@@ -31,7 +31,7 @@ export interface MemoryReleaseStats {
  * left and the event loop was quiet over the last `quietMs`, this asks V8 for the collection
  * its reducer would make (a low-memory notification: full collections that also shrink the young
  * generation), through the in-process inspector session — no port is opened. The collection is
- * a pause (~50 ms at 10,000 services), which is why it waits for a quiet loop and only follows
+ * a pause (0.1–0.2 s at 10,000 services: several full collections), which is why it waits for a quiet loop and only follows
  * growth: a steady node never pays it.
  */
 export class MemoryReleaser implements MetricsContribution {

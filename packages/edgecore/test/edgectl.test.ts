@@ -307,6 +307,60 @@ modules:
     }
   });
 
+  it('a pod applied on another node is deleted from the node that had it, in this run and the next', async () => {
+    const { ObjectPublisher } = await import('../src');
+    const pod = (node: string) => ({
+      type: 'pod' as const,
+      namespace: 'moving',
+      name: 'p',
+      node,
+      object: {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'p', namespace: 'moving' },
+        spec: { nodeName: node },
+        status: { phase: 'Running', podIP: '10.0.0.9' },
+      },
+    });
+    // where the broker retains the pod live, per node (a tombstone is not live)
+    const liveOn = async (): Promise<string[]> => {
+      const pub = await ObjectPublisher.connect(broker.url);
+      try {
+        await pub.begin(['pod'], { objects: ['pod'] });
+        return (pub.retained.get('pod') ?? [])
+          .filter((r) => r.namespace === 'moving')
+          .map((r) => r.node!)
+          .sort();
+      } finally {
+        await pub.close();
+      }
+    };
+    const move = async (steps: string[]): Promise<void> => {
+      const pub = await ObjectPublisher.connect(broker.url);
+      try {
+        await pub.begin(['pod']);
+        for (const n of steps) await pub.apply(pod(n));
+        await pub.finish();
+        expect(pub.has(pod(steps.at(-1)!))).toBe(true);
+      } finally {
+        await pub.close();
+      }
+    };
+    await move(['node-m1', 'node-m2']); // moved within one run
+    expect(await liveOn()).toEqual(['node-m2']);
+    await move(['node-m3']); // and in a later run, which knows only what the broker retains
+    expect(await liveOn()).toEqual(['node-m3']);
+    const pub = await ObjectPublisher.connect(broker.url);
+    try {
+      await pub.begin(['pod']);
+      expect(pub.digest('pod', 'node-m3')?.count).toBe(1);
+      expect(pub.digest('pod', 'node-m1')?.count ?? 0).toBe(0);
+      expect(pub.digest('pod', 'node-m2')?.count ?? 0).toBe(0);
+    } finally {
+      await pub.close();
+    }
+  });
+
   it("a Deployment scaled down loses its surplus pods; deleted, all of them (edgectl keeps no state: it reads the broker's)", async () => {
     const dep = (replicas: number) => `apiVersion: apps/v1
 kind: Deployment

@@ -8,6 +8,7 @@ import { EdgeCoreHost, ManifestError, ObjectPublisher, parseConfig, planManifest
 import { edgectl } from '../src/cli/edgectl';
 import { Mosquitto } from '@edgecore/test-support';
 import { until } from '@edgecore/test-support';
+import { connectAsync } from 'mqtt';
 
 const execFileP = promisify(execFile);
 const dig = async (args: string[]): Promise<string> =>
@@ -358,6 +359,64 @@ modules:
       expect(pub.digest('pod', 'node-m2')?.count ?? 0).toBe(0);
     } finally {
       await pub.close();
+    }
+  });
+
+  it('a run publishes only the digests that changed: every node compares its state on each one it gets', async () => {
+    const { ObjectPublisher } = await import('../src');
+    const pod = (name: string, node: string, ip: string) => ({
+      type: 'pod' as const,
+      namespace: 'digests',
+      name,
+      node,
+      object: {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, namespace: 'digests' },
+        spec: { nodeName: node },
+        status: { phase: 'Running', podIP: ip },
+      },
+    });
+    const run = async (apply: ReturnType<typeof pod>[]): Promise<void> => {
+      const pub = await ObjectPublisher.connect(broker.url);
+      try {
+        await pub.begin(['pod']);
+        for (const p of apply) await pub.apply(p);
+        await pub.finish();
+      } finally {
+        await pub.close();
+      }
+    };
+    await run([pod('a', 'dg-node-1', '10.1.0.1'), pod('b', 'dg-node-2', '10.1.0.2')]);
+    // a watcher of the digest topics, told apart from the retained copies by a marker after each run
+    const watcher = await connectAsync(broker.url, { clientId: 'digest-watcher', protocolVersion: 5 });
+    try {
+      const got: string[] = [];
+      watcher.on('message', (topic, _p, packet) => {
+        if (!packet.retain) got.push(topic);
+      });
+      await watcher.subscribeAsync(['edgecore/nodes/+/digest/+', 'edgecore/digest/+', 'test/marker'], {
+        qos: 1,
+        rh: 2,
+      });
+      const after = async (apply: ReturnType<typeof pod>[]): Promise<string[]> => {
+        got.length = 0;
+        await run(apply);
+        await watcher.publishAsync('test/marker', 'x', { qos: 1 });
+        await until(() => got.includes('test/marker'), 'the marker');
+        return got.filter((t) => t !== 'test/marker').sort();
+      };
+      expect(await after([])).toEqual([]); // nothing changed: no digest sent
+      expect(await after([pod('a', 'dg-node-1', '10.1.0.3')])).toEqual([
+        'edgecore/nodes/dg-node-1/digest/pod',
+      ]);
+      // a pod that moves changes both nodes' digests
+      expect(await after([pod('b', 'dg-node-1', '10.1.0.2')])).toEqual([
+        'edgecore/nodes/dg-node-1/digest/pod',
+        'edgecore/nodes/dg-node-2/digest/pod',
+      ]);
+    } finally {
+      await watcher.endAsync(true);
     }
   });
 

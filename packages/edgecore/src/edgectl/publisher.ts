@@ -1,4 +1,12 @@
-import { fromWire, newMessage, toWire, TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
+import {
+  digestEquals,
+  fromWire,
+  newMessage,
+  parseDigest,
+  toWire,
+  TypeDigest,
+  type TypeDigestValue,
+} from '@edgecore/beehive';
 import { NODE_SCOPED_TYPES, RetainedReader, Topics, TYPE_TO_KIND } from '@edgecore/edgehub';
 import { IndexMap } from '@edgecore/edgemesh-module';
 import { parseWrite } from '@edgecore/metamanager';
@@ -74,6 +82,13 @@ export class ObjectPublisher {
    * nodes, 1,000 at 1,000).
    */
   private readonly placed = new IndexMap();
+  /**
+   * Digest topic → the digest the broker retains there (read in begin(), then what finish()
+   * published): finish() publishes only those that changed. Every digest reaching a node makes it
+   * compare its state, so republishing unchanged ones — every node's pod digest on each apply —
+   * had each of a thousand nodes check after any apply, whatever it touched.
+   */
+  private readonly retainedDigests = new Map<string, TypeDigestValue>();
   /** Types whose retained state was read (a node-scoped type: of every node). */
   private readonly read = new Set<string>();
   /** The live retained objects of the types read with `objects` (for the slice controller). */
@@ -159,6 +174,14 @@ export class ObjectPublisher {
             }
           },
         );
+      await reader.read(
+        want.map((t) => (NODE_SCOPED_TYPES.has(t) ? this.topics.digest(t, '+') : this.topics.digest(t))),
+        `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
+        (topic, payload) => {
+          const d = payload.length ? parseDigest(payload.toString()) : undefined;
+          if (d) this.retainedDigests.set(topic, d);
+        },
+      );
       for (const type of want) {
         const live = new Map<string, { rv: number; node?: string; object?: Record<string, any> }>();
         await reader.read(
@@ -334,18 +357,24 @@ export class ObjectPublisher {
     else this.placed.delete(key, node ?? '');
   }
 
-  /** Wait for every publish, then publish the digest of each scope read in begin(). */
+  /**
+   * Wait for every publish, then publish the digest of each scope read in begin() that differs
+   * from the one the broker retains (a digest left wrong by an interrupted or concurrent run is
+   * repaired; an unchanged one is not sent again).
+   */
   async finish(): Promise<void> {
     await Promise.all(this.inflight);
     if (this.failed) throw this.failed;
     for (const [scope, st] of this.state) {
       const at = scope.indexOf('@');
       const [type, node] = at < 0 ? [scope, undefined] : [scope.slice(0, at), scope.slice(at + 1)];
-      const d = { ...st.digest.value, at: Date.now() };
-      await this.client.publishAsync(this.topics.digest(type, node), JSON.stringify(d), {
-        qos: 1,
-        retain: true,
-      });
+      const topic = this.topics.digest(type, node);
+      const v = st.digest.value;
+      const had = this.retainedDigests.get(topic);
+      if (had && digestEquals(had, v) && !had.namespaces === !v.namespaces) continue;
+      const d = { ...v, at: Date.now() };
+      await this.client.publishAsync(topic, JSON.stringify(d), { qos: 1, retain: true });
+      this.retainedDigests.set(topic, d);
     }
   }
 

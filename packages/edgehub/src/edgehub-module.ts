@@ -283,12 +283,20 @@ export class EdgeHubModule implements BeehiveModule {
       // 30,000 objects had mosquitto drop all but ~1,000 of them on every join. MQTT 3.1.1 has no
       // such option: its replay stays, and the digest check reads back what it lost.
       const objects = this.protocol === 5 ? { qos: 1 as const, rh: 2 } : { qos: 1 as const };
-      if (this.protocol === 5) this.sync.loadRetained();
+      // The link counts as connected once the broker acknowledged the subscriptions: from then
+      // on every publish reaches the node live, and the load reads what was retained before
+      // (loaded earlier, an object published between the CONNACK and the SUBACK came neither way)
+      let pending = connack.sessionPresent ? 1 : 2;
+      const subscribed = (err?: Error | null): void => {
+        if (err) this.log.error({ err }, 'subscribe failed');
+        if (--pending > 0 || this.client !== client || !client.connected) return;
+        if (this.protocol === 5) this.sync.loadRetained();
+        this.setConnected(true);
+        this.checks.soon(0);
+      };
       client.subscribe(
         { [this.topics.nodeObjects(node)]: objects, [this.topics.nodeDigests(node)]: { qos: 1 } },
-        (err) => {
-          if (err) this.log.error({ err }, 'subscribe failed');
-        },
+        subscribed,
       );
       if (!connack.sessionPresent)
         client.subscribe(
@@ -298,12 +306,8 @@ export class EdgeHubModule implements BeehiveModule {
             [this.topics.down(node)]: { qos: 1 },
             ...(o.nodeStatuses ? { [this.topics.statuses()]: { qos: 1 as const } } : {}),
           },
-          (err) => {
-            if (err) this.log.error({ err }, 'subscribe failed');
-          },
+          subscribed,
         );
-      this.setConnected(true);
-      this.checks.soon(0);
     });
     client.on('close', () => {
       if (this.client !== client) return;

@@ -282,7 +282,8 @@ export class EdgeHubModule implements BeehiveModule {
       // check below loads them instead, in reads a stock broker delivers whole — a replay of
       // 30,000 objects had mosquitto drop all but ~1,000 of them on every join. MQTT 3.1.1 has no
       // such option: its replay stays, and the digest check reads back what it lost.
-      const objects = this.protocol === 5 ? { qos: 1 as const, rh: 2 } : { qos: 1 as const };
+      const noReplay = this.protocol === 5;
+      const objects = noReplay ? { qos: 1 as const, rh: 2 } : { qos: 1 as const };
       // The link counts as connected once the broker acknowledged the subscriptions: from then
       // on every publish reaches the node live, and the load reads what was retained before
       // (loaded earlier, an object published between the CONNACK and the SUBACK came neither way)
@@ -290,7 +291,7 @@ export class EdgeHubModule implements BeehiveModule {
       const subscribed = (err?: Error | null): void => {
         if (err) this.log.error({ err }, 'subscribe failed');
         if (--pending > 0 || this.client !== client || !client.connected) return;
-        if (this.protocol === 5) this.sync.loadRetained();
+        if (noReplay) this.sync.loadRetained();
         this.setConnected(true);
         this.checks.soon(0);
       };

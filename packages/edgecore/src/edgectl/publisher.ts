@@ -154,61 +154,56 @@ export class ObjectPublisher {
     const keep = new Set(opts.objects ?? []);
     const want = [...new Set([...types, ...keep])].filter((t) => !this.read.has(t));
     if (!want.length && !opts.zones) return;
+    const fence = `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`;
     const reader = await RetainedReader.open(this.server, {
       ...this.clientOptions,
       clientId: `${this.clientOptions.clientId}-read`,
     });
     try {
       if (opts.zones)
+        await reader.read(this.topics.statuses(), fence, (topic, payload) => {
+          const node = this.topics.statusNode(topic);
+          if (!node || !payload.length) return;
+          try {
+            const zone = (JSON.parse(payload.toString()) as { zone?: unknown }).zone;
+            if (typeof zone === 'string' && zone) this.nodeZones.set(node, zone);
+          } catch {
+            // a malformed status says nothing of a zone
+          }
+        });
+      // what the broker retains of their digests (finish() sends only those that changed)
+      if (want.length)
         await reader.read(
-          this.topics.statuses(),
-          `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
+          want.map((t) => (NODE_SCOPED_TYPES.has(t) ? this.topics.digest(t, '+') : this.topics.digest(t))),
+          fence,
           (topic, payload) => {
-            const node = this.topics.statusNode(topic);
-            if (!node || !payload.length) return;
-            try {
-              const zone = (JSON.parse(payload.toString()) as { zone?: unknown }).zone;
-              if (typeof zone === 'string' && zone) this.nodeZones.set(node, zone);
-            } catch {
-              // a malformed status says nothing of a zone
-            }
+            const d = payload.length ? parseDigest(payload.toString()) : undefined;
+            if (d) this.retainedDigests.set(topic, d);
           },
         );
-      await reader.read(
-        want.map((t) => (NODE_SCOPED_TYPES.has(t) ? this.topics.digest(t, '+') : this.topics.digest(t))),
-        `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
-        (topic, payload) => {
-          const d = payload.length ? parseDigest(payload.toString()) : undefined;
-          if (d) this.retainedDigests.set(topic, d);
-        },
-      );
       for (const type of want) {
         const live = new Map<string, { rv: number; node?: string; object?: Record<string, any> }>();
-        await reader.read(
-          this.topics.objectsOfType(type),
-          `${this.topics.prefix}/cloud/sync/${this.clientOptions.clientId}`,
-          (topic, payload) => {
-            const at = this.topics.objectAt(topic);
-            if (!at) return;
-            const id = at.node === undefined ? at.resource : `${at.node}|${at.resource}`;
-            live.delete(id);
-            if (!payload.length) return; // a forgotten tombstone: nothing retained
-            try {
-              const msg = fromWire(payload);
-              const w = parseWrite(msg).op;
-              if (w.op === 'delete')
-                this.tombstones.push({ topic, resource: at.resource, at: msg.header.timestamp });
-              if (w.op === 'upsert')
-                live.set(id, {
-                  rv: w.resourceVersion,
-                  node: at.node,
-                  object: keep.has(type) ? (msg.content as Record<string, any>) : undefined,
-                });
-            } catch {
-              // not an object message: nodes refuse it too, so it counts for neither side
-            }
-          },
-        );
+        await reader.read(this.topics.objectsOfType(type), fence, (topic, payload) => {
+          const at = this.topics.objectAt(topic);
+          if (!at) return;
+          const id = at.node === undefined ? at.resource : `${at.node}|${at.resource}`;
+          live.delete(id);
+          if (!payload.length) return; // a forgotten tombstone: nothing retained
+          try {
+            const msg = fromWire(payload);
+            const w = parseWrite(msg).op;
+            if (w.op === 'delete')
+              this.tombstones.push({ topic, resource: at.resource, at: msg.header.timestamp });
+            if (w.op === 'upsert')
+              live.set(id, {
+                rv: w.resourceVersion,
+                node: at.node,
+                object: keep.has(type) ? (msg.content as Record<string, any>) : undefined,
+              });
+          } catch {
+            // not an object message: nodes refuse it too, so it counts for neither side
+          }
+        });
         this.read.add(type);
         if (!NODE_SCOPED_TYPES.has(type)) this.stateOf(type, undefined);
         const objects: RetainedObject[] = [];

@@ -11,6 +11,23 @@ import { until } from '@edgecore/test-support';
 import { connectAsync } from 'mqtt';
 
 const execFileP = promisify(execFile);
+
+/** A pod as edgectl plans it: node-scoped, retained on its node's topics. */
+function plannedPod(namespace: string, name: string, node: string, podIP: string) {
+  return {
+    type: 'pod' as const,
+    namespace,
+    name,
+    node,
+    object: {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace },
+      spec: { nodeName: node },
+      status: { phase: 'Running', podIP },
+    },
+  };
+}
 const dig = async (args: string[]): Promise<string> =>
   (await execFileP('dig', args, { timeout: 10_000 })).stdout;
 
@@ -310,19 +327,7 @@ modules:
 
   it('a pod applied on another node is deleted from the node that had it, in this run and the next', async () => {
     const { ObjectPublisher } = await import('../src');
-    const pod = (node: string) => ({
-      type: 'pod' as const,
-      namespace: 'moving',
-      name: 'p',
-      node,
-      object: {
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: 'p', namespace: 'moving' },
-        spec: { nodeName: node },
-        status: { phase: 'Running', podIP: '10.0.0.9' },
-      },
-    });
+    const pod = (node: string) => plannedPod('moving', 'p', node, '10.0.0.9');
     // where the broker retains the pod live, per node (a tombstone is not live)
     const liveOn = async (): Promise<string[]> => {
       const pub = await ObjectPublisher.connect(broker.url);
@@ -364,19 +369,7 @@ modules:
 
   it('a run publishes only the digests that changed: every node compares its state on each one it gets', async () => {
     const { ObjectPublisher } = await import('../src');
-    const pod = (name: string, node: string, ip: string) => ({
-      type: 'pod' as const,
-      namespace: 'digests',
-      name,
-      node,
-      object: {
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name, namespace: 'digests' },
-        spec: { nodeName: node },
-        status: { phase: 'Running', podIP: ip },
-      },
-    });
+    const pod = (name: string, node: string, ip: string) => plannedPod('digests', name, node, ip);
     const run = async (apply: ReturnType<typeof pod>[]): Promise<void> => {
       const pub = await ObjectPublisher.connect(broker.url);
       try {

@@ -436,8 +436,8 @@ async function main(): Promise<void> {
   const churnS = (Date.now() - c0) / 1000;
   const rssChurn = rssMiB(core.pid!);
   const rssChurn5 = await rssSoon(core.pid!);
-  // and once quiet: V8's memory reducer collects and gives pages back some 30-60 s after the last
-  // burst (the lowest RSS of 90 s without traffic)
+  // and once quiet: the lowest RSS of 90 s without traffic (edgecore's memory release acts within
+  // seconds of the quiet; without it, V8's own reducer gave pages back 30-60 s after the burst)
   const rssQuiet = await settledRss(core.pid!);
   const resyncs = await metric(obs, 'edgecore_edgehub_resyncs_total');
   const commits = await metric(obs, 'edgecore_metadata_commits_total');

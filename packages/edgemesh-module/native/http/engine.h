@@ -34,6 +34,7 @@
 #define EVENTS 256
 #define COALESCE_MAX_US 1000 /* longest coalescing wait */
 #define COALESCE_INFLIGHT 16  /* exchanges in flight from which a wake-up waits for more events */
+#define COALESCE_RECENT_NS 1000000 /* ... and only when the previous wake-up ended within this (1 ms) */
 #define LINGER_MS 5000
 /* Above this many client connections, an idle keep-alive connection gives its buffer back. */
 #define KEEP_BUFFERS 512
@@ -194,6 +195,7 @@ typedef struct engine {
   int need_drain; /* a JavaScript callback may have queued microtasks */
   uint32_t coalesce_us;      /* 0: off */
   uint32_t last_wake_events; /* events the previous wake-up handled */
+  uint64_t last_wake_end;    /* when it ended (uv_hrtime, ns) */
   double coalesced;          /* wake-ups that waited */
   napi_ref cb_decide, cb_done, cb_handback, cb_closed, cb_noop, done_ref;
   int32_t *done_buf;

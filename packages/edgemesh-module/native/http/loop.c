@@ -163,8 +163,11 @@ static void on_poll(uv_poll_t *p, int status, int events) {
    * interrupt for them to send (in a VM, no exit to the hypervisor on either side), and here one
    * epoll round, one JavaScript turn, one flush of ended requests serve many requests instead of
    * two or three. With few exchanges in flight the wait would only add latency (throughput is
-   * in-flight / latency there), so it never happens then, nor for a lone event. */
-  if (e->coalesce_us && e->nups - e->npooled >= COALESCE_INFLIGHT && e->last_wake_events > 1) {
+   * in-flight / latency there), so it never happens then, nor for a lone event — nor after a
+   * quiet spell: a burst that ended a while ago (20 connections adopted at once, then nothing for
+   * a millisecond) says nothing of the load now. */
+  if (e->coalesce_us && e->nups - e->npooled >= COALESCE_INFLIGHT && e->last_wake_events > 1 &&
+      uv_hrtime() - e->last_wake_end < COALESCE_RECENT_NS) {
     struct timespec d = {0, (long)e->coalesce_us * 1000};
     nanosleep(&d, NULL);
     e->coalesced++;
@@ -177,6 +180,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     if (n < EVENTS) break;
   }
   e->last_wake_events = got;
+  e->last_wake_end = uv_hrtime();
   e->depth--;
   end_of_wake(e);
   napi_close_handle_scope(e->env, scope);

@@ -2,7 +2,9 @@
 #ifndef EDGEMESH_NATIVE_COMMON_H
 #define EDGEMESH_NATIVE_COMMON_H
 #include <node_api.h>
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 /* A method entry of a napi_property_descriptor table. */
 #define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
@@ -29,6 +31,26 @@ static inline void *handle_args(napi_env env, napi_callback_info info, size_t wa
     return NULL;
   }
   return p;
+}
+
+/* Throws `what: strerror(err)` with the errno's name as `code` (EADDRINUSE, ...; like node:net). */
+static inline napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value e, code, m;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_error(env, NULL, m, &e);
+  const char *name = err == EADDRINUSE      ? "EADDRINUSE"
+                     : err == EACCES        ? "EACCES"
+                     : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL"
+                     : err == EINVAL        ? "EINVAL"
+                     : err == EMFILE        ? "EMFILE"
+                     : err == ENFILE        ? "ENFILE"
+                                            : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_set_named_property(env, e, "code", code);
+  napi_throw(env, e);
+  return NULL;
 }
 
 #endif

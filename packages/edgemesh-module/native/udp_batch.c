@@ -66,24 +66,6 @@ typedef struct {
     }                                                                                              \
   } while (0)
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_value e, code, m;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-  napi_create_error(env, NULL, m, &e);
-  /* the errno name (EADDRINUSE, ...) as `code`, like node:dgram */
-  const char *name = err == EADDRINUSE ? "EADDRINUSE"
-                     : err == EACCES ? "EACCES"
-                     : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL"
-                     : err == EINVAL ? "EINVAL"
-                                     : "EIO";
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-  napi_set_named_property(env, e, "code", code);
-  napi_throw(env, e);
-  return NULL;
-}
-
 /* The arguments of a call whose first argument is a socket handle: the socket, or NULL (thrown). */
 #define sock_args(env, info, want, argv)                                                           \
   ((sock_t *)handle_args(env, info, want, argv, "EDGEMESH_UDP_BATCH", "udp_batch"))

@@ -7,6 +7,7 @@ import {
 } from '@edgecore/beehive';
 import type { Registry } from 'prom-client';
 import type { EdgeMeshModule } from './edgemesh-module';
+import { NativeListenerSet } from './proxy/listeners';
 import { LATENCY_BUCKETS, type ServiceStats } from './proxy/http/policy';
 
 /**
@@ -314,6 +315,12 @@ export class EdgeMeshMetrics implements MetricsContribution {
       'edgecore_mesh_portals',
       'Portals (one per service port).',
       () => mesh.portals?.size ?? 0,
+    );
+    scrapedCounter(
+      r,
+      'edgecore_mesh_portal_connections_refused_total',
+      'Portal connections closed at once because the process was out of file descriptors (EMFILE; the native listener set).',
+      () => NativeListenerSet.get()?.stats().refused ?? 0,
     );
   }
 }

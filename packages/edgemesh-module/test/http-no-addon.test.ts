@@ -1,5 +1,5 @@
 import { Agent, request as httpRequest } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { httpBackend } from './backends';
 
 /**
@@ -13,7 +13,9 @@ jest.mock('../src/native', () => ({
 
 // imported after the mock is in place
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { HttpProxy, LoadBalancer, RoundRobin, UpstreamPool } = require('../src') as typeof import('../src');
+const mesh = require('../src') as typeof import('../src');
+const { HttpProxy, LoadBalancer, RoundRobin, UpstreamPool, PortalManager, TcpProxy, H2Proxy } = mesh;
+const { defaultListen, netListen } = mesh;
 
 it('httpEngine native without the addon: a clear error with a stable code', () => {
   expect(
@@ -51,4 +53,45 @@ it('httpEngine auto without the addon: portal connections are served by JavaScri
   http.close();
   await new Promise<void>((r) => server.close(() => r()));
   await h.close();
+});
+
+it('portals without the addon listen through node:net and serve', async () => {
+  expect(defaultListen()).toBe(netListen);
+  const echo = createServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+  const port = (echo.address() as AddressInfo).port;
+  const lb = new LoadBalancer(new RoundRobin());
+  const http = new HttpProxy(lb, new UpstreamPool());
+  const backends = [{ host: '127.0.0.1', port, key: `127.0.0.1:${port}`, origin: 't' }];
+  const portals = new PortalManager(
+    '127.0.0.1',
+    http,
+    new TcpProxy(lb),
+    new H2Proxy(lb, { connect: () => Promise.reject(new Error('not dialed')) }),
+    lb,
+    () => backends,
+  );
+  await portals.sync([
+    {
+      key: 'default/echo:7/TCP',
+      namespace: 'default',
+      service: 'echo',
+      vip: '198.18.0.1',
+      port: 7,
+      transport: 'TCP',
+      protocol: 'tcp',
+    },
+  ]);
+  const p = portals.get('default/echo:7/TCP')!;
+  const got = await new Promise<string>((resolve, reject) => {
+    const c = connect(p.listenPort, '127.0.0.1', () => c.end('through the portal'));
+    let b = '';
+    c.on('data', (d) => (b += d));
+    c.on('end', () => resolve(b));
+    c.on('error', reject);
+  });
+  expect(got).toBe('through the portal');
+  await portals.closeAll();
+  http.close();
+  await new Promise<void>((r) => echo.close(() => r()));
 });

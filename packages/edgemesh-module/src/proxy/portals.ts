@@ -2,11 +2,11 @@ import { clientHello, originating } from './tls/backend-tls';
 import type { NativeRoute } from './http/route';
 import { h2RouteOf, type H2Proxy, type H2Route } from './h2/h2-proxy';
 import { Logger, silentLogger } from '@edgecore/beehive';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { defaultListen, type ConnectionTarget, type Listen, type Listener } from './listeners';
 import type { Service } from '../catalog/types';
 import { flatKey, IndexMap } from '../catalog/index-map';
 import type { Backend } from '../lb/backends';
@@ -17,15 +17,24 @@ import type { TcpProxy } from './l4/tcp-proxy';
 import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
 import { portProtocol, type PortalEntry, type PortalSpec } from '../portal-table';
 
-interface Portal {
-  spec: PortalSpec;
-  listenPort: number;
-  tcp?: Server;
-  udp?: UdpSocket;
-  udpProxy?: UdpProxy;
+/** One portal: its own listener's connection target (no function made per portal). */
+class Portal implements ConnectionTarget {
+  listenPort = 0;
+  tcp?: Listener = undefined;
+  udp?: UdpSocket = undefined;
+  udpProxy?: UdpProxy = undefined;
   /** Its L7 routes, made at its first connection (most of 10,000 portals never see one). */
-  route?: () => NativeRoute;
-  h2route?: () => H2Route;
+  route?: () => NativeRoute = undefined;
+  h2route?: () => H2Route = undefined;
+
+  constructor(
+    private readonly manager: PortalManager,
+    public spec: PortalSpec,
+  ) {}
+
+  connection(sock: Socket): void {
+    this.manager.accept(this, sock);
+  }
 }
 
 export function desiredPortals(
@@ -86,14 +95,19 @@ export class PortalManager {
       hashHeader?: string;
       /** Listen ports taken next-fit from this range (inclusive); a random bind without it. */
       portRange?: { from: number; to: number };
+      /** How TCP portals listen (default: the addon's listener set when built, else node:net). */
+      listen?: Listen;
     } = {},
   ) {
     this.log = opts.log ?? silentLogger;
+    this.listen = opts.listen ?? defaultListen();
     // a random place to start, so that several edgecores on one host do not all walk the ports
     // the first one took
     const r = opts.portRange;
     this.nextPort = r ? r.from + Math.floor(Math.random() * (r.to - r.from + 1)) : 0;
   }
+
+  private readonly listen: Listen;
 
   /** The next port of the range to try (next-fit: a closed portal's port is reused last). */
   private nextPort: number;
@@ -200,16 +214,7 @@ export class PortalManager {
   }
 
   private async open(spec: PortalSpec): Promise<Portal> {
-    // every field in the literal: one added later costs a separate property array
-    const portal: Portal = {
-      spec,
-      listenPort: 0,
-      tcp: undefined,
-      udp: undefined,
-      udpProxy: undefined,
-      route: undefined,
-      h2route: undefined,
-    };
+    const portal = new Portal(this, spec);
     if (spec.transport === 'UDP') {
       let sock!: UdpSocket;
       await this.bindInRange(
@@ -234,19 +239,21 @@ export class PortalManager {
       portal.listenPort = sock.address().port;
       return portal;
     }
-    const halfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
-    const server = createServer({ allowHalfOpen: halfOpen, noDelay: true }, this.accept.bind(this, portal));
+    const allowHalfOpen = spec.protocol === 'tcp' || spec.protocol === 'https';
+    let tcp!: Listener;
     await this.bindInRange(async (port) => {
-      server.listen(port, this.listenHost);
-      await once(server, 'listening'); // rejects on 'error'
+      tcp = await this.listen({ host: this.listenHost, port, allowHalfOpen }, portal);
     });
-    portal.tcp = server;
-    portal.listenPort = (server.address() as AddressInfo).port;
+    portal.tcp = tcp;
+    portal.listenPort = tcp.port;
     return portal;
   }
 
-  /** A connection to a portal, by its service port's protocol (read now: it may have changed). */
-  private accept(portal: Portal, sock: Socket): void {
+  /**
+   * A connection to a portal, by its service port's protocol (read now: it may have changed).
+   * @internal its portals call it
+   */
+  accept(portal: Portal, sock: Socket): void {
     const s = portal.spec;
     if (s.protocol === 'h2') this.h2.handle(sock, this.h2RouteOf(portal));
     else if (s.protocol === 'http') this.http.handleRoute(sock, this.routeOf(portal));

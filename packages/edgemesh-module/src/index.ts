@@ -43,7 +43,7 @@ export * from './proxy/l4/splice';
 export * from './proxy/l4/udp-proxy';
 export * from './proxy/portals';
 export { NativeListenerSet, netListen, defaultListen } from './proxy/listeners';
-export type { Listen, Listener, ListenOptions } from './proxy/listeners';
+export type { ConnectionTarget, Listen, Listener, ListenOptions } from './proxy/listeners';
 export * from './proxy/forward-proxy';
 export * from './iptables/exec';
 export * from './iptables/iptables';

@@ -71,8 +71,6 @@ export class NativeListenerSet {
   private readonly slab = new Int32Array(2 * SLAB_PAIRS);
   private readonly handle: unknown;
   private readonly open = new Map<number, NativeListener>();
-  /** Connections that could not become sockets (closed at once). */
-  dropped = 0;
 
   private constructor(private readonly b: ListenersBinding) {
     this.handle = b.create(this.slab, (n) => this.accepted(n));
@@ -117,7 +115,7 @@ export class NativeListenerSet {
         sock = undefined;
       }
       if (!t || !sock) {
-        this.dropped++;
+        // its listener closed meanwhile, or not a socket Node can take: the connection is closed
         try {
           closeSync(fd);
         } catch {

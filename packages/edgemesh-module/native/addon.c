@@ -1,11 +1,27 @@
 /* edgemesh_native: the batched UDP socket (udp_batch.c), the L4 splice engine (splice.c), the
- * L7 engine (http/engine.c) and the portals' listening sockets (listeners.c). */
+ * L7 engine (http/engine.c), the portals' listening sockets (listeners.c) and malloc's trim. */
 #include <node_api.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 napi_value udp_batch_init(napi_env env, napi_value exports);
 napi_value splice_init(napi_env env, napi_value exports);
 napi_value http_engine_init(napi_env env, napi_value exports);
 napi_value listeners_init(napi_env env, napi_value exports);
+
+/* trimMalloc(): glibc keeps the pages freed inside its arenas (all but the top of the main one)
+ * for reuse; after a burst is over they are resident for nothing. true when some were given back;
+ * false where there is no malloc_trim (musl). */
+static napi_value js_trim_malloc(napi_env env, napi_callback_info info) {
+  int released = 0;
+#ifdef __GLIBC__
+  released = malloc_trim(0);
+#endif
+  napi_value out;
+  napi_get_boolean(env, released != 0, &out);
+  return out;
+}
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value udp;
@@ -24,6 +40,9 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_object(env, &ls);
   listeners_init(env, ls);
   napi_set_named_property(env, exports, "listeners", ls);
+  napi_value trim;
+  napi_create_function(env, "trimMalloc", NAPI_AUTO_LENGTH, js_trim_malloc, NULL, &trim);
+  napi_set_named_property(env, exports, "trimMalloc", trim);
   return exports;
 }
 

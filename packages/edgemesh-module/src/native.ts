@@ -2,8 +2,9 @@ import { join } from 'node:path';
 
 /**
  * The `edgemesh_native` addon (native/*.c, built by `npm install` through node-gyp; Linux): the
- * batched UDP socket of the DNS server, the splice engine of the L4 proxy and the L7 HTTP engine.
- * Everything that uses it has a pure-Node fallback, chosen when the addon is not built.
+ * batched UDP socket of the DNS server, the splice engine of the L4 proxy, the L7 HTTP engine and
+ * the portals' listener set. Everything that uses it has a pure-Node fallback, chosen when the addon
+ * is not built.
  */
 let binding: unknown;
 let loadError: string | undefined;
@@ -26,4 +27,13 @@ export function loadNative<T>(): T | undefined {
 export function nativeUnavailable(): string | undefined {
   loadNative();
   return loadError;
+}
+
+/**
+ * Gives malloc's free pages back to the system (glibc's `malloc_trim`): glibc keeps what a burst
+ * freed inside its arenas for reuse, resident. True when some were given back; undefined without
+ * the addon. For the process's owner (the edgecore CLI's memory release), like a V8 flag.
+ */
+export function trimMalloc(): boolean | undefined {
+  return loadNative<{ trimMalloc(): boolean }>()?.trimMalloc();
 }

@@ -12,6 +12,7 @@ import { EdgeCoreHost } from '../host';
 import { MemoryReleaser } from '../memory';
 import { createLogger } from '../logging';
 import { brokerUrls, checkBroker, mqttClientAuth } from '@edgecore/edgehub';
+import { trimMalloc } from '@edgecore/edgemesh-module';
 import { checkEnvironment } from '../check/environment';
 
 const HELP = `edgecore — KubeEdge-style edge runtime (beehive, MetaManager, EdgeHub, EdgeMesh)
@@ -84,7 +85,11 @@ export async function main(argv: string[]): Promise<void> {
   const host = new EdgeCoreHost(config, { logger: log });
   // the process's own memory policy, like the V8 flags above: an embedder's host leaves its
   // process alone (a release there would pause the embedder's whole heap)
-  const memory = new MemoryReleaser({ growthMiB: config.memory.releaseAfterGrowthMiB, quietMs: 2000 });
+  const memory = new MemoryReleaser({
+    growthMiB: config.memory.releaseAfterGrowthMiB,
+    quietMs: 2000,
+    trim: trimMalloc,
+  });
   memory.registerMetrics(host.metrics);
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals): void => {

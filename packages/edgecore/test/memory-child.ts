@@ -15,11 +15,18 @@ import { MemoryReleaser } from '../src/memory';
 const growthMiB = Number(process.argv[2]);
 const busyMs = Number(process.argv[3] ?? 0);
 const idleMs = Number(process.argv[4] ?? 1500);
-const r = new MemoryReleaser({ growthMiB, quietMs: 200, trim: process.argv[6] === 'trim' ? trimMalloc : undefined });
+const r = new MemoryReleaser({
+  growthMiB,
+  quietMs: 200,
+  trim: process.argv[6] === 'trim' ? trimMalloc : undefined,
+});
 r.start();
-const rssAnon = (): number => Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
+const rssAnon = (): number =>
+  Number(/RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
 const report = (phase: string): void =>
-  console.log(JSON.stringify({ phase, heap: getHeapStatistics().total_heap_size, rssAnon: rssAnon(), ...r.stats }));
+  console.log(
+    JSON.stringify({ phase, heap: getHeapStatistics().total_heap_size, rssAnon: rssAnon(), ...r.stats }),
+  );
 
 let held: unknown[][] | undefined = [];
 for (let k = 0; k < 20; k++) {

@@ -363,6 +363,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
           backends.push(
             ...this.backends.of({
               key: k,
+              serviceKey: key,
               namespace,
               service,
               vip: '',

@@ -39,6 +39,8 @@ export function portProtocol(p: ServicePort): PortalProtocol {
 export interface PortalSpec {
   /** `<ns>/<svc>:<port>/<proto>` — stable identity of the service port. */
   key: string;
+  /** `<ns>/<svc>`: the service's key, one string that every index by service shares. */
+  serviceKey: string;
   namespace: string;
   service: string;
   vip: string;

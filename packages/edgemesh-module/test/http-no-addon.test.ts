@@ -74,6 +74,7 @@ it('portals without the addon listen through node:net and serve', async () => {
   await portals.sync([
     {
       key: 'default/echo:7/TCP',
+      serviceKey: 'default/echo',
       namespace: 'default',
       service: 'echo',
       vip: '198.18.0.1',

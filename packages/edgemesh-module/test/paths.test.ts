@@ -122,6 +122,7 @@ describe('published backends (what the tunnel opens for other nodes)', () => {
 describe('backends by path, counted (the edgecore_edgemesh_backends gauge)', () => {
   const spec: PortalSpec = {
     key: 'default/web:80/TCP',
+    serviceKey: 'default/web',
     namespace: 'default',
     service: 'web',
     vip: '169.254.1.1',

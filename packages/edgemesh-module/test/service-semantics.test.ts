@@ -418,6 +418,7 @@ describe('per-service load-balancing policy', () => {
     const of = (n: string) =>
       idx.of({
         key: `default/${n}:80/TCP`,
+        serviceKey: `default/${n}`,
         namespace: 'default',
         service: n,
         vip: '',

@@ -44,7 +44,7 @@ export class BackendIndex {
     )
       attachBackendTls(b, backendTlsOf(svc, this.clusterDomain));
     this.cache.set(spec.key, b);
-    this.cachedPortsOf.add(`${spec.namespace}/${spec.service}`, spec.key);
+    this.cachedPortsOf.add(spec.serviceKey, spec.key);
     return b;
   }
 
@@ -67,7 +67,7 @@ export class BackendIndex {
         const b = this.resolve(spec, svc, svc && portOf(svc, spec));
         have = b.length * COUNT + b.filter((x) => x.tunnel).length;
         this.cache.set(spec.key, have);
-        this.cachedPortsOf.add(`${spec.namespace}/${spec.service}`, spec.key);
+        this.cachedPortsOf.add(spec.serviceKey, spec.key);
       }
       all = Math.floor(have / COUNT);
       tunnel = have % COUNT;

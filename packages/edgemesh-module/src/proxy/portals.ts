@@ -46,7 +46,9 @@ export function desiredPortals(
   for (const [key, s] of services) {
     const vip = vipOf(key);
     if (!vip) continue;
-    const [namespace, service] = key.split('/');
+    // the service's own strings (its namespace is one string for the catalog), not copies
+    const namespace = s.metadata.namespace ?? 'default';
+    const service = s.metadata.name;
     // the service's VIP, then each endpoint VIP a headless service has handed out
     const vips: [string, string, string | undefined][] = [[key, vip, undefined]];
     for (const [label, ip] of endpointsOf?.(key) ?? []) vips.push([`${key}.${label}`, ip, label]);
@@ -56,6 +58,7 @@ export function desiredPortals(
         if ((p.protocol ?? 'TCP') === 'SCTP') continue;
         out.push({
           key: flatKey(`${id}:${p.port}/${transport}`),
+          serviceKey: key,
           namespace,
           service,
           vip: v,
@@ -193,7 +196,7 @@ export class PortalManager {
       if (this.portals.has(key)) continue;
       try {
         this.portals.set(key, await this.open(d));
-        this.byService.add(`${d.namespace}/${d.service}`, key);
+        this.byService.add(d.serviceKey, key);
         changed = true;
       } catch (e) {
         this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');
@@ -204,7 +207,7 @@ export class PortalManager {
 
   private forget(key: string, spec: PortalSpec): void {
     this.portals.delete(key);
-    this.byService.delete(`${spec.namespace}/${spec.service}`, key);
+    this.byService.delete(spec.serviceKey, key);
   }
 
   async closeAll(): Promise<void> {

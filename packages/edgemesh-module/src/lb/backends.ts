@@ -165,10 +165,11 @@ export function resolveBackends(
         const host = e.addresses?.[0];
         if (!host) continue;
         const c = conditionsOf(e.conditions);
+        const ref = e.targetRef;
         cands.push({
           host,
           port,
-          origin: e.targetRef?.kind === 'Pod' && e.targetRef.name ? `pod/${ns}/${e.targetRef.name}` : origin,
+          origin: ref?.kind === 'Pod' && ref.name ? `pod/${ns}/${ref.name}` : origin,
           hostname: e.hostname,
           node: e.nodeName,
           zone: e.zone,

@@ -95,7 +95,7 @@ describe('what the catalog keeps of an object', () => {
       namespace: 'shop',
       uid: 'b9c1',
       resourceVersion: '77',
-      labels: { app: name },
+      labels: { app: name, 'service.edgemesh.kubeedge.io/service-proxy-name': 'edgemesh' },
       annotations: {
         'kubectl.kubernetes.io/last-applied-configuration': '{"apiVersion":"v1","kind":"Service"}',
         'edgecore.io/lb-strategy': 'random',
@@ -168,7 +168,7 @@ describe('what the catalog keeps of an object', () => {
     object: o,
   });
 
-  it('keeps the fields EdgeMesh reads, the annotations it reads, and one copy of what objects repeat', () => {
+  it('keeps the fields EdgeMesh reads, the labels and annotations it reads, and one copy of what objects repeat', () => {
     const c = new ServiceCatalog();
     c.applyBatch([
       change('service', apiService('web')),
@@ -183,7 +183,7 @@ describe('what the catalog keeps of an object', () => {
       metadata: {
         name: 'web',
         namespace: 'shop',
-        labels: { app: 'web' },
+        labels: { 'service.edgemesh.kubeedge.io/service-proxy-name': 'edgemesh' },
         annotations: { 'edgecore.io/lb-strategy': 'random', 'service.kubernetes.io/topology-mode': 'Auto' },
         resourceVersion: '77',
       },

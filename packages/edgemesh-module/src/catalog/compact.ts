@@ -1,4 +1,11 @@
-import { SERVICE_NAME_LABEL, type EndpointSlice, type Pod, type Service, type SliceEndpoint } from './types';
+import {
+  READ_SERVICE_LABELS,
+  SERVICE_NAME_LABEL,
+  type EndpointSlice,
+  type Pod,
+  type Service,
+  type SliceEndpoint,
+} from './types';
 
 /**
  * The annotation prefixes EdgeMesh reads (`edgecore.io/…` policies, `service.kubernetes.io/…`
@@ -67,7 +74,7 @@ export class Compactor {
       metadata: {
         name: m.name,
         namespace: this.str(namespace),
-        labels: m.labels && Object.keys(m.labels).length ? m.labels : undefined,
+        labels: readLabels(m.labels),
         annotations: readAnnotations(m.annotations),
         resourceVersion: m.resourceVersion,
       },
@@ -219,6 +226,13 @@ const SLICE_PORT = ['name', 'port', 'protocol', 'appProtocol'] as const;
 const CONDITIONS = ['ready', 'serving', 'terminating'] as const;
 const POD_SPEC: (keyof SpecOf<Pod>)[] = ['nodeName', 'hostNetwork', 'hostname', 'subdomain', 'containers'];
 const CONTAINER_PORT = ['name', 'containerPort', 'hostPort', 'protocol'] as const;
+
+/** The service labels EdgeMesh reads, or undefined when there are none. */
+function readLabels(l: Record<string, string> | undefined): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const k of READ_SERVICE_LABELS) if (l?.[k] !== undefined) (out ??= {})[k] = l[k];
+  return out;
+}
 
 /** The annotations EdgeMesh reads, or undefined when there are none. */
 function readAnnotations(a: Record<string, string> | undefined): Record<string, string> | undefined {

@@ -12,10 +12,10 @@ import {
   IPV4,
   JUMP,
   OUR_CHAIN,
-  PROXY_NAME_LABEL,
   RuleBuilder,
   type IptablesOptions,
 } from './rules';
+import { NOPROXY_LABEL, PROXY_NAME_LABEL } from '../catalog/types';
 
 /**
  * Plus the re-ensure period (rules deleted by someone else come back) and the binaries: iptables,
@@ -243,7 +243,7 @@ export function iptablesBinaries(backend: 'auto' | 'nft' | 'legacy' = 'auto'): {
 /** Service filter: another proxy's services, or `noproxy: edgemesh`, get no VIP rules. */
 export function proxiedByUs(labels: Record<string, string> | undefined, ourName = 'edgemesh'): boolean {
   if (!labels) return true;
-  if (labels.noproxy === 'edgemesh') return false;
+  if (labels[NOPROXY_LABEL] === 'edgemesh') return false;
   const want = labels[PROXY_NAME_LABEL];
   return want === undefined || want === ourName;
 }

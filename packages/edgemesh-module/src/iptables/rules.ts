@@ -19,8 +19,6 @@ export const MASQ_MARK = '0x4000/0x4000';
  * container and host copies of a bucket before they were shared, still removed if left behind).
  */
 export const OUR_CHAIN = /^EDGEMESH-(PORTALS-CONTAINER|PORTALS-HOST|POSTROUTING|[BCH]-[0-9A-F]{6})$/;
-/** Label that hands a service to another proxy (EdgeMesh's own convention). */
-export const PROXY_NAME_LABEL = 'service.edgemesh.kubeedge.io/service-proxy-name';
 
 export interface IptablesOptions {
   /** Address of the portals and the DNS server (the listen interface's IPv4). */

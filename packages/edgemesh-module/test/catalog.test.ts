@@ -69,6 +69,57 @@ describe('ServiceCatalog batches', () => {
     expect(hosts(c, 'api')).toEqual(['127.0.0.1:9001', '127.0.0.1:9100']);
   });
 
+  it('an update moves an object in the indexes by what changed: a new selector, new labels, a slice of another service', () => {
+    const c = new ServiceCatalog();
+    c.load([service('web'), service('api')], [], [pod('w1', 'web', 9001), pod('a1', 'api', 9101)]);
+    // web now selects api's pods (and a tier label no pod has yet)
+    const d = c.applyBatch([put('service', service('web', 'default', { selector: { app: 'api' } }))]);
+    expect(d.services.get('default/web')!.previous?.spec?.selector).toEqual({ app: 'web' });
+    expect(hosts(c, 'web')).toEqual(['127.0.0.1:9101']);
+    expect([...c.applyBatch([put('pod', pod('w8', 'web', 9008))]).backends]).toEqual([]); // nobody selects app=web
+    // w1 relabelled to api: both services pick it; a later pod of app=web is nobody's now
+    const relabelled = pod('w1', 'api', 9001);
+    const d2 = c.applyBatch([put('pod', relabelled), put('pod', pod('w9', 'web', 9009))]);
+    expect([...d2.backends].sort()).toEqual(['default/api', 'default/web']);
+    expect(hosts(c, 'web')).toEqual(['127.0.0.1:9101', '127.0.0.1:9001']);
+    expect(hosts(c, 'api')).toEqual(['127.0.0.1:9101', '127.0.0.1:9001']);
+    // a pod with an extra label keeps its place under the label it kept
+    c.applyBatch([
+      put('pod', {
+        ...pod('a1', 'api', 9101),
+        metadata: { name: 'a1', namespace: 'default', labels: { app: 'api', v: '2' } },
+      }),
+    ]);
+    expect(hosts(c, 'api')).toEqual(['127.0.0.1:9101', '127.0.0.1:9001']);
+    // a slice that moves from web to api: web's backends come from pods again, api's from it
+    const slice = (svc: string) => ({
+      operation: 'update' as const,
+      namespace: 'default',
+      type: 'endpointslice',
+      name: 'moving',
+      object: {
+        kind: 'EndpointSlice',
+        metadata: { name: 'moving', namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
+        addressType: 'IPv4',
+        endpoints: [{ addresses: ['127.0.0.1'] }],
+        ports: [{ name: 'http-0', port: 7000, protocol: 'TCP' }],
+      },
+    });
+    const d3 = c.applyBatch([slice('web')]);
+    expect([...d3.backends]).toEqual(['default/web']);
+    expect(hosts(c, 'web')).toEqual(['127.0.0.1:7000']);
+    const d4 = c.applyBatch([slice('api')]);
+    expect([...d4.backends].sort()).toEqual(['default/api', 'default/web']);
+    expect(c.hasSlices('default/web')).toBe(false);
+    expect(hosts(c, 'web')).toEqual(['127.0.0.1:9101', '127.0.0.1:9001']);
+    expect(hosts(c, 'api')).toEqual(['127.0.0.1:7000']);
+    c.applyBatch([del('endpointslice', 'default', 'moving'), del('service', 'default', 'web')]);
+    expect(c.hasSlices('default/api')).toBe(false);
+    expect(c.hasNamespace('default')).toBe(true);
+    c.applyBatch([del('service', 'default', 'api')]);
+    expect(c.hasNamespace('default')).toBe(false);
+  });
+
   it('a service deleted and made again in one batch is one change from its first state to its last', () => {
     const c = new ServiceCatalog();
     c.load([service('web')], [], []);

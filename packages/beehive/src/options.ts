@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { BeehiveError } from './beehive-errors';
 
 /** An option that is missing or not what its key takes (`key`: its dotted path). */
@@ -24,12 +24,12 @@ export type OptionErrorFactory = (key: string, value: unknown, expected: string)
  * default filled in, or an error naming the key (`what` prefixes its path), the value and what the
  * key expected. Keys the schema does not name pass through untouched (a logger, callbacks).
  */
-export function resolveOptions<S extends z.ZodType, I extends object>(
+export function resolveOptions<S extends OptionsSchema, I extends object>(
   schema: S,
   input: I | undefined,
   what = '',
   error: OptionErrorFactory = (key, value, expected) => new InvalidOptionsError(key, value, expected),
-): Omit<I, keyof z.output<S>> & z.output<S> {
+): Omit<I, keyof OutputOf<S>> & OutputOf<S> {
   const r = schema.safeParse(input ?? {});
   if (!r.success) {
     const issue = r.error.issues[0];
@@ -39,15 +39,30 @@ export function resolveOptions<S extends z.ZodType, I extends object>(
       value = (value as Record<PropertyKey, unknown> | undefined)?.[k as PropertyKey];
     throw error(path, value, issue.message);
   }
-  return { ...input, ...(r.data as object) } as Omit<I, keyof z.output<S>> & z.output<S>;
+  return { ...input, ...(r.data as object) } as Omit<I, keyof OutputOf<S>> & OutputOf<S>;
 }
 
+/**
+ * What `resolveOptions` asks of a schema: zod's `safeParse` — our packages' schemas are written to
+ * zod's v3 API (`zod/v3`), and an embedder's module may bring a zod 4 schema or anything alike.
+ */
+export interface OptionsSchema<O = unknown> {
+  safeParse(
+    input: unknown,
+  ):
+    | { success: true; data: O }
+    | { success: false; error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] } };
+}
+
+/** The options a schema gives. */
+export type OutputOf<S> = S extends OptionsSchema<infer O> ? O : never;
+
 /** A package's `resolveOptions`: its own error, and the name its keys are reported under. */
-export type OptionsResolver = <S extends z.ZodType, I extends object>(
+export type OptionsResolver = <S extends OptionsSchema, I extends object>(
   schema: S,
   input: I | undefined,
   what?: string,
-) => Omit<I, keyof z.output<S>> & z.output<S>;
+) => Omit<I, keyof OutputOf<S>> & OutputOf<S>;
 
 export function optionsResolver(defaultWhat: string, error: OptionErrorFactory): OptionsResolver {
   return (schema, input, what = defaultWhat) => resolveOptions(schema, input, what, error);

@@ -93,7 +93,7 @@ modules:
       `${head}modules:\n  edgeMesh:\n    listenPort: "40001"\n`,
       'modules.edgeMesh.listenPort',
       5,
-      'expected number',
+      'Expected number, received string',
     ],
     [
       'bad enum',

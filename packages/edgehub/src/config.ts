@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import type { IClientOptions } from 'mqtt';
 import { optionsResolver } from '@edgecore/beehive';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { InvalidEdgeHubOptionError } from './edgehub-errors';
 
 /**
@@ -76,9 +76,9 @@ export const edgeHubConfigSchema = z.strictObject({
           enable: z.boolean().default(false),
           listen: hostPort.default('127.0.0.1:1883'),
         })
-        .prefault({}),
+        .default({}),
     })
-    .prefault({}),
+    .default({}),
   /**
    * Object messages whose commit may be under way at once; their PUBACKs go out in order as the
    * commits finish (over 3.1.1 the broker's own window, mosquitto's `max_inflight_messages`, 20 by
@@ -95,7 +95,7 @@ export const edgeHubConfigSchema = z.strictObject({
       /** A check not ended after this long is abandoned (its read cut) so that later ones run. */
       maxCheckSeconds: z.number().min(1).max(86400).default(300),
     })
-    .prefault({}),
+    .default({}),
 });
 
 export type EdgeHubConfig = z.output<typeof edgeHubConfigSchema>;
@@ -113,7 +113,7 @@ export const edgeHubOptionsSchema = z.object({
       growth: z.number().min(1).default(2),
       maxMs: z.number().int().min(1).default(30_000),
     })
-    .prefault({}),
+    .default({}),
   /** How long an incoming object may wait for MetaManager's commit before the link is reset. */
   commitTimeoutMs: z.number().int().min(1).default(30_000),
   /**

@@ -1,6 +1,6 @@
 import { optionsResolver } from '@edgecore/beehive';
 import { isIPv4 } from 'node:net';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { InvalidOptionError } from './edgemesh-errors';
 
 /**
@@ -120,7 +120,7 @@ const serveStale = z
     /** The failure recheck timer (RFC 8767 §5: 30 s). */
     recheckSeconds: z.number().int().min(0).max(3600).default(30),
   })
-  .prefault({});
+  .default({});
 /** Ask the upstreams over TCP only (NodeLocal DNSCache's `force_tcp`), e.g. through a UDP-hostile path. */
 const upstreamTcp = z.boolean().default(false);
 /**
@@ -216,9 +216,9 @@ export const edgeMeshConfigSchema = z.strictObject({
       /** Where the host's upstream resolvers are read from (and the resolvconf hijack writes). */
       resolvConf: z.string().min(1).default('/etc/resolv.conf'),
     })
-    .prefault({}),
+    .default({}),
   /** Proxy timeouts, limits and passive health. */
-  proxy: z.strictObject(proxyFields).prefault({}),
+  proxy: z.strictObject(proxyFields).default({}),
   /**
    * This node's name (edgecore fills it from `modules.edgeHub.nodeName`): `internalTrafficPolicy:
    * Local` and `PreferSameNode` compare endpoints' `nodeName` with it. Unset: no endpoint is local.

@@ -1,5 +1,5 @@
 import { optionsResolver } from '@edgecore/beehive';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { InvalidTunnelOptionError } from './tunnel-errors';
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port');

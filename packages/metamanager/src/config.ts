@@ -1,5 +1,5 @@
 import { optionsResolver, splitHostPort } from '@edgecore/beehive';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { MetaCode, MetaError } from './metamanager-errors';
 
 /**
@@ -42,7 +42,7 @@ export const metaManagerConfigSchema = z.strictObject({
   enable: z.boolean().default(true),
   /** Seconds to wait for the cloud on a remote query (KubeEdge's `remoteQueryTimeout`). */
   remoteQueryTimeout: z.number().min(0).default(60),
-  metaServer: metaServerSchema.prefault({}),
+  metaServer: metaServerSchema.default({}),
 });
 
 /** The library's options: the module's keys, the SQLite file, and how many writes one commit takes. */

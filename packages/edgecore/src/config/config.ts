@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { Document, isMap, isPair, isScalar, LineCounter, parseDocument, stringify } from 'yaml';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { edgeHubConfigSchema } from '@edgecore/edgehub';
 import { edgeMeshConfigSchema, LB_STRATEGIES } from '@edgecore/edgemesh-module';
 import { edgeTunnelConfigSchema } from '@edgecore/edgetunnel';
@@ -18,13 +18,13 @@ const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expe
 export const EdgeCoreConfigSchema = z.strictObject({
   apiVersion: z.literal('edgecore.config.kubeedge.io/v1alpha2'),
   kind: z.literal('EdgeCore'),
-  database: databaseConfigSchema.prefault({}),
+  database: databaseConfigSchema.default({}),
   observability: z
     .strictObject({
       enable: z.boolean().default(true),
       listen: hostPort.default('127.0.0.1:10351'),
     })
-    .prefault({}),
+    .default({}),
   /** Seconds SIGTERM waits for modules to drain. */
   drainSeconds: z.number().min(0).max(600).default(10),
   memory: z
@@ -42,32 +42,31 @@ export const EdgeCoreConfigSchema = z.strictObject({
        */
       releaseAfterGrowthMiB: z.number().int().min(0).max(4096).default(24),
     })
-    .prefault({}),
+    .default({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
       format: z.enum(['auto', 'json', 'pretty']).default('auto'),
     })
-    .prefault({}),
+    .default({}),
   modules: z
     .strictObject({
-      edgeHub: edgeHubConfigSchema.prefault({}),
-      metaManager: metaManagerConfigSchema.prefault({}),
+      edgeHub: edgeHubConfigSchema.default({}),
+      metaManager: metaManagerConfigSchema.default({}),
       edgeMesh: edgeMeshConfigSchema
         // this build's strategies: the built-in ones (an embedder may contribute more)
-        .check((c) => {
-          if (!(LB_STRATEGIES as readonly string[]).includes(c.value.lbStrategy))
-            c.issues.push({
+        .superRefine((v, ctx) => {
+          if (!(LB_STRATEGIES as readonly string[]).includes(v.lbStrategy))
+            ctx.addIssue({
               code: 'custom',
-              input: c.value.lbStrategy,
               path: ['lbStrategy'],
               message: `expected one of ${LB_STRATEGIES.join(', ')}`,
             });
         })
-        .prefault({}),
-      edgeTunnel: edgeTunnelConfigSchema.prefault({}),
+        .default({}),
+      edgeTunnel: edgeTunnelConfigSchema.default({}),
     })
-    .prefault({}),
+    .default({}),
 });
 
 export type EdgeCoreConfig = z.output<typeof EdgeCoreConfigSchema>;

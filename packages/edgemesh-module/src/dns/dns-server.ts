@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { dnsServerOptionsSchema, resolveMeshOptions } from '../config';
 import * as dnsPacket from 'dns-packet';
 import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';

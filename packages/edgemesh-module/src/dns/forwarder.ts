@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { forwarderOptionsSchema, resolveMeshOptions } from '../config';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';

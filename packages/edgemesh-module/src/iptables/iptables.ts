@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { iptablesOptionsSchema, resolveMeshOptions } from '../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { IptablesError } from '../edgemesh-errors';

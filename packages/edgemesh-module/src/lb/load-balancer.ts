@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { healthOptionsSchema, resolveMeshOptions } from '../config';
 import type { Backend } from './backends';
 import { RetryBudget } from './retry-budget';

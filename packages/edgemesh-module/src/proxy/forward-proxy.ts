@@ -1,5 +1,5 @@
 import { hashHeaderFor } from '../lb/service-policy';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { forwardProxyOptionsSchema, resolveMeshOptions } from '../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';

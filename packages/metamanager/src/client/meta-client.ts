@@ -7,7 +7,7 @@ import {
   parseResource,
   type Message,
 } from '@edgecore/beehive';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { metaClientOptionsSchema, resolveMetaOptions } from '../config';
 import { MetaCode, MetaError } from '../metamanager-errors';
 

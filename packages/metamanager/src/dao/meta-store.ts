@@ -1,5 +1,5 @@
 import { IdleCheckpointer } from './checkpointer';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { metaStoreOptionsSchema, resolveMetaOptions } from '../config';
 import { TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
 import Database from 'better-sqlite3';

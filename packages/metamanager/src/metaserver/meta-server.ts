@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { metaServerSchema, resolveMetaOptions } from '../config';
 import { splitHostPort } from '@edgecore/beehive';
 import { once } from 'node:events';

@@ -10,7 +10,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { h2ProxyOptionsSchema, resolveMeshOptions } from '../../config';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';

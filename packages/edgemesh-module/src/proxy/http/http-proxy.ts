@@ -1,6 +1,6 @@
 import { Logger, silentLogger } from '@edgecore/beehive';
 import type { Socket } from 'node:net';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { httpProxyOptionsSchema, resolveMeshOptions } from '../../config';
 import { NativeUnavailableError, type RejectReason } from '../../edgemesh-errors';
 import { hasTunneled } from '../../lb/backends';

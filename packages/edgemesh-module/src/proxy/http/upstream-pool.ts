@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { resolveMeshOptions, upstreamPoolOptionsSchema } from '../../config';
 import { ConnectError } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';

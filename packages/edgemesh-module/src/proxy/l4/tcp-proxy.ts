@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { resolveMeshOptions, tcpProxyOptionsSchema } from '../../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { connect, type Socket } from 'node:net';

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { resolveMeshOptions, udpProxyOptionsSchema } from '../../config';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';

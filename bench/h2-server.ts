@@ -21,7 +21,6 @@ const backends: Backend[] = bes.map((p) => ({
   host: '127.0.0.1',
   port: p,
   key: `127.0.0.1:${p}`,
-  origin: 'bench',
 }));
 const lb = new LoadBalancer(new RoundRobin());
 const h2 = new H2Proxy(lb, new BackendDialer(new SitePaths(new ServiceCatalog(), undefined), undefined));

@@ -26,7 +26,6 @@ describe('examples/embed: EdgeMesh in another runtime with its own metadata sour
         host,
         port: 80,
         key: `${host}:80`,
-        origin: 't',
       }));
       const picks = new Set(Array.from({ length: 20 }, () => mesh.lb.pick(b, 's', '127.0.0.1')!.key));
       expect([...picks]).toEqual(['10.0.0.2:80']);

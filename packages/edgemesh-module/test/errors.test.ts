@@ -30,7 +30,7 @@ describe('EdgeMesh errors', () => {
   });
 
   it('the words of a 504 are those of the timeout error', () => {
-    const b = { host: '10.0.0.1', port: 80, key: '10.0.0.1:80', origin: 't' };
+    const b = { host: '10.0.0.1', port: 80, key: '10.0.0.1:80' };
     expect(mesh.failures.timeout(b, 5).message).toBe(new mesh.UpstreamTimeoutError(b.key, 5).message);
   });
 

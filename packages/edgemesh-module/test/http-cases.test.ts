@@ -152,7 +152,7 @@ describe.each(engines)('request heads, L7 engine %s', (engine) => {
     const pool = new UpstreamPool();
     const http = new HttpProxy(lb, pool, { engine });
     const route = {
-      backends: [{ host: '127.0.0.1', port: backend.port, key: `127.0.0.1:${backend.port}`, origin: 't' }],
+      backends: [{ host: '127.0.0.1', port: backend.port, key: `127.0.0.1:${backend.port}` }],
       scope: 'cases',
     };
     const server = createServer({ noDelay: true }, (s) => http.handleRoute(s, () => route));
@@ -183,7 +183,7 @@ describe.each(engines)('our own answers, L7 engine %s: the rulebook words them, 
   /** A portal whose backends are `ports` (on 127.0.0.1); its scope is `scope`. */
   async function portal(scope: string, ports: number[]): Promise<number> {
     const route = {
-      backends: ports.map((p) => ({ host: '127.0.0.1', port: p, key: `127.0.0.1:${p}`, origin: 't' })),
+      backends: ports.map((p) => ({ host: '127.0.0.1', port: p, key: `127.0.0.1:${p}` })),
       scope,
     };
     const server = createServer({ noDelay: true }, (s) => http.handleRoute(s, () => route));
@@ -240,7 +240,7 @@ describe.each(engines)('our own answers, L7 engine %s: the rulebook words them, 
   it('an upstream that does not answer in responseTimeoutMs: 504, and the connection closes', async () => {
     const silent = await upstream();
     const p = await portal('silent', [silent]);
-    const b = { host: '127.0.0.1', port: silent, key: `127.0.0.1:${silent}`, origin: 't' };
+    const b = { host: '127.0.0.1', port: silent, key: `127.0.0.1:${silent}` };
     expect(await exchange(p, GET)).toBe(
       errorResponse(504, failures.timeout(b, ms).message, false).toString('latin1'),
     );
@@ -249,7 +249,7 @@ describe.each(engines)('our own answers, L7 engine %s: the rulebook words them, 
   it('a malformed response head: 502 at once, and the connection closes', async () => {
     const bad = await upstream('HTTP/1.1 2000 Nope\r\n\r\n');
     const p = await portal('bad', [bad]);
-    const b = { host: '127.0.0.1', port: bad, key: `127.0.0.1:${bad}`, origin: 't' };
+    const b = { host: '127.0.0.1', port: bad, key: `127.0.0.1:${bad}` };
     expect(await exchange(p, GET)).toBe(
       errorResponse(502, failures.malformed(b).message, false).toString('latin1'),
     );

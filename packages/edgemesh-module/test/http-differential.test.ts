@@ -88,7 +88,7 @@ async function ours(engine: 'native' | 'js', explicit: boolean): Promise<Target>
   });
   const route = {
     backends: [
-      { host: '127.0.0.1', port: backend.port, key: `127.0.0.1:${backend.port}`, origin: 'recorder' },
+      { host: '127.0.0.1', port: backend.port, key: `127.0.0.1:${backend.port}` },
     ],
     scope: 'recorder',
   };

@@ -40,7 +40,6 @@ const be = (port: number, host = '127.0.0.1'): Backend => ({
   host,
   port,
   key: `${host}:${port}`,
-  origin: 't',
 });
 
 interface Front {

@@ -34,7 +34,7 @@ it('httpEngine auto without the addon: portal connections are served by JavaScri
   const h = await httpBackend('js-only');
   const http = new HttpProxy(new LoadBalancer(new RoundRobin()), new UpstreamPool());
   expect(http.native).toBeUndefined();
-  const backends = [{ host: '127.0.0.1', port: h.port, key: `127.0.0.1:${h.port}`, origin: 't' }];
+  const backends = [{ host: '127.0.0.1', port: h.port, key: `127.0.0.1:${h.port}` }];
   const server = createServer((s) => http.handleRoute(s, () => ({ backends, scope: 't' })));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
@@ -62,7 +62,7 @@ it('portals without the addon listen through node:net and serve', async () => {
   const port = (echo.address() as AddressInfo).port;
   const lb = new LoadBalancer(new RoundRobin());
   const http = new HttpProxy(lb, new UpstreamPool());
-  const backends = [{ host: '127.0.0.1', port, key: `127.0.0.1:${port}`, origin: 't' }];
+  const backends = [{ host: '127.0.0.1', port, key: `127.0.0.1:${port}` }];
   const portals = new PortalManager(
     '127.0.0.1',
     http,

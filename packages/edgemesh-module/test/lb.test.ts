@@ -18,7 +18,6 @@ const B = (n: number): Backend[] =>
     host: '10.0.0.' + (i + 1),
     port: 80,
     key: `10.0.0.${i + 1}:80`,
-    origin: `p${i}`,
   }));
 const ctx = (clientIp = '1.2.3.4', extra: Partial<PickContext> = {}): PickContext => ({
   clientIp,

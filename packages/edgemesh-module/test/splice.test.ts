@@ -44,7 +44,7 @@ async function rig(backends: Backend[], opts: { splice: boolean; idleTimeoutMs?:
 async function backend(onConn: (s: Socket) => void): Promise<{ b: Backend; server: Server }> {
   const server = createServer({ allowHalfOpen: true }, onConn);
   const port = await listen(server);
-  return { b: { host: '127.0.0.1', port, key: `127.0.0.1:${port}`, origin: 'test' }, server };
+  return { b: { host: '127.0.0.1', port, key: `127.0.0.1:${port}` }, server };
 }
 
 /** Connect, send `data` then EOF, collect everything until close. */

@@ -97,18 +97,11 @@ export class Compactor {
   }
 
   private endpoint(e: SliceEndpoint): SliceEndpoint {
-    const ref = e.targetRef;
-    const common: EndpointCommon = {
-      refKind: this.str(ref?.kind),
-      refNamespace: this.str(ref?.namespace),
-      zone: this.str(e.zone),
-      hints: e.hints,
-    };
+    const common: EndpointCommon = { zone: this.str(e.zone), hints: e.hints };
     return new KeptEndpoint(
       this.addressList(e.addresses),
       e.conditions && this.shape(pick(e.conditions, CONDITIONS)),
       this.str(e.nodeName),
-      ref?.name,
       // a hostname is the endpoint's own (a StatefulSet's pod): its part is not shared
       e.hostname === undefined ? this.shape(common) : Object.freeze({ ...common, hostname: e.hostname }),
     );
@@ -157,29 +150,26 @@ export class Compactor {
   }
 }
 
-/** What many endpoints of a slice have alike: their reference's kind and namespace, their zone. */
+/** What many endpoints of a slice have alike: their zone, their hints (and a rare hostname). */
 interface EndpointCommon {
-  refKind?: string;
-  refNamespace?: string;
   zone?: string;
   hints?: SliceEndpoint['hints'];
   hostname?: string;
 }
 
 /**
- * A slice endpoint as the catalog keeps it: five fields, its `targetRef` (nearly always a pod of
- * the slice's namespace) made when read from the pod's name and a part shared by the endpoints
- * alike (the reference's kind and namespace, the zone, the hints). A node holding 10,000
- * services keeps ~50,000 endpoints: an object per reference and fields for what is rarely set
- * were half their memory. Read-only, like every shared part of a kept object; `toJSON` gives the
- * plain endpoint.
+ * A slice endpoint as the catalog keeps it: four fields — addresses, conditions, node, and a
+ * frozen part the endpoints alike share (zone, hints). A node holding 10,000 services keeps
+ * ~50,000 endpoints, and Node has no pointer compression (8 bytes a field): a field each for
+ * what is rarely set was a third of their memory. No `targetRef`: nothing on a node reads which
+ * pod an address is (its pod's name was 1.5 MiB at 10,000 services). Read-only, like every
+ * shared part of a kept object; `toJSON` gives the plain endpoint.
  */
 class KeptEndpoint implements SliceEndpoint {
   constructor(
     readonly addresses: string[],
     readonly conditions: SliceEndpoint['conditions'],
     readonly nodeName: string | undefined,
-    private readonly refName: string | undefined,
     private readonly common: Readonly<EndpointCommon>,
   ) {}
 
@@ -195,16 +185,10 @@ class KeptEndpoint implements SliceEndpoint {
     return this.common.hints;
   }
 
-  get targetRef(): SliceEndpoint['targetRef'] {
-    const { refKind: kind, refNamespace: namespace } = this.common;
-    if (kind === undefined && this.refName === undefined && namespace === undefined) return undefined;
-    return { kind, name: this.refName, namespace };
-  }
-
   /** The plain endpoint (JSON leaves out what is undefined). */
   toJSON(): SliceEndpoint {
-    const { addresses, conditions, hostname, nodeName, zone, hints, targetRef } = this;
-    return { addresses, conditions, hostname, nodeName, zone, hints, targetRef };
+    const { addresses, conditions, hostname, nodeName, zone, hints } = this;
+    return { addresses, conditions, hostname, nodeName, zone, hints };
   }
 }
 

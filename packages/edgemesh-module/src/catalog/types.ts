@@ -49,6 +49,7 @@ export interface SliceEndpoint {
   nodeName?: string;
   zone?: string;
   hints?: { forZones?: { name: string }[]; forNodes?: { name: string }[] };
+  /** The cloud's slice controller sets it; the node's catalog does not keep it (nothing there reads it). */
   targetRef?: { kind?: string; name?: string; namespace?: string };
 }
 

@@ -9,8 +9,6 @@ export interface Backend {
   port: number;
   /** `host:port` (`node/host:port` through the tunnel): the identity of strategies, health, pools. */
   key: string;
-  /** The pod (or endpoints address) it came from, for logs and metrics. */
-  origin: string;
   /**
    * Its endpoint's DNS label under a headless service (spec §2.4.1): the endpoint's hostname (an
    * Endpoints address's, or a pod's `hostname` when its `subdomain` is the service), else the
@@ -124,7 +122,6 @@ function slicePort(sl: EndpointSlice, sp: ServicePort): number | undefined {
 interface Candidate {
   host: string;
   port: number;
-  origin: string;
   hostname?: string;
   node?: string;
   zone?: string;
@@ -160,16 +157,13 @@ export function resolveBackends(
       if (sl.addressType && sl.addressType !== 'IPv4') continue;
       const port = slicePort(sl, sp);
       if (!port) continue;
-      const origin = `endpointslice/${ns}/${sl.metadata.name}`;
       for (const e of sl.endpoints ?? []) {
         const host = e.addresses?.[0];
         if (!host) continue;
         const c = conditionsOf(e.conditions);
-        const ref = e.targetRef;
         cands.push({
           host,
           port,
-          origin: ref?.kind === 'Pod' && ref.name ? `pod/${ns}/${ref.name}` : origin,
           hostname: e.hostname,
           node: e.nodeName,
           zone: e.zone,
@@ -184,7 +178,6 @@ export function resolveBackends(
       if (!at) continue;
       cands.push({
         ...at,
-        origin: `pod/${ns}/${p.metadata.name}`,
         hostname: p.spec?.subdomain === svc.metadata.name ? p.spec?.hostname : undefined,
         node: p.spec?.nodeName,
         ...podConditions(p),
@@ -208,7 +201,6 @@ export function resolveBackends(
       host: c.host,
       port: c.port,
       key,
-      origin: c.origin,
       endpoint: endpointLabel(c.hostname, c.host),
       node: c.node,
     };

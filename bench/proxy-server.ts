@@ -18,9 +18,7 @@ import {
 } from '@edgecore/edgemesh-module';
 
 const [l7, l4, be, be4, fwd] = process.argv.slice(2).map(Number);
-const mk = (port: number): Backend[] => [
-  { host: '127.0.0.1', port, key: `127.0.0.1:${port}` },
-];
+const mk = (port: number): Backend[] => [{ host: '127.0.0.1', port, key: `127.0.0.1:${port}` }];
 const lb = new LoadBalancer(new RoundRobin());
 const engine = (process.env.HTTP_ENGINE ?? 'auto') as 'auto' | 'native' | 'js';
 const http = new HttpProxy(lb, new UpstreamPool(), {

@@ -87,9 +87,7 @@ async function ours(engine: 'native' | 'js', explicit: boolean): Promise<Target>
     responseTimeoutMs: 500, // a client that stops inside its body: answered (504) within ask()'s bound
   });
   const route = {
-    backends: [
-      { host: '127.0.0.1', port: backend.port, key: `127.0.0.1:${backend.port}` },
-    ],
+    backends: [{ host: '127.0.0.1', port: backend.port, key: `127.0.0.1:${backend.port}` }],
     scope: 'recorder',
   };
   let server: Server | undefined;

@@ -278,7 +278,8 @@ describe('what the catalog keeps of an object', () => {
     const [other] = c.slicesOf('shop/api');
     expect(other.ports).toBe(sl.ports);
     expect(other.endpoints![0].conditions).toBe(sl.endpoints![0].conditions);
-    expect(c.pods.get('shop/web-1')!.spec!.containers).toBe(p0.spec!.containers);
+    expect(c.pods.get('shop/web-1')!.spec).toBe(p0.spec); // one template, one spec
+    expect(Object.isFrozen(p0.spec)).toBe(true);
     expect(c.getService('shop', 'api')!.spec!.ports).toBe(web.spec!.ports);
     expect(Object.isFrozen(sl.endpoints![0].conditions)).toBe(true);
     expect(() => {

@@ -129,6 +129,9 @@ export class Compactor {
         spec.containers = this.shape(
           spec.containers.map((c) => ({ ports: c.ports?.map((p) => pick(p, CONTAINER_PORT)) })),
         );
+      // and so is the whole spec of the pods a node runs from one template, unless it names the
+      // pod itself (a StatefulSet's hostname: not remembered, it is the pod's alone)
+      if (spec.hostname === undefined && spec.subdomain === undefined) spec = this.shape(spec);
     }
     const st = o.status;
     const ready = st?.conditions?.find((c) => c.type === 'Ready');

@@ -83,28 +83,30 @@ export class Compactor {
   }
 
   slice(o: EndpointSlice, namespace: string): EndpointSlice {
-    const service = o.metadata.labels?.[SERVICE_NAME_LABEL];
-    return {
-      metadata: {
-        name: o.metadata.name,
-        namespace: this.str(namespace),
-        labels: service !== undefined ? { [SERVICE_NAME_LABEL]: service } : undefined,
-      },
-      addressType: this.str(o.addressType),
-      endpoints: o.endpoints?.map((e) => this.endpoint(e)),
-      ports: o.ports && this.shape(o.ports.map((p) => pick(p, SLICE_PORT))),
-    };
+    let packed: unknown[] | undefined;
+    if (o.endpoints) {
+      packed = new Array<unknown>(o.endpoints.length * ENDPOINT_FIELDS);
+      o.endpoints.forEach((e, i) => this.endpoint(e, packed!, i * ENDPOINT_FIELDS));
+    }
+    return new KeptSlice(
+      o.metadata.name,
+      this.str(namespace),
+      o.metadata.labels?.[SERVICE_NAME_LABEL],
+      this.str(o.addressType),
+      packed,
+      o.ports && this.shape(o.ports.map((p) => pick(p, SLICE_PORT))),
+    );
   }
 
-  private endpoint(e: SliceEndpoint): SliceEndpoint {
+  /** An endpoint's fields into its slice's array at `at` (see KeptEndpoint). */
+  private endpoint(e: SliceEndpoint, into: unknown[], at: number): void {
     const common: EndpointCommon = { zone: this.str(e.zone), hints: e.hints };
-    return new KeptEndpoint(
-      this.addressList(e.addresses),
-      e.conditions && this.shape(pick(e.conditions, CONDITIONS)),
-      this.str(e.nodeName),
-      // a hostname is the endpoint's own (a StatefulSet's pod): its part is not shared
-      e.hostname === undefined ? this.shape(common) : Object.freeze({ ...common, hostname: e.hostname }),
-    );
+    into[at] = this.addressList(e.addresses);
+    into[at + 1] = e.conditions && this.shape(pick(e.conditions, CONDITIONS));
+    into[at + 2] = this.str(e.nodeName);
+    // a hostname is the endpoint's own (a StatefulSet's pod): its part is not shared
+    into[at + 3] =
+      e.hostname === undefined ? this.shape(common) : Object.freeze({ ...common, hostname: e.hostname });
   }
 
   /** An endpoint's addresses: a one-address list shared by every endpoint at that address. */
@@ -160,14 +162,62 @@ interface EndpointCommon {
   hostname?: string;
 }
 
+/** A kept endpoint's fields in its slice's array: addresses, conditions, node, shared part. */
+const ENDPOINT_FIELDS = 4;
+
 /**
- * A slice endpoint as the catalog keeps it: four fields — addresses, conditions, node, and a
- * frozen part the endpoints alike share (zone, hints). A node holding 10,000 services keeps
- * ~50,000 endpoints, and Node has no pointer compression (8 bytes a field): a field each for
- * what is rarely set was a third of their memory. No `targetRef`: nothing on a node reads which
- * pod an address is (its pod's name was 1.5 MiB at 10,000 services). Read-only, like every
- * shared part of a kept object; `toJSON` gives the plain endpoint.
+ * A slice as the catalog keeps it: six fields, its endpoints packed in one array (four fields
+ * each: addresses, conditions, node, and a frozen part the endpoints alike share — zone, hints),
+ * its `metadata` and `endpoints` made when read. A node holding 10,000 services keeps ~10,000
+ * slices of ~50,000 endpoints, and Node has no pointer compression (an object's header is 24
+ * bytes, a field 8): an object per endpoint, per slice's metadata and labels was ~60 % of their
+ * memory. No `targetRef`: nothing on a node reads which pod an address is. Read-only, like every
+ * shared part of a kept object; `toJSON` gives the plain slice.
  */
+class KeptSlice implements EndpointSlice {
+  constructor(
+    private readonly name: string,
+    private readonly ns: string,
+    private readonly service: string | undefined,
+    readonly addressType: string | undefined,
+    private readonly packed: readonly unknown[] | undefined,
+    readonly ports: EndpointSlice['ports'],
+  ) {}
+
+  get metadata(): EndpointSlice['metadata'] {
+    const labels = this.service !== undefined ? { [SERVICE_NAME_LABEL]: this.service } : undefined;
+    return { name: this.name, namespace: this.ns, labels };
+  }
+
+  /** Its endpoints, made from the packed fields: a new list at each read (read it once a pass). */
+  get endpoints(): SliceEndpoint[] | undefined {
+    const p = this.packed;
+    if (!p) return undefined;
+    const out = new Array<SliceEndpoint>(p.length / ENDPOINT_FIELDS);
+    for (let i = 0, at = 0; i < out.length; i++, at += ENDPOINT_FIELDS)
+      out[i] = new KeptEndpoint(
+        p[at] as string[],
+        p[at + 1] as SliceEndpoint['conditions'],
+        p[at + 2] as string | undefined,
+        p[at + 3] as Readonly<EndpointCommon>,
+      );
+    return out;
+  }
+
+  toJSON(): EndpointSlice {
+    const { metadata, addressType, endpoints, ports } = this;
+    return { metadata, addressType, endpoints, ports };
+  }
+}
+
+/** What many endpoints of a slice have alike: their zone, their hints (and a rare hostname). */
+interface EndpointCommon {
+  zone?: string;
+  hints?: SliceEndpoint['hints'];
+  hostname?: string;
+}
+
+/** A kept slice's endpoint as read (see KeptSlice). */
 class KeptEndpoint implements SliceEndpoint {
   constructor(
     readonly addresses: string[],
@@ -188,7 +238,6 @@ class KeptEndpoint implements SliceEndpoint {
     return this.common.hints;
   }
 
-  /** The plain endpoint (JSON leaves out what is undefined). */
   toJSON(): SliceEndpoint {
     const { addresses, conditions, hostname, nodeName, zone, hints } = this;
     return { addresses, conditions, hostname, nodeName, zone, hints };

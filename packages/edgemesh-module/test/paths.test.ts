@@ -180,5 +180,12 @@ describe('backends by path, counted (the edgecore_edgemesh_backends gauge)', () 
       ]).backends,
     );
     expect(count(ix)).toEqual({ direct: 0, tunnel: 0 });
+    // and made again: counted afresh (its entry was marked stale in place, not left as 0)
+    ix.invalidate(
+      c.applyBatch([{ operation: 'update', type: 'service', namespace: 'default', name: 'web', object: svc }])
+        .backends,
+    );
+    expect(count(ix)).toEqual({ direct: 3, tunnel: 2 });
+    expect(ix.of(spec)).toHaveLength(5);
   });
 });

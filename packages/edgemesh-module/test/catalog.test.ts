@@ -4,6 +4,7 @@ import {
   flatKey,
   IndexMap,
   portalPortRange,
+  proxiedByUs,
   resolveBackends,
   ServiceCatalog,
   VipAllocator,
@@ -217,6 +218,24 @@ describe('what the catalog keeps of an object', () => {
     type,
     name: o.metadata.name,
     object: o,
+  });
+
+  it('keeps the labels the service filter reads: a service handed to another proxy stays so once kept', () => {
+    const c = new ServiceCatalog();
+    const labelled = (name: string, labels: Record<string, string>) =>
+      change('service', { ...apiService(name), metadata: { ...apiService(name).metadata, labels } });
+    c.applyBatch([
+      labelled('mine', { app: 'x', 'service.kubernetes.io/service-proxy-name': 'edgemesh' }),
+      labelled('kp', { app: 'x', 'service.kubernetes.io/service-proxy-name': 'cilium' }),
+      labelled('em', { 'service.edgemesh.kubeedge.io/service-proxy-name': 'other' }),
+      labelled('off', { noproxy: 'edgemesh', tier: 'web' }),
+      labelled('plain', { app: 'x', tier: 'web' }),
+    ]);
+    const by = (n: string, ours = 'edgemesh') => proxiedByUs(c.getService('shop', n)!.metadata.labels, ours);
+    expect(['mine', 'kp', 'em', 'off', 'plain'].map((n) => by(n))).toEqual([true, false, false, false, true]);
+    expect(by('kp', 'cilium')).toBe(true);
+    expect(c.getService('shop', 'plain')!.metadata.labels).toBeUndefined(); // nothing it reads
+    expect(c.getService('shop', 'off')!.metadata.labels).toEqual({ noproxy: 'edgemesh' });
   });
 
   it('keeps the fields EdgeMesh reads, the labels and annotations it reads, and one copy of what objects repeat', () => {

@@ -53,15 +53,21 @@ export interface SliceEndpoint {
   targetRef?: { kind?: string; name?: string; namespace?: string };
 }
 
-/** Label that hands a service to another proxy (EdgeMesh's own convention). */
-export const PROXY_NAME_LABEL = 'service.edgemesh.kubeedge.io/service-proxy-name';
+/**
+ * Labels that hand a service to a proxy by name: Kubernetes' own (kube-proxy leaves a service that
+ * has it to the proxy it names) and standalone EdgeMesh's.
+ */
+export const PROXY_NAME_LABELS = [
+  'service.kubernetes.io/service-proxy-name',
+  'service.edgemesh.kubeedge.io/service-proxy-name',
+] as const;
 /** `noproxy: edgemesh` leaves a service to others (standalone EdgeMesh's label). */
 export const NOPROXY_LABEL = 'noproxy';
 /**
  * The labels of a service EdgeMesh reads (iptables' `proxiedByUs`); the catalog keeps these and
  * drops the rest. A new service label EdgeMesh reads must be listed here.
  */
-export const READ_SERVICE_LABELS: readonly string[] = [NOPROXY_LABEL, PROXY_NAME_LABEL];
+export const READ_SERVICE_LABELS: readonly string[] = [NOPROXY_LABEL, ...PROXY_NAME_LABELS];
 
 /** The label that joins a slice to its service. */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';

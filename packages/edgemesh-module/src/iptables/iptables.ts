@@ -15,7 +15,7 @@ import {
   RuleBuilder,
   type IptablesOptions,
 } from './rules';
-import { NOPROXY_LABEL, PROXY_NAME_LABEL } from '../catalog/types';
+import { NOPROXY_LABEL, PROXY_NAME_LABELS } from '../catalog/types';
 
 /**
  * Plus the re-ensure period (rules deleted by someone else come back) and the binaries: iptables,
@@ -240,10 +240,12 @@ export function iptablesBinaries(backend: 'auto' | 'nft' | 'legacy' = 'auto'): {
   };
 }
 
-/** Service filter: another proxy's services, or `noproxy: edgemesh`, get no VIP rules. */
+/**
+ * Service filter: a service another proxy's name label hands to it (either label, another value
+ * than `ourName`), or labelled `noproxy: edgemesh`, gets no VIP rules.
+ */
 export function proxiedByUs(labels: Record<string, string> | undefined, ourName = 'edgemesh'): boolean {
   if (!labels) return true;
   if (labels[NOPROXY_LABEL] === 'edgemesh') return false;
-  const want = labels[PROXY_NAME_LABEL];
-  return want === undefined || want === ourName;
+  return PROXY_NAME_LABELS.every((l) => labels[l] === undefined || labels[l] === ourName);
 }

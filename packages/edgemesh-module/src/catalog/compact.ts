@@ -100,7 +100,7 @@ export class Compactor {
 
   /** An endpoint's fields into its slice's array at `at` (see KeptEndpoint). */
   private endpoint(e: SliceEndpoint, into: unknown[], at: number): void {
-    const common: EndpointCommon = { zone: this.str(e.zone), hints: e.hints };
+    const common: EndpointCommon = { zone: this.str(e.zone), hints: e.hints && this.shape(e.hints) };
     into[at] = this.addressList(e.addresses);
     into[at + 1] = e.conditions && this.shape(pick(e.conditions, CONDITIONS));
     into[at + 2] = this.str(e.nodeName);
@@ -208,13 +208,6 @@ class KeptSlice implements EndpointSlice {
     const { metadata, addressType, endpoints, ports } = this;
     return { metadata, addressType, endpoints, ports };
   }
-}
-
-/** What many endpoints of a slice have alike: their zone, their hints (and a rare hostname). */
-interface EndpointCommon {
-  zone?: string;
-  hints?: SliceEndpoint['hints'];
-  hostname?: string;
 }
 
 /** A kept slice's endpoint as read (see KeptSlice). */

@@ -8,6 +8,7 @@ import {
   resolveBackends,
   ServiceCatalog,
   VipAllocator,
+  VipTable,
   type Pod,
   type Service,
 } from '../src';
@@ -415,5 +416,47 @@ describe('portal ports (portalPortRange, next-fit as kube-proxy --proxy-port-ran
       expect.objectContaining({ code: 'EDGEMESH_INVALID_OPTION' }),
     );
     expect(() => portalPortRange('9-3')).toThrow(/portalPortRange/);
+  });
+});
+
+describe('VipTable both ways', () => {
+  it('a VIP names its service: allocated, a real ClusterIP in or outside the pool; never an endpoint, a dropped or a conflicting one', async () => {
+    const meta = {
+      get: async () => undefined,
+      list: async () => [],
+      put: async () => undefined,
+      delete: async () => undefined,
+    };
+    const quiet = { error: () => undefined, warn: () => undefined } as never;
+    const t = new VipTable('198.18.9.0/29', meta, quiet);
+    const svc = (clusterIP: string): Service => ({ metadata: { name: 'x' }, spec: { clusterIP } });
+    await t.ensure([
+      ['ns/alloc', svc('None')],
+      ['ns/inpool', svc('198.18.9.5')],
+      ['ns/outside', svc('10.96.0.10')],
+      ['ns/clash', svc('198.18.9.5')], // the same real address as ns/inpool: no VIP
+    ]);
+    const alloc = t.vipOf('ns/alloc')!;
+    expect(t.serviceOf(alloc)).toBe('ns/alloc');
+    expect(t.serviceOf('198.18.9.5')).toBe('ns/inpool');
+    expect(t.serviceOf('10.96.0.10')).toBe('ns/outside');
+    expect(t.vipOf('ns/clash')).toBeUndefined();
+    expect(t.serviceOf('198.18.9.6')).toBeUndefined(); // free
+    expect(t.serviceOf('not an address')).toBeUndefined();
+    // an endpoint VIP is the endpoint's, not a service's
+    await t.ensureEndpoints('ns/alloc', ['web-0']);
+    const ep = t.endpointVip('ns/alloc', 'web-0')!;
+    expect(t.serviceOf(ep)).toBeUndefined();
+    expect(t.endpointOf(ep)).toEqual({ service: 'ns/alloc', label: 'web-0' });
+    // a ClusterIP that changed: the old address no longer names it, the new one does
+    expect(await t.update('ns/outside', svc('10.96.0.10'), svc('10.96.0.11'))).toBe(true);
+    await t.ensure([['ns/outside', svc('10.96.0.11')]]);
+    expect(t.serviceOf('10.96.0.10')).toBeUndefined();
+    expect(t.serviceOf('10.96.0.11')).toBe('ns/outside');
+    // gone: none of its addresses names it
+    await t.update('ns/alloc', svc('None'), undefined);
+    await t.update('ns/inpool', svc('198.18.9.5'), undefined);
+    expect(t.serviceOf(alloc)).toBeUndefined();
+    expect(t.serviceOf('198.18.9.5')).toBeUndefined();
   });
 });

@@ -25,7 +25,12 @@ const endpointKey = (service: string, label: string): string => `${service}.${la
 export class VipTable {
   readonly allocator: VipAllocator;
   private readonly vipByService = new Map<string, string>();
-  private readonly serviceByVip = new Map<string, string>();
+  /**
+   * The other direction for a real ClusterIP outside the pool only: a pool address's holder is
+   * the allocator's (allocated or reserved), checked against `vipByService` — a second map of
+   * every VIP was 0.4 MiB at 10,000 services.
+   */
+  private readonly outsideByVip = new Map<string, string>();
   /** Endpoint VIPs of headless services (allocated when a name of theirs is first asked for). */
   private readonly endpointVips = new Map<string, Map<string, string>>();
   private readonly endpointByVip = new Map<string, { service: string; label: string }>();
@@ -43,9 +48,11 @@ export class VipTable {
     return this.vipByService.get(serviceKey);
   }
 
-  /** The service key of a VIP. */
+  /** The service key of a VIP (not an endpoint's: see endpointOf). */
   serviceOf(ip: string): string | undefined {
-    return this.serviceByVip.get(ip);
+    const holder = this.allocator.serviceOf(ip);
+    if (holder !== undefined) return this.vipByService.get(holder) === ip ? holder : undefined;
+    return this.outsideByVip.get(ip);
   }
 
   /** Whether `ip` lies in the pool (a free pool address is ours: PTR NXDOMAIN, not forwarded). */
@@ -162,9 +169,9 @@ export class VipTable {
 
   private bind(key: string, ip: string): void {
     const old = this.vipByService.get(key);
-    if (old && old !== ip) this.serviceByVip.delete(old);
+    if (old && old !== ip && this.outsideByVip.get(old) === key) this.outsideByVip.delete(old);
     this.vipByService.set(key, ip);
-    this.serviceByVip.set(ip, key);
+    if (!this.allocator.contains(ip)) this.outsideByVip.set(ip, key);
   }
 
   /** Pool exhausted or a conflict: this service gets no VIP; every other one is unaffected. */
@@ -179,7 +186,7 @@ export class VipTable {
     const ip = this.vipByService.get(key);
     if (ip) {
       this.vipByService.delete(key);
-      if (this.serviceByVip.get(ip) === key) this.serviceByVip.delete(ip);
+      if (this.outsideByVip.get(ip) === key) this.outsideByVip.delete(ip);
       this.allocator.unreserve(key, ip);
     }
     if (release) await this.allocator.release(key);

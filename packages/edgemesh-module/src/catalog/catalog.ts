@@ -159,11 +159,13 @@ export class ServiceCatalog {
           break;
         case 'endpointslice': {
           const previous = this.slices.get(key);
-          if (previous) delta.backends.add(serviceOfSlice(previous));
+          const was = previous && serviceOfSlice(previous);
+          if (was !== undefined) delta.backends.add(was);
           if (!del) {
             const sl = this.slice(ch.object as EndpointSlice, ch.namespace);
-            this.putSlice(key, sl, previous);
-            delta.backends.add(serviceOfSlice(sl));
+            const svc = serviceOfSlice(sl);
+            this.putSlice(key, sl, svc, was);
+            delta.backends.add(svc);
           } else if (previous) this.removeSlice(key, previous);
           break;
         }
@@ -237,10 +239,9 @@ export class ServiceCatalog {
    * every index whose key did not change (backend order stays as it was).
    */
 
-  private putSlice(key: string, sl: EndpointSlice, previous?: EndpointSlice): void {
+  /** `svc`: the slice's service key; `was`: its previous version's, when it had one. */
+  private putSlice(key: string, sl: EndpointSlice, svc = serviceOfSlice(sl), was?: string): void {
     this.slices.set(key, sl);
-    const svc = serviceOfSlice(sl);
-    const was = previous && serviceOfSlice(previous);
     if (was === svc) return;
     if (was !== undefined) this.slicesByService.delete(was, key);
     this.slicesByService.add(svc, key);

@@ -100,10 +100,14 @@ export class Compactor {
 
   /** An endpoint's fields into its slice's array at `at` (see KeptEndpoint). */
   private endpoint(e: SliceEndpoint, into: unknown[], at: number): void {
-    const common: EndpointCommon = { zone: this.str(e.zone), hints: e.hints && this.shape(e.hints) };
     into[at] = this.addressList(e.addresses);
     into[at + 1] = e.conditions && this.shape(pick(e.conditions, CONDITIONS));
     into[at + 2] = this.str(e.nodeName);
+    if (e.zone === undefined && !e.hints && e.hostname === undefined) {
+      into[at + 3] = NO_COMMON; // the usual endpoint: nothing to look up
+      return;
+    }
+    const common: EndpointCommon = { zone: this.str(e.zone), hints: e.hints && this.shape(e.hints) };
     // a hostname is the endpoint's own (a StatefulSet's pod): its part is not shared
     into[at + 3] =
       e.hostname === undefined ? this.shape(common) : Object.freeze({ ...common, hostname: e.hostname });
@@ -164,6 +168,8 @@ interface EndpointCommon {
 
 /** A kept endpoint's fields in its slice's array: addresses, conditions, node, shared part. */
 const ENDPOINT_FIELDS = 4;
+/** The shared part of an endpoint with no zone, hints or hostname. */
+const NO_COMMON: Readonly<EndpointCommon> = Object.freeze({});
 
 /**
  * A slice as the catalog keeps it: six fields, its endpoints packed in one array (four fields

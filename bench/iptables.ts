@@ -16,6 +16,7 @@ const bin = iptablesBinaries(backend);
 function entries(n: number, protocol: 'http' | 'tcp' = 'http'): PortalEntry[] {
   return Array.from({ length: n }, (_, i) => ({
     key: `ns-${i % 50}/svc-${i}:80/TCP`,
+    serviceKey: `ns-${i % 50}/svc-${i}`,
     namespace: `ns-${i % 50}`,
     service: `svc-${i}`,
     vip: intToIp(0xc6120000 + 1 + i),

@@ -5,6 +5,7 @@ export * from './payload';
 export * from './broker-acl';
 export * from './embedded-broker';
 export * from './ack-queue';
+export * from './intake';
 export * from './retained-reader';
 export * from './state-sync';
 export * from './edgehub-module';

@@ -60,19 +60,19 @@ export interface BrokerBridgeOptions {
  * The cloud → regional hop is QoS 0 with a clean session: each bridge connect then reads the
  * cloud's whole retained state (a stock cloud broker queues at most `max_queued_messages`, 1,000,
  * of a QoS 1 retained replay beyond the bridge's in-flight window, and drops the rest; at QoS 0 it
- * writes them all), and `upgrade_outgoing_qos` delivers them to the nodes at their subscription's
- * QoS 1 (queued for a node that is away, acknowledged after its commit). A message lost on the
- * bridge hop while the bridge reconnects is in the retained state it reads again, and the nodes'
- * digest checks notice the rest. MQTT 5, so a tombstone keeps its expiry across the bridge.
+ * writes them all). The regional broker passes objects and digests on at that QoS 0: mosquitto
+ * cannot tell that replay from live changes, and every bridge connect (the cloud broker's restart,
+ * a link flap) sends it to every node subscribed there — at QoS 1 that was a PUBACK per object
+ * per node and a backlog queued in the session of each node that was away; at QoS 0 a node that
+ * is away is queued nothing. What a node misses so (a change while it was away, a burst past the
+ * broker's queue, a message lost while the bridge reconnects) its digest check finds and reads
+ * back. `down` stays QoS 1 end to end. MQTT 5, so a tombstone keeps its expiry across the bridge.
  */
 export function brokerBridge(o: BrokerBridgeOptions): string {
   const t = new Topics(o.prefix);
   const p = t.prefix;
   return [
     `# edgecore: a regional broker bridged to the cloud broker ${o.cloud} (topic prefix "${p}")`,
-    '# nodes get what the bridge brings at the QoS they subscribed with (1)',
-    'upgrade_outgoing_qos true',
-    '',
     `connection edgecore-cloud`,
     `address ${o.cloud}`,
     `remote_clientid edgecore-bridge-${o.name ?? hostname()}`,
@@ -84,7 +84,8 @@ export function brokerBridge(o: BrokerBridgeOptions): string {
     ...(o.username ? [`remote_username ${o.username}`] : []),
     ...(o.password ? [`remote_password ${o.password}`] : []),
     ...(o.cafile ? [`bridge_cafile ${o.cafile}`] : []),
-    '# cloud -> nodes (QoS 0 on this hop: the whole retained state on every bridge connect)',
+    '# cloud -> nodes at QoS 0: the whole retained state on every bridge connect, passed on to the',
+    "# nodes connected then (a node's digest check reads back what it missed)",
     `topic ${t.objects()} in 0`,
     `topic ${t.digests().replace(/\+$/, '#')} in 0`,
     `topic ${t.nodeObjects('+')} in 0`,

@@ -17,13 +17,12 @@
  */
 import { ObjectPublisher, SliceController } from '@edgecore/edgecore';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
-import * as dnsPacket from 'dns-packet';
+import { cpuSeconds, DnsProbe, freePort, metric, rssMiB, startCore, waitFor } from './edgecore-process';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -36,35 +35,6 @@ const TUNED = process.env.BROKER === 'tuned';
 const root = join(__dirname, '..');
 const W = mkdtempSync(join(tmpdir(), 'bench-update-'));
 const children: ChildProcess[] = [];
-
-/**
- * A free TCP port below the kernel's ephemeral range (32768-60999): a node's 10,000 portals bind
- * port 0 and could otherwise take a port picked for another listener before it binds.
- */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 10_000);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
-}
-
-async function waitFor(
-  cond: () => Promise<boolean> | boolean,
-  what: string,
-  ms: number,
-  everyMs = 50,
-): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 type Planned = Parameters<ObjectPublisher['apply']>[0];
 
@@ -133,45 +103,6 @@ function pod(i: number, j: number, backendPort: number) {
   };
 }
 
-/** One UDP socket asking the node's DNS; resolves with whether an A record came back. */
-class DnsProbe {
-  private readonly sock = createSocket('udp4');
-  private id = 0;
-  private readonly waiters = new Map<number, (ok: boolean) => void>();
-  constructor(private readonly port: number) {
-    this.sock.on('message', (m) => {
-      const r = dnsPacket.decode(m);
-      const w = this.waiters.get(r.id ?? -1);
-      if (!w) return;
-      this.waiters.delete(r.id!);
-      w((r.answers ?? []).some((a) => a.type === 'A'));
-    });
-  }
-  ask(name: string): Promise<boolean> {
-    const id = (this.id = (this.id + 1) & 0xffff);
-    const q = dnsPacket.encode({
-      type: 'query',
-      id,
-      flags: dnsPacket.RECURSION_DESIRED,
-      questions: [{ type: 'A', name }],
-    });
-    return new Promise((resolve) => {
-      const t = setTimeout(() => (this.waiters.delete(id), resolve(false)), 1000);
-      this.waiters.set(id, (ok) => (clearTimeout(t), resolve(ok)));
-      this.sock.send(q, this.port, '127.0.0.1');
-    });
-  }
-  close(): void {
-    this.sock.close();
-  }
-}
-
-async function metric(obs: string, name: string): Promise<number> {
-  const text = await (await fetch(`http://${obs}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
-
 /** curl through the explicit proxy (async: the pods' backend lives in this process). */
 async function proxied(proxy: string, host: string): Promise<boolean> {
   try {
@@ -203,17 +134,6 @@ function pct(xs: number[], p: number): number {
   return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
 }
 
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
-}
-
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
 /** RSS 5 s after a burst: the node's memory release (memory.releaseAfterGrowthMiB) has acted. */
 async function rssSoon(pid: number): Promise<number> {
   await new Promise((r) => setTimeout(r, 5000));
@@ -228,50 +148,6 @@ async function settledRss(pid: number): Promise<number> {
     low = Math.min(low, rssMiB(pid));
   }
   return low;
-}
-
-/** An unprivileged edgecore for `node` on fresh ports and its own database, connected. */
-async function startCore(
-  server: string,
-  node: string,
-): Promise<{ proc: ChildProcess; obs: string; dnsPort: number; proxyPort: number }> {
-  const [obsPort, dnsPort, proxyPort] = [await freePort(), await freePort(), await freePort()];
-  const config = join(W, `${node}.yaml`);
-  writeFileSync(
-    config,
-    `apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: ${join(W, `${node}.db`)} }
-observability: { listen: 127.0.0.1:${obsPort} }
-log: { level: ${process.env.TRACE ? 'info' : (process.env.CORE_LOG ?? 'warn')}, format: json }
-modules:
-  edgeHub: { nodeName: ${node}, nodeIP: 127.0.0.1, mqtt: { server: ${server} }${process.env.MAX_CHECK ? `, sync: { maxCheckSeconds: ${process.env.MAX_CHECK} }` : ''} }
-  metaManager: { metaServer: { enable: false } }
-  edgeMesh: { mode: unprivileged, listenPort: ${proxyPort}, dns: { listenPort: ${dnsPort}, upstreams: [127.0.0.1:9] } }
-`,
-  );
-  const proc = spawn(
-    process.execPath,
-    [
-      // PROF=DIR: a CPU profile of edgecore for the whole run
-      ...(process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF}`] : []),
-      // CORE_FLAGS: V8/Node flags for the edgecore processes (e.g. --max-old-space-size=192)
-      ...(process.env.CORE_FLAGS ? process.env.CORE_FLAGS.split(' ').filter(Boolean) : []),
-      join(root, 'packages/edgecore/bin/edgecore'),
-      '--config',
-      config,
-    ],
-    // its log (JSON, warnings and up) in the work directory: read back when a step fails
-    { stdio: ['ignore', process.env.TRACE ? 'inherit' : openSync(join(W, `${node}.log`), 'w'), 'inherit'] },
-  );
-  children.push(proc);
-  const obs = `127.0.0.1:${obsPort}`;
-  await waitFor(
-    async () => (await metric(obs, 'edgecore_edgehub_connected').catch(() => 0)) === 1,
-    `edgecore ${node} up`,
-    30_000,
-  );
-  return { proc, obs, dnsPort, proxyPort };
 }
 
 async function main(): Promise<void> {
@@ -299,7 +175,7 @@ async function main(): Promise<void> {
   children.push(mosq);
   await new Promise((r) => setTimeout(r, 300));
   const server = `tcp://127.0.0.1:${mqttPort}`;
-  const { proc: core, obs, dnsPort, proxyPort } = await startCore(server, 'edge-node-0');
+  const { proc: core, obs, dnsPort, proxyPort } = await startCore(W, children, server, 'edge-node-0');
 
   // the reference: a bare subscriber counting what the broker hands out on another prefix
   const bare = await connectAsync(server, { clientId: 'bench-bare', clean: true });
@@ -462,7 +338,7 @@ async function main(): Promise<void> {
   const last = service(SERVICES - 1);
   const joinExpect = SERVICES * 2 + (PER > 1 ? SERVICES : 0); // services, slices, its own pods
   const j0 = Date.now();
-  const fresh = await startCore(server, 'edge-node-1');
+  const fresh = await startCore(W, children, server, 'edge-node-1');
   const probe2 = new DnsProbe(fresh.dnsPort);
   // DNS first (a cheap probe), then the node's count (a scrape walks every backend)
   await waitFor(

@@ -268,6 +268,29 @@ spec: { clusterIP: None, selector: { app: ${name} }, ports: [{ name: http, port:
     expect(hub.stats.sync.loads + hub.stats.sync.resyncs).toBeGreaterThanOrEqual(1);
   });
 
+  it('a burst of three times a stock regional broker’s queue reaches a linked node over the QoS 0 hop, without a reconnect', async () => {
+    const h = await startUnprivilegedNode({
+      dataSource: join(dir, 'n4.db'),
+      nodeName: 'n4',
+      mqtt: `{ servers: [${r2.url}] }`,
+    });
+    hosts.push(h);
+    const hub = h.container.get(EdgeHubModule);
+    const mesh = h.container.get(EdgeMeshModule);
+    await wait(async () => hub.cloudConnected && (await hub.checkSync()), 60_000, 'n4 on r2, in sync');
+    const size = mesh.catalog.services.size;
+    const BURST = 3000; // three times what a stock broker queues for one client
+    await run(
+      'apply',
+      '-f',
+      manifest('burst', Array.from({ length: BURST }, (_, i) => svc(`burst-${i}`)).join('---\n')),
+    );
+    await wait(() => mesh.catalog.services.size === size + BURST, 60_000, 'the burst on n4');
+    expect(await hub.checkSync()).toBe(true);
+    expect(hub.stats.failovers).toBe(0);
+    expect(hub.stats.connects).toBe(1); // no reconnect needed
+  });
+
   it('durations and the bridge section', async () => {
     expect(parseDuration('24h', 'x')).toBe(86_400_000);
     expect(parseDuration('90', 'x')).toBe(90_000);

@@ -124,10 +124,12 @@ export class SliceController {
       const c = podConditions(pod);
       const ready = c.ready || (notReadyToo && !c.terminating);
       const node = pod.spec?.nodeName;
+      // built without undefined fields, in the order a slice read back from JSON has them, so
+      // that an unchanged slice compares equal (sameSlice) without a JSON round trip per endpoint
       const e: SliceEndpoint = {
         addresses: [host],
         conditions: { ready, serving: c.serving || ready, terminating: c.terminating },
-        nodeName: node,
+        ...(node !== undefined ? { nodeName: node } : {}),
         targetRef: { kind: 'Pod', name: pod.metadata.name, namespace: ns },
       };
       const zone = node ? this.zones.get(node) : undefined;
@@ -136,7 +138,7 @@ export class SliceController {
       const sig = JSON.stringify(mapped);
       let g = groups.get(sig);
       if (!g) groups.set(sig, (g = { ports: mapped, endpoints: [] }));
-      g.endpoints.push(clean(e));
+      g.endpoints.push(e);
     }
     const out: EndpointSlice[] = [];
     const slice = (suffix: string, p: EndpointSlice['ports'], endpoints: SliceEndpoint[]): EndpointSlice =>
@@ -181,9 +183,4 @@ function sameSlice(a: EndpointSlice, b: EndpointSlice): boolean {
   return (
     JSON.stringify([a.endpoints ?? [], a.ports ?? []]) === JSON.stringify([b.endpoints ?? [], b.ports ?? []])
   );
-}
-
-/** Without undefined fields (a slice read back from JSON has none: equal content compares equal). */
-function clean<T>(o: T): T {
-  return JSON.parse(JSON.stringify(o)) as T;
 }

@@ -1,4 +1,5 @@
 import { ReferenceDns } from '@edgecore/test-support';
+import * as dnsPacket from 'dns-packet';
 import { createSocket } from 'node:dgram';
 import { walkRecords } from '../src/dns/wire';
 import { service, startMesh, tmpDir, type MeshNode } from './helpers';
@@ -191,5 +192,70 @@ describe('DNS protocol conformance: the cluster zone against BIND and Knot', () 
     const got = signature(mine, p);
     if (!want.has(got))
       throw new Error(`EdgeMesh: ${got}\nBIND:     ${signature(bind, p)}\nKnot:     ${signature(knot, p)}`);
+  });
+});
+
+/** The PTR answer's target name (lower case), or undefined. */
+function ptrTarget(r: Buffer | undefined): string | undefined {
+  const a = r && dnsPacket.decode(r).answers?.find((x) => x.type === 'PTR');
+  return a ? String(a.data).toLowerCase() : undefined;
+}
+
+describe('DNS protocol conformance: PTR of the VIP pool against BIND and Knot', () => {
+  let d: ReturnType<typeof tmpDir>;
+  let n: MeshNode;
+  let refs: ReferenceDns[] = [];
+  const rev = (ip: string) => [...ip.split('.').reverse(), 'in-addr', 'arpa'];
+  let vip1 = '';
+  let vip2 = '';
+  let free = '';
+
+  beforeAll(async () => {
+    d = tmpDir();
+    n = await startMesh(d.db);
+    await n.put(service('svc1', 'testns', { ports: [{ name: 'http', port: 80, protocol: 'TCP' }] }));
+    await n.put(service('svc2', 'other', { ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] }));
+    vip1 = n.mesh.vipOf('testns/svc1')!;
+    vip2 = n.mesh.vipOf('other/svc2')!;
+    const [a, b] = vip1.split('.');
+    // an address of the pool no service holds
+    free = [a, b, '255', '253'].join('.');
+    expect([vip1, vip2]).not.toContain(free);
+    const zone = `${b}.${a}.in-addr.arpa`;
+    const owner = (ip: string) => ip.split('.').reverse().slice(0, 2).join('.');
+    const text = [
+      '$TTL 5',
+      '@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5',
+      '@ IN NS ns.dns.cluster.local.',
+      `${owner(vip1)} IN PTR svc1.testns.svc.cluster.local.`,
+      `${owner(vip2)} IN PTR svc2.other.svc.cluster.local.`,
+    ].join('\n');
+    refs = [await ReferenceDns.bind(zone, text + '\n'), await ReferenceDns.knot(zone, text + '\n')];
+  }, 60_000);
+  afterAll(async () => {
+    for (const r of refs) await r.stop();
+    await n?.stop();
+    d?.cleanup();
+  });
+
+  const cases: [string, () => Q][] = [
+    ['PTR of a service VIP', () => ({ labels: rev(vip1), qtype: 12 })],
+    ['PTR of another namespace’s VIP, EDNS', () => ({ labels: rev(vip2), qtype: 12, edns: 1232 })],
+    ['A of a VIP’s reverse name: NODATA', () => ({ labels: rev(vip1) })],
+    ['PTR of a free pool address: NXDOMAIN', () => ({ labels: rev(free), qtype: 12 })],
+  ];
+
+  it.each(cases)('%s', async (_name, make) => {
+    const p = packet(make());
+    const [mine, bind, knot] = await Promise.all(
+      [n.port, ...refs.map((r) => r.port)].map((port) => ask(port, p)),
+    );
+    const want = new Set([signature(bind, p), signature(knot, p)]);
+    const got = signature(mine, p);
+    if (!want.has(got))
+      throw new Error(`EdgeMesh: ${got}\nBIND:     ${signature(bind, p)}\nKnot:     ${signature(knot, p)}`);
+    // the same service named
+    expect(ptrTarget(mine)).toBe(ptrTarget(bind));
+    expect(ptrTarget(mine)).toBe(ptrTarget(knot));
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Running full edgecore processes in a benchmark (update-path, fleet): an unprivileged edgecore
  * on fresh ports with its own database, and what a bench asks of one — its metrics, its DNS, its
- * CPU and memory from /proc.
+ * CPU and memory from /proc — and the percentile every bench prints.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -81,6 +81,12 @@ export async function metric(obs: string, name: string): Promise<number> {
 }
 
 /** CPU seconds (user + system) a process has used so far. */
+/** The p-th percentile, nearest rank (p99 of 100 samples is the 99th smallest, not the largest). */
+export function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
+}
+
 export function cpuSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)

@@ -27,10 +27,19 @@ import { brokerBridge, decodePayload, Topics } from '@edgecore/edgehub';
 import { Mosquitto } from '@edgecore/test-support';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
-import { DnsProbe, metric, rssMiB, startCore, waitFor, type CoreProcess } from './edgecore-process';
+import {
+  cpuSeconds,
+  DnsProbe,
+  metric,
+  pct,
+  rssMiB,
+  startCore,
+  waitFor,
+  type CoreProcess,
+} from './edgecore-process';
 
 const NODES = Number(process.env.NODES ?? 1000);
 const SERVICES = Number(process.env.SERVICES ?? 1000);
@@ -99,20 +108,6 @@ async function join(server: string, n: SimNode, onObject: () => void): Promise<v
   });
 }
 
-const pct = (xs: number[], p: number) =>
-  xs.sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
-const cpuSeconds = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
-const waitUntil = async (cond: () => boolean, what: string, ms: number) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
-
 async function main(): Promise<void> {
   // one broker, or a stock cloud broker and two regional ones bridged to it
   const broker = await Mosquitto.start(BROKERS === 1 ? { maxQueued: 1_000_000 } : { stock: true });
@@ -171,7 +166,7 @@ async function main(): Promise<void> {
           .slice(i, i + 50)
           .map((n, k) => join(nodeBroker(i + k).url, n, () => n.objects === expected(n) && complete++)),
       );
-    await waitUntil(() => complete >= NODES, 'every node holds its catalog', 900_000);
+    await waitFor(() => complete >= NODES, 'every node holds its catalog', 900_000, 20);
     const joinS = (performance.now() - j0) / 1000;
     const msgs = nodes.map((n) => n.messages);
     const bytes = nodes.map((n) => n.bytes);
@@ -240,10 +235,11 @@ async function main(): Promise<void> {
         const t = performance.now();
         await p.apply({ ...o, object });
         await p.finish();
-        await waitUntil(
+        await waitFor(
           () => nodes.every((n) => n.watch!.at !== undefined),
           'the update on every node',
           120_000,
+          20,
         );
         return nodes.map((n) => n.watch!.at! - t);
       } finally {
@@ -257,8 +253,8 @@ async function main(): Promise<void> {
     // broker restart: persistent sessions, retained state on disk
     const r0 = performance.now();
     await restart(brokers);
-    await waitUntil(() => nodes.every((n) => n.client!.connected), 'every node reconnected', 300_000);
-    await waitUntil(() => cloud.connected, 'the cloud reconnected', 60_000);
+    await waitFor(() => nodes.every((n) => n.client!.connected), 'every node reconnected', 300_000, 20);
+    await waitFor(() => cloud.connected, 'the cloud reconnected', 60_000, 20);
     const [lat2, fullBack] = await Promise.all([update(8), newServiceOnFull(r0)]);
     const restartS = (performance.now() - r0) / 1000;
     console.log(
@@ -271,7 +267,7 @@ async function main(): Promise<void> {
       const s0 = brokersCpu();
       const c0 = performance.now();
       await restart([broker]);
-      await waitUntil(() => cloud.connected, 'the cloud reconnected', 60_000);
+      await waitFor(() => cloud.connected, 'the cloud reconnected', 60_000, 20);
       const [lat3, fullBack3] = await Promise.all([update(9), newServiceOnFull(c0)]);
       const cloudS = (performance.now() - c0) / 1000;
       const per = (nodes.reduce((a, n) => a + n.messages, 0) - before) / NODES;

@@ -22,7 +22,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
-import { cpuSeconds, DnsProbe, freePort, metric, rssMiB, startCore, waitFor } from './edgecore-process';
+import { cpuSeconds, DnsProbe, freePort, metric, pct, rssMiB, startCore, waitFor } from './edgecore-process';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -126,12 +126,6 @@ async function proxied(proxy: string, host: string): Promise<boolean> {
 
 function trace(what: string): void {
   if (process.env.TRACE) console.error(new Date().toISOString(), what);
-}
-
-/** The p-th percentile, nearest rank (p99 of 100 samples is the 99th smallest, not the largest). */
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
 }
 
 /** RSS 5 s after a burst: the node's memory release (memory.releaseAfterGrowthMiB) has acted. */

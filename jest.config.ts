@@ -18,6 +18,9 @@ for (const p of packages) {
 // the splice engine as a joiner (`@edgecore/edgemesh-module/kernel-joiner`, used by the relay)
 moduleNameMapper['^@edgecore/edgemesh-module/kernel-joiner$'] =
   '<rootDir>/../edgemesh-module/src/proxy/l4/kernel-joiner.ts';
+// the native TLS pump (`@edgecore/edgemesh-module/tls-pump`, used by a node's tunnel agent)
+moduleNameMapper['^@edgecore/edgemesh-module/tls-pump$'] =
+  '<rootDir>/../edgemesh-module/src/proxy/l4/tls-pump.ts';
 
 const config: Config = {
   testTimeout: 30000,

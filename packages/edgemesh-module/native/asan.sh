@@ -5,7 +5,7 @@
 # Not part of `npm test` (CI): the sanitized engines are several times slower.
 #
 # Usage (from anywhere): packages/edgemesh-module/native/asan.sh [jest arguments]
-#   no test file among them: the suites that drive the native engines (L7, L4 splice, UDP batch,
+#   no test file among them: the suites that drive the native engines (L7, L4 splice, UDP batch, TLS pump,
 #   nginx, proxy), e.g. `EDGEMESH_FUZZ_SCALE=10 native/asan.sh -t fuzz` for a long fuzz session
 #
 # - libasan is preloaded into the Node process only; the tools the tests spawn (nginx, wrk, curl,
@@ -58,7 +58,7 @@ for a in "$@"; do case "$a" in *.ts | */*) named=1 ;; esac; done
 if [ $named -eq 0 ]; then
   set -- packages/edgemesh-module/test/http-native.test.ts packages/edgemesh-module/test/splice.test.ts \
     packages/edgemesh-module/test/udp-batch.test.ts packages/edgemesh-module/test/nginx.test.ts \
-    packages/edgemesh-module/test/proxy.test.ts "$@"
+    packages/edgemesh-module/test/proxy.test.ts packages/edgetunnel/test/tls-engine.test.ts "$@"
 fi
 cd "$ROOT"
 PATH="$W/bin:$PATH" LD_PRELOAD="$LIBASAN" \

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include "common.h"
+#include "engine_thread.h"
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,28 +63,16 @@ typedef struct done {
 } done_t;
 
 typedef struct {
+  engine_thread_t t; /* the thread, its epoll set, the async to the JS thread */
   napi_env env;
-  pthread_t thread;
-  int started;
-  int stopping;
-  int epfd;
-  int wakefd;
   pthread_mutex_t mu;
   conn_t *conns; /* live connections (the engine thread links and unlinks them) */
   conn_t *adds;  /* handed over by the JS thread, not yet registered by the engine */
   uint32_t active;
   uint32_t next_id;
   done_t *done_head, *done_tail;
-  uv_async_t async;
-  int async_refd;
   napi_ref on_done;
 } engine_t;
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void close_conn_fds(conn_t *c) {
   for (int i = 0; i < 2; i++) {
@@ -95,8 +84,8 @@ static void close_conn_fds(conn_t *c) {
 
 /* Engine thread: unlink, close, queue the report. */
 static void finish(engine_t *e, conn_t *c, int reason) {
-  epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd[0], NULL);
-  epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd[1], NULL);
+  epoll_ctl(e->t.epfd, EPOLL_CTL_DEL, c->fd[0], NULL);
+  epoll_ctl(e->t.epfd, EPOLL_CTL_DEL, c->fd[1], NULL);
   close_conn_fds(c);
   done_t *d = malloc(sizeof(done_t));
   pthread_mutex_lock(&e->mu);
@@ -116,7 +105,7 @@ static void finish(engine_t *e, conn_t *c, int reason) {
   }
   pthread_mutex_unlock(&e->mu);
   free(c);
-  uv_async_send(&e->async);
+  uv_async_send(&e->t.async);
 }
 
 /* Move what can move without blocking, both directions. Returns -1 on error, 1 when done. */
@@ -163,23 +152,17 @@ static void register_conn(engine_t *e, conn_t *c, int64_t now) {
   pthread_mutex_unlock(&e->mu);
   c->last_ms = now;
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, c->fd[0], &ev) < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, c->fd[1], &ev) < 0)
+  if (epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->fd[0], &ev) < 0 || epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->fd[1], &ev) < 0)
     finish(e, c, R_ERROR);
-}
-
-static void wake(engine_t *e) {
-  uint64_t one = 1;
-  if (write(e->wakefd, &one, sizeof one) < 0) { /* counter full: the engine is awake anyway */
-  }
 }
 
 static void *engine_main(void *arg) {
   engine_t *e = arg;
   struct epoll_event evs[256];
-  int64_t last_scan = now_ms();
-  while (!e->stopping) {
-    int n = epoll_wait(e->epfd, evs, 256, 1000);
-    int64_t now = now_ms();
+  int64_t last_scan = engine_now_ms();
+  while (!e->t.stopping) {
+    int n = epoll_wait(e->t.epfd, evs, 256, 1000);
+    int64_t now = engine_now_ms();
     int woken = 0;
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
@@ -198,9 +181,7 @@ static void *engine_main(void *arg) {
       }
     }
     if (woken) { /* the eventfd: new connections, aborts (or stop) */
-      uint64_t v;
-      if (read(e->wakefd, &v, sizeof v) < 0) { /* already drained */
-      }
+      engine_woken(&e->t);
       pthread_mutex_lock(&e->mu);
       conn_t *a = e->adds;
       e->adds = NULL;
@@ -239,29 +220,21 @@ static void on_async(uv_async_t *a) {
   e->done_head = e->done_tail = NULL;
   uint32_t active = e->active;
   pthread_mutex_unlock(&e->mu);
-  if (active == 0 && e->async_refd) {
-    uv_unref((uv_handle_t *)&e->async);
-    e->async_refd = 0;
-  }
+  engine_release_loop(&e->t, active);
   napi_env env = e->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value cb = NULL, global;
+  napi_value cb = NULL;
   if (e->on_done) napi_get_reference_value(env, e->on_done, &cb);
-  napi_get_global(env, &global);
   while (d) {
     done_t *next = d->next;
     if (cb) {
-      napi_value argv[4], result;
+      napi_value argv[4];
       napi_create_uint32(env, d->id, &argv[0]);
       napi_create_string_utf8(env, REASONS[d->reason], NAPI_AUTO_LENGTH, &argv[1]);
       napi_create_double(env, (double)d->bytes[0], &argv[2]);
       napi_create_double(env, (double)d->bytes[1], &argv[3]);
-      if (napi_make_callback(env, NULL, global, cb, 4, argv, &result) == napi_pending_exception) {
-        napi_value err;
-        napi_get_and_clear_last_exception(env, &err);
-        napi_fatal_exception(env, err);
-      }
+      engine_call_js(env, cb, 4, argv);
     }
     free(d);
     d = next;
@@ -276,10 +249,8 @@ static void on_async_closed(uv_handle_t *h) {
 /* Environment teardown: stop the thread, close everything, free the engine. */
 static void engine_cleanup(void *arg) {
   engine_t *e = arg;
-  if (e->started) {
-    e->stopping = 1;
-    wake(e);
-    pthread_join(e->thread, NULL);
+  if (e->t.started) {
+    engine_stop(&e->t);
     for (conn_t *c = e->conns, *next; c; c = next) {
       next = c->next;
       close_conn_fds(c);
@@ -294,10 +265,8 @@ static void engine_cleanup(void *arg) {
       next = d->next;
       free(d);
     }
-    close(e->epfd);
-    close(e->wakefd);
     if (e->on_done) napi_delete_reference(e->env, e->on_done);
-    uv_close((uv_handle_t *)&e->async, on_async_closed);
+    uv_close((uv_handle_t *)&e->t.async, on_async_closed);
   } else {
     free(e);
   }
@@ -316,25 +285,6 @@ static napi_value throw_err(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-static int ensure_started(napi_env env, engine_t *e) {
-  if (e->started) return 0;
-  e->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (e->epfd < 0) return errno;
-  e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (e->wakefd < 0) return errno;
-  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-  epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &ev);
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  uv_async_init(loop, &e->async, on_async);
-  e->async.data = e;
-  uv_unref((uv_handle_t *)&e->async);
-  int r = pthread_create(&e->thread, NULL, engine_main, e);
-  if (r != 0) return r;
-  e->started = 1;
-  return 0;
-}
-
 static napi_value js_start(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3], out;
@@ -347,7 +297,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   engine_t *e = get_engine(env);
-  int err = ensure_started(env, e);
+  int err = engine_start(env, &e->t, engine_main, on_async, e);
   if (err) return throw_err(env, "start", err);
   conn_t *c = calloc(1, sizeof(conn_t));
   if (!c) return throw_err(env, "alloc", ENOMEM);
@@ -375,11 +325,8 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   e->active++;
   uint32_t id = c->id;
   pthread_mutex_unlock(&e->mu);
-  if (!e->async_refd) { /* keep the loop alive while connections are in the engine */
-    uv_ref((uv_handle_t *)&e->async);
-    e->async_refd = 1;
-  }
-  wake(e); /* the engine registers it; c belongs to the engine thread from here */
+  engine_hold_loop(&e->t); /* the loop stays alive while connections are in the engine */
+  engine_wake(&e->t); /* the engine registers it; c belongs to the engine thread from here */
   napi_create_uint32(env, id, &out);
   return out;
 }
@@ -395,7 +342,7 @@ static napi_value js_abort(napi_env env, napi_callback_info info) {
   }
   engine_t *e = get_engine(env);
   int found = 0;
-  if (e->started) {
+  if (e->t.started) {
     pthread_mutex_lock(&e->mu);
     for (conn_t *c = e->conns; c; c = c->next)
       if (c->id == id) {
@@ -409,7 +356,7 @@ static napi_value js_abort(napi_env env, napi_callback_info info) {
         found = 1;
       }
     pthread_mutex_unlock(&e->mu);
-    if (found) wake(e);
+    if (found) engine_wake(&e->t);
   }
   napi_get_boolean(env, found, &out);
   return out;

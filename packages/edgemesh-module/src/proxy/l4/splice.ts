@@ -19,15 +19,21 @@ export type SpliceEnd = 'eof' | 'error' | 'idle' | 'aborted';
 
 interface Handle {
   fd?: number;
+  setNoDelay?: unknown;
   reading?: boolean;
   readStop?: () => number;
   readStart?: () => number;
 }
 
-/** A TCP reset (the engine closed its duplicates first, so Node's descriptor is the last one). */
-function reset(s: Socket): void {
+/**
+ * A TCP reset (the engine closed its duplicates first, so Node's descriptor is the last one); a
+ * close for a socket that is no TCP connection (a socket pair's end: Node throws on its reset).
+ */
+export function reset(s: Socket): void {
   if (s.destroyed) return;
-  if (typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
+  const h = (s as unknown as { _handle?: Handle })._handle;
+  if (typeof s.resetAndDestroy === 'function' && !s.connecting && typeof h?.setNoDelay === 'function')
+    s.resetAndDestroy();
   else s.destroy();
 }
 
@@ -43,7 +49,7 @@ export function stopReading(s: Socket): void {
  * Undo stopReading (the engine did not take the pair). The stream may still wait for the read it
  * asked for before the stop, so the handle is restarted here rather than by the next resume().
  */
-function restartReading(s: Socket): void {
+export function restartReading(s: Socket): void {
   const h = (s as unknown as { _handle?: Handle })._handle;
   if (!h?.readStart || h.reading || s.destroyed) return;
   h.reading = true;

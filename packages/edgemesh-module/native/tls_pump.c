@@ -1,0 +1,794 @@
+/*
+ * The TLS pump: TLS over a connected TCP socket ("raw") whose plaintext comes from and goes to a
+ * second socket ("plain"), on one engine thread with its own epoll, off the JavaScript thread —
+ * what stunnel does for a connection, with OpenSSL (the one Node links: its symbols and headers).
+ * EdgeTunnel runs a spliced stream's end-to-end TLS here: the relay joins the two nodes' raw
+ * connections, and each node's pump encrypts what its plain side sends.
+ *
+ * JavaScript connects both sockets (or asks for a socket pair as the plain side and keeps the
+ * other end), stops Node reading them, and hands their descriptors over; the engine dups them, so
+ * Node's sockets stay the owners. The handshake runs here, with the certificate chain verified
+ * against the context's CA; then the engine reports the peer's certificate (DER) and waits for
+ * JavaScript's verdict (its name, role and revocation are JavaScript's rules) before a byte of
+ * plaintext moves. Records are produced into and consumed from memory BIOs, so each system call
+ * moves up to CAP bytes, not one record.
+ *
+ * Half-close: EOF of plain → close_notify and shutdown(SHUT_WR) of raw once everything before it
+ * is written; close_notify (or EOF) on raw → shutdown(SHUT_WR) of plain after the plaintext before
+ * it. Done when both directions are closed (reason "eof"), on an error ("error", with OpenSSL's or
+ * the system's words), the idle timeout ("idle"), abort or a refused verdict ("aborted"). The
+ * engine closes its dups and reports on the event loop (uv_async); JavaScript then destroys the
+ * sockets (with a reset after an error or abort).
+ *
+ * JavaScript API (see src/proxy/l4/tls-pump.ts):
+ *   context(certPem, keyPem, caPem, alpn, ciphersuites) -> handle   (throws on bad PEM)
+ *   start(ctx, rawFd, plainFd, server, servername, idleMs, first) -> [id, pairFd]
+ *        plainFd -1: a socket pair is made, pairFd is JavaScript's end (else -1); first: a Buffer
+ *        of plaintext to send before what plain sends (bytes Node had read from it), or null
+ *   verdict(id, ok)
+ *   abort(id)
+ *   setOnPeer((id, der) => void)
+ *   setOnDone((id, reason, bytesUp, bytesDown, error) => void)   up: plain → raw (plaintext bytes)
+ *   active() -> number
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include "common.h"
+#include "engine_thread.h"
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define CAP (256 * 1024)      /* ciphertext buffered per direction before reading more */
+#define UP_CHUNK (128 * 1024) /* plaintext read from plain per SSL_write */
+#define DOWN_CAP (256 * 1024) /* plaintext decrypted before it is written to plain */
+#define SCRATCH (CAP + 2 * UP_CHUNK)
+#define ROUNDS 64 /* steps of one connection per wake-up before the others get a turn */
+
+enum { R_EOF = 0, R_ERROR, R_IDLE, R_ABORTED };
+static const char *REASONS[] = {"eof", "error", "idle", "aborted"};
+enum { S_HANDSHAKE = 0, S_VERDICT, S_PUMP };
+enum { EV_PEER = 0, EV_DONE };
+
+typedef struct tconn {
+  uint32_t id;
+  int raw, plain; /* dups (plain: the engine's end of a pair) */
+  SSL *ssl;
+  BIO *rbio, *wbio;
+  int state;
+  char *first; /* plaintext JavaScript had read from plain already: sent before the rest */
+  size_t first_len;
+  char *down; /* decrypted, not yet written to plain */
+  size_t down_len, down_off;
+  int raw_eof, plain_eof, tls_eof;
+  int sent_close, up_shut, down_shut;
+  uint64_t bytes[2];
+  int64_t idle_ms, last_ms;
+  int aborted, verdict; /* verdict: 0 none yet, 1 go, -1 refused (set by the JS thread) */
+  int again;            /* more to do after its rounds: stepped again before the next wait */
+  char error[200];
+  struct tconn *prev, *next, *next_add;
+} tconn_t;
+
+typedef struct event {
+  int kind;
+  uint32_t id;
+  int reason;
+  uint64_t bytes[2];
+  unsigned char *der;
+  int der_len;
+  char error[200];
+  struct event *next;
+} event_t;
+
+typedef struct {
+  engine_thread_t t; /* the thread, its epoll set, the async to the JS thread */
+  napi_env env;
+  pthread_mutex_t mu;
+  tconn_t *conns, *adds;
+  uint32_t active, next_id;
+  int commands; /* verdicts or aborts to look at */
+  event_t *ev_head, *ev_tail;
+  napi_ref on_peer, on_done;
+  char *scratch; /* engine thread only */
+} pump_t;
+
+static void push_event(pump_t *e, event_t *v) {
+  pthread_mutex_lock(&e->mu);
+  if (e->ev_tail) e->ev_tail->next = v;
+  else e->ev_head = v;
+  e->ev_tail = v;
+  pthread_mutex_unlock(&e->mu);
+  uv_async_send(&e->t.async);
+}
+
+static void free_conn(tconn_t *c) {
+  if (c->raw >= 0) close(c->raw);
+  if (c->plain >= 0) close(c->plain);
+  if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
+  free(c->down);
+  free(c->first);
+  free(c);
+}
+
+/* Engine thread: unlink, close, report. */
+static void finish(pump_t *e, tconn_t *c, int reason) {
+  epoll_ctl(e->t.epfd, EPOLL_CTL_DEL, c->raw, NULL);
+  epoll_ctl(e->t.epfd, EPOLL_CTL_DEL, c->plain, NULL);
+  event_t *v = calloc(1, sizeof(event_t));
+  pthread_mutex_lock(&e->mu);
+  if (c->prev) c->prev->next = c->next;
+  else e->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  e->active--;
+  pthread_mutex_unlock(&e->mu);
+  if (v) {
+    v->kind = EV_DONE;
+    v->id = c->id;
+    v->reason = reason;
+    v->bytes[0] = c->bytes[0];
+    v->bytes[1] = c->bytes[1];
+    memcpy(v->error, c->error, sizeof v->error);
+  }
+  free_conn(c);
+  if (v) push_event(e, v);
+}
+
+/* The words of the last OpenSSL error (the verify result's, when the peer's chain failed). */
+static void ssl_error(tconn_t *c, const char *what) {
+  long vr = SSL_get_verify_result(c->ssl);
+  unsigned long err = ERR_peek_last_error();
+  char buf[160] = "";
+  if (vr != X509_V_OK) snprintf(buf, sizeof buf, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+  else if (err) ERR_error_string_n(err, buf, sizeof buf);
+  else snprintf(buf, sizeof buf, "%s", c->raw_eof ? "connection closed" : "protocol error");
+  snprintf(c->error, sizeof c->error, "%s: %s", what, buf);
+  ERR_clear_error();
+}
+
+static void sys_error(tconn_t *c, const char *what, int err) {
+  snprintf(c->error, sizeof c->error, "%s: %s", what, strerror(err));
+}
+
+static void post_peer(pump_t *e, tconn_t *c) {
+  event_t *v = calloc(1, sizeof(event_t));
+  if (!v) return;
+  v->kind = EV_PEER;
+  v->id = c->id;
+  X509 *peer = SSL_get1_peer_certificate(c->ssl);
+  if (peer) {
+    v->der_len = i2d_X509(peer, &v->der); /* allocates */
+    if (v->der_len < 0) v->der_len = 0, v->der = NULL;
+    X509_free(peer);
+  }
+  push_event(e, v);
+}
+
+/* Write what the records BIO holds to raw. -1 on error. */
+static int flush_wire(pump_t *e, tconn_t *c, int *progress) {
+  for (;;) {
+    char *p;
+    long avail = BIO_get_mem_data(c->wbio, &p);
+    if (avail <= 0) return 0;
+    if (avail > SCRATCH) avail = SCRATCH;
+    ssize_t n = write(c->raw, p, (size_t)avail);
+    if (n > 0) {
+      BIO_read(c->wbio, e->scratch, (int)n); /* consumed */
+      *progress = 1;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return 0;
+    sys_error(c, "write to the tunnel", n < 0 ? errno : EIO);
+    return -1;
+  }
+}
+
+/* Move what can move without blocking. -1: error, 1: done, 0: waits for the sockets (or a verdict). */
+static int step(pump_t *e, tconn_t *c) {
+  for (int round = 0; round < ROUNDS; round++) {
+    int progress = 0;
+    /* raw → the records BIO */
+    while (!c->raw_eof && BIO_ctrl_pending(c->rbio) < CAP) {
+      ssize_t n = read(c->raw, e->scratch, CAP);
+      if (n > 0) {
+        BIO_write(c->rbio, e->scratch, (int)n);
+        progress = 1;
+        continue;
+      }
+      if (n == 0) {
+        c->raw_eof = 1;
+        progress = 1;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      sys_error(c, "read from the tunnel", errno);
+      return -1;
+    }
+    if (c->state == S_HANDSHAKE) {
+      ERR_clear_error();
+      int r = SSL_do_handshake(c->ssl);
+      if (r == 1) {
+        c->state = S_VERDICT;
+        post_peer(e, c);
+        progress = 1;
+      } else {
+        int err = SSL_get_error(c->ssl, r);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+          ssl_error(c, "TLS handshake");
+          int ignored = 0;
+          flush_wire(e, c, &ignored); /* the alert, if any */
+          return -1;
+        }
+        if (c->raw_eof) {
+          snprintf(c->error, sizeof c->error, "TLS handshake: connection closed");
+          return -1;
+        }
+      }
+    } else if (c->state == S_PUMP) {
+      /* down: records → plaintext → plain */
+      while (!c->tls_eof && c->down_len < DOWN_CAP) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, c->down + c->down_len, (int)(DOWN_CAP - c->down_len));
+        if (r > 0) {
+          c->down_len += (size_t)r;
+          progress = 1;
+          continue;
+        }
+        int err = SSL_get_error(c->ssl, r);
+        if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_WANT_READ && c->raw_eof)) {
+          c->tls_eof = 1; /* close_notify; or a FIN without one, taken as Node's TLS takes it */
+          progress = 1;
+        } else if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+          ssl_error(c, "TLS read");
+          return -1;
+        }
+        break;
+      }
+      while (c->down_off < c->down_len) {
+        ssize_t n = write(c->plain, c->down + c->down_off, c->down_len - c->down_off);
+        if (n > 0) {
+          c->down_off += (size_t)n;
+          c->bytes[1] += (uint64_t)n;
+          progress = 1;
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        sys_error(c, "write to the plain side", n < 0 ? errno : EIO);
+        return -1;
+      }
+      if (c->down_off == c->down_len) c->down_off = c->down_len = 0;
+      if (c->tls_eof && c->down_len == 0 && !c->down_shut) {
+        shutdown(c->plain, SHUT_WR);
+        c->down_shut = 1;
+        progress = 1;
+      }
+      /* up: plain → records (what JavaScript held of it first) */
+      if (c->first) {
+        ERR_clear_error();
+        if (SSL_write(c->ssl, c->first, (int)c->first_len) != (int)c->first_len) {
+          ssl_error(c, "TLS write");
+          return -1;
+        }
+        c->bytes[0] += c->first_len;
+        free(c->first);
+        c->first = NULL;
+        progress = 1;
+      }
+      while (!c->plain_eof && BIO_ctrl_pending(c->wbio) < CAP) {
+        ssize_t n = read(c->plain, e->scratch, UP_CHUNK);
+        if (n > 0) {
+          ERR_clear_error();
+          if (SSL_write(c->ssl, e->scratch, (int)n) != (int)n) { /* into memory: all or an error */
+            ssl_error(c, "TLS write");
+            return -1;
+          }
+          c->bytes[0] += (uint64_t)n;
+          progress = 1;
+          continue;
+        }
+        if (n == 0) {
+          c->plain_eof = 1;
+          progress = 1;
+          break;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        sys_error(c, "read from the plain side", errno);
+        return -1;
+      }
+      if (c->plain_eof && !c->sent_close) {
+        SSL_shutdown(c->ssl); /* close_notify; reading goes on (a half-close) */
+        c->sent_close = 1;
+        progress = 1;
+      }
+    }
+    if (flush_wire(e, c, &progress) < 0) return -1;
+    if (c->sent_close && !c->up_shut && BIO_ctrl_pending(c->wbio) == 0) {
+      shutdown(c->raw, SHUT_WR);
+      c->up_shut = 1;
+    }
+    if (c->up_shut && c->down_shut) return 1;
+    if (!progress) return 0;
+  }
+  c->again = 1;
+  return 0;
+}
+
+/* Step a connection; 1 when it is still there with work left (`again`). */
+static int run(pump_t *e, tconn_t *c, int64_t now) {
+  c->again = 0;
+  c->last_ms = now;
+  int r = step(e, c);
+  if (r != 0) {
+    finish(e, c, r < 0 ? R_ERROR : R_EOF);
+    return 0;
+  }
+  return c->again;
+}
+
+static int register_conn(pump_t *e, tconn_t *c, int64_t now) {
+  pthread_mutex_lock(&e->mu);
+  c->next = e->conns;
+  c->prev = NULL;
+  if (e->conns) e->conns->prev = c;
+  e->conns = c;
+  pthread_mutex_unlock(&e->mu);
+  c->last_ms = now;
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+  if (epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->raw, &ev) < 0 || epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->plain, &ev) < 0) {
+    sys_error(c, "epoll", errno);
+    finish(e, c, R_ERROR);
+    return 0;
+  }
+  return run(e, c, now); /* a client's ClientHello */
+}
+
+static char skip; /* an event of a connection already stepped in this batch */
+
+static void *engine_main(void *arg) {
+  pump_t *e = arg;
+  struct epoll_event evs[256];
+  int64_t last_scan = engine_now_ms();
+  int again = 0;
+  while (!e->t.stopping) {
+    int n = epoll_wait(e->t.epfd, evs, 256, again ? 0 : 1000);
+    int64_t now = engine_now_ms();
+    int woken = 0;
+    again = 0;
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.ptr == NULL) {
+        woken = 1;
+        continue;
+      }
+      if (evs[i].data.ptr == &skip) continue;
+      tconn_t *c = evs[i].data.ptr;
+      /* a connection can be in a batch twice (raw and plain): one step does the work */
+      for (int j = i + 1; j < n; j++)
+        if (evs[j].data.ptr == c) evs[j].data.ptr = &skip;
+      if (!c->aborted && run(e, c, now)) again = 1;
+    }
+    if (woken) {
+      engine_woken(&e->t);
+      pthread_mutex_lock(&e->mu);
+      tconn_t *a = e->adds;
+      e->adds = NULL;
+      pthread_mutex_unlock(&e->mu);
+      tconn_t *oldest = NULL; /* the list is newest first */
+      while (a) {
+        tconn_t *next = a->next_add;
+        a->next_add = oldest;
+        oldest = a;
+        a = next;
+      }
+      while (oldest) {
+        tconn_t *next = oldest->next_add;
+        if (register_conn(e, oldest, now)) again = 1;
+        oldest = next;
+      }
+    }
+    /* verdicts and aborts when asked, idle connections once a second, the unfinished at once */
+    int scan = now - last_scan >= 1000;
+    if (scan) last_scan = now;
+    pthread_mutex_lock(&e->mu);
+    int commands = e->commands;
+    e->commands = 0;
+    tconn_t *c = e->conns;
+    pthread_mutex_unlock(&e->mu);
+    if (!commands && !scan && !again) continue;
+    again = 0;
+    while (c) {
+      pthread_mutex_lock(&e->mu);
+      tconn_t *next = c->next;
+      int aborted = c->aborted, verdict = c->verdict;
+      pthread_mutex_unlock(&e->mu);
+      if (aborted || verdict < 0) {
+        if (!aborted && !c->error[0]) snprintf(c->error, sizeof c->error, "refused");
+        finish(e, c, R_ABORTED);
+      } else if (c->state == S_VERDICT && verdict > 0) {
+        c->state = S_PUMP;
+        c->down = malloc(DOWN_CAP);
+        if (!c->down) {
+          sys_error(c, "alloc", ENOMEM);
+          finish(e, c, R_ERROR);
+        } else if (run(e, c, now)) again = 1;
+      } else if (c->again) {
+        if (run(e, c, now)) again = 1;
+      } else if (scan && c->idle_ms > 0 && now - c->last_ms >= c->idle_ms) {
+        finish(e, c, R_IDLE);
+      }
+      c = next;
+    }
+  }
+  return NULL;
+}
+
+/* JS thread: peer certificates and finished connections. */
+static void on_async(uv_async_t *a) {
+  pump_t *e = a->data;
+  pthread_mutex_lock(&e->mu);
+  event_t *v = e->ev_head;
+  e->ev_head = e->ev_tail = NULL;
+  uint32_t active = e->active;
+  pthread_mutex_unlock(&e->mu);
+  engine_release_loop(&e->t, active);
+  napi_env env = e->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value on_peer = NULL, on_done = NULL;
+  if (e->on_peer) napi_get_reference_value(env, e->on_peer, &on_peer);
+  if (e->on_done) napi_get_reference_value(env, e->on_done, &on_done);
+  while (v) {
+    event_t *next = v->next;
+    napi_value argv[5], cb = v->kind == EV_PEER ? on_peer : on_done;
+    size_t argc = 0;
+    napi_create_uint32(env, v->id, &argv[0]);
+    if (v->kind == EV_PEER) {
+      void *data;
+      napi_create_buffer_copy(env, (size_t)v->der_len, v->der ? (void *)v->der : (void *)"", &data, &argv[1]);
+      argc = 2;
+    } else {
+      napi_create_string_utf8(env, REASONS[v->reason], NAPI_AUTO_LENGTH, &argv[1]);
+      napi_create_double(env, (double)v->bytes[0], &argv[2]);
+      napi_create_double(env, (double)v->bytes[1], &argv[3]);
+      napi_create_string_utf8(env, v->error, NAPI_AUTO_LENGTH, &argv[4]);
+      argc = 5;
+    }
+    if (cb) engine_call_js(env, cb, argc, argv);
+    if (v->der) OPENSSL_free(v->der);
+    free(v);
+    v = next;
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_async_closed(uv_handle_t *h) {
+  pump_t *e = h->data;
+  free(e->scratch);
+  free(e);
+}
+
+static void pump_cleanup(void *arg) {
+  pump_t *e = arg;
+  if (!e->t.started) {
+    free(e);
+    return;
+  }
+  engine_stop(&e->t);
+  for (tconn_t *c = e->conns, *next; c; c = next) {
+    next = c->next;
+    free_conn(c);
+  }
+  for (tconn_t *c = e->adds, *next; c; c = next) {
+    next = c->next_add;
+    free_conn(c);
+  }
+  for (event_t *v = e->ev_head, *next; v; v = next) {
+    next = v->next;
+    if (v->der) OPENSSL_free(v->der);
+    free(v);
+  }
+  if (e->on_peer) napi_delete_reference(e->env, e->on_peer);
+  if (e->on_done) napi_delete_reference(e->env, e->on_done);
+  uv_close((uv_handle_t *)&e->t.async, on_async_closed);
+}
+
+static pump_t *pump_of(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  void *data = NULL;
+  napi_get_cb_info(env, info, argc, argv, NULL, &data);
+  return data;
+}
+
+static napi_value throw_tls(napi_env env, const char *what, const char *why) {
+  char msg[300];
+  snprintf(msg, sizeof msg, "TLS pump: %s: %s", what, why);
+  napi_throw_error(env, "EDGEMESH_TLS_PUMP", msg);
+  return NULL;
+}
+
+/* The engine thread and its scratch buffer, on first use. */
+static int ensure_started(napi_env env, pump_t *e) {
+  if (!e->scratch) e->scratch = malloc(SCRATCH);
+  if (!e->scratch) return ENOMEM;
+  return engine_start(env, &e->t, engine_main, on_async, e);
+}
+
+/* A string argument into buf (truncated to its size). */
+static int string_arg(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t len;
+  return napi_get_value_string_utf8(env, v, buf, size, &len) == napi_ok ? 0 : -1;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg) {
+  const unsigned char *want = arg; /* length-prefixed, one protocol */
+  if (SSL_select_next_proto((unsigned char **)out, outlen, want, want[0] + 1u, in, inlen) == OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_OK;
+  return SSL_TLSEXT_ERR_ALERT_FATAL; /* as Node's server does when no protocol matches */
+}
+
+/* The context's ALPN protocol (length-prefixed), freed with the context — which lives on while
+ * a connection made with it does (SSL_new takes a reference). */
+static int alpn_index = -1;
+static void alpn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp) {
+  free(ptr);
+}
+
+static void ctx_finalize(napi_env env, void *data, void *hint) {
+  SSL_CTX_free(data);
+}
+
+static napi_value js_context(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], out;
+  pump_of(env, info, &argc, argv);
+  void *cert, *key, *ca;
+  size_t cert_len, key_len, ca_len;
+  char alpn[64], suites[256];
+  if (argc < 5 || napi_get_buffer_info(env, argv[0], &cert, &cert_len) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], &key, &key_len) != napi_ok ||
+      napi_get_buffer_info(env, argv[2], &ca, &ca_len) != napi_ok || string_arg(env, argv[3], alpn, sizeof alpn) ||
+      string_arg(env, argv[4], suites, sizeof suites) || !alpn[0]) {
+    napi_throw_type_error(env, "EDGEMESH_TLS_PUMP", "tls.context(certPem, keyPem, caPem, alpn, ciphersuites)");
+    return NULL;
+  }
+  if (alpn_index < 0) alpn_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, alpn_free);
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  if (!ctx || alpn_index < 0) return throw_tls(env, "context", "SSL_CTX_new failed");
+  const char *failed = NULL;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  if (!SSL_CTX_set_ciphersuites(ctx, suites)) failed = "ciphersuites";
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+  BIO *b = BIO_new_mem_buf(cert, (int)cert_len);
+  X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  if (!failed && (!x || SSL_CTX_use_certificate(ctx, x) != 1)) failed = "certificate";
+  X509_free(x);
+  while (!failed && b && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) /* its chain */
+    if (SSL_CTX_add0_chain_cert(ctx, x) != 1) X509_free(x), failed = "certificate chain";
+  BIO_free(b);
+  b = BIO_new_mem_buf(key, (int)key_len);
+  EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+  BIO_free(b);
+  if (!failed && (!k || SSL_CTX_use_PrivateKey(ctx, k) != 1 || SSL_CTX_check_private_key(ctx) != 1))
+    failed = "private key";
+  EVP_PKEY_free(k);
+  X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+  b = BIO_new_mem_buf(ca, (int)ca_len);
+  int cas = 0;
+  while (!failed && b && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+    if (X509_STORE_add_cert(store, x) == 1) cas++;
+    X509_free(x);
+  }
+  BIO_free(b);
+  if (!failed && cas == 0) failed = "CA";
+  ERR_clear_error();
+  size_t alen = strlen(alpn);
+  unsigned char *wire = malloc(alen + 1);
+  if (!failed && (!wire || alen > 255)) failed = "ALPN";
+  if (failed) {
+    free(wire);
+    SSL_CTX_free(ctx);
+    return throw_tls(env, failed, "not usable");
+  }
+  wire[0] = (unsigned char)alen;
+  memcpy(wire + 1, alpn, alen);
+  SSL_CTX_set_ex_data(ctx, alpn_index, wire);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, wire);
+  napi_create_external(env, ctx, ctx_finalize, NULL, &out);
+  return out;
+}
+
+static napi_value js_start(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7], out, v;
+  pump_t *e = pump_of(env, info, &argc, argv);
+  void *ctxp = NULL;
+  int32_t rawfd, plainfd;
+  bool server;
+  double idle;
+  char servername[256] = "";
+  if (argc < 6 || napi_get_value_external(env, argv[0], &ctxp) != napi_ok || !ctxp ||
+      napi_get_value_int32(env, argv[1], &rawfd) != napi_ok || napi_get_value_int32(env, argv[2], &plainfd) != napi_ok ||
+      napi_get_value_bool(env, argv[3], &server) != napi_ok || string_arg(env, argv[4], servername, sizeof servername) ||
+      napi_get_value_double(env, argv[5], &idle) != napi_ok || rawfd < 0) {
+    napi_throw_type_error(env, "EDGEMESH_TLS_PUMP", "tls.start(ctx, rawFd, plainFd, server, servername, idleMs, first)");
+    return NULL;
+  }
+  void *first = NULL;
+  size_t first_len = 0;
+  bool is_buffer = false;
+  if (argc > 6) napi_is_buffer(env, argv[6], &is_buffer);
+  if (is_buffer) napi_get_buffer_info(env, argv[6], &first, &first_len);
+  SSL_CTX *ctx = ctxp;
+  int err = ensure_started(env, e);
+  if (err) return throw_tls(env, "start", strerror(err));
+  tconn_t *c = calloc(1, sizeof(tconn_t));
+  if (!c) return throw_tls(env, "start", strerror(ENOMEM));
+  c->raw = c->plain = -1;
+  int js_end = -1;
+  c->raw = fcntl(rawfd, F_DUPFD_CLOEXEC, 0);
+  if (plainfd >= 0) {
+    c->plain = fcntl(plainfd, F_DUPFD_CLOEXEC, 0);
+  } else {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0) {
+      c->plain = sv[0];
+      js_end = sv[1];
+    }
+  }
+  if (c->raw < 0 || c->plain < 0) {
+    int en = errno;
+    free_conn(c);
+    return throw_tls(env, "dup/socketpair", strerror(en));
+  }
+  fcntl(c->raw, F_SETFL, fcntl(c->raw, F_GETFL) | O_NONBLOCK);
+  fcntl(c->plain, F_SETFL, fcntl(c->plain, F_GETFL) | O_NONBLOCK);
+  c->ssl = SSL_new(ctx);
+  c->rbio = BIO_new(BIO_s_mem());
+  c->wbio = BIO_new(BIO_s_mem());
+  if (!c->ssl || !c->rbio || !c->wbio) {
+    BIO_free(c->rbio);
+    BIO_free(c->wbio);
+    free_conn(c);
+    if (js_end >= 0) close(js_end);
+    return throw_tls(env, "start", "SSL_new failed");
+  }
+  SSL_set_bio(c->ssl, c->rbio, c->wbio);
+  if (server) {
+    SSL_set_accept_state(c->ssl);
+  } else {
+    SSL_set_connect_state(c->ssl);
+    if (servername[0]) SSL_set_tlsext_host_name(c->ssl, servername);
+    const unsigned char *wire = SSL_CTX_get_ex_data(ctx, alpn_index);
+    SSL_set_alpn_protos(c->ssl, wire, wire[0] + 1u);
+  }
+  c->idle_ms = (int64_t)idle;
+  if (first_len > 0) {
+    c->first = malloc(first_len);
+    if (!c->first) {
+      free_conn(c);
+      if (js_end >= 0) close(js_end);
+      return throw_tls(env, "start", strerror(ENOMEM));
+    }
+    memcpy(c->first, first, first_len);
+    c->first_len = first_len;
+  }
+  pthread_mutex_lock(&e->mu);
+  c->id = ++e->next_id;
+  c->next_add = e->adds;
+  e->adds = c;
+  e->active++;
+  uint32_t id = c->id;
+  pthread_mutex_unlock(&e->mu);
+  engine_hold_loop(&e->t); /* the loop stays alive while connections are in the engine */
+  engine_wake(&e->t);
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_uint32(env, id, &v);
+  napi_set_element(env, out, 0, v);
+  napi_create_int32(env, js_end, &v);
+  napi_set_element(env, out, 1, v);
+  return out;
+}
+
+/* Mark connection `id` (verdict or abort) and wake the engine. */
+static int command(pump_t *e, uint32_t id, int verdict, int abort) {
+  int found = 0;
+  if (!e->t.started) return 0;
+  pthread_mutex_lock(&e->mu);
+  for (int list = 0; list < 2 && !found; list++)
+    for (tconn_t *c = list ? e->adds : e->conns; c; c = list ? c->next_add : c->next)
+      if (c->id == id) {
+        if (abort) c->aborted = 1;
+        else if (!c->verdict) c->verdict = verdict;
+        found = 1;
+        break;
+      }
+  if (found) e->commands++;
+  pthread_mutex_unlock(&e->mu);
+  if (found) engine_wake(&e->t);
+  return found;
+}
+
+static napi_value js_verdict(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  pump_t *e = pump_of(env, info, &argc, argv);
+  uint32_t id;
+  bool ok;
+  if (argc < 2 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_bool(env, argv[1], &ok) != napi_ok) {
+    napi_throw_type_error(env, "EDGEMESH_TLS_PUMP", "tls.verdict(id, ok)");
+    return NULL;
+  }
+  napi_get_boolean(env, command(e, id, ok ? 1 : -1, 0), &out);
+  return out;
+}
+
+static napi_value js_abort(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  pump_t *e = pump_of(env, info, &argc, argv);
+  uint32_t id;
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) {
+    napi_throw_type_error(env, "EDGEMESH_TLS_PUMP", "tls.abort(id)");
+    return NULL;
+  }
+  napi_get_boolean(env, command(e, id, 0, 1), &out);
+  return out;
+}
+
+static napi_value set_cb(napi_env env, napi_callback_info info, int which) {
+  size_t argc = 1;
+  napi_value argv[1];
+  pump_t *e = pump_of(env, info, &argc, argv);
+  napi_ref *r = which ? &e->on_done : &e->on_peer;
+  if (*r) napi_delete_reference(env, *r);
+  napi_create_reference(env, argv[0], 1, r);
+  return NULL;
+}
+static napi_value js_set_on_peer(napi_env env, napi_callback_info info) { return set_cb(env, info, 0); }
+static napi_value js_set_on_done(napi_env env, napi_callback_info info) { return set_cb(env, info, 1); }
+
+static napi_value js_active(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  pump_t *e = pump_of(env, info, &argc, NULL);
+  napi_value out;
+  pthread_mutex_lock(&e->mu);
+  uint32_t n = e->active;
+  pthread_mutex_unlock(&e->mu);
+  napi_create_uint32(env, n, &out);
+  return out;
+}
+
+napi_value tls_pump_init(napi_env env, napi_value exports) {
+  pump_t *e = calloc(1, sizeof(pump_t));
+  pthread_mutex_init(&e->mu, NULL);
+  e->env = env;
+  napi_add_env_cleanup_hook(env, pump_cleanup, e);
+  napi_property_descriptor props[] = {
+      {"context", NULL, js_context, NULL, NULL, NULL, napi_default, e},
+      {"start", NULL, js_start, NULL, NULL, NULL, napi_default, e},
+      {"verdict", NULL, js_verdict, NULL, NULL, NULL, napi_default, e},
+      {"abort", NULL, js_abort, NULL, NULL, NULL, napi_default, e},
+      {"setOnPeer", NULL, js_set_on_peer, NULL, NULL, NULL, napi_default, e},
+      {"setOnDone", NULL, js_set_on_done, NULL, NULL, NULL, napi_default, e},
+      {"active", NULL, js_active, NULL, NULL, NULL, napi_default, e},
+  };
+  DEFINE_METHODS(env, exports, props);
+  return exports;
+}

@@ -23,12 +23,12 @@ import {
   type Server,
   type TLSSocket,
 } from 'node:tls';
-import { peerOf, type Identity } from './certs';
+import { peerOf, peerOfDer, type Identity } from './certs';
 import { DenyList } from './deny-list';
 import { DatagramChannel, Deframer, frame } from './framing';
 import { pingAll } from './liveness';
 import { listenMtls, mtlsOptions, serveH2 } from './mtls';
-import { join, kill, runsOver } from './pipe';
+import { endsBy, join, kill, runsOver } from './pipe';
 import { RelayLink } from './relay-link';
 import {
   ALPN_FORWARD,
@@ -43,9 +43,10 @@ import {
   H_SPLICE_PORT,
   ROLE_NODE,
   STATUS,
+  TLS_CIPHERS,
   type TunnelProto,
 } from './protocol';
-import { dialSplice, spliceServerName, tokenOfServerName } from './splice';
+import { dialSplice, spliceServerName, tokenOfServerName, type TlsEngine } from './splice';
 import { StreamOpenError, TunnelCode, TunnelError } from './tunnel-errors';
 
 /** What a node lets tunnel streams reach: the backends it publishes itself, nothing else. */
@@ -83,6 +84,11 @@ export interface TunnelAgentOptions {
    * the links as before. Default true.
    */
   splice?: boolean;
+  /**
+   * Runs the end-to-end TLS of spliced streams outside JavaScript (EdgeMesh's native TLS pump,
+   * `loadTlsEngine()`); without it, or for a stream it cannot take, Node's TLS runs it.
+   */
+  tlsEngine?: TlsEngine;
   /** Redial backoff: first delay and cap. */
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
@@ -90,11 +96,22 @@ export interface TunnelAgentOptions {
   log?: Logger;
 }
 
+/**
+ * A plain TCP connection for a stream to carry (EdgeMesh's L4 proxy), and bytes already read from
+ * it: a stream whose TLS runs in the TLS engine takes it as its plaintext side (see `open`).
+ */
+export interface StreamJoin {
+  client: Socket;
+  first?: Buffer;
+}
+
 export interface TunnelAgentStats {
   /** Streams this node opened, by how: through a relay (spliced or not) or straight to a peer. */
   openedViaRelay: number;
   /** Of those through a relay, spliced (end-to-end TLS over the relay's splice port). */
   openedSpliced: number;
+  /** Spliced streams, either end, whose TLS ran in the TLS engine (`tlsEngine`). */
+  nativeTls: number;
   openedDirect: number;
   openFailures: number;
   /** Streams other nodes opened to this node's backends. */
@@ -132,6 +149,7 @@ export class TunnelAgent extends EventEmitter {
   readonly stats: TunnelAgentStats = {
     openedViaRelay: 0,
     openedSpliced: 0,
+    nativeTls: 0,
     openedDirect: 0,
     openFailures: 0,
     served: 0,
@@ -159,8 +177,13 @@ export class TunnelAgent extends EventEmitter {
     string,
     { from: string; backend: Socket; raw: Socket; timer: NodeJS.Timeout }
   >();
-  /** Spliced streams up (either end), by the peer node's certificate: cut when it is revoked. */
-  private readonly spliced = new Map<TLSSocket, { name: string; fingerprint256: string }>();
+  /**
+   * Spliced streams up (either end), by the peer node's certificate: cut when it is revoked. Keyed
+   * by their TLS socket, or by the plaintext end of one in the TLS engine.
+   */
+  private readonly spliced = new Map<Duplex, { name: string; fingerprint256: string }>();
+  /** The TLS engine and this node's context in it, when one was given and takes the identity. */
+  private readonly engine?: { e: TlsEngine; ctx: object };
   private pinger?: NodeJS.Timeout;
   private readonly o: Required<
     Pick<TunnelAgentOptions, 'openTimeoutMs' | 'idleTimeoutMs' | 'udpIdleTimeoutMs' | 'pingIntervalMs'>
@@ -184,6 +207,16 @@ export class TunnelAgent extends EventEmitter {
     this.directServer.on('session', (s: ServerHttp2Session) => this.track(s));
     this.directServer.on('stream', (st, h) => this.serve(st, h, this.fromOf.get(st.session!) ?? '?', false));
     this.splicedContext = createSecureContext(mtlsOptions(opts.identity));
+    if (opts.tlsEngine)
+      try {
+        const ctx = opts.tlsEngine.context(opts.identity, ALPN_SPLICED, TLS_CIPHERS);
+        this.engine = { e: opts.tlsEngine, ctx };
+      } catch (e) {
+        this.log.warn(
+          { err: (e as Error).message },
+          'tunnel: TLS engine refused the identity; TLS runs in Node',
+        );
+      }
     this.splicedServer = tlsServer({
       ...mtlsOptions(opts.identity),
       requestCert: true,
@@ -229,7 +262,7 @@ export class TunnelAgent extends EventEmitter {
     for (const l of this.links) l.stop();
     for (const s of this.peers.values()) s.destroy();
     for (const s of this.sessions) s.destroy();
-    for (const t of this.spliced.keys()) t.destroy();
+    for (const t of [...this.spliced.keys()]) kill(t);
     for (const token of [...this.splicing.keys()]) this.unsplice(token)?.backend.destroy();
     this.peers.clear();
     await new Promise<void>((r) => (this.listener ? this.listener.close(() => r()) : r()));
@@ -284,8 +317,20 @@ export class TunnelAgent extends EventEmitter {
    * relay has no link to the node or does not answer. Rejects with StreamOpenError: NO_PATH (no
    * relay or peer link: fails at once), REFUSED (the node publishes no such backend), UNREACHABLE
    * (the node could not connect to it), TIMEOUT.
+   *
+   * With `join`, a spliced stream whose TLS the engine runs takes `join.client` as its plaintext
+   * side (no byte of it through JavaScript): the promise then resolves to `join.client` itself,
+   * which the stream owns from there (destroyed when the stream ends; destroying it aborts the
+   * stream). Otherwise it resolves to the stream, for the caller to join; a failure leaves
+   * `join.client` as it was.
    */
-  async open(route: PeerRoute, host: string, port: number, proto: TunnelProto = 'tcp'): Promise<Duplex> {
+  async open(
+    route: PeerRoute,
+    host: string,
+    port: number,
+    proto: TunnelProto = 'tcp',
+    join?: StreamJoin,
+  ): Promise<Duplex> {
     const target = authority(host, port);
     let last: StreamOpenError | undefined;
     if (route.address) {
@@ -305,7 +350,14 @@ export class TunnelAgent extends EventEmitter {
       .sort((a, b) => Number(preferred.has(b.name ?? '')) - Number(preferred.has(a.name ?? '')));
     for (const l of links) {
       try {
-        const st = await this.request(l.forward!, route.node, target, proto, parseAuthority(l.address)?.host);
+        const st = await this.request(
+          l.forward!,
+          route.node,
+          target,
+          proto,
+          parseAuthority(l.address)?.host,
+          join,
+        );
         this.stats.openedViaRelay++;
         return st;
       } catch (e) {
@@ -340,6 +392,7 @@ export class TunnelAgent extends EventEmitter {
     target: string,
     proto: TunnelProto,
     relayHost?: string,
+    join?: StreamJoin,
   ): Promise<Duplex> {
     const askSplice = relayHost !== undefined && proto === 'tcp' && this.opts.splice !== false;
     return new Promise((resolve, reject) => {
@@ -373,7 +426,7 @@ export class TunnelAgent extends EventEmitter {
         if (status === STATUS.ok && typeof token === 'string') {
           handedOver = true;
           st.close();
-          return void this.spliceOut(relayHost!, Number(h[H_SPLICE_PORT]), token, node, target).then(
+          return void this.spliceOut(relayHost!, Number(h[H_SPLICE_PORT]), token, node, target, join).then(
             resolve,
             reject,
           );
@@ -423,6 +476,7 @@ export class TunnelAgent extends EventEmitter {
     token: string,
     node: string,
     target: string,
+    join?: StreamJoin,
   ): Promise<Duplex> {
     const fail = (why: string): StreamOpenError =>
       new StreamOpenError(TunnelCode.NoPath, node, target, `spliced stream: ${why}`);
@@ -433,6 +487,8 @@ export class TunnelAgent extends EventEmitter {
     } catch (e) {
       throw fail((e as Error).message);
     }
+    const inEngine = this.spliceOutInEngine(raw, token, node, fail, join);
+    if (inEngine) return inEngine;
     return new Promise((resolve, reject) => {
       let peer: ReturnType<typeof peerOf> | undefined;
       const t = tlsConnect({
@@ -471,6 +527,92 @@ export class TunnelAgent extends EventEmitter {
   }
 
   /**
+   * The source's end of a spliced stream in the TLS engine: its plaintext side is `join.client`
+   * (resolved as the stream) or, without one or when the engine cannot take it, a socket of the
+   * engine's that is the stream. Undefined when there is no engine or it cannot take the
+   * connection.
+   */
+  private spliceOutInEngine(
+    raw: Socket,
+    token: string,
+    node: string,
+    fail: (why: string) => StreamOpenError,
+    join?: StreamJoin,
+  ): Promise<Duplex> | undefined {
+    if (!this.engine) return undefined;
+    let settle: { resolve(d: Duplex): void; reject(e: Error): void } | undefined;
+    let plain: Socket | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const o = { server: false, servername: spliceServerName(token), idleMs: 0 };
+    const events = {
+      peer: (der: Buffer) => {
+        clearTimeout(timer);
+        const p = peerOfDer(der);
+        const bad = this.isNodePeer(p, node);
+        if (bad) {
+          settle?.reject(fail(bad.message));
+          return false;
+        }
+        this.splicedInEngine(plain!, p, st!);
+        this.stats.openedSpliced++;
+        settle?.resolve(plain!);
+        return true;
+      },
+      done: (_reason: string, _up: number, _down: number, error: string) => {
+        clearTimeout(timer);
+        if (plain) this.spliced.delete(plain);
+        settle?.reject(fail(error || 'closed'));
+        settle = undefined;
+      },
+    };
+    let st =
+      join && !join.client.destroyed
+        ? this.engine.e.start(this.engine.ctx, raw, join.client, { ...o, first: join.first }, events)
+        : undefined;
+    if (st) plain = join!.client;
+    else {
+      st = this.engine.e.start(this.engine.ctx, raw, undefined, o, events);
+      plain = st?.plain;
+    }
+    if (!st || !plain) return undefined;
+    return new Promise<Duplex>((resolve, reject) => {
+      settle = {
+        resolve: (d) => {
+          settle = undefined;
+          resolve(d);
+        },
+        reject: (e) => {
+          settle = undefined;
+          reject(e);
+        },
+      };
+      timer = setTimeout(() => {
+        settle?.reject(fail(`no TLS handshake in ${this.o.openTimeoutMs} ms`));
+        st.abort();
+      }, this.o.openTimeoutMs);
+    });
+  }
+
+  /**
+   * A stream in the TLS engine, up: `end` is its plaintext end here (the source's socket, the
+   * target's backend). Killing `end` aborts it; revocation cuts it; `end` closing before both
+   * directions ended resets the connection, as for a TLS socket (splicedUp).
+   */
+  private splicedInEngine(
+    end: Socket,
+    peer: { name: string; fingerprint256: string },
+    st: { abort(): void },
+  ): void {
+    this.stats.nativeTls++;
+    end.on('error', () => undefined); // a reset after its reader left must not end the process
+    endsBy(end, () => st.abort());
+    this.spliced.set(end, peer);
+    end.once('close', () => {
+      if (!end.readableEnded || !end.writableFinished) st.abort();
+    });
+  }
+
+  /**
    * The target's end of a spliced stream, its backend connected: a plain connection to the
    * relay's splice port with the token (the address this node dialled the relay at — the
    * stream came on that link), TLS served over it once the source's handshake comes; then 200.
@@ -498,17 +640,61 @@ export class TunnelAgent extends EventEmitter {
           backend.destroy();
           return;
         }
-        const timer = setTimeout(() => {
-          this.unsplice(token);
-          raw.destroy();
-          backend.destroy();
-        }, this.o.openTimeoutMs);
-        this.splicing.set(token, { from, backend, raw, timer });
-        this.splicedServer.emit('connection', raw);
+        if (!this.spliceInEngine(raw, backend, from)) {
+          const timer = setTimeout(() => {
+            this.unsplice(token);
+            raw.destroy();
+            backend.destroy();
+          }, this.o.openTimeoutMs);
+          this.splicing.set(token, { from, backend, raw, timer });
+          this.splicedServer.emit('connection', raw);
+        }
         stream.respond({ ':status': STATUS.ok, [H_SPLICE]: token }, { endStream: true });
       },
       (e: Error) => refuse(e.message),
     );
+  }
+
+  /**
+   * The target's end of a spliced stream in the TLS engine, between the raw connection and the
+   * backend: the source's certificate checked as in splicedIn. False when there is no engine or it
+   * cannot take them (then Node's TLS serves the handshake).
+   */
+  private spliceInEngine(raw: Socket, backend: Socket, from: string): boolean {
+    if (!this.engine) return false;
+    let up = false;
+    const st = this.engine.e.start(
+      this.engine.ctx,
+      raw,
+      backend,
+      { server: true, idleMs: this.o.idleTimeoutMs },
+      {
+        peer: (der) => {
+          clearTimeout(timer);
+          const p = peerOfDer(der);
+          const bad = this.isNodePeer(p, from);
+          if (bad) {
+            this.stats.refused++;
+            this.log.warn({ from, err: bad.message }, 'tunnel: spliced stream refused');
+            return false;
+          }
+          this.stats.served++;
+          up = true;
+          this.splicedInEngine(backend, p, st!);
+          return true;
+        },
+        done: (_reason, upBytes, down, error) => {
+          clearTimeout(timer);
+          this.spliced.delete(backend);
+          if (up) this.stats.bytesServed += upBytes + down;
+          else if (error && error !== 'refused')
+            this.log.warn({ from, err: error }, 'tunnel: spliced stream handshake refused');
+        },
+      },
+    );
+    if (!st) return false;
+    const timer = setTimeout(() => st.abort(), this.o.openTimeoutMs);
+    return true;
   }
 
   /** A spliced stream's handshake from its source is done: check it is the node the relay named. */

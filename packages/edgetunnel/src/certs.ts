@@ -258,3 +258,21 @@ export function peerOf(cert: PeerCertificate | undefined): {
     fingerprint256: cert?.fingerprint256 ?? '',
   };
 }
+
+/**
+ * `peerOf` for a certificate in DER (the native TLS pump reports the peer's so): the same role,
+ * name and fingerprint as TLS would report for it ('' when absent or not a certificate).
+ */
+export function peerOfDer(der: Buffer): { role: string; name: string; fingerprint256: string } {
+  let x: X509Certificate;
+  try {
+    x = new X509Certificate(der);
+  } catch {
+    return { role: '', name: '', fingerprint256: '' };
+  }
+  const field = (key: string): string => {
+    const line = x.subject.split('\n').find((l) => l.startsWith(`${key}=`));
+    return line ? line.slice(key.length + 1) : '';
+  };
+  return { role: field('OU'), name: field('CN'), fingerprint256: x.fingerprint256 };
+}

@@ -39,6 +39,11 @@ export const edgeTunnelConfigSchema = z.strictObject({
    * connections the relay joins (README "Spliced streams"). false: they ride the links.
    */
   splice: z.boolean().default(true),
+  /**
+   * The end-to-end TLS of spliced streams runs in EdgeMesh's native TLS pump (OpenSSL on an
+   * engine thread) where its addon is built; false, or no addon: in Node's TLS.
+   */
+  nativeTls: z.boolean().default(true),
 });
 export type EdgeTunnelConfig = z.output<typeof edgeTunnelConfigSchema>;
 

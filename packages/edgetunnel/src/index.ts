@@ -5,6 +5,7 @@ export * from './deny-list';
 export * from './revoked-feed';
 export * from './framing';
 export * from './splice';
+export * from './engines';
 export * from './relay';
 export * from './agent';
 export * from './config';

@@ -28,6 +28,12 @@ export class TunnelMetrics implements MetricsContribution {
       'Bytes through tunnel streams this node served for other nodes, both ways.',
       () => s.bytesServed,
     );
+    scrapedCounter(
+      r,
+      'edgecore_edgetunnel_native_tls_streams_total',
+      "Spliced streams, opened or served, whose end-to-end TLS ran in EdgeMesh's native TLS pump (the others in Node's TLS).",
+      () => s.nativeTls,
+    );
     scrapedGauge(
       r,
       'edgecore_edgetunnel_relays_up',

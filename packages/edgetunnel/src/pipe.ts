@@ -34,23 +34,30 @@ function aborted(s: Duplex): boolean {
   return code !== undefined && code !== constants.NGHTTP2_NO_ERROR;
 }
 
-/** The TCP connection under a spliced stream's TLS (a reset is sent on it: TLS has none). */
-const rawOf = new WeakMap<Duplex, Socket>();
+/** How to end a stream abruptly when destroying it would not (see runsOver, endsBy). */
+const killers = new WeakMap<Duplex, () => void>();
 
-/** `tls` runs over `raw`: ending `tls` abruptly resets `raw`. */
+/** `tls` runs over `raw`: ending `tls` abruptly resets `raw` (TLS has no reset of its own). */
 export function runsOver(tls: Duplex, raw: Socket): void {
-  rawOf.set(tls, raw);
+  killers.set(tls, () => {
+    reset(raw);
+    tls.destroy();
+  });
+}
+
+/**
+ * `s` is one end of a stream that `abort` ends abruptly — a stream in the native TLS pump, which
+ * holds its connections: destroying `s` alone would not reset them.
+ */
+export function endsBy(s: Duplex, abort: () => void): void {
+  killers.set(s, abort);
 }
 
 /** End `s` abruptly because `cause` failed. */
 export function kill(s: Duplex, cause?: Duplex): void {
   if (s.destroyed) return;
-  const raw = rawOf.get(s);
-  if (raw) {
-    reset(raw);
-    s.destroy();
-    return;
-  }
+  const k = killers.get(s);
+  if (k) return k();
   if (s instanceof Socket) {
     reset(s);
     return;

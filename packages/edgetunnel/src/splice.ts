@@ -38,7 +38,31 @@ export function tokenOfServerName(name: string | false | null | undefined): stri
 }
 
 /**
- * A node's raw connection to a relay's splice port, the hello written. Rejects with a
+ * Runs a spliced stream's end-to-end TLS outside JavaScript: EdgeMesh's native TLS pump fits
+ * (`tlsPump()` of `@edgecore/edgemesh-module/tls-pump`, loaded by `loadTlsEngine`). `start` takes
+ * the raw connection to the relay and the plaintext side (a connection — the backend's, or the
+ * client's with `first` its bytes read already — or none: it returns a socket of its own for the
+ * plaintext); undefined when it cannot take them. A stream that ends before its plaintext flows
+ * (failed handshake, refused peer) leaves the given plaintext connection as it was.
+ */
+export interface TlsEngine {
+  context(id: { cert: Buffer; key: Buffer; ca: Buffer }, alpn: string, ciphersuites: string): object;
+  start(
+    ctx: object,
+    raw: Socket,
+    plain: Socket | undefined,
+    o: { server: boolean; servername?: string; idleMs: number; first?: Buffer },
+    events: {
+      /** The handshake is done, the chain verified: true lets the plaintext flow. */
+      peer(der: Buffer): boolean;
+      done(reason: 'eof' | 'error' | 'idle' | 'aborted', up: number, down: number, error: string): void;
+    },
+  ): { plain?: Socket; abort(): void } | undefined;
+}
+
+/**
+ * A node's raw connection to a relay's splice port, the hello written (handed to the kernel:
+ * a TLS engine may write on the descriptor next). Rejects with a
  * TunnelError (NO_PATH) when the port cannot be reached in `timeoutMs`.
  */
 export function dialSplice(host: string, port: number, token: string, timeoutMs: number): Promise<Socket> {
@@ -55,8 +79,7 @@ export function dialSplice(host: string, port: number, token: string, timeoutMs:
       clearTimeout(t);
       s.removeAllListeners('error');
       s.on('error', () => undefined); // the TLS socket over it reports its errors
-      s.write(spliceHello(token));
-      resolve(s);
+      s.write(spliceHello(token), () => resolve(s));
     });
   });
 }

@@ -12,8 +12,9 @@ import {
 } from '@edgecore/beehive';
 import { inject, injectable, optional } from 'inversify';
 import type { Duplex } from 'node:stream';
-import { TunnelAgent, type PeerRoute, type TunnelTargets } from './agent';
+import { TunnelAgent, type PeerRoute, type StreamJoin, type TunnelTargets } from './agent';
 import { loadIdentity } from './certs';
+import { loadTlsEngine } from './engines';
 import { parseDenyList, REVOKED_CONFIGMAP } from './deny-list';
 import { EdgeTunnelOptions, edgeTunnelConfigSchema, resolveTunnelOptions } from './config';
 import type { DatagramChannel } from './framing';
@@ -33,7 +34,8 @@ export const TunnelEndpoint = Symbol.for('edgecore.TunnelEndpoint');
 export interface TunnelEndpoint {
   readonly node: string;
   readonly site?: string;
-  open(route: PeerRoute, host: string, port: number): Promise<Duplex>;
+  /** See TunnelAgent.open (`join`: a plain connection the stream may take as its own). */
+  open(route: PeerRoute, host: string, port: number, join?: StreamJoin): Promise<Duplex>;
   datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel>;
 }
 
@@ -94,6 +96,7 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
       udpIdleTimeoutMs: o.udpIdleTimeoutSeconds * 1000,
       pingIntervalMs: o.pingIntervalMs,
       splice: o.splice,
+      tlsEngine: o.nativeTls ? loadTlsEngine() : undefined,
       targets,
       log,
     });
@@ -167,8 +170,8 @@ export class EdgeTunnelModule implements BeehiveModule, TunnelEndpoint {
   }
 
   /** A TCP stream to a backend on `route.node` (EdgeMesh's MeshTunnel). */
-  open(route: PeerRoute, host: string, port: number): Promise<Duplex> {
-    return this.agent.open(route, host, port, 'tcp');
+  open(route: PeerRoute, host: string, port: number, join?: StreamJoin): Promise<Duplex> {
+    return this.agent.open(route, host, port, 'tcp', join);
   }
 
   datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel> {

@@ -18,10 +18,12 @@ import {
   createCa,
   issue,
   loadIdentity,
+  loadTlsEngine,
   Relay,
   TunnelAgent,
   TunnelCode,
   type Identity,
+  type TlsEngine,
   type TunnelTargets,
 } from '../src';
 
@@ -50,15 +52,17 @@ const targets: TunnelTargets = {
 
 /**
  * How the relays of a test move streams: `spliced` (the default: TCP streams are TLS end to end
- * over the relay's splice port) or `relayed` (splicing off: every stream rides the links).
+ * over the relay's splice port), `kernel` (spliced, the relay joining pairs in EdgeMesh's splice
+ * engine), `native` (as kernel, and the nodes run the streams' TLS in EdgeMesh's native TLS pump,
+ * as edgecore does) or `relayed` (splicing off: every stream rides the links).
  */
-let relayMode: 'spliced' | 'kernel' | 'relayed' = 'spliced';
+let relayMode: 'spliced' | 'kernel' | 'native' | 'relayed' = 'spliced';
 
 async function startRelay(name: string): Promise<{ relay: Relay; address: string }> {
   const relay = new Relay({
     splicePort: relayMode === 'relayed' ? false : 0,
     // `kernel`: spliced pairs move in EdgeMesh's splice engine, as edgerelay does when installed
-    kernelJoiner: relayMode === 'kernel' ? joiner() : undefined,
+    kernelJoiner: relayMode === 'kernel' || relayMode === 'native' ? joiner() : undefined,
     identity: loadIdentity(
       { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`), ca: caFiles(dir).cert },
       {
@@ -92,6 +96,7 @@ async function startAgent(
     openTimeoutMs: 2000,
     revokedFile: revoked,
     revokedPollMs: 50,
+    tlsEngine: relayMode === 'native' ? engine() : undefined,
     ...extra,
   });
   const listening = await agent.start();
@@ -210,7 +215,7 @@ describe('certificates', () => {
   });
 });
 
-describe.each(['spliced', 'kernel', 'relayed'] as const)('streams through a relay (%s)', (mode) => {
+describe.each(['spliced', 'kernel', 'native', 'relayed'] as const)('streams through a relay (%s)', (mode) => {
   beforeAll(() => (relayMode = mode));
   afterAll(() => (relayMode = 'spliced'));
   const spliced = mode === 'relayed' ? 0 : 1;
@@ -229,6 +234,8 @@ describe.each(['spliced', 'kernel', 'relayed'] as const)('streams through a rela
     expect(a.stats.openedViaRelay).toBe(1);
     expect(a.stats.openedSpliced).toBe(spliced);
     expect(b.stats.served).toBe(1);
+    // both ends' TLS in the native pump in that mode, in Node's TLS otherwise
+    expect([a.stats.nativeTls, b.stats.nativeTls]).toEqual(mode === 'native' ? [1, 1] : [0, 0]);
   });
 
   test('back-pressure: a reader that stops holds the sender, memory stays bounded', async () => {
@@ -361,6 +368,80 @@ describe.each(['spliced', 'kernel', 'relayed'] as const)('streams through a rela
   });
 });
 
+describe('spliced streams in the native TLS engine', () => {
+  beforeAll(() => (relayMode = 'native'));
+  afterAll(() => (relayMode = 'spliced'));
+
+  /** A connection as EdgeMesh's L4 portal accepts it: [the client's end, the accepted one, paused]. */
+  async function accepted(): Promise<[Socket, Socket]> {
+    let take!: (s: Socket) => void;
+    const got = new Promise<Socket>((r) => (take = r));
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => take(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+    const c = connect({
+      port: (server.address() as AddressInfo).port,
+      host: '127.0.0.1',
+      allowHalfOpen: true,
+    });
+    c.on('error', () => undefined);
+    const s = await got;
+    s.on('error', () => undefined);
+    cleanup.push(() => void (c.destroy(), s.destroy()));
+    return [c, s];
+  }
+
+  test("the L4 portal's join: the stream takes the client's connection itself; bytes read already go first; a FIN and a reset cross", async () => {
+    let held: Socket | undefined;
+    const sink = createServer({ allowHalfOpen: true }, (sock) => {
+      held = sock;
+      sock.on('error', () => undefined);
+      sock.pipe(sock);
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise<void>((r) => sink.close(() => r())));
+    const port = (sink.address() as AddressInfo).port;
+    const { address } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address])).agent;
+    const b = (await startAgent(node('b'), [address], { targets: { allows: (_h, p) => p === port } })).agent;
+    await a.ready();
+    await b.ready();
+    const [c, client] = await accepted();
+    const st = await a.open({ node: 'b' }, '127.0.0.1', port, 'tcp', {
+      client,
+      first: Buffer.from('sniffed '),
+    });
+    expect(st).toBe(client); // joined: nothing for the caller to pipe
+    expect(a.stats.nativeTls).toBe(1);
+    const back = new Promise<string>((resolve) => {
+      let got = '';
+      c.on('data', (d: Buffer) => (got += d.toString()));
+      c.once('end', () => resolve(got));
+    });
+    c.end('bytes');
+    expect(await back).toBe('sniffed bytes'); // the backend echoed and ended after our FIN
+    await waitFor(() => client.destroyed);
+
+    // a client that resets: node b resets its connection to the backend
+    const [c2, client2] = await accepted();
+    expect(await a.open({ node: 'b' }, '127.0.0.1', port, 'tcp', { client: client2 })).toBe(client2);
+    const echoed = new Promise((r) => c2.once('data', r));
+    c2.write('x');
+    await echoed;
+    const backend = held!;
+    c2.resetAndDestroy();
+    await waitFor(() => backend.destroyed);
+    expect(b.stats.nativeTls).toBe(2);
+  });
+});
+
+/** The native TLS pump as a node's TLS engine: the addon is built on Linux (as EdgeMesh's tests require). */
+function engine(): TlsEngine {
+  const e = loadTlsEngine();
+  if (!e) throw new Error('the native addon is not built: no TLS engine');
+  return e;
+}
+
 /** The splice engine as the relay's joiner: the addon is built on Linux (as EdgeMesh's tests require). */
 function joiner(): NonNullable<ReturnType<typeof kernelJoiner>> {
   const j = kernelJoiner();
@@ -368,7 +449,7 @@ function joiner(): NonNullable<ReturnType<typeof kernelJoiner>> {
   return j;
 }
 
-describe.each(['spliced', 'kernel'] as const)('spliced streams (%s join)', (mode) => {
+describe.each(['spliced', 'kernel', 'native'] as const)('spliced streams (%s join)', (mode) => {
   beforeAll(() => (relayMode = mode));
   afterAll(() => (relayMode = 'spliced'));
 
@@ -380,13 +461,16 @@ describe.each(['spliced', 'kernel'] as const)('spliced streams (%s join)', (mode
     await b.ready();
     const payload = Buffer.alloc(1 << 20, 3);
     const s1 = await a.open({ node: 'b' }, '127.0.0.1', echoPort);
-    expect((s1 as TLSSocket).encrypted).toBe(true); // TLS between the nodes, over the relay's splice
+    // TLS between the nodes, over the relay's splice: in Node's TLS (a TLS socket), or in the
+    // native pump (a plain socket of the pump's, the TLS behind it)
+    expect((s1 as TLSSocket).encrypted).toBe(mode === 'native' ? undefined : true);
     expect((await roundTrip(s1, payload)).equals(payload)).toBe(true);
     expect(relay.stats.spliced).toBe(1);
     await waitFor(() => relay.stats.bytes > 2 * payload.length); // ciphertext: a little more (a kernel join counts at the end)
-    // the second stream to b resumes the first one's TLS session (no certificates exchanged)
+    // the second stream to b resumes the first one's TLS session (no certificates exchanged) —
+    // Node's TLS does; the native pump makes a full handshake each time
     const s2 = (await a.open({ node: 'b' }, '127.0.0.1', echoPort)) as TLSSocket;
-    expect(s2.isSessionReused()).toBe(true);
+    if (mode !== 'native') expect(s2.isSessionReused()).toBe(true);
     expect((await roundTrip(s2, Buffer.from('again'))).toString()).toBe('again');
     // anyone else on the splice port: a token the relay never issued, or no hello at all
     const knock = async (bytes: Buffer): Promise<void> => {
@@ -522,13 +606,14 @@ describe('identity', () => {
     });
   });
 
-  test.each(['relayed', 'spliced'] as const)('1,000 concurrent streams (%s)', async (mode) => {
+  test.each(['relayed', 'spliced', 'native'] as const)('1,000 concurrent streams (%s)', async (mode) => {
     relayMode = mode;
     const { address } = await startRelay('relay-1');
-    relayMode = 'spliced';
-    // spliced: 1,000 TLS handshakes, both nodes and the relay in this one process
+    // spliced: 1,000 TLS handshakes, both nodes and the relay in this one process (native: on
+    // the pump's thread)
     const a = (await startAgent(node('a'), [address], { openTimeoutMs: 20_000 })).agent;
     const b = (await startAgent(node('b'), [address], { openTimeoutMs: 20_000 })).agent;
+    relayMode = 'spliced';
     await a.ready();
     await b.ready();
     const streams = await Promise.all(
@@ -536,7 +621,8 @@ describe('identity', () => {
     );
     const back = await Promise.all(streams.map((s, i) => roundTrip(s, Buffer.from(`s${i}`))));
     expect(back.map((x) => x.toString())).toEqual(streams.map((_s, i) => `s${i}`));
-    expect(a.stats.openedSpliced).toBe(mode === 'spliced' ? 1000 : 0);
+    expect(a.stats.openedSpliced).toBe(mode === 'relayed' ? 0 : 1000);
+    expect(a.stats.nativeTls).toBe(mode === 'native' ? 1000 : 0);
   });
 });
 

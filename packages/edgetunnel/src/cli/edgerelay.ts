@@ -5,7 +5,7 @@ import { Relay } from '../relay';
 import { followRevokedConfigMap } from '../revoked-feed';
 import { readFileSync } from 'node:fs';
 import { ROLE_RELAY } from '../protocol';
-import type { KernelJoiner } from '../splice';
+import { loadKernelJoiner } from '../engines';
 
 const HELP = `edgerelay — EdgeTunnel's relay: joins streams between nodes of the fleet (mTLS, HTTP/2)
 
@@ -81,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
     const spliceAt = sl === undefined || sl === 'off' ? undefined : splitHostPort(sl);
     if (spliceAt && spliceAt[0] !== host)
       throw new Error(`--splice-listen must be on the --listen host (${host}): nodes dial it there`);
-    const kernelJoiner = sl === 'off' ? undefined : await loadKernelJoiner();
+    const kernelJoiner = sl === 'off' ? undefined : loadKernelJoiner();
     const relay = new Relay({
       identity,
       host,
@@ -116,20 +116,5 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     process.stderr.write(`edgerelay: ${(e as Error).message}\n`);
     return (process.exitCode = 1);
-  }
-}
-
-/**
- * EdgeMesh's splice engine as the joiner of spliced pairs, when @edgecore/edgemesh-module is
- * installed next to the relay with its native addon built (a relay needs no EdgeMesh otherwise:
- * without it, JavaScript pipes move the bytes).
- */
-async function loadKernelJoiner(): Promise<KernelJoiner | undefined> {
-  const spec = '@edgecore/edgemesh-module/kernel-joiner'; // not a literal: resolved at run time only
-  try {
-    const m = (await import(spec)) as { kernelJoiner(): KernelJoiner | undefined };
-    return m.kernelJoiner();
-  } catch {
-    return undefined;
   }
 }

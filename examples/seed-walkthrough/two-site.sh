@@ -229,6 +229,18 @@ r=$(x $A node "$ECHO" ws echo-svc.default.svc.cluster.local 8080 hello-ws) || fa
 [ "$r" = hello-ws ] && ok "WebSocket echo-svc:8080 (L7 upgrade) → '$r'" || fail "websocket: '$r'"
 r=$(x $A curl -s --max-time 5 --http2-prior-knowledge http://echo-svc.default.svc.cluster.local:50051/) || fail "h2c"
 [ "$r" = h2-echo:2.0 ] && ok "HTTP/2 (h2c) echo-svc:50051 through the HTTP/2 portal, over the tunnel → '$r'" || fail "h2c: '$r'"
+metric() { # node name{labels} → its value (0 when absent)
+  x $1 curl -s http://127.0.0.1:10351/metrics | awk -v m="$2" 'index($0, m " ") == 1 {v=$2} END {print v+0}'
+}
+if [ "$(metric $A edgecore_dns_udp_native)" = 1 ]; then # EdgeMesh's native addon is built here
+  nt=$(metric $A edgecore_edgetunnel_native_tls_streams_total)
+  jn=$(metric $A 'edgecore_proxy_spliced_connections_total{kind="tunnel"}')
+  [ "$nt" -gt 0 ] && [ "$jn" -gt 0 ] \
+    && ok "$nt spliced streams' TLS in the native pump; $jn L4 connection(s) taken by the stream itself (no byte through JavaScript)" \
+    || fail "native TLS streams: $nt, L4 connections joined: $jn"
+else
+  ok "no native addon here: the spliced streams' TLS runs in Node"
+fi
 
 step "node a's view of the paths (edgectl get endpoints -o wide)"
 x $A node "$EDGECTL" get endpoints -o wide | sed 's/^/    /'

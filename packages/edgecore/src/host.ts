@@ -137,7 +137,7 @@ const edgeTunnelLoader: ModuleLoader = {
         return {
           node: t.node,
           site: t.site,
-          open: (r, h, p) => t.open(r, h, p),
+          open: (r, h, p, join) => t.open(r, h, p, join),
           datagram: (r, h, p) => t.datagram(r, h, p),
         };
       });

@@ -233,10 +233,12 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_proxy_spliced_connections_total',
-      'Connections whose bytes went through the native splice engine, by kind.',
+      "Connections whose bytes went through a native engine, by kind (tunnel: the tunnel's TLS engine).",
       () => [
         [{ kind: 'tcp' }, mesh.tcp.stats.spliced],
         [{ kind: 'upgrade' }, http.splicedTunnels],
+        // taken by a tunnel stream whose TLS runs in EdgeTunnel's native engine
+        [{ kind: 'tunnel' }, mesh.tcp.stats.tunnelJoined],
       ],
       ['kind'],
     );

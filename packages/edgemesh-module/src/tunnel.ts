@@ -27,10 +27,26 @@ export interface TunnelDatagram {
   close(): void;
 }
 
+/**
+ * A plain TCP connection for a tunnel stream to carry as its own, and bytes already read from it
+ * (the L4 proxy's client): a stream that moves bytes outside JavaScript takes it.
+ */
+export interface StreamJoin {
+  client: Socket;
+  first?: Buffer;
+}
+
 export interface MeshTunnel {
   readonly node: string;
   readonly site?: string;
-  open(route: TunnelRoute, host: string, port: number): Promise<Duplex>;
+  /**
+   * A TCP stream to host:port on the route's node. With `join`, a stream that can take
+   * `join.client` as its plaintext side (its TLS in a native engine) does: the promise resolves
+   * to `join.client` itself, which the stream owns from there (destroyed when it ends; destroying
+   * it aborts the stream); otherwise to the stream, for the caller to join. A failure leaves
+   * `join.client` as it was.
+   */
+  open(route: TunnelRoute, host: string, port: number, join?: StreamJoin): Promise<Duplex>;
   datagram(route: TunnelRoute, host: string, port: number): Promise<TunnelDatagram>;
 }
 export const MeshTunnel = Symbol.for('edgecore.MeshTunnel');
@@ -126,11 +142,15 @@ export class BackendDialer {
    * A connected socket to `b`. A tunnel stream is an HTTP/2 stream, not a `net.Socket`: it has
    * every member the engines use on an upstream connection (write/end, pause/resume/isPaused,
    * setTimeout, destroy/destroyed, the data/end/close/error events) and no file descriptor, so
-   * the splice engine and the native L7 engine leave it to JavaScript.
+   * the splice engine and the native L7 engine leave it to JavaScript. With `join`, a tunnel
+   * stream may take the client's connection itself (MeshTunnel.open): then `join.client` is what
+   * resolves.
    */
-  async connect(b: Backend, timeoutMs: number): Promise<Socket> {
+  async connect(b: Backend, timeoutMs: number, join?: StreamJoin): Promise<Socket> {
+    // a stream that originates TLS to its backend is not the client's to take
+    const carry = b.tls ? undefined : join;
     const raw = b.tunnel
-      ? ((await this.viaTunnel(b, (t, r) => t.open(r, b.host, b.port))) as unknown as Socket)
+      ? ((await this.viaTunnel(b, (t, r) => t.open(r, b.host, b.port, carry))) as unknown as Socket)
       : await connectTo(b, timeoutMs);
     // TLS origination (`appProtocol: https`): verified TLS on the connection, routed or tunneled
     return b.tls ? startTls(raw, b, b.tls, timeoutMs) : raw;

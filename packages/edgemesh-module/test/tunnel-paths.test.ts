@@ -125,6 +125,48 @@ describe.each(['js', 'auto'] as const)('EdgeMesh across sites (L7 engine %s)', (
     expect(got).toBe('ping');
   });
 
+  test("L4 portal: a stream that takes the client's connection itself (a native TLS engine's join) gets the bytes read already, is counted and released", async () => {
+    const e = n.mesh.portals.table().find((p) => p.service === 'echo')!;
+    const plain = tunnel.open;
+    let joinedFirst: Buffer | undefined;
+    // as EdgeTunnel does with join: the stream owns the client from here (a JavaScript stand-in
+    // for the engine moves the bytes) and `open` resolves to the client itself
+    tunnel.open = (r, host, port, join) =>
+      !join
+        ? plain(r, host, port)
+        : new Promise((resolve, reject) => {
+            const s = connect({ host, port, allowHalfOpen: true }, () => {
+              joinedFirst = join.first;
+              if (join.first) s.write(join.first);
+              join.client.pipe(s);
+              s.pipe(join.client);
+              join.client.resume();
+              resolve(join.client);
+            });
+            s.once('error', reject);
+          });
+    const tcp = n.mesh.tcp.stats;
+    const before = tcp.tunnelJoined;
+    try {
+      const got = await new Promise<string>((resolve, reject) => {
+        const s = connect({ host: '127.0.0.1', port: e.listenPort, allowHalfOpen: true }, () =>
+          s.end('joined'),
+        );
+        let out = '';
+        s.on('data', (d) => (out += d));
+        s.on('end', () => resolve(out));
+        s.on('error', reject);
+      });
+      expect(got).toBe('joined');
+      expect(joinedFirst).toBeUndefined(); // a plain L4 port reads nothing before choosing
+      expect(tcp.tunnelJoined).toBe(before + 1);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(tcp.active).toBe(0);
+    } finally {
+      tunnel.open = plain;
+    }
+  });
+
   test('a tunnel that cannot open: 502 at once, not a hang', async () => {
     // a backend with no pooled stream yet (another port on node b)
     await n.putPod(pod('web2-b', 'b', 'web2', webPort + 1) as never);

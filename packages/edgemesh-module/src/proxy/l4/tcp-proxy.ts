@@ -25,6 +25,11 @@ export interface TcpProxyStats {
   noBackend: number;
   /** Connections whose bytes went through the splice engine. */
   spliced: number;
+  /**
+   * Connections to a backend on another site that the tunnel stream took as its own (their bytes
+   * through the tunnel's native TLS engine, never through JavaScript).
+   */
+  tunnelJoined: number;
 }
 
 /**
@@ -33,7 +38,14 @@ export interface TcpProxyStats {
  * either side closes both.
  */
 export class TcpProxy {
-  readonly stats: TcpProxyStats = { connections: 0, active: 0, connectFailures: 0, noBackend: 0, spliced: 0 };
+  readonly stats: TcpProxyStats = {
+    connections: 0,
+    active: 0,
+    connectFailures: 0,
+    noBackend: 0,
+    spliced: 0,
+    tunnelJoined: 0,
+  };
   private readonly log: Logger;
   private readonly sockets = new Set<Socket>();
   private readonly engine?: SpliceEngine;
@@ -95,7 +107,11 @@ export class TcpProxy {
     attempt();
   }
 
-  /** A backend on another site: a tunnel stream (no descriptor: piped in JavaScript). */
+  /**
+   * A backend on another site: a tunnel stream. With the native engines on (`splice`), the
+   * stream may take the client's connection as its own (its TLS engine then moves the bytes);
+   * otherwise it is piped in JavaScript (an HTTP/2 stream or a TLS socket has no descriptor).
+   */
   private attemptTunnel(
     client: Socket,
     b: Backend,
@@ -108,8 +124,10 @@ export class TcpProxy {
       tried.add(b.key);
       return next();
     }
-    this.dialer.connect(b, this.opts.connectTimeoutMs).then(
+    const join = this.engine ? { client, first: initial } : undefined;
+    this.dialer.connect(b, this.opts.connectTimeoutMs, join).then(
       (up) => {
+        if (up === client) return this.joined(client, b);
         if (client.destroyed) return void up.destroy();
         this.lb.succeed(b);
         this.splice(client, up, b, initial);
@@ -125,6 +143,20 @@ export class TcpProxy {
         if (!client.destroyed) next();
       },
     );
+  }
+
+  /** The tunnel stream took the client's connection: it is ours to count until it closes. */
+  private joined(client: Socket, b: Backend): void {
+    this.lb.succeed(b);
+    this.lb.acquire(b);
+    this.stats.active++;
+    this.stats.tunnelJoined++;
+    this.sockets.add(client); // closeAll destroys it: the stream then aborts
+    client.once('close', () => {
+      this.lb.release(b);
+      this.stats.active--;
+      this.sockets.delete(client);
+    });
   }
 
   private splice(client: Socket, up: Socket, b: Backend, initial?: Buffer): void {

@@ -8,11 +8,12 @@
  *                                                    backend on another site)
  *   streams DIR NODE RELAY N TO HOST:PORT            N concurrent streams to an echo; prints RSS
  * Certificates in DIR (edgectl certs). Every process prints READY when it serves. TUNNEL_SPLICE=0
- * makes a node ask for no spliced streams (every stream rides the links through the relay).
+ * makes a node ask for no spliced streams (every stream rides the links through the relay);
+ * NATIVE_TLS=0 makes it run its spliced streams' TLS in Node instead of EdgeMesh's native pump.
  */
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { loadIdentity, Relay, TunnelAgent } from '../packages/edgetunnel/dist';
+import { loadIdentity, loadTlsEngine, Relay, TunnelAgent } from '../packages/edgetunnel/dist';
 
 const [mode, dir, name, ...rest] = process.argv.slice(2);
 const id = (role: 'node' | 'relay', n: string) =>
@@ -31,6 +32,8 @@ async function agent(relay: string, allow: string[] = []): Promise<TunnelAgent> 
     relays: [relay],
     targets: { allows: (h, p) => allow.includes(`${h}:${p}`) },
     splice: process.env.TUNNEL_SPLICE !== '0',
+    // as edgecore does (modules.edgeTunnel.nativeTls): spliced streams' TLS in EdgeMesh's native pump; NATIVE_TLS=0: in Node
+    tlsEngine: process.env.NATIVE_TLS === '0' ? undefined : loadTlsEngine(),
   });
   await a.start();
   if (!(await a.ready(1, 10_000))) throw new Error('no relay link');
@@ -52,10 +55,13 @@ async function main(): Promise<void> {
     const [relay, local, to, target] = rest;
     const a = await agent(relay);
     const [h, p] = hp(target);
+    // as EdgeMesh's L4 portal does: the stream takes the client's connection when its TLS runs
+    // in the native engine (then `open` resolves to the client itself); other streams are piped
     const server = createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
       sock.pause();
-      a.open({ node: to }, h, p).then(
+      a.open({ node: to }, h, p, 'tcp', { client: sock }).then(
         (st) => {
+          if (st === sock) return;
           sock.pipe(st);
           st.pipe(sock);
           sock.on('error', () => st.destroy());

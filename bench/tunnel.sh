@@ -6,8 +6,9 @@
 #   tunnel   cl: a node whose local port rides EdgeTunnel streams (what EdgeMesh's L4 portal does
 #            for a backend on another site) → edgerelay on rl → the node on sv → the backend;
 #            spliced (the default: TLS end to end between the nodes, the relay joins two plain
-#            connections) and relayed (TUNNEL_SPLICE=0: HTTP/2 streams on the links, the relay
-#            decrypts and re-encrypts)
+#            connections; each node runs the TLS in EdgeMesh's native TLS pump, the client's
+#            connection taken by the stream — NATIVE_TLS=0: in Node's TLS, piped) and relayed
+#            (TUNNEL_SPLICE=0: HTTP/2 streams on the links, the relay decrypts and re-encrypts)
 #   stunnel  cl: stunnel client → haproxy (tcp mode) on rl → stunnel server on sv → the backend
 #            (mutual TLS with the same certificates; the reference the issue names)
 # Prints iperf3 1 and 8 streams, wrk p50 (one connection), the ratios, the relay's CPU per GB

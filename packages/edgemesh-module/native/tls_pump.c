@@ -62,6 +62,14 @@ enum { R_EOF = 0, R_ERROR, R_IDLE, R_ABORTED };
 static const char *REASONS[] = {"eof", "error", "idle", "aborted"};
 enum { S_HANDSHAKE = 0, S_VERDICT, S_PUMP };
 enum { EV_PEER = 0, EV_DONE };
+enum { RAW = 0, PLAIN = 1 };
+
+struct tconn;
+/* One socket of a connection in the epoll set: which one, and its connection. */
+typedef struct {
+  struct tconn *c;
+  int which;
+} side_t;
 
 typedef struct tconn {
   uint32_t id;
@@ -79,6 +87,16 @@ typedef struct tconn {
   int64_t idle_ms, last_ms;
   int aborted, verdict; /* verdict: 0 none yet, 1 go, -1 refused (set by the JS thread) */
   int again;            /* more to do after its rounds: stepped again before the next wait */
+  /*
+   * What each socket may do without blocking, as far as the engine knows: set by epoll
+   * (edge-triggered), cleared by EAGAIN or a short read or write — a system call is made only on
+   * a socket that may move bytes (each one costs; an EAGAIN costs as much as a read).
+   */
+  int rd[2], wr[2];
+  /* The peer shut down its side (EPOLLRDHUP): a short read may have taken the last data and left
+   * the EOF for the next one, with no event to come for it — read until EOF or EAGAIN. */
+  int hup[2];
+  side_t side[2];
   char error[200];
   struct tconn *prev, *next, *next_add;
 } tconn_t;
@@ -179,7 +197,7 @@ static void post_peer(pump_t *e, tconn_t *c) {
 
 /* Write what the records BIO holds to raw. -1 on error. */
 static int flush_wire(pump_t *e, tconn_t *c, int *progress) {
-  for (;;) {
+  while (c->wr[RAW]) {
     char *p;
     long avail = BIO_get_mem_data(c->wbio, &p);
     if (avail <= 0) return 0;
@@ -187,14 +205,19 @@ static int flush_wire(pump_t *e, tconn_t *c, int *progress) {
     ssize_t n = write(c->raw, p, (size_t)avail);
     if (n > 0) {
       BIO_read(c->wbio, e->scratch, (int)n); /* consumed */
+      if (n < avail) c->wr[RAW] = 0;
       *progress = 1;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return 0;
+    if (n < 0 && errno == EAGAIN) {
+      c->wr[RAW] = 0;
+      return 0;
+    }
     sys_error(c, "write to the tunnel", n < 0 ? errno : EIO);
     return -1;
   }
+  return 0;
 }
 
 /* Move what can move without blocking. -1: error, 1: done, 0: waits for the sockets (or a verdict). */
@@ -202,10 +225,11 @@ static int step(pump_t *e, tconn_t *c) {
   for (int round = 0; round < ROUNDS; round++) {
     int progress = 0;
     /* raw → the records BIO */
-    while (!c->raw_eof && BIO_ctrl_pending(c->rbio) < CAP) {
+    while (!c->raw_eof && c->rd[RAW] && BIO_ctrl_pending(c->rbio) < CAP) {
       ssize_t n = read(c->raw, e->scratch, CAP);
       if (n > 0) {
         BIO_write(c->rbio, e->scratch, (int)n);
+        if (n < CAP && !c->hup[RAW]) c->rd[RAW] = 0; /* drained: epoll says when more comes */
         progress = 1;
         continue;
       }
@@ -215,7 +239,10 @@ static int step(pump_t *e, tconn_t *c) {
         break;
       }
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) break;
+      if (errno == EAGAIN) {
+        c->rd[RAW] = 0;
+        break;
+      }
       sys_error(c, "read from the tunnel", errno);
       return -1;
     }
@@ -259,16 +286,21 @@ static int step(pump_t *e, tconn_t *c) {
         }
         break;
       }
-      while (c->down_off < c->down_len) {
-        ssize_t n = write(c->plain, c->down + c->down_off, c->down_len - c->down_off);
+      while (c->down_off < c->down_len && c->wr[PLAIN]) {
+        size_t want = c->down_len - c->down_off;
+        ssize_t n = write(c->plain, c->down + c->down_off, want);
         if (n > 0) {
           c->down_off += (size_t)n;
           c->bytes[1] += (uint64_t)n;
+          if ((size_t)n < want) c->wr[PLAIN] = 0; /* full: epoll says when it drains */
           progress = 1;
           continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) break;
+        if (n < 0 && errno == EAGAIN) {
+          c->wr[PLAIN] = 0;
+          break;
+        }
         sys_error(c, "write to the plain side", n < 0 ? errno : EIO);
         return -1;
       }
@@ -290,7 +322,7 @@ static int step(pump_t *e, tconn_t *c) {
         c->first = NULL;
         progress = 1;
       }
-      while (!c->plain_eof && BIO_ctrl_pending(c->wbio) < CAP) {
+      while (!c->plain_eof && c->rd[PLAIN] && BIO_ctrl_pending(c->wbio) < CAP) {
         ssize_t n = read(c->plain, e->scratch, UP_CHUNK);
         if (n > 0) {
           ERR_clear_error();
@@ -299,6 +331,7 @@ static int step(pump_t *e, tconn_t *c) {
             return -1;
           }
           c->bytes[0] += (uint64_t)n;
+          if (n < UP_CHUNK && !c->hup[PLAIN]) c->rd[PLAIN] = 0;
           progress = 1;
           continue;
         }
@@ -308,7 +341,10 @@ static int step(pump_t *e, tconn_t *c) {
           break;
         }
         if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
+        if (errno == EAGAIN) {
+          c->rd[PLAIN] = 0;
+          break;
+        }
         sys_error(c, "read from the plain side", errno);
         return -1;
       }
@@ -350,8 +386,15 @@ static int register_conn(pump_t *e, tconn_t *c, int64_t now) {
   e->conns = c;
   pthread_mutex_unlock(&e->mu);
   c->last_ms = now;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-  if (epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->raw, &ev) < 0 || epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->plain, &ev) < 0) {
+  for (int i = 0; i < 2; i++) {
+    c->side[i].c = c;
+    c->side[i].which = i;
+    c->rd[i] = c->wr[i] = 1; /* until a call says otherwise */
+  }
+  struct epoll_event ev_raw = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->side[RAW]};
+  struct epoll_event ev_plain = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->side[PLAIN]};
+  if (epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->raw, &ev_raw) < 0 ||
+      epoll_ctl(e->t.epfd, EPOLL_CTL_ADD, c->plain, &ev_plain) < 0) {
     sys_error(c, "epoll", errno);
     finish(e, c, R_ERROR);
     return 0;
@@ -359,7 +402,7 @@ static int register_conn(pump_t *e, tconn_t *c, int64_t now) {
   return run(e, c, now); /* a client's ClientHello */
 }
 
-static char skip; /* an event of a connection already stepped in this batch */
+static side_t skip; /* an event of a connection already stepped in this batch */
 
 static void *engine_main(void *arg) {
   pump_t *e = arg;
@@ -371,16 +414,25 @@ static void *engine_main(void *arg) {
     int64_t now = engine_now_ms();
     int woken = 0;
     again = 0;
+    /* first what each socket may do, then each connection stepped once */
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
         woken = 1;
         continue;
       }
-      if (evs[i].data.ptr == &skip) continue;
-      tconn_t *c = evs[i].data.ptr;
+      side_t *sd = evs[i].data.ptr;
+      uint32_t ev = evs[i].events;
+      if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) sd->c->rd[sd->which] = 1;
+      if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) sd->c->hup[sd->which] = 1;
+      if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) sd->c->wr[sd->which] = 1;
+    }
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.ptr == NULL || evs[i].data.ptr == &skip) continue;
+      tconn_t *c = ((side_t *)evs[i].data.ptr)->c;
       /* a connection can be in a batch twice (raw and plain): one step does the work */
       for (int j = i + 1; j < n; j++)
-        if (evs[j].data.ptr == c) evs[j].data.ptr = &skip;
+        if (evs[j].data.ptr != NULL && evs[j].data.ptr != &skip && ((side_t *)evs[j].data.ptr)->c == c)
+          evs[j].data.ptr = &skip;
       if (!c->aborted && run(e, c, now)) again = 1;
     }
     if (woken) {

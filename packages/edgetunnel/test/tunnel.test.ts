@@ -391,6 +391,25 @@ describe('spliced streams in the native TLS engine', () => {
     return [c, s];
   }
 
+  test.each([
+    ['a', 'b'],
+    ['b', 'a'],
+  ])(
+    "one end in the engine, the other in Node's TLS (engine on %s): they interoperate",
+    async (withEngine) => {
+      const { address } = await startRelay('relay-1');
+      const opts = (n: string) => (n === withEngine ? {} : { tlsEngine: undefined });
+      const a = (await startAgent(node('a'), [address], opts('a'))).agent;
+      const b = (await startAgent(node('b'), [address], opts('b'))).agent;
+      await a.ready();
+      await b.ready();
+      const payload = Buffer.alloc(1 << 20, 9);
+      const s = await a.open({ node: 'b' }, '127.0.0.1', echoPort);
+      expect((await roundTrip(s, payload)).equals(payload)).toBe(true);
+      expect([a.stats.nativeTls, b.stats.nativeTls]).toEqual(withEngine === 'a' ? [1, 0] : [0, 1]);
+    },
+  );
+
   test("the L4 portal's join: the stream takes the client's connection itself; bytes read already go first; a FIN and a reset cross", async () => {
     let held: Socket | undefined;
     const sink = createServer({ allowHalfOpen: true }, (sock) => {

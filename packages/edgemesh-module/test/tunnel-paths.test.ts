@@ -167,6 +167,31 @@ describe.each(['js', 'auto'] as const)('EdgeMesh across sites (L7 engine %s)', (
     }
   });
 
+  test('L4 portal: a joined stream that ended before its promise came round is released all the same', async () => {
+    const e = n.mesh.portals.table().find((p) => p.service === 'echo')!;
+    const plain = tunnel.open;
+    // the stream took the client and was over (the client closed) by the time `open` resolved
+    tunnel.open = (r, host, port, join) =>
+      !join
+        ? plain(r, host, port)
+        : new Promise((resolve) => {
+            join.client.once('close', () => resolve(join.client));
+            join.client.destroy();
+          });
+    const tcp = n.mesh.tcp.stats;
+    const before = { joined: tcp.tunnelJoined, active: tcp.active };
+    try {
+      const s = connect({ host: '127.0.0.1', port: e.listenPort });
+      s.on('error', () => undefined);
+      await new Promise((r) => s.once('close', r));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(tcp.tunnelJoined).toBe(before.joined + 1);
+      expect(tcp.active).toBe(before.active);
+    } finally {
+      tunnel.open = plain;
+    }
+  });
+
   test('a tunnel that cannot open: 502 at once, not a hang', async () => {
     // a backend with no pooled stream yet (another port on node b)
     await n.putPod(pod('web2-b', 'b', 'web2', webPort + 1) as never);

@@ -152,11 +152,14 @@ export class TcpProxy {
     this.stats.active++;
     this.stats.tunnelJoined++;
     this.sockets.add(client); // closeAll destroys it: the stream then aborts
-    client.once('close', () => {
+    const released = (): void => {
       this.lb.release(b);
       this.stats.active--;
       this.sockets.delete(client);
-    });
+    };
+    // the stream may have ended (and closed the client) before its promise came round to us
+    if (client.closed) released();
+    else client.once('close', released);
   }
 
   private splice(client: Socket, up: Socket, b: Backend, initial?: Buffer): void {

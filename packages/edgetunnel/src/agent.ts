@@ -686,8 +686,11 @@ export class TunnelAgent extends EventEmitter {
         done: (_reason, upBytes, down, error) => {
           clearTimeout(timer);
           this.spliced.delete(backend);
-          if (up) this.stats.bytesServed += upBytes + down;
-          else if (error && error !== 'refused')
+          if (up) return void (this.stats.bytesServed += upBytes + down);
+          // never came up (a failed or refused handshake, its timeout): the engine gave the
+          // backend's connection back, and it is nobody's — as for Node's TLS (splicedIn)
+          kill(backend);
+          if (error && error !== 'refused')
             this.log.warn({ from, err: error }, 'tunnel: spliced stream handshake refused');
         },
       },

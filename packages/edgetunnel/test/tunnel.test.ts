@@ -410,6 +410,32 @@ describe('spliced streams in the native TLS engine', () => {
     },
   );
 
+  test("a handshake the serving node's engine fails: the stream is refused and its backend connection closed", async () => {
+    let open = 0;
+    const counted = createServer((sock) => {
+      open++;
+      sock.on('error', () => undefined);
+      sock.once('close', () => open--);
+    });
+    await new Promise<void>((r) => counted.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise<void>((r) => counted.close(() => r())));
+    const port = (counted.address() as AddressInfo).port;
+    const { address } = await startRelay('relay-1');
+    // a's links use its fleet identity; its spliced streams present a certificate of another CA
+    const e = engine();
+    const foreign: TlsEngine = {
+      context: (_id, alpn, suites) => e.context(node('a', other), alpn, suites),
+      start: (...args) => e.start(...args),
+    };
+    const a = (await startAgent(node('a'), [address], { tlsEngine: foreign })).agent;
+    const b = (await startAgent(node('b'), [address], { targets: { allows: (_h, p) => p === port } })).agent;
+    await a.ready();
+    await b.ready();
+    await expect(a.open({ node: 'b' }, '127.0.0.1', port)).rejects.toMatchObject({ code: TunnelCode.NoPath });
+    await waitFor(() => open === 0); // b connected its backend for the stream, and closed it
+    expect(b.stats.served).toBe(0);
+  });
+
   test("the L4 portal's join: the stream takes the client's connection itself; bytes read already go first; a FIN and a reset cross", async () => {
     let held: Socket | undefined;
     const sink = createServer({ allowHalfOpen: true }, (sock) => {

@@ -25,7 +25,7 @@ const backends: Backend[] = bes.map((p) => ({
 const lb = new LoadBalancer(new RoundRobin());
 const h2 = new H2Proxy(lb, new BackendDialer(new SitePaths(new ServiceCatalog(), undefined), undefined));
 const route = () => ({ backends, scope: 'h2' });
-createServer({ noDelay: true }, (s) => h2.handle(s, route)).listen(port, '127.0.0.1', () =>
+createServer({ noDelay: true }, (s) => h2.handlePortal(s, route)).listen(port, '127.0.0.1', () =>
   console.log(`ready h2=${port} → ${bes.join(',')}`),
 );
 process.on('SIGINT', () => process.exit(0));

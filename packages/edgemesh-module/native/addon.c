@@ -1,5 +1,6 @@
 /* edgemesh_native: the batched UDP socket (udp_batch.c), the L4 splice engine (splice.c), the
- * L7 engine (http/engine.c), the portals' listening sockets (listeners.c), the TLS pump of tunnel streams (tls_pump.c) and
+ * L7 engine (http/engine.c), the portals' listening sockets (listeners.c), the TLS pump of tunnel streams (tls_pump.c), the
+ * HTTP/2 engine (h2/engine.c; only when built with nghttp2's header) and
  * malloc's trim. */
 #include <node_api.h>
 #ifdef __GLIBC__
@@ -11,6 +12,7 @@ napi_value splice_init(napi_env env, napi_value exports);
 napi_value http_engine_init(napi_env env, napi_value exports);
 napi_value listeners_init(napi_env env, napi_value exports);
 napi_value tls_pump_init(napi_env env, napi_value exports);
+napi_value h2_engine_init(napi_env env, napi_value exports);
 
 /* trimMalloc(): glibc keeps the pages freed inside its arenas (all but the top of the main one)
  * for reuse; after a burst is over they are resident for nothing. true when some were given back;
@@ -46,6 +48,9 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_object(env, &tls);
   tls_pump_init(env, tls);
   napi_set_named_property(env, exports, "tls", tls);
+  napi_value h2;
+  napi_create_object(env, &h2);
+  if (h2_engine_init(env, h2)) napi_set_named_property(env, exports, "h2", h2);
   napi_value trim;
   napi_create_function(env, "trimMalloc", NAPI_AUTO_LENGTH, js_trim_malloc, NULL, &trim);
   napi_set_named_property(env, exports, "trimMalloc", trim);

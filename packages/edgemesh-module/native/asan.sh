@@ -58,7 +58,8 @@ for a in "$@"; do case "$a" in *.ts | */*) named=1 ;; esac; done
 if [ $named -eq 0 ]; then
   set -- packages/edgemesh-module/test/http-native.test.ts packages/edgemesh-module/test/splice.test.ts \
     packages/edgemesh-module/test/udp-batch.test.ts packages/edgemesh-module/test/nginx.test.ts \
-    packages/edgemesh-module/test/proxy.test.ts packages/edgetunnel/test/tls-engine.test.ts "$@"
+    packages/edgemesh-module/test/proxy.test.ts packages/edgetunnel/test/tls-engine.test.ts \
+    packages/edgemesh-module/test/h2.test.ts "$@"
 fi
 cd "$ROOT"
 PATH="$W/bin:$PATH" LD_PRELOAD="$LIBASAN" \

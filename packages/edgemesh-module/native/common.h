@@ -2,9 +2,17 @@
 #ifndef EDGEMESH_NATIVE_COMMON_H
 #define EDGEMESH_NATIVE_COMMON_H
 #include <node_api.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* A method entry of a napi_property_descriptor table. */
 #define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
@@ -51,6 +59,76 @@ static inline napi_value throw_errno(napi_env env, const char *what, int err) {
   napi_set_named_property(env, e, "code", code);
   napi_throw(env, e);
   return NULL;
+}
+
+/*
+ * A call into JavaScript failed: an exception it threw goes to uncaughtException (a bug in a
+ * callback, as elsewhere in Node). Returns 1 when `st` is a failure.
+ */
+static inline int js_call_failed(napi_env env, napi_status st) {
+  if (st == napi_ok) return 0;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  return 1;
+}
+
+/* Call the function `fn` refers to, `this` undefined (a failure when `silent`: finalizing). */
+static inline napi_status js_call_ref(napi_env env, int silent, napi_ref fn, size_t argc, napi_value *argv,
+                                      napi_value *res) {
+  if (silent) return napi_generic_failure;
+  napi_value cb, recv;
+  napi_get_reference_value(env, fn, &cb);
+  napi_get_undefined(env, &recv);
+  return napi_call_function(env, recv, cb, argc, argv, res);
+}
+
+/* An IPv4 or IPv6 address and a port as a socket address; 0: `ip` is not an address. */
+static inline int sockaddr_of(const char *ip, uint32_t port, struct sockaddr_storage *sa, socklen_t *len) {
+  struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
+  memset(sa, 0, sizeof *sa);
+  if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *len = sizeof *a4;
+    return 1;
+  }
+  if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *a6;
+    return 1;
+  }
+  return 0;
+}
+
+/* Grow a zeroed array of `size`-byte records (capacity *n, doubling from 16) to hold index id;
+ * -1: out of memory. */
+static inline int grow_to(void **arr, uint32_t *n, size_t size, uint32_t id) {
+  if (id < *n) return 0;
+  uint32_t c = *n ? *n : 16;
+  while (c <= id) c *= 2;
+  char *p = realloc(*arr, (size_t)c * size);
+  if (!p) return -1;
+  memset(p + (size_t)*n * size, 0, (size_t)(c - *n) * size);
+  *arr = p;
+  *n = c;
+  return 0;
+}
+
+/* A duplicate of an adopted socket, non-blocking, Nagle off; -1: dup failed. */
+static inline int adopt_fd(int fd) {
+  int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) return -1;
+  fcntl(d, F_SETFL, fcntl(d, F_GETFL) | O_NONBLOCK);
+  int one = 1;
+  setsockopt(d, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return d;
 }
 
 #endif

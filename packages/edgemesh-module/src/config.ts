@@ -162,6 +162,8 @@ export const edgeMeshConfigSchema = z.strictObject({
   l4Mode: z.enum(['portal', 'dnat']).default('portal'),
   /** L7 portals: the native engine when built (auto), required (native), or never (js). */
   httpEngine,
+  /** HTTP/2 portals: the native HTTP/2 engine when built (auto), required (native), or never (js). */
+  h2Engine: httpEngine,
   httpCoalesceUs: coalesceUs,
   /**
    * Portal listen ports, next-fit (kube-proxy's userspace `--proxy-port-range`): auto (the kernel's
@@ -299,6 +301,8 @@ export const h2ProxyOptionsSchema = z.object({
   idleTimeoutMs: proxyFields.h2IdleTimeoutMs,
   maxResetsPerSecond: proxyFields.h2MaxResetsPerSecond,
   connectTimeoutMs: proxyFields.connectTimeoutMs,
+  /** Portal connections: the native HTTP/2 engine when built (auto), required (native), never (js). */
+  engine: httpEngine,
   /** A request that is not gRPC waits this long for its response head (504 after). */
   responseTimeoutMs: proxyFields.responseTimeoutMs,
 });

@@ -195,6 +195,7 @@ export function bindProxy(bind: Bind): void {
         pingIntervalMs: o.proxy.h2PingIntervalMs,
         idleTimeoutMs: o.proxy.h2IdleTimeoutMs,
         maxResetsPerSecond: o.proxy.h2MaxResetsPerSecond,
+        engine: o.h2Engine,
         connectTimeoutMs: o.proxy.connectTimeoutMs,
         responseTimeoutMs: o.proxy.responseTimeoutMs,
         log: logOf(ctx),

@@ -228,7 +228,7 @@ export class EdgeMeshMetrics implements MetricsContribution {
       r,
       'edgecore_proxy_h2_upstream_connections',
       'HTTP/2 connections open to backends (shared by their streams).',
-      () => mesh.h2.upstreams.size,
+      () => mesh.h2.connections.upstreams,
     );
     scrapedCounter(
       r,

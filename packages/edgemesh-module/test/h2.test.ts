@@ -6,6 +6,7 @@ import { connect as tcpConnect, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { Registry } from 'prom-client';
 import type { Pod } from '../src';
+import { hashHeaderFor } from '../src/lb/service-policy';
 import { EdgeMeshMetrics } from '../src/metrics';
 import { hostPod, service, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
@@ -118,7 +119,21 @@ const unary = (c: EchoClient, req: Buffer, opts: grpc.CallOptions = {}, md = new
     c.Unary(req, md, opts, (e: grpc.ServiceError | null, r: Buffer) => (e ? rej(e) : res(r))),
   );
 
-describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
+const hashOf = (t: { backends: Parameters<typeof hashHeaderFor>[0] } | undefined) =>
+  t && hashHeaderFor(t.backends, undefined);
+
+/** Both engines of the portals: the native one (nghttp2, native/h2/) and Node's HTTP/2. */
+const ENGINES = ['native', 'js'] as const;
+type Engine = (typeof ENGINES)[number];
+
+/** Which engine served the portal's connections: every one the native engine's when it is on. */
+function expectEngine(node: MeshNode, engine: Engine): void {
+  const h2 = node.mesh.h2;
+  if (engine === 'js') return void expect(h2.native).toBeUndefined();
+  expect(h2.native?.adopted).toBeGreaterThan(0);
+}
+
+describe.each(ENGINES)('HTTP/2 portals: gRPC and h2c balanced per stream (%s engine)', (engine) => {
   let node: MeshNode;
   const backends: Backend[] = [];
   let dir: { db: string; cleanup: () => void };
@@ -132,7 +147,7 @@ describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
 
   beforeAll(async () => {
     dir = tmpDir('h2-');
-    node = await startMesh(dir.db);
+    node = await startMesh(dir.db, { h2Engine: engine });
     for (const id of ['a', 'b', 'c']) backends.push(await grpcBackend(id));
     await node.put(
       service('echo', 'default', { ports: [{ name: 'grpc', port: 50051, targetPort: 'grpc' }] }),
@@ -144,6 +159,7 @@ describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
     );
   });
   afterAll(async () => {
+    if (node) expectEngine(node, engine);
     await node?.stop();
     for (const b of backends) b.server.forceShutdown();
     dir?.cleanup();
@@ -358,236 +374,284 @@ describe('HTTP/2 portals: gRPC and h2c balanced per stream', () => {
     expect(failed).toBeLessThanOrEqual(inflightAtKill);
     c.close();
   });
+
+  it('a service changes its ConsistentHash header under an open channel: every call is answered, on the same connection', async () => {
+    const echo = (hashHeader?: string) => {
+      const s = service('echo', 'default', { ports: [{ name: 'grpc', port: 50051, targetPort: 'grpc' }] });
+      if (hashHeader) s.metadata.annotations = { 'edgecore.io/consistent-hash-header': hashHeader };
+      return s;
+    };
+    const c = client('echo');
+    const calls = () =>
+      Promise.all(
+        Array.from({ length: 10 }, (_, i) => unary(c, Buffer.from(`h${i}`)).then((b) => b.toString())),
+      );
+    await calls();
+    const adopted = node.mesh.h2.native?.adopted ?? 0;
+    await node.put(echo('x-user'));
+    await until(
+      () => hashOf(node.mesh.resolveTarget('echo.default.svc.cluster.local', 50051)) === 'x-user',
+      'the new hash header',
+    );
+    expect(await calls()).toHaveLength(10);
+    await node.put(echo());
+    await until(
+      () => hashOf(node.mesh.resolveTarget('echo.default.svc.cluster.local', 50051)) === undefined,
+      'no hash header',
+    );
+    expect(await calls()).toHaveLength(10);
+    // one connection all along (the native engine reads the new header on it)
+    if (engine === 'native') expect(node.mesh.h2.native!.adopted).toBe(adopted);
+    c.close();
+  });
 });
 
-describe('HTTP/2 portals: h2c clients, refused and reset streams, floods', () => {
-  let node: MeshNode;
-  let dir: { db: string; cleanup: () => void };
-  const servers: Http2Server[] = [];
-  const hits = new Map<string, number>();
-  const portal = (svc: string): { host: string; port: number } => {
-    const e = node.mesh.portals.table().find((x) => x.service === svc)!;
-    return { host: e.listenHost, port: e.listenPort };
-  };
-  /** A plain h2c server: `refuse` resets every stream with REFUSED_STREAM; `cut` resets mid-answer. */
-  const h2Backend = async (id: string, mode: 'ok' | 'refuse' | 'cut' = 'ok'): Promise<number> => {
-    const s = createH2();
-    s.on('stream', (st) => {
-      st.on('error', () => undefined);
-      hits.set(id, (hits.get(id) ?? 0) + 1);
-      if (mode === 'refuse') return st.close(constants.NGHTTP2_REFUSED_STREAM);
-      st.respond({ ':status': 200, 'content-type': 'text/plain' });
-      if (mode === 'cut') {
-        st.write('partial');
-        // destroy sends RST_STREAM; Node's close(code) would end the stream first here
-        setTimeout(() => st.destroy(new Error('cut')), 50);
-        return;
-      }
-      st.end(`${id}\n`);
-    });
-    servers.push(s);
-    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-    return (s.address() as AddressInfo).port;
-  };
-  const h2pod = (name: string, app: string, port: number): Pod => pod(name, app, port);
+describe.each(ENGINES)(
+  'HTTP/2 portals: h2c clients, refused and reset streams, floods (%s engine)',
+  (engine) => {
+    let node: MeshNode;
+    let dir: { db: string; cleanup: () => void };
+    const servers: Http2Server[] = [];
+    const hits = new Map<string, number>();
+    const portal = (svc: string): { host: string; port: number } => {
+      const e = node.mesh.portals.table().find((x) => x.service === svc)!;
+      return { host: e.listenHost, port: e.listenPort };
+    };
+    /** A plain h2c server: `refuse` resets every stream with REFUSED_STREAM; `cut` resets mid-answer. */
+    const h2Backend = async (id: string, mode: 'ok' | 'refuse' | 'cut' = 'ok'): Promise<number> => {
+      const s = createH2();
+      s.on('stream', (st) => {
+        st.on('error', () => undefined);
+        hits.set(id, (hits.get(id) ?? 0) + 1);
+        if (mode === 'refuse') return st.close(constants.NGHTTP2_REFUSED_STREAM);
+        st.respond({ ':status': 200, 'content-type': 'text/plain' });
+        if (mode === 'cut') {
+          st.write('partial');
+          // destroy sends RST_STREAM; Node's close(code) would end the stream first here
+          setTimeout(() => st.destroy(new Error('cut')), 50);
+          return;
+        }
+        st.end(`${id}\n`);
+      });
+      servers.push(s);
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      return (s.address() as AddressInfo).port;
+    };
+    const h2pod = (name: string, app: string, port: number): Pod => pod(name, app, port);
 
-  beforeAll(async () => {
-    dir = tmpDir('h2c-');
-    node = await startMesh(dir.db);
-    const web = [await h2Backend('w1'), await h2Backend('w2')];
-    await node.put(
-      service('web', 'default', {
-        ports: [{ name: 'h2c', port: 8080, targetPort: 'grpc', appProtocol: 'kubernetes.io/h2c' }],
-      }),
-    );
-    await node.putPod(h2pod('web-1', 'web', web[0]));
-    await node.putPod(h2pod('web-2', 'web', web[1]));
-    await node.put(service('picky', 'default', { ports: [{ name: 'h2c', port: 8081, targetPort: 'grpc' }] }));
-    await node.putPod(h2pod('picky-r', 'picky', await h2Backend('refuser', 'refuse')));
-    await node.putPod(h2pod('picky-ok', 'picky', await h2Backend('taker')));
-    await node.put(
-      service('cutter', 'default', { ports: [{ name: 'h2c', port: 8082, targetPort: 'grpc' }] }),
-    );
-    await node.putPod(h2pod('cutter-1', 'cutter', await h2Backend('cut', 'cut')));
-    await until(
-      () => node.mesh.resolveTarget('cutter.default.svc.cluster.local', 8082)?.backends.length === 1,
-      'cutter',
-    );
-  });
-  afterAll(async () => {
-    await node?.stop();
-    for (const s of servers) s.close();
-    dir?.cleanup();
-  });
-
-  it('curl --http2-prior-knowledge is answered, per request balanced; an HTTP/1.1 client gets a 505 saying why, and an HTTP/2 one on an HTTP/1.1 port a GOAWAY', async () => {
-    const { host, port } = portal('web');
-    const out: string[] = [];
-    for (let i = 0; i < 4; i++)
-      out.push(
-        (await execFileP('curl', ['-s', '--http2-prior-knowledge', `http://${host}:${port}/`])).stdout.trim(),
+    beforeAll(async () => {
+      dir = tmpDir('h2c-');
+      node = await startMesh(dir.db, { h2Engine: engine });
+      const web = [await h2Backend('w1'), await h2Backend('w2')];
+      await node.put(
+        service('web', 'default', {
+          ports: [{ name: 'h2c', port: 8080, targetPort: 'grpc', appProtocol: 'kubernetes.io/h2c' }],
+        }),
       );
-    expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
-    const h1 = await execFileP('curl', ['-s', '-w', ' %{http_code}', '--http1.1', `http://${host}:${port}/`]);
-    expect(h1.stdout).toMatch(/speaks HTTP\/2.* 505$/s);
-    // the other way round: an HTTP/2 client on an HTTP/1.1 port gets GOAWAY(HTTP_1_1_REQUIRED)
-    await node.put(service('plain', 'default', { ports: [{ name: 'http', port: 80, targetPort: 80 }] }));
-    const p = portal('plain');
-    const h2 = await execFileP('curl', [
-      '-sv',
-      '--http2-prior-knowledge',
-      `http://${p.host}:${p.port}/`,
-    ]).catch((e) => e);
-    expect(h2.code).toBe(16);
-    expect(h2.stderr).toMatch(/GOAWAY, error=13/);
-  });
+      await node.putPod(h2pod('web-1', 'web', web[0]));
+      await node.putPod(h2pod('web-2', 'web', web[1]));
+      await node.put(
+        service('picky', 'default', { ports: [{ name: 'h2c', port: 8081, targetPort: 'grpc' }] }),
+      );
+      await node.putPod(h2pod('picky-r', 'picky', await h2Backend('refuser', 'refuse')));
+      await node.putPod(h2pod('picky-ok', 'picky', await h2Backend('taker')));
+      await node.put(
+        service('cutter', 'default', { ports: [{ name: 'h2c', port: 8082, targetPort: 'grpc' }] }),
+      );
+      await node.putPod(h2pod('cutter-1', 'cutter', await h2Backend('cut', 'cut')));
+      await until(
+        () => node.mesh.resolveTarget('cutter.default.svc.cluster.local', 8082)?.backends.length === 1,
+        'cutter',
+      );
+    });
+    afterAll(async () => {
+      if (node) expectEngine(node, engine);
+      await node?.stop();
+      for (const s of servers) s.close();
+      dir?.cleanup();
+    });
 
-  it('through the explicit proxy: a CONNECT to an HTTP/2 port is HTTP/2, each stream of one tunnel balanced', async () => {
-    const proxy = node.mesh.forwardProxyAddress!;
-    const url = 'http://web.default.svc.cluster.local:8080/';
-    // curl: CONNECT (-p), then HTTP/2 with prior knowledge inside the tunnel
-    const viaProxy = async (): Promise<string> =>
-      (
-        await execFileP('curl', [
-          '-s',
-          '--max-time',
-          '5',
-          '-p',
-          '-x',
-          `http://${proxy}`,
-          '--http2-prior-knowledge',
-          url,
-        ])
-      ).stdout.trim();
-    const out: string[] = [];
-    for (let i = 0; i < 4; i++) out.push(await viaProxy());
-    expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
-    // one tunnel, ten streams: both backends answer (balanced per stream, not per connection)
-    const [ph, pp] = splitHostPort(proxy);
-    const tunnel = await new Promise<import('node:net').Socket>((resolve, reject) => {
-      const sock = tcpConnect(pp, ph, () =>
-        sock.write(
-          'CONNECT web.default.svc.cluster.local:8080 HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\n\r\n',
+    it('curl --http2-prior-knowledge is answered, per request balanced; an HTTP/1.1 client gets a 505 saying why, and an HTTP/2 one on an HTTP/1.1 port a GOAWAY', async () => {
+      const { host, port } = portal('web');
+      const out: string[] = [];
+      for (let i = 0; i < 4; i++)
+        out.push(
+          (
+            await execFileP('curl', ['-s', '--http2-prior-knowledge', `http://${host}:${port}/`])
+          ).stdout.trim(),
+        );
+      expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
+      const h1 = await execFileP('curl', [
+        '-s',
+        '-w',
+        ' %{http_code}',
+        '--http1.1',
+        `http://${host}:${port}/`,
+      ]);
+      expect(h1.stdout).toMatch(/speaks HTTP\/2.* 505$/s);
+      // the other way round: an HTTP/2 client on an HTTP/1.1 port gets GOAWAY(HTTP_1_1_REQUIRED)
+      await node.put(service('plain', 'default', { ports: [{ name: 'http', port: 80, targetPort: 80 }] }));
+      const p = portal('plain');
+      const h2 = await execFileP('curl', [
+        '-sv',
+        '--http2-prior-knowledge',
+        `http://${p.host}:${p.port}/`,
+      ]).catch((e) => e);
+      expect(h2.code).toBe(16);
+      expect(h2.stderr).toMatch(/GOAWAY, error=13/);
+    });
+
+    it('through the explicit proxy: a CONNECT to an HTTP/2 port is HTTP/2, each stream of one tunnel balanced', async () => {
+      const proxy = node.mesh.forwardProxyAddress!;
+      const url = 'http://web.default.svc.cluster.local:8080/';
+      // curl: CONNECT (-p), then HTTP/2 with prior knowledge inside the tunnel
+      const viaProxy = async (): Promise<string> =>
+        (
+          await execFileP('curl', [
+            '-s',
+            '--max-time',
+            '5',
+            '-p',
+            '-x',
+            `http://${proxy}`,
+            '--http2-prior-knowledge',
+            url,
+          ])
+        ).stdout.trim();
+      const out: string[] = [];
+      for (let i = 0; i < 4; i++) out.push(await viaProxy());
+      expect(new Set(out)).toEqual(new Set(['w1', 'w2']));
+      // one tunnel, ten streams: both backends answer (balanced per stream, not per connection)
+      const [ph, pp] = splitHostPort(proxy);
+      const tunnel = await new Promise<import('node:net').Socket>((resolve, reject) => {
+        const sock = tcpConnect(pp, ph, () =>
+          sock.write(
+            'CONNECT web.default.svc.cluster.local:8080 HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\n\r\n',
+          ),
+        );
+        sock.once('error', reject);
+        sock.once('data', (d) =>
+          /^HTTP\/1\.1 200/.test(d.toString()) ? resolve(sock) : reject(new Error(d.toString())),
+        );
+      });
+      const session = connect('http://web.default.svc.cluster.local:8080', {
+        createConnection: () => tunnel,
+      });
+      const answers = await Promise.all(
+        Array.from(
+          { length: 10 },
+          () =>
+            new Promise<string>((resolve, reject) => {
+              const st = session.request({ ':path': '/' });
+              let body = '';
+              st.on('data', (d) => (body += d));
+              st.on('end', () => resolve(body.trim()));
+              st.on('error', reject);
+              st.end();
+            }),
         ),
       );
-      sock.once('error', reject);
-      sock.once('data', (d) =>
-        /^HTTP\/1\.1 200/.test(d.toString()) ? resolve(sock) : reject(new Error(d.toString())),
-      );
+      expect(new Set(answers)).toEqual(new Set(['w1', 'w2']));
+      // while that tunnel stays open, more tunnels and portal connections to the same service port:
+      // the proxy keeps one route per service port, not one per connection it ever served
+      for (let i = 0; i < 5; i++) await viaProxy();
+      const routes = (node.mesh.h2 as unknown as { routeGetters: Map<string, unknown> }).routeGetters;
+      expect([...routes.keys()].filter((k) => k.startsWith('default/web:')).length).toBe(1);
+      session.close();
     });
-    const session = connect('http://web.default.svc.cluster.local:8080', { createConnection: () => tunnel });
-    const answers = await Promise.all(
-      Array.from(
-        { length: 10 },
-        () =>
-          new Promise<string>((resolve, reject) => {
-            const st = session.request({ ':path': '/' });
-            let body = '';
-            st.on('data', (d) => (body += d));
-            st.on('end', () => resolve(body.trim()));
-            st.on('error', reject);
-            st.end();
-          }),
-      ),
-    );
-    expect(new Set(answers)).toEqual(new Set(['w1', 'w2']));
-    // while that tunnel stays open, more tunnels and portal connections to the same service port:
-    // the proxy keeps one route per service port, not one per connection it ever served
-    for (let i = 0; i < 5; i++) await viaProxy();
-    const routes = (node.mesh.h2 as unknown as { routeGetters: Map<string, unknown> }).routeGetters;
-    expect([...routes.keys()].filter((k) => k.startsWith('default/web:')).length).toBe(1);
-    session.close();
-  });
 
-  it('h2load: 2,000 requests on 10 connections × 10 streams, every one answered', async () => {
-    const { host, port } = portal('web');
-    const r = await execFileP('h2load', ['-n', '2000', '-c', '10', '-m', '10', `http://${host}:${port}/`], {
-      timeout: 60_000,
-    });
-    expect(r.stdout).toMatch(/requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed/);
-    expect(r.stdout).toMatch(/status codes: 2000 2xx/);
-  });
-
-  it('a REFUSED_STREAM goes to another backend; a reset mid-answer reaches the client as a reset', async () => {
-    const { host, port } = portal('picky');
-    const s = connect(`http://${host}:${port}`);
-    const get = (path: string, on = s) =>
-      new Promise<{ status: number; body: string; rst?: number }>((res) => {
-        const r = on.request({ ':path': path });
-        let status = 0;
-        let body = '';
-        r.on('response', (h) => (status = Number(h[':status'])));
-        r.on('data', (d) => (body += d));
-        r.on('error', () => undefined);
-        r.on('close', () => res({ status, body, rst: r.rstCode }));
-        r.end();
+    it('h2load: 2,000 requests on 10 connections × 10 streams, every one answered', async () => {
+      const { host, port } = portal('web');
+      const r = await execFileP('h2load', ['-n', '2000', '-c', '10', '-m', '10', `http://${host}:${port}/`], {
+        timeout: 60_000,
       });
-    for (let i = 0; i < 6; i++) expect(await get('/')).toMatchObject({ status: 200, body: 'taker\n' });
-    expect(hits.get('refuser')).toBeGreaterThan(0);
-    s.close();
-    const c = portal('cutter');
-    const s2 = connect(`http://${c.host}:${c.port}`);
-    const cut = await get('/', s2);
-    expect(cut.status).toBe(200);
-    expect(cut.body).toBe('partial');
-    expect(cut.rst).toBe(constants.NGHTTP2_INTERNAL_ERROR);
-    s2.close();
-  });
+      expect(r.stdout).toMatch(/requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed/);
+      expect(r.stdout).toMatch(/status codes: 2000 2xx/);
+    });
 
-  it('a rapid-reset flood ends that connection with GOAWAY; a CONTINUATION flood is cut; others are served meanwhile', async () => {
-    const { host, port } = portal('web');
-    const flooder = connect(`http://${host}:${port}`);
-    flooder.on('error', () => undefined);
-    let goaway = -1;
-    flooder.on('goaway', (code) => (goaway = code));
-    await new Promise((r) => flooder.once('connect', r));
-    for (let i = 0; i < 3000 && !flooder.destroyed && goaway < 0; i++) {
-      try {
-        const r = flooder.request({ ':path': '/' });
-        r.on('error', () => undefined);
-        r.close(constants.NGHTTP2_CANCEL);
-      } catch {
-        break;
+    it('a REFUSED_STREAM goes to another backend; a reset mid-answer reaches the client as a reset', async () => {
+      const { host, port } = portal('picky');
+      const s = connect(`http://${host}:${port}`);
+      const get = (path: string, on = s) =>
+        new Promise<{ status: number; body: string; rst?: number }>((res) => {
+          const r = on.request({ ':path': path });
+          let status = 0;
+          let body = '';
+          r.on('response', (h) => (status = Number(h[':status'])));
+          r.on('data', (d) => (body += d));
+          r.on('error', () => undefined);
+          r.on('close', () => res({ status, body, rst: r.rstCode }));
+          r.end();
+        });
+      for (let i = 0; i < 6; i++) expect(await get('/')).toMatchObject({ status: 200, body: 'taker\n' });
+      expect(hits.get('refuser')).toBeGreaterThan(0);
+      s.close();
+      const c = portal('cutter');
+      const s2 = connect(`http://${c.host}:${c.port}`);
+      const cut = await get('/', s2);
+      expect(cut.status).toBe(200);
+      expect(cut.body).toBe('partial');
+      expect(cut.rst).toBe(constants.NGHTTP2_INTERNAL_ERROR);
+      s2.close();
+    });
+
+    it('a rapid-reset flood ends that connection with GOAWAY; a CONTINUATION flood is cut; others are served meanwhile', async () => {
+      const { host, port } = portal('web');
+      const flooder = connect(`http://${host}:${port}`);
+      flooder.on('error', () => undefined);
+      let goaway = -1;
+      flooder.on('goaway', (code) => (goaway = code));
+      await new Promise((r) => flooder.once('connect', r));
+      for (let i = 0; i < 3000 && !flooder.destroyed && goaway < 0; i++) {
+        try {
+          const r = flooder.request({ ':path': '/' });
+          r.on('error', () => undefined);
+          r.close(constants.NGHTTP2_CANCEL);
+        } catch {
+          break;
+        }
+        if (i % 100 === 99) await new Promise((r) => setImmediate(r));
       }
-      if (i % 100 === 99) await new Promise((r) => setImmediate(r));
-    }
-    await until(() => goaway >= 0 || flooder.destroyed, 'the flooder cut off', 10_000);
-    // CONTINUATION flood: a HEADERS frame without END_HEADERS, then CONTINUATION frames forever
-    const sock = tcpConnect(port, host);
-    let closed = false;
-    sock.on('error', () => undefined);
-    sock.on('close', () => (closed = true));
-    await new Promise((r) => sock.once('connect', r));
-    const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
-      const h = Buffer.alloc(9);
-      h.writeUIntBE(payload.length, 0, 3);
-      h[3] = type;
-      h[4] = flags;
-      h.writeUInt32BE(stream, 5);
-      return Buffer.concat([h, payload]);
-    };
-    // a literal header field without indexing, new name x-<n>, a 1000-byte value (127 + varint 873)
-    const lit = (n: number): Buffer => {
-      const name = Buffer.from(`x-${n}`);
-      return Buffer.concat([
-        Buffer.from([0x00, name.length]),
-        name,
-        Buffer.from([0x7f, (873 & 0x7f) | 0x80, 873 >> 7]),
-        Buffer.alloc(1000, 97),
-      ]);
-    };
-    sock.write(
-      Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]),
-    );
-    sock.write(frame(1, 0, 1, Buffer.concat([Buffer.from([0x82, 0x84, 0x86]), lit(0)])));
-    for (let i = 1; i < 2000 && !closed; i++) {
-      if (!sock.write(frame(9, 0, 1, lit(i)))) await new Promise((r) => setTimeout(r, 1));
-      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
-    }
-    await until(() => closed, 'the CONTINUATION flooder cut off', 10_000);
-    // meanwhile (and after), another client is served
-    const r = await execFileP('curl', ['-s', '--http2-prior-knowledge', `http://${host}:${port}/`]);
-    expect(r.stdout.trim()).toMatch(/^w[12]$/);
-    expect(node.mesh.h2.stats.resetFloods + (goaway >= 0 ? 1 : 0)).toBeGreaterThan(0);
-  });
-});
+      await until(() => goaway >= 0 || flooder.destroyed, 'the flooder cut off', 10_000);
+      // CONTINUATION flood: a HEADERS frame without END_HEADERS, then CONTINUATION frames forever
+      const sock = tcpConnect(port, host);
+      let closed = false;
+      sock.on('error', () => undefined);
+      sock.on('close', () => (closed = true));
+      await new Promise((r) => sock.once('connect', r));
+      const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+        const h = Buffer.alloc(9);
+        h.writeUIntBE(payload.length, 0, 3);
+        h[3] = type;
+        h[4] = flags;
+        h.writeUInt32BE(stream, 5);
+        return Buffer.concat([h, payload]);
+      };
+      // a literal header field without indexing, new name x-<n>, a 1000-byte value (127 + varint 873)
+      const lit = (n: number): Buffer => {
+        const name = Buffer.from(`x-${n}`);
+        return Buffer.concat([
+          Buffer.from([0x00, name.length]),
+          name,
+          Buffer.from([0x7f, (873 & 0x7f) | 0x80, 873 >> 7]),
+          Buffer.alloc(1000, 97),
+        ]);
+      };
+      sock.write(
+        Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]),
+      );
+      sock.write(frame(1, 0, 1, Buffer.concat([Buffer.from([0x82, 0x84, 0x86]), lit(0)])));
+      for (let i = 1; i < 2000 && !closed; i++) {
+        if (!sock.write(frame(9, 0, 1, lit(i)))) await new Promise((r) => setTimeout(r, 1));
+        if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await until(() => closed, 'the CONTINUATION flooder cut off', 10_000);
+      // meanwhile (and after), another client is served
+      const r = await execFileP('curl', ['-s', '--http2-prior-knowledge', `http://${host}:${port}/`]);
+      expect(r.stdout.trim()).toMatch(/^w[12]$/);
+      expect(node.mesh.h2.stats.resetFloods + (goaway >= 0 ? 1 : 0)).toBeGreaterThan(0);
+      // the native engine counts the flood it cut (nghttp2's own limit is set above ours)
+      if (engine === 'native') expect(node.mesh.h2.stats.resetFloods).toBeGreaterThan(0);
+    });
+  },
+);

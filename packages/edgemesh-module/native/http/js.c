@@ -1,23 +1,9 @@
 /* Calls into JavaScript. */
 
-static int js_failed(engine_t *e, napi_status st) {
-  if (st == napi_ok) return 0;
-  bool pending = false;
-  napi_is_exception_pending(e->env, &pending);
-  if (pending) {
-    napi_value err;
-    napi_get_and_clear_last_exception(e->env, &err);
-    napi_fatal_exception(e->env, err); /* a bug in a callback: uncaughtException, as elsewhere */
-  }
-  return 1;
-}
+static int js_failed(engine_t *e, napi_status st) { return js_call_failed(e->env, st); }
 
 static napi_status js_call(engine_t *e, napi_ref fn, size_t argc, napi_value *argv, napi_value *res) {
-  if (e->silent) return napi_generic_failure;
-  napi_value cb, recv;
-  napi_get_reference_value(e->env, fn, &cb);
-  napi_get_undefined(e->env, &recv);
-  return napi_call_function(e->env, recv, cb, argc, argv, res);
+  return js_call_ref(e->env, e->silent, fn, argc, argv, res);
 }
 
 /* Ended requests are recorded in a buffer JavaScript shares (id, backend, status per record) and

@@ -175,31 +175,9 @@ static napi_value js_backend(napi_env env, napi_callback_info info) {
     napi_get_boolean(env, false, &out);
     return out;
   }
-  if (id >= e->nbackends) {
-    uint32_t n = e->nbackends ? e->nbackends : 16;
-    while (n <= id) n *= 2;
-    backend_t *nb = realloc(e->backends, n * sizeof(backend_t));
-    if (!nb) THROW(env, "backend: out of memory");
-    memset(nb + e->nbackends, 0, (n - e->nbackends) * sizeof(backend_t));
-    e->backends = nb;
-    e->nbackends = n;
-  }
+  if (grow_to((void **)&e->backends, &e->nbackends, sizeof(backend_t), id) < 0) THROW(env, "backend: out of memory");
   backend_t *b = &e->backends[id];
-  memset(&b->sa, 0, sizeof b->sa);
-  struct sockaddr_in *a4 = (struct sockaddr_in *)&b->sa;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&b->sa;
-  int ok = 0;
-  if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    b->salen = sizeof *a4;
-    ok = 1;
-  } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    b->salen = sizeof *a6;
-    ok = 1;
-  }
+  int ok = sockaddr_of(ip, port, &b->sa, &b->salen);
   if (ok) b->set = 1;
   napi_get_boolean(env, ok, &out);
   return out;
@@ -227,15 +205,11 @@ static napi_value js_adopt(napi_env env, napi_callback_info info) {
   bool fwd = false;
   napi_get_value_bool(env, argv[4], &fwd); /* not a boolean: false */
   c->forward = fwd;
-  int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  int dfd = adopt_fd(fd);
   if (dfd < 0) {
     free(c);
     THROW(env, "adopt: dup failed");
   }
-  int fl = fcntl(dfd, F_GETFL);
-  fcntl(dfd, F_SETFL, fl | O_NONBLOCK);
-  int one = 1;
-  setsockopt(dfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   c->ev.type = EV_CLIENT;
   c->ev.fd = dfd;
   c->ev.e = e;

@@ -258,7 +258,7 @@ export class PortalManager {
    */
   accept(portal: Portal, sock: Socket): void {
     const s = portal.spec;
-    if (s.protocol === 'h2') this.h2.handle(sock, this.h2RouteOf(portal));
+    if (s.protocol === 'h2') this.h2.handlePortal(sock, this.h2RouteOf(portal));
     else if (s.protocol === 'http') this.http.handleRoute(sock, this.routeOf(portal));
     else if (s.protocol === 'https') this.tlsOrPlain(sock, s, this.routeOf(portal));
     else this.tcp.handle(sock, this.backendsOf(s), s.key);

@@ -14,7 +14,7 @@ import type { z } from 'zod/v3';
 import { h2ProxyOptionsSchema, resolveMeshOptions } from '../../config';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
-import { hashHeaderFor, policyOf } from '../../lb/service-policy';
+import { hashHeaderFor } from '../../lb/service-policy';
 import { originating } from '../tls/backend-tls';
 import type { BackendDialer } from '../../tunnel';
 import {
@@ -29,6 +29,9 @@ import {
   type PolicyCounters,
   type Reply,
 } from '../http/policy';
+import { NativeUnavailableError } from '../../edgemesh-errors';
+import { nativeUnavailable } from '../../native';
+import { NativeH2, nativeReachable, streamDeadline } from './native-h2';
 import { H2Upstreams, type H2Upstream } from './upstreams';
 
 const {
@@ -63,7 +66,7 @@ export interface H2ProxyStats extends PolicyCounters {
   /** Streams answered with gRPC status UNAVAILABLE (or another) by the proxy itself. */
   grpcAnswers: Map<number, number>;
   /** Client connections ended for resetting too many streams (rapid reset). */
-  resetFloods: number;
+  readonly resetFloods: number;
   /** Connections that did not start with the HTTP/2 preface (an HTTP/1 client on an HTTP/2 port). */
   notHttp2: number;
   services: ServiceStats;
@@ -117,19 +120,10 @@ const grpcMessage = (s: string): string => s.replace(/[^ -$&-~]/g, (c) => encode
  * backend; a reset is passed on as a reset.
  */
 export class H2Proxy {
-  readonly stats: H2ProxyStats = {
-    requests: 0,
-    retries: 0,
-    byStatus: new Map(),
-    byBackend: new Map(),
-    rejected: new Map(),
-    sessions: 0,
-    grpcAnswers: new Map(),
-    resetFloods: 0,
-    notHttp2: 0,
-    services: new ServiceStats(),
-  };
+  readonly stats: H2ProxyStats;
   readonly upstreams: H2Upstreams;
+  /** The native engine (native/h2/), when built and not turned off (`engine`). */
+  readonly native?: NativeH2;
   private readonly server: Http2Server;
   private readonly o: z.output<typeof h2ProxyOptionsSchema>;
   private readonly log: Logger;
@@ -143,6 +137,8 @@ export class H2Proxy {
    */
   private readonly routeGetters = new Map<string, () => H2Route>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Client connections JavaScript's portal ended for a rapid-reset flood. */
+  private jsResetFloods = 0;
 
   constructor(
     private readonly lb: LoadBalancer,
@@ -158,6 +154,27 @@ export class H2Proxy {
       idleTimeoutMs: this.o.idleTimeoutMs,
       log: this.log,
     });
+    const native = (this.native = this.o.engine === 'js' ? undefined : this.createNative());
+    if (!native && this.o.engine === 'native')
+      throw new NativeUnavailableError(
+        'proxy h2Engine native',
+        nativeUnavailable() ?? 'the addon was built without nghttp2 (Debian: libnghttp2-dev)',
+      );
+    const floods = (): number => this.jsResetFloods + (native?.counts.resetFloods ?? 0);
+    this.stats = {
+      requests: 0,
+      retries: 0,
+      byStatus: new Map(),
+      byBackend: new Map(),
+      rejected: new Map(),
+      sessions: 0,
+      grpcAnswers: new Map(),
+      get resetFloods() {
+        return floods();
+      },
+      notHttp2: 0,
+      services: new ServiceStats(),
+    };
     this.server = createServer({
       settings: {
         maxConcurrentStreams: this.o.maxStreams,
@@ -173,6 +190,49 @@ export class H2Proxy {
     // a backend that left every route: its connections are drained (GOAWAY, open streams finish)
     this.sweeper = setInterval(() => this.sweep(), 5000);
     this.sweeper.unref();
+  }
+
+  private createNative(): NativeH2 | undefined {
+    return NativeH2.create(this.o, {
+      log: this.log,
+      policy: () => this.policy(),
+      sessions: (d) => void (this.stats.sessions += d),
+      notHttp2: (sock, bytes) => {
+        this.stats.notHttp2++;
+        sock.on('error', () => sock.destroy());
+        this.notHttp2(sock, bytes);
+      },
+      grpc: (r, deadline) =>
+        this.grpcWords(deadline ? GrpcStatus.DEADLINE_EXCEEDED : grpcStatusOf(r.status), r.message),
+      deadline: (route, grpc, t) =>
+        streamDeadline(route, grpc, grpc ? grpcTimeoutMs(t) : undefined, this.o.responseTimeoutMs),
+    });
+  }
+
+  /**
+   * A portal's freshly accepted connection: the native engine takes it when built and every
+   * backend of the service is one it reaches itself (an address, no tunnel, no TLS to originate);
+   * JavaScript serves it otherwise (`handle`).
+   */
+  handlePortal(sock: Socket, route: () => H2Route): void {
+    if (this.native && nativeReachable(route().backends)) {
+      this.routeGetters.set(route().scope, route);
+      if (this.native.adopt(sock, route)) return;
+    }
+    this.handle(sock, route);
+  }
+
+  /** Client connections open, upstream connections open (both engines). */
+  get connections(): { clients: number; upstreams: number } {
+    const n = this.native?.counts;
+    return { clients: this.stats.sessions, upstreams: this.upstreams.size + (n?.upstreams ?? 0) };
+  }
+
+  /** A gRPC answer of ours, counted: its status and its message percent-encoded. */
+  grpcWords(code: number, message: string): [number, string] {
+    const st = this.stats;
+    st.grpcAnswers.set(code, (st.grpcAnswers.get(code) ?? 0) + 1);
+    return [code, grpcMessage(message)];
   }
 
   /**
@@ -217,6 +277,7 @@ export class H2Proxy {
     clearInterval(this.sweeper);
     for (const s of this.sessions) s.destroy();
     this.upstreams.closeAll();
+    this.native?.close();
   }
 
   private notHttp2(sock: Socket, head: Buffer): void {
@@ -252,7 +313,7 @@ export class H2Proxy {
           resets = 0;
         }
         if (++resets > this.o.maxResetsPerSecond && !s.closed) {
-          this.stats.resetFloods++;
+          this.jsResetFloods++;
           this.log.warn({ client: ctx.ip, resets }, 'http2 client resets streams too fast: GOAWAY');
           s.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
           s.destroy();
@@ -272,8 +333,9 @@ export class H2Proxy {
     const live = new Set<string>();
     for (const r of this.routeGetters.values()) for (const b of r().backends) live.add(b.key);
     this.upstreams.retain((k) => live.has(k));
+    this.native?.retain((k) => live.has(k));
     // a route is kept while a connection of its portal is open
-    if (!this.sessions.size) this.routeGetters.clear();
+    if (!this.stats.sessions) this.routeGetters.clear();
   }
 
   /** @internal the rulebook of one stream. */
@@ -333,13 +395,8 @@ class StreamExchange {
     });
     // the service's request timeout (edgecore.io/request-timeout-seconds) bounds gRPC's deadline
     // too; a request that is not gRPC waits the node's responseTimeoutMs without one
-    const own = policyOf(this.route.backends)?.timeoutMs;
     const grpcMs = this.grpc ? grpcTimeoutMs(headers(this.headers, 'grpc-timeout')) : undefined;
-    const deadline = this.grpc
-      ? grpcMs === undefined
-        ? own
-        : Math.min(grpcMs, own ?? Infinity)
-      : (own ?? this.proxy.options.responseTimeoutMs);
+    const deadline = streamDeadline(this.route, this.grpc, grpcMs, this.proxy.options.responseTimeoutMs);
     if (deadline !== undefined) this.timer = setTimeout(() => this.onDeadline(deadline), deadline);
     const hashKey = this.route.hashHeader ? headers(this.headers, this.route.hashHeader) : undefined;
     const method = headers(this.headers, ':method') ?? 'GET';
@@ -520,10 +577,9 @@ class StreamExchange {
     s.end(`${r.message}\n`);
   }
 
-  private grpcAnswer(code: number, message: string): void {
+  private grpcAnswer(status: number, message: string): void {
     this.finish();
-    const st = this.proxy.stats;
-    st.grpcAnswers.set(code, (st.grpcAnswers.get(code) ?? 0) + 1);
+    const [code, words] = this.proxy.grpcWords(status, message);
     const s = this.stream;
     if (s.destroyed) return;
     if (s.headersSent) return void s.close(NGHTTP2_INTERNAL_ERROR);
@@ -532,7 +588,7 @@ class StreamExchange {
         ':status': 200,
         'content-type': 'application/grpc',
         'grpc-status': String(code),
-        'grpc-message': grpcMessage(message),
+        'grpc-message': words,
       },
       { endStream: true },
     );

@@ -303,6 +303,8 @@ export const h2ProxyOptionsSchema = z.object({
   connectTimeoutMs: proxyFields.connectTimeoutMs,
   /** Portal connections: the native HTTP/2 engine when built (auto), required (native), never (js). */
   engine: httpEngine,
+  /** Native engine under load: µs a wake-up first waits for more events (0: off). */
+  coalesceUs,
   /** A request that is not gRPC waits this long for its response head (504 after). */
   responseTimeoutMs: proxyFields.responseTimeoutMs,
 });

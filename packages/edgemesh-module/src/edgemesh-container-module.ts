@@ -196,6 +196,7 @@ export function bindProxy(bind: Bind): void {
         idleTimeoutMs: o.proxy.h2IdleTimeoutMs,
         maxResetsPerSecond: o.proxy.h2MaxResetsPerSecond,
         engine: o.h2Engine,
+        coalesceUs: o.httpCoalesceUs,
         connectTimeoutMs: o.proxy.connectTimeoutMs,
         responseTimeoutMs: o.proxy.responseTimeoutMs,
         log: logOf(ctx),

@@ -78,6 +78,7 @@ napi_value h2_engine_init(napi_env env, napi_value exports) { return NULL; }
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -186,6 +187,8 @@ typedef struct engine {
   conn_t *clients, *dirty, *zombies;
   uint32_t nclients, nups, nstreams, next_id, next_token;
   double reset_floods, protocol_errors;
+  uint32_t coalesce_us, last_wake_events;
+  uint64_t last_wake_end;
   strm_t *timed; /* streams with a deadline */
   uint64_t last_sweep;
   napi_ref cb_decide, cb_done, cb_handback, cb_closed, cb_noop, done_ref, io_ref;
@@ -1295,8 +1298,17 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(e->env, &scope);
   e->depth++;
+  /* Under load (16 or more streams open, more than one event at the last wake-up, which ended
+   * within 1 ms), wait coalesce_us first so that this wake-up serves a batch: fewer wake-ups,
+   * reads and writes per request (as the HTTP/1 engine's httpCoalesceUs). */
+  if (e->coalesce_us && e->nstreams >= 16 && e->last_wake_events > 1 && uv_hrtime() - e->last_wake_end < 1000000) {
+    struct timespec d = {0, (long)e->coalesce_us * 1000};
+    nanosleep(&d, NULL);
+  }
+  uint32_t got = 0;
   for (int round = 0; round < 8 && !e->closed; round++) {
     int n = epoll_wait(e->epfd, e->evs, EVENTS, 0);
+    if (n > 0) got += (uint32_t)n;
     for (int i = 0; i < n && !e->closed; i++) {
       conn_t *c = e->evs[i].data.ptr;
       uint32_t m = e->evs[i].events;
@@ -1311,6 +1323,8 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     flush_dirty(e);
     if (n < EVENTS) break;
   }
+  e->last_wake_events = got;
+  e->last_wake_end = uv_hrtime();
   e->depth--;
   end_of_wake(e);
   napi_close_handle_scope(e->env, scope);
@@ -1463,7 +1477,7 @@ static int32_t *int32_array(napi_env env, napi_value v, size_t min, size_t *coun
   return data;
 }
 
-#define OPTS 7
+#define OPTS 7 /* the 8th, coalesceUs, may be left out */
 
 static napi_value js_create(napi_env env, napi_callback_info info) {
   size_t argc = 7;
@@ -1490,6 +1504,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->idle_ms = o[4] ? o[4] : 300000;
   e->max_resets = o[5] ? o[5] : 200;
   e->connect_ms = o[6] ? o[6] : 5000;
+  e->coalesce_us = count > 7 ? (o[7] > 1000 ? 1000 : o[7]) : 0;
   e->done_buf = done;
   e->done_cap = (uint32_t)(dcount / 3);
   e->io = io;

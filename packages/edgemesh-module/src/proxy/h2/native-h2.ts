@@ -99,6 +99,8 @@ export interface NativeH2Options {
   maxResetsPerSecond: number;
   connectTimeoutMs: number;
   responseTimeoutMs: number;
+  /** Under load, µs a wake-up first waits for more events (0: off; the node's httpCoalesceUs). */
+  coalesceUs: number;
 }
 
 /** The rulebook's words as the portal says them (gRPC's status and message, counted). */
@@ -149,6 +151,8 @@ export class NativeH2 {
   private readonly engine: unknown;
   private readonly ended = new Int32Array(3 * 256);
   private readonly io = new Int32Array(1);
+  /** Rulebooks of ended streams, for the next ones (each `begin` starts afresh). */
+  private readonly spare: RequestPolicy[] = [];
   /** Client connections adopted so far. */
   adopted = 0;
 
@@ -166,6 +170,7 @@ export class NativeH2 {
         o.idleTimeoutMs,
         o.maxResetsPerSecond,
         o.connectTimeoutMs,
+        o.coalesceUs,
       ),
       (conn, token, event, backend, arg, reason, flags, hash, grpcTimeout, ended) => {
         if (ended) this.done(ended);
@@ -263,7 +268,7 @@ export class NativeH2 {
         return REHASH;
       }
       const grpc = (flags & H2Flag.Grpc) !== 0;
-      s = { policy: this.hooks.policy(), route, grpc };
+      s = { policy: this.spare.pop() ?? this.hooks.policy(), route, grpc };
       this.streams.set(token, s);
       const deadline = this.hooks.deadline(route, grpc, grpcTimeout);
       this.io[0] = deadline === undefined ? 0 : Math.max(1, Math.min(2 ** 31 - 1, Math.ceil(deadline)));
@@ -345,7 +350,9 @@ export class NativeH2 {
       const s = this.streams.get(r[i]);
       this.streams.delete(r[i]);
       const backend = r[i + 1];
-      if (s && backend >= 0) s.policy.done(this.byId[backend], r[i + 2]);
+      if (!s) continue;
+      if (backend >= 0) s.policy.done(this.byId[backend], r[i + 2]);
+      if (this.spare.length < 1024) this.spare.push(s.policy);
     }
   }
 

@@ -188,6 +188,7 @@ typedef struct engine {
   uint32_t nclients, nups, nstreams, next_id, next_token;
   double reset_floods, protocol_errors;
   uint32_t coalesce_us, last_wake_events;
+  int need_drain; /* a JavaScript callback that may queue microtasks ran (closed, handback) */
   uint64_t last_wake_end;
   strm_t *timed; /* streams with a deadline */
   uint64_t last_sweep;
@@ -654,6 +655,7 @@ static void conn_destroy(conn_t *c) {
     if (!e->silent) {
       napi_value argv[1];
       napi_create_uint32(e->env, c->id, &argv[0]);
+      e->need_drain = 1;
       js_failed(e, js_call(e, e->cb_closed, 1, argv, NULL));
     }
   } else {
@@ -1208,6 +1210,7 @@ static void handback(conn_t *c) {
   c->hs = NULL;
   c->dnext = e->zombies;
   e->zombies = c;
+  e->need_drain = 1;
   if (js_failed(e, js_call(e, e->cb_handback, 3, argv, NULL))) close(fd);
 }
 
@@ -1284,7 +1287,8 @@ static void end_of_wake(engine_t *e) {
   }
   free_zombies(e);
   update_ref(e);
-  if (!e->closed && !e->silent) {
+  if (e->need_drain && !e->closed && !e->silent) {
+    e->need_drain = 0;
     napi_value cb, recv;
     napi_get_reference_value(e->env, e->cb_noop, &cb);
     napi_get_global(e->env, &recv);
@@ -1572,6 +1576,17 @@ static napi_value js_backend(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The header a ConsistentHash strategy hashes on connection c (lower case; not a string: none). */
+static void set_hash_header(napi_env env, napi_value v, conn_t *c) {
+  napi_valuetype vt;
+  size_t hl = 0;
+  napi_typeof(env, v, &vt);
+  if (vt == napi_string) napi_get_value_string_utf8(env, v, c->hash, sizeof c->hash, &hl);
+  for (size_t k = 0; k < hl; k++)
+    if (c->hash[k] >= 'A' && c->hash[k] <= 'Z') c->hash[k] = (char)(c->hash[k] + 32);
+  c->hash_len = (uint32_t)hl;
+}
+
 static napi_value js_adopt(napi_env env, napi_callback_info info) {
   napi_value argv[4], out;
   engine_t *e = engine_args(env, info, 4, argv);
@@ -1588,15 +1603,7 @@ static napi_value js_adopt(napi_env env, napi_callback_info info) {
   }
   size_t l;
   napi_get_value_string_utf8(env, argv[2], c->ip, sizeof c->ip, &l);
-  napi_valuetype vt;
-  napi_typeof(env, argv[3], &vt);
-  if (vt == napi_string) {
-    size_t hl;
-    napi_get_value_string_utf8(env, argv[3], c->hash, sizeof c->hash, &hl);
-    for (size_t k = 0; k < hl; k++)
-      if (c->hash[k] >= 'A' && c->hash[k] <= 'Z') c->hash[k] = (char)(c->hash[k] + 32);
-    c->hash_len = (uint32_t)hl;
-  }
+  set_hash_header(env, argv[3], c);
   c->handshake = 1;
   c->id = ++e->next_id;
   if (nghttp2_session_server_new2(&c->s, e->server_cbs, c, e->server_opt)) {
@@ -1656,17 +1663,11 @@ static napi_value js_hash_header(napi_env env, napi_callback_info info) {
   if (!e) return NULL;
   uint32_t id;
   napi_get_value_uint32(env, argv[1], &id);
-  for (conn_t *c = e->clients; c; c = c->next) {
-    if (c->id != id) continue;
-    napi_valuetype vt;
-    napi_typeof(env, argv[2], &vt);
-    size_t hl = 0;
-    if (vt == napi_string) napi_get_value_string_utf8(env, argv[2], c->hash, sizeof c->hash, &hl);
-    for (size_t k = 0; k < hl; k++)
-      if (c->hash[k] >= 'A' && c->hash[k] <= 'Z') c->hash[k] = (char)(c->hash[k] + 32);
-    c->hash_len = (uint32_t)hl;
-    break;
-  }
+  for (conn_t *c = e->clients; c; c = c->next)
+    if (c->id == id) {
+      set_hash_header(env, argv[2], c);
+      break;
+    }
   return NULL;
 }
 

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { Registry } from 'prom-client';
 import type { Pod } from '../src';
 import { hashHeaderFor } from '../src/lb/service-policy';
+import { originating } from '../src/proxy/tls/backend-tls';
 import { EdgeMeshMetrics } from '../src/metrics';
 import { hostPod, service, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
@@ -625,6 +626,67 @@ describe.each(ENGINES)(
       expect(await get()).toEqual(['d1', 'd1']);
       expect(open.get('d1')).toBe(1);
     }, 20_000);
+
+    it('a service whose backends must now be reached over TLS: the native engine refuses the next stream and drains its connection, and the next connection is served by JavaScript', async () => {
+      const be = await h2Backend('plain');
+      const svc = (tls: boolean) => {
+        const x = service('handover', 'default', {
+          ports: [{ name: 'h2c', port: 8084, targetPort: 'grpc' }],
+        });
+        if (tls) x.metadata.annotations = { 'edgecore.io/backend-tls': 'true' };
+        return x;
+      };
+      await node.put(svc(false));
+      await node.putPod(h2pod('handover-1', 'handover', be));
+      await until(
+        () => node.mesh.resolveTarget('handover.default.svc.cluster.local', 8084)?.backends.length === 1,
+        'handover',
+      );
+      const { host, port } = portal('handover');
+      const ask = (session: ReturnType<typeof connect>) =>
+        new Promise<{ status?: number; rst?: number; body: string }>((resolve) => {
+          const r = session.request({ ':path': '/' });
+          let status: number | undefined;
+          let body = '';
+          r.on('response', (h) => (status = Number(h[':status'])));
+          r.setEncoding('utf8');
+          r.on('data', (d: string) => (body += d));
+          r.on('error', () => undefined);
+          r.on('close', () => resolve({ status, rst: r.rstCode, body }));
+        });
+      const adopted = node.mesh.h2.native?.adopted ?? 0;
+      const first = connect(`http://${host}:${port}`);
+      first.on('error', () => undefined);
+      let goaway = -1;
+      first.on('goaway', (code) => (goaway = code));
+      expect((await ask(first)).body).toBe('plain\n');
+      await node.put(svc(true));
+      await until(
+        () =>
+          !!originating(
+            node.mesh.resolveTarget('handover.default.svc.cluster.local', 8084)?.backends ?? [],
+            'h2',
+          )[0]?.tls,
+        'TLS backends',
+      );
+      const next = await ask(first);
+      if (engine === 'native') {
+        // refused, not processed (RFC 9113 §8.7: a client may send it again), and the connection drained
+        expect(next.rst).toBe(constants.NGHTTP2_REFUSED_STREAM);
+        await until(() => goaway === constants.NGHTTP2_NO_ERROR, 'GOAWAY');
+        expect(node.mesh.h2.native!.adopted).toBe(adopted + 1);
+      } else expect(next.status).toBe(502); // JavaScript: TLS to a plaintext backend fails
+      first.close();
+      // a new connection: JavaScript's portal (TLS origination), which fails against this
+      // plaintext backend with a 502 that says so
+      const second = connect(`http://${host}:${port}`);
+      second.on('error', () => undefined);
+      const r = await ask(second);
+      second.close();
+      expect(r.status).toBe(502);
+      expect(r.body).toMatch(/TLS/);
+      if (engine === 'native') expect(node.mesh.h2.native!.adopted).toBe(adopted + 1);
+    });
 
     it('a REFUSED_STREAM goes to another backend; a reset mid-answer reaches the client as a reset', async () => {
       const { host, port } = portal('picky');

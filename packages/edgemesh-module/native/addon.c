@@ -27,30 +27,22 @@ static napi_value js_trim_malloc(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Each part under its own name; a part built without what it needs (h2: nghttp2's header) returns
+ * NULL and is left out. */
+static const struct {
+  const char *name;
+  napi_value (*init)(napi_env, napi_value);
+} parts[] = {
+    {"udp", udp_batch_init}, {"splice", splice_init}, {"http", http_engine_init},
+    {"listeners", listeners_init}, {"tls", tls_pump_init}, {"h2", h2_engine_init},
+};
+
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value udp;
-  napi_create_object(env, &udp);
-  udp_batch_init(env, udp);
-  napi_set_named_property(env, exports, "udp", udp);
-  napi_value sp;
-  napi_create_object(env, &sp);
-  splice_init(env, sp);
-  napi_set_named_property(env, exports, "splice", sp);
-  napi_value http;
-  napi_create_object(env, &http);
-  http_engine_init(env, http);
-  napi_set_named_property(env, exports, "http", http);
-  napi_value ls;
-  napi_create_object(env, &ls);
-  listeners_init(env, ls);
-  napi_set_named_property(env, exports, "listeners", ls);
-  napi_value tls;
-  napi_create_object(env, &tls);
-  tls_pump_init(env, tls);
-  napi_set_named_property(env, exports, "tls", tls);
-  napi_value h2;
-  napi_create_object(env, &h2);
-  if (h2_engine_init(env, h2)) napi_set_named_property(env, exports, "h2", h2);
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    napi_value o;
+    napi_create_object(env, &o);
+    if (parts[i].init(env, o)) napi_set_named_property(env, exports, parts[i].name, o);
+  }
   napi_value trim;
   napi_create_function(env, "trimMalloc", NAPI_AUTO_LENGTH, js_trim_malloc, NULL, &trim);
   napi_set_named_property(env, exports, "trimMalloc", trim);

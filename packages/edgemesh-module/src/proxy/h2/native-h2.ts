@@ -190,11 +190,6 @@ export class NativeH2 {
     return b ? new NativeH2(b, o, hooks) : undefined;
   }
 
-  /** Whether the addon has the engine. */
-  static available(): boolean {
-    return !!loadNative<{ h2?: H2EngineBinding }>()?.h2;
-  }
-
   /**
    * Take a freshly accepted portal connection (nothing read from it yet): the engine works on a
    * duplicate of its descriptor and Node's socket is destroyed. False: serve it in JavaScript.

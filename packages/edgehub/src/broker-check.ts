@@ -2,6 +2,7 @@ import { parseDigest } from '@edgecore/beehive';
 import { randomUUID } from 'node:crypto';
 import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import { Topics } from './topics';
+import { mqttClientDefaults } from './mqtt-packet-tuning';
 
 /** One line of `edgecore check`: what was looked at, and what a node will see because of it. */
 export interface BrokerFinding {
@@ -36,7 +37,12 @@ export async function checkBroker(o: BrokerCheckOptions): Promise<BrokerFinding[
   const id = randomUUID().slice(0, 8);
   const base = `${topics.prefix}/check/${id}`;
   const timeout = o.timeoutMs ?? 10_000;
-  const common: IClientOptions = { ...o.client, reconnectPeriod: 0, connectTimeout: timeout };
+  const common: IClientOptions = {
+    ...mqttClientDefaults(),
+    ...o.client,
+    reconnectPeriod: 0,
+    connectTimeout: timeout,
+  };
   const n = o.probeCount ?? 1500;
 
   // 1. protocol: 5, or 3.1.1 from a broker that refuses 5 (CONNACK 1 or 132)
@@ -211,6 +217,7 @@ async function readRetained(
   timeoutMs: number,
 ): Promise<Map<string, Buffer>> {
   const c = await connectAsync(server, {
+    ...mqttClientDefaults(),
     ...client,
     clientId: `edgecore-check-read-${randomUUID().slice(0, 8)}`,
     clean: true,

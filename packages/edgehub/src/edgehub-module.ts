@@ -41,7 +41,7 @@ import { Intake } from './intake';
 import { MetaLink } from './meta-link';
 import { decodePayload } from './payload';
 import { Topics } from './topics';
-import './mqtt-packet-tuning';
+import { mqttClientDefaults } from './mqtt-packet-tuning';
 
 export interface EdgeHubStats {
   received: number;
@@ -235,6 +235,7 @@ export class EdgeHubModule implements BeehiveModule {
     const o = this.options;
     const node = o.nodeName;
     const opts: IClientOptions = {
+      ...mqttClientDefaults(),
       clientId: node,
       // A persistent session: QoS 1 messages published while the node is away wait for it.
       clean: false,

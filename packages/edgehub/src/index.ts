@@ -12,3 +12,4 @@ export * from './edgehub-module';
 export * from './edgehub-container-module';
 export * from './metrics';
 export * from './broker-check';
+export * from './mqtt-packet-tuning';

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import type { IClientOptions } from 'mqtt';
 
 /**
  * mqtt-packet, the encoder under mqtt.js, builds a cache of 65,536 two-byte Buffers (every packet
@@ -13,3 +14,17 @@ export function lightenMqttEncoder(): void {
 }
 
 lightenMqttEncoder();
+
+/** Takes no parameters: the arguments of a call are never gathered into an array. */
+const silent = (() => undefined) as NonNullable<IClientOptions['log']>;
+
+/**
+ * Options every MQTT client of ours passes to mqtt.js. Its client logs each packet several times
+ * through `debug`, whose `(...args)` gathers the arguments into an array even when that log is off:
+ * 2.3 KB of garbage per publish, a tenth of what edgectl allocates in a large apply. Its log is
+ * therefore a function without parameters — unless `DEBUG` names `mqttjs`, which keeps mqtt.js's
+ * own log for whoever asks for it.
+ */
+export function mqttClientDefaults(env: NodeJS.ProcessEnv = process.env): Pick<IClientOptions, 'log'> {
+  return /mqttjs|\*/.test(env.DEBUG ?? '') ? {} : { log: silent };
+}

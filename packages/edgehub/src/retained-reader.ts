@@ -3,6 +3,7 @@ import { resolveEdgeHubPart, retainedReaderOptionsSchema } from './config';
 import { randomUUID } from 'node:crypto';
 import { connectAsync, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { RetainedReadError } from './edgehub-errors';
+import { mqttClientDefaults } from './mqtt-packet-tuning';
 
 export type RetainedReaderOptions = z.input<typeof retainedReaderOptionsSchema>;
 
@@ -40,6 +41,7 @@ export class RetainedReader {
       ...opts,
     });
     const client = await connectAsync(server, {
+      ...mqttClientDefaults(),
       ...clientOptions,
       clean: true,
       reconnectPeriod: 0,

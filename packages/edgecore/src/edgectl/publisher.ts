@@ -7,10 +7,16 @@ import {
   TypeDigest,
   type TypeDigestValue,
 } from '@edgecore/beehive';
-import { NODE_SCOPED_TYPES, RetainedReader, Topics, TYPE_TO_KIND } from '@edgecore/edgehub';
+import {
+  mqttClientDefaults,
+  NODE_SCOPED_TYPES,
+  RetainedReader,
+  Topics,
+  TYPE_TO_KIND,
+} from '@edgecore/edgehub';
 import { IndexMap } from '@edgecore/edgemesh-module';
 import { parseWrite } from '@edgecore/metamanager';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import { connectAsync, type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { PlannedObject } from './manifest';
 
 /** An object as the broker retains it (what the slice controller reads). */
@@ -97,7 +103,10 @@ export class ObjectPublisher {
   readonly tombstones: RetainedTombstone[] = [];
   /** Node → zone, from the nodes' retained status (with `begin(…, {zones: true})`). */
   readonly nodeZones = new Map<string, string>();
-  private readonly inflight = new Set<Promise<void>>();
+  /** Publishes awaiting their PUBACK. */
+  private inflight = 0;
+  /** Waiting for `inflight` to reach 0. */
+  private drainWaiters: (() => void)[] = [];
   private failed?: Error;
   private wake?: () => void;
 
@@ -112,6 +121,10 @@ export class ObjectPublisher {
 
   static async connect(server: string, opts: PublisherOptions = {}): Promise<ObjectPublisher> {
     const clientOptions: IClientOptions = {
+      ...mqttClientDefaults(),
+      // a PUBACK comes for every publish: mqtt.js would move its keepalive timer on each (a
+      // timer cleared and set a thousand times per window); a PINGREQ per keepalive instead
+      reschedulePings: false,
       clientId: `edgectl-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
       clean: true,
       reconnectPeriod: 0,
@@ -258,15 +271,17 @@ export class ObjectPublisher {
    * Resolves when the broker has the object (PUBACK); up to `window` publishes run at once. A
    * node-scoped object that moved is deleted from the node that had it.
    */
-  async apply(o: PlannedObject): Promise<void> {
+  apply(o: PlannedObject): Promise<void> {
     const rv = this.nextResourceVersion();
     const object = { ...o.object, metadata: { ...o.object.metadata, resourceVersion: String(rv) } };
-    if (NODE_SCOPED_TYPES.has(o.type)) {
-      const key = `${o.namespace}/${o.type}/${o.name}`;
-      for (const node of this.placements(o.type, key)) if (node !== o.node) await this.delete({ ...o, node });
-    }
-    await this.send(o, 'update', object, rv);
-    this.track(o, rv);
+    const moved = NODE_SCOPED_TYPES.has(o.type)
+      ? this.placements(o.type, `${o.namespace}/${o.type}/${o.name}`).filter((node) => node !== o.node)
+      : [];
+    if (!moved.length) return this.send(o, 'update', object, rv, 0, () => this.track(o, rv));
+    return (async () => {
+      for (const node of moved) await this.delete({ ...o, node });
+      await this.send(o, 'update', object, rv, 0, () => this.track(o, rv));
+    })();
   }
 
   /** A retained tombstone; a node-scoped object's on every node that has it (and on `o.node`). */
@@ -288,8 +303,7 @@ export class ObjectPublisher {
       kind: TYPE_TO_KIND[o.type],
       metadata: { name: o.name, namespace: o.namespace, resourceVersion: String(rv) },
     };
-    await this.send(o, 'delete', tomb, rv, this.tombstoneTtlSeconds);
-    this.track(o, undefined);
+    await this.send(o, 'delete', tomb, rv, this.tombstoneTtlSeconds, () => this.track(o, undefined));
   }
 
   /**
@@ -305,18 +319,10 @@ export class ObjectPublisher {
     const old = this.tombstones.filter((t) => now - t.at >= maxAgeMs);
     for (const t of old) {
       await this.room();
-      const p: Promise<void> = this.client
-        .publishAsync(t.topic, Buffer.alloc(0), { qos: 1, retain: true })
-        .then(
-          () => this.settle(p),
-          (e: Error) => {
-            this.failed ??= e;
-            this.settle(p);
-          },
-        );
-      this.inflight.add(p);
+      // a failure is thrown below, once every clear has its answer
+      this.publish(t.topic, Buffer.alloc(0), { qos: 1, retain: true }).catch(() => undefined);
     }
-    await Promise.all(this.inflight);
+    await this.drained();
     if (this.failed) throw this.failed;
     const gone = new Set(old);
     this.tombstones.splice(0, this.tombstones.length, ...this.tombstones.filter((t) => !gone.has(t)));
@@ -358,7 +364,7 @@ export class ObjectPublisher {
    * repaired; an unchanged one is not sent again).
    */
   async finish(): Promise<void> {
-    await Promise.all(this.inflight);
+    await this.drained();
     if (this.failed) throw this.failed;
     for (const [scope, st] of this.state) {
       const at = scope.indexOf('@');
@@ -374,24 +380,26 @@ export class ObjectPublisher {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.inflight);
+    await this.drained();
     await this.client.endAsync();
   }
 
   /** Resolves when another publish may start (fewer than `window` await their PUBACK). */
   room(): Promise<void> {
-    if (this.inflight.size < this.window) return Promise.resolve();
+    if (this.inflight < this.window) return Promise.resolve();
     return new Promise<void>((r) => (this.wake = r));
   }
 
-  private async send(
+  /** Publish an object message; `acked` runs when the broker has it, before the promise resolves. */
+  private send(
     o: PlannedObject,
     operation: string,
     content: object,
     rv: number,
-    expirySeconds = 0,
+    expirySeconds: number,
+    acked: () => void,
   ): Promise<void> {
-    if (this.failed) throw this.failed;
+    if (this.failed) return Promise.reject(this.failed);
     const msg = newMessage(content, {
       source: 'edgectl',
       group: 'resource',
@@ -399,33 +407,63 @@ export class ObjectPublisher {
       resource: `${o.namespace}/${o.type}/${o.name}`,
       resourceVersion: String(rv),
     });
-    const p: Promise<void> = this.client
-      .publishAsync(this.topics.object(o.namespace, o.type, o.name, o.node), toWire(msg), {
+    return this.publish(
+      this.topics.object(o.namespace, o.type, o.name, o.node),
+      toWire(msg),
+      {
         qos: 1,
         retain: true,
         // MQTT 5 only: a 3.1.1 broker keeps it until collectTombstones
         ...(expirySeconds > 0 && this.clientOptions.protocolVersion === 5
           ? { properties: { messageExpiryInterval: expirySeconds } }
           : {}),
-      })
-      .then(
-        () => this.settle(p),
-        (e: Error) => {
-          this.failed ??= e;
-          this.settle(p);
-          throw e;
-        },
-      );
-    this.inflight.add(p);
-    await p;
+      },
+      acked,
+    );
   }
 
-  private settle(p: Promise<void>): void {
-    this.inflight.delete(p);
+  /**
+   * One publish in the window: resolves at its PUBACK (after `acked`), rejects with the first
+   * failure of the run (kept in `failed`: later publishes and finish() throw it too).
+   */
+  private publish(
+    topic: string,
+    payload: string | Buffer,
+    opts: IClientPublishOptions,
+    acked?: () => void,
+  ): Promise<void> {
+    this.inflight++;
+    return new Promise<void>((resolve, reject) => {
+      this.client.publish(topic, payload, opts, (err) => {
+        this.settle();
+        if (err) {
+          this.failed ??= err;
+          reject(err);
+          return;
+        }
+        acked?.();
+        resolve();
+      });
+    });
+  }
+
+  /** Resolves once no publish awaits its PUBACK (failed or not). */
+  private drained(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise<void>((r) => this.drainWaiters.push(r));
+  }
+
+  private settle(): void {
+    this.inflight--;
     const w = this.wake;
-    if (w && this.inflight.size < this.window) {
+    if (w && this.inflight < this.window) {
       this.wake = undefined;
       w();
+    }
+    if (this.inflight === 0 && this.drainWaiters.length) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const r of waiters) r();
     }
   }
 }

@@ -42,6 +42,12 @@ export const metaManagerConfigSchema = z.strictObject({
   enable: z.boolean().default(true),
   /** Seconds to wait for the cloud on a remote query (KubeEdge's `remoteQueryTimeout`). */
   remoteQueryTimeout: z.number().min(0).default(60),
+  /**
+   * Under a burst of writes — a commit starts less than 5 ms after the last one ended — how many
+   * milliseconds it waits for more writes to share its transaction (0: none). A write that comes
+   * alone is committed at once.
+   */
+  groupCommitMs: z.number().min(0).max(1000).default(1),
   metaServer: metaServerSchema.default({}),
 });
 

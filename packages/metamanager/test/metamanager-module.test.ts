@@ -2,6 +2,8 @@ import { CloudConnected, CloudDisconnected, newMessage, newResponse, Operation }
 import { BeehiveMetaClient, decodeChange, MetaStore } from '../src';
 import { harness, svc, tmpDb, type Harness } from './helpers';
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 describe('MetaManager module (real beehive, real SQLite)', () => {
   let db: ReturnType<typeof tmpDb>;
   let h: Harness | undefined;
@@ -234,6 +236,31 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect(h.mm.stats.applied).toBe(10_000);
     expect(h.mm.stats.batches).toBeLessThanOrEqual(50);
   });
+
+  it.each([
+    [300, 1],
+    [0, 2],
+  ])(
+    'group commit (groupCommitMs %i): a write that follows a commit at once waits for the burst to join it (%i transactions for two writes 50 ms apart); a lone write does not wait',
+    async (groupCommitMs, transactions) => {
+      h = await harness(db.path, { withMesh: false, groupCommitMs });
+      // a lone write after a quiet moment: committed at once, not after groupCommitMs
+      await new Promise((r) => setTimeout(r, 20));
+      const lone = h.write('insert', 'default/service/lone', svc('lone'), 1);
+      const first = await Promise.race([lone.then(() => 'committed'), sleep(250).then(() => 'waited')]);
+      expect(first).toBe('committed');
+      // a burst: B right after a commit, C 50 ms later
+      await h.write('insert', 'default/service/a', svc('a'), 1);
+      const before = h.mm.stats.batches;
+      const b = h.write('insert', 'default/service/b', svc('b'), 1);
+      await sleep(50);
+      const c = h.write('insert', 'default/service/c', svc('c'), 1);
+      expect((await b).content).toBe('OK');
+      expect((await c).content).toBe('OK');
+      expect(h.mm.stats.batches - before).toBe(transactions);
+      expect(h.store.count('service')).toBe(4);
+    },
+  );
 
   it('a batch larger than the mesh mailbox: every change is forwarded, in order (a full mailbox holds the batch back)', async () => {
     h = await harness(db.path);

@@ -36,7 +36,7 @@ import { MetaServer } from './metaserver/meta-server';
 import { InvalidMetaContentError, MetaCode } from './metamanager-errors';
 import { errorCode, parseWrite, type ParsedWrite } from './process';
 
-/** A commit that starts this soon (ms) after the last one ended is part of a burst. */
+/** A commit that starts this soon (ms) after one of several writes ended is part of a burst. */
 const BURST_GAP_MS = 5;
 
 /** A write on its way into a transaction, and how its sender hears the outcome. */
@@ -85,8 +85,9 @@ export class MetaManagerModule implements BeehiveModule {
   private readonly remoteTimeoutMs: number;
   private readonly readiness = new ReadySignal();
   private readonly inflight = new Set<Promise<void>>();
-  /** When the last batch of writes was done (performance.now()). */
+  /** When the last batch of writes was done (performance.now()), and how many writes it held. */
   private lastCommitEnd = -Infinity;
+  private lastCommitWrites = 0;
 
   constructor(
     @inject(MetaManagerOptions) input: MetaManagerOptions,
@@ -131,13 +132,15 @@ export class MetaManagerModule implements BeehiveModule {
       batch.push(first);
       // Group commit: yield one macrotask so a burst that is still being enqueued joins this
       // batch, then take everything queued into the same transaction. Under a burst (the last
-      // commit ended moments ago) wait `groupCommitMs` more: each commit writes its pages to the
-      // WAL whatever it holds, and a node taking a cloud burst committed ~8 writes at a time
+      // commit, of several writes, ended moments ago) wait `groupCommitMs` more: each commit
+      // writes its pages to the WAL whatever it holds, and a node taking a cloud burst committed
+      // ~8 writes at a time. A writer that waits for each commit (one write a time) never waits.
       const op = first.route.operation;
-      if (isWriteOperation(op) || op === Operation.Batch) {
+      const writes = isWriteOperation(op) || op === Operation.Batch;
+      if (writes) {
         await new Promise<void>((r) => setImmediate(r));
         const wait = this.options.groupCommitMs;
-        if (wait > 0 && performance.now() - this.lastCommitEnd < BURST_GAP_MS)
+        if (wait > 0 && this.lastCommitWrites > 1 && performance.now() - this.lastCommitEnd < BURST_GAP_MS)
           await new Promise<void>((r) => setTimeout(r, wait));
       }
       for (
@@ -147,7 +150,14 @@ export class MetaManagerModule implements BeehiveModule {
       )
         batch.push(m);
       await this.processBatch(ctx, batch);
-      if (isWriteOperation(op) || op === Operation.Batch) this.lastCommitEnd = performance.now();
+      if (writes) {
+        this.lastCommitEnd = performance.now();
+        this.lastCommitWrites = batch.reduce(
+          (n, m) =>
+            n + (m.route.operation === Operation.Batch && Array.isArray(m.content) ? m.content.length : 1),
+          0,
+        );
+      }
     }
     await Promise.allSettled([...this.inflight]);
   }

@@ -241,16 +241,23 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     [300, 1],
     [0, 2],
   ])(
-    'group commit (groupCommitMs %i): a write that follows a commit at once waits for the burst to join it (%i transactions for two writes 50 ms apart); a lone write does not wait',
+    'group commit (groupCommitMs %i): after a commit of several writes, the next waits for the burst to join it (%i transactions for two writes 50 ms apart); a lone write and a writer that awaits each commit do not wait',
     async (groupCommitMs, transactions) => {
       h = await harness(db.path, { withMesh: false, groupCommitMs });
-      // a lone write after a quiet moment: committed at once, not after groupCommitMs
-      await new Promise((r) => setTimeout(r, 20));
-      const lone = h.write('insert', 'default/service/lone', svc('lone'), 1);
-      const first = await Promise.race([lone.then(() => 'committed'), sleep(250).then(() => 'waited')]);
-      expect(first).toBe('committed');
-      // a burst: B right after a commit, C 50 ms later
-      await h.write('insert', 'default/service/a', svc('a'), 1);
+      const committedSoon = (p: Promise<unknown>) =>
+        Promise.race([p.then(() => 'committed'), sleep(250).then(() => 'waited')]);
+      // a lone write after a quiet moment, then a writer that awaits each commit: at once
+      await sleep(20);
+      expect(await committedSoon(h.write('insert', 'default/service/lone', svc('lone'), 1))).toBe(
+        'committed',
+      );
+      for (const n of ['s1', 's2', 's3'])
+        expect(await committedSoon(h.write('insert', `default/service/${n}`, svc(n), 1))).toBe('committed');
+      // a burst: two writes in one commit, then B right after it and C 50 ms later
+      await Promise.all([
+        h.write('insert', 'default/service/a1', svc('a1'), 1),
+        h.write('insert', 'default/service/a2', svc('a2'), 1),
+      ]);
       const before = h.mm.stats.batches;
       const b = h.write('insert', 'default/service/b', svc('b'), 1);
       await sleep(50);
@@ -258,7 +265,7 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
       expect((await b).content).toBe('OK');
       expect((await c).content).toBe('OK');
       expect(h.mm.stats.batches - before).toBe(transactions);
-      expect(h.store.count('service')).toBe(4);
+      expect(h.store.count('service')).toBe(8);
     },
   );
 

@@ -2,6 +2,7 @@ export * from './beehive-errors';
 export * from './message';
 export * from './resource';
 export * from './address';
+export * from './tcp-reset';
 export * from './mailbox';
 export * from './logger';
 export * from './module';

@@ -1,4 +1,5 @@
 import { constants, type Http2Stream } from 'node:http2';
+import { resetSocket } from '@edgecore/beehive';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
@@ -37,11 +38,16 @@ function aborted(s: Duplex): boolean {
 /** How to end a stream abruptly when destroying it would not (see runsOver, endsBy). */
 const killers = new WeakMap<Duplex, () => void>();
 
-/** `tls` runs over `raw`: ending `tls` abruptly resets `raw` (TLS has no reset of its own). */
+/**
+ * `tls` runs over `raw`: ending `tls` abruptly ends `raw` too (TLS has no reset of its own). The TLS
+ * socket goes first — destroying or resetting the TCP socket under a live TLS socket crashes Node 20
+ * (a segmentation fault) — and its close takes `raw` with it (a FIN); `raw` is reset only if it
+ * outlived it.
+ */
 export function runsOver(tls: Duplex, raw: Socket): void {
   killers.set(tls, () => {
-    reset(raw);
     tls.destroy();
+    resetSocket(raw);
   });
 }
 
@@ -59,17 +65,9 @@ export function kill(s: Duplex, cause?: Duplex): void {
   const k = killers.get(s);
   if (k) return k();
   if (s instanceof Socket) {
-    reset(s);
+    resetSocket(s);
     return;
   }
   const code = cause instanceof Socket ? constants.NGHTTP2_CONNECT_ERROR : constants.NGHTTP2_CANCEL;
   (s as Http2Stream).close(code);
-}
-
-/** A TCP reset where the socket can send one (connected, plain TCP), else a close. */
-export function reset(s: Socket): void {
-  if (s.destroyed) return;
-  if (typeof s.resetAndDestroy === 'function' && !s.connecting && !(s as { encrypted?: boolean }).encrypted)
-    s.resetAndDestroy();
-  else s.destroy();
 }

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { resetSocket } from '@edgecore/beehive';
 import { loadNative } from '../../native';
 
 /**
@@ -19,7 +20,6 @@ export type SpliceEnd = 'eof' | 'error' | 'idle' | 'aborted';
 
 interface Handle {
   fd?: number;
-  setNoDelay?: unknown;
   reading?: boolean;
   readStop?: () => number;
   readStart?: () => number;
@@ -27,15 +27,10 @@ interface Handle {
 
 /**
  * A TCP reset (the engine closed its duplicates first, so Node's descriptor is the last one); a
- * close for a socket that is no TCP connection (a socket pair's end: Node throws on its reset).
+ * close for a socket that is no TCP connection (a socket pair's end: Node throws on its reset), or
+ * whose shutdown is under way (beehive's `resetSocket`).
  */
-export function reset(s: Socket): void {
-  if (s.destroyed) return;
-  const h = (s as unknown as { _handle?: Handle })._handle;
-  if (typeof s.resetAndDestroy === 'function' && !s.connecting && typeof h?.setNoDelay === 'function')
-    s.resetAndDestroy();
-  else s.destroy();
-}
+export const reset = resetSocket;
 
 /** Stop Node's reads on a socket (a paused stream's handle keeps reading up to its buffer limit). */
 export function stopReading(s: Socket): void {

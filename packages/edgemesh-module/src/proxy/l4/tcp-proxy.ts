@@ -1,6 +1,6 @@
 import type { z } from 'zod/v3';
 import { resolveMeshOptions, tcpProxyOptionsSchema } from '../../config';
-import { Logger, silentLogger } from '@edgecore/beehive';
+import { Logger, resetSocket, silentLogger } from '@edgecore/beehive';
 import { connect, type Socket } from 'node:net';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
@@ -82,7 +82,7 @@ export class TcpProxy {
         // no backend could take it: a reset, as a refused connection looks to the client (a FIN
         // would read as a backend that answered nothing)
         this.stats.noBackend++;
-        client.resetAndDestroy();
+        resetSocket(client);
         return;
       }
       if (b.tunnel) return this.attemptTunnel(client, b, tried, attempt, initial);

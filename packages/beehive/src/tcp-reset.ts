@@ -9,8 +9,11 @@ import type { Socket } from 'node:net';
  * that error but leaves the handle marked as closing without closing it — its descriptor leaks, no
  * `close` ever comes, and at exit the process never ends (Node waits for that close: the jest runs
  * that spun after every suite had passed). Such a socket is destroyed instead; its FIN is on the
- * way. A TLS socket that ended shuts its TCP connection down under the TCP socket's own stream
- * state, hence `over`.
+ * way.
+ *
+ * Not for the TCP socket under a live TLS socket: destroying or resetting it before the TLS socket
+ * crashes Node 20 (a segmentation fault, EdgeTunnel's pipe.test). Destroy the TLS socket first; it
+ * takes the TCP socket with it.
  */
 export function resetSocket(s: Socket): void {
   if (s.destroyed) return;

@@ -50,7 +50,7 @@ describe('resetSocket', () => {
     const { stdout } = await promisify(execFile)(
       process.execPath,
       ['-r', 'ts-node/register/transpile-only', join(__dirname, 'reset-child.ts')],
-      { timeout: 20_000, cwd: join(__dirname, '..') },
+      { timeout: 20_000, killSignal: 'SIGKILL', cwd: join(__dirname, '..') },
     );
     expect(stdout.trim()).toBe('close');
   });

@@ -14,7 +14,7 @@ describe('pipe: ending a TLS stream that runs over a TCP socket', () => {
       const { stdout } = await promisify(execFile)(
         process.execPath,
         ['-r', 'ts-node/register/transpile-only', join(__dirname, 'kill-child.ts'), dir],
-        { timeout: 20_000, cwd: join(__dirname, '..') },
+        { timeout: 20_000, killSignal: 'SIGKILL', cwd: join(__dirname, '..') },
       );
       expect(stdout.trim()).toBe('raw closed');
     } finally {

@@ -121,6 +121,54 @@ static inline int grow_to(void **arr, uint32_t *n, size_t size, uint32_t id) {
   return 0;
 }
 
+/* Records in the shared buffer of ended requests/streams are handed to JavaScript in one call
+ * (`cb(count)`), before the next pick or at the end of a wake-up: one call per batch, not per
+ * request. *n: how many are waiting; 0 after. */
+static inline void js_flush_done(napi_env env, int silent, napi_ref cb, uint32_t *n) {
+  if (*n == 0) return;
+  napi_value argv[1];
+  napi_create_uint32(env, *n, &argv[0]);
+  *n = 0;
+  js_call_failed(env, js_call_ref(env, silent, cb, 1, argv, NULL));
+}
+
+#define MAX_BACKENDS 65536
+
+/* A backend's address: the first member of each engine's backend record. */
+typedef struct {
+  struct sockaddr_storage sa;
+  socklen_t salen;
+  int set;
+} backend_addr_t;
+
+/* engine.backend(engine, id, ip, port) of an engine whose backends are `*arr` (records of `size`
+ * bytes, each starting with a backend_addr_t; grown to hold id): record id takes the address. The
+ * JavaScript boolean (false: a closed engine, a bad id, port or address), or NULL after throwing
+ * `code` (out of memory). */
+static inline napi_value js_set_backend(napi_env env, napi_value *argv, int closed, void **arr, uint32_t *n,
+                                        size_t size, const char *code) {
+  napi_value out;
+  uint32_t id, port;
+  char ip[64];
+  size_t il;
+  napi_get_value_uint32(env, argv[1], &id);
+  napi_get_value_string_utf8(env, argv[2], ip, sizeof ip, &il);
+  napi_get_value_uint32(env, argv[3], &port);
+  if (closed || id >= MAX_BACKENDS || port == 0 || port > 65535) {
+    napi_get_boolean(env, false, &out);
+    return out;
+  }
+  if (grow_to(arr, n, size, id) < 0) {
+    napi_throw_error(env, code, "backend: out of memory");
+    return NULL;
+  }
+  backend_addr_t *b = (backend_addr_t *)((char *)*arr + (size_t)id * size);
+  int ok = sockaddr_of(ip, port, &b->sa, &b->salen);
+  if (ok) b->set = 1;
+  napi_get_boolean(env, ok, &out);
+  return out;
+}
+
 /* A duplicate of an adopted socket, non-blocking, Nagle off; -1: dup failed. */
 static inline int adopt_fd(int fd) {
   int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);

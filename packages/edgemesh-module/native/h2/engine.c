@@ -100,7 +100,6 @@ enum { R_FRESH = -2, R_RELAY = -3, R_GOAWAY = -4, R_REHASH = -5 };
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define PREFACE_LEN 24
 #define TICK_MS 25
-#define MAX_BACKENDS 65536
 
 struct engine;
 struct strm;
@@ -169,9 +168,7 @@ typedef struct strm {
 } strm_t;
 
 typedef struct {
-  struct sockaddr_storage sa;
-  socklen_t salen;
-  int set;
+  backend_addr_t addr; /* first: js_set_backend */
   conn_t *conns;
 } backend_t;
 
@@ -379,13 +376,7 @@ static napi_status js_call(engine_t *e, napi_ref fn, size_t argc, napi_value *ar
   return js_call_ref(e->env, e->silent, fn, argc, argv, res);
 }
 
-static void flush_done(engine_t *e) {
-  if (e->done_n == 0) return;
-  napi_value argv[1];
-  napi_create_uint32(e->env, e->done_n, &argv[0]);
-  e->done_n = 0;
-  js_failed(e, js_call(e, e->cb_done, 1, argv, NULL));
-}
+static void flush_done(engine_t *e) { js_flush_done(e->env, e->silent, e->cb_done, &e->done_n); }
 
 /* A stream JavaScript knows of has ended: its backend (if it still holds one) and status. */
 static void js_done(strm_t *st) {
@@ -482,7 +473,7 @@ static int decide(strm_t *st, int event, int arg, const char *reason, int flags)
       up_start(st, 1);
       return r;
     }
-    if (r >= 0 && (uint32_t)r < e->nbackends && e->backends[r].set) {
+    if (r >= 0 && (uint32_t)r < e->nbackends && e->backends[r].addr.set) {
       st->backend = r;
       up_start(st, 0);
       return r;
@@ -1150,7 +1141,7 @@ static conn_t *conn_new(engine_t *e, int fd, int kind) {
 
 static conn_t *up_connect(engine_t *e, int bid) {
   backend_t *b = &e->backends[bid];
-  int fd = socket(b->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(b->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return NULL;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1161,7 +1152,7 @@ static conn_t *up_connect(engine_t *e, int bid) {
   }
   u->backend = bid;
   u->connecting = 1;
-  if (connect(fd, (struct sockaddr *)&b->sa, b->salen) < 0 && errno != EINPROGRESS)
+  if (connect(fd, (struct sockaddr *)&b->addr.sa, b->addr.salen) < 0 && errno != EINPROGRESS)
     u->cerr = errno; /* refused at once: its streams hear of it on the socket's event */
   if (nghttp2_session_client_new2(&u->s, e->client_cbs, u, e->client_opt)) {
     close(fd);
@@ -1555,25 +1546,11 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_backend(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out;
+  napi_value argv[4];
   engine_t *e = engine_args(env, info, 4, argv);
   if (!e) return NULL;
-  uint32_t id, port;
-  char ip[64];
-  size_t il;
-  napi_get_value_uint32(env, argv[1], &id);
-  napi_get_value_string_utf8(env, argv[2], ip, sizeof ip, &il);
-  napi_get_value_uint32(env, argv[3], &port);
-  if (e->closed || id >= MAX_BACKENDS || port == 0 || port > 65535) {
-    napi_get_boolean(env, false, &out);
-    return out;
-  }
-  if (grow_to((void **)&e->backends, &e->nbackends, sizeof(backend_t), id) < 0) THROW(env, "backend: out of memory");
-  backend_t *b = &e->backends[id];
-  int ok = sockaddr_of(ip, port, &b->sa, &b->salen);
-  if (ok) b->set = 1;
-  napi_get_boolean(env, ok, &out);
-  return out;
+  return js_set_backend(env, argv, e->closed, (void **)&e->backends, &e->nbackends, sizeof(backend_t),
+                        "EDGEMESH_H2_ENGINE");
 }
 
 /* The header a ConsistentHash strategy hashes on connection c (lower case; not a string: none). */

@@ -40,7 +40,6 @@
 #define KEEP_BUFFERS 512
 /* A chunked request body re-framed and not yet taken by the upstream, at most (back-pressure). */
 #define REFRAMED_MAX (64 * 1024)
-#define MAX_BACKENDS 65536
 
 enum { T_IDLE, T_HEAD, T_CONNECT, T_RESPONSE, T_POOL, T_LINGER, T_COUNT };
 enum { EV_CLIENT = 1, EV_UP = 2, EV_KICK = 3 };
@@ -157,11 +156,9 @@ typedef struct client {
 } client_t;
 
 typedef struct {
-  struct sockaddr_storage sa;
-  socklen_t salen;
+  backend_addr_t addr; /* first: js_set_backend */
   up_t *idle;
   uint32_t nidle;
-  int set;
 } backend_t;
 
 typedef struct engine {

@@ -13,14 +13,14 @@ static void respond(client_t *c, const char *bytes, size_t n, int keep) {
 
 static up_t *up_connect(engine_t *e, int backend, int *err) {
   backend_t *b = &e->backends[backend];
-  int fd = socket(b->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(b->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *err = errno;
     return NULL;
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  int r = connect(fd, (struct sockaddr *)&b->sa, b->salen);
+  int r = connect(fd, (struct sockaddr *)&b->addr.sa, b->addr.salen);
   if (r < 0 && errno != EINPROGRESS) {
     *err = errno;
     close(fd);
@@ -136,7 +136,7 @@ static void decide(client_t *c, int event, int backend, const char *reason, int 
     napi_get_value_int32(env, res, &id);
     int fresh = id == PICK_FRESH && backend >= 0;
     if (fresh) id = backend;
-    if (id >= 0 && (uint32_t)id < e->nbackends && e->backends[id].set) return attach(c, id, fresh);
+    if (id >= 0 && (uint32_t)id < e->nbackends && e->backends[id].addr.set) return attach(c, id, fresh);
     if (event == D_PICK && id == PICK_HANDBACK && !c->body_sent) return handback(c);
     return client_close(c);
   }

@@ -9,13 +9,7 @@ static napi_status js_call(engine_t *e, napi_ref fn, size_t argc, napi_value *ar
 /* Ended requests are recorded in a buffer JavaScript shares (id, backend, status per record) and
  * handed over in one call: before the next pick (so connection counts are exact when a strategy
  * looks at them), or at the end of the wake-up. One call into JavaScript per request, not two. */
-static void flush_done(engine_t *e) {
-  if (e->done_n == 0) return;
-  napi_value argv[1];
-  napi_create_uint32(e->env, e->done_n, &argv[0]);
-  e->done_n = 0;
-  js_failed(e, js_call(e, e->cb_done, 1, argv, NULL));
-}
+static void flush_done(engine_t *e) { js_flush_done(e->env, e->silent, e->cb_done, &e->done_n); }
 
 static void js_done(engine_t *e, client_t *c, int backend, int status) {
   if (e->done_n == e->done_cap) flush_done(e);

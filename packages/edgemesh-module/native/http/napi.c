@@ -162,25 +162,11 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_backend(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out;
+  napi_value argv[4];
   engine_t *e = engine_args(env, info, 4, argv);
   if (!e) return NULL;
-  uint32_t id, port;
-  char ip[64];
-  size_t il;
-  napi_get_value_uint32(env, argv[1], &id);
-  napi_get_value_string_utf8(env, argv[2], ip, sizeof ip, &il);
-  napi_get_value_uint32(env, argv[3], &port);
-  if (e->closed || id >= MAX_BACKENDS || port == 0 || port > 65535) {
-    napi_get_boolean(env, false, &out);
-    return out;
-  }
-  if (grow_to((void **)&e->backends, &e->nbackends, sizeof(backend_t), id) < 0) THROW(env, "backend: out of memory");
-  backend_t *b = &e->backends[id];
-  int ok = sockaddr_of(ip, port, &b->sa, &b->salen);
-  if (ok) b->set = 1;
-  napi_get_boolean(env, ok, &out);
-  return out;
+  return js_set_backend(env, argv, e->closed, (void **)&e->backends, &e->nbackends, sizeof(backend_t),
+                        "EDGEMESH_HTTP_ENGINE");
 }
 
 static napi_value js_adopt(napi_env env, napi_callback_info info) {

@@ -18,16 +18,14 @@
  * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes).
  */
 import { ObjectPublisher, SliceController } from '@edgecore/edgecore';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { cpuSeconds, DnsProbe, freePort, metric, pct, rssMiB, startCore, waitFor } from './edgecore-process';
-import { promisify } from 'node:util';
-
-const execFileP = promisify(execFile);
 
 const SERVICES = Number(process.env.SERVICES ?? 10_000);
 const PER = Number(process.env.PODS_PER_SERVICE ?? 5);
@@ -105,25 +103,34 @@ function pod(i: number, j: number, backendPort: number) {
   };
 }
 
-/** curl through the explicit proxy (async: the pods' backend lives in this process). */
-async function proxied(proxy: string, host: string): Promise<boolean> {
-  try {
-    const r = await execFileP('curl', [
-      '-s',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      '--max-time',
-      '2',
-      '-x',
-      `http://${proxy}`,
-      `http://${host}:12345/`,
-    ]);
-    return r.stdout === '200';
-  } catch {
-    return false;
-  }
+/**
+ * A GET through the explicit proxy, as `curl -x` sends it (absolute-form target, a new connection
+ * each time): whether the service answers 200. In this process rather than a curl child — the
+ * pods' backend lives here, and spawning curl from a process of a few hundred MiB cost 25-30 ms a
+ * step, 5 % of the time measured.
+ */
+function proxied(proxy: string, host: string): Promise<boolean> {
+  const [phost, pport] = proxy.split(':');
+  return new Promise((resolve) => {
+    const req = httpRequest(
+      {
+        host: phost,
+        port: Number(pport),
+        path: `http://${host}:12345/`,
+        headers: { host: `${host}:12345` },
+        agent: false,
+        timeout: 2000,
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode === 200));
+        res.on('error', () => resolve(false));
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }
 
 function trace(what: string): void {

@@ -3,7 +3,7 @@ import { createServer as httpServer, type Server as HttpServer } from 'node:http
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { MeshTunnel, TunnelRoute } from '../src';
-import { startMesh, tmpDir, type MeshNode } from './helpers';
+import { startMesh, tmpDir, until, type MeshNode } from './helpers';
 
 const run = promisify(execFile);
 
@@ -221,5 +221,35 @@ describe.each(['js', 'auto'] as const)('EdgeMesh across sites (L7 engine %s)', (
     } finally {
       tunnel.open = failing;
     }
+  });
+
+  test('the /metrics counts by path follow a new backend, a node moving site and a gone service', async () => {
+    const counts = () => n.mesh.backendPathCounts();
+    const rows = () => {
+      const c = { direct: 0, tunnel: 0 };
+      for (const r of n.mesh.backendPaths()) c[r.path]++;
+      return c;
+    };
+    await n.settle();
+    const before = counts();
+    expect(before).toEqual(rows());
+    expect(counts()).toEqual(before); // asked again, nothing changed
+    // a second backend of `local`, on node b (the other site)
+    await n.putPod(pod('local-b', 'b', 'local', webPort) as never);
+    await until(() => counts().tunnel === before.tunnel + 1, 'the new backend counted');
+    expect(counts()).toEqual(rows());
+    // node c moves to site-2: its backend (local-c) is tunneled from now on
+    await n.putObject('kube-node-lease', 'nodestatus', 'c', {
+      kind: 'NodeStatus',
+      metadata: { name: 'c' },
+      site: 'site-2',
+    });
+    await until(() => counts().direct === before.direct - 1, 'local-c through the tunnel');
+    expect(counts()).toEqual({ direct: before.direct - 1, tunnel: before.tunnel + 2 });
+    expect(counts()).toEqual(rows());
+    // `local` gone: its portal and both backends with it
+    await n.del('default', 'local');
+    await until(() => counts().tunnel === before.tunnel, 'the gone service uncounted');
+    expect(counts()).toEqual(rows());
   });
 });

@@ -19,6 +19,7 @@ export class BackendIndex {
   private readonly cache = new Map<string, Backend[] | number>();
   /** …and, per service, which portal keys are cached (to clear only those). */
   private readonly cachedPortsOf = new IndexMap();
+  private changes = 0;
 
   constructor(
     private readonly catalog: ServiceCatalog,
@@ -28,6 +29,14 @@ export class BackendIndex {
     private readonly policies?: ServicePolicies,
     private readonly clusterDomain = 'cluster.local',
   ) {}
+
+  /**
+   * Bumped whenever a port's backends may differ from what was last resolved or counted (a list
+   * resolved afresh, an invalidation): what a count over every port may cache by.
+   */
+  get generation(): number {
+    return this.changes;
+  }
 
   /** Backends of a portal's service port. */
   of(spec: PortalSpec): readonly Backend[] {
@@ -45,6 +54,7 @@ export class BackendIndex {
       attachBackendTls(b, backendTlsOf(svc, this.clusterDomain));
     this.cache.set(spec.key, b);
     this.cachedPortsOf.add(spec.serviceKey, spec.key);
+    this.changes++;
     return b;
   }
 
@@ -93,6 +103,7 @@ export class BackendIndex {
    * entries go; so do those of a port a live service dropped, once the service goes.
    */
   invalidate(services: Iterable<string>): void {
+    this.changes++;
     for (const s of services) {
       if (this.catalog.services.has(s)) {
         for (const k of this.cachedPortsOf.values(s)) this.cache.set(k, STALE);

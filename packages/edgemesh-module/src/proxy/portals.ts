@@ -82,6 +82,7 @@ export class PortalManager {
   private readonly portals = new Map<string, Portal>();
   /** `<ns>/<svc>` → keys of its portals. */
   private readonly byService = new IndexMap();
+  private changes = 0;
   private readonly log: Logger;
 
   constructor(
@@ -160,6 +161,11 @@ export class PortalManager {
     return p && { ...p.spec, listenHost: this.listenHost, listenPort: p.listenPort };
   }
 
+  /** Bumped whenever a portal opens, closes or changes its spec (what a count over specs() may cache by). */
+  get generation(): number {
+    return this.changes;
+  }
+
   /** Bring the listeners in line with `desired`. Returns whether the table changed. */
   sync(desired: PortalSpec[]): Promise<boolean> {
     return this.reconcile([...this.portals.keys()], desired);
@@ -189,6 +195,7 @@ export class PortalManager {
         changed = true;
       } else if (d.vip !== p.spec.vip || d.portName !== p.spec.portName) {
         p.spec = d; // same listener, new VIP/name: connections keep going
+        this.changes++;
         changed = true;
       }
     }
@@ -196,6 +203,7 @@ export class PortalManager {
       if (this.portals.has(key)) continue;
       try {
         this.portals.set(key, await this.open(d));
+        this.changes++;
         this.byService.add(d.serviceKey, key);
         changed = true;
       } catch (e) {
@@ -206,12 +214,14 @@ export class PortalManager {
   }
 
   private forget(key: string, spec: PortalSpec): void {
+    this.changes++;
     this.portals.delete(key);
     this.byService.delete(spec.serviceKey, key);
   }
 
   async closeAll(): Promise<void> {
     for (const p of this.portals.values()) await this.close(p);
+    this.changes++;
     this.portals.clear();
     this.byService.clear();
   }

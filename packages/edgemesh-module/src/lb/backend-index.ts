@@ -103,8 +103,9 @@ export class BackendIndex {
    * entries go; so do those of a port a live service dropped, once the service goes.
    */
   invalidate(services: Iterable<string>): void {
-    this.changes++;
     for (const s of services) {
+      if (!this.cachedPortsOf.has(s)) continue; // nothing of it resolved or counted
+      this.changes++;
       if (this.catalog.services.has(s)) {
         for (const k of this.cachedPortsOf.values(s)) this.cache.set(k, STALE);
         continue;

@@ -25,13 +25,6 @@ interface Handle {
   readStart?: () => number;
 }
 
-/**
- * A TCP reset (the engine closed its duplicates first, so Node's descriptor is the last one); a
- * close for a socket that is no TCP connection (a socket pair's end: Node throws on its reset), or
- * whose shutdown is under way (beehive's `resetSocket`).
- */
-export const reset = resetSocket;
-
 /** Stop Node's reads on a socket (a paused stream's handle keeps reading up to its buffer limit). */
 export function stopReading(s: Socket): void {
   const h = (s as unknown as { _handle?: Handle })._handle;
@@ -75,8 +68,9 @@ export class SpliceEngine {
       if (!c) return;
       this.live.delete(id);
       // a connection that failed or was aborted ends with a reset on both sides, as a reset
-      // crosses a TCP proxy; one that ended (both directions at EOF) or idled out, with a FIN
-      const end = reason === 'error' || reason === 'aborted' ? reset : (s: Socket) => s.destroy();
+      // crosses a TCP proxy (the engine closed its duplicates first: Node's descriptor is the
+      // last one); one that ended (both directions at EOF) or idled out, with a FIN
+      const end = reason === 'error' || reason === 'aborted' ? resetSocket : (s: Socket) => s.destroy();
       end(c.client);
       end(c.up);
       c.done(reason, up, down);

@@ -1,6 +1,7 @@
 import { Socket } from 'node:net';
 import { loadNative } from '../../native';
-import { fdOf, reset, restartReading, stopReading } from './splice';
+import { resetSocket } from '@edgecore/beehive';
+import { fdOf, restartReading, stopReading } from './splice';
 
 /**
  * The TLS pump of the native addon (native/tls_pump.c): TLS over a connected TCP socket whose
@@ -99,14 +100,14 @@ export class TlsPump {
       if (!c.pumping) {
         // the handshake failed or was refused: no byte of the caller's connection moved, and
         // the caller may carry it another way (the next backend); a pair's end was nobody's yet
-        reset(c.raw);
+        resetSocket(c.raw);
         if (c.pair) c.plain.destroy();
         else c.giveBack();
       } else if (reason === 'error' || reason === 'aborted') {
-        reset(c.raw);
+        resetSocket(c.raw);
         // a socket pair's end has no reset: an error tells its reader the stream broke
         if (c.pair) c.plain.destroy(new Error(`tunnel stream ${reason === 'error' ? error : 'aborted'}`));
-        else reset(c.plain);
+        else resetSocket(c.plain);
       } else {
         c.raw.destroy();
         // a pair's end ends by itself once its reader has seen the FIN and ended its side

@@ -104,18 +104,17 @@ function pod(i: number, j: number, backendPort: number) {
 }
 
 /**
- * A GET through the explicit proxy, as `curl -x` sends it (absolute-form target, a new connection
+ * A GET through the node's explicit proxy, as `curl -x` sends it (absolute-form target, a new connection
  * each time): whether the service answers 200. In this process rather than a curl child — the
  * pods' backend lives here, and spawning curl from a process of a few hundred MiB cost 25-30 ms a
  * step, 5 % of the time measured.
  */
-function proxied(proxy: string, host: string): Promise<boolean> {
-  const [phost, pport] = proxy.split(':');
+function proxied(proxyPort: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const req = httpRequest(
       {
-        host: phost,
-        port: Number(pport),
+        host: '127.0.0.1',
+        port: proxyPort,
         path: `http://${host}:12345/`,
         headers: { host: `${host}:12345` },
         agent: false,
@@ -244,7 +243,7 @@ async function main(): Promise<void> {
       300_000,
       10,
     );
-    await waitFor(() => proxied(`127.0.0.1:${proxyPort}`, host), 'last service proxied', 30_000);
+    await waitFor(() => proxied(proxyPort, host), 'last service proxied', 30_000);
     const ms = Date.now() - t0;
     const c1 = cpuNow();
     for (const k of ['core', 'broker', 'bench'] as const) cpu[k] += c1[k] - c0[k];

@@ -1,5 +1,6 @@
 import { SliceController, MAX_ENDPOINTS_PER_SLICE } from '../src/edgectl/slice-controller';
 import type { PlannedObject } from '../src/edgectl/manifest';
+import { createHash } from 'node:crypto';
 
 const service = (name: string, spec: Record<string, unknown> = {}): PlannedObject => ({
   type: 'service',
@@ -130,6 +131,38 @@ describe('the slice controller (edgectl)', () => {
     expect(filled.apply).toHaveLength(1);
     c.note(service('plc', { selector: undefined }), false);
     expect(c.plan()).toEqual({ apply: [], remove: [] });
+  });
+
+  it("a slice is named after its ports' JSON; pods serving different ports of a service are apart", () => {
+    const c = new SliceController('host');
+    c.load([], [], []);
+    const ports = [
+      { name: 'http', port: 80, targetPort: 'web' },
+      { name: 'admin', port: 81, targetPort: 'admin', appProtocol: '' },
+      { name: 'h2', port: 82, targetPort: 'web', appProtocol: 'kubernetes.io/h2c' },
+    ];
+    c.note(service('two', { ports }), false);
+    const withAdmin = pod('two-0', 'two', 'n1', '10.0.0.1');
+    withAdmin.object.spec.containers[0].ports.push({ name: 'admin', containerPort: 81, hostPort: 8081 });
+    c.note(withAdmin, false);
+    c.note(pod('two-1', 'two', 'n1', '10.0.0.2'), false); // no admin port
+    const out = c.plan().apply.map((o) => o.object);
+    const name = (p: unknown) =>
+      `two-${createHash('sha256').update(JSON.stringify(p)).digest('hex').slice(0, 5)}`;
+    const both = [
+      { name: 'http', port: 8080, protocol: 'TCP' },
+      { name: 'admin', port: 8081, protocol: 'TCP', appProtocol: '' },
+      { name: 'h2', port: 8080, protocol: 'TCP', appProtocol: 'kubernetes.io/h2c' },
+    ];
+    const webOnly = [both[0], both[2]];
+    expect(
+      out.map((sl) => [sl.metadata.name, sl.ports, sl.endpoints.map((e: any) => e.targetRef.name)]),
+    ).toEqual(
+      [
+        [name(both), both, ['two-0']],
+        [name(webOnly), webOnly, ['two-1']],
+      ].sort((a, b) => (JSON.stringify(a[1]) < JSON.stringify(b[1]) ? -1 : 1)),
+    );
   });
 
   it('publishNotReadyAddresses: a pod that is not ready is ready in the slice', () => {

@@ -300,6 +300,40 @@ describe('what the catalog keeps of an object', () => {
     expect(other.endpoints![0].conditions).toBe(sl.endpoints![0].conditions);
     expect(c.pods.get('shop/web-1')!.spec).toBe(p0.spec); // one template, one spec
     expect(Object.isFrozen(p0.spec)).toBe(true);
+    // found by what it holds: another node, another flag, another spec (each one copy); a pod that
+    // names itself (a hostname) keeps its own; one Ready condition per status
+    const variant = (name: string, spec: Record<string, unknown>, ready = 'True') => {
+      const p = apiPod(name);
+      return change('pod', {
+        ...p,
+        spec: { ...p.spec, ...spec },
+        status: { ...p.status, conditions: [{ type: 'Ready', status: ready }] },
+      });
+    };
+    c.applyBatch([
+      variant('e2-a', { nodeName: 'edge-2' }),
+      variant('e2-b', { nodeName: 'edge-2' }, 'False'),
+      variant('e2-h', { nodeName: 'edge-2', hostNetwork: true }),
+      variant('e2-n', { nodeName: 'edge-2', hostname: 'n' }),
+      variant('e2-bad', { nodeName: 7 }),
+      variant('e2-bad2', { nodeName: 7 }),
+    ]);
+    const spec = (n: string) => c.pods.get(`shop/${n}`)!.spec!;
+    expect(spec('e2-a')).toEqual({ nodeName: 'edge-2', containers: p0.spec!.containers });
+    expect(spec('e2-a').containers).toBe(p0.spec!.containers);
+    expect(spec('e2-b')).toBe(spec('e2-a'));
+    expect(spec('e2-a')).not.toBe(p0.spec);
+    expect(spec('e2-h')).toEqual({ nodeName: 'edge-2', hostNetwork: true, containers: p0.spec!.containers });
+    expect(spec('e2-h')).not.toBe(spec('e2-a'));
+    expect(spec('e2-n')).toEqual({ nodeName: 'edge-2', hostname: 'n', containers: p0.spec!.containers });
+    expect(spec('e2-bad2')).toBe(spec('e2-bad')); // malformed, by its JSON all the same
+    expect(Object.isFrozen(spec('e2-h'))).toBe(true);
+    const cond = (n: string) => c.pods.get(`shop/${n}`)!.status!.conditions;
+    expect(cond('e2-a')).toBe(p0.status!.conditions);
+    expect(cond('e2-b')).toEqual([{ type: 'Ready', status: 'False' }]);
+    expect(cond('e2-b')).not.toBe(cond('e2-a'));
+    for (const n of ['e2-a', 'e2-b', 'e2-h', 'e2-n', 'e2-bad', 'e2-bad2'])
+      c.apply({ ...change('pod', apiPod(n)), operation: 'delete' });
     expect(c.getService('shop', 'api')!.spec!.ports).toBe(web.spec!.ports);
     expect(Object.isFrozen(sl.endpoints![0].conditions)).toBe(true);
     expect(() => {

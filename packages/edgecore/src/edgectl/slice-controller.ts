@@ -9,7 +9,7 @@ import {
   type Service,
   type SliceEndpoint,
 } from '@edgecore/edgemesh-module';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { PlannedObject } from './manifest';
 
 /** The label on the slices edgectl manages (it never touches another's). */
@@ -139,9 +139,9 @@ export class SliceController {
       const zone = node ? this.zones.get(node) : undefined;
       if (zone) e.zone = zone;
       if (pod.spec?.subdomain === name && pod.spec.hostname) e.hostname = pod.spec.hostname;
-      const sig = JSON.stringify(mapped);
-      let g = groups.get(sig);
-      if (!g) groups.set(sig, (g = { ports: mapped, endpoints: [] }));
+      const gk = groupKey(mapped);
+      let g = groups.get(gk);
+      if (!g) groups.set(gk, (g = { ports: mapped, endpoints: [] }));
       g.endpoints.push(e);
     }
     const out: EndpointSlice[] = [];
@@ -158,9 +158,12 @@ export class SliceController {
         endpoints,
         ports: p,
       }) as EndpointSlice;
-    for (const [sig, g] of [...groups].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    // in the order of their ports' JSON, each slice named after a hash of it (names stay what
+    // they were whatever the grouping key)
+    const bySig = [...groups.values()].map((g) => [JSON.stringify(g.ports), g] as const);
+    for (const [sig, g] of bySig.sort(([a], [b]) => (a < b ? -1 : 1))) {
       g.endpoints.sort((a, b) => (a.targetRef!.name! < b.targetRef!.name! ? -1 : 1));
-      const h = createHash('sha256').update(sig).digest('hex').slice(0, 5);
+      const h = hash('sha256', sig, 'hex').slice(0, 5);
       for (let i = 0; i * MAX_ENDPOINTS_PER_SLICE < g.endpoints.length; i++)
         out.push(
           slice(
@@ -180,6 +183,20 @@ export class SliceController {
       );
     return out;
   }
+}
+
+/**
+ * An endpoint's port mapping as a key for grouping: the same mappings, the same key, and two
+ * different ones never the same (each string after its length, an absent appProtocol apart from
+ * an empty one) — what its JSON would be as a key, cheaper to make per pod.
+ */
+function groupKey(mapped: NonNullable<EndpointSlice['ports']>): string {
+  let k = '';
+  for (const p of mapped) {
+    const { name = '', protocol = '', appProtocol: ap } = p; // desired() sets name and protocol
+    k += `${name.length}:${name}${p.port}/${protocol.length}:${protocol}${ap === undefined ? '-' : `${ap.length}:${ap}`};`;
+  }
+  return k;
 }
 
 /** The same endpoints and ports (the published one carries a resourceVersion; the rest is ours). */

@@ -15,7 +15,8 @@
  * measured on its own so that it does not take CPU from the node it is compared with). CPU per
  * object of edgecore, mosquitto and this process is printed too. Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
  * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
- * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes).
+ * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes; SETTLE
+ * for the quiet span the settled RSS is taken over).
  */
 import { ObjectPublisher, SliceController } from '@edgecore/edgecore';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -31,6 +32,7 @@ const SERVICES = Number(process.env.SERVICES ?? 10_000);
 const PER = Number(process.env.PODS_PER_SERVICE ?? 5);
 const STEP = Math.min(1000, SERVICES);
 const SINGLES = Number(process.env.SINGLES ?? 100);
+const SETTLE = Number(process.env.SETTLE ?? 90);
 const TUNED = process.env.BROKER === 'tuned';
 const root = join(__dirname, '..');
 const W = mkdtempSync(join(tmpdir(), 'bench-update-'));
@@ -142,10 +144,13 @@ async function rssSoon(pid: number): Promise<number> {
   return rssMiB(pid);
 }
 
-/** The lowest RSS of a process over 90 s without traffic (sampled every 5 s). */
+/**
+ * The lowest RSS of a process over SETTLE (90) seconds without traffic, sampled every 5 s (SETTLE=0
+ * when only the throughput is of interest).
+ */
 async function settledRss(pid: number): Promise<number> {
   let low = rssMiB(pid);
-  for (let i = 0; i < 18; i++) {
+  for (let i = 0; i < SETTLE / 5; i++) {
     await new Promise((r) => setTimeout(r, 5000));
     low = Math.min(low, rssMiB(pid));
   }
@@ -338,7 +343,7 @@ async function main(): Promise<void> {
     `single update at ${SERVICES} services (${single.length}): p50 ${pct(single, 50).toFixed(2)} ms, p99 ${pct(single, 99).toFixed(2)} ms (goal ≤ 20)`,
   );
   console.log(
-    `edgecore RSS after load: ${rss.toFixed(0)} MiB, 5 s later ${rss5.toFixed(0)}; after ${CHURN} more updates (${churnS.toFixed(1)} s): ${rssChurn.toFixed(0)} MiB, 5 s later ${rssChurn5.toFixed(0)}, settled (90 s quiet) ${rssQuiet.toFixed(0)} MiB; memory releases ${releases} (${pauseMs.toFixed(0)} ms of pause in all); resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
+    `edgecore RSS after load: ${rss.toFixed(0)} MiB, 5 s later ${rss5.toFixed(0)}; after ${CHURN} more updates (${churnS.toFixed(1)} s): ${rssChurn.toFixed(0)} MiB, 5 s later ${rssChurn5.toFixed(0)}, settled (${SETTLE} s quiet) ${rssQuiet.toFixed(0)} MiB; memory releases ${releases} (${pauseMs.toFixed(0)} ms of pause in all); resyncs ${resyncs}; mean publish→applied lag ${((lagSum / lagCount) * 1000).toFixed(0)} ms`,
   );
   console.log(cpuLine);
   // a fresh node joins the full catalog: what the node alone applies per second (the broker
@@ -379,7 +384,7 @@ async function main(): Promise<void> {
   const freshRss = rssMiB(fresh.proc.pid!);
   const freshRss5 = await rssSoon(fresh.proc.pid!);
   console.log(
-    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${freshRss.toFixed(0)} MiB, 5 s later ${freshRss5.toFixed(0)}, settled (90 s quiet) ${(await settledRss(fresh.proc.pid!)).toFixed(0)} MiB; types loaded from retained state ${loaded}, read back (a loss) ${readBack}, fences resent ${fences}`,
+    `a fresh node joins (process start, connect, ${joinExpect} retained objects applied, in DNS): ${(joinMs / 1000).toFixed(2)} s = ${Math.round(joinExpect / (joinMs / 1000))} objects/s; its RSS ${freshRss.toFixed(0)} MiB, 5 s later ${freshRss5.toFixed(0)}, settled (${SETTLE} s quiet) ${(await settledRss(fresh.proc.pid!)).toFixed(0)} MiB; types loaded from retained state ${loaded}, read back (a loss) ${readBack}, fences resent ${fences}`,
   );
   // KEEP=SECONDS: also after a good join, leave the fresh node up that long to look at it
   if (process.env.KEEP) {

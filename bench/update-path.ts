@@ -13,14 +13,18 @@
  * Reference in the same run: before each step, the same objects published under another topic
  * prefix to a bare MQTT subscriber that only counts them (the publisher and broker's own ceiling,
  * measured on its own so that it does not take CPU from the node it is compared with). CPU per
- * object of edgecore, mosquitto and this process is printed too. Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
+ * object of edgecore, mosquitto and this process is printed too. Last, the whole catalog in one
+ * apply (what `edgectl apply -f` of it sends, the slices after every service and pod) to a node
+ * that has none of it, on a stock broker of its own, with its reference and the resyncs it took
+ * (a broker queue that overflowed: the node noticed and read the retained state back).
+ * Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
  * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
  * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes; SETTLE
- * for the quiet span the settled RSS is taken over).
+ * for the quiet span the settled RSS is taken over; ONLY=whole for the one apply alone).
  */
 import { ObjectPublisher, SliceController } from '@edgecore/edgecore';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -157,6 +161,93 @@ async function settledRss(pid: number): Promise<number> {
   return low;
 }
 
+/** A stock mosquitto (no queue limit raised; BROKER=tuned: the settings EdgeHub's README recommends). */
+async function startBroker(port: number, name: string): Promise<{ proc: ChildProcess; server: string }> {
+  writeFileSync(
+    join(W, `${name}.conf`),
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'log_dest none',
+      ...(process.getuid?.() === 0 ? ['user root'] : []),
+      ...(TUNED ? ['max_inflight_messages 1000', 'max_queued_messages 100000'] : []),
+    ].join('\n') + '\n',
+  );
+  const proc = spawn('/usr/sbin/mosquitto', ['-c', join(W, `${name}.conf`)], { stdio: 'ignore' });
+  children.push(proc);
+  await new Promise((r) => setTimeout(r, 300));
+  return { proc, server: `tcp://127.0.0.1:${port}` };
+}
+
+/**
+ * On a broker: the reference — a bare subscriber counting what the broker hands out of the
+ * `benchref` prefix that the node would receive (every service and slice, and its own pods), and
+ * the publisher of that prefix — and the node's publisher, each having read the retained state.
+ */
+async function clients(server: string, bareId: string) {
+  const bare = await connectAsync(server, { clientId: bareId, clean: true });
+  const counted = { n: 0 };
+  bare.on('message', () => (counted.n += 1));
+  // QoS 0: what the broker can hand out (at QoS 1 a stock queue drops it too)
+  for (const f of ['benchref/objects/#', 'benchref/nodes/edge-node-0/objects/#'])
+    await bare.subscribeAsync(f, { qos: 0 });
+  const refPub = await ObjectPublisher.connect(server, { prefix: 'benchref' });
+  await refPub.begin(['service', 'pod', 'endpointslice']);
+  const pub = await ObjectPublisher.connect(server);
+  await pub.begin(['service', 'pod', 'endpointslice']);
+  return { bare, counted, refPub, pub };
+}
+
+/**
+ * One apply of the whole catalog, as `edgectl apply -f` of it sends it (its slices after all of
+ * its services and pods), to a node that has none of it, on a broker of its own; the reference
+ * first: the same apply to a bare subscriber there. Timed from the first publish until the node
+ * has applied all of it, its last service answers in DNS and through the proxy.
+ */
+async function wholeApply(backendPort: number): Promise<string> {
+  const { server } = await startBroker(await freePort(), 'mosquitto-whole');
+  const dir = join(W, 'whole');
+  mkdirSync(dir);
+  const node = await startCore(dir, children, server, 'edge-node-0');
+  const { bare, counted, refPub, pub } = await clients(server, 'bench-bare-whole');
+  const objs = [];
+  for (let i = 0; i < SERVICES; i++) {
+    objs.push(service(i));
+    for (let j = 0; j < PER; j++) objs.push(pod(i, j, backendPort));
+  }
+  const r0 = Date.now();
+  const toBare = await publishAll(refPub, new SliceController('host'), objs, 'edge-node-0');
+  await waitFor(() => counted.n >= toBare, 'bare subscriber (whole apply)', 120_000, 1);
+  const bareMs = Date.now() - r0;
+
+  const probe = new DnsProbe(node.dnsPort);
+  const last = service(SERVICES - 1);
+  const host = `${last.name}.${last.namespace}.svc.cluster.local`;
+  const applied0 = await metric(node.obs, 'edgecore_mesh_updates_applied_total');
+  const t0 = Date.now();
+  const toNode = await publishAll(pub, new SliceController('host'), objs, 'edge-node-0');
+  await waitFor(() => probe.ask(host), 'last service in DNS (whole apply)', 300_000, 5);
+  await waitFor(
+    async () => (await metric(node.obs, 'edgecore_mesh_updates_applied_total')) - applied0 >= toNode,
+    'whole apply applied',
+    300_000,
+    10,
+  );
+  await waitFor(() => proxied(node.proxyPort, host), 'last service proxied (whole apply)', 30_000);
+  const ms = Date.now() - t0;
+  const resyncs = await metric(node.obs, 'edgecore_edgehub_resyncs_total');
+  probe.close();
+  await bare.endAsync(true);
+  await refPub.close();
+  await pub.close();
+  node.proc.kill();
+  return (
+    `one apply of the whole catalog (a node that has none of it, a stock broker of its own): ${objs.length} objects applied ` +
+    `in ${(ms / 1000).toFixed(2)} s = ${Math.round(objs.length / (ms / 1000))} objects/s (goal ≥ 10000); the node received ${toNode}; ` +
+    `bare subscriber ${Math.round(objs.length / (bareMs / 1000))} applied objects/s, ratio ${(bareMs / ms).toFixed(2)}; resyncs ${resyncs}`
+  );
+}
+
 async function main(): Promise<void> {
   execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
   const mqttPort = await freePort();
@@ -166,38 +257,17 @@ async function main(): Promise<void> {
   );
   await new Promise<void>((r) => backend.listen(0, '127.0.0.1', () => r()));
   const backendPort = (backend.address() as AddressInfo).port;
-  // a stock mosquitto: no queue limit raised
-  writeFileSync(
-    join(W, 'mosquitto.conf'),
-    [
-      `listener ${mqttPort} 127.0.0.1`,
-      'allow_anonymous true',
-      'log_dest none',
-      ...(process.getuid?.() === 0 ? ['user root'] : []),
-      // tuned: the broker settings the EdgeHub README recommends for large catalogs
-      ...(TUNED ? ['max_inflight_messages 1000', 'max_queued_messages 100000'] : []),
-    ].join('\n') + '\n',
-  );
-  const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(W, 'mosquitto.conf')], { stdio: 'ignore' });
-  children.push(mosq);
-  await new Promise((r) => setTimeout(r, 300));
-  const server = `tcp://127.0.0.1:${mqttPort}`;
+  // ONLY=whole: the one apply of the whole catalog alone
+  if (process.env.ONLY === 'whole') {
+    console.log(await wholeApply(backendPort));
+    backend.close();
+    return;
+  }
+  const { proc: mosq, server } = await startBroker(mqttPort, 'mosquitto');
   const { proc: core, obs, dnsPort, proxyPort } = await startCore(W, children, server, 'edge-node-0');
 
-  // the reference: a bare subscriber counting what the broker hands out on another prefix
-  const bare = await connectAsync(server, { clientId: 'bench-bare', clean: true });
-  let bareCount = 0;
-  bare.on('message', () => (bareCount += 1));
-  // QoS 0: what the broker can hand out (at QoS 1 a stock queue drops it too)
-  // what the node receives: every service and slice, and its own pods
-  for (const f of ['benchref/objects/#', 'benchref/nodes/edge-node-0/objects/#'])
-    await bare.subscribeAsync(f, { qos: 0 });
-  const refPub = await ObjectPublisher.connect(server, { prefix: 'benchref' });
-  await refPub.begin(['service', 'pod', 'endpointslice']);
+  const { bare, counted, refPub, pub } = await clients(server, 'bench-bare');
   const refCtl = new SliceController('host');
-
-  const pub = await ObjectPublisher.connect(server);
-  await pub.begin(['service', 'pod', 'endpointslice']);
   const ctl = new SliceController('host');
   const probe = new DnsProbe(dnsPort);
   const rows: string[] = [];
@@ -226,10 +296,10 @@ async function main(): Promise<void> {
       for (let j = 0; j < PER; j++) objs.push(pod(i, j, backendPort));
     }
     // the reference first: the same publishes to the bare subscriber alone
-    const bare0 = bareCount;
+    const bare0 = counted.n;
     const r0 = Date.now();
     const toNode = await publishAll(refPub, refCtl, objs, 'edge-node-0');
-    await waitFor(() => bareCount - bare0 >= toNode, 'bare subscriber', 60_000, 1);
+    await waitFor(() => counted.n - bare0 >= toNode, 'bare subscriber', 60_000, 1);
     const bMs = Date.now() - r0;
     trace('reference done');
 
@@ -396,6 +466,7 @@ async function main(): Promise<void> {
   console.log(
     `MetaManager commits ${commits} (${(lagCount / commits).toFixed(1)} writes each); mesh update batches ${batches} (${(lagCount / batches).toFixed(1)} objects each)`,
   );
+  console.log(await wholeApply(backendPort));
   probe.close();
   await bare.endAsync(true);
   await refPub.close();

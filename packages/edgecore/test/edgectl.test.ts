@@ -4,7 +4,14 @@ import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeCoreHost, ManifestError, ObjectPublisher, parseConfig, planManifest } from '../src';
+import {
+  EdgeCoreHost,
+  ManifestError,
+  ObjectPublisher,
+  parseConfig,
+  planManifest,
+  SLICE_PLAN_EVERY,
+} from '../src';
 import { edgectl } from '../src/cli/edgectl';
 import { Mosquitto } from '@edgecore/test-support';
 import { until } from '@edgecore/test-support';
@@ -451,6 +458,43 @@ spec:
     await run('apply', 2);
     await run('delete', 1);
     expect(await pods()).toEqual([]);
+  });
+
+  it('a large apply sends the slices along with the services and pods they follow from, not all after them', async () => {
+    const n = Math.ceil((SLICE_PLAN_EVERY * 1.5) / 2); // service + one pod each: past one plan's worth
+    const docs: string[] = [];
+    for (let i = 0; i < n; i++)
+      docs.push(
+        `apiVersion: v1\nkind: Service\nmetadata: { name: s${i}, namespace: plan-every }\nspec: { selector: { app: a${i} }, ports: [{ port: 80 }] }\n`,
+        `apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: d${i}, namespace: plan-every }\nspec:\n  replicas: 1\n  selector: { matchLabels: { app: a${i} } }\n  template:\n    metadata: { labels: { app: a${i} } }\n    spec: { nodeName: edge-node-b, containers: [{ name: c, image: x, ports: [{ containerPort: 80, hostPort: 8080 }] }] }\n`,
+      );
+    const f = join(dir, 'plan-every.yaml');
+    writeFileSync(f, docs.join('---\n'));
+    // what the broker hands a node, in the order edgectl published it
+    const watcher = await connectAsync(broker.url, { clientId: 'plan-every-watcher', clean: true });
+    const order: string[] = [];
+    watcher.on(
+      'message',
+      (topic, payload) => payload.length && order.push(topic.split('/').slice(-2).join('/')),
+    );
+    await watcher.subscribeAsync('edgecore/objects/plan-every/#', { qos: 1 });
+    try {
+      const x = io();
+      expect(
+        await edgectl(['--server', broker.url, 'apply', '-f', f, '--node-ip', 'edge-node-b=127.0.0.1'], x.io),
+      ).toBe(0);
+      const slices = (o: string[]) => o.filter((t) => t.startsWith('endpointslice/'));
+      await until(
+        () => slices(order).length >= n && order.includes(`service/s${n - 1}`),
+        'every slice and the last service',
+        20_000,
+      );
+      expect(new Set(slices(order).map((t) => t.replace(/-[0-9a-f]{5}$/, ''))).size).toBe(n);
+      // the first slices came before the last services
+      expect(order.indexOf(slices(order)[0])).toBeLessThan(order.indexOf(`service/s${n - 1}`));
+    } finally {
+      await watcher.endAsync();
+    }
   });
 
   it('metrics show the cloud link', async () => {

@@ -9,7 +9,7 @@ import { SliceController } from './slice-controller';
  * services and pods they follow from, rather than all of them after the last — 10,000 slices
  * behind 60,000 objects came to a node as one burst that overflowed a stock broker's queue for it
  * (the node then read them back from retained state): 10,595-12,158 objects/s end to end, with a
- * resync in 4 of 6 applies; 11,244-13,809 and none in 3 with a run every 600 objects.
+ * resync in 4 of 6 applies; 10,169-13,809 and none in 7 with a run every 600 objects.
  */
 export const SLICE_PLAN_EVERY = 600;
 

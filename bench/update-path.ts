@@ -13,10 +13,11 @@
  * Reference in the same run: before each step, the same objects published under another topic
  * prefix to a bare MQTT subscriber that only counts them (the publisher and broker's own ceiling,
  * measured on its own so that it does not take CPU from the node it is compared with). CPU per
- * object of edgecore, mosquitto and this process is printed too. First (printed last), the whole catalog in one
- * apply (what `edgectl apply -f` of it sends, slices along with the services and pods) to a node
- * that has none of it, on a stock broker of its own, with its reference and the resyncs it took
- * (a broker queue that overflowed: the node noticed and read the retained state back).
+ * object of edgecore, mosquitto and this process is printed too. First (printed last), the whole
+ * catalog in one apply (what `edgectl apply -f` of it sends, slices along with the services and
+ * pods) to a node that has none of it, on a stock broker of its own, with its reference and the
+ * resyncs it took (a broker queue that overflowed: the node noticed and read the retained state
+ * back).
  * Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
  * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
  * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes; SETTLE
@@ -164,6 +165,28 @@ async function settledRss(pid: number): Promise<number> {
   return low;
 }
 
+/**
+ * Until a node has applied `applied` updates in all and `last` answers in DNS and through its
+ * proxy: DNS first (a cheap probe), then the node's count (a scrape costs it a little), then a
+ * request through the proxy.
+ */
+async function untilVisible(
+  node: { probe: DnsProbe; obs: string; proxyPort: number },
+  last: ReturnType<typeof service>,
+  applied: number,
+  what: string,
+): Promise<void> {
+  const host = `${last.name}.${last.namespace}.svc.cluster.local`;
+  await waitFor(() => node.probe.ask(host), `last service in DNS (${what})`, 300_000, 5);
+  await waitFor(
+    async () => (await metric(node.obs, 'edgecore_mesh_updates_applied_total')) >= applied,
+    `${what} applied`,
+    300_000,
+    10,
+  );
+  await waitFor(() => proxied(node.proxyPort, host), `last service proxied (${what})`, 30_000);
+}
+
 /** SIGTERM, and the process's exit. */
 function stop(p: ChildProcess): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
@@ -211,8 +234,8 @@ async function clients(server: string, bareId: string) {
 
 /**
  * One apply of the whole catalog, as `edgectl apply -f` of it sends it (slices along with the
- * services and pods they follow from), to a node that has none of it, on a broker of its own; the reference
- * first: the same apply to a bare subscriber there. Timed from the first publish until the node
+ * services and pods they follow from), to a node that has none of it, on a broker of its own;
+ * the reference first: the same apply to a bare subscriber there. Timed from the first publish until the node
  * has applied all of it, its last service answers in DNS and through the proxy.
  */
 async function wholeApply(backendPort: number): Promise<string> {
@@ -232,19 +255,10 @@ async function wholeApply(backendPort: number): Promise<string> {
   const bareMs = Date.now() - r0;
 
   const probe = new DnsProbe(node.dnsPort);
-  const last = service(SERVICES - 1);
-  const host = `${last.name}.${last.namespace}.svc.cluster.local`;
   const applied0 = await metric(node.obs, 'edgecore_mesh_updates_applied_total');
   const t0 = Date.now();
   const toNode = await publishAll(pub, new SliceController('host'), objs, 'edge-node-0');
-  await waitFor(() => probe.ask(host), 'last service in DNS (whole apply)', 300_000, 5);
-  await waitFor(
-    async () => (await metric(node.obs, 'edgecore_mesh_updates_applied_total')) - applied0 >= toNode,
-    'whole apply applied',
-    300_000,
-    10,
-  );
-  await waitFor(() => proxied(node.proxyPort, host), 'last service proxied (whole apply)', 30_000);
+  await untilVisible({ probe, ...node }, service(SERVICES - 1), applied0 + toNode, 'whole apply');
   const ms = Date.now() - t0;
   const resyncs = await metric(node.obs, 'edgecore_edgehub_resyncs_total');
   probe.close();
@@ -322,17 +336,7 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     await publishAll(pub, ctl, objs, 'edge-node-0');
     trace('published, acknowledged, digests');
-    const last = service(s0 + STEP - 1);
-    const host = `${last.name}.${last.namespace}.svc.cluster.local`;
-    // DNS first (a cheap probe), then the node's count (a scrape costs it a little), then curl
-    await waitFor(() => probe.ask(host), 'last service in DNS', 300_000, 5);
-    await waitFor(
-      async () => (await metric(obs, 'edgecore_mesh_updates_applied_total')) - applied0 >= toNode,
-      'step applied',
-      300_000,
-      10,
-    );
-    await waitFor(() => proxied(proxyPort, host), 'last service proxied', 30_000);
+    await untilVisible({ probe, obs, proxyPort }, service(s0 + STEP - 1), applied0 + toNode, 'step');
     const ms = Date.now() - t0;
     const c1 = cpuNow();
     for (const k of ['core', 'broker', 'bench'] as const) cpu[k] += c1[k] - c0[k];

@@ -8,5 +8,6 @@ export * from './memory';
 export * from './edgectl/manifest';
 export * from './edgectl/publisher';
 export * from './edgectl/slice-controller';
+export * from './edgectl/publish-order';
 export * from './edgectl/publish-planned';
 export { edgectl } from './cli/edgectl';

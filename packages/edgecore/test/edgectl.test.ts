@@ -497,6 +497,70 @@ spec:
     }
   });
 
+  it("a file of services then a file of Deployments: a node's services come between its pods, not as one burst", async () => {
+    const n = 200;
+    const svcs: string[] = [];
+    const deps: string[] = [];
+    for (let i = 0; i < n; i++) {
+      svcs.push(
+        `apiVersion: v1\nkind: Service\nmetadata: { name: s${i}, namespace: spread }\nspec: { selector: { app: a${i} }, ports: [{ port: 80 }] }\n`,
+      );
+      // half the pods on edge-node-b, half on edge-node-c
+      deps.push(
+        `apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: d${i}, namespace: spread }\nspec:\n  replicas: 1\n  selector: { matchLabels: { app: a${i} } }\n  template:\n    metadata: { labels: { app: a${i} } }\n    spec: { nodeName: edge-node-${i % 2 ? 'c' : 'b'}, containers: [{ name: c, image: x, ports: [{ containerPort: 80, hostPort: 8080 }] }] }\n`,
+      );
+    }
+    const f1 = join(dir, 'spread-services.yaml');
+    const f2 = join(dir, 'spread-deployments.yaml');
+    writeFileSync(f1, svcs.join('---\n'));
+    writeFileSync(f2, deps.join('---\n'));
+    // what the broker hands edge-node-b (every service, its own pods), in the order edgectl published it
+    const watcher = await connectAsync(broker.url, { clientId: 'spread-watcher', clean: true });
+    const order: string[] = [];
+    watcher.on('message', (topic, payload) => {
+      const kind = topic.split('/').at(-2);
+      if (payload.length && (kind === 'service' || kind === 'pod')) order.push(kind);
+    });
+    await watcher.subscribeAsync(
+      ['edgecore/objects/spread/service/#', 'edgecore/nodes/edge-node-b/objects/spread/pod/#'],
+      { qos: 1 },
+    );
+    try {
+      const x = io();
+      const code = await edgectl(
+        [
+          '--server',
+          broker.url,
+          'apply',
+          '-f',
+          f1,
+          '-f',
+          f2,
+          '--node-ip',
+          'edge-node-b=127.0.0.1',
+          '--node-ip',
+          'edge-node-c=127.0.0.2',
+        ],
+        x.io,
+      );
+      expect(x.err.join('')).toBe('');
+      expect(code).toBe(0);
+      // kubectl's lines still in file order
+      expect(x.out.join('').split('\n')[0]).toBe('service/s0 created');
+      await until(() => order.length >= n + n / 2, "edge-node-b's services and pods", 20_000);
+      // in file order the node would get 200 services in a row; spread, its share of services
+      // (2 of every 3 objects it gets) comes between its pods
+      const runs = order
+        .join(' ')
+        .split('pod')
+        .map((r) => r.trim().split(' ').filter(Boolean).length);
+      expect(Math.max(...runs)).toBeLessThanOrEqual(3);
+      expect(order.indexOf('pod')).toBeLessThan(5);
+    } finally {
+      await watcher.endAsync();
+    }
+  });
+
   it('metrics show the cloud link', async () => {
     const m = await (await fetch(`http://${host.observabilityAddress}/metrics`)).text();
     expect(m).toContain('edgecore_edgehub_connected 1');

@@ -1,11 +1,12 @@
 import type { Networking } from '@edgecore/edgemesh-module';
 import type { PlannedDocument, PlannedObject } from './manifest';
 import type { ObjectPublisher } from './publisher';
+import { plannedOrder } from './publish-order';
 import { SliceController } from './slice-controller';
 
 /**
- * Objects noted between two runs of the slice controller at most (it runs at the end of the
- * document that reaches it, and once more at the end): a large apply sends slices along with the
+ * Objects noted between two runs of the slice controller (and it runs once more at the end): a
+ * large apply sends slices along with the
  * services and pods they follow from, rather than all of them after the last — 10,000 slices
  * behind 60,000 objects came to a node as one burst that overflowed a stock broker's queue for it
  * (the node then read them back from retained state): 10,595-12,158 objects/s end to end, with a
@@ -14,8 +15,8 @@ import { SliceController } from './slice-controller';
 export const SLICE_PLAN_EVERY = 600;
 
 /**
- * What `edgectl apply|delete` does with planned documents: publish them (up to the publisher's
- * window at once), run the slice controller over the services and pods they touch and publish its
+ * What `edgectl apply|delete` does with planned documents: publish their objects in
+ * `publishOrder` (each node's share spread over the apply; up to the publisher's window at once), run the slice controller over the services and pods they touch and publish its
  * slices (every SLICE_PLAN_EVERY objects, and at the end), then the digests. `report` gets
  * kubectl's line per document, in file order, once all of its objects are acknowledged by the
  * broker (nothing after a failure).
@@ -44,7 +45,6 @@ export async function publishPlanned(
   }
   // publishes overlap (up to the publisher's window); a document is reported once all of its
   // objects are acknowledged by the broker, in file order, and nothing after a failure
-  const done: Promise<unknown>[] = [];
   // kubectl's words: created (new to the broker) or configured
   const created = planned.map((d) => d.objects.length > 0 && !d.objects.some((o) => pub.has(o)));
   // the slices of the services touched, after the objects they follow from
@@ -67,28 +67,28 @@ export async function publishPlanned(
       sliceWork.push(p);
     }
   };
-  for (const d of planned) {
-    const objs: Promise<void>[] = [];
-    for (const o of d.objects) {
-      await pub.room();
-      const p = verb === 'apply' ? pub.apply(o) : pub.delete(o);
-      controller?.note(o, verb === 'delete');
-      noted++;
-      p.catch(() => undefined); // reported below, in order
-      objs.push(p);
-    }
+  // every object of the apply (a Deployment's surplus pods included), then spread by destination
+  // (publishOrder: a node's services between the other nodes' pods, not as one burst)
+  const items: { o: PlannedObject; doc: number; remove: boolean }[] = [];
+  planned.forEach((d, doc) => {
+    for (const o of d.objects) items.push({ o, doc, remove: verb === 'delete' });
     // a Deployment's pods the broker holds beyond this plan (scaled down; all of them on delete)
-    for (const o of surplus(d, verb === 'delete', pub)) {
-      await pub.room();
-      const p = pub.delete(o);
-      controller?.note(o, true);
-      noted++;
-      p.catch(() => undefined);
-      objs.push(p);
-    }
-    done.push(Promise.all(objs));
-    if (noted >= SLICE_PLAN_EVERY) await publishSlices();
+    for (const o of surplus(d, verb === 'delete', pub)) items.push({ o, doc, remove: true });
+  });
+  const objs: Promise<void>[][] = planned.map(() => []);
+  for (const { o, doc, remove } of plannedOrder(items)) {
+    await pub.room();
+    const p = remove ? pub.delete(o) : pub.apply(o);
+    controller?.note(o, remove);
+    p.catch(() => undefined); // reported below, in order
+    objs[doc].push(p);
+    if (++noted >= SLICE_PLAN_EVERY) await publishSlices();
   }
+  const done = objs.map((ps) => {
+    const all = Promise.all(ps);
+    all.catch(() => undefined); // the first failure is thrown below; the documents after it say nothing
+    return all;
+  });
   await publishSlices();
   for (let i = 0; i < planned.length; i++) {
     await done[i];

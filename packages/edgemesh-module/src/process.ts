@@ -23,30 +23,91 @@ export interface MeshProcessHandlers {
 }
 
 /**
+ * How the receive loop shares the event loop with the node's intake during a burst (see
+ * `processMessages`).
+ */
+export interface MeshPace {
+  /** Changes waiting from which a burst is under way (below it, every change is applied at once). */
+  burst: number;
+  /** In a burst, apply only after this long without a new change (ms). */
+  quietMs: number;
+  /** ...or after this long waiting, whatever comes (ms): one batch, then wait again. */
+  maxDeferMs: number;
+  /** ...or at once with this many changes waiting: their memory is bounded. */
+  maxQueued: number;
+  /** Changes in one batch at most (a batch runs on the event loop the intake shares). */
+  maxBatch: number;
+}
+
+export const MESH_PACE: MeshPace = {
+  burst: 256,
+  quietMs: 5,
+  maxDeferMs: 2000,
+  maxQueued: 20_000,
+  maxBatch: 1024,
+};
+
+/**
  * EdgeMesh's receive loop (KubeEdge's `process.go`). The mailbox is drained as messages come, so
  * MetaManager is never held back by a batch being applied (it answers the VIP writes that batch
  * makes); changes that pile up meanwhile become the next batch. A single change is applied at
  * once — batching costs no wait, it only takes what is already there.
+ *
+ * **The intake first during a burst.** The node acknowledges a cloud message once MetaManager has
+ * committed it, and a stock broker keeps only ~1,000 messages for a node that has not: while this
+ * loop applies changes on the same event loop, the node takes a burst more slowly than the cloud
+ * sends it, and the broker drops the rest (the digests then read it back). So once `burst` changes
+ * wait, the loop applies none while more keep coming (`quietMs` without one), for `maxDeferMs` at
+ * most, and not beyond `maxQueued` waiting; then it applies them in batches of `maxBatch`, yielding
+ * between two. Measured (`bench:update-path`, 10,000 services alone: 20,000 objects to the node):
+ * 3.4-4.3 s with 1-2 resyncs before, 2.4-2.7 s with none in 5 runs of 6 after; the node's intake
+ * alone takes that burst in 1.6-1.8 s.
  */
 export async function processMessages(
   ctx: ChannelContext,
   module: string,
   signal: AbortSignal,
   h: MeshProcessHandlers,
+  pace: MeshPace = MESH_PACE,
 ): Promise<void> {
   let queue: MeshChanges = { changes: [], timestamps: [] };
   let running = false;
   let worker: Promise<void> = Promise.resolve();
   let failure: unknown;
+  /** Changes taken so far (a burst is still coming while it grows). */
+  let arrivals = 0;
+  /** When the loop began to hold a burst back (-1: it does not). */
+  let heldSince = -1;
   const kick = (): void => {
     if (running) return;
     running = true;
     worker = (async () => {
       try {
         while (queue.changes.length && !signal.aborted) {
-          const batch = queue;
-          queue = { changes: [], timestamps: [] };
+          const n = queue.changes.length;
+          if (n >= pace.burst && n < pace.maxQueued) {
+            const now = performance.now();
+            if (heldSince < 0) heldSince = now;
+            if (now - heldSince < pace.maxDeferMs) {
+              const seen = arrivals;
+              await pause(pace.quietMs, signal);
+              if (arrivals !== seen && !signal.aborted) continue; // still coming: the intake first
+            }
+          }
+          heldSince = -1;
+          let batch: MeshChanges;
+          if (n <= pace.maxBatch) {
+            batch = queue;
+            queue = { changes: [], timestamps: [] };
+          } else {
+            batch = {
+              changes: queue.changes.splice(0, pace.maxBatch),
+              timestamps: queue.timestamps.splice(0, pace.maxBatch),
+            };
+          }
           await h.onChanges(batch);
+          // the intake's reads between two batches
+          if (queue.changes.length) await new Promise((r) => setImmediate(r));
         }
       } catch (e) {
         failure = e;
@@ -64,6 +125,7 @@ export async function processMessages(
     }
     const ch = decodeChange(msg);
     if (!ch) return;
+    arrivals++;
     queue.changes.push(ch);
     queue.timestamps.push(msg.header.timestamp);
     h.onBusy?.(true);
@@ -84,4 +146,18 @@ export async function processMessages(
   }
   await worker;
   if (failure) throw failure;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

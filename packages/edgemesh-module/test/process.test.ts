@@ -42,3 +42,68 @@ describe('EdgeMesh receive loop', () => {
     await loop;
   });
 });
+
+describe('EdgeMesh receive loop during a burst: the intake first', () => {
+  const pace = { burst: 10, quietMs: 100, maxDeferMs: 60_000, maxQueued: 1000, maxBatch: 8 };
+
+  /** The loop, started with `first` waiting in its mailbox (a burst that came at once). */
+  async function run(p: typeof pace, first: string[]) {
+    const ctx = new ChannelContext();
+    ctx.addModule('edgemesh', 'mesh');
+    for (const n of first) await ctx.send('edgemesh', change(n));
+    const batches: string[][] = [];
+    const ac = new AbortController();
+    const loop = processMessages(
+      ctx,
+      'edgemesh',
+      ac.signal,
+      {
+        onConnection: () => undefined,
+        onChanges: async (b: MeshChanges) => void batches.push(b.changes.map((c) => c.name)),
+      },
+      p,
+    );
+    const stop = async () => {
+      ac.abort();
+      ctx.close();
+      await loop;
+    };
+    return { ctx, batches, stop };
+  }
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const names = (from: number, n: number) => Array.from({ length: n }, (_, i) => `c${from + i}`);
+
+  it('holds a burst back while changes keep coming, then applies it in order, in batches of maxBatch', async () => {
+    const { ctx, batches, stop } = await run(pace, names(0, 12)); // past `burst` at once
+    // one more every 10 ms for 400 ms: never 100 ms without one
+    for (let i = 12; i < 52; i++) {
+      await sleep(10);
+      await ctx.send('edgemesh', change(`c${i}`));
+    }
+    expect(batches).toEqual([]); // nothing applied while the burst came in
+    const t = Date.now();
+    while (batches.flat().length < 52 && Date.now() - t < 5000) await sleep(10);
+    expect(batches.flat()).toEqual(names(0, 52));
+    expect(Math.max(...batches.map((b) => b.length))).toBe(8);
+    await stop();
+  });
+
+  it('applies a held burst after maxDeferMs even while changes keep coming, and at once while maxQueued wait', async () => {
+    const a = await run({ ...pace, maxDeferMs: 150 }, names(0, 12));
+    for (let i = 12; i < 72 && !a.batches.length; i++) {
+      await sleep(10);
+      await a.ctx.send('edgemesh', change(`c${i}`));
+    }
+    expect(a.batches.length).toBeGreaterThan(0); // before the changes stopped coming
+    expect(a.batches[0]).toEqual(names(0, 8));
+    await a.stop();
+
+    const b = await run({ ...pace, quietMs: 60_000, maxQueued: 20 }, names(0, 25));
+    const t = Date.now();
+    while (!b.batches.length && Date.now() - t < 5000) await sleep(10);
+    await sleep(200);
+    // no quiet needed while too many wait to hold them: applied until fewer than maxQueued wait
+    expect(b.batches).toEqual([names(0, 8)]);
+    await b.stop();
+  });
+});

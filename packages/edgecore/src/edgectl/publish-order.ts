@@ -2,8 +2,8 @@ import { NODE_SCOPED_TYPES } from '@edgecore/edgehub';
 import type { PlannedObject } from './manifest';
 
 /**
- * Where an object goes: `''` for a type every node receives (services, slices, ...), the node's
- * name for a node-scoped one (its pods). A node's stream is every fleet-wide object plus its own.
+ * Where an object goes: `''` for a type every node receives (services, slices, ...), `node:NAME`
+ * for a node-scoped one (its pods). A node's stream is every fleet-wide object plus its own.
  */
 export function destinationOf(o: Pick<PlannedObject, 'type' | 'node'>): string {
   return NODE_SCOPED_TYPES.has(o.type) ? `node:${o.node ?? ''}` : '';

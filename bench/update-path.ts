@@ -21,8 +21,9 @@
  * Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
  * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
  * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes; SETTLE
- * for the quiet span the settled RSS is taken over; PODS_PER_SERVICE=0: services alone, in DNS only; ONLY=whole for the whole applies alone;
- * SPREAD=off to publish in file order, as edgectl did before its publish order).
+ * for the quiet span the settled RSS is taken over; PODS_PER_SERVICE=0: services alone, in DNS
+ * only; ONLY=whole for the whole applies alone; SPREAD=off to publish in file order, as edgectl did
+ * before its publish order).
  */
 import { ObjectPublisher, plannedOrder, SLICE_PLAN_EVERY, SliceController } from '@edgecore/edgecore';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -292,8 +293,8 @@ async function main(): Promise<void> {
   );
   await new Promise<void>((r) => backend.listen(0, '127.0.0.1', () => r()));
   const backendPort = (backend.address() as AddressInfo).port;
-  // the one apply of the whole catalog first, while this process holds nothing else (printed
-  // last); ONLY=whole: that alone
+  // the whole catalog in one apply first (one file, then two), while this process holds nothing
+  // else (printed last); ONLY=whole: those alone
   const whole = [await wholeApply(backendPort, 1), await wholeApply(backendPort, 2)].join('\n');
   if (process.env.ONLY === 'whole') {
     console.log(whole);

@@ -7,10 +7,10 @@ import { SliceController } from './slice-controller';
 /**
  * Objects noted between two runs of the slice controller (and it runs once more at the end): a
  * large apply sends slices along with the services and pods they follow from, rather than all of
- * them after the last — 10,000 slices
- * behind 60,000 objects came to a node as one burst that overflowed a stock broker's queue for it
- * (the node then read them back from retained state): 10,595-12,158 objects/s end to end, with a
- * resync in 4 of 6 applies; 10,169-13,809 and none in 7 with a run every 600 objects.
+ * them after the last — 10,000 slices behind 60,000 objects came to a node as one burst that
+ * overflowed a stock broker's queue for it (the node then read them back from retained state):
+ * 10,595-12,158 objects/s end to end, with a resync in 4 of 6 applies; 10,169-13,809 and none in 7
+ * with a run every 600 objects.
  */
 export const SLICE_PLAN_EVERY = 600;
 
@@ -18,9 +18,9 @@ export const SLICE_PLAN_EVERY = 600;
  * What `edgectl apply|delete` does with planned documents: publish their objects in
  * `publishOrder` (each node's share spread over the apply; up to the publisher's window at once),
  * run the slice controller over the services and pods they touch and publish its slices (every
- * SLICE_PLAN_EVERY objects, and at the end), then the digests. `report` gets
- * kubectl's line per document, in file order, once all of its objects are acknowledged by the
- * broker (nothing after a failure).
+ * SLICE_PLAN_EVERY objects, and at the end), then the digests. `report` gets kubectl's line per
+ * document, in file order, once all of its objects are acknowledged by the broker (nothing after a
+ * failure).
  */
 export async function publishPlanned(
   pub: ObjectPublisher,

@@ -60,7 +60,7 @@ export const MESH_PACE: MeshPace = {
  * wait, the loop applies none while more keep coming (`quietMs` without one), for `maxDeferMs` at
  * most, and not beyond `maxQueued` waiting; then it applies them in batches of `maxBatch`, yielding
  * between two and pausing no more until new changes come. Measured (`bench:update-path`, 10,000 services alone: 20,000 objects to the node):
- * 3.4-4.3 s with 1-2 resyncs in each of 8 applies before, 2.6-2.7 s with none in 7 runs of 8 after
+ * 3.4-4.3 s with 1-2 resyncs in each of 8 applies before, 2.6-2.9 s with none in 12 runs of 14 after
  * (`PODS_PER_SERVICE=0 ONLY=whole`); the node's intake alone takes that burst in 1.6-1.8 s.
  */
 export async function processMessages(

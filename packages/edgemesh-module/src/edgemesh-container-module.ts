@@ -203,7 +203,7 @@ export function bindProxy(bind: Bind): void {
       });
     })
     .inSingletonScope();
-  bind<PortalManagerFactory>(PortalManagerFactory).toDynamicValue((ctx) => (host) => {
+  bind<PortalManagerFactory>(PortalManagerFactory).toDynamicValue((ctx) => (host, onRetry) => {
     const o = optionsOf(ctx);
     const backends = ctx.get(BackendIndex);
     return new PortalManager(
@@ -218,6 +218,7 @@ export function bindProxy(bind: Bind): void {
         hashHeader: o.consistentHashHeader,
         udp: { idleTimeoutMs: o.proxy.udpIdleTimeoutMs, dialer: ctx.get(BackendDialer) },
         portRange: portalPortRange(o.portalPortRange),
+        onRetry,
       },
     );
   });

@@ -411,14 +411,14 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
       if (n && this.catalog.getService(n.namespace, n.service)) key = `${n.namespace}/${n.service}`;
     }
     if (key) {
-      const spec = this.portals.get(`${key}:${port}/TCP`);
+      const spec = this.portals.spec(`${key}:${port}/TCP`);
       return spec
         ? { scope: spec.key, backends: this.backends.of(spec), protocol: spec.protocol }
         : undefined;
     }
     const ep = this.vipTable.endpointOf(host) ?? this.endpointByName(host);
     if (!ep) return undefined;
-    const svcSpec = this.portals.get(`${ep.service}:${port}/TCP`);
+    const svcSpec = this.portals.spec(`${ep.service}:${port}/TCP`);
     if (!svcSpec) return undefined;
     // the service port's backends of that endpoint (cached per key like a portal's)
     const spec = { ...svcSpec, key: `${ep.service}.${ep.label}:${port}/TCP`, endpoint: ep.label };
@@ -529,7 +529,15 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     this.zone.setEndpointNames(this.endpointNames());
     this.interception?.dnsListening(a.address);
     // 5. Portals per service port, their rules; the explicit proxy when unprivileged.
-    this.portals = this.newPortals(this.mode === 'unprivileged' ? '127.0.0.1' : listen.host);
+    // portals short of file descriptors are tried again in turn with the other portal work
+    this.portals = this.newPortals(
+      this.mode === 'unprivileged' ? '127.0.0.1' : listen.host,
+      () =>
+        void this.serialized(async () => {
+          if (this.portals && (await this.portals.retryUnopened()))
+            await this.interception?.changed(true, false);
+        }).catch((e) => this.log.warn({ err: e }, 'portal retry failed')),
+    );
     await this.portals.sync(desiredPortals(this.catalog.services, (k) => this.vipTable.vipOf(k)));
     this.syncHealth(this.catalog.services.keys());
     await this.interception?.start(() => this.portals.table());

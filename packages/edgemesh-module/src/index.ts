@@ -13,6 +13,7 @@ export * from './dns/forwarder';
 export * from './dns/dns-server';
 export * from './dns/udp-batch';
 export * from './native';
+export * from './open-files';
 export * from './listen';
 export * from './edgemesh-module';
 export * from './edgemesh-container-module';

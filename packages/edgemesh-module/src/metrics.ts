@@ -318,6 +318,12 @@ export class EdgeMeshMetrics implements MetricsContribution {
       'Portals (one per service port).',
       () => mesh.portals?.size ?? 0,
     );
+    scrapedGauge(
+      r,
+      'edgecore_mesh_portals_unopened',
+      'Portals wanted but not open for want of file descriptors (EMFILE, ENFILE): retried every 5 s and when a portal closes.',
+      () => mesh.portals?.unopenedCount ?? 0,
+    );
     scrapedCounter(
       r,
       'edgecore_mesh_portal_connections_refused_total',

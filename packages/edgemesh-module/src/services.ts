@@ -12,9 +12,12 @@ import type { PortalManager } from './proxy/portals';
 export const DnsServerFactory = Symbol.for('edgecore.edgemesh.DnsServerFactory');
 export type DnsServerFactory = (listen: { host: string; port: number }, mode: MeshMode) => DnsServer;
 
-/** The portals of a listen address. */
+/**
+ * The portals of a listen address; `onRetry` runs while some wait for file descriptors (the
+ * owner then calls `retryUnopened` in turn with its other portal work).
+ */
 export const PortalManagerFactory = Symbol.for('edgecore.edgemesh.PortalManagerFactory');
-export type PortalManagerFactory = (host: string) => PortalManager;
+export type PortalManagerFactory = (host: string, onRetry?: () => void) => PortalManager;
 
 /** Unprivileged mode's explicit proxy, routing by `resolve`. */
 export const ForwardProxyFactory = Symbol.for('edgecore.edgemesh.ForwardProxyFactory');

@@ -16,6 +16,7 @@ import type { HttpProxy } from './http/http-proxy';
 import type { TcpProxy } from './l4/tcp-proxy';
 import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
 import { portProtocol, type PortalEntry, type PortalSpec } from '../portal-table';
+import { openFileCount, openFileLimit, portalReserve } from '../open-files';
 
 /** One portal: its own listener's connection target (no function made per portal). */
 class Portal implements ConnectionTarget {
@@ -84,6 +85,9 @@ export class PortalManager {
   private readonly byService = new IndexMap();
   private changes = 0;
   private readonly log: Logger;
+  /** Portals wanted but not open for want of file descriptors, in the order they were wanted. */
+  private readonly unopened = new Map<string, PortalSpec>();
+  private retryTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly listenHost: string,
@@ -101,6 +105,13 @@ export class PortalManager {
       portRange?: { from: number; to: number };
       /** How TCP portals listen (default: the addon's listener set when built, else node:net). */
       listen?: Listen;
+      /**
+       * Called every `retryMs` while portals wait for descriptors: the owner runs `retryUnopened`
+       * in turn with its other portal work, and tells interception when the table changed.
+       */
+      onRetry?: () => void;
+      /** How often (ms, default 5,000). */
+      retryMs?: number;
     } = {},
   ) {
     this.log = opts.log ?? silentLogger;
@@ -112,6 +123,10 @@ export class PortalManager {
   }
 
   private readonly listen: Listen;
+
+  private get retryMs(): number {
+    return this.opts.retryMs ?? 5000;
+  }
 
   /** The next port of the range to try (next-fit: a closed portal's port is reused last). */
   private nextPort: number;
@@ -156,6 +171,14 @@ export class PortalManager {
     }));
   }
 
+  /**
+   * A wanted service port's spec, its portal open or waiting for a descriptor (the explicit proxy
+   * serves a service by it, with or without its portal).
+   */
+  spec(key: string): PortalSpec | undefined {
+    return this.portals.get(key)?.spec ?? this.unopened.get(key);
+  }
+
   get(key: string): PortalEntry | undefined {
     const p = this.portals.get(key);
     return p && { ...p.spec, listenHost: this.listenHost, listenPort: p.listenPort };
@@ -168,7 +191,7 @@ export class PortalManager {
 
   /** Bring the listeners in line with `desired`. Returns whether the table changed. */
   sync(desired: PortalSpec[]): Promise<boolean> {
-    return this.reconcile([...this.portals.keys()], desired);
+    return this.reconcile([...this.portals.keys()], desired, undefined);
   }
 
   /**
@@ -177,13 +200,36 @@ export class PortalManager {
    * the ports it touched, not the whole table.
    */
   syncServices(serviceKeys: Iterable<string>, desired: PortalSpec[]): Promise<boolean> {
+    const services = new Set(serviceKeys);
     const current: string[] = [];
-    for (const s of serviceKeys) for (const k of this.byService.values(s)) current.push(k);
-    return this.reconcile(current, desired);
+    for (const s of services) for (const k of this.byService.values(s)) current.push(k);
+    return this.reconcile(current, desired, services);
   }
 
-  private async reconcile(current: string[], desired: PortalSpec[]): Promise<boolean> {
+  /** Portals wanted but not open for want of file descriptors (EMFILE, ENFILE): retried. */
+  get unopenedCount(): number {
+    return this.unopened.size;
+  }
+
+  /**
+   * Try the portals that could not open for want of descriptors again (a connection or a portal
+   * may have closed since, or the limit been raised), in the order they were wanted; stops at the
+   * first that still cannot. Returns whether the table changed (the caller tells interception).
+   */
+  async retryUnopened(): Promise<boolean> {
+    if (!this.unopened.size) return false;
+    const opened = await this.openAll([...this.unopened.values()], true);
+    if (opened) this.log.info({ opened, unopened: this.unopened.size }, 'portals opened on retry');
+    return opened > 0;
+  }
+
+  private async reconcile(
+    current: string[],
+    desired: PortalSpec[],
+    services: ReadonlySet<string> | undefined,
+  ): Promise<boolean> {
     let changed = false;
+    let closed = false;
     const want = new Map(desired.map((d) => [d.key, d]));
     for (const key of current) {
       const p = this.portals.get(key);
@@ -192,25 +238,106 @@ export class PortalManager {
       if (!d || d.protocol !== p.spec.protocol) {
         await this.close(p);
         this.forget(key, p.spec);
-        changed = true;
+        changed = closed = true;
       } else if (d.vip !== p.spec.vip || d.portName !== p.spec.portName) {
         p.spec = d; // same listener, new VIP/name: connections keep going
         this.changes++;
         changed = true;
       }
     }
-    for (const [key, d] of want) {
-      if (this.portals.has(key)) continue;
+    // an unopened portal of these services (of every service, for a whole sync) is wanted as
+    // `desired` says now, or not at all
+    for (const [key, spec] of this.unopened)
+      if ((!services || services.has(spec.serviceKey)) && !want.has(key)) this.unopened.delete(key);
+    const open: PortalSpec[] = [];
+    // descriptors were given back: the portals waiting for them first, in their order
+    if (closed) for (const [key, d] of this.unopened) if (!want.has(key)) open.push(d);
+    for (const [key, d] of want) if (!this.portals.has(key)) open.push(d);
+    if ((await this.openAll(open, false)) > 0) changed = true;
+    return changed;
+  }
+
+  /**
+   * Open these portals in order, within the descriptors the process may give them (`fdRoom`). One
+   * that finds none waits in `unopened` (and so does every one after it: they would find none
+   * either). A shortage is said in one line when it begins (the count since is the
+   * `edgecore_mesh_portals_unopened` gauge) rather than one per portal — a node short of
+   * descriptors by thousands logged thousands of lines; another failure is said for its portal and
+   * not retried. Returns how many opened.
+   */
+  private async openAll(specs: PortalSpec[], retry: boolean): Promise<number> {
+    const waiting = this.unopened.size;
+    let opened = 0;
+    let short: { reason: string; first: string } | undefined;
+    let room = specs.length ? this.fdRoom(specs.length) : 0;
+    for (const d of specs) {
+      if (!short && room <= 0) short = { reason: 'reserve', first: d.key };
+      if (short) {
+        this.unopened.set(d.key, d);
+        continue;
+      }
       try {
-        this.portals.set(key, await this.open(d));
+        this.portals.set(d.key, await this.open(d));
+        this.unopened.delete(d.key);
         this.changes++;
-        this.byService.add(d.serviceKey, key);
-        changed = true;
+        this.byService.add(d.serviceKey, d.key);
+        opened++;
+        room--;
       } catch (e) {
-        this.log.error({ portal: key, err: (e as Error).message }, 'cannot open portal');
+        const code = (e as { code?: string }).code;
+        if (code === 'EMFILE' || code === 'ENFILE') {
+          short = { reason: code, first: d.key };
+          this.unopened.set(d.key, d);
+        } else {
+          this.unopened.delete(d.key);
+          this.log.error({ portal: d.key, err: (e as Error).message }, 'cannot open portal');
+        }
       }
     }
-    return changed;
+    if (short) this.scheduleRetry();
+    if (short && !retry && !waiting) {
+      const limit = openFileLimit();
+      this.log.warn(
+        {
+          reason: short.reason,
+          unopened: this.unopened.size,
+          first: short.first,
+          openFiles: limit ? `${limit.soft} (hard ${limit.hard})` : undefined,
+          reserve: limit && Number.isFinite(limit.soft) ? portalReserve(limit.soft) : undefined,
+          retryMs: this.retryMs,
+        },
+        `portals not open: out of file descriptors (${short.reason === 'reserve' ? 'what is left is kept for connections, DNS and the proxy' : short.reason}); each service port needs one — raise the open-file limit (LimitNOFILE in edgecore's unit, ulimit -Hn); retried as descriptors free up`,
+      );
+    }
+    return opened;
+  }
+
+  /**
+   * How many of `want` more portals the open-file limit leaves room for, keeping `portalReserve`
+   * descriptors for the rest of the node. Counted (`/proc/self/fd`) only once the portals come
+   * within half of the limit: far from it, no count.
+   */
+  private fdRoom(want: number): number {
+    const limit = openFileLimit()?.soft;
+    if (limit === undefined || !Number.isFinite(limit)) return want;
+    const cap = limit - portalReserve(limit);
+    if (this.portals.size + want < cap / 2) return want;
+    const used = openFileCount();
+    return used === undefined ? want : Math.min(want, cap - used);
+  }
+
+  /** While portals wait for descriptors, the owner's `onRetry` every `retryMs`. */
+  private scheduleRetry(): void {
+    if (this.retryTimer || !this.opts.onRetry) return;
+    this.retryTimer = setInterval(() => {
+      if (!this.unopened.size) {
+        clearInterval(this.retryTimer);
+        this.retryTimer = undefined;
+        return;
+      }
+      this.opts.onRetry!();
+    }, this.retryMs);
+    this.retryTimer.unref();
   }
 
   private forget(key: string, spec: PortalSpec): void {
@@ -220,6 +347,9 @@ export class PortalManager {
   }
 
   async closeAll(): Promise<void> {
+    clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
+    this.unopened.clear();
     for (const p of this.portals.values()) await this.close(p);
     this.changes++;
     this.portals.clear();

@@ -1,9 +1,13 @@
-import { run } from '@edgecore/edgemesh-module';
+import { openFileLimit, portalReserve, run } from '@edgecore/edgemesh-module';
+import { MetaStore } from '@edgecore/metamanager';
 import { createSocket } from 'node:dgram';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { dirname } from 'node:path';
 import type { EdgeCoreConfig } from '../config/config';
+
+/** Descriptors an edgecore holds besides its portals before any connection (measured: ~40). */
+const BASE_DESCRIPTORS = 64;
 
 /** One line of `edgecore check`: ok, warn or error, what was checked, and the fix when it fails. */
 export interface Finding {
@@ -133,6 +137,30 @@ export async function checkEnvironment(cfg: EdgeCoreConfig): Promise<Finding[]> 
     );
   }
 
+  // open files: a portal per service port besides everything else; Node raises the soft limit to
+  // the hard one at start, so the hard one is the node's room
+  if (mesh.enable) {
+    const lim = openFileLimit();
+    if (!lim) f('warn', 'open-files', '/proc/self/limits not readable: the open-file limit is unknown');
+    else {
+      const room = Math.max(0, lim.hard - portalReserve(lim.hard) - BASE_DESCRIPTORS);
+      const ports = servicePorts(cfg.database.dataSource);
+      const held = ports === undefined ? '' : `; the database holds ${ports} service ports`;
+      if (ports !== undefined && ports > room)
+        f(
+          'warn',
+          'open-files',
+          `hard limit ${lim.hard}: room for about ${room} portals${held} — the rest get none (the explicit proxy still serves them, iptables mode cannot reach them); fix: LimitNOFILE=${Math.max(65_536, 2 ** Math.ceil(Math.log2(ports * 2)))} in edgecore's systemd unit, or ulimit -Hn`,
+        );
+      else
+        f(
+          'ok',
+          'open-files',
+          `hard limit ${lim.hard} (Node raises the soft one to it): room for about ${room} portals${held}`,
+        );
+    }
+  }
+
   // the database: writable, or its nearest existing directory is (edgecore creates the rest);
   // a check looks and never creates anything
   const db = cfg.database.dataSource;
@@ -150,6 +178,30 @@ export async function checkEnvironment(cfg: EdgeCoreConfig): Promise<Finding[]> 
     );
   }
   return out;
+}
+
+/**
+ * The TCP and UDP ports of the services in the node's database (a portal each), read-only;
+ * undefined when there is no database yet or it cannot be read.
+ */
+function servicePorts(path: string): number | undefined {
+  if (!existsSync(path)) return undefined;
+  let store: MetaStore | undefined;
+  try {
+    store = new MetaStore(path, { readonly: true });
+    let n = 0;
+    for (const r of store.list('*', 'service')) {
+      const spec = (JSON.parse(r.value) as { spec?: { type?: string; ports?: { protocol?: string }[] } })
+        .spec;
+      if (spec?.type === 'ExternalName') continue;
+      n += (spec?.ports ?? []).filter((p) => p.protocol !== 'SCTP').length;
+    }
+    return n;
+  } catch {
+    return undefined;
+  } finally {
+    store?.close();
+  }
 }
 
 function readText(p: string): string | undefined {

@@ -342,8 +342,10 @@ export class MetaManagerModule implements BeehiveModule {
       this.reply(ctx, msg, newResponse(msg, JSON.parse(rec.value) as unknown, this.name));
       return;
     }
+    // `{local: true}`: what this node stores, never the cloud's (EdgeMesh reading back a held key)
+    const local = (msg.content as { local?: unknown } | null)?.local === true;
     const hub = ctx.moduleNames(Group.Hub)[0];
-    if (this.connected && hub) {
+    if (this.connected && hub && !local) {
       const p = this.remoteQuery(ctx, msg, hub).finally(() => this.inflight.delete(p));
       this.inflight.add(p);
       return;

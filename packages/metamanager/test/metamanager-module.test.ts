@@ -211,6 +211,18 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect((await h.write('insert', 'default/service/x', svc('x'), 1)).content).toBe('OK');
   });
 
+  it("connected + missing key asked with {local: true}: this node's store answers, the cloud is not asked", async () => {
+    let asked = 0;
+    h = await harness(db.path, { hub: () => void asked++ });
+    await h.ctx.send('metamanager', newMessage(CloudConnected, { operation: Operation.Connect }));
+    await h.write('insert', 'default/service/a', svc('a'), 1);
+    const client = new BeehiveMetaClient(h.ctx, { source: 'tester', timeoutMs: 2000 });
+    expect(await client.get('default', 'service', 'gone', { local: true })).toBeUndefined();
+    expect(((await client.get('default', 'service', 'a', { local: true })) as any).metadata.name).toBe('a');
+    expect(asked).toBe(0);
+    expect(h.mm.stats.remoteQueries).toBe(0);
+  });
+
   it('disconnected: a missing key is answered locally at once, no remote query', async () => {
     let asked = 0;
     h = await harness(db.path, { hub: () => asked++ });

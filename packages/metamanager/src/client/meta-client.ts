@@ -27,7 +27,16 @@ export interface MetaChange<T = unknown> {
  */
 export const MetaClient = Symbol.for('edgecore.MetaClient');
 export interface MetaClient {
-  get<T = unknown>(namespace: string, type: string, name: string): Promise<T | undefined>;
+  /**
+   * One object; a miss is asked of the cloud while it is connected (KubeEdge's remote query),
+   * unless `local`: then this node's store alone answers.
+   */
+  get<T = unknown>(
+    namespace: string,
+    type: string,
+    name: string,
+    opts?: { local?: boolean },
+  ): Promise<T | undefined>;
   list<T = unknown>(namespace: string, type: string): Promise<T[]>;
   /** Store an object (unversioned local write unless resourceVersion is given). */
   put(
@@ -56,9 +65,18 @@ export class BeehiveMetaClient implements MetaClient {
     this.timeoutMs = o.timeoutMs;
   }
 
-  async get<T = unknown>(namespace: string, type: string, name: string): Promise<T | undefined> {
+  async get<T = unknown>(
+    namespace: string,
+    type: string,
+    name: string,
+    opts: { local?: boolean } = {},
+  ): Promise<T | undefined> {
     try {
-      return (await this.request(Operation.Query, `${namespace}/${type}/${name}`)) as T;
+      return (await this.request(
+        Operation.Query,
+        `${namespace}/${type}/${name}`,
+        opts.local ? { local: true } : undefined,
+      )) as T;
     } catch (e) {
       if (e instanceof MetaError && e.code === MetaCode.NotFound) return undefined;
       throw e;

@@ -1,6 +1,6 @@
 import { digestEquals, newMessage, Operation, silentLogger, toWire } from '@edgecore/beehive';
 import { EdgeHubModule } from '@edgecore/edgehub';
-import { EdgeMeshModule } from '@edgecore/edgemesh-module';
+import { EdgeMeshModule, MESH_PACE } from '@edgecore/edgemesh-module';
 import { MetaManagerModule } from '@edgecore/metamanager';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -123,6 +123,58 @@ describe('cloud → node updates through a stock mosquitto (max_queued_messages 
     },
     180_000,
   );
+
+  it('a burst past what EdgeMesh holds with objects is held by keys and read back from the store: the node ends with exactly the cloud state', async () => {
+    // the pace lowered so that 2,000 services are past it, and one quiet span long enough for the
+    // second and third applies (deletes, changed ports) to come within the same held burst
+    const saved = { ...MESH_PACE };
+    Object.assign(MESH_PACE, { maxQueued: 300, quietMs: 1500, maxDeferMs: 30_000 });
+    const broker = await Mosquitto.start({ stock: true });
+    const dir = tmp();
+    const host = await startHost(dir, 'edge-node-keys', broker.url, 5);
+    try {
+      const hub = host.container.get(EdgeHubModule);
+      const mm = host.container.get(MetaManagerModule);
+      const mesh = host.container.get(EdgeMeshModule);
+      await until(() => hub.cloudConnected, 'connected');
+      const N = 2000;
+      const names = Array.from({ length: N }, (_, i) => `held-${i}`);
+      const f = join(dir, 'held.yaml');
+      writeFileSync(f, services(names));
+      const queries0 = mm.stats.queries;
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f], quiet)).toBe(0);
+      // within the held burst (only its first changes, before 256 waited at once, were applied): 100 held
+      // with their objects and 400 held by keys go, 500 by keys change their port
+      expect(mesh.updates.applied).toBeLessThan(N / 2);
+      writeFileSync(f, services([...names.slice(0, 100), ...names.slice(1000, 1400)]));
+      expect(await edgectl(['--server', broker.url, 'delete', '-f', f], quiet)).toBe(0);
+      writeFileSync(f, services(names.slice(1500)).replaceAll('port: 80,', 'port: 8080,'));
+      expect(await edgectl(['--server', broker.url, 'apply', '-f', f], quiet)).toBe(0);
+      const want = await cloudDigest(broker.url);
+      expect(want.count).toBe(N - 500);
+      await until(
+        () => digestEquals(mm.store.digest('service'), want) && mesh.catalog.services.size === N - 500,
+        'the node holds the cloud state',
+        60_000,
+      );
+      await until(() => !mesh.applying, 'the burst applied', 30_000);
+      expect(mesh.catalog.services.has('default/held-50')).toBe(false);
+      expect(mesh.catalog.services.has('default/held-1200')).toBe(false);
+      expect(mesh.catalog.services.get('default/held-1999')?.spec?.ports?.[0]?.port).toBe(8080);
+      expect(mesh.catalog.services.get('default/held-1499')?.spec?.ports?.[0]?.port).toBe(80);
+      expect(mesh.vips.allocated).toBe(N - 500);
+      expect(await dig(mesh.dns.port, 'held-1999.default.svc.cluster.local')).toMatch(/status: NOERROR/);
+      expect(await dig(mesh.dns.port, 'held-1200.default.svc.cluster.local')).toMatch(/status: NXDOMAIN/);
+      // the keys past 300 (services and their slices) were read back from the store
+      expect(mm.stats.queries - queries0).toBeGreaterThanOrEqual(N - 300);
+      expect(hub.stats.connects).toBe(1);
+      expect(hub.stats.sync.resyncs).toBe(0);
+    } finally {
+      Object.assign(MESH_PACE, saved);
+      await host.stop();
+      await broker.destroy();
+    }
+  }, 120_000);
 
   it('MQTT 5: a fresh node joins a catalog larger than the broker queue without a retained replay; a type with no digest is loaded whole', async () => {
     const broker = await Mosquitto.start({ stock: true });

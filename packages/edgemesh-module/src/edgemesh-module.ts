@@ -1,5 +1,5 @@
 import { BeehiveModule, ChannelContext, Group, Logger, ReadySignal, silentLogger } from '@edgecore/beehive';
-import { MetaClient } from '@edgecore/metamanager/client';
+import { MetaClient, type MetaChange } from '@edgecore/metamanager/client';
 import { inject, injectable, optional } from 'inversify';
 import { ServiceCatalog, type CatalogDelta } from './catalog/catalog';
 import type {
@@ -217,6 +217,24 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
       onConnection: (up) => (this.cloud = up),
       onBusy: (busy) => (this.applying = busy),
       onChanges: (batch) => this.applyChanges(batch),
+      // a burst held by keys: each object as this node stores it now (gone: a delete; never a
+      // remote query, the store is what the node holds)
+      onRead: async (keys) => ({
+        changes: await Promise.all(
+          keys.map(async (k) => {
+            const object = await this.meta.get(k.namespace, k.type, k.name, { local: true });
+            const change: MetaChange = {
+              operation: object === undefined ? 'delete' : 'update',
+              namespace: k.namespace,
+              type: k.type,
+              name: k.name,
+              object,
+            };
+            return change;
+          }),
+        ),
+        timestamps: keys.map((k) => k.timestamp),
+      }),
     });
   }
 

@@ -52,5 +52,6 @@ export * from './iptables/rules';
 export * from './iptables/listen-interface';
 export * from './dns/resolvconf';
 export * from './metrics';
+export { MESH_PACE, type MeshPace, type MeshKey } from './process';
 export * from './tunnel';
 export * from './lb/published';

@@ -1,5 +1,5 @@
 import { ChannelContext, CloudConnected, newMessage, Operation } from '@edgecore/beehive';
-import { processMessages, type MeshChanges } from '../src/process';
+import { processMessages, type MeshChanges, type MeshKey } from '../src/process';
 
 const change = (name: string) =>
   newMessage(
@@ -46,12 +46,16 @@ describe('EdgeMesh receive loop', () => {
 describe('EdgeMesh receive loop during a burst: the intake first', () => {
   const pace = { burst: 10, quietMs: 100, maxDeferMs: 60_000, maxQueued: 1000, maxBatch: 8 };
 
-  /** The loop, started with `first` waiting in its mailbox (a burst that came at once). */
-  async function run(p: typeof pace, first: string[]) {
+  /**
+   * The loop, started with `first` waiting in its mailbox (a burst that came at once); with
+   * `readKeys`, an `onRead` that answers each key with an update (the names asked in `reads`).
+   */
+  async function run(p: typeof pace, first: string[], readKeys = false) {
     const ctx = new ChannelContext();
     ctx.addModule('edgemesh', 'mesh');
     for (const n of first) await ctx.send('edgemesh', change(n));
     const batches: string[][] = [];
+    const reads: string[][] = [];
     const ac = new AbortController();
     const loop = processMessages(
       ctx,
@@ -60,6 +64,17 @@ describe('EdgeMesh receive loop during a burst: the intake first', () => {
       {
         onConnection: () => undefined,
         onChanges: async (b: MeshChanges) => void batches.push(b.changes.map((c) => c.name)),
+        ...(readKeys
+          ? {
+              onRead: async (keys: MeshKey[]) => {
+                reads.push(keys.map((k) => k.name));
+                return {
+                  changes: keys.map((k) => ({ operation: 'update' as const, ...k, object: { read: true } })),
+                  timestamps: keys.map((k) => k.timestamp),
+                };
+              },
+            }
+          : {}),
       },
       p,
     );
@@ -68,7 +83,7 @@ describe('EdgeMesh receive loop during a burst: the intake first', () => {
       ctx.close();
       await loop;
     };
-    return { ctx, batches, stop };
+    return { ctx, batches, reads, stop };
   }
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const names = (from: number, n: number) => Array.from({ length: n }, (_, i) => `c${from + i}`);
@@ -105,5 +120,29 @@ describe('EdgeMesh receive loop during a burst: the intake first', () => {
     // no quiet needed while too many wait to hold them: applied until fewer than maxQueued wait
     expect(b.batches).toEqual([names(0, 8)]);
     await b.stop();
+  });
+
+  it('past maxQueued, with onRead: holds the rest by keys (each once, in the order of its last change), reads them when applied', async () => {
+    const { ctx, batches, reads, stop } = await run(
+      { ...pace, maxQueued: 20, quietMs: 400 },
+      names(0, 25),
+      true,
+    );
+    // c21 changes again while held by its key, c2 (held with its object) too: both join the keys
+    await sleep(30);
+    await ctx.send('edgemesh', change('c21'));
+    await ctx.send('edgemesh', change('c2'));
+    await sleep(60);
+    expect(batches).toEqual([]); // more than maxQueued wait, and still held: no quiet span yet
+    const t = Date.now();
+    while (batches.flat().length < 26 && Date.now() - t < 5000) await sleep(10);
+    expect(batches.flat()).toEqual([...names(0, 20), 'c20', 'c22', 'c23', 'c24', 'c21', 'c2']);
+    expect(reads).toEqual([['c20', 'c22', 'c23', 'c24', 'c21', 'c2']]);
+    // a change after the held burst is applied is held with its object again
+    await ctx.send('edgemesh', change('c99'));
+    while (batches.length < 5 && Date.now() - t < 5000) await sleep(10);
+    expect(batches.at(-1)).toEqual(['c99']);
+    expect(reads).toHaveLength(1);
+    await stop();
   });
 });

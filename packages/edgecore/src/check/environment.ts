@@ -1,13 +1,10 @@
-import { openFileLimit, portalReserve, run } from '@edgecore/edgemesh-module';
+import { openFileLimit, portalCapacity, run } from '@edgecore/edgemesh-module';
 import { MetaStore } from '@edgecore/metamanager';
 import { createSocket } from 'node:dgram';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { dirname } from 'node:path';
 import type { EdgeCoreConfig } from '../config/config';
-
-/** Descriptors an edgecore holds besides its portals before any connection (measured: ~40). */
-const BASE_DESCRIPTORS = 64;
 
 /** One line of `edgecore check`: ok, warn or error, what was checked, and the fix when it fails. */
 export interface Finding {
@@ -143,7 +140,7 @@ export async function checkEnvironment(cfg: EdgeCoreConfig): Promise<Finding[]> 
     const lim = openFileLimit();
     if (!lim) f('warn', 'open-files', '/proc/self/limits not readable: the open-file limit is unknown');
     else {
-      const room = Math.max(0, lim.hard - portalReserve(lim.hard) - BASE_DESCRIPTORS);
+      const room = portalCapacity(lim.hard);
       const ports = servicePorts(cfg.database.dataSource);
       const held = ports === undefined ? '' : `; the database holds ${ports} service ports`;
       if (ports !== undefined && ports > room)

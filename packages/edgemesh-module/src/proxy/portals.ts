@@ -16,7 +16,7 @@ import type { HttpProxy } from './http/http-proxy';
 import type { TcpProxy } from './l4/tcp-proxy';
 import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
 import { portProtocol, type PortalEntry, type PortalSpec } from '../portal-table';
-import { openFileCount, openFileLimit, portalReserve } from '../open-files';
+import { openFileLimit, portalCapacity, portalReserve } from '../open-files';
 
 /** One portal: its own listener's connection target (no function made per portal). */
 class Portal implements ConnectionTarget {
@@ -258,7 +258,7 @@ export class PortalManager {
   }
 
   /**
-   * Open these portals in order, within the descriptors the process may give them (`fdRoom`). One
+   * Open these portals in order, within what the open-file limit holds (`fdRoom`). One
    * that finds none waits in `unopened` (and so does every one after it: they would find none
    * either). A shortage is said in one line when it begins (the count since is the
    * `edgecore_mesh_portals_unopened` gauge) rather than one per portal — a node short of
@@ -312,18 +312,11 @@ export class PortalManager {
     return opened;
   }
 
-  /**
-   * How many of `want` more portals the open-file limit leaves room for, keeping `portalReserve`
-   * descriptors for the rest of the node. Counted (`/proc/self/fd`) only once the portals come
-   * within half of the limit: far from it, no count.
-   */
+  /** How many of `want` more portals the open-file limit holds (`portalCapacity`). */
   private fdRoom(want: number): number {
     const limit = openFileLimit()?.soft;
     if (limit === undefined || !Number.isFinite(limit)) return want;
-    const cap = limit - portalReserve(limit);
-    if (this.portals.size + want < cap / 2) return want;
-    const used = openFileCount();
-    return used === undefined ? want : Math.min(want, cap - used);
+    return Math.min(want, portalCapacity(limit) - this.portals.size);
   }
 
   /** While portals wait for descriptors, the owner's `onRetry` every `retryMs`. */

@@ -38,7 +38,7 @@ import { H2Proxy } from './proxy/h2/h2-proxy';
 import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
 import { desiredPortals, type PortalManager } from './proxy/portals';
-import { processMessages, type MeshChanges } from './process';
+import { processMessages, type MeshChanges, type MeshKey } from './process';
 import { parseEndpointName, parseServiceName } from './service-name';
 import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
 import type { VipAllocator } from './vip/vip-allocator';
@@ -218,24 +218,43 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
       onBusy: (busy) => (this.applying = busy),
       onChanges: (batch) => this.applyChanges(batch),
       // a burst held by keys: each object as this node stores it now (gone: a delete; never a
-      // remote query, the store is what the node holds)
+      // remote query, the store is what the node holds), one request per type
       onRead: async (keys) => ({
-        changes: await Promise.all(
-          keys.map(async (k) => {
-            const object = await this.meta.get(k.namespace, k.type, k.name, { local: true });
-            const change: MetaChange = {
-              operation: object === undefined ? 'delete' : 'update',
-              namespace: k.namespace,
-              type: k.type,
-              name: k.name,
-              object,
-            };
-            return change;
-          }),
-        ),
+        changes: await this.readStored(keys),
         timestamps: keys.map((k) => k.timestamp),
       }),
     });
+  }
+
+  /** These objects as MetaManager stores them now, as changes (one that is gone: a delete). */
+  private async readStored(keys: MeshKey[]): Promise<MetaChange[]> {
+    const byType = new Map<string, number[]>();
+    keys.forEach((k, i) => {
+      const at = byType.get(k.type);
+      if (at) at.push(i);
+      else byType.set(k.type, [i]);
+    });
+    const objects: unknown[] = new Array(keys.length);
+    await Promise.all(
+      [...byType].map(async ([type, at]) => {
+        const got = this.meta.getMany
+          ? await this.meta.getMany(
+              type,
+              at.map((i) => `${keys[i].namespace}/${keys[i].name}`),
+            )
+          : await Promise.all(
+              at.map((i) => this.meta.get(keys[i].namespace, type, keys[i].name, { local: true })),
+            );
+        at.forEach((i, j) => (objects[i] = got[j]));
+      }),
+    );
+    return keys.map((k, i) => ({
+      operation: objects[i] === undefined ? 'delete' : 'update',
+      namespace: k.namespace,
+      type: k.type,
+      name: k.name,
+      object: objects[i],
+    }));
   }
 
   async stop(): Promise<void> {

@@ -57,6 +57,9 @@ export interface MetaManagerStats {
   batches: number;
 }
 
+/** Objects one `{select: 'objects'}` query may name (its answer is built on the event loop). */
+export const MAX_SELECTED = 10_000;
+
 /**
  * The MetaManager beehive module (KubeEdge `edge/pkg/metamanager`): commits cloud objects to
  * SQLite, forwards service/endpoints/pod changes to `mesh`, answers queries from SQLite — offline
@@ -330,6 +333,35 @@ export class MetaManagerModule implements BeehiveModule {
       if (select === 'digest' || select === 'versions') {
         const out =
           select === 'digest' ? this.store.digest(r.type) : [...this.store.versions(r.type).entries()];
+        this.reply(ctx, msg, newResponse(msg, out, this.name));
+        return;
+      }
+      // `{select: 'objects', names: ['<ns>/<name>', …]}` on `*/<type>`: those objects as stored
+      // here (null for one that is not), in order — never the cloud's (EdgeMesh reading back a
+      // burst it held by keys: one message per type and batch, not one per object)
+      if (select === 'objects') {
+        const names = (msg.content as { names?: unknown }).names;
+        const bad = !Array.isArray(names)
+          ? -1
+          : names.findIndex((n) => typeof n !== 'string' || n.split('/').length !== 2);
+        if (bad !== -1 || (names as unknown[]).length > MAX_SELECTED) {
+          this.reject(
+            ctx,
+            msg,
+            new InvalidMetaContentError(
+              resource,
+              bad >= 0
+                ? `names[${bad}] is not "<namespace>/<name>"`
+                : `names must be an array of at most ${MAX_SELECTED} "<namespace>/<name>"`,
+            ),
+          );
+          return;
+        }
+        const out = (names as string[]).map((n) => {
+          const [ns, name] = n.split('/');
+          const rec = this.store.get(`${ns}/${r.type}/${name}`);
+          return rec ? (JSON.parse(rec.value) as unknown) : null;
+        });
         this.reply(ctx, msg, newResponse(msg, out, this.name));
         return;
       }

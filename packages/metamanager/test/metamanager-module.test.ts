@@ -223,6 +223,30 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect(h.mm.stats.remoteQueries).toBe(0);
   });
 
+  it('{select: "objects"} on */<type>: the named objects as stored here, in order (absent: undefined), never the cloud', async () => {
+    let asked = 0;
+    h = await harness(db.path, { hub: () => void asked++ });
+    await h.ctx.send('metamanager', newMessage(CloudConnected, { operation: Operation.Connect }));
+    await h.write('insert', 'default/service/a', svc('a'), 1);
+    await h.write('insert', 'other/service/b', svc('b', 'other'), 1);
+    const client = new BeehiveMetaClient(h.ctx, { source: 'tester', timeoutMs: 2000 });
+    const got = await client.getMany('service', ['other/b', 'default/gone', 'default/a']);
+    expect(got.map((o: any) => o?.metadata.name)).toEqual(['b', undefined, 'a']);
+    expect(asked).toBe(0);
+    const bad = await h.ctx.sendSync(
+      'metamanager',
+      newMessage(
+        { select: 'objects', names: ['default/a', 'no-slash'] },
+        { operation: Operation.Query, resource: '*/service' },
+      ),
+      2000,
+    );
+    expect(bad.content).toMatchObject({
+      code: 'META_INVALID_CONTENT',
+      message: expect.stringContaining('names[1]'),
+    });
+  });
+
   it('disconnected: a missing key is answered locally at once, no remote query', async () => {
     let asked = 0;
     h = await harness(db.path, { hub: () => asked++ });

@@ -38,6 +38,12 @@ export interface MetaClient {
     opts?: { local?: boolean },
   ): Promise<T | undefined>;
   list<T = unknown>(namespace: string, type: string): Promise<T[]>;
+  /**
+   * Objects of one type by `<namespace>/<name>`, as this node stores them (undefined for one it
+   * does not; never asked of the cloud), in one request. Optional: without it, `get` with
+   * `{local: true}` per object.
+   */
+  getMany?<T = unknown>(type: string, names: string[]): Promise<(T | undefined)[]>;
   /** Store an object (unversioned local write unless resourceVersion is given). */
   put(
     namespace: string,
@@ -85,6 +91,14 @@ export class BeehiveMetaClient implements MetaClient {
 
   async list<T = unknown>(namespace: string, type: string): Promise<T[]> {
     return (await this.request(Operation.Query, `${namespace}/${type}`)) as T[];
+  }
+
+  async getMany<T = unknown>(type: string, names: string[]): Promise<(T | undefined)[]> {
+    const out = (await this.request(Operation.Query, `*/${type}`, {
+      select: 'objects',
+      names,
+    })) as (T | null)[];
+    return out.map((o) => o ?? undefined);
   }
 
   async put(

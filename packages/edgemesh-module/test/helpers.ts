@@ -1,5 +1,5 @@
 import { ChannelContext, Core, type Logger } from '@edgecore/beehive';
-import { BeehiveMetaClient, MetaManagerModule, MetaStore } from '@edgecore/metamanager';
+import { BeehiveMetaClient, MetaManagerModule, MetaStore, type MetaClient } from '@edgecore/metamanager';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { freePort } from '@edgecore/test-support';
 import {
@@ -53,6 +53,8 @@ export async function startMesh(
   opts: Partial<EdgeMeshOptions> = {},
   log?: Logger,
   tunnel?: MeshTunnel,
+  /** EdgeMesh's MetaClient made from the beehive one (an embedder's own, say). */
+  metaClient: (c: BeehiveMetaClient) => MetaClient = (c) => c,
 ): Promise<MeshNode> {
   const ctx = new ChannelContext();
   const mm = new MetaManagerModule({ dataSource: db }, new MetaStore(db));
@@ -65,7 +67,7 @@ export async function startMesh(
       ...opts,
       dns: { listenPort: 0, upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 300, ...opts.dns },
     },
-    new BeehiveMetaClient(ctx, { source: 'edgemesh' }),
+    metaClient(new BeehiveMetaClient(ctx, { source: 'edgemesh' })),
     log,
     tunnel,
   );

@@ -33,7 +33,17 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
-import { cpuSeconds, DnsProbe, freePort, metric, pct, rssMiB, startCore, waitFor } from './edgecore-process';
+import {
+  cpuSeconds,
+  DnsProbe,
+  freePort,
+  metric,
+  pct,
+  peakRssMiB,
+  rssMiB,
+  startCore,
+  waitFor,
+} from './edgecore-process';
 
 const SERVICES = Number(process.env.SERVICES ?? 10_000);
 const PER = Number(process.env.PODS_PER_SERVICE ?? 5);
@@ -271,6 +281,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
   await untilVisible({ probe, ...node }, service(SERVICES - 1), applied0 + toNode, 'whole apply');
   const ms = Date.now() - t0;
   const resyncs = await metric(node.obs, 'edgecore_edgehub_resyncs_total');
+  const peak = peakRssMiB(node.proc.pid!);
   probe.close();
   await bare.endAsync(true);
   await refPub.close();
@@ -280,7 +291,8 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
   return (
     `one apply of the whole catalog, ${files === 1 ? 'one file' : 'two files (services, then pods)'} (a node that has none of it, a stock broker of its own): ${objs.length} objects applied ` +
     `in ${(ms / 1000).toFixed(2)} s = ${Math.round(objs.length / (ms / 1000))} objects/s (goal ≥ 10000); the node received ${toNode}; ` +
-    `bare subscriber ${Math.round(objs.length / (bareMs / 1000))} applied objects/s, ratio ${(bareMs / ms).toFixed(2)}; resyncs ${resyncs}`
+    `bare subscriber ${Math.round(objs.length / (bareMs / 1000))} applied objects/s, ratio ${(bareMs / ms).toFixed(2)}; resyncs ${resyncs}; ` +
+    `the node's peak RSS ${Math.round(peak)} MiB`
   );
 }
 

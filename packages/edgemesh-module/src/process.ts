@@ -61,7 +61,7 @@ export const MESH_PACE: MeshPace = {
   burst: 256,
   quietMs: 5,
   maxDeferMs: 10_000,
-  maxQueued: 20_000,
+  maxQueued: 50_000,
   maxBatch: 1024,
 };
 
@@ -82,8 +82,11 @@ export const MESH_PACE: MeshPace = {
  * by the burst. Measured (`bench:update-path`, 10,000 services alone: 20,000 objects to the node):
  * 3.4-4.3 s with 1-2 resyncs in each of 8 applies before, 2.6-2.9 s with none in 12 runs of 14 after
  * (`PODS_PER_SERVICE=0 ONLY=whole`); the node's intake alone takes that burst in 1.6-1.8 s. 20,000
- * services alone (40,000 objects) with the burst applied once 20,000 waited or after 2 s: 8.3 s
- * and 2 resyncs; held by keys past 20,000 for up to 10 s: see EdgeMesh's README.
+ * services alone (40,000 objects): 8.3 s and 2 resyncs with the burst applied once 20,000 waited or
+ * after 2 s; held for up to 10 s, 4.7-5.8 s and none in 10 applies, the node's peak RSS 180-201 MiB;
+ * with 20,000 held and the rest by keys, 5.4-9.1 s, a resync in 3 of 22 and the same peak (181-194:
+ * the held objects are not what the peak is made of, and a read-back costs the intake's loop too),
+ * hence 50,000 before keys.
  */
 export async function processMessages(
   ctx: ChannelContext,

@@ -7,14 +7,12 @@ export interface OpenFileLimit {
 }
 
 /** The limit as `/proc/self/limits` says ("Max open files"); undefined where it cannot be read. */
-export function openFileLimit(limitsText?: string): OpenFileLimit | undefined {
-  let text = limitsText;
-  if (text === undefined) {
-    try {
-      text = readFileSync('/proc/self/limits', 'utf8');
-    } catch {
-      return undefined;
-    }
+export function openFileLimit(): OpenFileLimit | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return undefined;
   }
   const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(text);
   if (!m) return undefined;

@@ -1,4 +1,4 @@
-import { openFileLimit, portalCapacity, run } from '@edgecore/edgemesh-module';
+import { openFileLimit, portalCapacity, portalPorts, run, type Service } from '@edgecore/edgemesh-module';
 import { MetaStore } from '@edgecore/metamanager';
 import { createSocket } from 'node:dgram';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
@@ -178,7 +178,7 @@ export async function checkEnvironment(cfg: EdgeCoreConfig): Promise<Finding[]> 
 }
 
 /**
- * The TCP and UDP ports of the services in the node's database (a portal each), read-only;
+ * The ports of the services in the node's database that get a portal (`portalPorts`), read-only;
  * undefined when there is no database yet or it cannot be read.
  */
 function servicePorts(path: string): number | undefined {
@@ -187,12 +187,7 @@ function servicePorts(path: string): number | undefined {
   try {
     store = new MetaStore(path, { readonly: true });
     let n = 0;
-    for (const r of store.list('*', 'service')) {
-      const spec = (JSON.parse(r.value) as { spec?: { type?: string; ports?: { protocol?: string }[] } })
-        .spec;
-      if (spec?.type === 'ExternalName') continue;
-      n += (spec?.ports ?? []).filter((p) => p.protocol !== 'SCTP').length;
-    }
+    for (const r of store.list('*', 'service')) n += portalPorts(JSON.parse(r.value) as Service).length;
     return n;
   } catch {
     return undefined;

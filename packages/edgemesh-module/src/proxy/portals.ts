@@ -7,7 +7,7 @@ import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { defaultListen, type ConnectionTarget, type Listen, type Listener } from './listeners';
-import type { Service } from '../catalog/types';
+import { isExternalName, type Service } from '../catalog/types';
 import { flatKey, IndexMap } from '../catalog/index-map';
 import type { Backend } from '../lb/backends';
 import type { LoadBalancer } from '../lb/load-balancer';
@@ -38,6 +38,15 @@ class Portal implements ConnectionTarget {
   }
 }
 
+/**
+ * The ports of a service that get a portal (each per VIP it has): every TCP and UDP port of a
+ * service that has a VIP (an ExternalName alias has none); SCTP is not proxied.
+ */
+export function portalPorts(s: Service): NonNullable<NonNullable<Service['spec']>['ports']> {
+  if (isExternalName(s)) return [];
+  return (s.spec?.ports ?? []).filter((p) => (p.protocol ?? 'TCP') !== 'SCTP');
+}
+
 export function desiredPortals(
   services: Iterable<[string, Service]>,
   vipOf: (key: string) => string | undefined,
@@ -54,9 +63,8 @@ export function desiredPortals(
     const vips: [string, string, string | undefined][] = [[key, vip, undefined]];
     for (const [label, ip] of endpointsOf?.(key) ?? []) vips.push([`${key}.${label}`, ip, label]);
     for (const [id, v, endpoint] of vips)
-      for (const p of s.spec?.ports ?? []) {
+      for (const p of portalPorts(s)) {
         const transport = (p.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
-        if ((p.protocol ?? 'TCP') === 'SCTP') continue;
         out.push({
           key: flatKey(`${id}:${p.port}/${transport}`),
           serviceKey: key,

@@ -340,11 +340,10 @@ export class MetaManagerModule implements BeehiveModule {
       // here (null for one that is not), in order — never the cloud's (EdgeMesh reading back a
       // burst it held by keys: one message per type and batch, not one per object)
       if (select === 'objects') {
-        const names = (msg.content as { names?: unknown }).names;
-        const bad = !Array.isArray(names)
-          ? -1
-          : names.findIndex((n) => typeof n !== 'string' || n.split('/').length !== 2);
-        if (bad !== -1 || (names as unknown[]).length > MAX_SELECTED) {
+        const raw = (msg.content as { names?: unknown }).names;
+        const names = Array.isArray(raw) ? (raw as unknown[]) : undefined;
+        const bad = names?.findIndex((n) => typeof n !== 'string' || n.split('/').length !== 2) ?? -1;
+        if (!names || bad >= 0 || names.length > MAX_SELECTED) {
           this.reject(
             ctx,
             msg,

@@ -245,6 +245,20 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
       code: 'META_INVALID_CONTENT',
       message: expect.stringContaining('names[1]'),
     });
+    // names that are no array: refused, and MetaManager goes on answering
+    const none = await h.ctx.sendSync(
+      'metamanager',
+      newMessage(
+        { select: 'objects', names: 'default/a' },
+        { operation: Operation.Query, resource: '*/service' },
+      ),
+      2000,
+    );
+    expect(none.content).toMatchObject({
+      code: 'META_INVALID_CONTENT',
+      message: expect.stringContaining('an array'),
+    });
+    expect(((await client.get('default', 'service', 'a', { local: true })) as any).metadata.name).toBe('a');
   });
 
   it('disconnected: a missing key is answered locally at once, no remote query', async () => {

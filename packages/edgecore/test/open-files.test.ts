@@ -1,11 +1,11 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MetaStore } from '@edgecore/metamanager';
-import { Mosquitto } from '@edgecore/test-support';
+import { Mosquitto, Netns } from '@edgecore/test-support';
 import { edgectl } from '../src/cli/edgectl';
 
 const execFileP = promisify(execFile);
@@ -13,6 +13,43 @@ const quiet = { stdout: () => undefined, stderr: () => undefined, stdin: () => '
 
 const bin = join(__dirname, '..', 'bin', 'edgecore');
 const SERVICES = 400;
+
+/** Services svc-<i> in ns-<i % 4>, one TCP port each (`portName` http: an HTTP portal). */
+function manifest(ids: number[], portName = 'tcp'): string {
+  return ids
+    .map(
+      (i) => `apiVersion: v1
+kind: Service
+metadata: { name: svc-${i}, namespace: ns-${i % 4} }
+spec: { ports: [{ name: ${portName}, port: 9000, protocol: TCP }] }
+`,
+    )
+    .join('---\n');
+}
+
+/** edgecore's JSON log lines. */
+function jsonLines(text: string): { msg: string; [k: string]: any }[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
+}
+
+/** Open and waiting portals, from a /metrics text. */
+function portalCounts(text: string): { open: number; unopened: number } {
+  const get = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+  return { open: get('edgecore_mesh_portals'), unopened: get('edgecore_mesh_portals_unopened') };
+}
+
+/** Polls `f` until `ok` holds or `ms` pass; returns its last value (what an expect then shows). */
+async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (ok(v) || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 /**
  * The open-file limit of a real edgecore process (set with util-linux's `prlimit` at its start, as
@@ -93,25 +130,10 @@ modules:
     return lines().find((l) => l.msg === 'observability listening').address;
   }
 
-  const lines = (): { msg: string; [k: string]: any }[] =>
-    out
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l));
+  const lines = (): { msg: string; [k: string]: any }[] => jsonLines(out);
 
   async function portals(obs: string): Promise<{ open: number; unopened: number }> {
-    const text = await (await fetch(`http://${obs}/metrics`)).text();
-    const get = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
-    return { open: get('edgecore_mesh_portals'), unopened: get('edgecore_mesh_portals_unopened') };
-  }
-
-  async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const v = await f();
-      if (ok(v) || Date.now() > end) return v;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    return portalCounts(await (await fetch(`http://${obs}/metrics`)).text());
   }
 
   it('a low soft limit (systemd gives a service 1,024) is raised to the hard one: every portal opens', async () => {
@@ -202,19 +224,6 @@ modules:
     );
   }, 30_000);
 
-  /** Services svc-<i> in ns-<i % 4>, one TCP port each. */
-  function manifest(ids: number[]): string {
-    return ids
-      .map(
-        (i) => `apiVersion: v1
-kind: Service
-metadata: { name: svc-${i}, namespace: ns-${i % 4} }
-spec: { ports: [{ name: tcp, port: 9000, protocol: TCP }] }
-`,
-      )
-      .join('---\n');
-  }
-
   /** A GET through the explicit proxy, as `curl -x` sends it. */
   function viaProxy(target: string): Promise<{ status?: number; body: string }> {
     const [host, port] = (lines().find((l) => l.msg === 'edgemesh serving')!.proxy as string).split(':');
@@ -231,4 +240,203 @@ spec: { ports: [{ name: tcp, port: 9000, protocol: TCP }] }
       req.end();
     });
   }
+});
+
+/**
+ * The same shortage in iptables mode, inside a network namespace this test creates (its broker,
+ * edgecore under `prlimit --nofile=256:256` and edgectl all run in it): a portal that waited for a
+ * descriptor gets its rule when it opens — written by the retry itself, not by the periodic resync
+ * (an hour here), so that a waiting service is not left unreachable for up to `iptablesSyncSeconds`.
+ */
+describe('a node short of descriptors in iptables mode (network namespace)', () => {
+  const ns = `nof${process.pid % 100000}`;
+  let A: Netns;
+  let dir: string;
+  const bg: ChildProcess[] = [];
+  let out = '';
+
+  beforeAll(async () => {
+    A = await Netns.create(ns);
+    // the node's container bridge, where EdgeMesh listens in iptables mode
+    await A.run('ip', ['link', 'add', 'docker0', 'type', 'bridge']);
+    await A.run('ip', ['addr', 'add', '172.17.0.1/16', 'dev', 'docker0']);
+    await A.run('ip', ['link', 'set', 'docker0', 'up']);
+    dir = mkdtempSync(join(tmpdir(), 'edgecore-nofile-ipt-'));
+    writeFileSync(
+      join(dir, 'mosquitto.conf'),
+      `listener 1883 127.0.0.1\nallow_anonymous true\nlog_dest none\n${process.getuid?.() === 0 ? 'user root\n' : ''}`,
+    );
+    bg.push(
+      spawn('ip', ['netns', 'exec', ns, '/usr/sbin/mosquitto', '-c', join(dir, 'mosquitto.conf')], {
+        stdio: 'ignore',
+      }),
+    );
+    writeFileSync(
+      join(dir, 'edgecore.yaml'),
+      `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'edgecore.db')} }
+observability: { listen: 127.0.0.1:10351 }
+log: { format: json }
+drainSeconds: 1
+modules:
+  edgeHub: { nodeName: edge-node-nofile, mqtt: { server: 'tcp://127.0.0.1:1883' } }
+  metaManager: { metaServer: { enable: false } }
+  edgeMesh:
+    mode: iptables
+    listenInterface: docker0
+    iptablesSyncSeconds: 3600
+    dns: { listenPort: 53 }
+`,
+    );
+    const core = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        'prlimit',
+        '--nofile=256:256',
+        process.execPath,
+        bin,
+        '--config',
+        join(dir, 'edgecore.yaml'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    bg.push(core);
+    core.stdout!.on('data', (d) => (out += d));
+    core.stderr!.on('data', (d) => (out += d));
+    await new Promise<void>((resolve, reject) => {
+      const t = setInterval(() => out.includes('edgecore ready') && (clearInterval(t), resolve()), 20);
+      core.on('exit', () => (clearInterval(t), reject(new Error(`exited early: ${out}`))));
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    // edgecore first (SIGTERM: it removes its rules), then the broker; then the namespace
+    for (const p of bg.reverse()) {
+      if (p.exitCode !== null || p.signalCode !== null) continue;
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+    await A?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const lines = (): { msg: string; [k: string]: any }[] => jsonLines(out);
+
+  const edgectlIn = (args: string[]): Promise<string> =>
+    A.run(
+      process.execPath,
+      [join(__dirname, '..', 'bin', 'edgectl'), '--server', 'tcp://127.0.0.1:1883', ...args],
+      60_000,
+    );
+
+  async function portals(): Promise<{ open: number; unopened: number }> {
+    return portalCounts(await A.run('curl', ['-s', 'http://127.0.0.1:10351/metrics']));
+  }
+
+  /** VIP → the portal its DNAT rule sends port 9000 to, from the namespace's nat table. */
+  async function portalRules(): Promise<Map<string, string>> {
+    const rules = new Map<string, string>();
+    for (const l of (await A.run('iptables-save', ['-t', 'nat'])).split('\n')) {
+      const m = /-d (\S+)\/32 -p tcp -m tcp --dport 9000 .*-j DNAT --to-destination (\S+)/.exec(l);
+      if (m) rules.set(m[1], m[2]);
+    }
+    return rules;
+  }
+
+  /** The addresses EdgeMesh's DNS gives these services (one dig for all). */
+  async function vips(ids: number[]): Promise<Map<number, string>> {
+    const names = ids.map((i) => `svc-${i}.ns-${i % 4}.svc.cluster.local`);
+    const text = await A.run('dig', ['@172.17.0.1', '+noall', '+answer', ...names.flatMap((n) => [n, 'A'])]);
+    const byName = new Map<string, string>();
+    for (const l of text.split('\n')) {
+      const f = l.trim().split(/\s+/);
+      if (f.length >= 5 && f[3] === 'A') byName.set(f[0].replace(/\.$/, ''), f[4]);
+    }
+    return new Map(ids.map((i, k) => [i, byName.get(names[k])!]));
+  }
+
+  /** The HTTP status a GET of the address gets from inside the namespace ('000': no answer). */
+  const status = (vip: string): Promise<string> =>
+    A.attempt('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '--max-time',
+      '2',
+      `http://${vip}:9000/`,
+    ]).then((r) => r.stdout);
+
+  it('a portal that found no descriptor (EMFILE) gets its rule when the retry opens it, without waiting for the resync', async () => {
+    const f = join(dir, 'services.yaml');
+    const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k);
+    writeFileSync(f, manifest(ids(0, 100), 'http'));
+    await edgectlIn(['apply', '-f', f]);
+    expect(await until(portals, (p) => p.open === 100, 20_000)).toEqual({ open: 100, unopened: 0 });
+    // a client holds connections to a portal until the node has 4 descriptors left (each accepted
+    // connection is one): room by the count of portals, none in fact
+    const first = (await vips([0])).get(0)!;
+    const pid = bg[1].pid!; // `ip netns exec` and prlimit exec: edgecore's own pid
+    const fds = (): number => readdirSync(`/proc/${pid}/fd`).length;
+    const hold = 256 - 4 - fds();
+    const holder = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        '-e',
+        `const net=require('net');const all=[];for(let i=0;i<${hold};i++)all.push(net.connect(9000,'${first}'));` +
+          `process.stdin.on('end',()=>process.exit(0));process.stdin.resume();`,
+      ],
+      { stdio: ['pipe', 'ignore', 'ignore'] },
+    );
+    try {
+      expect(
+        await until(
+          async () => fds(),
+          (n) => n >= 252,
+          10_000,
+        ),
+      ).toBeGreaterThanOrEqual(252);
+      // 20 services arrive: a few portals take the last descriptors, the rest fail with EMFILE and wait
+      writeFileSync(f, manifest(ids(100, 120), 'http'));
+      await edgectlIn(['apply', '-f', f]);
+      await until(
+        async () => lines().some((l) => /^portals not open/.test(l.msg)),
+        (said) => said,
+        10_000,
+      );
+      expect(lines().find((l) => /^portals not open/.test(l.msg))).toMatchObject({ reason: 'EMFILE' });
+      const addr = await vips(ids(0, 120));
+      expect([...addr.values()].every((v) => /^\d+\.\d+\.\d+\.\d+$/.test(v))).toBe(true);
+      const before = await portalRules();
+      expect(before.size).toBeGreaterThanOrEqual(100);
+      expect(before.size).toBeLessThan(120);
+      const waiting = ids(100, 120).filter((i) => !before.has(addr.get(i)!));
+      expect(waiting.length).toBeGreaterThan(0);
+      const w = addr.get(waiting[0])!;
+      // the connections close: the retry (every 5 s) opens the waiting portals, and their rules come with them
+      holder.stdin!.end();
+      await new Promise((r) => holder.once('exit', r));
+      const after = await until(portalRules, (r) => r.size === 120, 15_000);
+      expect(new Set(after.keys())).toEqual(new Set(addr.values()));
+      expect(await portals()).toEqual({ open: 120, unopened: 0 });
+      // the portal answers through its rule: no endpoint behind the service, so 503
+      expect(await status(w)).toBe('503');
+      // a rule sync that found no descriptor for iptables-restore said so (before: a TypeError)
+      expect(out).not.toMatch(/Cannot read properties/);
+    } finally {
+      if (holder.exitCode === null && holder.signalCode === null) holder.kill('SIGKILL');
+    }
+  }, 90_000);
 });

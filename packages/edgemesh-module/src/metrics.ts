@@ -49,13 +49,14 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_dns_forwarded_total',
-      'Queries forwarded upstream, cache hits and failures.',
+      'Queries forwarded upstream, cache hits and failures (local_failure: not sent, the node had no socket for it).',
       () => {
         const f = mesh.forwarder?.stats;
         return [
           [{ result: 'forwarded' }, f?.forwarded ?? 0],
           [{ result: 'cache_hit' }, f?.cacheHits ?? 0],
           [{ result: 'upstream_failure' }, f?.upstreamFailures ?? 0],
+          [{ result: 'local_failure' }, f?.localFailures ?? 0],
           [{ result: 'servfail' }, f?.servfail ?? 0],
         ];
       },

@@ -1,5 +1,8 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Forwarder, type ForwarderOptions } from '../src/dns/forwarder';
 import { parseQuery, walkRecords } from '../src/dns/wire';
 import { until } from './helpers';
@@ -252,6 +255,26 @@ describe('DNS forwarder against an upstream that misbehaves on purpose', () => {
     expect(Date.now() - t).toBeLessThan(250); // the upstream timeout is 300 ms: it was not waited for
     expect(rcode(await forward(f, query(['never', 'example', 'com'])))).toBe(2);
   });
+
+  it('a query the node could not send (out of descriptors) is SERVFAIL, and the upstreams are not held as down for it', async () => {
+    // before: EMFILE counted as an upstream failure and started the failure recheck time, so the
+    // node answered SERVFAIL for 30 s after its descriptors were back
+    const { stdout } = await promisify(execFile)(
+      'prlimit',
+      [
+        '--nofile=64:64',
+        process.execPath,
+        '-r',
+        'ts-node/register/transpile-only',
+        join(__dirname, 'forwarder-emfile-child.ts'),
+      ],
+      { timeout: 20_000 },
+    );
+    const r = JSON.parse(stdout);
+    expect(r.held).toBeGreaterThan(0);
+    expect(r).toMatchObject({ before: 'NOERROR 192.0.2.9', during: 'SERVFAIL', after: 'NOERROR 192.0.2.9' });
+    expect(r.stats).toMatchObject({ localFailures: 1, upstreamFailures: 0, servfail: 1 });
+  }, 30_000);
 
   it('serve-stale off: SERVFAIL once the answer expired and the upstream is gone', async () => {
     let alive = true;

@@ -38,6 +38,9 @@ export function upstreamsFromResolvConf(path: string, exclude: ReadonlySet<strin
   return out;
 }
 
+/** A socket this node could not have: the query never reached an upstream. */
+const LOCAL_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+
 interface CacheEntry {
   /** The upstream's reply as received (re-encoding would change the question's octets). */
   raw: Buffer;
@@ -58,6 +61,11 @@ export interface ForwarderStats {
   servfail: number;
   /** Expired answers served because no upstream answered (RFC 8767). */
   staleServed: number;
+  /**
+   * Queries that could not be sent for want of a local resource (a socket: EMFILE, ENFILE,
+   * ENOBUFS, ENOMEM) — no verdict on any upstream.
+   */
+  localFailures: number;
   /** Replies refused for another question, id, address or port (RFC 5452). */
   mismatched: number;
   /** Answers refreshed before they expired (`prefetch`). */
@@ -81,6 +89,7 @@ export class Forwarder {
     tcpRetries: 0,
     servfail: 0,
     staleServed: 0,
+    localFailures: 0,
     mismatched: 0,
     prefetches: 0,
   };
@@ -141,14 +150,17 @@ export class Forwarder {
       return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
     }
     this.stats.forwarded++;
-    const reply = await this.ask(query);
+    const { reply, local } = await this.ask(query);
     if (reply) {
       this.downUntil = 0;
       this.store(key, reply, now);
       reply.writeUInt16BE(q.id, 0);
       return reply;
     }
-    if (this.upstreams.length && stale.enable) this.downUntil = Date.now() + stale.recheckSeconds * 1000;
+    // the recheck timer is for upstreams that failed; a query this node could not send (out of
+    // sockets) says nothing of them, and the next query tries them again
+    if (this.upstreams.length && stale.enable && !local)
+      this.downUntil = Date.now() + stale.recheckSeconds * 1000;
     if (usable) {
       this.stats.staleServed++;
       return this.fromCache(query, q, usable, now, true);
@@ -157,8 +169,11 @@ export class Forwarder {
     return errorReply(query, RCODE.SERVFAIL, q.questionEnd);
   }
 
-  /** The first upstream's usable reply to `query` (with our id), or undefined when all failed. */
-  private async ask(query: Buffer): Promise<Buffer | undefined> {
+  /**
+   * The first upstream's usable reply to `query` (with our id); none when all failed, or when the
+   * query could not leave this node (`local`: the next upstream would fare no better).
+   */
+  private async ask(query: Buffer): Promise<{ reply?: Buffer; local?: true }> {
     for (const up of this.upstreams) {
       try {
         const id = randomInt(65536);
@@ -176,18 +191,22 @@ export class Forwarder {
         const rcode = reply.readUInt16BE(2) & 0xf;
         if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED || rcode === RCODE.NOTIMP)
           throw new Error(`rcode ${rcode}`);
-        return reply;
-      } catch {
+        return { reply };
+      } catch (e) {
+        if (LOCAL_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) {
+          this.stats.localFailures++;
+          return { local: true };
+        }
         this.stats.upstreamFailures++;
       }
     }
-    return undefined;
+    return {};
   }
 
   private prefetch(key: string, query: Buffer, e: CacheEntry): void {
     e.refreshing = true;
     this.stats.prefetches++;
-    void this.ask(query).then((reply) => {
+    void this.ask(query).then(({ reply }) => {
       e.refreshing = false;
       if (reply) this.store(key, reply, Date.now());
     });

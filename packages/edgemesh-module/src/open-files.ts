@@ -42,3 +42,16 @@ export function portalReserve(limit: number): number {
 export function portalCapacity(limit: number): number {
   return Math.max(0, limit - portalReserve(limit) - BASE_DESCRIPTORS);
 }
+
+/**
+ * Errors of a socket this process could not have (out of descriptors, kernel buffers or memory):
+ * the connection or query never left the node, so they say nothing of the peer it was for — no
+ * ejection, no failover to another peer that would fare no better, no upstream held as down (as
+ * nginx, whose `socket()` failure ends the request without counting against the upstream).
+ */
+const LOCAL_RESOURCE_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+
+/** Whether an errno name (an error's `code`, a connect failure's reason) is a local resource's. */
+export function isLocalResourceError(code: string | undefined): boolean {
+  return code !== undefined && LOCAL_RESOURCE_ERRORS.has(code);
+}

@@ -1,5 +1,6 @@
 import type { z } from 'zod/v3';
 import { forwarderOptionsSchema, resolveMeshOptions } from '../config';
+import { isLocalResourceError } from '../open-files';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -37,9 +38,6 @@ export function upstreamsFromResolvConf(path: string, exclude: ReadonlySet<strin
   }
   return out;
 }
-
-/** A socket this node could not have: the query never reached an upstream. */
-const LOCAL_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
 
 interface CacheEntry {
   /** The upstream's reply as received (re-encoding would change the question's octets). */
@@ -193,7 +191,7 @@ export class Forwarder {
           throw new Error(`rcode ${rcode}`);
         return { reply };
       } catch (e) {
-        if (LOCAL_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) {
+        if (isLocalResourceError((e as NodeJS.ErrnoException).code)) {
           this.stats.localFailures++;
           return { local: true };
         }

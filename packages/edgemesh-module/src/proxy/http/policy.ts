@@ -3,6 +3,7 @@ import { UpstreamTimeoutError, type RejectReason } from '../../edgemesh-errors';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { policyOf } from '../../lb/service-policy';
+import { isLocalResourceError } from '../../open-files';
 import { IDEMPOTENT_METHODS } from './protocol';
 
 /**
@@ -90,6 +91,12 @@ export const failures = {
   connect: (b: Backend, reason: string): Reply => ({
     status: 502,
     message: `upstream ${b.key}: ${reason}`,
+    close: false,
+  }),
+  /** The node could not open a socket for the connect (EMFILE, ENFILE, ENOBUFS, ENOMEM). */
+  local: (b: Backend, reason: string): Reply => ({
+    status: 503,
+    message: `no socket for a connection to ${b.key}: ${reason} (this node is out of descriptors or memory)`,
     close: false,
   }),
   closed: (b: Backend, why: StaleReason): Reply => ({
@@ -189,6 +196,14 @@ export class RequestPolicy {
    * nothing reached `b`, so it goes to another backend, as nginx's `proxy_next_upstream error`).
    */
   connectFailed(b: Backend, reason: string, replayable = false): Decision {
+    if (isLocalResourceError(reason)) {
+      // this node had no socket for it: `b` is not at fault and another backend would fare no
+      // better — no ejection, no retry; 503, as for any overload of the node's own
+      this.lb.release(b);
+      this.lastFailure = `${b.key} ${reason}`;
+      this.log.debug({ backend: b.key, reason }, 'no socket for a backend connect');
+      return this.reply(failures.local(b, reason));
+    }
     this.eject(b, `${b.key} ${reason}`);
     this.log.debug({ backend: b.key, reason }, 'backend connect failed');
     if (this.retry(replayable)) return this.pick();

@@ -6,6 +6,7 @@ import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { SpliceEngine } from './splice';
 import type { BackendDialer } from '../../tunnel';
+import { isLocalResourceError } from '../../open-files';
 
 /**
  * Connect timeout; both sockets close after `idleTimeoutMs` without traffic (0: never); `splice`:
@@ -91,6 +92,12 @@ export class TcpProxy {
       up.once('error', (e) => {
         clearTimeout(t);
         this.stats.connectFailures++;
+        if (isLocalResourceError((e as NodeJS.ErrnoException).code)) {
+          // no socket for it on this node: the backend is not at fault, another would fare no better
+          this.log.debug({ backend: b.key, err: e.message }, 'l4: no socket for the backend connect');
+          resetSocket(client);
+          return;
+        }
         this.lb.fail(b);
         tried.add(b.key);
         this.log.debug({ backend: b.key, err: e.message }, 'l4 connect failed, trying the next backend');
@@ -134,6 +141,11 @@ export class TcpProxy {
       },
       (e: Error) => {
         this.stats.connectFailures++;
+        if (isLocalResourceError((e as NodeJS.ErrnoException).code)) {
+          this.log.debug({ backend: b.key, err: e.message }, 'l4: no socket for the tunnel stream');
+          if (!client.destroyed) resetSocket(client);
+          return;
+        }
         this.lb.fail(b);
         tried.add(b.key);
         this.log.debug(

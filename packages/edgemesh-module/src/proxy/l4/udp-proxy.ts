@@ -5,6 +5,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import type { BackendDialer } from '../../tunnel';
+import { isLocalResourceError } from '../../open-files';
 
 /** A session ends after `idleTimeoutMs` without packets; the table holds `maxSessions` at most. */
 export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & {
@@ -79,7 +80,8 @@ export class UdpProxy {
       const reply = (d: Buffer): void => this.sock.send(d, r.port, r.address);
       const failed = (e: Error): void => {
         this.log.debug({ backend: b.key, err: e.message }, 'udp upstream error');
-        this.lb.fail(b);
+        // no socket for it on this node (EMFILE…): the backend is not at fault
+        if (!isLocalResourceError((e as NodeJS.ErrnoException).code)) this.lb.fail(b);
         this.end(id, s!);
       };
       const sess: Session = {

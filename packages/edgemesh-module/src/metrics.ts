@@ -306,10 +306,14 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_health_checks_total',
-      'Active health checks run, by result.',
+      'Active health checks run, by result (local_failure: not started, the node had no socket for it: no verdict).',
       () => [
-        [{ result: 'pass' }, mesh.health.stats.checks - mesh.health.stats.failures],
+        [
+          { result: 'pass' },
+          mesh.health.stats.checks - mesh.health.stats.failures - mesh.health.stats.localFailures,
+        ],
         [{ result: 'fail' }, mesh.health.stats.failures],
+        [{ result: 'local_failure' }, mesh.health.stats.localFailures],
       ],
       ['result'],
     );

@@ -55,3 +55,13 @@ const LOCAL_RESOURCE_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 
 export function isLocalResourceError(code: string | undefined): boolean {
   return code !== undefined && LOCAL_RESOURCE_ERRORS.has(code);
 }
+
+/**
+ * Whether a failure is a local resource's: its errno name where an error carries one — a
+ * connect failure's `reason` (ConnectError), the error's `code`, or its cause's.
+ */
+export function isLocalFailure(e: unknown): boolean {
+  const x = e as { reason?: unknown; code?: unknown; cause?: { code?: unknown } } | null;
+  if (!x || typeof x !== 'object') return false;
+  return [x.reason, x.code, x.cause?.code].some((c) => typeof c === 'string' && LOCAL_RESOURCE_ERRORS.has(c));
+}

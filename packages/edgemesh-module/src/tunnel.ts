@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ServiceCatalog } from './catalog/catalog';
 import { ConnectError } from './edgemesh-errors';
+import { isLocalFailure } from './open-files';
 import type { Backend, Paths } from './lb/backends';
 import { connectTo } from './proxy/http/upstream-pool';
 
@@ -166,6 +167,8 @@ export class BackendDialer {
       return await f(this.tunnel, this.paths.route(b.node!));
     } catch (e) {
       const err = e as { code?: string; message?: string };
+      // no socket for the stream on this node: its errno name alone, as a routed connect's
+      if (isLocalFailure(e)) throw new ConnectError(b.key, err.code!, { cause: e });
       throw new ConnectError(b.key, `${err.code ?? 'TUNNEL'}: ${err.message ?? e}`, { cause: e });
     }
   }

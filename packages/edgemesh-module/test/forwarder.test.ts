@@ -1,11 +1,8 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Forwarder, type ForwarderOptions } from '../src/dns/forwarder';
 import { parseQuery, walkRecords } from '../src/dns/wire';
-import { until } from './helpers';
+import { underFileLimit, until } from './helpers';
 
 /**
  * The forwarder against an upstream the test controls, on 127.0.0.1: adversarial replies (another
@@ -259,18 +256,7 @@ describe('DNS forwarder against an upstream that misbehaves on purpose', () => {
   it('a query the node could not send (out of descriptors) is SERVFAIL, and the upstreams are not held as down for it', async () => {
     // before: EMFILE counted as an upstream failure and started the failure recheck time, so the
     // node answered SERVFAIL for 30 s after its descriptors were back
-    const { stdout } = await promisify(execFile)(
-      'prlimit',
-      [
-        '--nofile=64:64',
-        process.execPath,
-        '-r',
-        'ts-node/register/transpile-only',
-        join(__dirname, 'forwarder-emfile-child.ts'),
-      ],
-      { timeout: 20_000 },
-    );
-    const r = JSON.parse(stdout);
+    const r = await underFileLimit('forwarder-emfile-child.ts', 64);
     expect(r.held).toBeGreaterThan(0);
     expect(r).toMatchObject({ before: 'NOERROR 192.0.2.9', during: 'SERVFAIL', after: 'NOERROR 192.0.2.9' });
     expect(r.stats).toMatchObject({ localFailures: 1, upstreamFailures: 0, servfail: 1 });

@@ -1,6 +1,8 @@
 import { ChannelContext, Core, type Logger } from '@edgecore/beehive';
 import { BeehiveMetaClient, MetaManagerModule, MetaStore, type MetaClient } from '@edgecore/metamanager';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { freePort } from '@edgecore/test-support';
 import {
   createEdgeMesh,
@@ -12,6 +14,26 @@ import {
 } from '../src';
 
 export { freePort, tmpDir, until } from '@edgecore/test-support';
+
+/**
+ * Run a child script of this directory (TypeScript, through ts-node) in a process of its own whose
+ * open-file limit `prlimit` sets to `nofile` (soft = hard), and parse the JSON line it prints.
+ */
+export async function underFileLimit(child: string, nofile: number, args: string[] = []): Promise<any> {
+  const { stdout } = await promisify(execFile)(
+    'prlimit',
+    [
+      `--nofile=${nofile}:${nofile}`,
+      process.execPath,
+      '-r',
+      'ts-node/register/transpile-only',
+      join(__dirname, child),
+      ...args,
+    ],
+    { timeout: 30_000 },
+  );
+  return JSON.parse(stdout);
+}
 
 export function service(
   name: string,

@@ -1,9 +1,5 @@
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { nativeUnavailable } from '../src';
-
-const execFileP = promisify(execFile);
+import { underFileLimit } from './helpers';
 
 /**
  * A node out of file descriptors, its portals in a process of their own (`prlimit`): a connect to
@@ -15,19 +11,7 @@ describe.each(nativeUnavailable() === undefined ? ['js', 'native'] : ['js'])(
   'portals out of descriptors (%s engine)',
   (engine) => {
     it('503 for the request that found no socket, a reset for the TCP connection, no UDP answer; no ejection, and the next served', async () => {
-      const { stdout } = await execFileP(
-        'prlimit',
-        [
-          '--nofile=128:128',
-          process.execPath,
-          '-r',
-          'ts-node/register/transpile-only',
-          join(__dirname, 'proxy-emfile-child.ts'),
-          engine,
-        ],
-        { timeout: 30_000 },
-      );
-      const r = JSON.parse(stdout);
+      const r = await underFileLimit('proxy-emfile-child.ts', 128, [engine]);
       expect(r.held).toBeGreaterThan(0);
       expect(r.before).toBe('HTTP/1.1 200 OK | ok');
       expect(r.during).toMatch(
@@ -41,3 +25,12 @@ describe.each(nativeUnavailable() === undefined ? ['js', 'native'] : ['js'])(
     }, 40_000);
   },
 );
+
+it('an active health check the node could not start (out of descriptors) is no verdict on the backend', async () => {
+  // before: each counted as a failed check, and three took a healthy backend out of the load balancer
+  const r = await underFileLimit('health-emfile-child.ts', 128);
+  expect(r.held).toBeGreaterThan(0);
+  expect(r.unhealthy).toBe(false);
+  expect(r.stats.localFailures).toBeGreaterThanOrEqual(3);
+  expect(r.stats.failures).toBe(0);
+}, 40_000);

@@ -1,6 +1,6 @@
 import type { z } from 'zod/v3';
 import { forwarderOptionsSchema, resolveMeshOptions } from '../config';
-import { isLocalResourceError } from '../open-files';
+import { isLocalFailure } from '../open-files';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -191,7 +191,7 @@ export class Forwarder {
           throw new Error(`rcode ${rcode}`);
         return { reply };
       } catch (e) {
-        if (isLocalResourceError((e as NodeJS.ErrnoException).code)) {
+        if (isLocalFailure(e)) {
           this.stats.localFailures++;
           return { local: true };
         }

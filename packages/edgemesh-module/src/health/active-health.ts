@@ -4,6 +4,7 @@ import type { Pool } from 'undici';
 import type { Service } from '../catalog/types';
 import type { Backend } from '../lb/backends';
 import type { BackendDialer } from '../tunnel';
+import { isLocalFailure } from '../open-files';
 
 /**
  * Active health checks per service (annotations), so a node knows a backend is dead before a
@@ -86,11 +87,13 @@ export interface ActiveHealthStats {
   failures: number;
   /** Checks that waited for the next second (the node's budget). */
   deferred: number;
+  /** Checks this node could not start (no socket: EMFILE…): no verdict, not in `failures`. */
+  localFailures: number;
 }
 
 /** The node's active checks: targets per backend key, synced from the services that ask for them. */
 export class ActiveHealth {
-  readonly stats: ActiveHealthStats = { checks: 0, failures: 0, deferred: 0 };
+  readonly stats: ActiveHealthStats = { checks: 0, failures: 0, deferred: 0, localFailures: 0 };
   private readonly targets = new Map<string, Target>();
   /** `<ns>/<svc>` → the backend keys its checks cover. */
   private readonly byService = new Map<string, Set<string>>();
@@ -187,13 +190,17 @@ export class ActiveHealth {
     this.stats.checks++;
     t.checks++;
     let error: string | undefined;
+    let local = false;
     try {
       await this.check(t);
     } catch (e) {
       error = (e as Error).message || String(e);
+      local = isLocalFailure(e);
     }
     if (this.targets.get(t.backend.key) !== t) return;
-    this.record(t, error);
+    // a check this node could not even start (no socket) is no verdict on the backend
+    if (local) this.stats.localFailures++;
+    else this.record(t, error);
     const jitter = t.spec.intervalMs * 0.1 * Math.random();
     this.schedule(t, t.spec.intervalMs + jitter);
   }

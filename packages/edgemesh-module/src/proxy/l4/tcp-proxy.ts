@@ -6,7 +6,7 @@ import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import { SpliceEngine } from './splice';
 import type { BackendDialer } from '../../tunnel';
-import { isLocalResourceError } from '../../open-files';
+import { isLocalFailure } from '../../open-files';
 
 /**
  * Connect timeout; both sockets close after `idleTimeoutMs` without traffic (0: never); `splice`:
@@ -92,7 +92,7 @@ export class TcpProxy {
       up.once('error', (e) => {
         clearTimeout(t);
         this.stats.connectFailures++;
-        if (isLocalResourceError((e as NodeJS.ErrnoException).code)) {
+        if (isLocalFailure(e)) {
           // no socket for it on this node: the backend is not at fault, another would fare no better
           this.log.debug({ backend: b.key, err: e.message }, 'l4: no socket for the backend connect');
           resetSocket(client);
@@ -141,7 +141,7 @@ export class TcpProxy {
       },
       (e: Error) => {
         this.stats.connectFailures++;
-        if (isLocalResourceError((e as NodeJS.ErrnoException).code)) {
+        if (isLocalFailure(e)) {
           this.log.debug({ backend: b.key, err: e.message }, 'l4: no socket for the tunnel stream');
           if (!client.destroyed) resetSocket(client);
           return;

@@ -5,7 +5,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import type { BackendDialer } from '../../tunnel';
-import { isLocalResourceError } from '../../open-files';
+import { isLocalFailure } from '../../open-files';
 
 /** A session ends after `idleTimeoutMs` without packets; the table holds `maxSessions` at most. */
 export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & {
@@ -81,7 +81,7 @@ export class UdpProxy {
       const failed = (e: Error): void => {
         this.log.debug({ backend: b.key, err: e.message }, 'udp upstream error');
         // no socket for it on this node (EMFILE…): the backend is not at fault
-        if (!isLocalResourceError((e as NodeJS.ErrnoException).code)) this.lb.fail(b);
+        if (!isLocalFailure(e)) this.lb.fail(b);
         this.end(id, s!);
       };
       const sess: Session = {

@@ -286,7 +286,7 @@ modules:
     mode: iptables
     listenInterface: docker0
     iptablesSyncSeconds: 3600
-    dns: { listenPort: 53 }
+    dns: { listenPort: 53, upstreams: [127.0.0.1:9] }
 `,
     );
     const core = spawn(

@@ -63,5 +63,5 @@ export function isLocalResourceError(code: string | undefined): boolean {
 export function isLocalFailure(e: unknown): boolean {
   const x = e as { reason?: unknown; code?: unknown; cause?: { code?: unknown } } | null;
   if (!x || typeof x !== 'object') return false;
-  return [x.reason, x.code, x.cause?.code].some((c) => typeof c === 'string' && LOCAL_RESOURCE_ERRORS.has(c));
+  return [x.reason, x.code, x.cause?.code].some((c) => typeof c === 'string' && isLocalResourceError(c));
 }

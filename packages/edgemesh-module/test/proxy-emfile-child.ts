@@ -15,6 +15,15 @@ import { HttpProxy, LoadBalancer, RoundRobin, TcpProxy, UdpProxy, UpstreamPool }
 const listen = (s: { listen: (p: number, h: string, cb: () => void) => void; address: () => unknown }) =>
   new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as AddressInfo).port)));
 
+/** Take every descriptor left (into `held`). */
+function takeAll(held: number[]): void {
+  try {
+    for (;;) held.push(openSync('/dev/null', 'r'));
+  } catch {
+    // none left
+  }
+}
+
 /** Send a request on `c` and read one response: its status line and body. */
 function ask(c: Socket): Promise<string> {
   return new Promise((resolve) => {
@@ -72,12 +81,11 @@ async function main(): Promise<void> {
   const c = connect(p7, '127.0.0.1');
   await new Promise((r) => c.once('connect', r));
   const before = await ask(c);
+  // the answered request's upstream connection (and the backend's end of it) closed: a close
+  // after the descriptors are taken would give one back to the next connect
+  await new Promise((r) => setTimeout(r, 200));
   const held: number[] = [];
-  try {
-    for (;;) held.push(openSync('/dev/null', 'r'));
-  } catch {
-    // every descriptor taken
-  }
+  takeAll(held);
   const during = await ask(c);
   // two given back: the L4 client's socket and the portal's accepted one; none for its connect to
   // the backend, so the client's connection is reset
@@ -87,13 +95,11 @@ async function main(): Promise<void> {
     c4.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
     c4.on('close', () => resolve('closed'));
     c4.on('data', () => resolve('data'));
+    setTimeout(() => (resolve('still open after 2 s'), c4.destroy()), 2000);
   });
   // one given back: the UDP client's socket; none for the portal's socket to the backend
-  try {
-    for (;;) held.push(openSync('/dev/null', 'r'));
-  } catch {
-    // every descriptor taken again
-  }
+  await new Promise((r) => setTimeout(r, 200)); // the reset connections closed
+  takeAll(held);
   closeSync(held.pop()!);
   const udpDuring = await viaUdp('during');
   for (const fd of held) closeSync(fd);

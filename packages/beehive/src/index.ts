@@ -13,3 +13,4 @@ export * from './digest';
 export * from './options';
 export * from './metrics';
 export * from './duration';
+export * from './dirs';

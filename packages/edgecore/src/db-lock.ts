@@ -1,4 +1,5 @@
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdirs } from '@edgecore/beehive';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseLockedError } from './edgecore-errors';
 
@@ -17,7 +18,7 @@ export class DbLock {
   }
 
   acquire(): void {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    mkdirs(dirname(this.path), 0o700);
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fd = openSync(this.path, 'wx', 0o600);

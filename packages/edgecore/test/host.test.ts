@@ -209,6 +209,27 @@ describe('edgecore CLI', () => {
     rmSync(dir, { recursive: true });
   });
 
+  it('a database path where no directory can be made exits non-zero at once, naming it', async () => {
+    // before: Node's recursive mkdir looped for good under /proc (mkdir(2) says ENOENT there):
+    // edgecore spun at full CPU, said nothing and ignored SIGTERM
+    const dir = mkdtempSync(join(tmpdir(), 'edgecore-cli-'));
+    const f = join(dir, 'edgecore.yaml');
+    writeFileSync(
+      f,
+      `apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase: { dataSource: /proc/edgecore-test-${process.pid}/edgecore.db }\nobservability: { listen: 127.0.0.1:0 }\nmodules:\n  edgeHub: { enable: false }\n  edgeMesh: { enable: false }\n`,
+    );
+    const err = await run(process.execPath, [bin, '--config', f], {
+      timeout: 15_000,
+      killSignal: 'SIGKILL',
+    }).catch((e) => e);
+    expect(err.signal).toBeNull(); // exited by itself, not killed at the timeout
+    expect(err.code).toBe(1);
+    expect(err.stderr).toContain(
+      `edgecore: ENOENT: no such file or directory, mkdir '/proc/edgecore-test-${process.pid}'`,
+    );
+    rmSync(dir, { recursive: true });
+  }, 30_000);
+
   it('runs from a config and exits 0 on SIGTERM after draining', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edgecore-cli-'));
     const f = join(dir, 'edgecore.yaml');

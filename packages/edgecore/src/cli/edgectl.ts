@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   appendRevocation,
@@ -12,7 +12,7 @@ import {
 import { isIPv4 } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ManifestError, planManifest, type PlannedDocument } from '../edgectl/manifest';
-import { durationMs, splitHostPort } from '@edgecore/beehive';
+import { durationMs, mkdirs, splitHostPort } from '@edgecore/beehive';
 import { brokerAcl, brokerBridge, TYPE_TO_KIND } from '@edgecore/edgehub';
 import { ObjectPublisher } from '../edgectl/publisher';
 import { publishPlanned } from '../edgectl/publish-planned';
@@ -250,7 +250,7 @@ async function certs(
     return 2;
   }
   if (what === 'init') {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirs(dir, 0o700);
     const f = await createCa(dir, days);
     io.stdout(`fleet CA: ${f.cert} (key ${f.key}, 0600)\n`);
     return 0;

@@ -1,10 +1,10 @@
 import { IdleCheckpointer } from './checkpointer';
 import type { z } from 'zod/v3';
 import { metaStoreOptionsSchema, resolveMetaOptions } from '../config';
-import { TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
+import { mkdirs, TypeDigest, type TypeDigestValue } from '@edgecore/beehive';
 import Database from 'better-sqlite3';
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { MetaDatabaseError } from '../metamanager-errors';
 
@@ -166,7 +166,7 @@ export class MetaStore extends EventEmitter {
     const opts = resolveMetaOptions(metaStoreOptionsSchema, options);
     try {
       if (path !== ':memory:' && !opts.readonly) {
-        mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+        mkdirs(dirname(path), 0o700);
         // Create the file ourselves so it is 0600 from its first byte (the data may be private).
         if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
       }

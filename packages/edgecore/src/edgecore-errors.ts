@@ -27,3 +27,16 @@ export class DatabaseLockedError extends EdgeCoreError {
     );
   }
 }
+
+/** The observability server (`observability.listen`) cannot listen: the port is taken, say. */
+export class ObservabilityListenError extends EdgeCoreError {
+  constructor(address: string, cause: Error) {
+    super(
+      'EDGECORE_OBSERVABILITY_LISTEN',
+      `observability server cannot listen on ${address}: ${cause.message}`,
+      {
+        cause,
+      },
+    );
+  }
+}

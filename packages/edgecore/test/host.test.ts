@@ -7,6 +7,7 @@ import { MetricsContribution, silentLogger } from '@edgecore/beehive';
 import { Histogram, type Registry } from 'prom-client';
 import { MetaStore } from '@edgecore/metamanager';
 import { createSocket } from 'node:dgram';
+import { createServer, type AddressInfo } from 'node:net';
 import { EdgeMeshModule } from '@edgecore/edgemesh-module';
 import { DatabaseLockedError, EdgeCoreHost, MODULE_LOADERS, parseConfig } from '../src';
 
@@ -229,6 +230,40 @@ describe('edgecore CLI', () => {
     );
     rmSync(dir, { recursive: true });
   }, 30_000);
+
+  it('a listen address in use exits non-zero naming what could not listen (observability, the explicit proxy)', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as AddressInfo).port;
+    const dir = mkdtempSync(join(tmpdir(), 'edgecore-cli-'));
+    const f = join(dir, 'edgecore.yaml');
+    const start = async (extra: string): Promise<{ code: number; stderr: string }> => {
+      writeFileSync(
+        f,
+        `apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\ndatabase: { dataSource: ${join(dir, 'edgecore.db')} }\n${extra}`,
+      );
+      return run(process.execPath, [bin, '--config', f], { timeout: 15_000 }).catch((e) => e);
+    };
+    try {
+      const obs = await start(
+        `observability: { listen: 127.0.0.1:${port} }\nmodules: { edgeHub: { enable: false }, edgeMesh: { enable: false } }\n`,
+      );
+      expect(obs.code).toBe(1);
+      expect(obs.stderr).toContain(
+        `edgecore: observability server cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port} [EDGECORE_OBSERVABILITY_LISTEN]`,
+      );
+      const proxy = await start(
+        `observability: { listen: 127.0.0.1:0 }\nmodules: { edgeHub: { enable: false }, edgeMesh: { mode: unprivileged, listenPort: ${port}, dns: { listenPort: 0, upstreams: [127.0.0.1:9] } } }\n`,
+      );
+      expect(proxy.code).toBe(1);
+      expect(proxy.stderr).toContain(
+        `edgecore: explicit proxy cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port} [EDGEMESH_PROXY_LISTEN]`,
+      );
+    } finally {
+      taken.close();
+      rmSync(dir, { recursive: true });
+    }
+  }, 40_000);
 
   it('runs from a config and exits 0 on SIGTERM after draining', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edgecore-cli-'));

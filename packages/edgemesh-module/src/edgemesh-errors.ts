@@ -34,6 +34,13 @@ export class DnsListenError extends EdgeMeshError {
   }
 }
 
+/** The explicit proxy (unprivileged mode's `listenPort`) cannot listen: the port is taken, say. */
+export class ProxyListenError extends EdgeMeshError {
+  constructor(address: string, cause: Error) {
+    super('EDGEMESH_PROXY_LISTEN', `explicit proxy cannot listen on ${address}: ${cause.message}`, { cause });
+  }
+}
+
 /** A native piece was required by config (`native`) but the addon is not built. */
 export class NativeUnavailableError extends EdgeMeshError {
   constructor(what: string, why: string) {

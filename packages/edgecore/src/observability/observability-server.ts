@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { ObservabilityListenError } from '../edgecore-errors';
 
 /** /healthz (process alive), /readyz (catalog loaded, everything serving), /metrics (Prometheus, from the registry every package contributes to), and JSON views (`/debug/endpoints`: every service port's backends and the path to each; `/debug/explain?service=NS/NAME`: a service's path through the node, step by step). */
 export class ObservabilityServer {
@@ -52,7 +53,12 @@ export class ObservabilityServer {
     });
     this.server = server;
     server.listen(port, host);
-    await once(server, 'listening'); // rejects on 'error'
+    try {
+      await once(server, 'listening'); // rejects on 'error'
+    } catch (e) {
+      this.server = undefined;
+      throw new ObservabilityListenError(`${host}:${port}`, e as Error);
+    }
     return server.address() as AddressInfo;
   }
 

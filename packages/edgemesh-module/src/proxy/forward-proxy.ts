@@ -7,7 +7,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { Backend } from '../lb/backends';
 import { errorResponse } from './http/error-response';
 import { failures } from './http/policy';
-import type { HttpParseError } from '../edgemesh-errors';
+import { ProxyListenError, type HttpParseError } from '../edgemesh-errors';
 import { absoluteForm, header, headEnd, parseRequestHead, type Head } from './http/head';
 import type { HttpProxy } from './http/http-proxy';
 import type { HttpRoute, RouteRefusal } from './http/route';
@@ -57,7 +57,12 @@ export class ForwardProxy {
     const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onConnection(s));
     this.server = server;
     server.listen(port, host);
-    await once(server, 'listening'); // rejects on 'error'
+    try {
+      await once(server, 'listening'); // rejects on 'error'
+    } catch (e) {
+      this.server = undefined;
+      throw new ProxyListenError(`${host}:${port}`, e as Error);
+    }
     return server.address() as AddressInfo;
   }
 

@@ -8,6 +8,7 @@ import { Netns } from '@edgecore/test-support';
  * every chain of ours.
  */
 const FIXTURE = join(__dirname, 'fixtures', 'iptables-steps.js');
+const RETRY_FIXTURE = join(__dirname, 'fixtures', 'iptables-retry.js');
 
 /** Run a fixture in `ns`: its `{ step, save }` lines (other output, such as logs, skipped). */
 async function runSteps(ns: Netns, fixture: string, backend: string): Promise<Record<string, string>> {
@@ -26,10 +27,21 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
   let ns: Netns;
   let steps: Record<string, string>;
 
+  let retry: Record<string, { save: string; syncs: number; retries: number }>;
+
   beforeAll(async () => {
     ns = await Netns.create(`emipt${process.pid % 100000}${backend[0]}`);
     steps = await runSteps(ns, FIXTURE, backend);
-  }, 40_000);
+    const out = await ns.run(process.execPath, [RETRY_FIXTURE, backend], 30_000);
+    retry = Object.fromEntries(
+      out
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{"step"'))
+        .map((l) => JSON.parse(l))
+        .map(({ step, ...rest }) => [step, rest]),
+    );
+  }, 60_000);
 
   afterAll(async () => {
     await ns?.destroy();
@@ -167,6 +179,21 @@ describe.each(['nft', 'legacy'] as const)('IptablesManager on iptables-%s (in a 
       expect(ours(steps['dnat-resync'])).toEqual(ours(steps['dnat-empty']));
       expect(steps['dnat-cleanup']).not.toContain('EDGEMESH');
     });
+  });
+
+  it('a write that failed is tried again a second later (not at the re-ensure, an hour away); none after a cleanup', () => {
+    const dnat = (save: string) =>
+      save.split('\n').filter((l) => l.includes('-j DNAT --to-destination 169.254.96.16:'));
+    expect(retry.failed).toMatchObject({ syncs: 0, retries: 0 });
+    expect(dnat(retry.failed.save)).toEqual([]);
+    expect(retry.retried).toMatchObject({ syncs: 1, retries: 1 });
+    expect(dnat(retry.retried.save)).toHaveLength(1);
+    expect(dnat(retry.retried.save)[0]).toContain(
+      '--comment "default/a:80" -j DNAT --to-destination 169.254.96.16:20001',
+    );
+    // the second write failed, the cleanup removed everything and nothing came back
+    expect(retry['after-cleanup'].retries).toBe(1);
+    expect(ours(retry['after-cleanup'].save)).toEqual([]);
   });
 });
 

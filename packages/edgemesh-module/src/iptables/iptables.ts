@@ -38,6 +38,9 @@ export type IptablesManagerOptions = IptablesOptions & z.input<typeof iptablesOp
  * node process's connection to a VIP:port go to the same place): one copy of each rule, where a
  * bucket per side wrote every rule twice.
  */
+/** The first retry of a failed rule write (then doubled, up to the sync interval). */
+const RETRY_BASE_MS = 1000;
+
 export class IptablesManager {
   private timer?: NodeJS.Timeout;
   private readonly log: Logger;
@@ -51,6 +54,16 @@ export class IptablesManager {
   private lastFilter?: (e: PortalEntry) => boolean;
   private syncing: Promise<void> = Promise.resolve();
   syncs = 0;
+  /**
+   * After a failed write, the next try of the last rule set: 1 s, doubling up to the sync interval;
+   * a write that succeeds ends it. A failure is often brief (no descriptor for iptables-restore's
+   * pipes, the xtables lock held past its wait) and the rules of a new service should not wait
+   * for the periodic re-ensure.
+   */
+  private retryTimer?: NodeJS.Timeout;
+  private retryMs = 0;
+  /** Writes tried again after a failure. */
+  retries = 0;
 
   private readonly o: IptablesOptions & z.output<typeof iptablesOptionsSchema>;
   private readonly rules: RuleBuilder;
@@ -132,7 +145,39 @@ export class IptablesManager {
         for (const f of rs.forget) await this.forgetFlows(f.vip, f.port, f.backend);
         this.syncs++;
       });
+    this.syncing.then(
+      () => this.settled(true),
+      () => this.settled(false),
+    );
     return this.syncing;
+  }
+
+  /** A write ended: a success ends the retries; a failure schedules one (none while one waits). */
+  private settled(ok: boolean): void {
+    if (ok) {
+      this.stopRetry();
+      this.retryMs = 0;
+      return;
+    }
+    if (this.retryTimer || !this.last) return;
+    this.retryMs = Math.min(this.retryMs ? this.retryMs * 2 : RETRY_BASE_MS, this.o.syncIntervalMs);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.last) return;
+      this.retries++;
+      this.sync(this.last, this.lastFilter, true).catch((e) =>
+        this.log.error(
+          { err: (e as Error).message, nextMs: Math.min(this.retryMs * 2, this.o.syncIntervalMs) },
+          'iptables retry failed',
+        ),
+      );
+    }, this.retryMs);
+    this.retryTimer.unref();
+  }
+
+  private stopRetry(): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** Periodic re-ensure of the last rule set. */
@@ -156,6 +201,9 @@ export class IptablesManager {
   async cleanup(): Promise<void> {
     this.stopResync();
     await this.syncing.catch(() => undefined);
+    // nothing of ours is to be written again: no retry, and none scheduled by a write that failed
+    this.stopRetry();
+    this.last = undefined;
     this.written = undefined;
     this.known.clear();
     for (const [parent, chain] of [

@@ -326,7 +326,7 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedGauge(
       r,
       'edgecore_mesh_portals_unopened',
-      'Portals wanted but not open for want of file descriptors (EMFILE, ENFILE): retried every 5 s and when a portal closes.',
+      'Portals wanted but not open for want of a socket (EMFILE, ENFILE, ENOBUFS, ENOMEM): retried every 5 s and when a portal closes.',
       () => mesh.portals?.unopenedCount ?? 0,
     );
     scrapedCounter(

@@ -52,7 +52,7 @@ export function portalCapacity(limit: number): number {
 const LOCAL_RESOURCE_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
 
 /** Whether an errno name (an error's `code`, a connect failure's reason) is a local resource's. */
-export function isLocalResourceError(code: string | undefined): boolean {
+export function isLocalResourceError(code: string | undefined): code is string {
   return code !== undefined && LOCAL_RESOURCE_ERRORS.has(code);
 }
 

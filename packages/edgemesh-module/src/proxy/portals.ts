@@ -16,7 +16,7 @@ import type { HttpProxy } from './http/http-proxy';
 import type { TcpProxy } from './l4/tcp-proxy';
 import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
 import { portProtocol, type PortalEntry, type PortalSpec } from '../portal-table';
-import { openFileLimit, portalCapacity, portalReserve } from '../open-files';
+import { isLocalResourceError, openFileLimit, portalCapacity, portalReserve } from '../open-files';
 
 /** One portal: its own listener's connection target (no function made per portal). */
 class Portal implements ConnectionTarget {
@@ -214,7 +214,7 @@ export class PortalManager {
     return this.reconcile(current, desired, services);
   }
 
-  /** Portals wanted but not open for want of file descriptors (EMFILE, ENFILE): retried. */
+  /** Portals wanted but not open for want of a socket (EMFILE, ENFILE, ENOBUFS, ENOMEM): retried. */
   get unopenedCount(): number {
     return this.unopened.size;
   }
@@ -293,7 +293,8 @@ export class PortalManager {
         room--;
       } catch (e) {
         const code = (e as { code?: string }).code;
-        if (code === 'EMFILE' || code === 'ENFILE') {
+        // a socket this process cannot have now (the rule the proxies and DNS follow too): it waits
+        if (isLocalResourceError(code)) {
           short = { reason: code, first: d.key };
           this.unopened.set(d.key, d);
         } else {

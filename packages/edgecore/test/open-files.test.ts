@@ -41,6 +41,44 @@ function portalCounts(text: string): { open: number; unopened: number } {
   return { open: get('edgecore_mesh_portals'), unopened: get('edgecore_mesh_portals_unopened') };
 }
 
+/** An edgecore.yaml in `dir`: its database there, JSON logs, then `rest` (observability, modules…). */
+function writeConfig(dir: string, rest: string): void {
+  writeFileSync(
+    join(dir, 'edgecore.yaml'),
+    `apiVersion: edgecore.config.kubeedge.io/v1alpha2
+kind: EdgeCore
+database: { dataSource: ${join(dir, 'edgecore.db')} }
+log: { format: json }
+${rest}`,
+  );
+}
+
+/**
+ * Spawn `cmd` (edgecore behind prlimit, maybe behind `ip netns exec`: both exec it, so the pid is
+ * edgecore's), handed to `track` at once (to be killed whatever happens) and its output to `sink`;
+ * resolves once it says it is ready, rejects if it exits first.
+ */
+async function startEdgecore(
+  cmd: string[],
+  sink: (d: string) => void,
+  track: (p: ChildProcess) => void,
+): Promise<ChildProcess> {
+  let out = '';
+  const p = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(p);
+  const take = (d: Buffer): void => {
+    out += d;
+    sink(d.toString());
+  };
+  p.stdout!.on('data', take);
+  p.stderr!.on('data', take);
+  await new Promise<void>((resolve, reject) => {
+    const t = setInterval(() => out.includes('edgecore ready') && (clearInterval(t), resolve()), 20);
+    p.on('exit', () => (clearInterval(t), reject(new Error(`exited early: ${out}`))));
+  });
+  return p;
+}
+
 /** Polls `f` until `ok` holds or `ms` pass; returns its last value (what an expect then shows). */
 async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
   const end = Date.now() + ms;
@@ -86,13 +124,9 @@ describe('a node and its open-file limit', () => {
       }),
     );
     store.close();
-    writeFileSync(
-      join(dir, 'edgecore.yaml'),
-      `apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: ${join(dir, 'edgecore.db')} }
-observability: { listen: 127.0.0.1:0 }
-log: { format: json }
+    writeConfig(
+      dir,
+      `observability: { listen: 127.0.0.1:0 }
 modules:
   edgeHub: { enable: false }
   metaManager: { metaServer: { enable: false } }
@@ -114,19 +148,11 @@ modules:
 
   /** edgecore under `prlimit --nofile=SOFT:HARD`; resolves with its /metrics address once ready. */
   async function start(nofile: string): Promise<string> {
-    child = spawn(
-      'prlimit',
-      [`--nofile=${nofile}`, process.execPath, bin, '--config', join(dir, 'edgecore.yaml')],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
+    await startEdgecore(
+      ['prlimit', `--nofile=${nofile}`, process.execPath, bin, '--config', join(dir, 'edgecore.yaml')],
+      (d) => (out += d),
+      (p) => (child = p),
     );
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    await new Promise<void>((resolve, reject) => {
-      const t = setInterval(() => out.includes('edgecore ready') && (clearInterval(t), resolve()), 20);
-      child!.on('exit', () => (clearInterval(t), reject(new Error(`exited early: ${out}`))));
-    });
     return lines().find((l) => l.msg === 'observability listening').address;
   }
 
@@ -271,13 +297,9 @@ describe('a node short of descriptors in iptables mode (network namespace)', () 
         stdio: 'ignore',
       }),
     );
-    writeFileSync(
-      join(dir, 'edgecore.yaml'),
-      `apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database: { dataSource: ${join(dir, 'edgecore.db')} }
-observability: { listen: 127.0.0.1:10351 }
-log: { format: json }
+    writeConfig(
+      dir,
+      `observability: { listen: 127.0.0.1:10351 }
 drainSeconds: 1
 modules:
   edgeHub: { nodeName: edge-node-nofile, mqtt: { server: 'tcp://127.0.0.1:1883' } }
@@ -289,9 +311,9 @@ modules:
     dns: { listenPort: 53, upstreams: [127.0.0.1:9] }
 `,
     );
-    const core = spawn(
-      'ip',
+    await startEdgecore(
       [
+        'ip',
         'netns',
         'exec',
         ns,
@@ -302,15 +324,9 @@ modules:
         '--config',
         join(dir, 'edgecore.yaml'),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      (d) => (out += d),
+      (p) => bg.push(p),
     );
-    bg.push(core);
-    core.stdout!.on('data', (d) => (out += d));
-    core.stderr!.on('data', (d) => (out += d));
-    await new Promise<void>((resolve, reject) => {
-      const t = setInterval(() => out.includes('edgecore ready') && (clearInterval(t), resolve()), 20);
-      core.on('exit', () => (clearInterval(t), reject(new Error(`exited early: ${out}`))));
-    });
   }, 30_000);
 
   afterAll(async () => {

@@ -10,6 +10,8 @@ export const HubCode = {
   BrokerListen: 'HUB_BROKER_LISTEN',
   RetainedRead: 'HUB_RETAINED_READ',
   InvalidOption: 'HUB_INVALID_OPTION',
+  ConnectRefused: 'HUB_CONNECT_REFUSED',
+  PublishRefused: 'HUB_PUBLISH_REFUSED',
 } as const;
 
 /** An EdgeHub option that is missing or not what its key takes. */

@@ -7,6 +7,7 @@ export * from './embedded-broker';
 export * from './ack-queue';
 export * from './intake';
 export * from './retained-reader';
+export * from './publish-link';
 export * from './state-sync';
 export * from './edgehub-module';
 export * from './edgehub-container-module';

@@ -8,15 +8,18 @@ import {
   type TypeDigestValue,
 } from '@edgecore/beehive';
 import {
+  ConnectRefusedError,
   mqttClientDefaults,
   NODE_SCOPED_TYPES,
+  PublishLink,
   RetainedReader,
   Topics,
   TYPE_TO_KIND,
+  type LinkPublishOptions,
 } from '@edgecore/edgehub';
 import { IndexMap } from '@edgecore/edgemesh-module';
 import { parseWrite } from '@edgecore/metamanager';
-import { connectAsync, type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions } from 'mqtt';
 import type { PlannedObject } from './manifest';
 
 /** An object as the broker retains it (what the slice controller reads). */
@@ -38,7 +41,10 @@ export interface PublisherOptions {
   username?: string;
   password?: string;
   prefix?: string;
-  /** Publishes awaiting the broker's PUBACK at once (default 1000). */
+  /**
+   * Publishes awaiting the broker's PUBACK at once (default 1000); an MQTT 5 broker's Receive
+   * Maximum caps it (mosquitto's `max_inflight_messages`, 20 by default).
+   */
   window?: number;
   /** MQTT 5 (default: an ACL's refusal is an error) or 3.1.1 (a broker that speaks only that). */
   protocolVersion?: 4 | 5;
@@ -111,7 +117,7 @@ export class ObjectPublisher {
   private wake?: () => void;
 
   private constructor(
-    private readonly client: MqttClient,
+    private readonly link: PublishLink,
     private readonly topics: Topics,
     private readonly server: string,
     private readonly clientOptions: IClientOptions,
@@ -119,12 +125,13 @@ export class ObjectPublisher {
     private readonly tombstoneTtlSeconds: number,
   ) {}
 
+  /**
+   * Publishes go over a PublishLink of their own (a publish-only MQTT client: a fleet catalog is
+   * tens of thousands of them); the retained state is read with mqtt.js (RetainedReader).
+   */
   static async connect(server: string, opts: PublisherOptions = {}): Promise<ObjectPublisher> {
     const clientOptions: IClientOptions = {
       ...mqttClientDefaults(),
-      // a PUBACK comes for every publish: mqtt.js would move its keepalive timer on each (a
-      // timer cleared and set a thousand times per window); a PINGREQ per keepalive instead
-      reschedulePings: false,
       clientId: `edgectl-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
       clean: true,
       reconnectPeriod: 0,
@@ -136,18 +143,26 @@ export class ObjectPublisher {
       password: opts.password,
       ca: opts.ca,
     };
-    let client: MqttClient;
+    const linkOptions = (protocolVersion: 4 | 5) => ({
+      clientId: clientOptions.clientId!,
+      username: opts.username,
+      password: opts.password,
+      ca: opts.ca,
+      protocolVersion,
+      connectTimeoutMs: 10_000,
+    });
+    let link: PublishLink;
     try {
-      client = await connectAsync(server, clientOptions);
+      link = await PublishLink.connect(server, linkOptions(opts.protocolVersion ?? 5));
     } catch (e) {
       // a broker that speaks only 3.1.1 (aedes, the embedded one): "unacceptable protocol version"
-      const code = (e as { code?: number }).code;
+      const code = e instanceof ConnectRefusedError ? e.reasonCode : undefined;
       if (opts.protocolVersion !== undefined || (code !== 1 && code !== 132)) throw e;
       clientOptions.protocolVersion = 4;
-      client = await connectAsync(server, clientOptions);
+      link = await PublishLink.connect(server, linkOptions(4));
     }
     return new ObjectPublisher(
-      client,
+      link,
       new Topics(opts.prefix),
       server,
       clientOptions,
@@ -320,7 +335,7 @@ export class ObjectPublisher {
     for (const t of old) {
       await this.room();
       // a failure is thrown below, once every clear has its answer
-      this.publish(t.topic, Buffer.alloc(0), { qos: 1, retain: true }).catch(() => undefined);
+      this.publish(t.topic, Buffer.alloc(0), { retain: true }).catch(() => undefined);
     }
     await this.drained();
     if (this.failed) throw this.failed;
@@ -374,14 +389,14 @@ export class ObjectPublisher {
       const had = this.retainedDigests.get(topic);
       if (had && digestEquals(had, v) && !had.namespaces === !v.namespaces) continue;
       const d = { ...v, at: Date.now() };
-      await this.client.publishAsync(topic, JSON.stringify(d), { qos: 1, retain: true });
+      await this.link.publishAsync(topic, JSON.stringify(d), { retain: true });
       this.retainedDigests.set(topic, d);
     }
   }
 
   async close(): Promise<void> {
     await this.drained();
-    await this.client.endAsync();
+    await this.link.end();
   }
 
   /** Resolves when another publish may start (fewer than `window` await their PUBACK). */
@@ -410,14 +425,8 @@ export class ObjectPublisher {
     return this.publish(
       this.topics.object(o.namespace, o.type, o.name, o.node),
       toWire(msg),
-      {
-        qos: 1,
-        retain: true,
-        // MQTT 5 only: a 3.1.1 broker keeps it until collectTombstones
-        ...(expirySeconds > 0 && this.clientOptions.protocolVersion === 5
-          ? { properties: { messageExpiryInterval: expirySeconds } }
-          : {}),
-      },
+      // the expiry is MQTT 5's: a 3.1.1 broker keeps a tombstone until collectTombstones
+      { retain: true, expirySeconds },
       acked,
     );
   }
@@ -429,12 +438,12 @@ export class ObjectPublisher {
   private publish(
     topic: string,
     payload: string | Buffer,
-    opts: IClientPublishOptions,
+    opts: LinkPublishOptions,
     acked?: () => void,
   ): Promise<void> {
     this.inflight++;
     return new Promise<void>((resolve, reject) => {
-      this.client.publish(topic, payload, opts, (err) => {
+      this.link.publish(topic, payload, opts, (err) => {
         this.settle();
         if (err) {
           this.failed ??= err;

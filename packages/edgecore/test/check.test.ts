@@ -41,6 +41,10 @@ describe('edgecore check: the broker as a node depends on it', () => {
       expect(r.lines).toContainEqual(
         expect.stringMatching(/^warn +queue: the broker kept 1000 of 1500 messages/),
       );
+      // stock max_inflight_messages: its Receive Maximum paces edgectl
+      expect(r.lines).toContainEqual(
+        expect.stringMatching(/^warn +inflight: the broker takes 20 QoS 1 publishes from a client at a time/),
+      );
       expect(r.lines).toContainEqual(expect.stringMatching(/^warn +digest: no digest/));
       // what the check published is gone again: no retained message of it stays
       const f = join(dir, 'svc.yaml');
@@ -71,12 +75,14 @@ spec: { clusterIP: None, ports: [{ name: http, port: 80, targetPort: 80 }] }
   }, 60_000);
 
   it('a broker with a larger queue passes; an unreachable one is an error (exit 1), from the command line too', async () => {
-    const broker = await Mosquitto.start(); // max_queued_messages 10000
+    // max_queued_messages 10000, and max_inflight_messages as the README asks of the cloud's broker
+    const broker = await Mosquitto.start({ maxInflight: 1000 });
     try {
       const r = await run(broker.url);
       expect(r.lines).toContainEqual(
         expect.stringMatching(/^ok +queue: 1500 messages published while a session was away all came back/),
       );
+      expect(r.lines.filter((l) => /^\w+ +inflight:/.test(l))).toEqual([]);
     } finally {
       await broker.destroy();
     }

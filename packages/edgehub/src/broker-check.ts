@@ -25,6 +25,12 @@ export interface BrokerCheckOptions {
 const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * Below this Receive Maximum (MQTT 5) a broker paces the cloud's applies: edgectl keeps within
+ * it (MQTT 5 says a client must), so a catalog goes that many publishes per round trip.
+ */
+export const RECEIVE_MAXIMUM_FOR_APPLIES = 1000;
+
+/**
  * Look at a broker the way a node depends on it, over MQTT only: the protocol it speaks (MQTT 5
  * lets a node set its in-flight window; 3.1.1 leaves it to the broker's `max_inflight_messages`),
  * retained messages, how many messages it keeps for a node that is away (its queue limit, measured
@@ -81,6 +87,13 @@ export async function checkBroker(o: BrokerCheckOptions): Promise<BrokerFinding[
       message:
         'MQTT 5: a node sets its own in-flight window (mqtt.receiveMaximum), whatever max_inflight_messages says',
     });
+    const receiveMaximum = typeof p?.receiveMaximum === 'number' ? p.receiveMaximum : 65_535;
+    if (receiveMaximum < RECEIVE_MAXIMUM_FOR_APPLIES)
+      out.push({
+        level: 'warn',
+        key: 'inflight',
+        message: `the broker takes ${receiveMaximum} QoS 1 publishes from a client at a time (its Receive Maximum; mosquitto max_inflight_messages): edgectl applies ${receiveMaximum} per round trip; set it to 1000 or more on the broker edgectl publishes to`,
+      });
     if (p?.retainAvailable === false)
       out.push({
         level: 'error',

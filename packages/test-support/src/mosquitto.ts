@@ -24,6 +24,11 @@ export interface MosquittoOptions {
   /** max_queued_messages (default 10,000; a bench that reads a large retained state raises it). */
   maxQueued?: number;
   /**
+   * max_inflight_messages (default mosquitto's 20): QoS 1 messages in flight to a 3.1.1 client,
+   * and the Receive Maximum announced to an MQTT 5 one (what edgectl keeps within).
+   */
+  maxInflight?: number;
+  /**
    * Who may connect: anonymous clients (default), or only the users of `passwords` (user →
    * password, hashed into a password_file with mosquitto_passwd) under `acl` (an acl_file's text).
    */
@@ -70,6 +75,7 @@ export class Mosquitto {
       ...(opts.persistence === false ? [] : ['persistence true', `persistence_location ${this.dir}/`]),
       // stock: mosquitto's own limits (max_queued_messages 1000, max_inflight_messages 20)
       ...(opts.stock ? [] : [`max_queued_messages ${opts.maxQueued ?? 10000}`]),
+      ...(opts.maxInflight !== undefined ? [`max_inflight_messages ${opts.maxInflight}`] : []),
       'log_dest stdout',
     ];
     if (process.getuid?.() === 0) lines.push('user root');

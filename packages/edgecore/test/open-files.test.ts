@@ -1,6 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -250,6 +251,61 @@ modules:
     );
   }, 30_000);
 
+  it('a flood of clients takes its share of descriptors, not the node’s: past the connection limit they are reset, and the node goes on', async () => {
+    // before: connections were accepted until none was left (EMFILE): the observability server,
+    // DNS forwarding and the cloud link had no descriptor for their own work
+    const obs = await start('256:256');
+    await until(
+      () => portals(obs),
+      (p) => p.open === 128,
+      10_000,
+    );
+    const metric = async (re: RegExp): Promise<number> =>
+      Number(re.exec(await (await fetch(`http://${obs}/metrics`)).text())?.[1]);
+    // 256 − 64 held before any connection − 128 portals − 32 the node's own, halved
+    expect(await metric(/^edgecore_proxy_client_connections\{state="limit"\} (\d+)$/m)).toBe(16);
+    const [host, port] = (lines().find((l) => l.msg === 'edgemesh serving')!.proxy as string).split(':');
+    const clients = Array.from({ length: 120 }, () => {
+      const sock = connect(Number(port), host);
+      const ended = new Promise<string>((r) => {
+        sock.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? e.message));
+        sock.on('close', () => r('closed'));
+      });
+      return { sock, ended, done: false };
+    });
+    for (const c of clients) void c.ended.then(() => (c.done = true));
+    try {
+      const refused = await until(
+        () => metric(/^edgecore_proxy_client_connections_refused_total (\d+)$/m),
+        (n) => n === 104,
+        10_000,
+      );
+      // the node answers while the flood holds its share: /metrics (a descriptor of its own), a
+      // request of the explicit proxy is refused like the rest
+      expect(refused).toBe(104);
+      expect(await metric(/^edgecore_proxy_client_connections\{state="open"\} (\d+)$/m)).toBe(16);
+      const ends = await Promise.all(clients.filter((c) => c.done).map((c) => c.ended));
+      expect(ends.length).toBe(104);
+      expect(new Set(ends)).toEqual(new Set(['ECONNRESET']));
+      expect(clients.filter((c) => !c.done)).toHaveLength(16);
+      const said = lines().filter((l) => /^connection limit reached/.test(l.msg));
+      expect(said).toHaveLength(1);
+      expect(said[0]).toMatchObject({ open: 16, limit: 16, openFiles: 256 });
+    } finally {
+      for (const c of clients) c.sock.destroy();
+    }
+    // the flood gone, the explicit proxy serves (a service without endpoints: its 503)
+    await until(
+      () => metric(/^edgecore_proxy_client_connections\{state="open"\} (\d+)$/m),
+      (n) => n === 0,
+      10_000,
+    );
+    expect(await viaProxy('svc-399.ns-3.svc.cluster.local:9000')).toEqual({
+      status: 503,
+      body: expect.stringMatching(/ns-3\/svc-399/),
+    });
+  }, 60_000);
+
   /** A GET through the explicit proxy, as `curl -x` sends it. */
   function viaProxy(target: string): Promise<{ status?: number; body: string }> {
     const [host, port] = (lines().find((l) => l.msg === 'edgemesh serving')!.proxy as string).split(':');
@@ -309,6 +365,9 @@ modules:
     listenInterface: docker0
     iptablesSyncSeconds: 3600
     dns: { listenPort: 53, upstreams: [127.0.0.1:9] }
+    # a number past what the descriptors allow: the test's client connections take every one (the
+    # shortage this test makes), as they could before the connection limit
+    proxy: { maxConnections: 100000 }
 `,
     );
     await startEdgecore(

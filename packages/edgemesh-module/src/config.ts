@@ -45,6 +45,12 @@ const proxyFields = {
   tcpIdleTimeoutMs: ms(86_400_000).default(3_600_000),
   /** L4: move bytes with the native splice engine when the addon is built. */
   splice: z.boolean().default(true),
+  /**
+   * Client connections the proxies (portals and the explicit proxy) hold at once; past it a new
+   * one is reset at accept. `auto`: what the open-file limit leaves (ConnectionBudget); a number
+   * is taken as given.
+   */
+  maxConnections: z.union([z.literal('auto'), z.number().int().min(1).max(100_000_000)]).default('auto'),
   /** A UDP session ends after this long without packets. */
   udpIdleTimeoutMs: ms(86_400_000).default(60_000),
   /** Passive health: the first ejection, doubled per consecutive failure up to ejectMaxMs. */

@@ -23,6 +23,7 @@ import { ServicePolicies } from './lb/service-policy';
 import { DnsServerFactory, ForwardProxyFactory, PortalManagerFactory } from './services';
 import { BUILTIN_LB_STRATEGIES, createStrategy, LbStrategyContribution } from './lb/strategies';
 import { ForwardProxy } from './proxy/forward-proxy';
+import { ConnectionBudget } from './proxy/connection-budget';
 import { HttpProxy } from './proxy/http/http-proxy';
 import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
@@ -203,6 +204,12 @@ export function bindProxy(bind: Bind): void {
       });
     })
     .inSingletonScope();
+  bind(ConnectionBudget)
+    .toDynamicValue((ctx) => {
+      const o = optionsOf(ctx);
+      return new ConnectionBudget({ maxConnections: o.proxy.maxConnections, log: logOf(ctx) });
+    })
+    .inSingletonScope();
   bind<PortalManagerFactory>(PortalManagerFactory).toDynamicValue((ctx) => (host, onRetry) => {
     const o = optionsOf(ctx);
     const backends = ctx.get(BackendIndex);
@@ -219,6 +226,7 @@ export function bindProxy(bind: Bind): void {
         udp: { idleTimeoutMs: o.proxy.udpIdleTimeoutMs, dialer: ctx.get(BackendDialer) },
         portRange: portalPortRange(o.portalPortRange),
         onRetry,
+        budget: ctx.get(ConnectionBudget),
       },
     );
   });
@@ -233,6 +241,7 @@ export function bindProxy(bind: Bind): void {
         headTimeoutMs: o.proxy.headTimeoutMs,
         hashHeader: o.consistentHashHeader,
         log: logOf(ctx),
+        budget: ctx.get(ConnectionBudget),
       },
       ctx.get(H2Proxy),
     );

@@ -37,6 +37,7 @@ import { HttpProxy } from './proxy/http/http-proxy';
 import { H2Proxy } from './proxy/h2/h2-proxy';
 import { UpstreamPool } from './proxy/http/upstream-pool';
 import { TcpProxy } from './proxy/l4/tcp-proxy';
+import { ConnectionBudget } from './proxy/connection-budget';
 import { desiredPortals, type PortalManager } from './proxy/portals';
 import { processMessages, type MeshChanges, type MeshKey } from './process';
 import { parseEndpointName, parseServiceName } from './service-name';
@@ -109,6 +110,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
     @inject(PortalManagerFactory) private readonly newPortals: PortalManagerFactory,
     @inject(ForwardProxyFactory) private readonly newForwardProxy: ForwardProxyFactory,
     @inject(Interception) private readonly intercept: Interception,
+    @inject(ConnectionBudget) readonly connections: ConnectionBudget,
     @inject(Logger) @optional() private readonly log: Logger = silentLogger,
   ) {
     this.dependencies = options.dependencies;

@@ -28,6 +28,7 @@ export * from './lb/load-balancer';
 export * from './lb/service-policy';
 export * from './lb/topology';
 export * from './proxy/socket-reader';
+export * from './proxy/connection-budget';
 export * from './proxy/http/protocol';
 export * from './proxy/http/head';
 export * from './proxy/http/chunked';

@@ -141,6 +141,23 @@ export class EdgeMeshMetrics implements MetricsContribution {
       ],
       ['kind'],
     );
+    const budget = mesh.connections;
+    scrapedGauge(
+      r,
+      'edgecore_proxy_client_connections',
+      'Client connections the proxies hold (portals and the explicit proxy, every kind), and how many they may (proxy.maxConnections, or what the open-file limit leaves).',
+      () => [
+        [{ state: 'open' }, budget.open],
+        [{ state: 'limit' }, Number.isFinite(budget.limit) ? budget.limit : -1],
+      ],
+      ['state'],
+    );
+    scrapedCounter(
+      r,
+      'edgecore_proxy_client_connections_refused_total',
+      'Client connections reset as soon as they were accepted: the connection limit was reached.',
+      () => budget.refused,
+    );
     const h2 = mesh.h2.stats;
     scrapedCounter(
       r,

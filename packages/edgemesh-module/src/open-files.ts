@@ -35,6 +35,15 @@ export function portalReserve(limit: number): number {
 }
 
 /**
+ * Of the portals' reserve, what proxied connections leave to the node's own needs — DNS
+ * forwarding, the cloud link, health checks, iptables-restore's pipes, the database, pooled
+ * upstream connections: half of it (`ConnectionBudget`).
+ */
+export function nodeReserve(limit: number): number {
+  return Math.floor(portalReserve(limit) / 2);
+}
+
+/**
  * How many portals an open-file limit holds: the limit less the reserve and what a node holds
  * before any (`BASE_DESCRIPTORS`). Reckoned from the limit, not by counting the descriptors held
  * (`/proc/self/fd`: 12 ms at 9,000 of them, paid by every change that opened a portal).

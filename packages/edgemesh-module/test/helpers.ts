@@ -6,12 +6,36 @@ import { promisify } from 'node:util';
 import { freePort } from '@edgecore/test-support';
 import {
   createEdgeMesh,
+  H2Proxy,
+  HttpProxy,
+  LoadBalancer,
+  PortalManager,
+  RoundRobin,
+  TcpProxy,
+  UpstreamPool,
+  type Backend,
   type EdgeMeshModule,
   type EdgeMeshOptions,
   type MeshTunnel,
   type Pod,
+  type PortalSpec,
   type Service,
 } from '../src';
+
+/**
+ * A PortalManager on 127.0.0.1 over proxies of its own (round robin; no HTTP/2 upstream is ever
+ * dialed), with its HTTP and TCP proxies (close `http` after).
+ */
+export function testPortals(
+  backendsOf: (spec: PortalSpec) => readonly Backend[],
+  opts: ConstructorParameters<typeof PortalManager>[6] = {},
+): { portals: PortalManager; http: HttpProxy; tcp: TcpProxy } {
+  const lb = new LoadBalancer(new RoundRobin());
+  const http = new HttpProxy(lb, new UpstreamPool());
+  const tcp = new TcpProxy(lb);
+  const h2 = new H2Proxy(lb, { connect: () => Promise.reject(new Error('not dialed')) });
+  return { portals: new PortalManager('127.0.0.1', http, tcp, h2, lb, backendsOf, opts), http, tcp };
+}
 
 export { freePort, tmpDir, until } from '@edgecore/test-support';
 

@@ -1,17 +1,7 @@
 import { connect } from 'node:net';
 import { recordingLogger } from '@edgecore/test-support';
-import {
-  defaultListen,
-  H2Proxy,
-  HttpProxy,
-  LoadBalancer,
-  PortalManager,
-  RoundRobin,
-  TcpProxy,
-  UpstreamPool,
-  type Listen,
-  type PortalSpec,
-} from '../src';
+import { defaultListen, type Listen, type PortalSpec } from '../src';
+import { testPortals } from './helpers';
 
 type LogRecord = { level: string; obj: any; msg?: string };
 
@@ -40,19 +30,13 @@ describe('portals and file descriptors', () => {
       );
     return real(o, target);
   };
-  const lb = new LoadBalancer(new RoundRobin());
-  const http = new HttpProxy(lb, new UpstreamPool());
-  const make = (records: LogRecord[], onRetry?: () => void) =>
-    new PortalManager(
-      '127.0.0.1',
-      http,
-      new TcpProxy(lb),
-      new H2Proxy(lb, { connect: () => Promise.reject(new Error('not dialed')) }),
-      lb,
-      () => [],
-      { listen, log: recordingLogger(records), onRetry, retryMs: 50 },
-    );
-  afterAll(() => http.close());
+  const https: { close(): void }[] = [];
+  const make = (records: LogRecord[], onRetry?: () => void) => {
+    const made = testPortals(() => [], { listen, log: recordingLogger(records), onRetry, retryMs: 50 });
+    https.push(made.http);
+    return made.portals;
+  };
+  afterAll(() => https.forEach((h) => h.close()));
 
   it('a portal that finds no descriptor waits; the retry timer asks its owner, and it opens', async () => {
     const records: LogRecord[] = [];

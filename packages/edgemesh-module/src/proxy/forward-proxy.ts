@@ -1,6 +1,7 @@
 import { hashHeaderFor } from '../lb/service-policy';
 import type { z } from 'zod/v3';
 import { forwardProxyOptionsSchema, resolveMeshOptions } from '../config';
+import type { ConnectionBudget } from './connection-budget';
 import { Logger, silentLogger } from '@edgecore/beehive';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -24,7 +25,11 @@ export interface ResolvedTarget {
 }
 
 /** Head limits as the portals', and the header a ConsistentHash strategy hashes (as on portals). */
-export type ForwardProxyOptions = z.input<typeof forwardProxyOptionsSchema> & { log?: Logger };
+export type ForwardProxyOptions = z.input<typeof forwardProxyOptionsSchema> & {
+  log?: Logger;
+  /** The node's count of client connections (shared with the portals): past it one is reset at accept. */
+  budget?: ConnectionBudget;
+};
 
 /** host (service name or VIP) + port → target, or undefined when it is not a known service. */
 export type TargetResolver = (host: string, port: number) => ResolvedTarget | undefined;
@@ -51,10 +56,15 @@ export class ForwardProxy {
   ) {
     this.opts = resolveMeshOptions(forwardProxyOptionsSchema, options, 'forwardProxy');
     this.log = options.log ?? silentLogger;
+    this.budget = options.budget;
   }
 
+  private readonly budget?: ConnectionBudget;
+
   async listen(host: string, port: number): Promise<AddressInfo> {
-    const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onConnection(s));
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
+      if (this.budget?.admit(s) !== false) this.onConnection(s);
+    });
     this.server = server;
     server.listen(port, host);
     try {

@@ -7,6 +7,7 @@ import { InvalidOptionError } from '../edgemesh-errors';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { defaultListen, type ConnectionTarget, type Listen, type Listener } from './listeners';
+import type { ConnectionBudget } from './connection-budget';
 import { isExternalName, type Service } from '../catalog/types';
 import { flatKey, IndexMap } from '../catalog/index-map';
 import type { Backend } from '../lb/backends';
@@ -120,10 +121,13 @@ export class PortalManager {
       onRetry?: () => void;
       /** How often (ms, default 5,000). */
       retryMs?: number;
+      /** The node's count of client connections: past it one is reset at accept. */
+      budget?: ConnectionBudget;
     } = {},
   ) {
     this.log = opts.log ?? silentLogger;
     this.listen = opts.listen ?? defaultListen();
+    opts.budget?.listeningFrom(() => this.portals.size);
     // a random place to start, so that several edgecores on one host do not all walk the ports
     // the first one took
     const r = opts.portRange;
@@ -399,6 +403,7 @@ export class PortalManager {
    * @internal its portals call it
    */
   accept(portal: Portal, sock: Socket): void {
+    if (this.opts.budget?.admit(sock) === false) return;
     const s = portal.spec;
     if (s.protocol === 'h2') this.h2.handlePortal(sock, this.h2RouteOf(portal));
     else if (s.protocol === 'http') this.http.handleRoute(sock, this.routeOf(portal));

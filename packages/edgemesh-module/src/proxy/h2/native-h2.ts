@@ -4,6 +4,7 @@ import type { Backend } from '../../lb/backends';
 import { policyOf } from '../../lb/service-policy';
 import { loadNative } from '../../native';
 import { fdOf } from '../l4/splice';
+import { giveCounted, takeCounted } from '../connection-budget';
 import {
   failures,
   FRESH,
@@ -126,6 +127,8 @@ interface Conn {
   ip: string;
   /** The header the engine extracts for ConsistentHash on this connection. */
   hashHeader?: string;
+  /** Its place in the node's connection count (ConnectionBudget), released when it ends. */
+  release?: () => void;
 }
 
 interface Stream {
@@ -206,7 +209,7 @@ export class NativeH2 {
       this.hooks.log.debug({ err: (e as Error).message }, 'native HTTP/2 engine refused a connection');
       return false;
     }
-    this.conns.set(id, { route, ip, hashHeader });
+    this.conns.set(id, { route, ip, hashHeader, release: takeCounted(sock) });
     this.adopted++;
     this.hooks.sessions(1);
     sock.destroy();
@@ -357,11 +360,16 @@ export class NativeH2 {
     this.hooks.sessions(-1);
     const sock = new Socket({ fd, readable: true, writable: true });
     if (!c) return void sock.destroy();
+    giveCounted(sock, c.release);
     this.hooks.notHttp2(sock, bytes);
   }
 
   private closed(conn: number): void {
-    if (this.conns.delete(conn)) this.hooks.sessions(-1);
+    const c = this.conns.get(conn);
+    if (!c) return;
+    this.conns.delete(conn);
+    c.release?.();
+    this.hooks.sessions(-1);
   }
 }
 

@@ -4,6 +4,7 @@ import type { Backend } from '../../lb/backends';
 import { needsHeldAnswer } from '../../lb/service-policy';
 import { loadNative } from '../../native';
 import { fdOf } from '../l4/splice';
+import { giveCounted, takeCounted } from '../connection-budget';
 import { errorResponse } from './error-response';
 import {
   failures,
@@ -122,6 +123,8 @@ interface Conn {
   policy: RequestPolicy;
   /** The header the engine extracts for ConsistentHash on this connection. */
   hashHeader?: string;
+  /** Its place in the node's connection count (ConnectionBudget), released when it ends. */
+  release?: () => void;
   /** The route and pick time of its request in flight (one at a time on HTTP/1.1). */
   current?: import('./policy').L7Route;
   pickedAt?: number;
@@ -206,6 +209,7 @@ export class NativeHttp {
       ip,
       policy: this.hooks.policy(),
       hashHeader: o.hashHeader,
+      release: takeCounted(sock),
     });
     this.adopted++;
     this.hooks.connections(1);
@@ -337,11 +341,16 @@ export class NativeHttp {
     this.hooks.connections(-1);
     const sock = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
     if (!c) return void sock.destroy();
+    giveCounted(sock, c.release);
     if (c.fallback) c.fallback(sock, bytes);
     else this.hooks.fallback(sock, c.route, bytes);
   }
 
   private closed(id: number): void {
-    if (this.conns.delete(id)) this.hooks.connections(-1);
+    const c = this.conns.get(id);
+    if (!c) return;
+    this.conns.delete(id);
+    c.release?.();
+    this.hooks.connections(-1);
   }
 }

@@ -1,0 +1,136 @@
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { recordingLogger } from '@edgecore/test-support';
+import { ConnectionBudget, ForwardProxy, type PortalSpec } from '../src';
+import { testPortals } from './helpers';
+
+type LogRecord = { level: string; obj: any; msg?: string };
+
+const spec: PortalSpec = {
+  key: 'default/echo:7000/TCP',
+  serviceKey: 'default/echo',
+  namespace: 'default',
+  service: 'echo',
+  vip: '198.18.0.1',
+  port: 7000,
+  transport: 'TCP',
+  protocol: 'tcp',
+};
+
+/**
+ * A client connection and what happens to it: `ended` (its error code, or 'closed'). A reset that
+ * comes before Node reports the connect is the same reset (the kernel completed the handshake).
+ */
+function dial(port: number): { sock: Socket; connected: Promise<void>; ended: Promise<string> } {
+  const sock = connect(port, '127.0.0.1');
+  const ended = new Promise<string>((r) => {
+    sock.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? e.message));
+    sock.on('close', () => r('closed'));
+  });
+  const connected = new Promise<void>((resolve, reject) => {
+    sock.once('connect', () => resolve());
+    sock.once('error', reject);
+  });
+  connected.catch(() => undefined);
+  return { sock, connected, ended };
+}
+
+/** A connection that is served: resolves once connected. */
+async function open(port: number): Promise<{ sock: Socket }> {
+  const c = dial(port);
+  await c.connected;
+  return c;
+}
+
+/** Send a line and read it back (through the portal to the echo backend). */
+function echo(sock: Socket, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    sock.once('data', (d) => resolve(d.toString()));
+    sock.write(text);
+  });
+}
+
+describe('the connection limit: one count for the portals and the explicit proxy', () => {
+  let backend: Server;
+  const held: Socket[] = [];
+  beforeAll(async () => {
+    backend = createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', () => r()));
+  });
+  afterAll(() => {
+    for (const s of held) s.destroy();
+    backend.close();
+  });
+
+  it('past the limit a connection is reset at accept, counted and said once; those served go on; a close makes room', async () => {
+    const records: LogRecord[] = [];
+    const log = recordingLogger(records);
+    const budget = new ConnectionBudget({ maxConnections: 3, log });
+    const port = (backend.address() as AddressInfo).port;
+    const { portals, http, tcp } = testPortals(
+      () => [{ host: '127.0.0.1', port, key: `127.0.0.1:${port}` }],
+      { log, budget },
+    );
+    const proxy = new ForwardProxy(http, tcp, () => undefined, { log, budget });
+    try {
+      await portals.sync([spec]);
+      const portal = portals.get(spec.key)!.listenPort;
+      const explicit = (await proxy.listen('127.0.0.1', 0)).port;
+      // two through the portal (echoed by the backend), one to the explicit proxy (idle in its head)
+      for (const p of [portal, portal, explicit]) held.push((await open(p)).sock);
+      expect(await echo(held[0], 'one')).toBe('one');
+      expect(await echo(held[1], 'two')).toBe('two');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(budget.open).toBe(3);
+      // the fourth and fifth, to either: reset as soon as accepted
+      for (const p of [portal, explicit]) {
+        expect(await dial(p).ended).toBe('ECONNRESET');
+      }
+      expect(budget.refused).toBe(2);
+      // those served go on
+      expect(await echo(held[0], 'still')).toBe('still');
+      const said = records.filter((r) => /^connection limit reached/.test(r.msg ?? ''));
+      expect(said).toHaveLength(1);
+      expect(said[0].obj).toMatchObject({ open: 3, limit: 3 });
+      // one closes: the next is served
+      held.shift()!.destroy();
+      const end = Date.now() + 2000;
+      while (budget.open > 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      const next = await open(portal);
+      held.push(next.sock);
+      expect(await echo(next.sock, 'next')).toBe('next');
+      expect(budget.open).toBe(3);
+      // every close gives its place back, the explicit proxy's too (held by the native L7 engine
+      // where the addon is built: Node's socket is gone, the count went with the connection)
+      for (const c of held.splice(0)) c.destroy();
+      const end2 = Date.now() + 2000;
+      while (budget.open > 0 && Date.now() < end2) await new Promise((r) => setTimeout(r, 10));
+      expect(budget.open).toBe(0);
+    } finally {
+      proxy.close();
+      await portals.closeAll();
+      http.close();
+    }
+  });
+
+  it('auto: what the open-file limit leaves, less the listening portals, the node’s reserve and the splice engine’s pipes, halved', () => {
+    let spliced = 0;
+    const b = new ConnectionBudget({ fileLimit: 1024, spliced: () => spliced });
+    // 1024 − 64 held before any connection − 64 the node's own (half of the portals' reserve of 128)
+    expect(b.limit).toBe(448);
+    b.listeningFrom(() => 300);
+    expect(b.limit).toBe(298);
+    spliced = 10; // 6 descriptors each besides the two sockets
+    expect(b.limit).toBe(268);
+    // a number is the limit as given (nginx's worker_connections), past the descriptors too
+    expect(new ConnectionBudget({ fileLimit: 1024, maxConnections: 100, spliced: () => 0 }).limit).toBe(100);
+    expect(new ConnectionBudget({ fileLimit: 1024, maxConnections: 5000, spliced: () => 0 }).limit).toBe(
+      5000,
+    );
+    // no limit known (not Linux): only the number
+    expect(new ConnectionBudget({ fileLimit: Infinity, spliced: () => 0 }).limit).toBe(Infinity);
+    // a portal table that took every descriptor leaves none: every connection refused
+    const full = new ConnectionBudget({ fileLimit: 256, spliced: () => 0 });
+    full.listeningFrom(() => 200);
+    expect(full.limit).toBe(0);
+  });
+});

@@ -234,6 +234,14 @@ function readProperties(b: Buffer, at: number, end: number): Map<number, number 
   return props;
 }
 
+/** The Reason String of the properties whose length is at `at` (none: undefined). */
+function reasonString(b: Buffer, at: number, end: number): string | undefined {
+  if (at >= end) return undefined;
+  const len = readVarint(b, at, end);
+  if (!len || len[1] + len[0] > end) throw new Malformed('properties that run past their packet');
+  return readProperties(b, len[1], len[1] + len[0]).get(0x1f) as string | undefined;
+}
+
 /** A publish waiting for room under the broker's Receive Maximum. */
 interface Waiting {
   topic: string;
@@ -523,7 +531,7 @@ export class PublishLink {
       if (!p) throw new Malformed(`a PUBACK for packet ${id}, which is not in flight`);
       this.inflight.delete(id);
       if (rc >= 128) {
-        const why = end - at > 4 ? readProperties(b, at + 4, end).get(0x1f) : undefined;
+        const why = reasonString(b, at + 3, end);
         p.cb(new PublishRefusedError(p.topic, rc, reasonOf(rc, 5) + (why ? `: ${why}` : '')));
       } else p.cb();
     } else if (type === 2) {
@@ -532,7 +540,7 @@ export class PublishLink {
       // PINGRESP
     } else if (type === 14) {
       const rc = end > at ? b[at] : 0;
-      const why = end - at > 2 ? readProperties(b, at + 2, end).get(0x1f) : undefined;
+      const why = reasonString(b, at + 1, end);
       this.destroy(
         new LinkClosedError(
           this.server,

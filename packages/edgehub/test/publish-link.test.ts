@@ -83,10 +83,24 @@ function connack5(props: number[] = []): Buffer {
   return Buffer.from([0x20, 3 + props.length, 0, 0, props.length, ...props]);
 }
 
-const puback = (id: number, rc?: number, props: number[] = []) =>
-  rc === undefined
-    ? Buffer.from([0x40, 2, id >> 8, id & 0xff])
-    : Buffer.from([0x40, 4 + props.length, id >> 8, id & 0xff, rc, props.length, ...props]);
+/** MQTT's Variable Byte Integer. */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 128;
+    out.push(b);
+  } while (n > 0);
+  return out;
+}
+
+/** PUBACK: just the id (success), or a reason code and properties. */
+function puback(id: number, rc?: number, props: number[] = []): Buffer {
+  if (rc === undefined) return Buffer.from([0x40, 2, id >> 8, id & 0xff]);
+  const body = [id >> 8, id & 0xff, rc, ...varint(props.length), ...props];
+  return Buffer.from([0x40, ...varint(body.length), ...body]);
+}
 
 describe('PublishLink: a publish-only MQTT client', () => {
   let broker: Mosquitto;
@@ -196,12 +210,14 @@ describe('PublishLink: a publish-only MQTT client', () => {
   });
 
   it('a PUBACK with a failure reason fails that publish with the reason and its reason string; the others succeed', async () => {
-    const reason = Buffer.from('acl says no');
+    // a reason string long enough that the properties' length takes two bytes
+    const reason = Buffer.from('acl says no' + '.'.repeat(150));
     const fake = new FakeBroker(connack5(), (s, type, body) => {
       if (type !== 3) return;
       const id = publishId(body);
       const topic = body.subarray(2, 2 + body.readUInt16BE(0)).toString();
-      if (topic === 'denied') s.write(puback(id, 135, [0x1f, 0, reason.length, ...reason]));
+      if (topic === 'denied')
+        s.write(puback(id, 135, [0x1f, reason.length >> 8, reason.length & 0xff, ...reason]));
       else if (topic === 'nobody')
         s.write(puback(id, 16)); // No matching subscribers: a success
       else s.write(puback(id));
@@ -214,7 +230,7 @@ describe('PublishLink: a publish-only MQTT client', () => {
     expect(results[2].status).toBe('fulfilled');
     const err = (results[1] as PromiseRejectedResult).reason;
     expect(err).toBeInstanceOf(PublishRefusedError);
-    expect(err.message).toBe('broker refused the publish on "denied": Not authorized: acl says no (135)');
+    expect(err.message).toBe(`broker refused the publish on "denied": Not authorized: ${reason} (135)`);
     await link.end();
     fake.close();
   });

@@ -134,6 +134,12 @@ const upstreamTcp = z.boolean().default(false);
  * default: it adds upstream traffic, which an edge site on a metered link pays for.
  */
 const prefetch = z.boolean().default(false);
+/**
+ * TCP clients the DNS server holds at once (BIND's `tcp-clients`, 150 by default); they count in
+ * the node's connection limit too (proxy.maxConnections). Past either a new one is reset at accept
+ * — BIND leaves it in the listen queue until a client goes, which Node cannot do for one listener.
+ */
+const tcpClients = z.number().int().min(1).max(1_000_000).default(150);
 
 /** edgecore.yaml `modules.edgeMesh`. Every object is strict: an unknown key is an error naming it. */
 export const edgeMeshConfigSchema = z.strictObject({
@@ -221,6 +227,7 @@ export const edgeMeshConfigSchema = z.strictObject({
       serveStale,
       upstreamTcp,
       prefetch,
+      tcpClients,
       /** Where the host's upstream resolvers are read from (and the resolvconf hijack writes). */
       resolvConf: z.string().min(1).default('/etc/resolv.conf'),
     })
@@ -366,6 +373,7 @@ export const dnsServerOptionsSchema = z.object({
   answerCacheSize: z.number().int().min(0).max(10_000_000).default(50_000),
   /** TCP: idle timeout per connection (RFC 7766 §6.2.3). */
   tcpIdleMs: ms(3_600_000).default(10_000),
+  tcpClients,
   udpBackend,
 });
 

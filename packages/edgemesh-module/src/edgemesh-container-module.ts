@@ -113,6 +113,8 @@ export function bindDns(bind: Bind): void {
       ...listen,
       allowFrom: o.dns.allowFrom ?? defaultAllowFrom(o),
       udpBackend: o.dns.udpBackend,
+      tcpClients: o.dns.tcpClients,
+      budget: ctx.get(ConnectionBudget),
       log: logOf(ctx),
     });
   });

@@ -41,6 +41,12 @@ export class EdgeMeshMetrics implements MetricsContribution {
     );
     scrapedCounter(
       r,
+      'edgecore_dns_tcp_refused_total',
+      'DNS TCP connections reset at accept: dns.tcpClients reached, or the node connection limit.',
+      () => mesh.dns?.stats.tcpRefused ?? 0,
+    );
+    scrapedCounter(
+      r,
       'edgecore_dns_responses_total',
       'DNS responses by rcode.',
       () => Object.entries(mesh.dns?.rcodes() ?? {}).map(([rcode, n]) => [{ rcode }, n] as const),
@@ -145,7 +151,7 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedGauge(
       r,
       'edgecore_proxy_client_connections',
-      'Client connections the proxies hold (portals and the explicit proxy, every kind), and how many they may (proxy.maxConnections, or what the open-file limit leaves).',
+      'Client connections the node holds (portals, the explicit proxy and DNS over TCP), and how many it may (proxy.maxConnections, or what the open-file limit leaves).',
       () => [
         [{ state: 'open' }, budget.open],
         [{ state: 'limit' }, Number.isFinite(budget.limit) ? budget.limit : -1],

@@ -338,3 +338,55 @@ describe('short forms never shadow a real name (dns.shortNames)', () => {
     expect(status(await dig(never.port, ['nginx-svc.default']))).toBe('NXDOMAIN');
   });
 });
+
+describe('TCP clients at once (dns.tcpClients, BIND’s tcp-clients)', () => {
+  it('past the limit a TCP connection is reset at accept and counted; those held are answered; a close makes room', async () => {
+    const d = tmpDir();
+    const n = await startMesh(d.db, { dns: { tcpClients: 2 } });
+    const held: ReturnType<typeof connect>[] = [];
+    try {
+      await n.put(service('nginx-svc'));
+      const open = (): Promise<ReturnType<typeof connect>> =>
+        new Promise((resolve, reject) => {
+          const c = connect(n.port, '127.0.0.1', () => resolve(c));
+          c.on('error', reject);
+        });
+      held.push(await open(), await open());
+      await new Promise((r) => setTimeout(r, 100));
+      // the third: reset (before or after Node reports its connect: the kernel completed the handshake)
+      const third = await new Promise<string>((resolve) => {
+        const c = connect(n.port, '127.0.0.1');
+        c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+        c.on('close', () => resolve('closed'));
+      });
+      expect(third).toBe('ECONNRESET');
+      expect(n.mesh.dns!.stats.tcpRefused).toBe(1);
+      // a held connection is answered
+      const answer = await new Promise<Buffer>((resolve) => {
+        const q = query('nginx-svc.default.svc.cluster.local');
+        const l = Buffer.alloc(2);
+        l.writeUInt16BE(q.length);
+        let b = Buffer.alloc(0);
+        held[0].on('data', (x) => {
+          b = Buffer.concat([b, x]);
+          if (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) resolve(b.subarray(2));
+        });
+        held[0].write(Buffer.concat([l, q]));
+      });
+      expect(dnsPacket.decode(answer).answers?.[0]).toMatchObject({
+        type: 'A',
+        name: 'nginx-svc.default.svc.cluster.local',
+      });
+      // one goes: dig over TCP is answered
+      held.shift()!.destroy();
+      // (the node's connection count holds DNS TCP clients too)
+      await until(() => n.mesh.connections.open === 1, 'the closed connection counted out');
+      expect(status(await dig(n.port, ['+tcp', 'nginx-svc.default.svc.cluster.local']))).toBe('NOERROR');
+      expect(n.mesh.dns!.stats.tcpRefused).toBe(1);
+    } finally {
+      for (const c of held) c.destroy();
+      await n.stop();
+      d.cleanup();
+    }
+  });
+});

@@ -2,7 +2,8 @@ import type { z } from 'zod/v3';
 import { dnsServerOptionsSchema, resolveMeshOptions } from '../config';
 import * as dnsPacket from 'dns-packet';
 import { createServer, type AddressInfo, type Server, type Socket as TcpSocket } from 'node:net';
-import { Logger, silentLogger } from '@edgecore/beehive';
+import { Logger, resetSocket, silentLogger } from '@edgecore/beehive';
+import type { ConnectionBudget } from '../proxy/connection-budget';
 import { DnsFormatError, DnsListenError } from '../edgemesh-errors';
 import { cidrContains, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
 import type { ClusterZone, ZoneAnswer } from './cluster-zone';
@@ -25,13 +26,19 @@ import { openUdp, type UdpTransport } from './udp-batch';
  * addon, batches of datagrams per system call), `dgram` (node:dgram), or `auto` (native when the
  * addon is built).
  */
-export type DnsServerOptions = z.input<typeof dnsServerOptionsSchema> & { log?: Logger };
+export type DnsServerOptions = z.input<typeof dnsServerOptionsSchema> & {
+  log?: Logger;
+  /** The node's count of client connections: a TCP client takes a place in it too. */
+  budget?: ConnectionBudget;
+};
 
 export interface DnsStats {
   queries: number;
   dropped: number;
   truncated: number;
   answerCacheHits: number;
+  /** TCP connections reset at accept: `tcpClients` reached, or the node's connection limit. */
+  tcpRefused: number;
 }
 
 /** dns-packet's RR codec (exported at runtime, missing from its type definitions). */
@@ -60,7 +67,7 @@ const FLAG_RA = 0x0080;
  * map lookup keyed by the raw question bytes plus EDNS flavour, a buffer copy and an id patch.
  */
 export class DnsServer {
-  readonly stats: DnsStats = { queries: 0, dropped: 0, truncated: 0, answerCacheHits: 0 };
+  readonly stats: DnsStats = { queries: 0, dropped: 0, truncated: 0, answerCacheHits: 0, tcpRefused: 0 };
   private udp?: UdpTransport;
   private tcp?: Server;
   private readonly tcpConns = new Set<TcpSocket>();
@@ -73,6 +80,7 @@ export class DnsServer {
   private readonly answerCacheSize: number;
   private boundPort = 0;
   private readonly opts: z.output<typeof dnsServerOptionsSchema>;
+  private readonly budget?: ConnectionBudget;
 
   constructor(
     private readonly zone: ClusterZone,
@@ -82,6 +90,7 @@ export class DnsServer {
     this.opts = resolveMeshOptions(dnsServerOptionsSchema, options, 'dns');
     this.allow = this.opts.allowFrom.map(parseCidr);
     this.log = options.log ?? silentLogger;
+    this.budget = options.budget;
     this.ednsSize = this.opts.ednsUdpSize;
     this.answerCacheSize = this.opts.answerCacheSize;
   }
@@ -170,6 +179,15 @@ export class DnsServer {
   }
 
   private onTcpConnection(sock: TcpSocket): void {
+    if (this.tcpConns.size >= this.opts.tcpClients) {
+      this.stats.tcpRefused++;
+      resetSocket(sock);
+      return;
+    }
+    if (this.budget?.admit(sock) === false) {
+      this.stats.tcpRefused++;
+      return;
+    }
     this.tcpConns.add(sock);
     sock.setTimeout(this.opts.tcpIdleMs, () => sock.destroy());
     sock.on('close', () => this.tcpConns.delete(sock));

@@ -1,6 +1,7 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { recordingLogger } from '@edgecore/test-support';
-import { ConnectionBudget, ForwardProxy, type PortalSpec } from '../src';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { ConnectionBudget, ForwardProxy, LoadBalancer, RoundRobin, UdpProxy, type PortalSpec } from '../src';
 import { testPortals } from './helpers';
 
 type LogRecord = { level: string; obj: any; msg?: string };
@@ -109,6 +110,56 @@ describe('the connection limit: one count for the portals and the explicit proxy
       proxy.close();
       await portals.closeAll();
       http.close();
+    }
+  });
+
+  it('a UDP session takes a place: at the limit it takes its portal’s oldest session’s, and where the portal has none its datagram is dropped', async () => {
+    const bound = async (): Promise<UdpSocket> => {
+      const u = createSocket('udp4');
+      await new Promise<void>((r) => u.bind(0, '127.0.0.1', () => r()));
+      return u;
+    };
+    const echoer = await bound();
+    echoer.on('message', (m, r) => echoer.send(m, r.port, r.address));
+    const port = echoer.address().port;
+    const lb = new LoadBalancer(new RoundRobin());
+    const budget = new ConnectionBudget({ maxConnections: 2 });
+    const route = (scope: string) => () => ({
+      backends: [{ host: '127.0.0.1', port, key: `127.0.0.1:${port}` }],
+      scope,
+    });
+    const [p1, p2] = [await bound(), await bound()];
+    const u1 = new UdpProxy(p1, lb, route('default/a:53/UDP'), { budget });
+    const u2 = new UdpProxy(p2, lb, route('default/b:53/UDP'), { budget });
+    const clients: UdpSocket[] = [];
+    /** A datagram from a client of its own through `portal`: its echo, or '' after 300 ms. */
+    const ask = async (portal: UdpSocket, text: string): Promise<string> => {
+      const c = await bound();
+      clients.push(c);
+      return new Promise((resolve) => {
+        const t = setTimeout(() => resolve(''), 300);
+        c.once('message', (m) => (clearTimeout(t), resolve(m.toString())));
+        c.send(text, portal.address().port, '127.0.0.1');
+      });
+    };
+    try {
+      expect(await ask(p1, 'a')).toBe('a');
+      expect(await ask(p1, 'b')).toBe('b');
+      expect(budget.open).toBe(2);
+      // a third session on the same portal takes the oldest's place
+      expect(await ask(p1, 'c')).toBe('c');
+      expect([budget.open, u1.size, u1.stats.evicted]).toEqual([2, 2, 1]);
+      // another portal with no session of its own: nothing to give, the datagram is dropped
+      expect(await ask(p2, 'd')).toBe('');
+      expect([u2.size, u2.stats.noRoom, budget.refused]).toEqual([0, 1, 2]);
+      // sessions that end give their places back
+      u1.close();
+      expect(budget.open).toBe(0);
+      expect(await ask(p2, 'e')).toBe('e');
+    } finally {
+      u1.close();
+      u2.close();
+      for (const s of [...clients, p1, p2, echoer]) s.close();
     }
   });
 

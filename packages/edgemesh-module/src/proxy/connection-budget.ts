@@ -73,10 +73,28 @@ export class ConnectionBudget {
    * is reached (false: the caller does nothing more with it).
    */
   admit(sock: Socket): boolean {
+    if (!this.acquire()) {
+      resetSocket(sock);
+      return false;
+    }
+    let released = false;
+    giveCounted(sock, () => {
+      if (released) return;
+      released = true;
+      this.release();
+    });
+    return true;
+  }
+
+  /**
+   * A place for what holds a descriptor without a socket of its own here (a UDP session's
+   * upstream socket): true if taken (give it back with `release`); false when the limit is
+   * reached (counted and said, as a reset connection).
+   */
+  acquire(): boolean {
     const limit = this.limit;
     if (this.open >= limit) {
       this.refused++;
-      resetSocket(sock);
       const now = Date.now();
       if (now - this.saidAt >= 10_000) {
         this.saidAt = now;
@@ -87,19 +105,18 @@ export class ConnectionBudget {
             refused: this.refused,
             openFiles: Number.isFinite(this.fileLimit) ? this.fileLimit : undefined,
           },
-          'connection limit reached: new client connections are reset until some close (edgeMesh.proxy.maxConnections, or the open-file limit: LimitNOFILE)',
+          'connection limit reached: new client connections are reset and new UDP sessions take their portal’s oldest place until some close (edgeMesh.proxy.maxConnections, or the open-file limit: LimitNOFILE)',
         );
       }
       return false;
     }
     this.open++;
-    let released = false;
-    giveCounted(sock, () => {
-      if (released) return;
-      released = true;
-      this.open--;
-    });
     return true;
+  }
+
+  /** Give back a place taken with `acquire`. */
+  release(): void {
+    this.open--;
   }
 }
 

@@ -383,7 +383,7 @@ export class PortalManager {
         sock,
         this.lb,
         () => ({ backends: this.backendsOf(portal.spec), scope: portal.spec.key }),
-        this.opts.udp,
+        { ...this.opts.udp, budget: this.opts.budget },
       );
       portal.listenPort = sock.address().port;
       return portal;

@@ -6,12 +6,18 @@ import type { Backend } from '../../lb/backends';
 import type { LoadBalancer } from '../../lb/load-balancer';
 import type { BackendDialer } from '../../tunnel';
 import { isLocalFailure } from '../../open-files';
+import type { ConnectionBudget } from '../connection-budget';
 
 /** A session ends after `idleTimeoutMs` without packets; the table holds `maxSessions` at most. */
 export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & {
   log?: Logger;
   /** Flows to backends on other sites (datagrams framed on a tunnel stream). */
   dialer?: Pick<BackendDialer, 'datagram'>;
+  /**
+   * The node's connection count: a session with a socket of its own (not a tunnel flow) takes a
+   * place; at the limit it takes this portal's oldest session's, or its datagram is dropped.
+   */
+  budget?: Pick<ConnectionBudget, 'acquire' | 'release'>;
 };
 
 /** A session's upstream: a connected UDP socket, or a datagram flow through the tunnel. */
@@ -26,6 +32,8 @@ interface Session {
   timer: NodeJS.Timeout;
   /** Packets that arrived before the upstream socket was connected. */
   queue?: Buffer[];
+  /** Holds a place in the node's connection count. */
+  counted: boolean;
 }
 
 /**
@@ -34,10 +42,11 @@ interface Session {
  */
 export class UdpProxy {
   private readonly sessions = new Map<string, Session>();
-  readonly stats = { packets: 0, sessions: 0, evicted: 0, noBackend: 0 };
+  readonly stats = { packets: 0, sessions: 0, evicted: 0, noBackend: 0, noRoom: 0 };
   private readonly log: Logger;
   private readonly opts: z.output<typeof udpProxyOptionsSchema>;
   private readonly dialer?: Pick<BackendDialer, 'datagram'>;
+  private readonly budget?: Pick<ConnectionBudget, 'acquire' | 'release'>;
 
   constructor(
     private readonly sock: Socket,
@@ -48,6 +57,7 @@ export class UdpProxy {
     this.opts = resolveMeshOptions(udpProxyOptionsSchema, options, 'udp');
     this.log = options.log ?? silentLogger;
     this.dialer = options.dialer;
+    this.budget = options.budget;
     sock.on('message', (m, r) => this.onMessage(m, r));
   }
 
@@ -71,10 +81,15 @@ export class UdpProxy {
         this.stats.noBackend++;
         return;
       }
-      if (this.sessions.size >= this.opts.maxSessions) {
-        const [oldId, old] = this.sessions.entries().next().value as [string, Session];
-        this.end(oldId, old);
-        this.stats.evicted++;
+      if (this.sessions.size >= this.opts.maxSessions) this.evictOldest();
+      const counted = !b.tunnel && !!this.budget;
+      if (counted && !this.budget!.acquire()) {
+        // the node's limit: this portal's oldest session gives its place, or the datagram waits
+        // for the client's retry
+        if (!this.sessions.size || (this.evictOldest(), !this.budget!.acquire())) {
+          this.stats.noRoom++;
+          return;
+        }
       }
       const timer = setTimeout(() => this.end(id, s!), this.opts.idleTimeoutMs);
       const reply = (d: Buffer): void => this.sock.send(d, r.port, r.address);
@@ -89,6 +104,7 @@ export class UdpProxy {
         backend: b,
         timer,
         queue: [],
+        counted,
       };
       s = sess;
       this.sessions.set(id, sess);
@@ -121,11 +137,19 @@ export class UdpProxy {
     else s.up.send(msg);
   }
 
+  /** The least recently active session ends (its place goes to a new one). */
+  private evictOldest(): void {
+    const [oldId, old] = this.sessions.entries().next().value as [string, Session];
+    this.end(oldId, old);
+    this.stats.evicted++;
+  }
+
   private end(id: string, s: Session): void {
     if (this.sessions.get(id) !== s) return;
     this.sessions.delete(id);
     clearTimeout(s.timer);
     this.lb.release(s.backend);
+    if (s.counted) this.budget?.release();
     try {
       s.up.close();
     } catch {

@@ -161,7 +161,7 @@ export class EdgeMeshMetrics implements MetricsContribution {
     scrapedCounter(
       r,
       'edgecore_proxy_client_connections_refused_total',
-      'Client connections reset as soon as they were accepted: the connection limit was reached.',
+      'Client connections reset as soon as they were accepted, and UDP datagrams dropped without a session: the connection limit was reached.',
       () => budget.refused,
     );
     const h2 = mesh.h2.stats;

@@ -35,7 +35,7 @@ export interface ConnectionBudgetOptions {
 export class ConnectionBudget {
   /** Client connections open now. */
   open = 0;
-  /** Connections reset at accept because the limit was reached. */
+  /** Connections reset at accept, and UDP datagrams dropped, because the limit was reached. */
   refused = 0;
   /** Descriptors held by listening portals now (their manager says how many: `listeningFrom`). */
   private listening: () => number = () => 0;
@@ -74,6 +74,7 @@ export class ConnectionBudget {
    */
   admit(sock: Socket): boolean {
     if (!this.acquire()) {
+      this.refuse();
       resetSocket(sock);
       return false;
     }
@@ -88,30 +89,29 @@ export class ConnectionBudget {
 
   /**
    * A place for what holds a descriptor without a socket of its own here (a UDP session's
-   * upstream socket): true if taken (give it back with `release`); false when the limit is
-   * reached (counted and said, as a reset connection).
+   * upstream socket): true if taken (give it back with `release`), false at the limit.
    */
   acquire(): boolean {
-    const limit = this.limit;
-    if (this.open >= limit) {
-      this.refused++;
-      const now = Date.now();
-      if (now - this.saidAt >= 10_000) {
-        this.saidAt = now;
-        this.log.warn(
-          {
-            open: this.open,
-            limit,
-            refused: this.refused,
-            openFiles: Number.isFinite(this.fileLimit) ? this.fileLimit : undefined,
-          },
-          'connection limit reached: new client connections are reset and new UDP sessions take their portal’s oldest place until some close (edgeMesh.proxy.maxConnections, or the open-file limit: LimitNOFILE)',
-        );
-      }
-      return false;
-    }
+    if (this.open >= this.limit) return false;
     this.open++;
     return true;
+  }
+
+  /** One turned away at the limit: counted, and said (once per 10 s). */
+  refuse(): void {
+    this.refused++;
+    const now = Date.now();
+    if (now - this.saidAt < 10_000) return;
+    this.saidAt = now;
+    this.log.warn(
+      {
+        open: this.open,
+        limit: this.limit,
+        refused: this.refused,
+        openFiles: Number.isFinite(this.fileLimit) ? this.fileLimit : undefined,
+      },
+      'connection limit reached: new client connections are reset and new UDP sessions take their portal’s oldest place until some close (edgeMesh.proxy.maxConnections, or the open-file limit: LimitNOFILE)',
+    );
   }
 
   /** Give back a place taken with `acquire`. */

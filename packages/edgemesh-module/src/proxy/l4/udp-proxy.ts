@@ -17,7 +17,7 @@ export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & {
    * The node's connection count: a session with a socket of its own (not a tunnel flow) takes a
    * place; at the limit it takes this portal's oldest session's, or its datagram is dropped.
    */
-  budget?: Pick<ConnectionBudget, 'acquire' | 'release'>;
+  budget?: Pick<ConnectionBudget, 'acquire' | 'release' | 'refuse'>;
 };
 
 /** A session's upstream: a connected UDP socket, or a datagram flow through the tunnel. */
@@ -46,7 +46,7 @@ export class UdpProxy {
   private readonly log: Logger;
   private readonly opts: z.output<typeof udpProxyOptionsSchema>;
   private readonly dialer?: Pick<BackendDialer, 'datagram'>;
-  private readonly budget?: Pick<ConnectionBudget, 'acquire' | 'release'>;
+  private readonly budget?: Pick<ConnectionBudget, 'acquire' | 'release' | 'refuse'>;
 
   constructor(
     private readonly sock: Socket,
@@ -88,6 +88,7 @@ export class UdpProxy {
         // for the client's retry
         if (!this.sessions.size || (this.evictOldest(), !this.budget!.acquire())) {
           this.stats.noRoom++;
+          this.budget!.refuse();
           return;
         }
       }

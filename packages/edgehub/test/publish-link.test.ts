@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { freePort, Mosquitto } from '@edgecore/test-support';
+import { freePort, Mosquitto, waitForPort } from '@edgecore/test-support';
 import { connectAsync, type IPublishPacket } from 'mqtt';
 import { ConnectRefusedError, LinkClosedError, PublishLink, PublishRefusedError } from '../src';
 
@@ -343,6 +343,8 @@ describe('PublishLink: a publish-only MQTT client', () => {
       extra: `listener ${wsPort} 127.0.0.1\nprotocol websockets`,
     });
     try {
+      // mosquitto opens its listeners one after the other: the helper waited for the first only
+      await waitForPort(wsPort, 10_000);
       const link = await PublishLink.connect(`ws://127.0.0.1:${wsPort}`, { clientId: 'ws' });
       await Promise.all(
         Array.from({ length: 50 }, (_, i) => link.publishAsync(`ws/${i}`, `v${i}`, { retain: true })),

@@ -144,6 +144,9 @@ function varintSize(n: number): number {
   return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
 }
 
+/** Bytes of packets gathered before a socket write. */
+const CHUNK = 65_536;
+
 /** The largest Remaining Length MQTT can encode (four varint bytes). */
 const MAX_REMAINING = 268_435_455;
 
@@ -245,7 +248,9 @@ function reasonString(b: Buffer, at: number, end: number): string | undefined {
 /** A publish waiting for room under the broker's Receive Maximum. */
 interface Waiting {
   topic: string;
-  payload: Buffer;
+  payload: Buffer | string;
+  /** The payload's length in bytes. */
+  size: number;
   opts: LinkPublishOptions;
   cb: PublishCallback;
 }
@@ -257,9 +262,14 @@ export class PublishLink {
   private readonly waiting: Waiting[] = [];
   private waitingHead = 0;
   private nextId = 0;
-  /** Packets written in this turn of the event loop, sent together. */
+  /**
+   * Packets written in this turn of the event loop, sent together: encoded in place into `chunk`
+   * (64 KiB; a packet that does not fit starts the next one), full chunks in `out`.
+   */
   private out: Buffer[] = [];
   private outBytes = 0;
+  private chunk?: Buffer;
+  private chunkAt = 0;
   private flushScheduled = false;
   private rest?: Buffer;
   private closed?: Error;
@@ -355,12 +365,13 @@ export class PublishLink {
    * or with the error that closed the link. Never synchronously.
    */
   publish(topic: string, payload: Buffer | string, opts: LinkPublishOptions, cb: PublishCallback): void {
-    const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
     if (this.closed) return queueFail(cb, this.closed);
-    const refusal = this.check(topic, body, opts);
+    // a string is encoded straight into the outgoing chunk, never a Buffer of its own
+    const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+    const refusal = this.check(topic, size, opts);
     if (refusal) return queueFail(cb, refusal);
-    if (this.inflight.size < this.receiveMaximum) this.send(topic, body, opts, cb);
-    else this.waiting.push({ topic, payload: body, opts, cb });
+    if (this.inflight.size < this.receiveMaximum) this.send(topic, payload, size, opts, cb);
+    else this.waiting.push({ topic, payload, size, opts, cb });
   }
 
   publishAsync(topic: string, payload: Buffer | string, opts: LinkPublishOptions = {}): Promise<void> {
@@ -391,12 +402,12 @@ export class PublishLink {
   }
 
   /** Why a publish cannot go as asked, or undefined. */
-  private check(topic: string, body: Buffer, opts: LinkPublishOptions): Error | undefined {
+  private check(topic: string, bodySize: number, opts: LinkPublishOptions): Error | undefined {
     if (opts.retain && !this.retainAvailable)
       return new PublishRefusedError(topic, 154, 'Retain not supported (the broker announced so)');
     if (this.maximumQos < 1)
       return new PublishRefusedError(topic, 155, 'QoS not supported (the broker takes QoS 0 only)');
-    const size = this.packetSize(topic, body, opts);
+    const size = this.packetSize(topic, bodySize, opts);
     if (size > this.maximumPacketSize)
       return new PublishRefusedError(
         topic,
@@ -418,50 +429,91 @@ export class PublishLink {
     return this.protocolVersion === 5 && opts.expirySeconds ? 5 : 0;
   }
 
-  private remainingLength(topic: string, body: Buffer, opts: LinkPublishOptions): number {
+  private remainingLength(topic: string, bodySize: number, opts: LinkPublishOptions): number {
     const props = this.protocolVersion === 5 ? 1 + this.propertiesLength(opts) : 0;
-    return 2 + Buffer.byteLength(topic) + 2 + props + body.length;
+    return 2 + Buffer.byteLength(topic) + 2 + props + bodySize;
   }
 
-  private packetSize(topic: string, body: Buffer, opts: LinkPublishOptions): number {
-    const rem = this.remainingLength(topic, body, opts);
+  private packetSize(topic: string, bodySize: number, opts: LinkPublishOptions): number {
+    const rem = this.remainingLength(topic, bodySize, opts);
     return 1 + varintSize(rem) + rem;
   }
 
-  private send(topic: string, body: Buffer, opts: LinkPublishOptions, cb: PublishCallback): void {
+  private send(
+    topic: string,
+    payload: Buffer | string,
+    size: number,
+    opts: LinkPublishOptions,
+    cb: PublishCallback,
+  ): void {
     let id = this.nextId;
     do id = id >= 65_535 ? 1 : id + 1;
     while (this.inflight.has(id));
     this.nextId = id;
     const topicLen = Buffer.byteLength(topic);
-    const rem = this.remainingLength(topic, body, opts);
+    const rem = this.remainingLength(topic, size, opts);
     const propsLen = this.propertiesLength(opts);
-    const head = Buffer.allocUnsafe(1 + varintSize(rem) + rem - body.length);
-    head[0] = 0x32 | (opts.retain ? 1 : 0); // PUBLISH, QoS 1
-    let at = writeVarint(head, 1, rem);
-    head.writeUInt16BE(topicLen, at);
+    const total = 1 + varintSize(rem) + rem;
+    let at = this.reserve(total);
+    const buf = this.chunk!;
+    buf[at] = 0x32 | (opts.retain ? 1 : 0); // PUBLISH, QoS 1
+    at = writeVarint(buf, at + 1, rem);
+    buf.writeUInt16BE(topicLen, at);
     at += 2;
-    at += head.write(topic, at, 'utf8');
-    head.writeUInt16BE(id, at);
+    at += buf.write(topic, at, 'utf8');
+    buf.writeUInt16BE(id, at);
     at += 2;
     if (this.protocolVersion === 5) {
-      head[at++] = propsLen;
+      buf[at++] = propsLen;
       if (propsLen) {
-        head[at++] = 0x02; // Message Expiry Interval
-        head.writeUInt32BE(opts.expirySeconds!, at);
+        buf[at++] = 0x02; // Message Expiry Interval
+        buf.writeUInt32BE(opts.expirySeconds!, at);
+        at += 4;
       }
     }
+    if (typeof payload === 'string') buf.write(payload, at, 'utf8');
+    else payload.copy(buf, at);
     this.inflight.set(id, { topic, cb });
-    this.write(head);
-    if (body.length) this.write(body);
+    this.written();
   }
 
-  /** Queue bytes for this turn's write (sent at once past 64 KiB). */
+  /** Queue a whole packet for this turn's write. */
   private write(b: Buffer): void {
-    this.out.push(b);
-    this.outBytes += b.length;
-    if (this.outBytes >= 65_536) this.flush();
-    else if (!this.flushScheduled) {
+    const at = this.reserve(b.length);
+    b.copy(this.chunk!, at);
+    this.written();
+  }
+
+  /**
+   * Room for `n` bytes in the current chunk: its offset, taken (`chunkAt` moves past it). A full
+   * chunk goes to `out` (and the socket, once 64 KiB wait); a packet larger than a chunk gets
+   * one of its own size.
+   */
+  private reserve(n: number): number {
+    if (!this.chunk || this.chunkAt + n > this.chunk.length) {
+      this.seal();
+      if (this.outBytes >= CHUNK) this.flush();
+      this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, n));
+      this.chunkAt = 0;
+    }
+    const at = this.chunkAt;
+    this.chunkAt += n;
+    return at;
+  }
+
+  /** The current chunk, as far as it is written, joins `out`. */
+  private seal(): void {
+    if (this.chunk && this.chunkAt > 0) {
+      this.out.push(this.chunk.subarray(0, this.chunkAt));
+      this.outBytes += this.chunkAt;
+    }
+    this.chunk = undefined;
+    this.chunkAt = 0;
+  }
+
+  /** Bytes were queued: they go at the end of this turn of the event loop. */
+  private written(): void {
+    if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
@@ -469,6 +521,7 @@ export class PublishLink {
 
   private flush(): void {
     this.flushScheduled = false;
+    this.seal();
     if (!this.out.length) return;
     const data = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes);
     this.out = [];
@@ -504,7 +557,7 @@ export class PublishLink {
     ) {
       const w = this.waiting[this.waitingHead];
       this.waiting[this.waitingHead++] = undefined as unknown as Waiting;
-      this.send(w.topic, w.payload, w.opts, w.cb);
+      this.send(w.topic, w.payload, w.size, w.opts, w.cb);
     }
     if (this.waitingHead === this.waiting.length) {
       this.waiting.length = 0;

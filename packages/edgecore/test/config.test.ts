@@ -29,6 +29,7 @@ describe('edgecore.yaml', () => {
       serveStale: { enable: true, maxStaleSeconds: 86400, answerTtl: 30, recheckSeconds: 30 },
       upstreamTcp: false,
       prefetch: false,
+      tcpClients: 150,
     });
     expect(c.modules.edgeMesh.networking).toBe('host');
     expect(c.modules.edgeMesh.httpEngine).toBe('auto');

@@ -1,5 +1,27 @@
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createH2Server } from 'node:http2';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { nativeUnavailable } from '../src';
 import { underFileLimit } from './helpers';
+
+/** A backend that passes a check of this kind. */
+function backendFor(kind: 'tcp' | 'http' | 'grpc'): Server {
+  if (kind === 'tcp') return createServer((s) => s.destroy());
+  // each answer closes its connection: every check needs a new one
+  if (kind === 'http')
+    return createHttpServer((_, res) => res.writeHead(200, { connection: 'close' }).end('ok'));
+  // grpc.health.v1.Health/Check → HealthCheckResponse { status: SERVING }
+  const h2 = createH2Server();
+  h2.on('stream', (stream) => {
+    stream.on('data', () => undefined);
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]));
+    });
+  });
+  return h2 as unknown as Server;
+}
 
 /**
  * A node out of file descriptors, its portals in a process of their own (`prlimit`): a connect to
@@ -30,7 +52,13 @@ it.each(['tcp', 'http', 'grpc'])(
   'an active %s check the node could not start (out of descriptors) is no verdict on the backend',
   async (kind) => {
     // before: each counted as a failed check, and three took a healthy backend out of the load balancer
-    const r = await underFileLimit('health-emfile-child.ts', 128, [kind]);
+    // the backend in this process (not short of descriptors): only the checks are
+    const backend = backendFor(kind as 'tcp' | 'http' | 'grpc');
+    await new Promise<void>((res) => backend.listen(0, '127.0.0.1', () => res()));
+    const port = (backend.address() as AddressInfo).port;
+    const r = await underFileLimit('health-emfile-child.ts', 128, [kind, String(port)]).finally(() =>
+      backend.close(),
+    );
     expect(r.held).toBeGreaterThan(0);
     expect(r.passedBefore).toBe(true);
     expect(r.unhealthy).toBe(false);

@@ -46,9 +46,10 @@ const proxyFields = {
   /** L4: move bytes with the native splice engine when the addon is built. */
   splice: z.boolean().default(true),
   /**
-   * Client connections the proxies (portals and the explicit proxy) hold at once; past it a new
-   * one is reset at accept. `auto`: what the open-file limit leaves (ConnectionBudget); a number
-   * is taken as given.
+   * Client connections the node holds at once — portals (TCP connections, UDP sessions), the
+   * explicit proxy, DNS over TCP; past it a new one is reset at accept (a UDP session takes its
+   * portal's oldest one's place). `auto`: what the open-file limit leaves (ConnectionBudget); a
+   * number is taken as given.
    */
   maxConnections: z.union([z.literal('auto'), z.number().int().min(1).max(100_000_000)]).default('auto'),
   /** A UDP session ends after this long without packets. */

@@ -149,7 +149,7 @@ export class ObjectPublisher {
       password: opts.password,
       ca: opts.ca,
       protocolVersion,
-      connectTimeoutMs: 10_000,
+      connectTimeoutMs: clientOptions.connectTimeout,
     });
     let link: PublishLink;
     try {

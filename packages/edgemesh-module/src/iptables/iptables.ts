@@ -23,6 +23,9 @@ import { NOPROXY_LABEL, PROXY_NAME_LABELS } from '../catalog/types';
  */
 export type IptablesManagerOptions = IptablesOptions & z.input<typeof iptablesOptionsSchema>;
 
+/** The first retry of a failed rule write (then doubled, up to the sync interval). */
+const RETRY_BASE_MS = 1000;
+
 /**
  * The nat rules of EdgeMesh (kube-proxy userspace style): our own chains jumped to first from
  * PREROUTING (containers) and OUTPUT (host processes), one DNAT per service port VIP:port →
@@ -38,9 +41,6 @@ export type IptablesManagerOptions = IptablesOptions & z.input<typeof iptablesOp
  * node process's connection to a VIP:port go to the same place): one copy of each rule, where a
  * bucket per side wrote every rule twice.
  */
-/** The first retry of a failed rule write (then doubled, up to the sync interval). */
-const RETRY_BASE_MS = 1000;
-
 export class IptablesManager {
   private timer?: NodeJS.Timeout;
   private readonly log: Logger;

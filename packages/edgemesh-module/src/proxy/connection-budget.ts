@@ -17,8 +17,9 @@ export interface ConnectionBudgetOptions {
 }
 
 /**
- * How many client connections the node holds at once — portals, the explicit proxy and the DNS
- * server's TCP clients, one count (HAProxy's `maxconn`, Envoy's global downstream connection limit, nginx's
+ * How many client connections the node holds at once — portals (TCP connections and UDP
+ * sessions, each with its socket to the backend), the explicit proxy and the DNS server's TCP
+ * clients, one count (HAProxy's `maxconn`, Envoy's global downstream connection limit, nginx's
  * `worker_connections`). Past it a connection is reset as soon as it is accepted, counted, and
  * said in the log (once per 10 s); the connections being served go on.
  *

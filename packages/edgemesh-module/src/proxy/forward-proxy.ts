@@ -45,6 +45,7 @@ export class ForwardProxy {
   private server?: Server;
   private readonly log: Logger;
   private readonly opts: z.output<typeof forwardProxyOptionsSchema>;
+  private readonly budget?: ConnectionBudget;
 
   constructor(
     private readonly http: HttpProxy,
@@ -58,8 +59,6 @@ export class ForwardProxy {
     this.log = options.log ?? silentLogger;
     this.budget = options.budget;
   }
-
-  private readonly budget?: ConnectionBudget;
 
   async listen(host: string, port: number): Promise<AddressInfo> {
     const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => {

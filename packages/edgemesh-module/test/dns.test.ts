@@ -1,6 +1,7 @@
 import * as dnsPacket from 'dns-packet';
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
+import { ReferenceDns } from '@edgecore/test-support';
 import { dig, status } from './dig';
 import { service, startDnsmasq, startMesh, tmpDir, until, type MeshNode } from './helpers';
 
@@ -387,6 +388,68 @@ describe('TCP clients at once (dns.tcpClients, BIND’s tcp-clients)', () => {
       for (const c of held) c.destroy();
       await n.stop();
       d.cleanup();
+    }
+  });
+});
+
+describe('TCP clients at once, against BIND (tcp-clients 2 on both)', () => {
+  /** On `sock`: one query and whether its answer came within `ms` (no: a timeout, a reset or a close). */
+  const answered = (sock: ReturnType<typeof connect>, name: string, ms = 1000): Promise<boolean> =>
+    new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      const q = query(name);
+      const l = Buffer.alloc(2);
+      l.writeUInt16BE(q.length);
+      let b = Buffer.alloc(0);
+      sock.on('data', (x) => {
+        b = Buffer.concat([b, x]);
+        if (b.length < 2 || b.length < 2 + b.readUInt16BE(0)) return;
+        clearTimeout(t);
+        resolve(true);
+      });
+      sock.on('error', () => (clearTimeout(t), resolve(false)));
+      sock.on('close', () => (clearTimeout(t), resolve(false)));
+      sock.write(Buffer.concat([l, q]));
+    });
+  /** Two clients held and answered, a third not answered while they are held, dig +tcp after they go. */
+  async function contract(port: number, name: string) {
+    const open = (): Promise<ReturnType<typeof connect>> =>
+      new Promise((resolve) => {
+        const c = connect(port, '127.0.0.1', () => resolve(c));
+        c.on('error', () => undefined);
+      });
+    const held = [await open(), await open()];
+    const heldAnswered = [await answered(held[0], name), await answered(held[1], name)];
+    const third = connect(port, '127.0.0.1');
+    third.on('error', () => undefined);
+    const thirdAnswered = await answered(third, name);
+    for (const c of held) c.destroy();
+    third.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    return { heldAnswered, thirdAnswered, after: status(await dig(port, ['+tcp', name])) };
+  }
+
+  it('both answer two held clients, neither answers a third while they hold, both answer once they go', async () => {
+    const name = 'nginx-svc.default.svc.cluster.local';
+    const bind = await ReferenceDns.bind(
+      'cluster.local',
+      `$TTL 5\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n@ IN NS ns.dns.cluster.local.\nns.dns IN A 192.0.2.53\n${name}. IN A 198.18.0.10\n`,
+      { tcpClients: 2 },
+    );
+    const d = tmpDir();
+    const n = await startMesh(d.db, { dns: { tcpClients: 2 } });
+    try {
+      await n.put(service('nginx-svc'));
+      const ours = await contract(n.port, name);
+      const theirs = await contract(bind.port, name);
+      expect(ours).toEqual({ heldAnswered: [true, true], thirdAnswered: false, after: 'NOERROR' });
+      expect(ours).toEqual(theirs);
+      // how the third ended differs: BIND left it in its listen queue, ours reset it (counted)
+      expect(n.mesh.dns!.stats.tcpRefused).toBe(1);
+    } finally {
+      await n.stop();
+      d.cleanup();
+      await bind.stop();
     }
   });
 });

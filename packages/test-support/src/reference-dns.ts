@@ -19,7 +19,8 @@ export class ReferenceDns {
     private readonly dir: string,
   ) {}
 
-  static bind(zone: string, zoneText: string): Promise<ReferenceDns> {
+  /** `tcpClients`: BIND's `tcp-clients` (its own default: 150). */
+  static bind(zone: string, zoneText: string, opts: { tcpClients?: number } = {}): Promise<ReferenceDns> {
     return ReferenceDns.start('bind', zone, zoneText, (port, dir) => {
       writeFileSync(
         join(dir, 'named.conf'),
@@ -31,7 +32,7 @@ export class ReferenceDns {
   recursion no;
   allow-transfer { none; };
   dnssec-validation no;
-  minimal-responses yes;
+  minimal-responses yes;${opts.tcpClients !== undefined ? `\n  tcp-clients ${opts.tcpClients};` : ''}
 };
 zone "${zone}" { type primary; file "${dir}/zone.db"; };
 `,

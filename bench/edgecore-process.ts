@@ -121,6 +121,8 @@ export async function startCore(
 ): Promise<CoreProcess> {
   const [obsPort, dnsPort, proxyPort] = [await freePort(), await freePort(), await freePort()];
   const config = join(dir, `${node}.yaml`);
+  // GROUP_COMMIT=MS: MetaManager's groupCommitMs (its default without)
+  const groupCommit = process.env.GROUP_COMMIT ? `, groupCommitMs: ${Number(process.env.GROUP_COMMIT)}` : '';
   writeFileSync(
     config,
     `apiVersion: edgecore.config.kubeedge.io/v1alpha2
@@ -130,7 +132,7 @@ observability: { listen: 127.0.0.1:${obsPort} }
 log: { level: ${process.env.TRACE ? 'info' : (process.env.CORE_LOG ?? 'warn')}, format: json }
 modules:
   edgeHub: { nodeName: ${node}, nodeIP: 127.0.0.1, mqtt: { server: ${server} }${process.env.MAX_CHECK ? `, sync: { maxCheckSeconds: ${process.env.MAX_CHECK} }` : ''} }
-  metaManager: { metaServer: { enable: false } }
+  metaManager: { metaServer: { enable: false }${groupCommit} }
   edgeMesh: { mode: unprivileged, listenPort: ${proxyPort}, dns: { listenPort: ${dnsPort}, upstreams: [127.0.0.1:9] } }
 `,
   );

@@ -47,7 +47,7 @@ export const metaManagerConfigSchema = z.strictObject({
    * ended — how many milliseconds it waits for more writes to share its transaction (0: none). A
    * write that comes alone, or from a writer that waits for each commit, is committed at once.
    */
-  groupCommitMs: z.number().min(0).max(1000).default(1),
+  groupCommitMs: z.number().min(0).max(1000).default(5),
   metaServer: metaServerSchema.default({}),
 });
 

@@ -299,6 +299,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
 
   const probe = new DnsProbe(node.dnsPort);
   const applied0 = await metric(node.obs, 'edgecore_mesh_updates_applied_total');
+  const commits0 = await metric(node.obs, 'edgecore_metadata_commits_total');
   const cpu0 = [cpuSeconds(node.proc.pid!), cpuSeconds(broker.pid!), process.cpuUsage()] as const;
   const t0 = Date.now();
   const toNode = await publishAll(pub, new SliceController('host'), objs, 'edge-node-0');
@@ -312,6 +313,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
     perObject((own.user + own.system) / 1e6),
   ];
   const resyncs = await metric(node.obs, 'edgecore_edgehub_resyncs_total');
+  const commits = (await metric(node.obs, 'edgecore_metadata_commits_total')) - commits0;
   const peak = peakRssMiB(node.proc.pid!);
   probe.close();
   await bare.endAsync(true);
@@ -323,7 +325,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
     `one apply of the whole catalog, ${files === 1 ? 'one file' : 'two files (services, then pods)'} (a node that has none of it, a broker of its own, ${BROKER}): ${objs.length} objects applied ` +
     `in ${(ms / 1000).toFixed(2)} s = ${Math.round(objs.length / (ms / 1000))} objects/s (goal ≥ 10000); the node received ${toNode}; ` +
     `bare subscriber ${Math.round(objs.length / (bareMs / 1000))} applied objects/s, ratio ${(bareMs / ms).toFixed(2)}; resyncs ${resyncs}; ` +
-    `the node's peak RSS ${Math.round(peak)} MiB; CPU per object the node received (µs): edgecore ${cpu[0]}, ` +
+    `the node's peak RSS ${Math.round(peak)} MiB; its commits ${commits}; CPU per object the node received (µs): edgecore ${cpu[0]}, ` +
     `mosquitto ${cpu[1]}, publisher + probes ${cpu[2]}`
   );
 }

@@ -43,9 +43,10 @@ export const metaManagerConfigSchema = z.strictObject({
   /** Seconds to wait for the cloud on a remote query (KubeEdge's `remoteQueryTimeout`). */
   remoteQueryTimeout: z.number().min(0).default(60),
   /**
-   * Under a burst of writes — a commit starts less than 5 ms after a commit of several writes
+   * Under a burst of writes — a commit starts less than 5 ms after a commit of 4 or more writes
    * ended — how many milliseconds it waits for more writes to share its transaction (0: none). A
-   * write that comes alone, or from a writer that waits for each commit, is committed at once.
+   * write that comes alone, from a writer that waits for each commit, or a few ms after a commit
+   * of 1-3 writes (single updates: a service and its VIP), is committed at once.
    */
   groupCommitMs: z.number().min(0).max(1000).default(5),
   metaServer: metaServerSchema.default({}),

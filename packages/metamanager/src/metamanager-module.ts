@@ -36,8 +36,14 @@ import { MetaServer } from './metaserver/meta-server';
 import { InvalidMetaContentError, MetaCode } from './metamanager-errors';
 import { errorCode, parseWrite, type ParsedWrite } from './process';
 
-/** A commit that starts this soon (ms) after one of several writes ended is part of a burst. */
+/** A commit that starts this soon (ms) after one of BURST_WRITES or more ended is part of a burst. */
 const BURST_GAP_MS = 5;
+/**
+ * The writes of a commit that make a burst: more than one change from the cloud brings about (a
+ * service's delete with its VIP's release, then the next service with its VIP: commits of 1-3
+ * writes a few ms apart, each of which should go at once); a cloud burst commits 8 or more.
+ */
+const BURST_WRITES = 4;
 
 /** A write on its way into a transaction, and how its sender hears the outcome. */
 interface PendingWrite {
@@ -135,15 +141,20 @@ export class MetaManagerModule implements BeehiveModule {
       batch.push(first);
       // Group commit: yield one macrotask so a burst that is still being enqueued joins this
       // batch, then take everything queued into the same transaction. Under a burst (the last
-      // commit, of several writes, ended moments ago) wait `groupCommitMs` more: each commit
+      // commit, of BURST_WRITES or more, ended moments ago) wait `groupCommitMs` more: each commit
       // writes its pages to the WAL whatever it holds, and a node taking a cloud burst committed
-      // ~8 writes at a time. A writer that waits for each commit (one write a time) never waits.
+      // ~8 writes at a time. A writer that waits for each commit (one write a time) never waits,
+      // nor do single updates a few ms apart.
       const op = first.route.operation;
       const writes = isWriteOperation(op) || op === Operation.Batch;
       if (writes) {
         await new Promise<void>((r) => setImmediate(r));
         const wait = this.options.groupCommitMs;
-        if (wait > 0 && this.lastCommitWrites > 1 && performance.now() - this.lastCommitEnd < BURST_GAP_MS)
+        if (
+          wait > 0 &&
+          this.lastCommitWrites >= BURST_WRITES &&
+          performance.now() - this.lastCommitEnd < BURST_GAP_MS
+        )
           await new Promise<void>((r) => setTimeout(r, wait));
       }
       for (

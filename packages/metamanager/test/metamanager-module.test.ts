@@ -291,7 +291,7 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     [300, 1],
     [0, 2],
   ])(
-    'group commit (groupCommitMs %i): after a commit of several writes, the next waits for the burst to join it (%i transactions for two writes 50 ms apart); a lone write and a writer that awaits each commit do not wait',
+    'group commit (groupCommitMs %i): after a commit of 4 writes, the next waits for the burst to join it (%i transactions for two writes 50 ms apart); a lone write, a writer that awaits each commit and a write right after a commit of 3 do not wait',
     async (groupCommitMs, transactions) => {
       h = await harness(db.path, { withMesh: false, groupCommitMs });
       const committedSoon = (p: Promise<unknown>) =>
@@ -303,7 +303,10 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
       );
       for (const n of ['s1', 's2', 's3'])
         expect(await committedSoon(h.write('insert', `default/service/${n}`, svc(n), 1))).toBe('committed');
-      // a burst: two writes in one commit, then B right after it and C 50 ms later. B must reach
+      // a single update's commits: three writes at once, then one right after (no burst)
+      await Promise.all(['t1', 't2', 't3'].map((n) => h.write('insert', `default/service/${n}`, svc(n), 1)));
+      expect(await committedSoon(h.write('insert', 'default/service/t4', svc('t4'), 1))).toBe('committed');
+      // a burst: four writes in one commit, then B right after it and C 50 ms later. B must reach
       // the module within 5 ms of that commit's end; a pause of this shared jest process (a major
       // GC of the suites before) can make it later, and then B is rightly not part of a burst:
       // up to three tries (code that never waits, or always waits, fails all three)
@@ -311,10 +314,11 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
       let tries = 0;
       while (tries < 3 && got !== transactions) {
         tries++;
-        await Promise.all([
-          h.write('insert', `default/service/a1-${tries}`, svc(`a1-${tries}`), 1),
-          h.write('insert', `default/service/a2-${tries}`, svc(`a2-${tries}`), 1),
-        ]);
+        await Promise.all(
+          [1, 2, 3, 4].map((a) =>
+            h.write('insert', `default/service/a${a}-${tries}`, svc(`a${a}-${tries}`), 1),
+          ),
+        );
         const before = h.mm.stats.batches;
         const b = h.write('insert', `default/service/b-${tries}`, svc(`b-${tries}`), 1);
         await sleep(50);
@@ -325,7 +329,7 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
         if (got !== transactions) await sleep(400); // out of the burst before the next try
       }
       expect(got).toBe(transactions);
-      expect(h.store.count('service')).toBe(4 + 4 * tries);
+      expect(h.store.count('service')).toBe(8 + 6 * tries);
     },
   );
 

@@ -22,14 +22,24 @@
  *
  * JavaScript API (see src/proxy/l4/tls-pump.ts):
  *   context(certPem, keyPem, caPem, alpn, ciphersuites) -> handle   (throws on bad PEM)
- *   start(ctx, rawFd, plainFd, server, servername, idleMs, first) -> [id, pairFd]
+ *   start(ctx, rawFd, plainFd, server, servername, idleMs, first, session) -> [id, pairFd]
  *        plainFd -1: a socket pair is made, pairFd is JavaScript's end (else -1); first: a Buffer
- *        of plaintext to send before what plain sends (bytes Node had read from it), or null
+ *        of plaintext to send before what plain sends (bytes Node had read from it), or null;
+ *        session: a client's TLS session to resume (DER, what onSession gave or Node's TLS
+ *        'session' event), or null
  *   verdict(id, ok)
  *   abort(id)
- *   setOnPeer((id, der) => void)
+ *   setOnPeer((id, der, resumed) => void)
+ *   setOnSession((id, der) => void)   a client's new session ticket (DER of the SSL_SESSION)
  *   setOnDone((id, reason, bytesUp, bytesDown, error) => void)   up: plain → raw (plaintext bytes)
  *   active() -> number
+ *
+ * Session resumption (TLS 1.3 tickets): a context's server side issues one ticket per handshake
+ * (stateless, sealed with the context's own key, good for 300 s as Node's TLS server's are); its
+ * client side reports each ticket it gets, and resumes the session `start` is given — no
+ * certificates are exchanged then, an ECDHE is still made. The peer's certificate of a resumed
+ * session is the one verified when the session began: it goes to JavaScript's verdict all the
+ * same (`resumed` true), so a peer revoked since is refused.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,7 +71,7 @@
 enum { R_EOF = 0, R_ERROR, R_IDLE, R_ABORTED };
 static const char *REASONS[] = {"eof", "error", "idle", "aborted"};
 enum { S_HANDSHAKE = 0, S_VERDICT, S_PUMP };
-enum { EV_PEER = 0, EV_DONE };
+enum { EV_PEER = 0, EV_DONE, EV_SESSION };
 enum { RAW = 0, PLAIN = 1 };
 
 struct tconn;
@@ -73,6 +83,7 @@ typedef struct {
 
 typedef struct tconn {
   uint32_t id;
+  void *pump; /* its pump_t: a ticket's callback reports through it */
   int raw, plain; /* dups (plain: the engine's end of a pair) */
   SSL *ssl;
   BIO *rbio, *wbio;
@@ -104,7 +115,7 @@ typedef struct tconn {
 typedef struct event {
   int kind;
   uint32_t id;
-  int reason;
+  int reason; /* EV_DONE: why; EV_PEER: the session was resumed */
   uint64_t bytes[2];
   unsigned char *der;
   int der_len;
@@ -120,7 +131,7 @@ typedef struct {
   uint32_t active, next_id;
   int commands; /* verdicts or aborts to look at */
   event_t *ev_head, *ev_tail;
-  napi_ref on_peer, on_done;
+  napi_ref on_peer, on_done, on_session;
   char *scratch; /* engine thread only */
 } pump_t;
 
@@ -186,6 +197,7 @@ static void post_peer(pump_t *e, tconn_t *c) {
   if (!v) return;
   v->kind = EV_PEER;
   v->id = c->id;
+  v->reason = SSL_session_reused(c->ssl);
   X509 *peer = SSL_get1_peer_certificate(c->ssl);
   if (peer) {
     v->der_len = i2d_X509(peer, &v->der); /* allocates */
@@ -193,6 +205,25 @@ static void post_peer(pump_t *e, tconn_t *c) {
     X509_free(peer);
   }
   push_event(e, v);
+}
+
+/* Engine thread (inside SSL_read): a client's new session ticket, reported as the session's DER.
+ * Returns 0: OpenSSL keeps no reference (JavaScript keeps the bytes). */
+static int new_session(SSL *ssl, SSL_SESSION *sess) {
+  tconn_t *c = SSL_get_app_data(ssl);
+  if (!c || SSL_is_server(ssl) || !SSL_SESSION_is_resumable(sess)) return 0;
+  event_t *v = calloc(1, sizeof(event_t));
+  if (!v) return 0;
+  v->kind = EV_SESSION;
+  v->id = c->id;
+  v->der_len = i2d_SSL_SESSION(sess, &v->der); /* allocates */
+  if (v->der_len <= 0) {
+    OPENSSL_free(v->der);
+    free(v);
+    return 0;
+  }
+  push_event(c->pump, v);
+  return 0;
 }
 
 /* Write what the records BIO holds to raw. -1 on error. */
@@ -502,18 +533,21 @@ static void on_async(uv_async_t *a) {
   napi_env env = e->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value on_peer = NULL, on_done = NULL;
+  napi_value on_peer = NULL, on_done = NULL, on_session = NULL;
   if (e->on_peer) napi_get_reference_value(env, e->on_peer, &on_peer);
   if (e->on_done) napi_get_reference_value(env, e->on_done, &on_done);
+  if (e->on_session) napi_get_reference_value(env, e->on_session, &on_session);
   while (v) {
     event_t *next = v->next;
-    napi_value argv[5], cb = v->kind == EV_PEER ? on_peer : on_done;
+    napi_value argv[5];
+    napi_value cb = v->kind == EV_PEER ? on_peer : v->kind == EV_SESSION ? on_session : on_done;
     size_t argc = 0;
     napi_create_uint32(env, v->id, &argv[0]);
-    if (v->kind == EV_PEER) {
+    if (v->kind == EV_PEER || v->kind == EV_SESSION) {
       void *data;
       napi_create_buffer_copy(env, (size_t)v->der_len, v->der ? (void *)v->der : (void *)"", &data, &argv[1]);
       argc = 2;
+      if (v->kind == EV_PEER) napi_get_boolean(env, v->reason != 0, &argv[argc++]);
     } else {
       napi_create_string_utf8(env, REASONS[v->reason], NAPI_AUTO_LENGTH, &argv[1]);
       napi_create_double(env, (double)v->bytes[0], &argv[2]);
@@ -557,6 +591,7 @@ static void pump_cleanup(void *arg) {
   }
   if (e->on_peer) napi_delete_reference(e->env, e->on_peer);
   if (e->on_done) napi_delete_reference(e->env, e->on_done);
+  if (e->on_session) napi_delete_reference(e->env, e->on_session);
   uv_close((uv_handle_t *)&e->t.async, on_async_closed);
 }
 
@@ -627,6 +662,14 @@ static napi_value js_context(napi_env env, napi_callback_info info) {
   if (!SSL_CTX_set_ciphersuites(ctx, suites)) failed = "ciphersuites";
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+  /* resumption: one stateless ticket per handshake as a server (a server that verifies its
+   * peers resumes only sessions of its own context id), each ticket a client gets reported */
+  static const unsigned char SID_CTX[] = "edgetunnel-spliced";
+  SSL_CTX_set_session_id_context(ctx, SID_CTX, sizeof SID_CTX - 1);
+  SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_timeout(ctx, 300);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, new_session);
   BIO *b = BIO_new_mem_buf(cert, (int)cert_len);
   X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
   if (!failed && (!x || SSL_CTX_use_certificate(ctx, x) != 1)) failed = "certificate";
@@ -667,8 +710,8 @@ static napi_value js_context(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7], out, v;
+  size_t argc = 8;
+  napi_value argv[8], out, v;
   pump_t *e = pump_of(env, info, &argc, argv);
   void *ctxp = NULL;
   int32_t rawfd, plainfd;
@@ -679,7 +722,8 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
       napi_get_value_int32(env, argv[1], &rawfd) != napi_ok || napi_get_value_int32(env, argv[2], &plainfd) != napi_ok ||
       napi_get_value_bool(env, argv[3], &server) != napi_ok || string_arg(env, argv[4], servername, sizeof servername) ||
       napi_get_value_double(env, argv[5], &idle) != napi_ok || rawfd < 0) {
-    napi_throw_type_error(env, "EDGEMESH_TLS_PUMP", "tls.start(ctx, rawFd, plainFd, server, servername, idleMs, first)");
+    napi_throw_type_error(env, "EDGEMESH_TLS_PUMP",
+                          "tls.start(ctx, rawFd, plainFd, server, servername, idleMs, first, session)");
     return NULL;
   }
   void *first = NULL;
@@ -687,6 +731,11 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   bool is_buffer = false;
   if (argc > 6) napi_is_buffer(env, argv[6], &is_buffer);
   if (is_buffer) napi_get_buffer_info(env, argv[6], &first, &first_len);
+  void *sess_der = NULL;
+  size_t sess_len = 0;
+  is_buffer = false;
+  if (argc > 7) napi_is_buffer(env, argv[7], &is_buffer);
+  if (is_buffer) napi_get_buffer_info(env, argv[7], &sess_der, &sess_len);
   SSL_CTX *ctx = ctxp;
   int err = ensure_started(env, e);
   if (err) return throw_tls(env, "start", strerror(err));
@@ -722,6 +771,8 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     return throw_tls(env, "start", "SSL_new failed");
   }
   SSL_set_bio(c->ssl, c->rbio, c->wbio);
+  SSL_set_app_data(c->ssl, c);
+  c->pump = e;
   if (server) {
     SSL_set_accept_state(c->ssl);
   } else {
@@ -729,6 +780,16 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     if (servername[0]) SSL_set_tlsext_host_name(c->ssl, servername);
     const unsigned char *wire = SSL_CTX_get_ex_data(ctx, alpn_index);
     SSL_set_alpn_protos(c->ssl, wire, wire[0] + 1u);
+    if (sess_len > 0) {
+      /* a session that does not parse or fit is no session: a full handshake */
+      const unsigned char *p = sess_der;
+      SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, (long)sess_len);
+      if (sess) {
+        SSL_set_session(c->ssl, sess); /* takes its own reference */
+        SSL_SESSION_free(sess);
+      }
+      ERR_clear_error();
+    }
   }
   c->idle_ms = (int64_t)idle;
   if (first_len > 0) {
@@ -808,13 +869,14 @@ static napi_value set_cb(napi_env env, napi_callback_info info, int which) {
   size_t argc = 1;
   napi_value argv[1];
   pump_t *e = pump_of(env, info, &argc, argv);
-  napi_ref *r = which ? &e->on_done : &e->on_peer;
+  napi_ref *r = which == 2 ? &e->on_session : which ? &e->on_done : &e->on_peer;
   if (*r) napi_delete_reference(env, *r);
   napi_create_reference(env, argv[0], 1, r);
   return NULL;
 }
 static napi_value js_set_on_peer(napi_env env, napi_callback_info info) { return set_cb(env, info, 0); }
 static napi_value js_set_on_done(napi_env env, napi_callback_info info) { return set_cb(env, info, 1); }
+static napi_value js_set_on_session(napi_env env, napi_callback_info info) { return set_cb(env, info, 2); }
 
 static napi_value js_active(napi_env env, napi_callback_info info) {
   size_t argc = 0;
@@ -839,6 +901,7 @@ napi_value tls_pump_init(napi_env env, napi_value exports) {
       {"abort", NULL, js_abort, NULL, NULL, NULL, napi_default, e},
       {"setOnPeer", NULL, js_set_on_peer, NULL, NULL, NULL, napi_default, e},
       {"setOnDone", NULL, js_set_on_done, NULL, NULL, NULL, napi_default, e},
+      {"setOnSession", NULL, js_set_on_session, NULL, NULL, NULL, napi_default, e},
       {"active", NULL, js_active, NULL, NULL, NULL, napi_default, e},
   };
   DEFINE_METHODS(env, exports, props);

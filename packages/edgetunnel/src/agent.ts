@@ -110,6 +110,8 @@ export interface TunnelAgentStats {
   openedViaRelay: number;
   /** Of those through a relay, spliced (end-to-end TLS over the relay's splice port). */
   openedSpliced: number;
+  /** Of those, streams whose TLS resumed an earlier session with the peer (no certificates exchanged). */
+  resumedSpliced: number;
   /** Spliced streams, either end, whose TLS ran in the TLS engine (`tlsEngine`). */
   nativeTls: number;
   openedDirect: number;
@@ -149,6 +151,7 @@ export class TunnelAgent extends EventEmitter {
   readonly stats: TunnelAgentStats = {
     openedViaRelay: 0,
     openedSpliced: 0,
+    resumedSpliced: 0,
     nativeTls: 0,
     openedDirect: 0,
     openFailures: 0,
@@ -521,6 +524,7 @@ export class TunnelAgent extends EventEmitter {
         t.off('error', failed);
         this.splicedUp(t, raw, p);
         this.stats.openedSpliced++;
+        if (t.isSessionReused()) this.stats.resumedSpliced++;
         resolve(t);
       });
     });
@@ -543,9 +547,17 @@ export class TunnelAgent extends EventEmitter {
     let settle: { resolve(d: Duplex): void; reject(e: Error): void } | undefined;
     let plain: Socket | undefined;
     let timer: NodeJS.Timeout | undefined;
-    const o = { server: false, servername: spliceServerName(token), idleMs: 0 };
+    // the last session with `node` is resumed (of a stream in either TLS: the same DER); the
+    // certificate it began with is checked again, as a full handshake's is
+    const o = {
+      server: false,
+      servername: spliceServerName(token),
+      idleMs: 0,
+      session: this.tickets.get(node)?.ticket,
+    };
+    let peer: ReturnType<typeof peerOfDer> | undefined;
     const events = {
-      peer: (der: Buffer) => {
+      peer: (der: Buffer, resumed: boolean) => {
         clearTimeout(timer);
         const p = peerOfDer(der);
         const bad = this.isNodePeer(p, node);
@@ -553,11 +565,14 @@ export class TunnelAgent extends EventEmitter {
           settle?.reject(fail(bad.message));
           return false;
         }
+        peer = p;
         this.splicedInEngine(plain!, p, st!);
         this.stats.openedSpliced++;
+        if (resumed) this.stats.resumedSpliced++;
         settle?.resolve(plain!);
         return true;
       },
+      session: (ticket: Buffer) => peer && this.tickets.set(node, { ticket, peer }),
       done: (_reason: string, _up: number, _down: number, error: string) => {
         clearTimeout(timer);
         if (plain) this.spliced.delete(plain);

@@ -34,6 +34,12 @@ export class TunnelMetrics implements MetricsContribution {
       "Spliced streams, opened or served, whose end-to-end TLS ran in EdgeMesh's native TLS pump (the others in Node's TLS).",
       () => s.nativeTls,
     );
+    scrapedCounter(
+      r,
+      'edgecore_edgetunnel_spliced_resumed_total',
+      'Spliced streams this node opened whose end-to-end TLS resumed an earlier session with the peer (no certificates exchanged, the peer checked again).',
+      () => s.resumedSpliced,
+    );
     scrapedGauge(
       r,
       'edgecore_edgetunnel_relays_up',

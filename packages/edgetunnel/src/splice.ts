@@ -43,7 +43,9 @@ export function tokenOfServerName(name: string | false | null | undefined): stri
  * the raw connection to the relay and the plaintext side (a connection — the backend's, or the
  * client's with `first` its bytes read already — or none: it returns a socket of its own for the
  * plaintext); undefined when it cannot take them. A stream that ends before its plaintext flows
- * (failed handshake, refused peer) leaves the given plaintext connection as it was.
+ * (failed handshake, refused peer) leaves the given plaintext connection as it was. A client
+ * resumes the TLS session `session` names (the DER of Node's TLS 'session' event, or of the
+ * engine's own `session` event) where its peer takes it.
  */
 export interface TlsEngine {
   context(id: { cert: Buffer; key: Buffer; ca: Buffer }, alpn: string, ciphersuites: string): object;
@@ -51,10 +53,15 @@ export interface TlsEngine {
     ctx: object,
     raw: Socket,
     plain: Socket | undefined,
-    o: { server: boolean; servername?: string; idleMs: number; first?: Buffer },
+    o: { server: boolean; servername?: string; idleMs: number; first?: Buffer; session?: Buffer },
     events: {
-      /** The handshake is done, the chain verified: true lets the plaintext flow. */
-      peer(der: Buffer): boolean;
+      /**
+       * The handshake is done, the chain verified (of a resumed session, when it began): true
+       * lets the plaintext flow.
+       */
+      peer(der: Buffer, resumed: boolean): boolean;
+      /** A client's new TLS session ticket (DER: `session` of a later start resumes it). */
+      session?(der: Buffer): void;
       done(reason: 'eof' | 'error' | 'idle' | 'aborted', up: number, down: number, error: string): void;
     },
   ): { plain?: Socket; abort(): void } | undefined;

@@ -299,3 +299,140 @@ test('a key that is not the certificate’s, or no CA: the context is refused wi
     expect.objectContaining({ code: 'EDGEMESH_TLS_PUMP', message: expect.stringContaining('CA') }),
   );
 });
+
+/** One stream from a client in the pump to a server in the pump (each side a socket pair's end). */
+async function pumpToPump(
+  clientCtx: object,
+  serverCtx: object,
+  o: { session?: Buffer; clientVerdict?: boolean } = {},
+): Promise<{
+  resumed: [boolean?, boolean?];
+  ticket?: Buffer;
+  reason: string;
+  echoed: string;
+  peer?: string;
+}> {
+  const [clientRaw, serverRaw] = await tcpPair();
+  const out: { resumed: [boolean?, boolean?]; ticket?: Buffer; peer?: string } = { resumed: [] };
+  const served = engine.start(
+    serverCtx,
+    serverRaw,
+    undefined,
+    { server: true, idleMs: 0 },
+    { peer: (_der, resumed) => ((out.resumed[1] = resumed), true), done: () => undefined },
+  );
+  served!.plain!.on('error', () => undefined); // a refused stream: the pair's end breaks
+  served!.plain!.pipe(served!.plain!); // the server echoes
+  let ended!: (r: string) => void;
+  const done = new Promise<string>((r) => (ended = r));
+  const st = engine.start(
+    clientCtx,
+    clientRaw,
+    undefined,
+    { server: false, servername: 'b.test', idleMs: 0, session: o.session },
+    {
+      peer: (der, resumed) => {
+        out.resumed[0] = resumed;
+        out.peer = peerOfDer(der).name;
+        return o.clientVerdict ?? true;
+      },
+      session: (der) => (out.ticket = der),
+      done: (reason) => ended(reason),
+    },
+  );
+  const plain = st!.plain!;
+  plain.on('error', () => undefined);
+  // what came back once the end closes (a refused stream's end is destroyed, with no 'end')
+  const echoed = new Promise<string>((resolve) => {
+    let got = '';
+    plain.on('data', (x: Buffer) => (got += x.toString()));
+    plain.once('close', () => resolve(got));
+  });
+  plain.end('hello');
+  const [text, reason] = [await echoed, await done];
+  return { ...out, echoed: text, reason };
+}
+
+test('sessions: the pump resumes a session it was given (its own peers, Node TLS servers); the certificate the session began with goes to the verdict again', async () => {
+  const a = engine.context(id('a'), ALPN_SPLICED, TLS_CIPHERS);
+  const b = engine.context(id('b'), ALPN_SPLICED, TLS_CIPHERS);
+  // the first stream: a full handshake, and a ticket for the next
+  const first = await pumpToPump(a, b);
+  expect(first).toMatchObject({ resumed: [false, false], reason: 'eof', echoed: 'hello', peer: 'b' });
+  expect(first.ticket?.length).toBeGreaterThan(0);
+  // the next one resumes it, both sides say so; the peer is b's certificate still
+  const second = await pumpToPump(a, b, { session: first.ticket });
+  expect(second).toMatchObject({ resumed: [true, true], reason: 'eof', echoed: 'hello', peer: 'b' });
+  // a verdict that refuses (say, b revoked since) ends a resumed stream before a byte moves
+  const refused = await pumpToPump(a, b, { session: second.ticket, clientVerdict: false });
+  expect(refused).toMatchObject({ reason: 'aborted', echoed: '' });
+  expect(refused.resumed[0]).toBe(true);
+  // a server of another context (another node process: its own ticket key) does not take the
+  // ticket: a full handshake, not a failure
+  const b2 = engine.context(id('b'), ALPN_SPLICED, TLS_CIPHERS);
+  expect(await pumpToPump(a, b2, { session: second.ticket })).toMatchObject({
+    resumed: [false, false],
+    reason: 'eof',
+    echoed: 'hello',
+  });
+  // bytes that are no session: a full handshake too
+  expect(await pumpToPump(a, b, { session: Buffer.from('not a session') })).toMatchObject({
+    resumed: [false, false],
+    echoed: 'hello',
+  });
+
+  // against a Node TLS server: the pump's client resumes its tickets too
+  const port = await echoTls(id('b'));
+  const viaNode = async (session?: Buffer) => {
+    const raw = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    await new Promise((r) => raw.once('connect', r));
+    closers.push(() => raw.destroy());
+    let resumed: boolean | undefined;
+    let ticket: Buffer | undefined;
+    const st = engine.start(
+      a,
+      raw,
+      undefined,
+      { server: false, servername: 'b.test', idleMs: 0, session },
+      { peer: (_d, r) => ((resumed = r), true), session: (t) => (ticket = t), done: () => undefined },
+    );
+    const back = readAll(st!.plain!);
+    st!.plain!.end('x');
+    expect((await back).toString()).toBe('x');
+    return { resumed, ticket };
+  };
+  const n1 = await viaNode();
+  expect(n1.resumed).toBe(false);
+  expect((await viaNode(n1.ticket)).resumed).toBe(true);
+
+  // and a Node TLS client resumes the pump server's tickets
+  const nodeClient = async (session?: Buffer) => {
+    const [clientRaw, raw] = await tcpPair();
+    const served = engine.start(
+      b,
+      raw,
+      undefined,
+      { server: true, idleMs: 0 },
+      { peer: () => true, done: () => undefined },
+    );
+    served!.plain!.pipe(served!.plain!);
+    const t = tlsConnect({
+      ...mtls(id('a')),
+      socket: clientRaw,
+      session,
+      checkServerIdentity: () => undefined,
+    });
+    t.on('error', () => undefined);
+    let ticket: Buffer | undefined;
+    t.on('session', (s: Buffer) => (ticket = s));
+    await new Promise((r) => t.once('secureConnect', r));
+    const reused = t.isSessionReused();
+    const back = readAll(t as unknown as Socket);
+    t.end('y');
+    expect((await back).toString()).toBe('y');
+    return { reused, ticket };
+  };
+  const c1 = await nodeClient();
+  expect(c1.reused).toBe(false);
+  expect((await nodeClient(c1.ticket)).reused).toBe(true);
+});

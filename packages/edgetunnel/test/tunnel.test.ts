@@ -512,10 +512,12 @@ describe.each(['spliced', 'kernel', 'native'] as const)('spliced streams (%s joi
     expect((await roundTrip(s1, payload)).equals(payload)).toBe(true);
     expect(relay.stats.spliced).toBe(1);
     await waitFor(() => relay.stats.bytes > 2 * payload.length); // ciphertext: a little more (a kernel join counts at the end)
-    // the second stream to b resumes the first one's TLS session (no certificates exchanged) —
-    // Node's TLS does; the native pump makes a full handshake each time
+    // the second stream to b resumes the first one's TLS session (no certificates exchanged),
+    // in Node's TLS and in the native pump alike
+    expect(a.stats.resumedSpliced).toBe(0);
     const s2 = (await a.open({ node: 'b' }, '127.0.0.1', echoPort)) as TLSSocket;
     if (mode !== 'native') expect(s2.isSessionReused()).toBe(true);
+    expect(a.stats.resumedSpliced).toBe(1);
     expect((await roundTrip(s2, Buffer.from('again'))).toString()).toBe('again');
     // anyone else on the splice port: a token the relay never issued, or no hello at all
     const knock = async (bytes: Buffer): Promise<void> => {

@@ -21,10 +21,12 @@ interface TlsBinding {
     servername: string,
     idleMs: number,
     first: Buffer | null,
+    session: Buffer | null,
   ): [number, number];
   verdict(id: number, ok: boolean): boolean;
   abort(id: number): boolean;
-  setOnPeer(cb: (id: number, der: Buffer) => void): void;
+  setOnPeer(cb: (id: number, der: Buffer, resumed: boolean) => void): void;
+  setOnSession(cb: (id: number, der: Buffer) => void): void;
   setOnDone(cb: (id: number, reason: TlsPumpEnd, up: number, down: number, error: string) => void): void;
   active(): number;
 }
@@ -46,14 +48,22 @@ export interface TlsPumpStart {
   idleMs: number;
   /** Plaintext read from `plain` elsewhere (sent first, before what Node still holds of it). */
   first?: Buffer;
+  /**
+   * A client's TLS session to resume (what `session` reported on an earlier stream, or Node's TLS
+   * 'session' event: the same DER); one the server does not take means a full handshake.
+   */
+  session?: Buffer;
 }
 
 export interface TlsPumpEvents {
   /**
-   * The handshake is done and the chain verified: the peer's certificate (DER). True lets the
-   * plaintext flow; false ends the stream (reason `aborted`). No byte moves before it answers.
+   * The handshake is done and the chain verified: the peer's certificate (DER) — of a resumed
+   * session (`resumed`), the one verified when the session began. True lets the plaintext flow;
+   * false ends the stream (reason `aborted`). No byte moves before it answers.
    */
-  peer(der: Buffer): boolean;
+  peer(der: Buffer, resumed: boolean): boolean;
+  /** A client's new session ticket (DER, for `start`'s `session`): after `peer`, while it flows. */
+  session?(der: Buffer): void;
   /** Both sockets are destroyed; `up` plaintext bytes sent, `down` received; `error` says why. */
   done(reason: TlsPumpEnd, up: number, down: number, error: string): void;
 }
@@ -83,15 +93,19 @@ export class TlsPump {
   private readonly live = new Map<number, Live>();
 
   private constructor(private readonly b: TlsBinding) {
-    b.setOnPeer((id, der) => {
+    b.setOnPeer((id, der, resumed) => {
       const c = this.live.get(id);
       let ok = false;
       try {
-        ok = !!c && c.events.peer(der);
+        ok = !!c && c.events.peer(der, resumed);
       } finally {
         if (c) c.pumping = ok;
         b.verdict(id, ok);
       }
+    });
+    b.setOnSession((id, der) => {
+      const c = this.live.get(id);
+      if (c?.pumping) c.events.session?.(der);
     });
     b.setOnDone((id, reason, up, down, error) => {
       const c = this.live.get(id);
@@ -177,7 +191,16 @@ export class TlsPump {
     try {
       const first =
         o.first?.length || held.length ? Buffer.concat([...(o.first ? [o.first] : []), ...held]) : null;
-      [id, pairFd] = this.b.start(ctx, rawFd, plainFd, o.server, o.servername ?? '', o.idleMs, first);
+      [id, pairFd] = this.b.start(
+        ctx,
+        rawFd,
+        plainFd,
+        o.server,
+        o.servername ?? '',
+        o.idleMs,
+        first,
+        o.server ? null : (o.session ?? null),
+      );
     } catch {
       // out of descriptors, say: the caller runs TLS itself (raw was never read)
       giveBack(raw);

@@ -12,7 +12,7 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { connect as netConnect, isIP, isIPv4, type AddressInfo, type Socket } from 'node:net';
+import { connect as netConnect, isIP, isIPv4, Socket, type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   connect as tlsConnect,
@@ -25,7 +25,7 @@ import {
 } from 'node:tls';
 import { peerOf, peerOfDer, type Identity } from './certs';
 import { DenyList } from './deny-list';
-import { DatagramChannel, Deframer, frame } from './framing';
+import { DatagramChannel, UdpStream } from './framing';
 import { pingAll } from './liveness';
 import { listenMtls, mtlsOptions, serveH2 } from './mtls';
 import { endsBy, join, kill, runsOver } from './pipe';
@@ -178,7 +178,7 @@ export class TunnelAgent extends EventEmitter {
   /** Spliced streams this node accepted, by token, until their TLS handshake. */
   private readonly splicing = new Map<
     string,
-    { from: string; backend: Socket; raw: Socket; timer: NodeJS.Timeout }
+    { from: string; backend: Duplex; raw: Socket; timer: NodeJS.Timeout }
   >();
   /**
    * Spliced streams up (either end), by the peer node's certificate: cut when it is revoked. Keyed
@@ -373,9 +373,11 @@ export class TunnelAgent extends EventEmitter {
     );
   }
 
-  /** A UDP flow to `host:port` on `route.node`: datagrams framed on one stream. */
+  /**
+   * A UDP flow to `host:port` on `route.node`: datagrams framed on one stream — spliced through a
+   * relay as a TCP stream is (TLS end to end: the relay never sees a datagram), else on the links.
+   */
   async datagram(route: PeerRoute, host: string, port: number): Promise<DatagramChannel> {
-    // UDP is never spliced: its datagrams are framed on a stream of the links
     return new DatagramChannel(await this.open(route, host, port, 'udp'), this.o.udpIdleTimeoutMs);
   }
 
@@ -385,9 +387,10 @@ export class TunnelAgent extends EventEmitter {
   }
 
   /**
-   * A CONNECT on `s`. Through a relay (`relayHost`, the address this node dials it at) a TCP
-   * stream is asked spliced; a relay that agrees answers with a token, and the stream is then
-   * TLS end to end to the node over the relay's splice port (`spliceOut`).
+   * A CONNECT on `s`. Through a relay (`relayHost`, the address this node dials it at) a stream
+   * (TCP, or a UDP flow's framed datagrams) is asked spliced; a relay and a node that agree answer
+   * with a token, and the stream is then TLS end to end to the node over the relay's splice port
+   * (`spliceOut`). A node that splices no UDP answers without one: the flow rides the links.
    */
   private request(
     s: ClientHttp2Session,
@@ -397,7 +400,7 @@ export class TunnelAgent extends EventEmitter {
     relayHost?: string,
     join?: StreamJoin,
   ): Promise<Duplex> {
-    const askSplice = relayHost !== undefined && proto === 'tcp' && this.opts.splice !== false;
+    const askSplice = relayHost !== undefined && this.opts.splice !== false;
     return new Promise((resolve, reject) => {
       let st: ClientHttp2Stream;
       let handedOver = false;
@@ -628,13 +631,14 @@ export class TunnelAgent extends EventEmitter {
   }
 
   /**
-   * The target's end of a spliced stream, its backend connected: a plain connection to the
-   * relay's splice port with the token (the address this node dialled the relay at — the
-   * stream came on that link), TLS served over it once the source's handshake comes; then 200.
+   * The target's end of a spliced stream, its backend connected (a TCP connection, or a UDP
+   * flow's UdpStream): a plain connection to the relay's splice port with the token (the address
+   * this node dialled the relay at — the stream came on that link), TLS served over it once the
+   * source's handshake comes; then 200.
    */
   private spliceIn(
     stream: ServerHttp2Stream,
-    backend: Socket,
+    backend: Duplex,
     token: string,
     port: number,
     from: string,
@@ -672,17 +676,22 @@ export class TunnelAgent extends EventEmitter {
 
   /**
    * The target's end of a spliced stream in the TLS engine, between the raw connection and the
-   * backend: the source's certificate checked as in splicedIn. False when there is no engine or it
-   * cannot take them (then Node's TLS serves the handshake).
+   * backend — a TCP connection is the engine's plaintext side itself; another backend (a UDP
+   * flow's) is joined to the end of a socket pair the engine returns. The source's certificate
+   * checked as in splicedIn. False when there is no engine or it cannot take them (then Node's
+   * TLS serves the handshake).
    */
-  private spliceInEngine(raw: Socket, backend: Socket, from: string): boolean {
+  private spliceInEngine(raw: Socket, backend: Duplex, from: string): boolean {
     if (!this.engine) return false;
+    const direct = backend instanceof Socket ? backend : undefined;
     let up = false;
+    let end: Socket | undefined = direct;
     const st = this.engine.e.start(
       this.engine.ctx,
       raw,
-      backend,
-      { server: true, idleMs: this.o.idleTimeoutMs },
+      direct,
+      // a UDP flow ends by its own idle timeout (UdpStream)
+      { server: true, idleMs: direct ? this.o.idleTimeoutMs : 0 },
       {
         peer: (der) => {
           clearTimeout(timer);
@@ -695,12 +704,13 @@ export class TunnelAgent extends EventEmitter {
           }
           this.stats.served++;
           up = true;
-          this.splicedInEngine(backend, p, st!);
+          this.splicedInEngine(end!, p, st!);
+          if (!direct) join(end!, backend);
           return true;
         },
         done: (_reason, upBytes, down, error) => {
           clearTimeout(timer);
-          this.spliced.delete(backend);
+          this.spliced.delete(end!);
           if (up) return void (this.stats.bytesServed += upBytes + down);
           // never came up (a failed or refused handshake, its timeout): the engine gave the
           // backend's connection back, and it is nobody's — as for Node's TLS (splicedIn)
@@ -711,6 +721,7 @@ export class TunnelAgent extends EventEmitter {
       },
     );
     if (!st) return false;
+    if (!direct) end = st.plain;
     const timer = setTimeout(() => st.abort(), this.o.openTimeoutMs);
     return true;
   }
@@ -735,7 +746,7 @@ export class TunnelAgent extends EventEmitter {
     join(t, p.backend, (x, y) => (this.stats.bytesServed += x + y));
   }
 
-  private unsplice(token: string): { from: string; backend: Socket; raw: Socket } | undefined {
+  private unsplice(token: string): { from: string; backend: Duplex; raw: Socket } | undefined {
     const p = this.splicing.get(token);
     if (!p) return undefined;
     clearTimeout(p.timer);
@@ -837,7 +848,9 @@ export class TunnelAgent extends EventEmitter {
     }
     if (this.o.idleTimeoutMs > 0 && proto === 'tcp')
       stream.setTimeout(this.o.idleTimeoutMs, () => stream.close(constants.NGHTTP2_CANCEL));
-    if (proto === 'udp') return this.serveUdp(stream, a.host, a.port);
+    const token = viaRelay ? h[H_SPLICE] : undefined;
+    const splice = typeof token === 'string' && /^[0-9a-f]{32}$/.test(token) ? token : undefined;
+    if (proto === 'udp') return this.serveUdp(stream, a.host, a.port, splice, Number(h[H_SPLICE_PORT]), from);
     const sock = netConnect({ host: a.host, port: a.port, allowHalfOpen: true, noDelay: true });
     const t = setTimeout(() => sock.destroy(new Error('ETIMEDOUT')), this.o.openTimeoutMs);
     sock.once('error', (e: NodeJS.ErrnoException) => {
@@ -852,18 +865,27 @@ export class TunnelAgent extends EventEmitter {
       clearTimeout(t);
       if (stream.destroyed) return void sock.destroy();
       sock.removeAllListeners('error');
-      const token = viaRelay ? h[H_SPLICE] : undefined;
-      if (typeof token === 'string' && /^[0-9a-f]{32}$/.test(token))
-        return this.spliceIn(stream, sock, token, Number(h[H_SPLICE_PORT]), from);
+      if (splice) return this.spliceIn(stream, sock, splice, Number(h[H_SPLICE_PORT]), from);
       stream.respond({ ':status': STATUS.ok });
       this.stats.served++;
       join(stream, sock, (x, y) => (this.stats.bytesServed += x + y));
     });
   }
 
-  private serveUdp(stream: ServerHttp2Stream, host: string, port: number): void {
+  /**
+   * A UDP flow to a backend of this node: its datagrams framed on the stream, or — spliced
+   * (`token`) — on the end-to-end TLS of a spliced stream, as a TCP backend's bytes are.
+   */
+  private serveUdp(
+    stream: ServerHttp2Stream,
+    host: string,
+    port: number,
+    token: string | undefined,
+    splicePort: number,
+    from: string,
+  ): void {
     const sock = createSocket('udp4');
-    const close = (): void => {
+    const failed = (): void => {
       try {
         sock.close();
       } catch {
@@ -871,25 +893,15 @@ export class TunnelAgent extends EventEmitter {
       }
       if (!stream.destroyed) stream.close();
     };
-    sock.on('error', close);
+    sock.once('error', failed);
     sock.connect(port, host, () => {
-      if (stream.destroyed) return close();
+      sock.off('error', failed);
+      const flow = new UdpStream(sock, this.o.udpIdleTimeoutMs);
+      if (stream.destroyed) return void flow.destroy();
+      if (token) return this.spliceIn(stream, flow, token, splicePort, from);
       stream.respond({ ':status': STATUS.ok });
       this.stats.served++;
-      const d = new Deframer();
-      stream.on('data', (c: Buffer) =>
-        d.push(c, (g) => {
-          this.stats.bytesServed += g.length;
-          sock.send(g);
-        }),
-      );
-      sock.on('message', (m) => {
-        this.stats.bytesServed += m.length;
-        stream.write(frame(m));
-      });
-      stream.setTimeout(this.o.udpIdleTimeoutMs, close);
-      stream.once('close', close);
-      stream.once('end', close);
+      join(stream, flow, (x, y) => (this.stats.bytesServed += x + y));
     });
   }
 

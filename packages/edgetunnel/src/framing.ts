@@ -1,5 +1,6 @@
+import type { Socket as DgramSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
-import type { Duplex } from 'node:stream';
+import { Duplex } from 'node:stream';
 
 /**
  * UDP over a tunnel stream: each datagram is a 2-byte big-endian length and its bytes (a UDP
@@ -64,5 +65,64 @@ export class DatagramChannel extends EventEmitter {
     this.closed = true;
     this.stream.destroy();
     this.emit('close');
+  }
+}
+
+/** Bytes of framed datagrams a UdpStream holds for a reader that lags; past it, new ones are dropped. */
+export const UDP_STREAM_BUFFER = 1 << 20;
+
+/**
+ * The serving end of a UDP flow: a connected UDP socket as a stream of framed datagrams — what is
+ * written is deframed and sent to the backend, each datagram the backend sends comes out framed.
+ * It ends (and closes the socket) when the stream written to it ends, when destroyed, or after
+ * `idleMs` without a datagram either way. Joined to a tunnel stream: on the links, or the
+ * plaintext of a spliced stream's end-to-end TLS.
+ */
+export class UdpStream extends Duplex {
+  private readonly deframer = new Deframer();
+  private readonly idle?: NodeJS.Timeout;
+
+  constructor(
+    private readonly sock: DgramSocket,
+    idleMs: number,
+  ) {
+    super({ allowHalfOpen: false });
+    sock.on('message', (m: Buffer) => {
+      this.idle?.refresh();
+      // a tunnel that lags: datagrams are dropped, as a full socket buffer drops them, not held
+      if (this.readableLength < UDP_STREAM_BUFFER) this.push(frame(m));
+    });
+    sock.on('error', (e) => this.destroy(e));
+    if (idleMs > 0) this.idle = setTimeout(() => this.destroy(), idleMs);
+  }
+
+  override _read(): void {
+    // datagrams come when they come (see the buffer's bound above)
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.idle?.refresh();
+    try {
+      this.deframer.push(chunk, (d) => this.sock.send(d));
+      cb();
+    } catch (e) {
+      cb(e as Error);
+    }
+  }
+
+  /** The flow's other end is done: so is the flow. */
+  override _final(cb: (e?: Error | null) => void): void {
+    this.push(null);
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    clearTimeout(this.idle);
+    try {
+      this.sock.close();
+    } catch {
+      // closed already
+    }
+    cb(err);
   }
 }

@@ -68,6 +68,10 @@ export function kill(s: Duplex, cause?: Duplex): void {
     resetSocket(s);
     return;
   }
+  if (typeof (s as Partial<Http2Stream>).close !== 'function') {
+    s.destroy(); // a stream of no connection (a UDP flow's UdpStream): nothing to reset
+    return;
+  }
   const code = cause instanceof Socket ? constants.NGHTTP2_CONNECT_ERROR : constants.NGHTTP2_CANCEL;
   (s as Http2Stream).close(code);
 }

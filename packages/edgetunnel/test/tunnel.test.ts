@@ -285,8 +285,8 @@ describe.each(['spliced', 'kernel', 'native', 'relayed'] as const)('streams thro
     expect(Buffer.concat(got).toString()).toBe('220 ready\n');
   });
 
-  test('UDP: datagrams framed both ways', async () => {
-    const { address } = await startRelay('relay-1');
+  test('UDP: datagrams framed both ways — spliced like TCP (TLS end to end), else on the links', async () => {
+    const { address, relay } = await startRelay('relay-1');
     const a = (await startAgent(node('a'), [address])).agent;
     const b = (await startAgent(node('b'), [address])).agent;
     await a.ready();
@@ -297,7 +297,29 @@ describe.each(['spliced', 'kernel', 'native', 'relayed'] as const)('streams thro
     for (const w of ['one', 'two', 'x'.repeat(1400)]) ch.send(Buffer.from(w));
     await waitFor(() => got.length === 3);
     expect(got).toEqual(['echo:one', 'echo:two', `echo:${'x'.repeat(1400)}`]);
+    expect(a.stats.openedSpliced).toBe(spliced);
+    expect(relay.stats.spliced).toBe(spliced);
+    expect(b.stats.served).toBe(1);
+    expect([a.stats.nativeTls, b.stats.nativeTls]).toEqual(mode === 'native' ? [1, 1] : [0, 0]);
     ch.close();
+    // the flow's end crosses: the relay holds no stream of it any more
+    await waitFor(() => relay.stats.active === 0);
+  });
+
+  test('UDP: a flow with no datagram for udpIdleTimeoutMs ends, at both nodes', async () => {
+    const { address, relay } = await startRelay('relay-1');
+    const a = (await startAgent(node('a'), [address], { udpIdleTimeoutMs: 400 })).agent;
+    const b = (await startAgent(node('b'), [address], { udpIdleTimeoutMs: 400 })).agent;
+    await a.ready();
+    await b.ready();
+    const ch = await a.datagram({ node: 'b' }, '127.0.0.1', udpPort);
+    const echoed = new Promise<string>((r) => ch.once('message', (m: Buffer) => r(m.toString())));
+    ch.send(Buffer.from('ping'));
+    expect(await echoed).toBe('echo:ping');
+    const t0 = Date.now();
+    await new Promise((r) => ch.once('close', r));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    await waitFor(() => relay.stats.active === 0);
   });
 
   test('a stream to an address the node does not publish is refused and counted', async () => {

@@ -81,6 +81,8 @@ export const UDP_STREAM_BUFFER = 1 << 20;
 export class UdpStream extends Duplex {
   private readonly deframer = new Deframer();
   private readonly idle?: NodeJS.Timeout;
+  /** Its readable side was ended (the flow is over): a datagram still arriving goes nowhere. */
+  private over = false;
 
   constructor(
     private readonly sock: DgramSocket,
@@ -90,7 +92,7 @@ export class UdpStream extends Duplex {
     sock.on('message', (m: Buffer) => {
       this.idle?.refresh();
       // a tunnel that lags: datagrams are dropped, as a full socket buffer drops them, not held
-      if (this.readableLength < UDP_STREAM_BUFFER) this.push(frame(m));
+      if (!this.over && this.readableLength < UDP_STREAM_BUFFER) this.push(frame(m));
     });
     sock.on('error', (e) => this.destroy(e));
     if (idleMs > 0) this.idle = setTimeout(() => this.destroy(), idleMs);
@@ -112,6 +114,7 @@ export class UdpStream extends Duplex {
 
   /** The flow's other end is done: so is the flow. */
   override _final(cb: (e?: Error | null) => void): void {
+    this.over = true;
     this.push(null);
     cb();
   }

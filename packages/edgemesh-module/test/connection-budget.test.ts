@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { recordingLogger } from '@edgecore/test-support';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
@@ -160,6 +161,54 @@ describe('the connection limit: one count for the portals and the explicit proxy
       u1.close();
       u2.close();
       for (const s of [...clients, p1, p2, echoer]) s.close();
+    }
+  });
+
+  it('a UDP session through the tunnel takes a place too (a spliced flow holds a connection of its own), and gives it back when it ends', async () => {
+    const budget = new ConnectionBudget({ maxConnections: 1 });
+    const flows: EventEmitter[] = [];
+    // the tunnel's datagram flow: an echo, as a remote backend through a relay would answer
+    const dialer = {
+      datagram: async () => {
+        const ch = Object.assign(new EventEmitter(), {
+          send: (d: Buffer) => void setImmediate(() => ch.emit('message', d)),
+          close: () => void ch.emit('close'),
+        });
+        flows.push(ch);
+        return ch;
+      },
+    };
+    const portal = createSocket('udp4');
+    await new Promise<void>((r) => portal.bind(0, '127.0.0.1', r));
+    const lb = new LoadBalancer(new RoundRobin());
+    const route = () => ({
+      backends: [{ host: '10.9.9.9', port: 53, key: 'remote', tunnel: true }],
+      scope: 'default/remote:53/UDP',
+    });
+    const u = new UdpProxy(portal, lb, route, { budget, dialer });
+    const clients: UdpSocket[] = [];
+    const ask = async (text: string): Promise<string> => {
+      const c = createSocket('udp4');
+      await new Promise<void>((r) => c.bind(0, '127.0.0.1', r));
+      clients.push(c);
+      return new Promise((resolve) => {
+        const t = setTimeout(() => resolve(''), 300);
+        c.once('message', (m) => (clearTimeout(t), resolve(m.toString())));
+        c.send(text, portal.address().port, '127.0.0.1');
+      });
+    };
+    try {
+      expect(await ask('a')).toBe('a');
+      expect([budget.open, u.size]).toEqual([1, 1]);
+      // the only place is taken: a second client's session takes the oldest's
+      expect(await ask('b')).toBe('b');
+      expect([budget.open, u.size, u.stats.evicted]).toEqual([1, 1, 1]);
+      // the flow ends (its stream closed): the place is given back
+      flows[1].emit('close');
+      expect([budget.open, u.size]).toEqual([0, 0]);
+    } finally {
+      u.close();
+      for (const s of [...clients, portal]) s.close();
     }
   });
 

@@ -14,8 +14,9 @@ export type UdpProxyOptions = z.input<typeof udpProxyOptionsSchema> & {
   /** Flows to backends on other sites (datagrams framed on a tunnel stream). */
   dialer?: Pick<BackendDialer, 'datagram'>;
   /**
-   * The node's connection count: a session with a socket of its own (not a tunnel flow) takes a
-   * place; at the limit it takes this portal's oldest session's, or its datagram is dropped.
+   * The node's connection count: every session takes a place — a socket to its backend, or a
+   * tunnel flow (spliced through a relay: a connection of its own); at the limit it takes this
+   * portal's oldest session's, or its datagram is dropped.
    */
   budget?: Pick<ConnectionBudget, 'acquire' | 'release' | 'refuse'>;
 };
@@ -82,7 +83,7 @@ export class UdpProxy {
         return;
       }
       if (this.sessions.size >= this.opts.maxSessions) this.evictOldest();
-      const counted = !b.tunnel && !!this.budget;
+      const counted = !!this.budget;
       if (counted && !this.budget!.acquire()) {
         // the node's limit: this portal's oldest session gives its place, or the datagram waits
         // for the client's retry

@@ -51,6 +51,24 @@ function echo(sock: Socket, text: string): Promise<string> {
   });
 }
 
+/** A UDP socket bound on 127.0.0.1. */
+async function bound(): Promise<UdpSocket> {
+  const u = createSocket('udp4');
+  await new Promise<void>((r) => u.bind(0, '127.0.0.1', () => r()));
+  return u;
+}
+
+/** A datagram from a client of its own (kept in `clients`) through `portal`: its echo, or '' after 300 ms. */
+async function ask(portal: UdpSocket, text: string, clients: UdpSocket[]): Promise<string> {
+  const c = await bound();
+  clients.push(c);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(''), 300);
+    c.once('message', (m) => (clearTimeout(t), resolve(m.toString())));
+    c.send(text, portal.address().port, '127.0.0.1');
+  });
+}
+
 describe('the connection limit: one count for the portals and the explicit proxy', () => {
   let backend: Server;
   const held: Socket[] = [];
@@ -115,11 +133,6 @@ describe('the connection limit: one count for the portals and the explicit proxy
   });
 
   it('a UDP session takes a place: at the limit it takes its portal’s oldest session’s, and where the portal has none its datagram is dropped', async () => {
-    const bound = async (): Promise<UdpSocket> => {
-      const u = createSocket('udp4');
-      await new Promise<void>((r) => u.bind(0, '127.0.0.1', () => r()));
-      return u;
-    };
     const echoer = await bound();
     echoer.on('message', (m, r) => echoer.send(m, r.port, r.address));
     const port = echoer.address().port;
@@ -133,30 +146,20 @@ describe('the connection limit: one count for the portals and the explicit proxy
     const u1 = new UdpProxy(p1, lb, route('default/a:53/UDP'), { budget });
     const u2 = new UdpProxy(p2, lb, route('default/b:53/UDP'), { budget });
     const clients: UdpSocket[] = [];
-    /** A datagram from a client of its own through `portal`: its echo, or '' after 300 ms. */
-    const ask = async (portal: UdpSocket, text: string): Promise<string> => {
-      const c = await bound();
-      clients.push(c);
-      return new Promise((resolve) => {
-        const t = setTimeout(() => resolve(''), 300);
-        c.once('message', (m) => (clearTimeout(t), resolve(m.toString())));
-        c.send(text, portal.address().port, '127.0.0.1');
-      });
-    };
     try {
-      expect(await ask(p1, 'a')).toBe('a');
-      expect(await ask(p1, 'b')).toBe('b');
+      expect(await ask(p1, 'a', clients)).toBe('a');
+      expect(await ask(p1, 'b', clients)).toBe('b');
       expect(budget.open).toBe(2);
       // a third session on the same portal takes the oldest's place
-      expect(await ask(p1, 'c')).toBe('c');
+      expect(await ask(p1, 'c', clients)).toBe('c');
       expect([budget.open, u1.size, u1.stats.evicted]).toEqual([2, 2, 1]);
       // another portal with no session of its own: nothing to give, the datagram is dropped
-      expect(await ask(p2, 'd')).toBe('');
+      expect(await ask(p2, 'd', clients)).toBe('');
       expect([u2.size, u2.stats.noRoom, budget.refused]).toEqual([0, 1, 1]);
       // sessions that end give their places back
       u1.close();
       expect(budget.open).toBe(0);
-      expect(await ask(p2, 'e')).toBe('e');
+      expect(await ask(p2, 'e', clients)).toBe('e');
     } finally {
       u1.close();
       u2.close();
@@ -178,8 +181,7 @@ describe('the connection limit: one count for the portals and the explicit proxy
         return ch;
       },
     };
-    const portal = createSocket('udp4');
-    await new Promise<void>((r) => portal.bind(0, '127.0.0.1', r));
+    const portal = await bound();
     const lb = new LoadBalancer(new RoundRobin());
     const route = () => ({
       backends: [{ host: '10.9.9.9', port: 53, key: 'remote', tunnel: true }],
@@ -187,21 +189,11 @@ describe('the connection limit: one count for the portals and the explicit proxy
     });
     const u = new UdpProxy(portal, lb, route, { budget, dialer });
     const clients: UdpSocket[] = [];
-    const ask = async (text: string): Promise<string> => {
-      const c = createSocket('udp4');
-      await new Promise<void>((r) => c.bind(0, '127.0.0.1', r));
-      clients.push(c);
-      return new Promise((resolve) => {
-        const t = setTimeout(() => resolve(''), 300);
-        c.once('message', (m) => (clearTimeout(t), resolve(m.toString())));
-        c.send(text, portal.address().port, '127.0.0.1');
-      });
-    };
     try {
-      expect(await ask('a')).toBe('a');
+      expect(await ask(portal, 'a', clients)).toBe('a');
       expect([budget.open, u.size]).toEqual([1, 1]);
       // the only place is taken: a second client's session takes the oldest's
-      expect(await ask('b')).toBe('b');
+      expect(await ask(portal, 'b', clients)).toBe('b');
       expect([budget.open, u.size, u.stats.evicted]).toEqual([1, 1, 1]);
       // the flow ends (its stream closed): the place is given back
       flows[1].emit('close');

@@ -123,6 +123,15 @@ p50() { # ns url → wrk p50 in ms (one connection, one thread)
   x $1 wrk -t1 -c1 -d${SECS}s --latency "$2" 2>/dev/null | awk '/^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'
 }
 
+if [ -n "${PERF:-}" ]; then # PERF=DIR: system-wide profiles of a 1-stream iperf3, direct and spliced, then exit
+  mkdir -p "$PERF"
+  for m in direct:10.9.2.2:5201 spliced:127.0.0.1:15201; do
+    IFS=: read -r name host port <<< "$m"
+    perf record -a -g -q -o "$PERF/$name.data" -- sleep "$SECS" 2>/dev/null & PP=$!
+    echo "$name $(gbits $CL $host $port 1) Gb/s"; wait $PP
+  done
+  exit 0
+fi
 [ -n "${DEBUG:-}" ] && { x $CL iperf3 -c 10.9.2.2 -p 5201 -P 1 -t 1 -J | head -c 600; sleep 1; x $CL iperf3 -c 127.0.0.1 -p 15201 -t 1 | tail -3; }
 echo "EdgeTunnel benchmark ($(nproc) cores; ${SECS}s per run; $(date -u +%FT%TZ))"
 printf '%-22s %10s %10s %10s %10s\n' "" direct spliced relayed stunnel

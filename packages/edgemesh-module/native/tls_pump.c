@@ -10,8 +10,13 @@
  * Node's sockets stay the owners. The handshake runs here, with the certificate chain verified
  * against the context's CA; then the engine reports the peer's certificate (DER) and waits for
  * JavaScript's verdict (its name, role and revocation are JavaScript's rules) before a byte of
- * plaintext moves. Records are produced into and consumed from memory BIOs, so each system call
- * moves up to CAP bytes, not one record.
+ * plaintext moves. OpenSSL does its I/O through a BIO of the engine's own (`io_method`): its reads
+ * are served from a buffer (`in`) that one read of raw fills with up to CAP bytes, and its records
+ * are gathered into a buffer (`out`) that one write to raw takes up to CAP bytes of. So a system
+ * call moves many records, and a byte of ciphertext is copied once in user space each way (memory
+ * BIOs copied each byte twice or more and zeroed their buffers as they grew; OpenSSL's own
+ * read-ahead moves what it holds to the front of its buffer on every record). A connection that
+ * has not moved a byte for a second gives its buffers back.
  *
  * Half-close: EOF of plain → close_notify and shutdown(SHUT_WR) of raw once everything before it
  * is written; close_notify (or EOF) on raw → shutdown(SHUT_WR) of plain after the plaintext before
@@ -62,10 +67,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define CAP (256 * 1024)      /* ciphertext buffered per direction before reading more */
+#define CAP (256 * 1024)      /* ciphertext read from raw at most per read; gathered before reading more plain */
 #define UP_CHUNK (128 * 1024) /* plaintext read from plain per SSL_write */
+#define OUT_BULK (CAP + UP_CHUNK + 4096) /* gathered records at most while plain is read */
 #define DOWN_CAP (256 * 1024) /* plaintext decrypted before it is written to plain */
-#define SCRATCH (CAP + 2 * UP_CHUNK)
 #define ROUNDS 64 /* steps of one connection per wake-up before the others get a turn */
 
 enum { R_EOF = 0, R_ERROR, R_IDLE, R_ABORTED };
@@ -86,8 +91,13 @@ typedef struct tconn {
   void *pump; /* its pump_t: a ticket's callback reports through it */
   int raw, plain; /* dups (plain: the engine's end of a pair) */
   SSL *ssl;
-  BIO *rbio, *wbio;
   int state;
+  char *in; /* ciphertext read from raw (CAP bytes): in_off..in_len not yet taken by OpenSSL */
+  size_t in_off, in_len;
+  char *out; /* records gathered for raw: out_off..out_len not yet written */
+  size_t out_off, out_len, out_cap;
+  const char *io_what; /* the engine's BIO failed (a read from raw, or memory): what, and errno */
+  int io_errno;
   char *first; /* plaintext JavaScript had read from plain already: sent before the rest */
   size_t first_len;
   char *down; /* decrypted, not yet written to plain */
@@ -132,7 +142,7 @@ typedef struct {
   int commands; /* verdicts or aborts to look at */
   event_t *ev_head, *ev_tail;
   napi_ref on_peer, on_done, on_session;
-  char *scratch; /* engine thread only */
+  char *scratch; /* engine thread only: plaintext read from plain (UP_CHUNK) */
 } pump_t;
 
 static void push_event(pump_t *e, event_t *v) {
@@ -147,7 +157,9 @@ static void push_event(pump_t *e, event_t *v) {
 static void free_conn(tconn_t *c) {
   if (c->raw >= 0) close(c->raw);
   if (c->plain >= 0) close(c->plain);
-  if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
+  if (c->ssl) SSL_free(c->ssl); /* frees its BIO */
+  free(c->in);
+  free(c->out);
   free(c->down);
   free(c->first);
   free(c);
@@ -226,57 +238,157 @@ static int new_session(SSL *ssl, SSL_SESSION *sess) {
   return 0;
 }
 
-/* Write what the records BIO holds to raw. -1 on error. */
-static int flush_wire(pump_t *e, tconn_t *c, int *progress) {
-  while (c->wr[RAW]) {
-    char *p;
-    long avail = BIO_get_mem_data(c->wbio, &p);
-    if (avail <= 0) return 0;
-    if (avail > SCRATCH) avail = SCRATCH;
-    ssize_t n = write(c->raw, p, (size_t)avail);
+/*
+ * The engine's BIO: OpenSSL's reads are served from `in`, refilled by one read of raw when empty
+ * (only while epoll has not said raw is drained; its EOF and errors noted in the connection); its
+ * writes are gathered into `out`.
+ */
+static BIO_METHOD *io_method;
+
+static int io_read(BIO *b, char *buf, int len) {
+  tconn_t *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (len <= 0) return 0;
+  while (c->in_off == c->in_len) {
+    if (c->raw_eof) return 0;
+    if (!c->rd[RAW]) {
+      BIO_set_retry_read(b);
+      return -1;
+    }
+    if (!c->in && !(c->in = malloc(CAP))) {
+      c->io_what = "alloc";
+      c->io_errno = ENOMEM;
+      return -1;
+    }
+    ssize_t n = read(c->raw, c->in, CAP);
     if (n > 0) {
-      BIO_read(c->wbio, e->scratch, (int)n); /* consumed */
-      if (n < avail) c->wr[RAW] = 0;
+      c->in_off = 0;
+      c->in_len = (size_t)n;
+      if (n < CAP && !c->hup[RAW]) c->rd[RAW] = 0; /* drained: epoll says when more comes */
+    } else if (n == 0) {
+      c->raw_eof = 1;
+    } else if (errno == EAGAIN) {
+      c->rd[RAW] = 0;
+    } else if (errno != EINTR) {
+      c->io_what = "read from the tunnel";
+      c->io_errno = errno;
+      return -1;
+    }
+  }
+  size_t k = c->in_len - c->in_off;
+  if (k > (size_t)len) k = (size_t)len;
+  memcpy(buf, c->in + c->in_off, k);
+  c->in_off += k;
+  return (int)k;
+}
+
+static int io_write(BIO *b, const char *data, int len) {
+  tconn_t *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (len <= 0) return 0;
+  if (c->out_len + (size_t)len > c->out_cap) {
+    if (c->out_off > 0) { /* what was written makes room first */
+      memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+      c->out_len -= c->out_off;
+      c->out_off = 0;
+    }
+    /* a handshake's flights fit the first size; records in bulk go straight to the second */
+    size_t cap = c->out_cap ? c->out_cap : 16 * 1024;
+    if (cap < c->out_len + (size_t)len && cap < OUT_BULK) cap = OUT_BULK;
+    while (cap < c->out_len + (size_t)len) cap *= 2;
+    if (cap != c->out_cap) {
+      char *p = realloc(c->out, cap);
+      if (!p) {
+        c->io_what = "alloc";
+        c->io_errno = ENOMEM;
+        return -1;
+      }
+      c->out = p;
+      c->out_cap = cap;
+    }
+  }
+  memcpy(c->out + c->out_len, data, (size_t)len);
+  c->out_len += (size_t)len;
+  return len;
+}
+
+static long io_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)num;
+  (void)ptr;
+  tconn_t *c = BIO_get_data(b);
+  switch (cmd) {
+  case BIO_CTRL_FLUSH:
+    return 1; /* written by the engine's step */
+  case BIO_CTRL_PENDING:
+    return c ? (long)(c->in_len - c->in_off) : 0;
+  case BIO_CTRL_WPENDING:
+    return c ? (long)(c->out_len - c->out_off) : 0;
+  case BIO_CTRL_EOF:
+    return c ? c->raw_eof : 0;
+  default:
+    return 0;
+  }
+}
+
+static int io_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static size_t out_pending(const tconn_t *c) { return c->out_len - c->out_off; }
+
+/* Write the gathered records to raw, up to CAP bytes a call. -1 on error. */
+static int flush_wire(tconn_t *c, int *progress) {
+  while (c->wr[RAW] && out_pending(c) > 0) {
+    size_t avail = out_pending(c);
+    if (avail > CAP) avail = CAP;
+    ssize_t n = write(c->raw, c->out + c->out_off, avail);
+    if (n > 0) {
+      c->out_off += (size_t)n;
+      if ((size_t)n < avail) c->wr[RAW] = 0;
       *progress = 1;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
       c->wr[RAW] = 0;
-      return 0;
+      break;
     }
     sys_error(c, "write to the tunnel", n < 0 ? errno : EIO);
     return -1;
   }
+  if (out_pending(c) == 0) c->out_off = c->out_len = 0;
   return 0;
+}
+
+/* A connection quiet for a second: its empty buffers back to the allocator. */
+static void release_buffers(tconn_t *c) {
+  if (c->in && c->in_off == c->in_len) {
+    free(c->in);
+    c->in = NULL;
+    c->in_off = c->in_len = 0;
+  }
+  if (c->out && out_pending(c) == 0) {
+    free(c->out);
+    c->out = NULL;
+    c->out_off = c->out_len = c->out_cap = 0;
+  }
+  if (c->down && c->down_len == 0) {
+    free(c->down);
+    c->down = NULL;
+  }
+}
+
+/* A failed TLS call: the system's words when the engine's BIO failed, else OpenSSL's. */
+static void tls_error(tconn_t *c, const char *what) {
+  if (c->io_errno) sys_error(c, c->io_what, c->io_errno);
+  else ssl_error(c, what);
 }
 
 /* Move what can move without blocking. -1: error, 1: done, 0: waits for the sockets (or a verdict). */
 static int step(pump_t *e, tconn_t *c) {
   for (int round = 0; round < ROUNDS; round++) {
     int progress = 0;
-    /* raw → the records BIO */
-    while (!c->raw_eof && c->rd[RAW] && BIO_ctrl_pending(c->rbio) < CAP) {
-      ssize_t n = read(c->raw, e->scratch, CAP);
-      if (n > 0) {
-        BIO_write(c->rbio, e->scratch, (int)n);
-        if (n < CAP && !c->hup[RAW]) c->rd[RAW] = 0; /* drained: epoll says when more comes */
-        progress = 1;
-        continue;
-      }
-      if (n == 0) {
-        c->raw_eof = 1;
-        progress = 1;
-        break;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        c->rd[RAW] = 0;
-        break;
-      }
-      sys_error(c, "read from the tunnel", errno);
-      return -1;
-    }
     if (c->state == S_HANDSHAKE) {
       ERR_clear_error();
       int r = SSL_do_handshake(c->ssl);
@@ -287,18 +399,18 @@ static int step(pump_t *e, tconn_t *c) {
       } else {
         int err = SSL_get_error(c->ssl, r);
         if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-          ssl_error(c, "TLS handshake");
+          tls_error(c, "TLS handshake"); /* an EOF: "connection closed" */
           int ignored = 0;
-          flush_wire(e, c, &ignored); /* the alert, if any */
-          return -1;
-        }
-        if (c->raw_eof) {
-          snprintf(c->error, sizeof c->error, "TLS handshake: connection closed");
+          flush_wire(c, &ignored); /* the alert, if any */
           return -1;
         }
       }
     } else if (c->state == S_PUMP) {
       /* down: records → plaintext → plain */
+      if (!c->down && !(c->down = malloc(DOWN_CAP))) {
+        sys_error(c, "alloc", ENOMEM);
+        return -1;
+      }
       while (!c->tls_eof && c->down_len < DOWN_CAP) {
         ERR_clear_error();
         int r = SSL_read(c->ssl, c->down + c->down_len, (int)(DOWN_CAP - c->down_len));
@@ -308,11 +420,11 @@ static int step(pump_t *e, tconn_t *c) {
           continue;
         }
         int err = SSL_get_error(c->ssl, r);
-        if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_WANT_READ && c->raw_eof)) {
-          c->tls_eof = 1; /* close_notify; or a FIN without one, taken as Node's TLS takes it */
+        if (err == SSL_ERROR_ZERO_RETURN) {
+          c->tls_eof = 1; /* close_notify; or a FIN without one (ignored unexpected EOF), as Node's TLS takes it */
           progress = 1;
         } else if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-          ssl_error(c, "TLS read");
+          tls_error(c, "TLS read");
           return -1;
         }
         break;
@@ -345,7 +457,7 @@ static int step(pump_t *e, tconn_t *c) {
       if (c->first) {
         ERR_clear_error();
         if (SSL_write(c->ssl, c->first, (int)c->first_len) != (int)c->first_len) {
-          ssl_error(c, "TLS write");
+          tls_error(c, "TLS write");
           return -1;
         }
         c->bytes[0] += c->first_len;
@@ -353,12 +465,12 @@ static int step(pump_t *e, tconn_t *c) {
         c->first = NULL;
         progress = 1;
       }
-      while (!c->plain_eof && c->rd[PLAIN] && BIO_ctrl_pending(c->wbio) < CAP) {
+      while (!c->plain_eof && c->rd[PLAIN] && out_pending(c) < CAP) {
         ssize_t n = read(c->plain, e->scratch, UP_CHUNK);
         if (n > 0) {
           ERR_clear_error();
-          if (SSL_write(c->ssl, e->scratch, (int)n) != (int)n) { /* into memory: all or an error */
-            ssl_error(c, "TLS write");
+          if (SSL_write(c->ssl, e->scratch, (int)n) != (int)n) { /* gathered in memory: all or an error */
+            tls_error(c, "TLS write");
             return -1;
           }
           c->bytes[0] += (uint64_t)n;
@@ -385,8 +497,8 @@ static int step(pump_t *e, tconn_t *c) {
         progress = 1;
       }
     }
-    if (flush_wire(e, c, &progress) < 0) return -1;
-    if (c->sent_close && !c->up_shut && BIO_ctrl_pending(c->wbio) == 0) {
+    if (flush_wire(c, &progress) < 0) return -1;
+    if (c->sent_close && !c->up_shut && out_pending(c) == 0) {
       shutdown(c->raw, SHUT_WR);
       c->up_shut = 1;
     }
@@ -505,15 +617,13 @@ static void *engine_main(void *arg) {
         finish(e, c, R_ABORTED);
       } else if (c->state == S_VERDICT && verdict > 0) {
         c->state = S_PUMP;
-        c->down = malloc(DOWN_CAP);
-        if (!c->down) {
-          sys_error(c, "alloc", ENOMEM);
-          finish(e, c, R_ERROR);
-        } else if (run(e, c, now)) again = 1;
+        if (run(e, c, now)) again = 1;
       } else if (c->again) {
         if (run(e, c, now)) again = 1;
       } else if (scan && c->idle_ms > 0 && now - c->last_ms >= c->idle_ms) {
         finish(e, c, R_IDLE);
+      } else if (scan && now - c->last_ms >= 1000) {
+        release_buffers(c);
       }
       c = next;
     }
@@ -608,9 +718,21 @@ static napi_value throw_tls(napi_env env, const char *what, const char *why) {
   return NULL;
 }
 
-/* The engine thread and its scratch buffer, on first use. */
+static void make_io_method(void) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "edgemesh TLS pump");
+  if (m && BIO_meth_set_read(m, io_read) && BIO_meth_set_write(m, io_write) && BIO_meth_set_ctrl(m, io_ctrl) &&
+      BIO_meth_set_create(m, io_create))
+    io_method = m; /* for the life of the process, shared by every pump (and worker thread) */
+  else
+    BIO_meth_free(m);
+}
+
+/* The engine thread, its scratch buffer and the engine's BIO method, on first use. */
 static int ensure_started(napi_env env, pump_t *e) {
-  if (!e->scratch) e->scratch = malloc(SCRATCH);
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, make_io_method);
+  if (!io_method) return ENOMEM;
+  if (!e->scratch) e->scratch = malloc(UP_CHUNK);
   if (!e->scratch) return ENOMEM;
   return engine_start(env, &e->t, engine_main, on_async, e);
 }
@@ -661,6 +783,7 @@ static napi_value js_context(napi_env env, napi_callback_info info) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   if (!SSL_CTX_set_ciphersuites(ctx, suites)) failed = "ciphersuites";
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF); /* a FIN without close_notify: an EOF */
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
   /* resumption: one stateless ticket per handshake as a server (a server that verifies its
    * peers resumes only sessions of its own context id), each ticket a client gets reported */
@@ -761,16 +884,14 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   fcntl(c->raw, F_SETFL, fcntl(c->raw, F_GETFL) | O_NONBLOCK);
   fcntl(c->plain, F_SETFL, fcntl(c->plain, F_GETFL) | O_NONBLOCK);
   c->ssl = SSL_new(ctx);
-  c->rbio = BIO_new(BIO_s_mem());
-  c->wbio = BIO_new(BIO_s_mem());
-  if (!c->ssl || !c->rbio || !c->wbio) {
-    BIO_free(c->rbio);
-    BIO_free(c->wbio);
+  BIO *bio = c->ssl ? BIO_new(io_method) : NULL;
+  if (!bio) {
     free_conn(c);
     if (js_end >= 0) close(js_end);
     return throw_tls(env, "start", "SSL_new failed");
   }
-  SSL_set_bio(c->ssl, c->rbio, c->wbio);
+  BIO_set_data(bio, c);
+  SSL_set_bio(c->ssl, bio, bio); /* one BIO both ways: SSL_free frees it */
   SSL_set_app_data(c->ssl, c);
   c->pump = e;
   if (server) {

@@ -289,6 +289,46 @@ test('abort mid-stream resets both connections; an idle stream ends by itself', 
   expect(await idle).toBe('idle');
 });
 
+test('a peer that closes without close_notify: in the handshake an error, mid-stream an EOF (as Node takes it)', async () => {
+  const ctx = engine.context(id('b'), ALPN_SPLICED, TLS_CIPHERS);
+  // in the handshake: a ClientHello cut short, then a FIN
+  const [clientRaw, raw] = await tcpPair();
+  const [, plain] = await tcpPair();
+  const failed = until<string>((d) =>
+    engine.start(
+      ctx,
+      raw,
+      plain,
+      { server: true, idleMs: 0 },
+      { peer: () => true, done: (r, _u, _d, e) => d(`${r} ${e}`) },
+    ),
+  );
+  clientRaw.end(Buffer.from([0x16, 0x03, 0x01, 0x00]));
+  expect(await failed).toBe('error TLS handshake: connection closed');
+
+  // mid-stream: the TLS client's TCP connection ends under it
+  const [clientRaw2, raw2] = await tcpPair();
+  const [far, plain2] = await tcpPair();
+  const done = until<string>((d) =>
+    engine.start(
+      ctx,
+      raw2,
+      plain2,
+      { server: true, idleMs: 0 },
+      { peer: () => true, done: (r, up, down) => d(`${r} ${up} ${down}`) },
+    ),
+  );
+  const t = tlsConnect({ ...mtls(id('a')), socket: clientRaw2, checkServerIdentity: () => undefined });
+  t.on('error', () => undefined);
+  await new Promise((r) => t.once('secureConnect', r));
+  const atFar = readAll(far);
+  await new Promise<void>((r) => t.write('cut short', () => r()));
+  clientRaw2.end(); // a FIN, no close_notify
+  expect((await atFar).toString()).toBe('cut short');
+  far.end();
+  expect(await done).toBe('eof 0 9');
+});
+
 test('a key that is not the certificate’s, or no CA: the context is refused with the part named', () => {
   const a = id('a');
   const b = id('b');

@@ -476,3 +476,36 @@ test('sessions: the pump resumes a session it was given (its own peers, Node TLS
   expect(c1.reused).toBe(false);
   expect((await nodeClient(c1.ticket)).reused).toBe(true);
 });
+
+test('a stream quiet for more than a second (its buffers given back) moves bytes again, both ways', async () => {
+  const a = engine.context(id('a'), ALPN_SPLICED, TLS_CIPHERS);
+  const b = engine.context(id('b'), ALPN_SPLICED, TLS_CIPHERS);
+  const [clientRaw, serverRaw] = await tcpPair();
+  const served = engine.start(
+    b,
+    serverRaw,
+    undefined,
+    { server: true, idleMs: 0 },
+    { peer: () => true, done: () => undefined },
+  );
+  served!.plain!.pipe(served!.plain!); // echoes
+  const done = until<string>((d) => {
+    const st = engine.start(
+      a,
+      clientRaw,
+      undefined,
+      { server: false, servername: 'b.test', idleMs: 0 },
+      { peer: () => true, done: (r, up, down) => d(`${r} ${up} ${down}`) },
+    );
+    const plain = st!.plain!;
+    const chunk = (n: number) => Buffer.alloc(1 << 20, n);
+    let got = 0;
+    plain.on('data', (x: Buffer) => {
+      got += x.length;
+      if (got === 1 << 20) setTimeout(() => plain.end(chunk(2)), 2100); // past a second scan at least
+    });
+    plain.write(chunk(1));
+    plain.resume();
+  });
+  expect(await done).toBe(`eof ${2 << 20} ${2 << 20}`);
+});

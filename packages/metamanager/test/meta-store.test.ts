@@ -241,4 +241,31 @@ describe('MetaStore', () => {
     ]);
     other.close();
   });
+
+  it('keeps the digest of a type from its first write when the store had none of its rows (no scan later)', () => {
+    store.apply([up('a', 1), up('p', 2, '{}', 'pod')]); // services and pods: begun empty, kept since
+    const scans = jest.spyOn(
+      (store as unknown as { stmts: { versionsType: { iterate: () => unknown } } }).stmts.versionsType,
+      'iterate',
+    );
+    store.apply([up('b', 3), up('a', 4), del('b', 5), up('q', 6, '{}', 'pod')]);
+    const other = new MetaStore(db.path); // a fresh scan of the same file
+    expect(store.digest('service')).toEqual(other.digest('service'));
+    expect(store.digest('pod')).toEqual(other.digest('pod'));
+    expect(store.digest('service').count).toBe(1);
+    expect(scans).not.toHaveBeenCalled();
+    other.close();
+    // a store opened over rows of a type keeps no digest of it until asked: that one scans once
+    const third = new MetaStore(db.path);
+    const thirdScans = jest.spyOn(
+      (third as unknown as { stmts: { versionsType: { iterate: () => unknown } } }).stmts.versionsType,
+      'iterate',
+    );
+    third.apply([up('c', 7)]);
+    expect(thirdScans).not.toHaveBeenCalled();
+    expect(third.digest('service').count).toBe(2);
+    expect(third.digest('service').count).toBe(2);
+    expect(thirdScans).toHaveBeenCalledTimes(1);
+    third.close();
+  });
 });

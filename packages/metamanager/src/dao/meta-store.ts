@@ -149,14 +149,21 @@ export class MetaStore extends EventEmitter {
     getTombstone: Database.Statement;
     clearTombstone: Database.Statement;
     countType: Database.Statement;
+    anyOfType: Database.Statement;
     versionsType: Database.Statement;
   };
   private readonly applyTx: (ops: MetaOp[]) => { results: MetaOpResult[]; events: MetaChangeEvent[] };
   /** Whether this batch builds change events: only while someone listens (a MetaServer watch). */
   private wantEvents = false;
   private closed = false;
-  /** Digests of the types someone asked for, kept current by every write from then on. */
+  /**
+   * Digests kept current by every write: of the types someone asked for (the first ask scans the
+   * type's rows), and of a type whose first write found none of its rows here (a fresh node: its
+   * digest begins empty then, and no scan of the burst it is taking is ever needed).
+   */
   private readonly digests = new Map<string, TypeDigest>();
+  /** Types a write has looked at for that (once per type). */
+  private readonly digestLooked = new Set<string>();
 
   constructor(
     readonly path: string,
@@ -206,6 +213,7 @@ export class MetaStore extends EventEmitter {
       getTombstone: db.prepare('SELECT resource_version FROM meta_tombstone WHERE key = ?'),
       clearTombstone: db.prepare('DELETE FROM meta_tombstone WHERE key = ?'),
       countType: db.prepare('SELECT count(*) AS n FROM meta WHERE type = ?'),
+      anyOfType: db.prepare('SELECT 1 FROM meta WHERE type = ? LIMIT 1'),
       versionsType: db.prepare('SELECT namespace, name, resource_version FROM meta WHERE type = ?'),
     };
     this.applyTx = db.transaction((ops: MetaOp[]) => {
@@ -273,6 +281,7 @@ export class MetaStore extends EventEmitter {
     } catch (e) {
       // the transaction rolled back, but digests were updated as it went: recompute them on demand
       this.digests.clear();
+      this.digestLooked.clear();
       throw new MetaDatabaseError(`write to "${this.path}" failed: ${(e as Error).message}`, { cause: e });
     }
     this.checkpointer?.wrote(ops.length);
@@ -313,9 +322,9 @@ export class MetaStore extends EventEmitter {
         if (rv < stored || (!current && rv === stored && stored > 0)) return { status: 'stale', stored };
         if (current && rv === stored && current.value === op.value) return UNCHANGED;
       }
+      const d = this.keptDigest(op.type); // before the write: whether the type had rows
       this.stmts.upsert.run(op.type, op.namespace, op.name, op.value, rv);
       if (tombstone !== undefined) this.stmts.clearTombstone.run(op.key);
-      const d = this.digests.get(op.type);
       if (d) {
         if (current) d.remove(op.namespace, op.key, current.resource_version);
         d.add(op.namespace, op.key, rv);
@@ -344,6 +353,17 @@ export class MetaStore extends EventEmitter {
     this.digests.get(op.type)?.remove(op.namespace, op.key, current.resource_version);
     if (this.wantEvents) events.push({ type: 'DELETED', record: toRecord(current) });
     return APPLIED;
+  }
+
+  /** The digest writes of `type` keep (begun empty if the store holds none of its rows yet). */
+  private keptDigest(type: string): TypeDigest | undefined {
+    const d = this.digests.get(type);
+    if (d || this.digestLooked.has(type)) return d;
+    this.digestLooked.add(type);
+    if (this.stmts.anyOfType.get(type)) return undefined; // its rows: scanned if someone asks
+    const empty = new TypeDigest();
+    this.digests.set(type, empty);
+    return empty;
   }
 
   private migrate(): void {

@@ -66,7 +66,7 @@ ip netns exec $RL env RELAY_KERNEL=${RELAY_KERNEL:-1} $TSNODE relay "$C" relay 0
 wait_ready "$W/relay.log"
 ip netns exec $SV $TSNODE target "$C" server 10.9.2.1:4443 10.9.2.2:5201,10.9.2.2:80,10.9.2.2:7000 > "$W/target.log" 2>&1 & TARGET=$!; PIDS+=($!)
 wait_ready "$W/target.log"
-ip netns exec $CL $TSNODE forward "$C" client 10.9.1.2:4443 15201 server 10.9.2.2:5201 > "$W/fwd1.log" 2>&1 & PIDS+=($!)
+ip netns exec $CL $TSNODE forward "$C" client 10.9.1.2:4443 15201 server 10.9.2.2:5201 > "$W/fwd1.log" 2>&1 & FWD1=$!; PIDS+=($!)
 ip netns exec $CL $TSNODE forward "$C" client 10.9.1.2:4443 18080 server 10.9.2.2:80 > "$W/fwd2.log" 2>&1 & PIDS+=($!)
 ip netns exec $CL env TUNNEL_SPLICE=0 $TSNODE forward "$C" client 10.9.1.2:4443 16201 server 10.9.2.2:5201 > "$W/fwd3.log" 2>&1 & PIDS+=($!)
 ip netns exec $CL env TUNNEL_SPLICE=0 $TSNODE forward "$C" client 10.9.1.2:4443 19080 server 10.9.2.2:80 > "$W/fwd4.log" 2>&1 & PIDS+=($!)
@@ -128,7 +128,8 @@ if [ -n "${PERF:-}" ]; then # PERF=DIR: system-wide profiles of a 1-stream iperf
   for m in direct:10.9.2.2:5201 spliced:127.0.0.1:15201; do
     IFS=: read -r name host port <<< "$m"
     perf record -a -g -q -o "$PERF/$name.data" -- sleep "$SECS" 2>/dev/null & PP=$!
-    echo "$name $(gbits $CL $host $port 1) Gb/s"; wait $PP
+    : > "$W/pbytes"; a=$(cpu $FWD1); b=$(cpu $TARGET)
+    echo "$name $(gbits $CL $host $port 1 "$W/pbytes") Gb/s, nodes' CPU per GB: client $(python3 -c "print('%.2f' % (($(cpu $FWD1) - $a) / $(getconf CLK_TCK) / ($(cat "$W/pbytes") / 1e9)))"), serving $(python3 -c "print('%.2f' % (($(cpu $TARGET) - $b) / $(getconf CLK_TCK) / ($(cat "$W/pbytes") / 1e9)))")"; wait $PP
   done
   exit 0
 fi
@@ -138,9 +139,9 @@ printf '%-22s %10s %10s %10s %10s\n' "" direct spliced relayed stunnel
 : > "$W/tbytes"; : > "$W/rbytes"
 d1=$(gbits $CL 10.9.2.2 5201 1); d8=$(gbits $CL 10.9.2.2 5201 8)
 s1=$(gbits $CL 127.0.0.1 25201 1); s8=$(gbits $CL 127.0.0.1 25201 8)
-c0=$(cpu $RELAY)
+c0=$(cpu $RELAY); nc0=$(cpu $FWD1); ns0=$(cpu $TARGET)
 t1=$(gbits $CL 127.0.0.1 15201 1 "$W/tbytes"); t8=$(gbits $CL 127.0.0.1 15201 8 "$W/tbytes")
-c1=$(cpu $RELAY)
+c1=$(cpu $RELAY); nc1=$(cpu $FWD1); ns1=$(cpu $TARGET)
 r1=$(gbits $CL 127.0.0.1 16201 1 "$W/rbytes"); r8=$(gbits $CL 127.0.0.1 16201 8 "$W/rbytes")
 c2=$(cpu $RELAY)
 printf '%-22s %10s %10s %10s %10s\n' "iperf3 1 stream Gb/s" "$d1" "$t1" "$r1" "$s1"
@@ -155,12 +156,13 @@ print(f"ratios: spliced/stunnel 1 stream {r(t1,s1):.2f}x, 8 streams {r(t8,s8):.2
 print(f"        spliced/direct  1 stream {r(t1,d1):.2f}x, 8 streams {r(t8,d8):.2f}x (goal >= 0.5)")
 print(f"added p50 through one relay: spliced {lt-ld:.3f} ms, relayed {lr-ld:.3f} ms (goal <= 1 ms)")
 PY
-python3 - "$(( c1 - c0 ))" "$(( c2 - c1 ))" "$(getconf CLK_TCK)" "$W/tbytes" "$W/rbytes" <<'PY'
+python3 - "$(( c1 - c0 ))" "$(( c2 - c1 ))" "$(getconf CLK_TCK)" "$W/tbytes" "$W/rbytes" "$(( nc1 - nc0 ))" "$(( ns1 - ns0 ))" <<'PY'
 import sys
-t, r, hz = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+t, r, hz, nc, ns = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[6]), int(sys.argv[7])
 gb = lambda f: sum(int(l) for l in open(f) if l.strip()) / 1e9
 ts, rs = gb(sys.argv[4]), gb(sys.argv[5])
 print(f"relay CPU per GB moved (the iperf3 runs): spliced {t / hz / ts:.2f} s/GB ({ts:.2f} GB), relayed {r / hz / rs:.2f} s/GB ({rs:.2f} GB)")
+print(f"node CPU per GB moved spliced (its TLS, the kernel's TCP of its two connections): client {nc / hz / ts:.2f} s/GB, serving {ns / hz / ts:.2f} s/GB")
 PY
 for m in 1 0; do
   rb=$(ip netns exec $CL env TUNNEL_SPLICE=$m $TSNODE streams "$C" client 10.9.1.2:4443 1000 server 10.9.2.2:7000 2>&1 | grep STREAMS || echo "STREAMS failed")

@@ -69,8 +69,12 @@
 
 #define CAP (256 * 1024)      /* ciphertext read from raw at most per read; gathered before reading more plain */
 #define UP_CHUNK (128 * 1024) /* plaintext read from plain per SSL_write */
-#define OUT_BULK (CAP + UP_CHUNK + 4096) /* gathered records at most while plain is read */
 #define DOWN_CAP (256 * 1024) /* plaintext decrypted before it is written to plain */
+/* The first size of `in`, `out` and `down` (a handshake's flight): `in` and `down` grow to CAP
+ * and DOWN_CAP once a stream fills them, `out` doubles as records come — a thousand streams that
+ * carry little hold little (a pump connection costs 60-65 KiB of RSS in all, as with memory BIOs:
+ * OpenSSL's state of the connection, its sockets, these buffers). */
+#define FIRST_CAP (4 * 1024)
 #define ROUNDS 64 /* steps of one connection per wake-up before the others get a turn */
 
 enum { R_EOF = 0, R_ERROR, R_IDLE, R_ABORTED };
@@ -92,8 +96,9 @@ typedef struct tconn {
   int raw, plain; /* dups (plain: the engine's end of a pair) */
   SSL *ssl;
   int state;
-  char *in; /* ciphertext read from raw (CAP bytes): in_off..in_len not yet taken by OpenSSL */
-  size_t in_off, in_len;
+  char *in; /* ciphertext read from raw: in_off..in_len not yet taken by OpenSSL */
+  size_t in_off, in_len, in_cap;
+  int in_full; /* the last read filled `in`: it grows to CAP before the next */
   char *out; /* records gathered for raw: out_off..out_len not yet written */
   size_t out_off, out_len, out_cap;
   const char *io_what; /* the engine's BIO failed (a read from raw, or memory): what, and errno */
@@ -101,7 +106,8 @@ typedef struct tconn {
   char *first; /* plaintext JavaScript had read from plain already: sent before the rest */
   size_t first_len;
   char *down; /* decrypted, not yet written to plain */
-  size_t down_len, down_off;
+  size_t down_len, down_off, down_cap;
+  int down_full; /* a pass of SSL_read filled `down`: it grows to DOWN_CAP before the next */
   int raw_eof, plain_eof, tls_eof;
   int sent_close, up_shut, down_shut;
   uint64_t bytes[2];
@@ -255,16 +261,23 @@ static int io_read(BIO *b, char *buf, int len) {
       BIO_set_retry_read(b);
       return -1;
     }
-    if (!c->in && !(c->in = malloc(CAP))) {
-      c->io_what = "alloc";
-      c->io_errno = ENOMEM;
-      return -1;
+    if (!c->in || (c->in_full && c->in_cap < CAP)) {
+      size_t cap = c->in ? CAP : FIRST_CAP;
+      char *p = realloc(c->in, cap); /* empty: nothing to keep */
+      if (!p) {
+        c->io_what = "alloc";
+        c->io_errno = ENOMEM;
+        return -1;
+      }
+      c->in = p;
+      c->in_cap = cap;
     }
-    ssize_t n = read(c->raw, c->in, CAP);
+    ssize_t n = read(c->raw, c->in, c->in_cap);
     if (n > 0) {
       c->in_off = 0;
       c->in_len = (size_t)n;
-      if (n < CAP && !c->hup[RAW]) c->rd[RAW] = 0; /* drained: epoll says when more comes */
+      c->in_full = (size_t)n == c->in_cap;
+      if (!c->in_full && !c->hup[RAW]) c->rd[RAW] = 0; /* drained: epoll says when more comes */
     } else if (n == 0) {
       c->raw_eof = 1;
     } else if (errno == EAGAIN) {
@@ -292,9 +305,7 @@ static int io_write(BIO *b, const char *data, int len) {
       c->out_len -= c->out_off;
       c->out_off = 0;
     }
-    /* a handshake's flights fit the first size; records in bulk go straight to the second */
-    size_t cap = c->out_cap ? c->out_cap : 16 * 1024;
-    if (cap < c->out_len + (size_t)len && cap < OUT_BULK) cap = OUT_BULK;
+    size_t cap = c->out_cap ? c->out_cap : FIRST_CAP; /* doubled up to what a stream in bulk holds */
     while (cap < c->out_len + (size_t)len) cap *= 2;
     if (cap != c->out_cap) {
       char *p = realloc(c->out, cap);
@@ -366,7 +377,8 @@ static void release_buffers(tconn_t *c) {
   if (c->in && c->in_off == c->in_len) {
     free(c->in);
     c->in = NULL;
-    c->in_off = c->in_len = 0;
+    c->in_off = c->in_len = c->in_cap = 0;
+    c->in_full = 0;
   }
   if (c->out && out_pending(c) == 0) {
     free(c->out);
@@ -376,6 +388,8 @@ static void release_buffers(tconn_t *c) {
   if (c->down && c->down_len == 0) {
     free(c->down);
     c->down = NULL;
+    c->down_cap = 0;
+    c->down_full = 0;
   }
 }
 
@@ -407,13 +421,19 @@ static int step(pump_t *e, tconn_t *c) {
       }
     } else if (c->state == S_PUMP) {
       /* down: records → plaintext → plain */
-      if (!c->down && !(c->down = malloc(DOWN_CAP))) {
-        sys_error(c, "alloc", ENOMEM);
-        return -1;
+      if (!c->down || (c->down_full && c->down_cap < DOWN_CAP)) {
+        size_t cap = c->down ? DOWN_CAP : FIRST_CAP;
+        char *p = realloc(c->down, cap);
+        if (!p) {
+          sys_error(c, "alloc", ENOMEM);
+          return -1;
+        }
+        c->down = p;
+        c->down_cap = cap;
       }
-      while (!c->tls_eof && c->down_len < DOWN_CAP) {
+      while (!c->tls_eof && c->down_len < c->down_cap) {
         ERR_clear_error();
-        int r = SSL_read(c->ssl, c->down + c->down_len, (int)(DOWN_CAP - c->down_len));
+        int r = SSL_read(c->ssl, c->down + c->down_len, (int)(c->down_cap - c->down_len));
         if (r > 0) {
           c->down_len += (size_t)r;
           progress = 1;
@@ -429,6 +449,7 @@ static int step(pump_t *e, tconn_t *c) {
         }
         break;
       }
+      if (c->down_len == c->down_cap) c->down_full = 1;
       while (c->down_off < c->down_len && c->wr[PLAIN]) {
         size_t want = c->down_len - c->down_off;
         ssize_t n = write(c->plain, c->down + c->down_off, want);

@@ -1,8 +1,9 @@
 import { once } from 'node:events';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import { freePort, Mosquitto, waitForPort } from '@edgecore/test-support';
 import { connectAsync, type IPublishPacket } from 'mqtt';
 import { ConnectRefusedError, LinkClosedError, PublishLink, PublishRefusedError } from '../src';
+import { connack5, FakeBroker, puback, publishId } from './helpers';
 
 /** Read every retained message under `filter` with mqtt.js (an independent client). */
 async function retained(url: string, filter: string, expect: number): Promise<Map<string, IPublishPacket>> {
@@ -24,82 +25,6 @@ async function retained(url: string, filter: string, expect: number): Promise<Ma
   clearTimeout(timer);
   await c.endAsync();
   return got;
-}
-
-/**
- * A broker of the test's own on a TCP port: answers CONNECT with `connack`, hands every later
- * packet to `onPacket` (whole, as the link framed it: first byte, body).
- */
-class FakeBroker {
-  readonly server: Server;
-  readonly sockets: Socket[] = [];
-  readonly packets: { type: number; body: Buffer }[] = [];
-  constructor(connack: Buffer, onPacket: (s: Socket, type: number, body: Buffer) => void = () => undefined) {
-    this.server = createServer((s) => {
-      this.sockets.push(s);
-      let rest = Buffer.alloc(0);
-      s.on('data', (d) => {
-        rest = Buffer.concat([rest, d]);
-        for (;;) {
-          if (rest.length < 2) return;
-          let len = 0;
-          let mul = 1;
-          let i = 1;
-          for (; i < rest.length; i++) {
-            len += (rest[i] & 127) * mul;
-            mul *= 128;
-            if (!(rest[i] & 128)) break;
-          }
-          if (i >= rest.length || i + 1 + len > rest.length) return;
-          const type = rest[0] >> 4;
-          const body = rest.subarray(i + 1, i + 1 + len);
-          rest = rest.subarray(i + 1 + len);
-          this.packets.push({ type, body });
-          if (type === 1) s.write(connack);
-          else onPacket(s, type, body);
-        }
-      });
-      s.on('error', () => undefined);
-    });
-    this.server.listen(0, '127.0.0.1');
-  }
-  async url(): Promise<string> {
-    if (!this.server.listening) await once(this.server, 'listening');
-    return `tcp://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-  close(): void {
-    for (const s of this.sockets) s.destroy();
-    this.server.close();
-  }
-}
-
-/** The packet id of a PUBLISH body (QoS 1): after the topic. */
-function publishId(body: Buffer): number {
-  return body.readUInt16BE(2 + body.readUInt16BE(0));
-}
-
-/** A v5 CONNACK accepting, with these properties (already encoded). */
-function connack5(props: number[] = []): Buffer {
-  return Buffer.from([0x20, 3 + props.length, 0, 0, props.length, ...props]);
-}
-
-/** MQTT's Variable Byte Integer. */
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 128;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-
-/** PUBACK: just the id (success), or a reason code and properties. */
-function puback(id: number, rc?: number, props: number[] = []): Buffer {
-  if (rc === undefined) return Buffer.from([0x40, 2, id >> 8, id & 0xff]);
-  const body = [id >> 8, id & 0xff, rc, ...varint(props.length), ...props];
-  return Buffer.from([0x40, ...varint(body.length), ...body]);
 }
 
 describe('PublishLink: a publish-only MQTT client', () => {

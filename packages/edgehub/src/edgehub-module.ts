@@ -41,6 +41,7 @@ import { Intake } from './intake';
 import { MetaLink } from './meta-link';
 import { decodePayload } from './payload';
 import { Topics } from './topics';
+import { UpWindow } from './up-window';
 import { mqttClientDefaults } from './mqtt-packet-tuning';
 
 export interface EdgeHubStats {
@@ -112,6 +113,8 @@ export class EdgeHubModule implements BeehiveModule {
   private retryNow = false;
   private readonly readiness = new ReadySignal();
   private readonly intake: Intake;
+  /** The node's own QoS 1 publishes, within the broker's Receive Maximum. */
+  private readonly up = new UpWindow(() => this.client);
   /** Per type, the newest publish time of an object message received (see StateSync). */
   private readonly newestObjectAt = new Map<string, number>();
   private readonly sync: StateSync;
@@ -255,6 +258,7 @@ export class EdgeHubModule implements BeehiveModule {
     const server = this.server;
     const client = connect(server, opts);
     this.client = client;
+    this.up.newClient();
     client.handleMessage = (packet: IPublishPacket, next: (err?: Error) => void) =>
       this.intake.take(client, packet, next);
     client.on('connect', (connack: IConnackPacket) => {
@@ -271,8 +275,9 @@ export class EdgeHubModule implements BeehiveModule {
         this.log.warn({ from: this.linkedServer, to: server, node }, 'failed over to another broker');
       }
       this.linkedServer = server;
+      this.up.setLimit(connack.properties?.receiveMaximum);
       this.log.info({ server, node, sessionPresent: connack.sessionPresent }, 'connected to cloud');
-      this.publishStatus(client);
+      this.publishStatus();
       // A session the broker kept has its subscriptions and queued messages: subscribing again
       // would make it replay every retained object into that queue at QoS 1, where a stock
       // broker's limit drops all but ~1,000 — and the live updates behind them. A new session
@@ -422,11 +427,12 @@ export class EdgeHubModule implements BeehiveModule {
       });
     if (c.connected) {
       await bounded((done) =>
-        c.publish(
+        this.up.publish(
           this.topics.status(this.options.nodeName),
           JSON.stringify({ ...this.statusExtra, status: 'offline', node: this.options.nodeName }),
-          { qos: 1, retain: true },
+          { retain: true },
           () => done(),
+          c,
         ),
       );
     }
@@ -465,7 +471,7 @@ export class EdgeHubModule implements BeehiveModule {
       if (msg.header.sync) ctx.sendResp(newError(msg, HubCode.Disconnected, 'cloud link is down', this.name));
       return;
     }
-    c.publish(this.topics.up(this.options.nodeName), toWire(msg), { qos: 1 }, (err) => {
+    this.up.publish(this.topics.up(this.options.nodeName), toWire(msg), {}, (err) => {
       if (err && msg.header.sync)
         ctx.sendResp(newError(msg, HubCode.Disconnected, `publish failed: ${err.message}`, this.name));
     });
@@ -479,13 +485,13 @@ export class EdgeHubModule implements BeehiveModule {
    */
   setStatus(extra: Record<string, unknown>): void {
     this.statusExtra = { ...this.statusExtra, ...extra };
-    if (this.client?.connected) this.publishStatus(this.client);
+    if (this.client?.connected) this.publishStatus();
   }
 
-  private publishStatus(client: MqttClient): void {
+  private publishStatus(): void {
     const o = this.options;
     const body = { ...this.statusExtra, status: 'online', node: o.nodeName, nodeIP: o.nodeIP };
-    client.publish(this.topics.status(o.nodeName), JSON.stringify(body), { qos: 1, retain: true });
+    this.up.publish(this.topics.status(o.nodeName), JSON.stringify(body), { retain: true });
   }
 
   /**

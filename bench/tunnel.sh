@@ -11,8 +11,10 @@
 #            (TUNNEL_SPLICE=0: HTTP/2 streams on the links, the relay decrypts and re-encrypts)
 #   stunnel  cl: stunnel client → haproxy (tcp mode) on rl → stunnel server on sv → the backend
 #            (mutual TLS with the same certificates; the reference the issue names)
-# Prints iperf3 1 and 8 streams, wrk p50 (one connection), the ratios, the relay's CPU per GB
-# moved, and RSS with 1,000 concurrent streams over one tunnel. Every load is bounded in time.
+# Prints iperf3 1 and 8 streams, wrk p50 (one connection), the ratios, the relay's and each
+# node's CPU per GB moved, and RSS with 1,000 concurrent streams over one tunnel. Every load is
+# bounded in time. PERF=DIR: only a one-stream iperf3 direct and spliced, each under a
+# system-wide `perf record` (DIR/direct.data, DIR/spliced.data), with the nodes' CPU per GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -92,6 +92,24 @@ function until<T>(f: (done: (v: T) => void) => void): Promise<T> {
   return new Promise((resolve) => f(resolve));
 }
 
+/** The server side of a stream in the pump, between `raw` and `plain`: how it ended. */
+function served(
+  ctx: object,
+  raw: Socket,
+  plain: Socket,
+  o: { peer?: () => boolean; idleMs?: number } = {},
+): Promise<{ reason: string; up: number; down: number; error: string }> {
+  return until((d) =>
+    engine.start(
+      ctx,
+      raw,
+      plain,
+      { server: true, idleMs: o.idleMs ?? 0 },
+      { peer: o.peer ?? (() => true), done: (reason, up, down, error) => d({ reason, up, down, error }) },
+    ),
+  );
+}
+
 beforeAll(async () => {
   const e = loadTlsEngine();
   if (!e) throw new Error('the native addon is not built: no TLS engine');
@@ -232,15 +250,7 @@ test('a peer refused by the verdict: aborted before a byte moves, the TLS connec
   const [clientRaw, raw] = await tcpPair();
   const [far, plain] = await tcpPair();
   const ctx = engine.context(id('b'), ALPN_SPLICED, TLS_CIPHERS);
-  const done = until<string>((d) =>
-    engine.start(
-      ctx,
-      raw,
-      plain,
-      { server: true, idleMs: 0 },
-      { peer: () => false, done: (r, _u, _d, e) => d(`${r} ${e}`) },
-    ),
-  );
+  const done = served(ctx, raw, plain, { peer: () => false }).then((r) => `${r.reason} ${r.error}`);
   const t = tlsConnect({ ...mtls(id('a')), socket: clientRaw, checkServerIdentity: () => undefined });
   const failed = until<string>((d) => t.once('error', (e: NodeJS.ErrnoException) => d(e.code ?? e.message)));
   t.write('secret');
@@ -281,9 +291,7 @@ test('abort mid-stream resets both connections; an idle stream ends by itself', 
 
   const [clientRaw2, raw2] = await tcpPair();
   const [, plain2] = await tcpPair();
-  const idle = until<string>((d) =>
-    engine.start(ctx, raw2, plain2, { server: true, idleMs: 300 }, { peer: () => true, done: (r) => d(r) }),
-  );
+  const idle = served(ctx, raw2, plain2, { idleMs: 300 }).then((r) => r.reason);
   const t2 = tlsConnect({ ...mtls(id('a')), socket: clientRaw2, checkServerIdentity: () => undefined });
   t2.on('error', () => undefined);
   expect(await idle).toBe('idle');
@@ -294,30 +302,14 @@ test('a peer that closes without close_notify: in the handshake an error, mid-st
   // in the handshake: a ClientHello cut short, then a FIN
   const [clientRaw, raw] = await tcpPair();
   const [, plain] = await tcpPair();
-  const failed = until<string>((d) =>
-    engine.start(
-      ctx,
-      raw,
-      plain,
-      { server: true, idleMs: 0 },
-      { peer: () => true, done: (r, _u, _d, e) => d(`${r} ${e}`) },
-    ),
-  );
+  const failed = served(ctx, raw, plain).then((r) => `${r.reason} ${r.error}`);
   clientRaw.end(Buffer.from([0x16, 0x03, 0x01, 0x00]));
   expect(await failed).toBe('error TLS handshake: connection closed');
 
   // mid-stream: the TLS client's TCP connection ends under it
   const [clientRaw2, raw2] = await tcpPair();
   const [far, plain2] = await tcpPair();
-  const done = until<string>((d) =>
-    engine.start(
-      ctx,
-      raw2,
-      plain2,
-      { server: true, idleMs: 0 },
-      { peer: () => true, done: (r, up, down) => d(`${r} ${up} ${down}`) },
-    ),
-  );
+  const done = served(ctx, raw2, plain2).then((r) => `${r.reason} ${r.up} ${r.down}`);
   const t = tlsConnect({ ...mtls(id('a')), socket: clientRaw2, checkServerIdentity: () => undefined });
   t.on('error', () => undefined);
   await new Promise((r) => t.once('secureConnect', r));

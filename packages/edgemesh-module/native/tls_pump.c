@@ -251,6 +251,22 @@ static int new_session(SSL *ssl, SSL_SESSION *sess) {
  */
 static BIO_METHOD *io_method;
 
+/* The engine's BIO failed (`what`, errno `err`): said by tls_error. -1. */
+static int io_fail(tconn_t *c, const char *what, int err) {
+  c->io_what = what;
+  c->io_errno = err;
+  return -1;
+}
+
+/* `*buf` to `size` bytes, what it holds kept (realloc): 0, or -1 out of memory. */
+static int resize(char **buf, size_t *cap, size_t size) {
+  char *p = realloc(*buf, size);
+  if (!p) return -1;
+  *buf = p;
+  *cap = size;
+  return 0;
+}
+
 static int io_read(BIO *b, char *buf, int len) {
   tconn_t *c = BIO_get_data(b);
   BIO_clear_retry_flags(b);
@@ -261,17 +277,8 @@ static int io_read(BIO *b, char *buf, int len) {
       BIO_set_retry_read(b);
       return -1;
     }
-    if (!c->in || (c->in_full && c->in_cap < CAP)) {
-      size_t cap = c->in ? CAP : FIRST_CAP;
-      char *p = realloc(c->in, cap); /* empty: nothing to keep */
-      if (!p) {
-        c->io_what = "alloc";
-        c->io_errno = ENOMEM;
-        return -1;
-      }
-      c->in = p;
-      c->in_cap = cap;
-    }
+    if ((!c->in || (c->in_full && c->in_cap < CAP)) && resize(&c->in, &c->in_cap, c->in ? CAP : FIRST_CAP))
+      return io_fail(c, "alloc", ENOMEM);
     ssize_t n = read(c->raw, c->in, c->in_cap);
     if (n > 0) {
       c->in_off = 0;
@@ -283,9 +290,7 @@ static int io_read(BIO *b, char *buf, int len) {
     } else if (errno == EAGAIN) {
       c->rd[RAW] = 0;
     } else if (errno != EINTR) {
-      c->io_what = "read from the tunnel";
-      c->io_errno = errno;
-      return -1;
+      return io_fail(c, "read from the tunnel", errno);
     }
   }
   size_t k = c->in_len - c->in_off;
@@ -307,16 +312,7 @@ static int io_write(BIO *b, const char *data, int len) {
     }
     size_t cap = c->out_cap ? c->out_cap : FIRST_CAP; /* doubled up to what a stream in bulk holds */
     while (cap < c->out_len + (size_t)len) cap *= 2;
-    if (cap != c->out_cap) {
-      char *p = realloc(c->out, cap);
-      if (!p) {
-        c->io_what = "alloc";
-        c->io_errno = ENOMEM;
-        return -1;
-      }
-      c->out = p;
-      c->out_cap = cap;
-    }
+    if (cap != c->out_cap && resize(&c->out, &c->out_cap, cap)) return io_fail(c, "alloc", ENOMEM);
   }
   memcpy(c->out + c->out_len, data, (size_t)len);
   c->out_len += (size_t)len;
@@ -421,15 +417,10 @@ static int step(pump_t *e, tconn_t *c) {
       }
     } else if (c->state == S_PUMP) {
       /* down: records → plaintext → plain */
-      if (!c->down || (c->down_full && c->down_cap < DOWN_CAP)) {
-        size_t cap = c->down ? DOWN_CAP : FIRST_CAP;
-        char *p = realloc(c->down, cap);
-        if (!p) {
-          sys_error(c, "alloc", ENOMEM);
-          return -1;
-        }
-        c->down = p;
-        c->down_cap = cap;
+      if ((!c->down || (c->down_full && c->down_cap < DOWN_CAP)) &&
+          resize(&c->down, &c->down_cap, c->down ? DOWN_CAP : FIRST_CAP)) {
+        sys_error(c, "alloc", ENOMEM);
+        return -1;
       }
       while (!c->tls_eof && c->down_len < c->down_cap) {
         ERR_clear_error();

@@ -128,6 +128,20 @@ export class FakeBroker {
   }
 }
 
+/** The payload of an MQTT 5 PUBLISH body (QoS 1): after the topic, the packet id and the properties. */
+export function publishPayload5(body: Buffer): Buffer {
+  let i = 2 + body.readUInt16BE(0) + 2;
+  let len = 0;
+  let mul = 1;
+  for (;;) {
+    const b = body[i++];
+    len += (b & 127) * mul;
+    mul *= 128;
+    if (!(b & 128)) break;
+  }
+  return body.subarray(i + len);
+}
+
 /** The packet id of a PUBLISH body (QoS 1): after the topic. */
 export function publishId(body: Buffer): number {
   return body.readUInt16BE(2 + body.readUInt16BE(0));

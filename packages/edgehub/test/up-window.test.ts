@@ -1,7 +1,15 @@
 import { newMessage } from '@edgecore/beehive';
 import { until } from '@edgecore/test-support';
 import { EdgeHubModule } from '../src';
-import { connack5, FakeBroker, puback, publishId, uniqueNode, fakeMetaNode } from './helpers';
+import {
+  connack5,
+  FakeBroker,
+  puback,
+  publishId,
+  publishPayload5,
+  uniqueNode,
+  fakeMetaNode,
+} from './helpers';
 
 /**
  * The node's own QoS 1 publishes (what modules send up, its presence) keep within the broker's
@@ -22,7 +30,7 @@ describe("EdgeHub's publishes to the cloud", () => {
         inflight.set(s, (inflight.get(s) ?? 0) + 1);
         most = Math.max(most, inflight.get(s)!);
         const topic = body.subarray(2, 2 + body.readUInt16BE(0)).toString();
-        if (topic.endsWith('/up')) up.push(JSON.parse(body.subarray(body.indexOf('{')).toString()).content.n);
+        if (topic.endsWith('/up')) up.push(JSON.parse(publishPayload5(body).toString()).content.n);
         const id = publishId(body);
         setTimeout(() => {
           inflight.set(s, inflight.get(s)! - 1);

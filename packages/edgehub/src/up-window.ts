@@ -33,14 +33,6 @@ export class UpWindow {
     this.next();
   }
 
-  /** Publishes awaiting their PUBACK / waiting for room (for tests and stats). */
-  get inflight(): number {
-    return this.out;
-  }
-  get queued(): number {
-    return this.waiting.length;
-  }
-
   /**
    * A QoS 1 publish; `done` at its PUBACK (or the failure). `via`: this client, not the one of the
    * moment (a link being closed, no longer the module's).

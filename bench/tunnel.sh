@@ -127,11 +127,16 @@ p50() { # ns url → wrk p50 in ms (one connection, one thread)
 
 if [ -n "${PERF:-}" ]; then # PERF=DIR: system-wide profiles of a 1-stream iperf3, direct and spliced, then exit
   mkdir -p "$PERF"
+  pergb() { python3 -c "print('%.2f' % ($1 / $(getconf CLK_TCK) / ($(cat "$W/pbytes") / 1e9)))"; } # ticks → s/GB
   for m in direct:10.9.2.2:5201 spliced:127.0.0.1:15201; do
     IFS=: read -r name host port <<< "$m"
     perf record -a -g -q -o "$PERF/$name.data" -- sleep "$SECS" 2>/dev/null & PP=$!
     : > "$W/pbytes"; a=$(cpu $FWD1); b=$(cpu $TARGET)
-    echo "$name $(gbits $CL $host $port 1 "$W/pbytes") Gb/s, nodes' CPU per GB: client $(python3 -c "print('%.2f' % (($(cpu $FWD1) - $a) / $(getconf CLK_TCK) / ($(cat "$W/pbytes") / 1e9)))"), serving $(python3 -c "print('%.2f' % (($(cpu $TARGET) - $b) / $(getconf CLK_TCK) / ($(cat "$W/pbytes") / 1e9)))")"; wait $PP
+    g=$(gbits $CL $host $port 1 "$W/pbytes")
+    if [ $name = spliced ]; then
+      echo "$name $g Gb/s, nodes' CPU per GB: client $(pergb $(( $(cpu $FWD1) - a ))), serving $(pergb $(( $(cpu $TARGET) - b )))"
+    else echo "$name $g Gb/s"; fi
+    wait $PP
   done
   exit 0
 fi

@@ -3,6 +3,7 @@ export * from './tmp';
 export * from './netns';
 export * from './mosquitto';
 export * from './mqtt-relay';
+export * from './fake-broker';
 export * from './recorder';
 export * from './recording-backend';
 export * from './reference-proxies';

@@ -57,8 +57,8 @@ const SETTLE = Number(process.env.SETTLE ?? 90);
  * 1000: what a node that falls behind overflows) and max_inflight_messages 1000, what EdgeHub's
  * README asks of the broker edgectl publishes to — mosquitto announces it as its Receive Maximum,
  * which edgectl keeps within as MQTT 5 requires (an MQTT 5 node sets its own window, so this
- * changes nothing on the node's side). `BROKER=stock`: mosquitto's defaults, where edgectl goes 20
- * publishes per round trip; `BROKER=tuned`: max_queued_messages 100000 as well.
+ * changes nothing on the node's side). `BROKER=stock`: mosquitto's defaults, where edgectl keeps 20
+ * publishes in flight on each of 8 links; `BROKER=tuned`: max_queued_messages 100000 as well.
  */
 const BROKER = process.env.BROKER ?? 'inflight';
 const BROKER_SETTINGS: Record<string, { lines: string[]; says: string }> = {

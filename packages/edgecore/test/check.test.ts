@@ -41,9 +41,11 @@ describe('edgecore check: the broker as a node depends on it', () => {
       expect(r.lines).toContainEqual(
         expect.stringMatching(/^warn +queue: the broker kept 1000 of 1500 messages/),
       );
-      // stock max_inflight_messages: its Receive Maximum paces edgectl
+      // stock max_inflight_messages: its Receive Maximum paces edgectl (20 on each of its links)
       expect(r.lines).toContainEqual(
-        expect.stringMatching(/^warn +inflight: the broker takes 20 QoS 1 publishes from a client at a time/),
+        expect.stringMatching(
+          /^warn +inflight: the broker takes 20 QoS 1 publishes from a client at a time .*: edgectl applies 160 per round trip \(20 on each of its 8 links\)/,
+        ),
       );
       expect(r.lines).toContainEqual(expect.stringMatching(/^warn +digest: no digest/));
       // what the check published is gone again: no retained message of it stays

@@ -514,8 +514,11 @@ spec:
     const f2 = join(dir, 'spread-deployments.yaml');
     writeFileSync(f1, svcs.join('---\n'));
     writeFileSync(f2, deps.join('---\n'));
-    // what the broker hands edge-node-b (every service, its own pods), in the order edgectl published it
-    const watcher = await connectAsync(broker.url, { clientId: 'spread-watcher', clean: true });
+    // what the broker hands edge-node-b (every service, its own pods), in the order edgectl published
+    // it: on a broker of the test's own that takes 1,000 in flight, so edgectl publishes over one
+    // link (the stock one's 20 has it use eight, whose publishes the broker interleaves as they come)
+    const own = await Mosquitto.start({ maxInflight: 1000 });
+    const watcher = await connectAsync(own.url, { clientId: 'spread-watcher', clean: true });
     const order: string[] = [];
     watcher.on('message', (topic, payload) => {
       const kind = topic.split('/').at(-2);
@@ -530,7 +533,7 @@ spec:
       const code = await edgectl(
         [
           '--server',
-          broker.url,
+          own.url,
           'apply',
           '-f',
           f1,
@@ -558,6 +561,7 @@ spec:
       expect(order.indexOf('pod')).toBeLessThan(5);
     } finally {
       await watcher.endAsync();
+      await own.destroy();
     }
   });
 

@@ -1,6 +1,7 @@
 import { parseDigest } from '@edgecore/beehive';
 import { randomUUID } from 'node:crypto';
 import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import { MAX_PUBLISH_LINKS } from './publish-link';
 import { Topics } from './topics';
 import { mqttClientDefaults } from './mqtt-packet-tuning';
 
@@ -25,8 +26,9 @@ export interface BrokerCheckOptions {
 const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Below this Receive Maximum (MQTT 5) a broker paces the cloud's applies: edgectl keeps within
- * it (MQTT 5 says a client must), so a catalog goes that many publishes per round trip.
+ * Publishes in flight below which a broker paces the cloud's applies: edgectl keeps within an MQTT
+ * 5 broker's Receive Maximum on each link (MQTT 5 says a client must), over up to
+ * MAX_PUBLISH_LINKS links, so a catalog goes that many times it per round trip.
  */
 export const RECEIVE_MAXIMUM_FOR_APPLIES = 1000;
 
@@ -90,11 +92,13 @@ export async function checkBroker(o: BrokerCheckOptions): Promise<BrokerFinding[
         'MQTT 5: a node sets its own in-flight window (mqtt.receiveMaximum), whatever max_inflight_messages says',
     });
     if (typeof p?.receiveMaximum === 'number') receiveMaximum = p.receiveMaximum;
-    if (receiveMaximum < RECEIVE_MAXIMUM_FOR_APPLIES)
+    // edgectl keeps within it on each of its links
+    const perRoundTrip = Math.min(RECEIVE_MAXIMUM_FOR_APPLIES, receiveMaximum * MAX_PUBLISH_LINKS);
+    if (perRoundTrip < RECEIVE_MAXIMUM_FOR_APPLIES)
       out.push({
         level: 'warn',
         key: 'inflight',
-        message: `the broker takes ${receiveMaximum} QoS 1 publishes from a client at a time (its Receive Maximum; mosquitto max_inflight_messages): edgectl applies ${receiveMaximum} per round trip; set it to 1000 or more on the broker edgectl publishes to`,
+        message: `the broker takes ${receiveMaximum} QoS 1 publishes from a client at a time (its Receive Maximum; mosquitto max_inflight_messages): edgectl applies ${perRoundTrip} per round trip (${receiveMaximum} on each of its ${MAX_PUBLISH_LINKS} links); set it to 1000 or more on the broker edgectl publishes to`,
       });
     if (p?.retainAvailable === false)
       out.push({

@@ -147,6 +147,13 @@ function varintSize(n: number): number {
 /** Bytes of packets gathered before a socket write. */
 const CHUNK = 65_536;
 
+/**
+ * Links a publisher (edgectl) opens at most to one broker when its Receive Maximum is below the
+ * publisher's window (stock mosquitto announces 20): each keeps within the maximum, together they
+ * keep up to this many times it in flight, a topic always on the same link (its order kept).
+ */
+export const MAX_PUBLISH_LINKS = 8;
+
 /** The largest Remaining Length MQTT can encode (four varint bytes). */
 const MAX_REMAINING = 268_435_455;
 

@@ -9,6 +9,7 @@ import {
 } from '@edgecore/beehive';
 import {
   ConnectRefusedError,
+  MAX_PUBLISH_LINKS,
   mqttClientDefaults,
   NODE_SCOPED_TYPES,
   PublishLink,
@@ -32,6 +33,14 @@ export interface RetainedObject {
   object: Record<string, any>;
 }
 
+/** Which of `n` links a topic's publishes take (FNV-1a): always the same, so they stay in order. */
+export function linkOf(topic: string, n: number): number {
+  if (n <= 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < topic.length; i++) h = Math.imul(h ^ topic.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % n;
+}
+
 /** A digest's scope: the type, or `<type>@<node>` for a type published per node. */
 function scopeOf(type: string, node: string | undefined): string {
   return NODE_SCOPED_TYPES.has(type) ? `${type}@${node ?? ''}` : type;
@@ -42,8 +51,9 @@ export interface PublisherOptions {
   password?: string;
   prefix?: string;
   /**
-   * Publishes awaiting the broker's PUBACK at once (default 1000); an MQTT 5 broker's Receive
-   * Maximum caps it (mosquitto's `max_inflight_messages`, 20 by default).
+   * Publishes awaiting the broker's PUBACK at once (default 1000). Below it, an MQTT 5 broker's
+   * Receive Maximum (mosquitto's `max_inflight_messages`, 20 by default) is kept on each link, over
+   * up to MAX_PUBLISH_LINKS links (the window then at most the links' maximums together).
    */
   window?: number;
   /** MQTT 5 (default: an ACL's refusal is an error) or 3.1.1 (a broker that speaks only that). */
@@ -117,7 +127,8 @@ export class ObjectPublisher {
   private wake?: () => void;
 
   private constructor(
-    private readonly link: PublishLink,
+    /** The links publishes go over (a topic always over the same one); digests over the first. */
+    private readonly links: PublishLink[],
     private readonly topics: Topics,
     private readonly server: string,
     private readonly clientOptions: IClientOptions,
@@ -161,12 +172,28 @@ export class ObjectPublisher {
       clientOptions.protocolVersion = 4;
       link = await PublishLink.connect(server, linkOptions(4));
     }
+    // a broker whose Receive Maximum is below the window (stock mosquitto: 20) would pace the
+    // apply at that many publishes per round trip: more links, each within it (a link the broker
+    // refuses only leaves fewer)
+    const window = opts.window ?? 1000;
+    const want = Math.min(MAX_PUBLISH_LINKS, Math.ceil(window / link.receiveMaximum));
+    const v = clientOptions.protocolVersion === 4 ? 4 : 5;
+    const more = await Promise.allSettled(
+      Array.from({ length: want - 1 }, (_, i) =>
+        PublishLink.connect(server, { ...linkOptions(v), clientId: `${clientOptions.clientId}-${i + 1}` }),
+      ),
+    );
+    const links = [link, ...more.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))];
     return new ObjectPublisher(
-      link,
+      links,
       new Topics(opts.prefix),
       server,
       clientOptions,
-      opts.window ?? 1000,
+      // no more waiting in the links than they may send (a payload waiting there is held)
+      Math.min(
+        window,
+        links.reduce((n, l) => n + l.receiveMaximum, 0),
+      ),
       opts.tombstoneTtlSeconds ?? DEFAULT_TOMBSTONE_TTL_SECONDS,
     );
   }
@@ -389,14 +416,14 @@ export class ObjectPublisher {
       const had = this.retainedDigests.get(topic);
       if (had && digestEquals(had, v) && !had.namespaces === !v.namespaces) continue;
       const d = { ...v, at: Date.now() };
-      await this.link.publishAsync(topic, JSON.stringify(d), { retain: true });
+      await this.links[0].publishAsync(topic, JSON.stringify(d), { retain: true });
       this.retainedDigests.set(topic, d);
     }
   }
 
   async close(): Promise<void> {
     await this.drained();
-    await this.link.end();
+    await Promise.all(this.links.map((l) => l.end()));
   }
 
   /** Resolves when another publish may start (fewer than `window` await their PUBACK). */
@@ -443,7 +470,7 @@ export class ObjectPublisher {
   ): Promise<void> {
     this.inflight++;
     return new Promise<void>((resolve, reject) => {
-      this.link.publish(topic, payload, opts, (err) => {
+      this.links[linkOf(topic, this.links.length)].publish(topic, payload, opts, (err) => {
         this.settle();
         if (err) {
           this.failed ??= err;

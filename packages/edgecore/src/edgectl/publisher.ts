@@ -17,6 +17,7 @@ import {
   Topics,
   TYPE_TO_KIND,
   type LinkPublishOptions,
+  type PublishCallback,
 } from '@edgecore/edgehub';
 import { IndexMap } from '@edgecore/edgemesh-module';
 import { parseWrite } from '@edgecore/metamanager';
@@ -319,11 +320,23 @@ export class ObjectPublisher {
     const moved = NODE_SCOPED_TYPES.has(o.type)
       ? this.placements(o.type, `${o.namespace}/${o.type}/${o.name}`).filter((node) => node !== o.node)
       : [];
-    if (!moved.length) return this.send(o, 'update', object, rv, 0, () => this.track(o, rv));
-    return (async () => {
-      for (const node of moved) await this.delete({ ...o, node });
-      await this.send(o, 'update', object, rv, 0, () => this.track(o, rv));
-    })();
+    if (!moved.length) return this.send(o, 'update', object, rv, 0, this.tracker(o, rv));
+    return this.applyMoved(o, object, rv, moved);
+  }
+
+  /** `apply` of a node-scoped object that other nodes have: deleted there first. */
+  private async applyMoved(o: PlannedObject, object: object, rv: number, moved: string[]): Promise<void> {
+    for (const node of moved) await this.delete({ ...o, node });
+    await this.send(o, 'update', object, rv, 0, this.tracker(o, rv));
+  }
+
+  /**
+   * What a PUBACK of `o` at `rv` records (undefined: deleted) — a closure over these alone: a
+   * publish in flight holds it, and one made in `apply` held the object's copy too (its scope's),
+   * a thousand of them across every young-generation collection of a large apply.
+   */
+  private tracker(o: PlannedObject, rv: number | undefined): () => void {
+    return () => this.track(o, rv);
   }
 
   /** A retained tombstone; a node-scoped object's on every node that has it (and on `o.node`). */
@@ -345,7 +358,7 @@ export class ObjectPublisher {
       kind: TYPE_TO_KIND[o.type],
       metadata: { name: o.name, namespace: o.namespace, resourceVersion: String(rv) },
     };
-    await this.send(o, 'delete', tomb, rv, this.tombstoneTtlSeconds, () => this.track(o, undefined));
+    await this.send(o, 'delete', tomb, rv, this.tombstoneTtlSeconds, this.tracker(o, undefined));
   }
 
   /**
@@ -469,18 +482,27 @@ export class ObjectPublisher {
     acked?: () => void,
   ): Promise<void> {
     this.inflight++;
-    return new Promise<void>((resolve, reject) => {
-      this.links[linkOf(topic, this.links.length)].publish(topic, payload, opts, (err) => {
-        this.settle();
-        if (err) {
-          this.failed ??= err;
-          reject(err);
-          return;
-        }
-        acked?.();
-        resolve();
-      });
-    });
+    let answered!: PublishCallback;
+    const p = new Promise<void>((resolve, reject) => (answered = this.answer(resolve, reject, acked)));
+    this.links[linkOf(topic, this.links.length)].publish(topic, payload, opts, answered);
+    return p;
+  }
+
+  /**
+   * A publish's PUBACK callback: a closure over the promise's ends and `acked` alone — one made
+   * beside the link's call held the payload and topic (its scope's) until the PUBACK.
+   */
+  private answer(resolve: () => void, reject: (e: Error) => void, acked?: () => void): PublishCallback {
+    return (err) => {
+      this.settle();
+      if (err) {
+        this.failed ??= err;
+        reject(err);
+        return;
+      }
+      acked?.();
+      resolve();
+    };
   }
 
   /** Resolves once no publish awaits its PUBACK (failed or not). */

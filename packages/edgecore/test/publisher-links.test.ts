@@ -66,6 +66,7 @@ describe('edgectl over more than one link (a broker whose Receive Maximum is bel
     const pub = await ObjectPublisher.connect(await broker.url(), { window: 12 });
     try {
       expect(broker.sockets.length).toBe(4);
+      expect(pub.linkCount).toBe(4);
       await applyAll(pub, 21, 3); // 21: no multiple of the links, so a version sent round-robin moves
       await pub.finish();
     } finally {
@@ -84,7 +85,7 @@ describe('edgectl over more than one link (a broker whose Receive Maximum is bel
     try {
       const pub = await ObjectPublisher.connect(broker.url);
       try {
-        expect((pub as unknown as { links: unknown[] }).links.length).toBe(MAX_PUBLISH_LINKS);
+        expect(pub.linkCount).toBe(MAX_PUBLISH_LINKS);
         await pub.begin(['service']);
         await applyAll(pub, 300, 4);
         await pub.finish();

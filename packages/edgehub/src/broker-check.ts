@@ -1,7 +1,7 @@
 import { parseDigest } from '@edgecore/beehive';
 import { randomUUID } from 'node:crypto';
 import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { MAX_PUBLISH_LINKS } from './publish-link';
+import { publishLinksFor } from './publish-link';
 import { Topics } from './topics';
 import { mqttClientDefaults } from './mqtt-packet-tuning';
 
@@ -28,7 +28,7 @@ const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms)
 /**
  * Publishes in flight below which a broker paces the cloud's applies: edgectl keeps within an MQTT
  * 5 broker's Receive Maximum on each link (MQTT 5 says a client must), over up to
- * MAX_PUBLISH_LINKS links, so a catalog goes that many times it per round trip.
+ * MAX_PUBLISH_LINKS links (publishLinksFor), so a catalog goes that many times it per round trip.
  */
 export const RECEIVE_MAXIMUM_FOR_APPLIES = 1000;
 
@@ -93,12 +93,13 @@ export async function checkBroker(o: BrokerCheckOptions): Promise<BrokerFinding[
     });
     if (typeof p?.receiveMaximum === 'number') receiveMaximum = p.receiveMaximum;
     // edgectl keeps within it on each of its links
-    const perRoundTrip = Math.min(RECEIVE_MAXIMUM_FOR_APPLIES, receiveMaximum * MAX_PUBLISH_LINKS);
+    const links = publishLinksFor(RECEIVE_MAXIMUM_FOR_APPLIES, receiveMaximum);
+    const perRoundTrip = Math.min(RECEIVE_MAXIMUM_FOR_APPLIES, receiveMaximum * links);
     if (perRoundTrip < RECEIVE_MAXIMUM_FOR_APPLIES)
       out.push({
         level: 'warn',
         key: 'inflight',
-        message: `the broker takes ${receiveMaximum} QoS 1 publishes from a client at a time (its Receive Maximum; mosquitto max_inflight_messages): edgectl applies ${perRoundTrip} per round trip (${receiveMaximum} on each of its ${MAX_PUBLISH_LINKS} links); set it to 1000 or more on the broker edgectl publishes to`,
+        message: `the broker takes ${receiveMaximum} QoS 1 publishes from a client at a time (its Receive Maximum; mosquitto max_inflight_messages): edgectl applies ${perRoundTrip} per round trip (${receiveMaximum} on each of its ${links} links); set it to 1000 or more on the broker edgectl publishes to`,
       });
     if (p?.retainAvailable === false)
       out.push({

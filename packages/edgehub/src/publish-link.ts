@@ -154,6 +154,11 @@ const CHUNK = 65_536;
  */
 export const MAX_PUBLISH_LINKS = 8;
 
+/** How many links a publisher keeping `window` in flight opens to a broker announcing `receiveMaximum`. */
+export function publishLinksFor(window: number, receiveMaximum: number): number {
+  return Math.max(1, Math.min(MAX_PUBLISH_LINKS, Math.ceil(window / receiveMaximum)));
+}
+
 /** The largest Remaining Length MQTT can encode (four varint bytes). */
 const MAX_REMAINING = 268_435_455;
 

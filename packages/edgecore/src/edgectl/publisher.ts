@@ -9,10 +9,10 @@ import {
 } from '@edgecore/beehive';
 import {
   ConnectRefusedError,
-  MAX_PUBLISH_LINKS,
   mqttClientDefaults,
   NODE_SCOPED_TYPES,
   PublishLink,
+  publishLinksFor,
   RetainedReader,
   Topics,
   TYPE_TO_KIND,
@@ -54,7 +54,8 @@ export interface PublisherOptions {
   /**
    * Publishes awaiting the broker's PUBACK at once (default 1000). Below it, an MQTT 5 broker's
    * Receive Maximum (mosquitto's `max_inflight_messages`, 20 by default) is kept on each link, over
-   * up to MAX_PUBLISH_LINKS links (the window then at most the links' maximums together).
+   * up to MAX_PUBLISH_LINKS links (EdgeHub's publishLinksFor; the window then at most the links'
+   * maximums together).
    */
   window?: number;
   /** MQTT 5 (default: an ACL's refusal is an error) or 3.1.1 (a broker that speaks only that). */
@@ -177,7 +178,7 @@ export class ObjectPublisher {
     // apply at that many publishes per round trip: more links, each within it (a link the broker
     // refuses only leaves fewer)
     const window = opts.window ?? 1000;
-    const want = Math.min(MAX_PUBLISH_LINKS, Math.ceil(window / link.receiveMaximum));
+    const want = publishLinksFor(window, link.receiveMaximum);
     const v = clientOptions.protocolVersion === 4 ? 4 : 5;
     const more = await Promise.allSettled(
       Array.from({ length: want - 1 }, (_, i) =>
@@ -437,6 +438,11 @@ export class ObjectPublisher {
   async close(): Promise<void> {
     await this.drained();
     await Promise.all(this.links.map((l) => l.end()));
+  }
+
+  /** The links to the broker publishes go over (more than one below its Receive Maximum). */
+  get linkCount(): number {
+    return this.links.length;
   }
 
   /** Resolves when another publish may start (fewer than `window` await their PUBACK). */

@@ -1,6 +1,6 @@
 import { connack5, FakeBroker, Mosquitto, puback, publishId, publishPayload5 } from '@edgecore/test-support';
 import type { Socket } from 'node:net';
-import { MAX_PUBLISH_LINKS } from '@edgecore/edgehub';
+import { MAX_PUBLISH_LINKS, publishLinksFor } from '@edgecore/edgehub';
 import { linkOf, ObjectPublisher } from '../src/edgectl/publisher';
 
 /** A service whose only port carries `version` (what a test reads back to see which one won). */
@@ -28,6 +28,15 @@ async function applyAll(pub: ObjectPublisher, objects: number, versions: number)
 }
 
 describe('edgectl over more than one link (a broker whose Receive Maximum is below the window)', () => {
+  it('publishLinksFor: enough links to keep the window in flight, at most MAX_PUBLISH_LINKS, at least one', () => {
+    expect(publishLinksFor(1000, 20)).toBe(MAX_PUBLISH_LINKS); // stock mosquitto: 8 × 20
+    expect(publishLinksFor(1000, 200)).toBe(5);
+    expect(publishLinksFor(1000, 125)).toBe(8);
+    expect(publishLinksFor(1000, 1000)).toBe(1);
+    expect(publishLinksFor(1000, 65_535)).toBe(1); // MQTT 3.1.1: no maximum
+    expect(publishLinksFor(12, 3)).toBe(4);
+  });
+
   it('linkOf: the same topic always on the same link, every link used', () => {
     const seen = new Set<number>();
     for (let i = 0; i < 200; i++) {

@@ -315,6 +315,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
   const resyncs = await metric(node.obs, 'edgecore_edgehub_resyncs_total');
   const commits = (await metric(node.obs, 'edgecore_metadata_commits_total')) - commits0;
   const peak = peakRssMiB(node.proc.pid!);
+  const links = pub.linkCount;
   probe.close();
   await bare.endAsync(true);
   await refPub.close();
@@ -322,7 +323,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
   // its portals hold 10,000 ports of the range the next node takes its own from
   await Promise.all([stop(node.proc), stop(broker)]);
   return (
-    `one apply of the whole catalog, ${files === 1 ? 'one file' : 'two files (services, then pods)'} (a node that has none of it, a broker of its own, ${BROKER}): ${objs.length} objects applied ` +
+    `one apply of the whole catalog, ${files === 1 ? 'one file' : 'two files (services, then pods)'} (a node that has none of it, a broker of its own, ${BROKER}, edgectl over ${links} link${links > 1 ? 's' : ''}): ${objs.length} objects applied ` +
     `in ${(ms / 1000).toFixed(2)} s = ${Math.round(objs.length / (ms / 1000))} objects/s (goal ≥ 10000); the node received ${toNode}; ` +
     `bare subscriber ${Math.round(objs.length / (bareMs / 1000))} applied objects/s, ratio ${(bareMs / ms).toFixed(2)}; resyncs ${resyncs}; ` +
     `the node's peak RSS ${Math.round(peak)} MiB; its commits ${commits}; CPU per object the node received (µs): edgecore ${cpu[0]}, ` +
@@ -368,7 +369,7 @@ async function main(): Promise<void> {
     return { core: cpuSeconds(core.pid!), broker: cpuSeconds(mosq.pid!), bench: (b.user + b.system) / 1e6 };
   };
   console.log(
-    `update path: ${SERVICES} services + ${SERVICES * PER} pods in steps of ${STEP} services, ${SETTINGS.says}`,
+    `update path: ${SERVICES} services + ${SERVICES * PER} pods in steps of ${STEP} services, ${SETTINGS.says}; edgectl's links to it ${pub.linkCount}`,
   );
   console.log(
     'services  applied  received  step s  applied/s  received/s  bare subscriber applied/s  ratio  single p50 ms  p99 ms  max ms',

@@ -429,6 +429,27 @@ describe('VipAllocator.allocateMany', () => {
     expect((more[3] as Error & { code: string }).code).toBe('EDGEMESH_VIP_EXHAUSTED');
     expect(more[4]).toBe('198.18.9.1'); // already had one
   });
+
+  it('with putMany, the pass is one request: the new records and the cursor together', async () => {
+    const calls: string[][] = [];
+    const meta = {
+      get: async () => undefined,
+      list: async () => [],
+      put: async () => {
+        throw new Error('put per record');
+      },
+      putMany: async (items: { type: string; name: string }[]) =>
+        void calls.push(items.map((i) => `${i.type}/${i.name}`)),
+      delete: async () => undefined,
+    };
+    const v = new VipAllocator('198.18.9.0/29', meta);
+    expect(await v.allocateMany(['default/a', 'default/b'])).toEqual(['198.18.9.1', '198.18.9.2']);
+    expect(calls).toHaveLength(1);
+    expect(calls[0].filter((c) => c.startsWith('vipcursor/'))).toHaveLength(1);
+    expect(calls[0]).toHaveLength(3);
+    expect(await v.allocateMany(['default/a'])).toEqual(['198.18.9.1']); // had one: nothing written
+    expect(calls).toHaveLength(1);
+  });
 });
 
 describe('portal ports (portalPortRange, next-fit as kube-proxy --proxy-port-range)', () => {

@@ -223,6 +223,34 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect(h.mm.stats.remoteQueries).toBe(0);
   });
 
+  it('putMany: the objects in one request and one transaction; a refused write rejects with its code', async () => {
+    h = await harness(db.path);
+    const client = new BeehiveMetaClient(h.ctx, { source: 'tester', timeoutMs: 2000 });
+    const requests = jest.spyOn(h.ctx, 'sendSync');
+    const commits0 = h.mm.stats.batches;
+    await client.putMany(
+      Array.from({ length: 50 }, (_, i) => ({
+        namespace: 'edgemesh',
+        type: 'vip',
+        name: `s${i}`,
+        object: { ip: `198.18.0.${i + 1}` },
+      })),
+    );
+    expect(requests).toHaveBeenCalledTimes(1);
+    expect(h.mm.stats.batches - commits0).toBe(1);
+    const kept = (await client.list('edgemesh', 'vip')) as { ip: string }[];
+    expect(kept.map((o) => o.ip).sort()).toEqual(
+      Array.from({ length: 50 }, (_, i) => `198.18.0.${i + 1}`).sort(),
+    );
+    await expect(
+      client.putMany([
+        { namespace: 'edgemesh', type: 'vip', name: 'fine', object: { ip: '198.18.0.99' } },
+        { namespace: 'edgemesh', type: 'vip', name: 'bad', object: 'not JSON' },
+      ]),
+    ).rejects.toMatchObject({ code: 'META_INVALID_CONTENT' });
+    requests.mockRestore();
+  });
+
   it('{select: "objects"} on */<type>: the named objects as stored here, in order (absent: undefined), never the cloud', async () => {
     let asked = 0;
     h = await harness(db.path, { hub: () => void asked++ });

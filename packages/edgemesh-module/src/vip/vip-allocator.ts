@@ -1,4 +1,4 @@
-import type { MetaClient } from '@edgecore/metamanager/client';
+import type { MetaClient, MetaPut } from '@edgecore/metamanager/client';
 import { isIPv4 } from 'node:net';
 import { InvalidSubnetError, VipConflictError, VipPoolExhaustedError } from '../edgemesh-errors';
 import { cidrContains, intToIp, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
@@ -90,12 +90,14 @@ export class VipAllocator {
 
   /**
    * VIPs for many services in one pass (a burst of new services): each is taken in memory, then
-   * the new records and the cursor are written together — one cursor write, not one per service.
-   * A service the pool cannot serve gets its error; the others are unaffected.
+   * the new records and the cursor are written together — one request (`putMany`: one message,
+   * one transaction, one reply, where a request per record was two messages and a timer each),
+   * one cursor write, not one per service. A service the pool cannot serve gets its error; the
+   * others are unaffected.
    */
   async allocateMany(services: string[]): Promise<(string | Error)[]> {
     const out: (string | Error)[] = [];
-    const writes: Promise<void>[] = [];
+    const writes: MetaPut[] = [];
     for (const service of services) {
       const have = this.byService.get(service);
       if (have !== undefined) {
@@ -109,11 +111,17 @@ export class VipAllocator {
       }
       const text = intToIp(ip);
       out.push(text);
-      writes.push(this.meta.put(NS, TYPE, recordName(service), { service, ip: text } satisfies VipRecord));
+      writes.push({
+        namespace: NS,
+        type: TYPE,
+        name: recordName(service),
+        object: { service, ip: text } satisfies VipRecord,
+      });
     }
     if (writes.length) {
-      writes.push(this.meta.put(NS, CURSOR_TYPE, 'state', { next: this.cursor }));
-      await Promise.all(writes);
+      writes.push({ namespace: NS, type: CURSOR_TYPE, name: 'state', object: { next: this.cursor } });
+      if (this.meta.putMany) await this.meta.putMany(writes);
+      else await Promise.all(writes.map((w) => this.meta.put(w.namespace, w.type, w.name, w.object)));
     }
     return out;
   }

@@ -1,5 +1,6 @@
 import {
   ChannelContext,
+  type BatchAnswer,
   isErrorMessage,
   isWriteOperation,
   newMessage,
@@ -44,6 +45,11 @@ export interface MetaClient {
    * `{local: true}` per object.
    */
   getMany?<T = unknown>(type: string, names: string[]): Promise<(T | undefined)[]>;
+  /**
+   * Store several objects (unversioned local writes) in one request, one transaction; rejects with
+   * the first refusal. Optional: without it, `put` per object.
+   */
+  putMany?(items: MetaPut[]): Promise<void>;
   /** Store an object (unversioned local write unless resourceVersion is given). */
   put(
     namespace: string,
@@ -53,6 +59,14 @@ export interface MetaClient {
     resourceVersion?: number,
   ): Promise<void>;
   delete(namespace: string, type: string, name: string): Promise<void>;
+}
+
+/** One object of a `putMany`. */
+export interface MetaPut {
+  namespace: string;
+  type: string;
+  name: string;
+  object: unknown;
 }
 
 /** The calling module's name (route.source); MetaManager's module name; a per-request timeout. */
@@ -115,6 +129,24 @@ export class BeehiveMetaClient implements MetaClient {
     await this.request(Operation.Delete, `${namespace}/${type}/${name}`, null);
   }
 
+  /** One `batch` message: its writes share a transaction and one reply (one answer per write). */
+  async putMany(items: MetaPut[]): Promise<void> {
+    if (!items.length) return;
+    const writes = items.map((it) => {
+      const resource = `${it.namespace}/${it.type}/${it.name}`;
+      parseResource(resource);
+      return newMessage(it.object, {
+        source: this.opts.source,
+        group: 'meta',
+        operation: Operation.Update,
+        resource,
+      });
+    });
+    const answers = (await this.request(Operation.Batch, undefined, writes)) as BatchAnswer[];
+    const refused = answers.find((a) => a !== 'OK');
+    if (refused) throw new MetaError(refused.code, refused.message);
+  }
+
   listServices<T = unknown>(namespace = '*'): Promise<T[]> {
     return this.list<T>(namespace, 'service');
   }
@@ -136,11 +168,11 @@ export class BeehiveMetaClient implements MetaClient {
 
   private async request(
     operation: string,
-    resource: string,
+    resource: string | undefined,
     content?: unknown,
     rv?: number,
   ): Promise<unknown> {
-    parseResource(resource);
+    if (resource !== undefined) parseResource(resource);
     const msg = newMessage(content, {
       source: this.opts.source,
       destination: this.target,

@@ -633,10 +633,7 @@ export class EdgeMeshModule implements BeehiveModule, PublishedBackends, Backend
   }
 
   private async reconcile(delta: CatalogDelta): Promise<void> {
-    const upserts: [string, Service][] = [];
-    for (const [key, { previous, current }] of delta.services)
-      if (await this.vipTable.update(key, previous, current)) upserts.push([key, current!]);
-    await this.vipTable.ensure(upserts);
+    await this.vipTable.ensure(await this.vipTable.updateMany(delta.services));
     this.backends.invalidate(delta.backends);
     this.dns?.invalidate();
     await this.serialized(async () => {

@@ -1,4 +1,4 @@
-import type { MetaChange } from '@edgecore/metamanager';
+import type { MetaChange, MetaClient } from '@edgecore/metamanager';
 import { createServer, type AddressInfo } from 'node:net';
 import {
   flatKey,
@@ -410,15 +410,27 @@ describe('IndexMap', () => {
   });
 });
 
+/** A MetaClient that stores nothing: `over` replaces what a test watches. */
+function metaStub(over: Partial<MetaClient> = {}): MetaClient {
+  return {
+    get: async () => undefined,
+    list: async () => [],
+    put: async () => undefined,
+    delete: async () => undefined,
+    ...over,
+  } as MetaClient;
+}
+
+/** A VipTable whose log says nothing. */
+const quietTable = (meta: MetaClient): VipTable =>
+  new VipTable('198.18.9.0/29', meta, { error: () => undefined, warn: () => undefined } as never);
+
 describe('VipAllocator.allocateMany', () => {
   it('takes every VIP in one pass with one cursor write, and reports the ones the pool cannot serve', async () => {
     const writes: string[] = [];
-    const meta = {
-      get: async () => undefined,
-      list: async () => [],
+    const meta = metaStub({
       put: async (_ns: string, type: string, name: string) => void writes.push(`${type}/${name}`),
-      delete: async () => undefined,
-    };
+    });
     const v = new VipAllocator('198.18.9.0/29', meta); // .1 … .6
     const got = await v.allocateMany(['default/a', 'default/b', 'default/a2']);
     expect(got).toEqual(['198.18.9.1', '198.18.9.2', '198.18.9.3']);
@@ -432,16 +444,12 @@ describe('VipAllocator.allocateMany', () => {
 
   it('with putMany, the pass is one request: the new records and the cursor together', async () => {
     const calls: string[][] = [];
-    const meta = {
-      get: async () => undefined,
-      list: async () => [],
+    const meta = metaStub({
       put: async () => {
         throw new Error('put per record');
       },
-      putMany: async (items: { type: string; name: string }[]) =>
-        void calls.push(items.map((i) => `${i.type}/${i.name}`)),
-      delete: async () => undefined,
-    };
+      putMany: async (items) => void calls.push(items.map((i) => `${i.type}/${i.name}`)),
+    });
     const v = new VipAllocator('198.18.9.0/29', meta);
     expect(await v.allocateMany(['default/a', 'default/b'])).toEqual(['198.18.9.1', '198.18.9.2']);
     expect(calls).toHaveLength(1);
@@ -449,6 +457,38 @@ describe('VipAllocator.allocateMany', () => {
     expect(calls[0]).toHaveLength(3);
     expect(await v.allocateMany(['default/a'])).toEqual(['198.18.9.1']); // had one: nothing written
     expect(calls).toHaveLength(1);
+  });
+
+  it('VipTable.updateMany: the VIPs of the services that went are released in one request', async () => {
+    const deletes: string[][] = [];
+    const t = quietTable(
+      metaStub({
+        putMany: async () => undefined,
+        delete: async () => {
+          throw new Error('delete per record');
+        },
+        deleteMany: async (items) => void deletes.push(items.map((i) => `${i.type}/${i.name}`)),
+      }),
+    );
+    const svc = (clusterIP: string): Service => ({ metadata: { name: 'x' }, spec: { clusterIP } });
+    await t.ensure([
+      ['ns/a', svc('None')],
+      ['ns/b', svc('None')],
+      ['ns/c', svc('None')],
+    ]);
+    const c = t.vipOf('ns/c');
+    const need = await t.updateMany(
+      new Map([
+        ['ns/a', { previous: svc('None'), current: undefined }],
+        ['ns/b', { previous: svc('None'), current: undefined }],
+        ['ns/c', { previous: svc('None'), current: svc('None') }],
+      ]),
+    );
+    expect(need.map(([k]) => k)).toEqual(['ns/c']);
+    expect(deletes).toEqual([['vip/ns.a', 'vip/ns.b']]);
+    expect(t.vipOf('ns/a')).toBeUndefined();
+    expect(t.vipOf('ns/c')).toBe(c);
+    expect(t.allocated).toBe(1);
   });
 });
 
@@ -493,14 +533,7 @@ describe('portal ports (portalPortRange, next-fit as kube-proxy --proxy-port-ran
 
 describe('VipTable both ways', () => {
   it('a VIP names its service: allocated, a real ClusterIP in or outside the pool; never an endpoint, a dropped or a conflicting one', async () => {
-    const meta = {
-      get: async () => undefined,
-      list: async () => [],
-      put: async () => undefined,
-      delete: async () => undefined,
-    };
-    const quiet = { error: () => undefined, warn: () => undefined } as never;
-    const t = new VipTable('198.18.9.0/29', meta, quiet);
+    const t = quietTable(metaStub());
     const svc = (clusterIP: string): Service => ({ metadata: { name: 'x' }, spec: { clusterIP } });
     await t.ensure([
       ['ns/alloc', svc('None')],

@@ -223,7 +223,7 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect(h.mm.stats.remoteQueries).toBe(0);
   });
 
-  it('putMany: the objects in one request and one transaction; a refused write rejects with its code', async () => {
+  it('putMany, deleteMany: the objects in one request and one transaction; a refused write rejects with its code', async () => {
     h = await harness(db.path);
     const client = new BeehiveMetaClient(h.ctx, { source: 'tester', timeoutMs: 2000 });
     const requests = jest.spyOn(h.ctx, 'sendSync');
@@ -242,6 +242,14 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     expect(kept.map((o) => o.ip).sort()).toEqual(
       Array.from({ length: 50 }, (_, i) => `198.18.0.${i + 1}`).sort(),
     );
+    // deleteMany likewise: one request, one transaction (a name stored nowhere is no refusal)
+    await client.deleteMany([
+      ...Array.from({ length: 25 }, (_, i) => ({ namespace: 'edgemesh', type: 'vip', name: `s${i}` })),
+      { namespace: 'edgemesh', type: 'vip', name: 'never' },
+    ]);
+    expect(requests).toHaveBeenCalledTimes(3); // putMany, list, deleteMany
+    expect(h.mm.stats.batches - commits0).toBe(2);
+    expect((await client.list('edgemesh', 'vip')).length).toBe(25);
     await expect(
       client.putMany([
         { namespace: 'edgemesh', type: 'vip', name: 'fine', object: { ip: '198.18.0.99' } },

@@ -1,4 +1,4 @@
-import type { MetaClient, MetaPut } from '@edgecore/metamanager/client';
+import type { MetaClient, MetaKey, MetaPut } from '@edgecore/metamanager/client';
 import { isIPv4 } from 'node:net';
 import { InvalidSubnetError, VipConflictError, VipPoolExhaustedError } from '../edgemesh-errors';
 import { cidrContains, intToIp, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
@@ -159,11 +159,22 @@ export class VipAllocator {
   }
 
   async release(service: string): Promise<void> {
-    const n = this.byService.get(service);
-    if (n === undefined) return;
-    this.byService.delete(service);
-    if (this.byIp.get(n) === service) this.byIp.delete(n);
-    await this.meta.delete(NS, TYPE, recordName(service));
+    await this.releaseMany([service]);
+  }
+
+  /** Release the VIPs of these services; their records go in one request (`deleteMany`). */
+  async releaseMany(services: Iterable<string>): Promise<void> {
+    const gone: MetaKey[] = [];
+    for (const service of services) {
+      const n = this.byService.get(service);
+      if (n === undefined) continue;
+      this.byService.delete(service);
+      if (this.byIp.get(n) === service) this.byIp.delete(n);
+      gone.push({ namespace: NS, type: TYPE, name: recordName(service) });
+    }
+    if (!gone.length) return;
+    if (this.meta.deleteMany) await this.meta.deleteMany(gone);
+    else await Promise.all(gone.map((k) => this.meta.delete(k.namespace, k.type, k.name)));
   }
 }
 

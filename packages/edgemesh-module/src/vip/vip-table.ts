@@ -75,7 +75,7 @@ export class VipTable {
     // endpoint VIPs are not kept across a restart: the first query of a name allocates again
     const live = new Set(services.flatMap(([k, s]) => (isExternalName(s) ? [] : [k])));
     const orphans = this.allocator.services().filter((k) => !live.has(k));
-    await Promise.all(orphans.map((k) => this.allocator.release(k)));
+    await this.allocator.releaseMany(orphans);
   }
 
   /** VIPs for these services: real ClusterIPs reserved, the rest allocated in one pass. */
@@ -107,19 +107,35 @@ export class VipTable {
   }
 
   /**
-   * A service changed or went: `current` undefined or an ExternalName alias → its VIP goes (and
-   * its allocation is released); a ClusterIP that changed → the old VIP goes (released when the
-   * new one is real).
-   * Returns whether the service still needs a VIP.
+   * Services changed or went (a batch's): `current` undefined or an ExternalName alias → its VIP
+   * goes (its allocation released); a ClusterIP that changed → the old VIP goes (released when
+   * the new one is real). The releases are written in one request. Returns the services that
+   * still need a VIP.
    */
-  async update(key: string, previous: Service | undefined, current: Service | undefined): Promise<boolean> {
-    if (!current || isExternalName(current)) {
-      await this.drop(key, true);
-      return false;
+  async updateMany(
+    changes: Iterable<[string, { previous?: Service; current?: Service }]>,
+  ): Promise<[string, Service][]> {
+    const need: [string, Service][] = [];
+    const release: string[] = [];
+    for (const [key, { previous, current }] of changes) {
+      if (!current || isExternalName(current)) {
+        this.drop(key);
+        release.push(key);
+        continue;
+      }
+      if (previous && previous.spec?.clusterIP !== current.spec?.clusterIP) {
+        this.drop(key);
+        if (isRealIP(current.spec?.clusterIP)) release.push(key);
+      }
+      need.push([key, current]);
     }
-    if (previous && previous.spec?.clusterIP !== current.spec?.clusterIP)
-      await this.drop(key, isRealIP(current.spec?.clusterIP));
-    return true;
+    await this.allocator.releaseMany(release);
+    return need;
+  }
+
+  /** `updateMany` of one service: whether it still needs a VIP. */
+  async update(key: string, previous: Service | undefined, current: Service | undefined): Promise<boolean> {
+    return (await this.updateMany([[key, { previous, current }]])).length > 0;
   }
 
   /** The VIP of an endpoint of a headless service, if it has one. */
@@ -155,16 +171,16 @@ export class VipTable {
   async dropEndpoints(service: string, keep: ReadonlySet<string>): Promise<boolean> {
     const m = this.endpointVips.get(service);
     if (!m) return false;
-    let dropped = false;
+    const gone: string[] = [];
     for (const [label, ip] of m) {
       if (keep.has(label)) continue;
       m.delete(label);
       this.endpointByVip.delete(ip);
-      await this.allocator.release(endpointKey(service, label));
-      dropped = true;
+      gone.push(endpointKey(service, label));
     }
     if (!m.size) this.endpointVips.delete(service);
-    return dropped;
+    await this.allocator.releaseMany(gone);
+    return gone.length > 0;
   }
 
   private bind(key: string, ip: string): void {
@@ -182,13 +198,13 @@ export class VipTable {
     );
   }
 
-  private async drop(key: string, release: boolean): Promise<void> {
+  /** The service's VIP no longer names it (its allocation, if any, is the caller's to release). */
+  private drop(key: string): void {
     const ip = this.vipByService.get(key);
     if (ip) {
       this.vipByService.delete(key);
       if (this.outsideByVip.get(ip) === key) this.outsideByVip.delete(ip);
       this.allocator.unreserve(key, ip);
     }
-    if (release) await this.allocator.release(key);
   }
 }

@@ -50,6 +50,8 @@ export interface MetaClient {
    * the first refusal. Optional: without it, `put` per object.
    */
   putMany?(items: MetaPut[]): Promise<void>;
+  /** Delete several objects in one request, one transaction (as `putMany`). Optional: `delete` each. */
+  deleteMany?(items: MetaKey[]): Promise<void>;
   /** Store an object (unversioned local write unless resourceVersion is given). */
   put(
     namespace: string,
@@ -61,11 +63,15 @@ export interface MetaClient {
   delete(namespace: string, type: string, name: string): Promise<void>;
 }
 
-/** One object of a `putMany`. */
-export interface MetaPut {
+/** Where an object is kept: `<namespace>/<type>/<name>`. */
+export interface MetaKey {
   namespace: string;
   type: string;
   name: string;
+}
+
+/** One object of a `putMany`. */
+export interface MetaPut extends MetaKey {
   object: unknown;
 }
 
@@ -129,20 +135,23 @@ export class BeehiveMetaClient implements MetaClient {
     await this.request(Operation.Delete, `${namespace}/${type}/${name}`, null);
   }
 
-  /** One `batch` message: its writes share a transaction and one reply (one answer per write). */
   async putMany(items: MetaPut[]): Promise<void> {
-    if (!items.length) return;
-    const writes = items.map((it) => {
-      const resource = `${it.namespace}/${it.type}/${it.name}`;
+    await this.batch(items.map((it) => [Operation.Update, it, it.object]));
+  }
+
+  async deleteMany(items: MetaKey[]): Promise<void> {
+    await this.batch(items.map((it) => [Operation.Delete, it, null]));
+  }
+
+  /** One `batch` message: its writes share a transaction and one reply (one answer per write). */
+  private async batch(writes: [string, MetaKey, unknown][]): Promise<void> {
+    if (!writes.length) return;
+    const msgs = writes.map(([operation, k, content]) => {
+      const resource = `${k.namespace}/${k.type}/${k.name}`;
       parseResource(resource);
-      return newMessage(it.object, {
-        source: this.opts.source,
-        group: 'meta',
-        operation: Operation.Update,
-        resource,
-      });
+      return newMessage(content, { source: this.opts.source, group: 'meta', operation, resource });
     });
-    const answers = (await this.request(Operation.Batch, undefined, writes)) as BatchAnswer[];
+    const answers = (await this.request(Operation.Batch, undefined, msgs)) as BatchAnswer[];
     const refused = answers.find((a) => a !== 'OK');
     if (refused) throw new MetaError(refused.code, refused.message);
   }

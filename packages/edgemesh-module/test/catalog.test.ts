@@ -554,13 +554,17 @@ describe('VipTable both ways', () => {
     expect(t.serviceOf(ep)).toBeUndefined();
     expect(t.endpointOf(ep)).toEqual({ service: 'ns/alloc', label: 'web-0' });
     // a ClusterIP that changed: the old address no longer names it, the new one does
-    expect(await t.update('ns/outside', svc('10.96.0.10'), svc('10.96.0.11'))).toBe(true);
+    expect(
+      await t.updateMany([['ns/outside', { previous: svc('10.96.0.10'), current: svc('10.96.0.11') }]]),
+    ).toHaveLength(1); // still needs a VIP
     await t.ensure([['ns/outside', svc('10.96.0.11')]]);
     expect(t.serviceOf('10.96.0.10')).toBeUndefined();
     expect(t.serviceOf('10.96.0.11')).toBe('ns/outside');
     // gone: none of its addresses names it
-    await t.update('ns/alloc', svc('None'), undefined);
-    await t.update('ns/inpool', svc('198.18.9.5'), undefined);
+    await t.updateMany([
+      ['ns/alloc', { previous: svc('None'), current: undefined }],
+      ['ns/inpool', { previous: svc('198.18.9.5'), current: undefined }],
+    ]);
     expect(t.serviceOf(alloc)).toBeUndefined();
     expect(t.serviceOf('198.18.9.5')).toBeUndefined();
   });

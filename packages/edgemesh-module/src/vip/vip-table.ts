@@ -133,11 +133,6 @@ export class VipTable {
     return need;
   }
 
-  /** `updateMany` of one service: whether it still needs a VIP. */
-  async update(key: string, previous: Service | undefined, current: Service | undefined): Promise<boolean> {
-    return (await this.updateMany([[key, { previous, current }]])).length > 0;
-  }
-
   /** The VIP of an endpoint of a headless service, if it has one. */
   endpointVip(service: string, label: string): string | undefined {
     return this.endpointVips.get(service)?.get(label);

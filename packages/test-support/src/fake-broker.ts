@@ -23,18 +23,11 @@ export class FakeBroker {
         rest = Buffer.concat([rest, d]);
         for (;;) {
           if (rest.length < 2) return;
-          let len = 0;
-          let mul = 1;
-          let i = 1;
-          for (; i < rest.length; i++) {
-            len += (rest[i] & 127) * mul;
-            mul *= 128;
-            if (!(rest[i] & 128)) break;
-          }
-          if (i >= rest.length || i + 1 + len > rest.length) return;
+          const [len, at] = readVarint(rest, 1);
+          if (at > rest.length || at + len > rest.length) return;
           const type = rest[0] >> 4;
-          const body = rest.subarray(i + 1, i + 1 + len);
-          rest = rest.subarray(i + 1 + len);
+          const body = rest.subarray(at, at + len);
+          rest = rest.subarray(at + len);
           this.packets.push({ type, body });
           if (type === 1) {
             v5 = body[6] === 5; // after the protocol name "MQTT"
@@ -62,16 +55,23 @@ export class FakeBroker {
 
 /** The payload of an MQTT 5 PUBLISH body (QoS 1): after the topic, the packet id and the properties. */
 export function publishPayload5(body: Buffer): Buffer {
-  let i = 2 + body.readUInt16BE(0) + 2;
-  let len = 0;
+  const [len, at] = readVarint(body, 2 + body.readUInt16BE(0) + 2);
+  return body.subarray(at + len);
+}
+
+/**
+ * MQTT's Variable Byte Integer at `at`: its value and the offset after it (past the end of `buf`
+ * when it is cut short there).
+ */
+function readVarint(buf: Buffer, at: number): [number, number] {
+  let n = 0;
   let mul = 1;
-  for (;;) {
-    const b = body[i++];
-    len += (b & 127) * mul;
-    mul *= 128;
-    if (!(b & 128)) break;
+  for (; at < buf.length; mul *= 128) {
+    const b = buf[at++];
+    n += (b & 127) * mul;
+    if (!(b & 128)) return [n, at];
   }
-  return body.subarray(i + len);
+  return [n, at + 1];
 }
 
 /** The packet id of a PUBLISH body (QoS 1): after the topic. */
@@ -107,15 +107,8 @@ export function puback(id: number, rc?: number, props: number[] = []): Buffer {
 function suback(body: Buffer, v5: boolean): Buffer {
   let i = 2;
   if (v5) {
-    let len = 0;
-    let mul = 1;
-    for (;;) {
-      const b = body[i++];
-      len += (b & 127) * mul;
-      mul *= 128;
-      if (!(b & 128)) break;
-    }
-    i += len;
+    const [len, at] = readVarint(body, i);
+    i = at + len;
   }
   const codes: number[] = [];
   while (i < body.length) {

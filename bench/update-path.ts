@@ -31,6 +31,7 @@ import { ObjectPublisher, plannedOrder, SLICE_PLAN_EVERY, SliceController } from
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { Session } from 'node:inspector';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,6 +182,27 @@ function proxied(proxyPort: number, host: string): Promise<boolean> {
   });
 }
 
+/**
+ * PROF=DIR: besides edgecore's own profile, a CPU profile of this process (the publisher, its
+ * slice controller and the probes) over each whole apply's measured span, `publisher-whole-N.cpuprofile`.
+ */
+async function profiled<T>(name: string, run: () => Promise<T>): Promise<T> {
+  const dir = process.env.PROF;
+  if (!dir) return run();
+  const s = new Session();
+  s.connect();
+  const post = (m: string) => new Promise<unknown>((res, rej) => s.post(m, (e, r) => (e ? rej(e) : res(r))));
+  await post('Profiler.enable');
+  await post('Profiler.start');
+  try {
+    return await run();
+  } finally {
+    const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+    writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+    s.disconnect();
+  }
+}
+
 function trace(what: string): void {
   if (process.env.TRACE) console.error(new Date().toISOString(), what);
 }
@@ -286,7 +308,7 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
   mkdirSync(dir);
   const node = await startCore(dir, children, server, 'edge-node-0');
   const { bare, counted, refPub, pub } = await clients(server, 'bench-bare-whole');
-  const objs = [];
+  const objs: (ReturnType<typeof service> | ReturnType<typeof pod>)[] = [];
   for (let i = 0; i < SERVICES; i++) {
     objs.push(service(i));
     for (let j = 0; j < PER; j++) objs.push(pod(i, j, backendPort));
@@ -302,8 +324,11 @@ async function wholeApply(backendPort: number, files: 1 | 2): Promise<string> {
   const commits0 = await metric(node.obs, 'edgecore_metadata_commits_total');
   const cpu0 = [cpuSeconds(node.proc.pid!), cpuSeconds(broker.pid!), process.cpuUsage()] as const;
   const t0 = Date.now();
-  const toNode = await publishAll(pub, new SliceController('host'), objs, 'edge-node-0');
-  await untilVisible({ probe, ...node }, service(SERVICES - 1), applied0 + toNode, 'whole apply');
+  const toNode = await profiled(`publisher-whole-${files}`, async () => {
+    const n = await publishAll(pub, new SliceController('host'), objs, 'edge-node-0');
+    await untilVisible({ probe, ...node }, service(SERVICES - 1), applied0 + n, 'whole apply');
+    return n;
+  });
   const ms = Date.now() - t0;
   const own = process.cpuUsage(cpu0[2]);
   const perObject = (s: number) => Math.round((s * 1e6) / toNode);

@@ -25,3 +25,50 @@ export class AckQueue {
     this.entries.length = 0;
   }
 }
+
+/**
+ * PUBACKs written together: those added in one turn of the event loop (what one commit releases,
+ * its promises' reactions included) leave in one write, in the order they were added, once the
+ * turn's microtasks are done. A PUBACK of success without properties is 4 bytes in MQTT 3.1.1 and
+ * 5 alike (type 4, remaining length 2, the packet identifier; MQTT 5 §3.4.2.1 lets the reason code
+ * and property length be left out) — what mqtt.js writes for one. The link's stream is asked for
+ * at the write (`streamOf`): none, the link went away meanwhile, and they are dropped (the broker
+ * redelivers); `clear()` on a new link drops them too.
+ */
+export class AckWriter<L> {
+  private ids: number[] = [];
+  private link?: L;
+  private scheduled = false;
+
+  constructor(private readonly streamOf: (link: L) => { write(b: Buffer): unknown } | undefined) {}
+
+  /** The PUBACK of `messageId`, received over `link` (the one link of every id added since the last write). */
+  add(messageId: number, link: L): void {
+    this.ids.push(messageId);
+    this.link = link;
+    if (this.scheduled) return;
+    this.scheduled = true;
+    process.nextTick(() => this.flush());
+  }
+
+  /** A new link: nothing added is written. */
+  clear(): void {
+    this.ids = [];
+    this.link = undefined;
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const { ids, link } = this;
+    this.clear();
+    const stream = link === undefined ? undefined : this.streamOf(link);
+    if (!ids.length || !stream) return;
+    const b = Buffer.allocUnsafe(4 * ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      b[4 * i] = 0x40;
+      b[4 * i + 1] = 2;
+      b.writeUInt16BE(ids[i], 4 * i + 2);
+    }
+    stream.write(b);
+  }
+}

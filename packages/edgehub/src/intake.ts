@@ -1,6 +1,6 @@
 import type { Logger } from '@edgecore/beehive';
 import type { IPublishPacket, MqttClient } from 'mqtt';
-import { AckQueue } from './ack-queue';
+import { AckQueue, AckWriter } from './ack-queue';
 
 /** Tells mqtt.js to take the next packet without acknowledging this one (see `take`). */
 const DEFERRED_ACK = new Error('acknowledged after the commit');
@@ -13,9 +13,17 @@ const DEFERRED_ACK = new Error('acknowledged after the commit');
  * on without acknowledging — and the PUBACK is written here when the commit is done, in arrival
  * order (AckQueue, MQTT §4.6). At `maxInflight` commits under way the next packet waits (TCP holds
  * the rest). A failed commit resets the link, so the broker redelivers.
+ *
+ * The PUBACKs a commit releases go out in one write (`AckWriter`): through mqtt.js each was a
+ * packet object, three stream writes and the stream's bookkeeping — 5-6 % of the node's CPU in a
+ * large apply, one PUBACK per object.
  */
 export class Intake {
   private readonly acks = new AckQueue();
+  /** The PUBACKs released, written to the link they came over while it is still the live one. */
+  private readonly out = new AckWriter<MqttClient>((c) =>
+    c.connected && this.current(c) ? c.stream : undefined,
+  );
   /** Commits under way. */
   private pending = 0;
 
@@ -42,6 +50,7 @@ export class Intake {
   newLink(): void {
     this.generation++;
     this.acks.clear();
+    this.out.clear();
   }
 
   /** An object message arrived or was committed (the link is not quiet). */
@@ -65,14 +74,10 @@ export class Intake {
       return;
     }
     const generation = this.generation;
-    const messageId = packet.messageId;
+    const messageId = packet.messageId!; // a QoS 1 PUBLISH always carries one
     const ack = this.acks.enqueue(() => {
       if (generation !== this.generation || !client.connected || !this.current(client)) return;
-      // the one use of an mqtt.js internal: the PUBACK written when the commit is done
-      (client as unknown as { _sendPacket(p: object, cb?: () => void): void })._sendPacket(
-        { cmd: 'puback', messageId },
-        () => undefined,
-      );
+      this.out.add(messageId, client);
     });
     this.pending++;
     if (this.pending > this.stats.maxPending) this.stats.maxPending = this.pending;

@@ -1,6 +1,7 @@
 import { silentLogger } from '@edgecore/beehive';
 import { Mosquitto } from '@edgecore/test-support';
-import { connectAsync, type IPublishPacket } from 'mqtt';
+import { once } from 'node:events';
+import { connect, connectAsync, type IPublishPacket } from 'mqtt';
 import { Intake } from '../src';
 
 const until = async (cond: () => boolean, ms = 10_000) => {
@@ -61,4 +62,60 @@ describe('Intake (real mosquitto)', () => {
     await sub.endAsync();
     await pub.endAsync();
   });
+
+  it.each([4, 5] as const)(
+    'acknowledges QoS 1 messages in the broker’s own terms (MQTT %s): a broker with 5 in flight sends all 300, and a resumed session gets none again',
+    async (protocolVersion) => {
+      const small = await Mosquitto.start({ maxInflight: 5 });
+      try {
+        const N = 300;
+        const clientId = `intake-q1-${protocolVersion}`;
+        const opts = {
+          protocolVersion,
+          clientId,
+          clean: false,
+          ...(protocolVersion === 5 ? { properties: { receiveMaximum: 5, sessionExpiryInterval: 60 } } : {}),
+        };
+        const got: string[] = [];
+        // the Intake takes over before the connection is up: a resumed session's redeliveries come
+        // right behind its CONNACK
+        const attached = async () => {
+          const c = connect(small.url, opts);
+          const intake = new Intake(
+            100,
+            { maxPending: 0 },
+            silentLogger,
+            (x) => x === c,
+            // committed a tick later, as MetaManager answers
+            async (p: IPublishPacket) => {
+              await new Promise((r) => setImmediate(r));
+              got.push(String(p.payload));
+            },
+          );
+          c.handleMessage = (packet, next) => intake.take(c, packet, next);
+          await once(c, 'connect');
+          return c;
+        };
+        const sub = await attached();
+        await sub.subscribeAsync('intake1/#', { qos: 1 });
+        const pub = await connectAsync(small.url, { protocolVersion: 5 });
+        for (let i = 0; i < N; i++) await pub.publishAsync(`intake1/${i}`, String(i), { qos: 1 });
+        // the broker keeps 5 unacknowledged at most: every PUBACK it did not take would stall it
+        await until(() => got.length >= N);
+        expect(got).toEqual(Array.from({ length: N }, (_, i) => String(i)));
+        await new Promise((r) => setTimeout(r, 100)); // the last PUBACKs on their way
+        await sub.endAsync();
+        // the session resumed: nothing is redelivered (every message was acknowledged)
+        const again = await attached();
+        await pub.publishAsync('intake1/last', 'last', { qos: 1 });
+        await until(() => got.length > N);
+        await new Promise((r) => setTimeout(r, 200));
+        expect(got.slice(N)).toEqual(['last']);
+        await again.endAsync();
+        await pub.endAsync();
+      } finally {
+        await small.destroy();
+      }
+    },
+  );
 });

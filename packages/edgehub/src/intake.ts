@@ -15,8 +15,8 @@ const DEFERRED_ACK = new Error('acknowledged after the commit');
  * the rest). A failed commit resets the link, so the broker redelivers.
  *
  * The PUBACKs a commit releases go out in one write (`AckWriter`): through mqtt.js each was a
- * packet object, three stream writes and the stream's bookkeeping — 5-6 % of the node's CPU in a
- * large apply, one PUBACK per object.
+ * packet object, three stream writes and the stream's bookkeeping (in a whole apply, the node's CPU
+ * per object 116 → 111 µs).
  */
 export class Intake {
   private readonly acks = new AckQueue();

@@ -53,18 +53,14 @@ export class ServiceCatalog {
   private readonly servicesBySelector = new IndexMap();
   /** Services, slices and pods as kept: the fields EdgeMesh reads (compact.ts), or whole. */
   private readonly keep?: Compactor;
-  /** Slices kept as given, whatever `keep` does with services and pods. */
-  private readonly wholeSlices: boolean;
 
   /**
-   * By default only what EdgeMesh reads is kept of each object. `whole`: every object as given;
-   * `wholeSlices`: the slices as given, the services and pods compact (the cloud's slice
-   * controller compares the slices it holds with the ones it computes, and reads of services and
-   * pods only what a node does).
+   * By default only what EdgeMesh reads is kept of each object. `whole`: every object as given (the
+   * cloud's slice controller compares the slices it holds with the ones it computes, and holds the
+   * objects it is given anyway).
    */
-  constructor(options: { whole?: boolean; wholeSlices?: boolean } = {}) {
+  constructor(options: { whole?: boolean } = {}) {
     if (!options.whole) this.keep = new Compactor();
-    this.wholeSlices = !!(options.whole || options.wholeSlices);
   }
 
   static key(namespace: string, name: string): string {
@@ -221,7 +217,7 @@ export class ServiceCatalog {
   }
 
   private slice(sl: EndpointSlice, ns: string): EndpointSlice {
-    return this.keep && !this.wholeSlices ? this.keep.slice(sl, ns) : withNamespace(sl, ns);
+    return this.keep ? this.keep.slice(sl, ns) : withNamespace(sl, ns);
   }
 
   private pod(p: Pod, ns: string): Pod {

@@ -37,7 +37,7 @@ describe('edgecore.yaml', () => {
     expect(c.modules.metaManager).toEqual({
       enable: true,
       remoteQueryTimeout: 60,
-      groupCommitMs: 5,
+      groupCommitMs: 20,
       metaServer: { enable: true, server: '127.0.0.1:10550' },
     });
     expect(c.modules.edgeHub.mqtt.embeddedBroker).toEqual({ enable: false, listen: '127.0.0.1:1883' });

@@ -48,7 +48,7 @@ export const metaManagerConfigSchema = z.strictObject({
    * write that comes alone, from a writer that waits for each commit, or a few ms after a commit
    * of 1-3 writes (single updates: a service and its VIP), is committed at once.
    */
-  groupCommitMs: z.number().min(0).max(1000).default(5),
+  groupCommitMs: z.number().min(0).max(1000).default(20),
   metaServer: metaServerSchema.default({}),
 });
 

@@ -3,7 +3,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { freePort, Mosquitto, waitForPort } from '@edgecore/test-support';
 import { connectAsync, type IPublishPacket } from 'mqtt';
 import { ConnectRefusedError, LinkClosedError, PublishLink, PublishRefusedError } from '../src';
-import { connack5, FakeBroker, puback, publishId } from './helpers';
+import { connack5, FakeBroker, puback, publishId, publishPayload5 } from './helpers';
 
 /** Read every retained message under `filter` with mqtt.js (an independent client). */
 async function retained(url: string, filter: string, expect: number): Promise<Map<string, IPublishPacket>> {
@@ -71,6 +71,34 @@ describe('PublishLink: a publish-only MQTT client', () => {
       expect((await retained(broker.url, `pl${v}/#`, sent.size - 1)).has(`pl${v}/a`)).toBe(false);
     }
   });
+
+  it('publishes over many turns, the socket backed up (a chunk serves one write after another): every payload arrives byte for byte, in order', async () => {
+    const got: Buffer[] = [];
+    const fake = new FakeBroker(connack5([]), (s, type, body) => {
+      if (type !== 3) return;
+      got.push(Buffer.from(publishPayload5(body)));
+      s.write(puback(publishId(body)));
+    });
+    const link = await PublishLink.connect(await fake.url(), { clientId: 'turns' });
+    try {
+      fake.sockets[0].pause(); // the broker reads nothing: the writes queue, in the kernel and then in the link's stream
+      const N = 3000;
+      const payload = (i: number) => Buffer.alloc(4000 + (i % 7), i % 251);
+      for (let i = 0; i < N; i++) {
+        link.publish(`t/${i}`, payload(i), {}, () => undefined);
+        await new Promise((r) => setImmediate(r)); // each publish a turn (a write) of its own
+      }
+      fake.sockets[0].resume();
+      const end = Date.now() + 10_000;
+      while (got.length < N && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(got).toHaveLength(N);
+      for (let i = 0; i < N; i++) expect(Buffer.compare(got[i], payload(i))).toBe(0);
+      await link.end();
+    } finally {
+      link.destroy();
+      fake.close();
+    }
+  }, 30_000);
 
   it('never has more publishes awaiting their PUBACK than the broker’s Receive Maximum; the rest go in order', async () => {
     let inflight = 0;

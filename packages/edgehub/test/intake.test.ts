@@ -1,5 +1,5 @@
 import { silentLogger } from '@edgecore/beehive';
-import { Mosquitto } from '@edgecore/test-support';
+import { freePort, Mosquitto, waitForPort } from '@edgecore/test-support';
 import { once } from 'node:events';
 import { connect, connectAsync, type IPublishPacket } from 'mqtt';
 import { Intake } from '../src';
@@ -63,13 +63,24 @@ describe('Intake (real mosquitto)', () => {
     await pub.endAsync();
   });
 
-  it.each([4, 5] as const)(
-    'acknowledges QoS 1 messages in the broker’s own terms (MQTT %s): a broker with 5 in flight sends all 300, and a resumed session gets none again',
-    async (protocolVersion) => {
-      const small = await Mosquitto.start({ maxInflight: 5 });
+  it.each([
+    [4, 'mqtt'],
+    [5, 'mqtt'],
+    [5, 'ws'],
+  ] as const)(
+    'acknowledges QoS 1 messages in the broker’s own terms (MQTT %s over %s): a broker with 5 in flight sends all 300, and a resumed session gets none again',
+    async (protocolVersion, scheme) => {
+      const wsPort = await freePort();
+      const small = await Mosquitto.start({
+        maxInflight: 5,
+        extra: `listener ${wsPort} 127.0.0.1\nprotocol websockets`,
+      });
       try {
+        // mosquitto opens its listeners one after the other: the helper waited for the first only
+        await waitForPort(wsPort, 10_000);
+        const url = scheme === 'ws' ? `ws://127.0.0.1:${wsPort}` : small.url;
         const N = 300;
-        const clientId = `intake-q1-${protocolVersion}`;
+        const clientId = `intake-q1-${protocolVersion}-${scheme}`;
         const opts = {
           protocolVersion,
           clientId,
@@ -80,7 +91,7 @@ describe('Intake (real mosquitto)', () => {
         // the Intake takes over before the connection is up: a resumed session's redeliveries come
         // right behind its CONNACK
         const attached = async () => {
-          const c = connect(small.url, opts);
+          const c = connect(url, opts);
           const intake = new Intake(
             100,
             { maxPending: 0 },

@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import { recordingLogger } from '@edgecore/test-support';
 import { defaultListen, type Listen, type PortalSpec } from '../src';
+import * as openFiles from '../src/open-files';
 import { testPortals } from './helpers';
 
 type LogRecord = { level: string; obj: any; msg?: string };
@@ -37,6 +38,23 @@ describe('portals and file descriptors', () => {
     return made.portals;
   };
   afterAll(() => https.forEach((h) => h.close()));
+
+  it('reads the open-file limit at most once a second, however many syncs open portals', async () => {
+    const read = jest.spyOn(openFiles, 'openFileLimit');
+    const portals = make([]);
+    try {
+      full = false;
+      for (let i = 0; i < 20; i++) await portals.sync(Array.from({ length: i + 1 }, (_, k) => spec(k)));
+      expect(portals.size).toBe(20);
+      expect(read).toHaveBeenCalledTimes(1);
+      await new Promise((r) => setTimeout(r, 1100));
+      await portals.sync(Array.from({ length: 21 }, (_, k) => spec(k)));
+      expect(read).toHaveBeenCalledTimes(2); // a second later: read again
+    } finally {
+      read.mockRestore();
+      await portals.closeAll();
+    }
+  });
 
   it('a portal that finds no descriptor waits; the retry timer asks its owner, and it opens', async () => {
     const records: LogRecord[] = [];

@@ -19,6 +19,9 @@ import { UdpProxy, type UdpProxyOptions } from './l4/udp-proxy';
 import { portProtocol, type PortalEntry, type PortalSpec } from '../portal-table';
 import { isLocalResourceError, openFileLimit, portalCapacity, portalReserve } from '../open-files';
 
+/** How long a read of the open-file limit serves portal syncs (ms). */
+const LIMIT_READ_MS = 1000;
+
 /** One portal: its own listener's connection target (no function made per portal). */
 class Portal implements ConnectionTarget {
   listenPort = 0;
@@ -325,9 +328,24 @@ export class PortalManager {
     return opened;
   }
 
+  /** The soft open-file limit as last read, and when (`performance.now()`). */
+  private limitRead?: { soft: number | undefined; at: number };
+
+  /**
+   * The soft open-file limit, read from `/proc/self/limits` at most once a second: every sync that
+   * opens portals asks, and a burst makes hundreds (the reads were ~1 % of a node's CPU taking a
+   * whole catalog); a limit raised while the node runs (`prlimit --pid`) is seen within a second.
+   */
+  private softLimit(): number | undefined {
+    const now = performance.now();
+    if (!this.limitRead || now - this.limitRead.at >= LIMIT_READ_MS)
+      this.limitRead = { soft: openFileLimit()?.soft, at: now };
+    return this.limitRead.soft;
+  }
+
   /** How many of `want` more portals the open-file limit holds (`portalCapacity`). */
   private fdRoom(want: number): number {
-    const limit = openFileLimit()?.soft;
+    const limit = this.softLimit();
     if (limit === undefined || !Number.isFinite(limit)) return want;
     return Math.min(want, portalCapacity(limit) - this.portals.size);
   }

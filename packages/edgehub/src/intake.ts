@@ -75,9 +75,10 @@ export class Intake {
     }
     const generation = this.generation;
     const messageId = packet.messageId!; // a QoS 1 PUBLISH always carries one
+    // a PUBACK of an older link never goes out (its writer was cleared); whether the link is still
+    // up is the writer's to ask when it writes
     const ack = this.acks.enqueue(() => {
-      if (generation !== this.generation || !client.connected || !this.current(client)) return;
-      this.out.add(messageId, client);
+      if (generation === this.generation) this.out.add(messageId, client);
     });
     this.pending++;
     if (this.pending > this.stats.maxPending) this.stats.maxPending = this.pending;

@@ -1,4 +1,4 @@
-import type { MetaClient, MetaKey, MetaPut } from '@edgecore/metamanager/client';
+import { deleteAll, putAll, type MetaClient, type MetaKey, type MetaPut } from '@edgecore/metamanager/client';
 import { isIPv4 } from 'node:net';
 import { InvalidSubnetError, VipConflictError, VipPoolExhaustedError } from '../edgemesh-errors';
 import { cidrContains, intToIp, ipToInt, parseCidr, type Cidr } from '../net/ipv4';
@@ -120,8 +120,7 @@ export class VipAllocator {
     }
     if (writes.length) {
       writes.push({ namespace: NS, type: CURSOR_TYPE, name: 'state', object: { next: this.cursor } });
-      if (this.meta.putMany) await this.meta.putMany(writes);
-      else await Promise.all(writes.map((w) => this.meta.put(w.namespace, w.type, w.name, w.object)));
+      await putAll(this.meta, writes);
     }
     return out;
   }
@@ -173,8 +172,7 @@ export class VipAllocator {
       gone.push({ namespace: NS, type: TYPE, name: recordName(service) });
     }
     if (!gone.length) return;
-    if (this.meta.deleteMany) await this.meta.deleteMany(gone);
-    else await Promise.all(gone.map((k) => this.meta.delete(k.namespace, k.type, k.name)));
+    await deleteAll(this.meta, gone);
   }
 }
 

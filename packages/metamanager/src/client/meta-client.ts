@@ -75,6 +75,18 @@ export interface MetaPut extends MetaKey {
   object: unknown;
 }
 
+/** `putMany` where the client has it (one request), else `put` per object. */
+export async function putAll(meta: MetaClient, items: MetaPut[]): Promise<void> {
+  if (meta.putMany) await meta.putMany(items);
+  else await Promise.all(items.map((w) => meta.put(w.namespace, w.type, w.name, w.object)));
+}
+
+/** `deleteMany` where the client has it (one request), else `delete` per object. */
+export async function deleteAll(meta: MetaClient, keys: MetaKey[]): Promise<void> {
+  if (meta.deleteMany) await meta.deleteMany(keys);
+  else await Promise.all(keys.map((k) => meta.delete(k.namespace, k.type, k.name)));
+}
+
 /** The calling module's name (route.source); MetaManager's module name; a per-request timeout. */
 export type BeehiveMetaClientOptions = { source: string } & z.input<typeof metaClientOptionsSchema>;
 

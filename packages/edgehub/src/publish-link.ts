@@ -148,6 +148,23 @@ function varintSize(n: number): number {
 const CHUNK = 65_536;
 
 /**
+ * Under a burst a slot a PUBACK frees is not filled at once while the link is at least half full:
+ * the publishes waiting for it go when a batch of slots is free (`batchOf`), or after this many
+ * milliseconds. mosquitto reads one packet per connection per turn of its loop and answers each
+ * with a PUBACK of its own, so a publisher that fills every slot as it frees writes once per
+ * publish, and the broker reads once per write; a stock mosquitto (a Receive Maximum of 20, eight
+ * links) took 23-26 µs of edgectl's CPU per publish that way, 12-17 with the batch (30 and 24 of
+ * its own). The broker is never left idle by it: half the window is still in flight.
+ */
+const HOLD_MS = 1;
+
+/** Free slots under a Receive Maximum worth a write of their own (0: never wait for them). */
+export function batchOf(receiveMaximum: number): number {
+  const quarter = receiveMaximum >> 2;
+  return quarter < 2 ? 0 : Math.min(16, quarter);
+}
+
+/**
  * Links a publisher (edgectl) opens at most to one broker when its Receive Maximum is below the
  * publisher's window (stock mosquitto announces 20): each keeps within the maximum, together they
  * keep up to this many times it in flight, a topic always on the same link (its order kept).
@@ -289,6 +306,8 @@ export class PublishLink {
   /** Where the part of `chunk` not yet in `out` begins. */
   private chunkFrom = 0;
   private flushScheduled = false;
+  /** Releases the waiting after HOLD_MS (see `holding`). */
+  private holdTimer?: NodeJS.Timeout;
   private rest?: Buffer;
   private closed?: Error;
   private lastWrite = Date.now();
@@ -388,7 +407,13 @@ export class PublishLink {
     const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
     const refusal = this.check(topic, size, opts);
     if (refusal) return queueFail(cb, refusal);
-    if (this.inflight.size < this.receiveMaximum) this.send(topic, payload, size, opts, cb);
+    // never ahead of one waiting (a callback that publishes at once would have overtaken it)
+    if (
+      this.inflight.size < this.receiveMaximum &&
+      this.waitingHead === this.waiting.length &&
+      !this.holding()
+    )
+      this.send(topic, payload, size, opts, cb);
     else this.waiting.push({ topic, payload, size, opts, cb });
   }
 
@@ -567,7 +592,27 @@ export class PublishLink {
     }
     this.pingSent = 0;
     if (at < b.length) this.rest = b.subarray(at);
-    // room under the Receive Maximum: the waiting go, in order
+    if (this.waitingHead === this.waiting.length || !this.holding()) this.release();
+  }
+
+  /**
+   * Whether a publish that fits under the Receive Maximum waits a moment for more room (HOLD_MS):
+   * while the link is at least half full and fewer than a batch of slots are free. Arms the timer
+   * that releases them.
+   */
+  private holding(): boolean {
+    const max = this.receiveMaximum;
+    const free = max - this.inflight.size;
+    if (this.closed || free === 0 || free >= batchOf(max) || this.inflight.size < max / 2) return false;
+    this.holdTimer ??= setTimeout(() => {
+      this.holdTimer = undefined;
+      this.release();
+    }, HOLD_MS);
+    return true;
+  }
+
+  /** Room under the Receive Maximum: the waiting go, in order. */
+  private release(): void {
     while (
       this.waitingHead < this.waiting.length &&
       this.inflight.size < this.receiveMaximum &&
@@ -678,6 +723,8 @@ export class PublishLink {
   /** The link is done: every unanswered publish (and a pending CONNACK) fails with `err`. */
   private fail(err: Error): void {
     this.stopKeepalive();
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
     const first = !this.closed;
     this.closed ??= err;
     if (!first && !this.pending && !this.onConnack && !this.drainWaiters.length) return;

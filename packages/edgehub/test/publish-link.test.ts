@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import { freePort, Mosquitto, waitForPort } from '@edgecore/test-support';
 import { connectAsync, type IPublishPacket } from 'mqtt';
-import { ConnectRefusedError, LinkClosedError, PublishLink, PublishRefusedError } from '../src';
+import { batchOf, ConnectRefusedError, LinkClosedError, PublishLink, PublishRefusedError } from '../src';
 import { connack5, FakeBroker, puback, publishId, publishPayload5 } from './helpers';
 
 /** Read every retained message under `filter` with mqtt.js (an independent client). */
@@ -128,6 +128,81 @@ describe('PublishLink: a publish-only MQTT client', () => {
     expect(done).toEqual(Array.from({ length: 40 }, (_, i) => i));
     await link.end();
     fake.close();
+  });
+
+  it('under a burst, a slot a PUBACK frees is filled when a batch of slots is free or a millisecond has passed, not at once; a publish made in a callback never overtakes one waiting', async () => {
+    // only the link's hold timer is fake: sockets, setImmediate (its writes) and the clock are real
+    jest.useFakeTimers({
+      doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask', 'Date', 'hrtime', 'performance'],
+    });
+    const realWait = async (ms: number) => {
+      const until = Date.now() + ms;
+      while (Date.now() < until) await new Promise((r) => setImmediate(r));
+    };
+    const got: number[] = [];
+    const ids: number[] = [];
+    let broker: import('node:net').Socket | undefined;
+    let autoAck = false;
+    const fake = new FakeBroker(connack5([0x21, 0, 20]), (s, type, body) => {
+      if (type !== 3) return;
+      broker = s;
+      got.push(Number(body.subarray(body.length - 4).toString()));
+      ids.push(publishId(body));
+      if (autoAck) s.write(puback(publishId(body)));
+    });
+    let link: PublishLink | undefined;
+    try {
+      link = await PublishLink.connect(await fake.url(), { clientId: 'hold' });
+      const l = link;
+      expect(l.receiveMaximum).toBe(20);
+      expect(batchOf(20)).toBe(5);
+      const done: number[] = [];
+      const all: Promise<void>[] = [];
+      all.push(
+        new Promise<void>((resolve) =>
+          l.publish('t/0', '1000', { retain: true }, () => {
+            done.push(0);
+            // synchronously, from the PUBACK's callback, while publishes wait
+            all.push(l.publishAsync('t/x', '9999', { retain: true }).then(() => void done.push(99)));
+            resolve();
+          }),
+        ),
+      );
+      for (let i = 1; i < 30; i++)
+        all.push(l.publishAsync(`t/${i}`, String(1000 + i), { retain: true }).then(() => void done.push(i)));
+      // at once while the link is under half full or a batch is free: 16 (4 free < 5)
+      for (let t = 0; got.length < 16 && t < 500; t++) await realWait(10);
+      await realWait(50);
+      expect(got.length).toBe(16);
+      // a PUBACK frees a fifth slot: a batch, written at once (5 more)
+      broker!.write(puback(ids[0]));
+      for (let t = 0; got.length < 21 && t < 500; t++) await realWait(10);
+      await realWait(50);
+      expect(got.length).toBe(21);
+      // one more free slot waits for the timer, then goes
+      broker!.write(puback(ids[1]));
+      await realWait(50);
+      expect(got.length).toBe(21);
+      jest.advanceTimersByTime(1);
+      for (let t = 0; got.length < 22 && t < 500; t++) await realWait(10);
+      expect(got.length).toBe(22);
+      // the rest answered as they come
+      autoAck = true;
+      for (const id of ids.slice(2)) broker!.write(puback(id));
+      for (let t = 0; done.length < 31 && t < 2_000; t++) {
+        jest.advanceTimersByTime(1);
+        await realWait(5);
+      }
+      expect(got).toEqual([...Array.from({ length: 30 }, (_, i) => 1000 + i), 9999]);
+      expect(done).toEqual([...Array.from({ length: 30 }, (_, i) => i), 99]);
+      await Promise.all(all);
+      jest.useRealTimers();
+      await link.end();
+    } finally {
+      jest.useRealTimers();
+      link?.destroy(); // a failed step leaves publishes without an answer: end() would wait for them
+      fake.close();
+    }
   });
 
   it('a publish larger than the broker’s Maximum Packet Size fails alone, naming its topic; retained or QoS 1 where the broker takes none fails at once; so does a topic no broker takes', async () => {

@@ -153,8 +153,9 @@ const CHUNK = 65_536;
  * milliseconds. mosquitto reads one packet per connection per turn of its loop and answers each
  * with a PUBACK of its own, so a publisher that fills every slot as it frees writes once per
  * publish, and the broker reads once per write; a stock mosquitto (a Receive Maximum of 20, eight
- * links) took 23-26 µs of edgectl's CPU per publish that way, 12-17 with the batch (30 and 24 of
- * its own). The broker is never left idle by it: half the window is still in flight.
+ * links kept full) took 23-33 µs of edgectl's CPU per publish that way, 12-16 with the batch
+ * (29-37 and 23-29 of its own). The broker is never left idle by it: half the window is still in
+ * flight.
  */
 const HOLD_MS = 1;
 

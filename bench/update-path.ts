@@ -27,7 +27,7 @@
  * only; ONLY=whole for the whole applies alone; SPREAD=off to publish in file order, as edgectl did
  * before its publish order; BROKER=stock or tuned for the broker settings, see below).
  */
-import { ObjectPublisher, plannedOrder, SLICE_PLAN_EVERY, SliceController } from '@edgecore/edgecore';
+import { ObjectPublisher, plannedOrder, publishObjects, SliceController } from '@edgecore/edgecore';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -83,8 +83,8 @@ type Planned = Parameters<ObjectPublisher['apply']>[0];
 
 /**
  * Publish a step as edgectl apply does (each object a document of its own, in its publish
- * order: each destination spread over the step): a window of
- * publishes in flight, the slices the slice controller computes for them (every
+ * order: each destination spread over the step) — edgectl's own loop, `publishObjects`: a window
+ * of publishes in flight, the slices the slice controller computes for them (every
  * SLICE_PLAN_EVERY objects and at the end), then the digests. Returns what a node receives of it
  * (`node`): every service and slice, and its own pods.
  */
@@ -96,21 +96,12 @@ async function publishAll(
 ): Promise<number> {
   const ps: Promise<void>[] = [];
   let toNode = 0;
-  const send = async (o: Planned): Promise<void> => {
-    await pub.room();
-    ps.push(pub.apply(o));
-    if (o.type !== 'pod' || o.node === node) toNode++;
-  };
-  let noted = 0;
+  const items = objs.map((o) => ({ o, remove: false }));
   // SPREAD=off: in file order (what edgectl did before its publish order)
-  const ordered =
-    process.env.SPREAD === 'off' ? objs : plannedOrder(objs.map((o) => ({ o }))).map(({ o }) => o);
-  for (const o of ordered) {
-    await send(o);
-    ctl.note(o, false);
-    if (++noted % SLICE_PLAN_EVERY === 0) for (const sl of ctl.plan().apply) await send(sl);
-  }
-  for (const o of ctl.plan().apply) await send(o);
+  await publishObjects(pub, process.env.SPREAD === 'off' ? items : plannedOrder(items), ctl, (o, p) => {
+    ps.push(p);
+    if (o.type !== 'pod' || o.node === node) toNode++;
+  });
   await Promise.all(ps);
   await pub.finish();
   return toNode;

@@ -48,26 +48,6 @@ export async function publishPlanned(
   // objects are acknowledged by the broker, in file order, and nothing after a failure
   // kubectl's words: created (new to the broker) or configured
   const created = planned.map((d) => d.objects.length > 0 && !d.objects.some((o) => pub.has(o)));
-  // the slices of the services touched, after the objects they follow from
-  const sliceWork: Promise<void>[] = [];
-  let noted = 0;
-  const publishSlices = async (): Promise<void> => {
-    noted = 0;
-    if (!controller) return;
-    const { apply, remove } = controller.plan();
-    for (const o of apply) {
-      await pub.room();
-      const p = pub.apply(o);
-      p.catch(() => undefined); // reported below
-      sliceWork.push(p);
-    }
-    for (const o of remove) {
-      await pub.room();
-      const p = pub.delete(o);
-      p.catch(() => undefined); // reported below
-      sliceWork.push(p);
-    }
-  };
   // every object of the apply (a Deployment's surplus pods included), then spread by destination
   // (publishOrder: a node's services between the other nodes' pods, not as one burst)
   const items: { o: PlannedObject; doc: number; remove: boolean }[] = [];
@@ -77,20 +57,15 @@ export async function publishPlanned(
     for (const o of surplus(d, verb === 'delete', pub)) items.push({ o, doc, remove: true });
   });
   const objs: Promise<void>[][] = planned.map(() => []);
-  for (const { o, doc, remove } of plannedOrder(items)) {
-    await pub.room();
-    const p = remove ? pub.delete(o) : pub.apply(o);
-    controller?.note(o, remove);
-    p.catch(() => undefined); // reported below, in order
-    objs[doc].push(p);
-    if (++noted >= SLICE_PLAN_EVERY) await publishSlices();
-  }
+  const sliceWork: Promise<void>[] = [];
+  await publishObjects(pub, plannedOrder(items), controller, (_o, p, item) =>
+    item ? objs[item.doc].push(p) : sliceWork.push(p),
+  );
   const done = objs.map((ps) => {
     const all = Promise.all(ps);
     all.catch(() => undefined); // the first failure is thrown below; the documents after it say nothing
     return all;
   });
-  await publishSlices();
   for (let i = 0; i < planned.length; i++) {
     await done[i];
     const d = planned[i];
@@ -102,6 +77,49 @@ export async function publishPlanned(
   }
   await Promise.all(sliceWork);
   await pub.finish();
+}
+
+/**
+ * Publish `items` in this order (up to the publisher's window at once), noting each in the slice
+ * controller and publishing its slices every SLICE_PLAN_EVERY objects and after the last (removed
+ * slices deleted). `each` gets every publish as it starts: an item's (with the item), or a
+ * slice's (without). Resolves once every publish has started; their promises (`each`) carry the
+ * answers, and a failure is the caller's to report (each is caught here, so none goes unhandled).
+ */
+export async function publishObjects<T extends { o: PlannedObject; remove: boolean }>(
+  pub: ObjectPublisher,
+  items: Iterable<T>,
+  controller: SliceController | undefined,
+  each: (o: PlannedObject, p: Promise<void>, item?: T) => void,
+): Promise<void> {
+  const start = (o: PlannedObject, remove: boolean, item?: T): void => {
+    const p = remove ? pub.delete(o) : pub.apply(o);
+    p.catch(() => undefined);
+    each(o, p, item);
+  };
+  const publishSlices = async (): Promise<void> => {
+    if (!controller) return;
+    const { apply, remove } = controller.plan();
+    for (const o of apply) {
+      await pub.room();
+      start(o, false);
+    }
+    for (const o of remove) {
+      await pub.room();
+      start(o, true);
+    }
+  };
+  let noted = 0;
+  for (const item of items) {
+    await pub.room();
+    start(item.o, item.remove, item);
+    controller?.note(item.o, item.remove);
+    if (++noted >= SLICE_PLAN_EVERY) {
+      noted = 0;
+      await publishSlices();
+    }
+  }
+  await publishSlices();
 }
 
 /** The retained pods a Deployment document owns that its plan does not have (all, on delete). */

@@ -16,10 +16,10 @@
  * measured on its own so that it does not take CPU from the node it is compared with). CPU per
  * object of edgecore, mosquitto and this process is printed too. First (printed last), the whole
  * catalog in one apply (what `edgectl apply -f` of it sends, slices along with the services and
- * pods) to a node that has none of it, on a stock broker of its own, with its reference and the
- * resyncs it took (a broker queue that overflowed: the node noticed and read the retained state
- * back) and the node's peak RSS — from one file (each service, then its pods) and from two (every
- * service, then every pod).
+ * pods) to a node that has none of it, on a broker of its own (BROKER's settings), with its
+ * reference and the resyncs it took (a broker queue that overflowed: the node noticed and read the
+ * retained state back) and the node's peak RSS — from one file (each service, then its pods) and
+ * from two (every service, then every pod).
  * Goals: ≥ 10,000 objects/s end to end; single-update p99 ≤ 20 ms at
  * 10,000 services; the per-update cost flat from 1,000 to 10,000 services.
  * Run: `npm run bench:update-path` (SERVICES, PODS_PER_SERVICE, SINGLES to change the sizes; SETTLE

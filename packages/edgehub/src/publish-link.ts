@@ -593,6 +593,7 @@ export class PublishLink {
     }
     this.pingSent = 0;
     if (at < b.length) this.rest = b.subarray(at);
+    // nothing waiting: no timer to arm (release then only tells end() the link has drained)
     if (this.waitingHead === this.waiting.length || !this.holding()) this.release();
   }
 

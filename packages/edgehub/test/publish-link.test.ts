@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { freePort, Mosquitto, waitForPort } from '@edgecore/test-support';
 import { connectAsync, type IPublishPacket } from 'mqtt';
 import { batchOf, ConnectRefusedError, LinkClosedError, PublishLink, PublishRefusedError } from '../src';
@@ -141,7 +141,7 @@ describe('PublishLink: a publish-only MQTT client', () => {
     };
     const got: number[] = [];
     const ids: number[] = [];
-    let broker: import('node:net').Socket | undefined;
+    let broker: Socket | undefined;
     let autoAck = false;
     const fake = new FakeBroker(connack5([0x21, 0, 20]), (s, type, body) => {
       if (type !== 3) return;

@@ -177,7 +177,7 @@ const ROUTE_FIELDS = ['source', 'destination', 'group', 'operation', 'resource']
 /**
  * `toWire(newMessage(content, opts))`, written without making the message: the same text, field
  * for field. For a publisher that sends many (edgectl's apply): the header and route objects it
- * skips, and their walk by JSON.stringify, were a third of the cost of a message.
+ * skips, and their walk by JSON.stringify, were a fifth of the cost of writing one (3.3 → 2.6 µs).
  */
 export function newMessageWire(content: unknown, opts: NewMessageOptions = {}): string {
   let s = `{"header":{"msg_id":${JSON.stringify(opts.msgId ?? randomUUID())},"timestamp":${Date.now()}`;

@@ -316,7 +316,8 @@ export class ObjectPublisher {
    */
   apply(o: PlannedObject): Promise<void> {
     const rv = this.nextResourceVersion();
-    // copies by Object.assign: a spread of objects of many shapes took V8's slow path (4 µs apiece)
+    // copies by Object.assign: a spread of objects of many shapes took V8's slow path (1.3 µs more
+    // per object in a microbenchmark)
     const object = Object.assign({}, o.object, {
       metadata: Object.assign({}, o.object.metadata, { resourceVersion: String(rv) }),
     });

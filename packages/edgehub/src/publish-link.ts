@@ -613,8 +613,11 @@ export class PublishLink {
     return true;
   }
 
-  /** Room under the Receive Maximum: the waiting go, in order. */
+  /** Room under the Receive Maximum: the waiting go, in order (a hold, if any, ends here). */
   private release(): void {
+    // a timer left from a hold a batch ended would cut the next hold short
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
     while (
       this.waitingHead < this.waiting.length &&
       this.inflight.size < this.receiveMaximum &&

@@ -171,32 +171,6 @@ export function toWire(m: Message<unknown>): string {
   return JSON.stringify(m);
 }
 
-/** The route's fields in the order newMessage sets them (and JSON.stringify writes them). */
-const ROUTE_FIELDS = ['source', 'destination', 'group', 'operation', 'resource'] as const;
-
-/**
- * `toWire(newMessage(content, opts))`, written without making the message: the same text, field
- * for field. For a publisher that sends many (edgectl's apply): the header and route objects it
- * skips, and their walk by JSON.stringify, were a fifth of the cost of writing one (3.3 → 2.6 µs).
- */
-export function newMessageWire(content: unknown, opts: NewMessageOptions = {}): string {
-  let s = `{"header":{"msg_id":${JSON.stringify(opts.msgId ?? randomUUID())},"timestamp":${Date.now()}`;
-  if (opts.parentId) s += `,"parent_msg_id":${JSON.stringify(opts.parentId)}`;
-  if (opts.resourceVersion) s += `,"resourceversion":${JSON.stringify(opts.resourceVersion)}`;
-  if (opts.sync) s += ',"sync":true';
-  if (opts.type) s += `,"type":${JSON.stringify(opts.type)}`;
-  s += '},"route":{';
-  let sep = '';
-  for (const f of ROUTE_FIELDS) {
-    const v = opts[f];
-    if (v === undefined) continue;
-    s += `${sep}"${f}":${JSON.stringify(v)}`;
-    sep = ',';
-  }
-  const c: string | undefined = JSON.stringify(content);
-  return c === undefined ? `${s}}}` : `${s}},"content":${c}}`;
-}
-
 /** Parse and validate KubeEdge JSON; throws InvalidMessageError naming the bad field. */
 export function fromWire(data: string | Buffer): Message<unknown> {
   let raw: unknown;

@@ -7,7 +7,6 @@ import {
   parseResource,
   buildResource,
   toWire,
-  newMessageWire,
   isErrorMessage,
   isWriteOperation,
   splitHostPort,
@@ -82,52 +81,6 @@ describe('message model', () => {
     expect(m.header.timestamp).toBe(1700000000123);
     expect(m.route.resource).toBe('default/service/nginx-svc');
     expect(JSON.parse(toWire(m))).toEqual(kube);
-  });
-
-  it.each([
-    [
-      'an object update',
-      { metadata: { name: 'a"b', resourceVersion: '7' }, spec: { ports: [1, 2] } },
-      {
-        source: 'edgectl',
-        group: 'resource',
-        operation: 'update',
-        resource: 'default/service/x',
-        resourceVersion: '7',
-      },
-    ],
-    [
-      'every header field',
-      'text \u2028 "quoted"',
-      {
-        msgId: 'id-1',
-        parentId: 'p\n1',
-        resourceVersion: '9',
-        sync: true,
-        type: 't',
-        destination: 'metamanager',
-      },
-    ],
-    ['no route, no content', undefined, {}],
-    ['a null content, empty strings', null, { parentId: '', resourceVersion: '', type: '', source: '' }],
-    ['an array content', [{ a: undefined, b: 1 }], { operation: 'batch' }],
-  ])('newMessageWire writes what toWire(newMessage()) writes: %s', (_n, content, opts) => {
-    const now = jest.spyOn(Date, 'now').mockReturnValue(1_700_000_000_123);
-    try {
-      const msgId = 'msgId' in opts ? undefined : 'fixed-id';
-      const o = { ...opts, ...(msgId ? { msgId } : {}) };
-      const wire = newMessageWire(content, o);
-      expect(wire).toBe(toWire(newMessage(content, o)));
-      expect(fromWire(wire).header.timestamp).toBe(1_700_000_000_123);
-    } finally {
-      now.mockRestore();
-    }
-  });
-
-  it('newMessageWire makes a message id per message when none is given', () => {
-    const a = fromWire(newMessageWire({ a: 1 }, { operation: 'update' })).header.msg_id;
-    expect(a).toMatch(/^[0-9a-f-]{36}$/);
-    expect(fromWire(newMessageWire({ a: 1 }, { operation: 'update' })).header.msg_id).not.toBe(a);
   });
 
   it.each([

@@ -1,7 +1,8 @@
 import {
   digestEquals,
   fromWire,
-  newMessageWire,
+  newMessage,
+  toWire,
   parseDigest,
   TypeDigest,
   type TypeDigestValue,
@@ -464,7 +465,7 @@ export class ObjectPublisher {
     acked: () => void,
   ): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
-    const wire = newMessageWire(content, {
+    const msg = newMessage(content, {
       source: 'edgectl',
       group: 'resource',
       operation,
@@ -473,7 +474,7 @@ export class ObjectPublisher {
     });
     return this.publish(
       this.topics.object(o.namespace, o.type, o.name, o.node),
-      wire,
+      toWire(msg),
       // the expiry is MQTT 5's: a 3.1.1 broker keeps a tombstone until collectTombstones
       { retain: true, expirySeconds },
       acked,

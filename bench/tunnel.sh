@@ -11,8 +11,12 @@
 #            (TUNNEL_SPLICE=0: HTTP/2 streams on the links, the relay decrypts and re-encrypts)
 #   stunnel  cl: stunnel client → haproxy (tcp mode) on rl → stunnel server on sv → the backend
 #            (mutual TLS with the same certificates; the reference the issue names)
-# Prints iperf3 1 and 8 streams, wrk p50 (one connection), the ratios, the relay's and each
-# node's CPU per GB moved, and RSS with 1,000 concurrent streams over one tunnel. Every load is
+#   plain    cl: haproxy → haproxy on rl → haproxy on sv → the backend, tcp mode with splice and
+#            no TLS: the same four TCP connections as the tunnel and the stunnel chain, nothing
+#            else — what this topology can carry on this machine before any encryption
+# Prints iperf3 1 and 8 streams, wrk p50 (one connection), the ratios, the machine's busy cores
+# and CPU per GB in the 1-stream runs of direct, plain and spliced, the relay's and each node's CPU
+# per GB moved, and RSS with 1,000 concurrent streams over one tunnel. Every load is
 # bounded in time. PERF=DIR: only a one-stream iperf3 direct and spliced, each under a
 # system-wide `perf record` (DIR/direct.data, DIR/spliced.data), with the nodes' CPU per GB.
 set -euo pipefail
@@ -109,17 +113,28 @@ listen web
   bind 10.9.1.2:4456
   server s 10.9.2.2:4447
 CONF
+# the plain chain's ends (tcp mode, splice, no TLS)
+plain_conf() { # file bind server
+  printf 'global\n  maxconn 1000\ndefaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten plain\n  bind %s\n  server s %s\n' "$2" "$3" > "$1"
+}
+plain_conf "$W/plain-cl.cfg" 127.0.0.1:35201 10.9.1.2:4458
+plain_conf "$W/plain-rl.cfg" 10.9.1.2:4458 10.9.2.2:4459
+plain_conf "$W/plain-sv.cfg" 10.9.2.2:4459 10.9.2.2:5201
+for h in cl:$CL rl:$RL sv:$SV; do
+  ip netns exec "${h#*:}" haproxy -f "$W/plain-${h%%:*}.cfg" -db > "$W/plain-${h%%:*}.log" 2>&1 & PIDS+=($!)
+done
 for f in stc1 stc2; do ip netns exec $CL stunnel4 "$W/$f.conf" > "$W/$f.log" 2>&1 & PIDS+=($!); done
 for f in sts1 sts2; do ip netns exec $SV stunnel4 "$W/$f.conf" > "$W/$f.log" 2>&1 & PIDS+=($!); done
 ip netns exec $RL haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & PIDS+=($!)
 sleep 1
 
 cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
+ticks() { awk '/^cpu / {print $2 + $3 + $4 + $6 + $7 + $8}' /proc/stat; } # the machine's busy ticks so far
 gbits() { # ns host port streams [bytes-file] → Gbit/s received; adds the bytes moved to the file
   [ -n "${DEBUG:-}" ] && echo "gbits $*" >&2
   local j
   j=$(x $1 iperf3 -c $2 -p $3 -P $4 -t $SECS -J 2>/dev/null) || { echo 0; echo "$j" | grep -m1 error >&2; return; }
-  echo "$j" | python3 -c 'import json,sys; j=json.load(sys.stdin); "error" in j and sys.exit("iperf3 " + sys.argv[2] + ": " + j["error"]); d=j["end"]["sum_received"]; open(sys.argv[1] or "/dev/null","a").write(str(d["bytes"])+"\n"); print("%.2f" % (d["bits_per_second"]/1e9))' "${5:-}" "$2:$3 -P $4" || { [ -n "${DEBUG:-}" ] && for f in "$W"/st*.log "$W/haproxy.log"; do echo "== $f"; tail -n 5 "$f"; done >&2; return 1; }
+  echo "$j" | python3 -c 'import json,sys; j=json.load(sys.stdin); "error" in j and sys.exit("iperf3 " + sys.argv[2] + ": " + j["error"]); d=j["end"]["sum_received"]; open(sys.argv[1] or "/dev/null","a").write(str(d["bytes"])+"\n"); print("%.2f" % (d["bits_per_second"]/1e9))' "${5:-}" "$2:$3 -P $4" || { [ -n "${DEBUG:-}" ] && for f in "$W"/st*.log "$W"/haproxy.log "$W"/plain-*.log; do echo "== $f"; tail -n 5 "$f"; done >&2; return 1; }
 }
 p50() { # ns url → wrk p50 in ms (one connection, one thread)
   x $1 wrk -t1 -c1 -d${SECS}s --latency "$2" 2>/dev/null | awk '/^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'
@@ -142,25 +157,30 @@ if [ -n "${PERF:-}" ]; then # PERF=DIR: system-wide profiles of a 1-stream iperf
 fi
 [ -n "${DEBUG:-}" ] && { x $CL iperf3 -c 10.9.2.2 -p 5201 -P 1 -t 1 -J | head -c 600; sleep 1; x $CL iperf3 -c 127.0.0.1 -p 15201 -t 1 | tail -3; }
 echo "EdgeTunnel benchmark ($(nproc) cores; ${SECS}s per run; $(date -u +%FT%TZ))"
-printf '%-22s %10s %10s %10s %10s\n' "" direct spliced relayed stunnel
+printf '%-22s %10s %10s %10s %10s %10s\n' "" direct spliced relayed stunnel plain
 : > "$W/tbytes"; : > "$W/rbytes"
-d1=$(gbits $CL 10.9.2.2 5201 1); d8=$(gbits $CL 10.9.2.2 5201 8)
+k0=$(ticks); d1=$(gbits $CL 10.9.2.2 5201 1); kd=$(( $(ticks) - k0 )); d8=$(gbits $CL 10.9.2.2 5201 8)
+k0=$(ticks); p1=$(gbits $CL 127.0.0.1 35201 1); kp=$(( $(ticks) - k0 )); p8=$(gbits $CL 127.0.0.1 35201 8)
 s1=$(gbits $CL 127.0.0.1 25201 1); s8=$(gbits $CL 127.0.0.1 25201 8)
 c0=$(cpu $RELAY); nc0=$(cpu $FWD1); ns0=$(cpu $TARGET)
-t1=$(gbits $CL 127.0.0.1 15201 1 "$W/tbytes"); t8=$(gbits $CL 127.0.0.1 15201 8 "$W/tbytes")
+k0=$(ticks); t1=$(gbits $CL 127.0.0.1 15201 1 "$W/tbytes"); kt=$(( $(ticks) - k0 )); t8=$(gbits $CL 127.0.0.1 15201 8 "$W/tbytes")
 c1=$(cpu $RELAY); nc1=$(cpu $FWD1); ns1=$(cpu $TARGET)
 r1=$(gbits $CL 127.0.0.1 16201 1 "$W/rbytes"); r8=$(gbits $CL 127.0.0.1 16201 8 "$W/rbytes")
 c2=$(cpu $RELAY)
-printf '%-22s %10s %10s %10s %10s\n' "iperf3 1 stream Gb/s" "$d1" "$t1" "$r1" "$s1"
-printf '%-22s %10s %10s %10s %10s\n' "iperf3 8 streams Gb/s" "$d8" "$t8" "$r8" "$s8"
+printf '%-22s %10s %10s %10s %10s %10s\n' "iperf3 1 stream Gb/s" "$d1" "$t1" "$r1" "$s1" "$p1"
+printf '%-22s %10s %10s %10s %10s %10s\n' "iperf3 8 streams Gb/s" "$d8" "$t8" "$r8" "$s8" "$p8"
 lp_d=$(p50 $CL http://10.9.2.2/); lp_t=$(p50 $CL http://127.0.0.1:18080/); lp_r=$(p50 $CL http://127.0.0.1:19080/); lp_s=$(p50 $CL http://127.0.0.1:25080/)
 printf '%-22s %10s %10s %10s %10s\n' "wrk -c1 p50 ms" "$lp_d" "$lp_t" "$lp_r" "$lp_s"
-python3 - "$d1" "$t1" "$s1" "$d8" "$t8" "$s8" "$lp_d" "$lp_t" "$r1" "$r8" "$lp_r" <<'PY'
+python3 - "$d1" "$t1" "$s1" "$d8" "$t8" "$s8" "$lp_d" "$lp_t" "$r1" "$r8" "$lp_r" "$p1" "$p8" "$kd" "$kp" "$kt" "$(getconf CLK_TCK)" "$SECS" <<'PY'
 import sys
-d1,t1,s1,d8,t8,s8,ld,lt,r1,r8,lr = map(float, sys.argv[1:])
+d1,t1,s1,d8,t8,s8,ld,lt,r1,r8,lr,p1,p8,kd,kp,kt,hz,secs = map(float, sys.argv[1:])
 r = lambda a,b: a/b if b else float('nan')
 print(f"ratios: spliced/stunnel 1 stream {r(t1,s1):.2f}x, 8 streams {r(t8,s8):.2f}x (goal >= 1.0); relayed {r(r1,s1):.2f}x, {r(r8,s8):.2f}x")
 print(f"        spliced/direct  1 stream {r(t1,d1):.2f}x, 8 streams {r(t8,d8):.2f}x (goal >= 0.5)")
+print(f"        plain/direct    1 stream {r(p1,d1):.2f}x, 8 streams {r(p8,d8):.2f}x (the four connections without TLS); spliced/plain {r(t1,p1):.2f}x, {r(t8,p8):.2f}x")
+# busy cores over each 1-stream run (iperf3's own start and end included) and CPU-s per GB moved
+per = lambda k, g: f"{k / hz / secs:.2f} cores, {k / hz / (g / 8 * secs):.2f} s/GB" if g else "-"
+print(f"the machine's CPU in the 1-stream runs: direct {per(kd, d1)}; plain {per(kp, p1)}; spliced {per(kt, t1)}")
 print(f"added p50 through one relay: spliced {lt-ld:.3f} ms, relayed {lr-ld:.3f} ms (goal <= 1 ms)")
 PY
 python3 - "$(( c1 - c0 ))" "$(( c2 - c1 ))" "$(getconf CLK_TCK)" "$W/tbytes" "$W/rbytes" "$(( nc1 - nc0 ))" "$(( ns1 - ns0 ))" <<'PY'

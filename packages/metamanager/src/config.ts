@@ -44,7 +44,8 @@ export const metaManagerConfigSchema = z.strictObject({
   remoteQueryTimeout: z.number().min(0).default(60),
   /**
    * Under a burst of writes — a commit starts less than 5 ms after a commit of 4 or more writes
-   * ended — how many milliseconds it waits for more writes to share its transaction (0: none). A
+   * ended — how many milliseconds at most it lingers for more writes to share its transaction, as
+   * long as they keep coming (`lingerGapMs`, 2 ms, without one ends it; 0: no lingering). A
    * write that comes alone, from a writer that waits for each commit, or a few ms after a commit
    * of 1-3 writes (single updates: a service and its VIP), is committed at once.
    */
@@ -61,6 +62,12 @@ export const metaManagerOptionsSchema = z.object({
   cacheSizeKiB,
   /** Most messages committed in one transaction. */
   batchSize: z.number().int().min(1).max(1_000_000).default(1000),
+  /**
+   * Under a burst a commit lingers (up to `groupCommitMs`) only while writes keep coming: it goes
+   * once none came for this many ms. Writers that each wait for their own commit (EdgeHub's window
+   * of unacknowledged messages, a client's writes in flight) are all back by then.
+   */
+  lingerGapMs: z.number().min(0).max(1000).default(2),
 });
 
 export const MetaManagerOptions = Symbol.for('edgecore.MetaManagerOptions');

@@ -141,28 +141,35 @@ export class MetaManagerModule implements BeehiveModule {
       batch.push(first);
       // Group commit: yield one macrotask so a burst that is still being enqueued joins this
       // batch, then take everything queued into the same transaction. Under a burst (the last
-      // commit, of BURST_WRITES or more, ended moments ago) wait `groupCommitMs` more: each commit
-      // writes its pages to the WAL whatever it holds, and a node taking a cloud burst committed
-      // ~8 writes at a time. A writer that waits for each commit (one write a time) never waits,
-      // nor do single updates a few ms apart.
+      // commit, of BURST_WRITES or more, ended moments ago) linger up to `groupCommitMs` more while
+      // writes keep coming: each commit writes its pages to the WAL whatever it holds, and a node
+      // taking a cloud burst committed ~8 writes at a time. It goes once none came for
+      // `lingerGapMs`: writers that each wait for their own commit (EdgeHub's window, a client's
+      // writes in flight) are all back then, and a fixed wait was idle time for them (README:
+      // group commit). A writer that waits for each commit (one write a time) never lingers, nor
+      // do single updates a few ms apart.
       const op = first.route.operation;
       const writes = isWriteOperation(op) || op === Operation.Batch;
       if (writes) {
         await new Promise<void>((r) => setImmediate(r));
+        this.drainInto(ctx, batch);
         const wait = this.options.groupCommitMs;
         if (
           wait > 0 &&
           this.lastCommitWrites >= BURST_WRITES &&
           performance.now() - this.lastCommitEnd < BURST_GAP_MS
-        )
-          await new Promise<void>((r) => setTimeout(r, wait));
+        ) {
+          const end = performance.now() + wait;
+          for (let had = batch.length, left = wait; batch.length < this.batchSize && left > 0;) {
+            await new Promise<void>((r) => setTimeout(r, Math.min(this.options.lingerGapMs, left)));
+            this.drainInto(ctx, batch);
+            if (batch.length === had) break; // none came: the writers wait for this commit
+            had = batch.length;
+            left = end - performance.now();
+          }
+        }
       }
-      for (
-        let m = ctx.poll(this.name);
-        m;
-        m = batch.length < this.batchSize ? ctx.poll(this.name) : undefined
-      )
-        batch.push(m);
+      this.drainInto(ctx, batch);
       await this.processBatch(ctx, batch);
       if (writes) {
         this.lastCommitEnd = performance.now();
@@ -174,6 +181,14 @@ export class MetaManagerModule implements BeehiveModule {
       }
     }
     await Promise.allSettled([...this.inflight]);
+  }
+
+  /** Move what is queued for the module into `batch`, up to the batch size. */
+  private drainInto(ctx: ChannelContext, batch: Message<unknown>[]): void {
+    for (let m = batch.length < this.batchSize ? ctx.poll(this.name) : undefined; m;) {
+      batch.push(m);
+      m = batch.length < this.batchSize ? ctx.poll(this.name) : undefined;
+    }
   }
 
   async stop(): Promise<void> {

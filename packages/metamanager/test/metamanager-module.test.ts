@@ -327,9 +327,9 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
     [300, 1],
     [0, 2],
   ])(
-    'group commit (groupCommitMs %i): after a commit of 4 writes, the next waits for the burst to join it (%i transactions for two writes 50 ms apart); a lone write, a writer that awaits each commit and a write right after a commit of 3 do not wait',
+    'group commit (groupCommitMs %i): after a commit of 4 writes, the next lingers while the burst goes on (%i transactions for two writes 50 ms apart, with lingerGapMs 100); a lone write, a writer that awaits each commit and a write right after a commit of 3 do not wait',
     async (groupCommitMs, transactions) => {
-      h = await harness(db.path, { withMesh: false, groupCommitMs });
+      h = await harness(db.path, { withMesh: false, groupCommitMs, lingerGapMs: 100 });
       const committedSoon = (p: Promise<unknown>) =>
         Promise.race([p.then(() => 'committed'), sleep(250).then(() => 'waited')]);
       // a lone write after a quiet moment, then a writer that awaits each commit: at once
@@ -368,6 +368,27 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
       expect(h.store.count('service')).toBe(8 + 6 * tries);
     },
   );
+
+  it('group commit under a burst does not linger once no write comes: 16 writers that each await their commit, round after round, are committed at once (groupCommitMs 1000, lingerGapMs 20)', async () => {
+    h = await harness(db.path, { withMesh: false, groupCommitMs: 1000, lingerGapMs: 20 });
+    const ROUNDS = 6;
+    const before = h.mm.stats.batches;
+    const rounds: string[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      // every round after the first starts right after a commit of 16: a burst by the rule, but its
+      // writers are all here, and nothing more comes until this commit answers them
+      const round = Promise.all(
+        Array.from({ length: 16 }, (_, i) =>
+          h.write('insert', `default/service/w${i}-${r}`, svc(`w${i}-${r}`), 1),
+        ),
+      );
+      rounds.push(await Promise.race([round.then(() => 'committed'), sleep(600).then(() => 'waited')]));
+      await round;
+    }
+    expect(rounds).toEqual(Array(ROUNDS).fill('committed'));
+    expect(h.mm.stats.batches - before).toBe(ROUNDS);
+    expect(h.store.count('service')).toBe(16 * ROUNDS);
+  });
 
   it('a batch larger than the mesh mailbox: every change is forwarded, in order (a full mailbox holds the batch back)', async () => {
     h = await harness(db.path);

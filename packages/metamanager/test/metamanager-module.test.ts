@@ -382,7 +382,8 @@ describe('MetaManager module (real beehive, real SQLite)', () => {
           h.write('insert', `default/service/w${i}-${r}`, svc(`w${i}-${r}`), 1),
         ),
       );
-      rounds.push(await Promise.race([round.then(() => 'committed'), sleep(600).then(() => 'waited')]));
+      // a round takes a commit and one lingerGapMs; a commit that lingered its groupCommitMs, 1 s
+      rounds.push(await Promise.race([round.then(() => 'committed'), sleep(700).then(() => 'waited')]));
       await round;
     }
     expect(rounds).toEqual(Array(ROUNDS).fill('committed'));

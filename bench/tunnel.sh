@@ -113,9 +113,21 @@ listen web
   bind 10.9.1.2:4456
   server s 10.9.2.2:4447
 CONF
-# the plain chain's ends (tcp mode, splice, no TLS)
+# the plain chain: a haproxy in each namespace (tcp mode, splice, no TLS)
 plain_conf() { # file bind server
-  printf 'global\n  maxconn 1000\ndefaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten plain\n  bind %s\n  server s %s\n' "$2" "$3" > "$1"
+  cat > "$1" <<CONF
+global
+  maxconn 1000
+defaults
+  mode tcp
+  option splice-auto
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen plain
+  bind $2
+  server s $3
+CONF
 }
 plain_conf "$W/plain-cl.cfg" 127.0.0.1:35201 10.9.1.2:4458
 plain_conf "$W/plain-rl.cfg" 10.9.1.2:4458 10.9.2.2:4459

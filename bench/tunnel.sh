@@ -141,7 +141,9 @@ ip netns exec $RL haproxy -f "$W/haproxy.cfg" -db > "$W/haproxy.log" 2>&1 & PIDS
 sleep 1
 
 cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
-ticks() { awk '/^cpu / {print $2 + $3 + $4 + $6 + $7 + $8}' /proc/stat; } # the machine's busy ticks so far
+# the machine's busy ticks so far and the wall clock (µs): "ticks µs"
+ticks() { echo "$(awk '/^cpu / {print $2 + $3 + $4 + $6 + $7 + $8}' /proc/stat) ${EPOCHREALTIME/./}"; }
+since() { local a b n m; read -r a b <<< "$1"; read -r n m <<< "$(ticks)"; echo "$(( n - a )):$(( m - b ))"; } # ticks:µs
 gbits() { # ns host port streams [bytes-file] → Gbit/s received; adds the bytes moved to the file
   [ -n "${DEBUG:-}" ] && echo "gbits $*" >&2
   local j
@@ -171,11 +173,11 @@ fi
 echo "EdgeTunnel benchmark ($(nproc) cores; ${SECS}s per run; $(date -u +%FT%TZ))"
 printf '%-22s %10s %10s %10s %10s %10s\n' "" direct spliced relayed stunnel plain
 : > "$W/tbytes"; : > "$W/rbytes"
-k0=$(ticks); d1=$(gbits $CL 10.9.2.2 5201 1); kd=$(( $(ticks) - k0 )); d8=$(gbits $CL 10.9.2.2 5201 8)
-k0=$(ticks); p1=$(gbits $CL 127.0.0.1 35201 1); kp=$(( $(ticks) - k0 )); p8=$(gbits $CL 127.0.0.1 35201 8)
+k0=$(ticks); d1=$(gbits $CL 10.9.2.2 5201 1); kd=$(since "$k0"); d8=$(gbits $CL 10.9.2.2 5201 8)
+k0=$(ticks); p1=$(gbits $CL 127.0.0.1 35201 1); kp=$(since "$k0"); p8=$(gbits $CL 127.0.0.1 35201 8)
 s1=$(gbits $CL 127.0.0.1 25201 1); s8=$(gbits $CL 127.0.0.1 25201 8)
 c0=$(cpu $RELAY); nc0=$(cpu $FWD1); ns0=$(cpu $TARGET)
-k0=$(ticks); t1=$(gbits $CL 127.0.0.1 15201 1 "$W/tbytes"); kt=$(( $(ticks) - k0 )); t8=$(gbits $CL 127.0.0.1 15201 8 "$W/tbytes")
+k0=$(ticks); t1=$(gbits $CL 127.0.0.1 15201 1 "$W/tbytes"); kt=$(since "$k0"); t8=$(gbits $CL 127.0.0.1 15201 8 "$W/tbytes")
 c1=$(cpu $RELAY); nc1=$(cpu $FWD1); ns1=$(cpu $TARGET)
 r1=$(gbits $CL 127.0.0.1 16201 1 "$W/rbytes"); r8=$(gbits $CL 127.0.0.1 16201 8 "$W/rbytes")
 c2=$(cpu $RELAY)
@@ -183,15 +185,17 @@ printf '%-22s %10s %10s %10s %10s %10s\n' "iperf3 1 stream Gb/s" "$d1" "$t1" "$r
 printf '%-22s %10s %10s %10s %10s %10s\n' "iperf3 8 streams Gb/s" "$d8" "$t8" "$r8" "$s8" "$p8"
 lp_d=$(p50 $CL http://10.9.2.2/); lp_t=$(p50 $CL http://127.0.0.1:18080/); lp_r=$(p50 $CL http://127.0.0.1:19080/); lp_s=$(p50 $CL http://127.0.0.1:25080/)
 printf '%-22s %10s %10s %10s %10s\n' "wrk -c1 p50 ms" "$lp_d" "$lp_t" "$lp_r" "$lp_s"
-python3 - "$d1" "$t1" "$s1" "$d8" "$t8" "$s8" "$lp_d" "$lp_t" "$r1" "$r8" "$lp_r" "$p1" "$p8" "$kd" "$kp" "$kt" "$(getconf CLK_TCK)" "$SECS" <<'PY'
+python3 - "$d1" "$t1" "$s1" "$d8" "$t8" "$s8" "$lp_d" "$lp_t" "$r1" "$r8" "$lp_r" "$p1" "$p8" "$(getconf CLK_TCK)" "$SECS" "$kd" "$kp" "$kt" <<'PY'
 import sys
-d1,t1,s1,d8,t8,s8,ld,lt,r1,r8,lr,p1,p8,kd,kp,kt,hz,secs = map(float, sys.argv[1:])
+d1,t1,s1,d8,t8,s8,ld,lt,r1,r8,lr,p1,p8,hz,secs = map(float, sys.argv[1:16])
+kd,kp,kt = ([float(x) for x in a.split(':')] for a in sys.argv[16:19])
 r = lambda a,b: a/b if b else float('nan')
 print(f"ratios: spliced/stunnel 1 stream {r(t1,s1):.2f}x, 8 streams {r(t8,s8):.2f}x (goal >= 1.0); relayed {r(r1,s1):.2f}x, {r(r8,s8):.2f}x")
 print(f"        spliced/direct  1 stream {r(t1,d1):.2f}x, 8 streams {r(t8,d8):.2f}x (goal >= 0.5)")
 print(f"        plain/direct    1 stream {r(p1,d1):.2f}x, 8 streams {r(p8,d8):.2f}x (the four connections without TLS); spliced/plain {r(t1,p1):.2f}x, {r(t8,p8):.2f}x")
-# busy cores over each 1-stream run (iperf3's own start and end included) and CPU-s per GB moved
-per = lambda k, g: f"{k / hz / secs:.2f} cores, {k / hz / (g / 8 * secs):.2f} s/GB" if g else "-"
+# busy cores over each 1-stream run's wall time (iperf3's own start and end included) and CPU-s
+# per GB moved (its rate over its SECS)
+per = lambda k, g: f"{k[0] / hz / (k[1] / 1e6):.2f} cores, {k[0] / hz / (g / 8 * secs):.2f} s/GB" if g else "-"
 print(f"the machine's CPU in the 1-stream runs: direct {per(kd, d1)}; plain {per(kp, p1)}; spliced {per(kt, t1)}")
 print(f"added p50 through one relay: spliced {lt-ld:.3f} ms, relayed {lr-ld:.3f} ms (goal <= 1 ms)")
 PY

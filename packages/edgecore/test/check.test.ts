@@ -44,7 +44,7 @@ describe('edgecore check: the broker as a node depends on it', () => {
       // stock max_inflight_messages: its Receive Maximum paces edgectl (20 on each of its links)
       expect(r.lines).toContainEqual(
         expect.stringMatching(
-          /^warn +inflight: the broker takes 20 QoS 1 publishes from a client at a time .*: edgectl applies 160 per round trip \(20 on each of its 8 links\)/,
+          /^warn +inflight: the broker takes 20 QoS 1 publishes from a client at a time .*: edgectl applies 640 per round trip \(20 on each of its 32 links\)/,
         ),
       );
       expect(r.lines).toContainEqual(expect.stringMatching(/^warn +digest: no digest/));

@@ -29,7 +29,7 @@ async function applyAll(pub: ObjectPublisher, objects: number, versions: number)
 
 describe('edgectl over more than one link (a broker whose Receive Maximum is below the window)', () => {
   it('publishLinksFor: enough links to keep the window in flight, at most MAX_PUBLISH_LINKS, at least one', () => {
-    expect(publishLinksFor(1000, 20)).toBe(MAX_PUBLISH_LINKS); // stock mosquitto: 8 × 20
+    expect(publishLinksFor(1000, 20)).toBe(MAX_PUBLISH_LINKS); // stock mosquitto: 32 × 20
     expect(publishLinksFor(1000, 200)).toBe(5);
     expect(publishLinksFor(1000, 125)).toBe(8);
     expect(publishLinksFor(1000, 1000)).toBe(1);

@@ -144,7 +144,7 @@ describe('cloud → node updates through a stock mosquitto (max_queued_messages 
     const saved = { ...MESH_PACE };
     Object.assign(MESH_PACE, { maxQueued: 300, quietMs: 1500, maxDeferMs: 30_000 });
     // stock queue limits; max_inflight_messages as the README asks of the broker edgectl publishes
-    // to (its Receive Maximum: at 20 the burst comes 160 publishes per round trip over 8 links, on a loaded host
+    // to (its Receive Maximum: at 20 the burst comes 640 publishes per round trip over 32 links, on a loaded host
     // no longer within one quiet span; the MQTT 5 node's window is its own either way)
     const broker = await Mosquitto.start({ stock: true, maxInflight: 1000 });
     const dir = tmp();

@@ -390,7 +390,7 @@ export class MetaManagerModule implements BeehiveModule {
         this.reply(ctx, msg, newResponse(msg, out, this.name));
         return;
       }
-      const items = this.store.list(r.namespace, r.type).map((rec) => JSON.parse(rec.value) as unknown);
+      const items = this.store.listValues(r.namespace, r.type).map((v) => JSON.parse(v) as unknown);
       this.reply(ctx, msg, newResponse(msg, items, this.name));
       return;
     }

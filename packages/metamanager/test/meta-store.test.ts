@@ -79,7 +79,7 @@ describe('MetaStore', () => {
       namespace,
       type,
       name,
-      value: '{}',
+      value: JSON.stringify({ at: `${namespace}/${type}/${name}` }),
       resourceVersion: 1,
     });
     // neighbours of `a/pod/` in key order: namespaces `a-b` and `a0`, types `po` and `pod0`
@@ -101,6 +101,14 @@ describe('MetaStore', () => {
       'a-b/pod/x',
       'a0/pod/x',
     ]);
+    // the stored text alone, in the same order (what a MetaClient list parses)
+    expect(store.listValues('*', 'pod')).toEqual([
+      '{"v":1}',
+      ...['a/pod/x-1', 'a/pod/x.y', 'a-b/pod/x', 'a0/pod/x'].map((at) => JSON.stringify({ at })),
+    ]);
+    expect(store.listValues('a', 'pod')).toEqual(store.list('a', 'pod').map((r) => r.value));
+    expect(store.listValues('a', 'pod0')).toEqual(['{"at":"a/pod0/x"}']);
+    expect(store.listValues('b', 'pod')).toEqual([]);
     expect(store.versions('pod').get('a/pod/old')).toBe(3);
     expect(store.digest('pod').count).toBe(5);
     expect(store.get('a/pod')).toBeUndefined();

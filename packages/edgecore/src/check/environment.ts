@@ -187,7 +187,7 @@ function servicePorts(path: string): number | undefined {
   try {
     store = new MetaStore(path, { readonly: true });
     let n = 0;
-    for (const r of store.list('*', 'service')) n += portalPorts(JSON.parse(r.value) as Service).length;
+    for (const v of store.listValues('*', 'service')) n += portalPorts(JSON.parse(v) as Service).length;
     return n;
   } catch {
     return undefined;

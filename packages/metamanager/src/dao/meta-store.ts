@@ -120,6 +120,16 @@ interface VersionRow {
   resource_version: number;
 }
 
+/**
+ * The rows of a type (and namespace), by namespace, then name: found in the index, read in rowid
+ * order (each table page read once), then sorted — walking the (type, namespace, name) index
+ * fetched rows in index order, all over the table: with a 2 MiB page cache a cold list of 50,000
+ * pods took 350-400 ms that way, 230 ms this way.
+ */
+const OF_TYPE = 'FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE type = ?) ORDER BY namespace, name';
+const OF_NS_TYPE =
+  'FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE type = ? AND namespace = ?) ORDER BY name';
+
 function toRecord(r: Row): MetaRecord {
   return {
     key: `${r.namespace}/${r.type}/${r.name}`,
@@ -143,6 +153,8 @@ export class MetaStore extends EventEmitter {
     get: Database.Statement;
     listType: Database.Statement;
     listNsType: Database.Statement;
+    valuesType: Database.Statement;
+    valuesNsType: Database.Statement;
     upsert: Database.Statement;
     del: Database.Statement;
     tombstone: Database.Statement;
@@ -193,15 +205,11 @@ export class MetaStore extends EventEmitter {
     const db = this.db;
     this.stmts = {
       get: db.prepare('SELECT * FROM meta WHERE type = ? AND namespace = ? AND name = ?'),
-      // the rows of a type in rowid order (each table page read once), then sorted: walking the
-      // (type, namespace, name) index fetched rows in index order, all over the table — with a
-      // 2 MiB page cache a cold list of 50,000 pods took 350-400 ms that way, 230 ms this way
-      listType: db.prepare(
-        'SELECT * FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE type = ?) ORDER BY namespace, name',
-      ),
-      listNsType: db.prepare(
-        'SELECT * FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE type = ? AND namespace = ?) ORDER BY name',
-      ),
+      listType: db.prepare(`SELECT * ${OF_TYPE}`),
+      listNsType: db.prepare(`SELECT * ${OF_NS_TYPE}`),
+      // the same rows' stored text alone (pluck: a string per row, no row or record object)
+      valuesType: db.prepare(`SELECT value ${OF_TYPE}`).pluck(),
+      valuesNsType: db.prepare(`SELECT value ${OF_NS_TYPE}`).pluck(),
       upsert: db.prepare(
         `INSERT INTO meta (type, namespace, name, value, resource_version) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(type, namespace, name) DO UPDATE SET value = excluded.value, resource_version = excluded.resource_version`,
@@ -242,6 +250,18 @@ export class MetaStore extends EventEmitter {
       namespace === '*' ? this.stmts.listType.all(type) : this.stmts.listNsType.all(type, namespace)
     ) as Row[];
     return rows.map(toRecord);
+  }
+
+  /**
+   * The stored JSON text of the objects `list` returns, in its order: for a reader that wants the
+   * objects alone (a MetaClient list, the MetaServer's). A row and a record object per object made
+   * a cold list of 50,000 pods spend most of its time collecting garbage: 438 against 645 ms
+   * (median of twelve interleaved rounds, with JSON.parse of each).
+   */
+  listValues(namespace: string, type: string): string[] {
+    return (
+      namespace === '*' ? this.stmts.valuesType.all(type) : this.stmts.valuesNsType.all(type, namespace)
+    ) as string[];
   }
 
   count(type: string): number {

@@ -106,7 +106,7 @@ export class MetaServer {
         res.writeHead(200, { 'content-type': 'application/json' }).end(rec.value);
         return;
       }
-      const items = this.store.list(ns, def.type).map((r) => r.value);
+      const items = this.store.listValues(ns, def.type);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(
         `{"kind":"${def.kind}","apiVersion":"${def.group ?? 'v1'}","metadata":{},"items":[${items.join(',')}]}`,

@@ -384,8 +384,8 @@ export class MetaManagerModule implements BeehiveModule {
         }
         const out = (names as string[]).map((n) => {
           const [ns, name] = n.split('/');
-          const rec = this.store.get(`${ns}/${r.type}/${name}`);
-          return rec ? (JSON.parse(rec.value) as unknown) : null;
+          const v = this.store.getValue(`${ns}/${r.type}/${name}`);
+          return v !== undefined ? (JSON.parse(v) as unknown) : null;
         });
         this.reply(ctx, msg, newResponse(msg, out, this.name));
         return;
@@ -394,9 +394,9 @@ export class MetaManagerModule implements BeehiveModule {
       this.reply(ctx, msg, newResponse(msg, items, this.name));
       return;
     }
-    const rec = this.store.get(resource);
-    if (rec) {
-      this.reply(ctx, msg, newResponse(msg, JSON.parse(rec.value) as unknown, this.name));
+    const value = this.store.getValue(resource);
+    if (value !== undefined) {
+      this.reply(ctx, msg, newResponse(msg, JSON.parse(value) as unknown, this.name));
       return;
     }
     // `{local: true}`: what this node stores, never the cloud's (EdgeMesh reading back a held key)

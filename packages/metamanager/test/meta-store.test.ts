@@ -109,6 +109,10 @@ describe('MetaStore', () => {
     expect(store.listValues('a', 'pod')).toEqual(store.list('a', 'pod').map((r) => r.value));
     expect(store.listValues('a', 'pod0')).toEqual(['{"at":"a/pod0/x"}']);
     expect(store.listValues('b', 'pod')).toEqual([]);
+    expect(store.getValue('a/pod/x-1')).toBe('{"at":"a/pod/x-1"}');
+    expect(store.getValue('a/pod/old')).toBe(store.get('a/pod/old')?.value);
+    expect(store.getValue('a/pod/none')).toBeUndefined();
+    expect(store.getValue('a/pod')).toBeUndefined();
     expect(store.versions('pod').get('a/pod/old')).toBe(3);
     expect(store.digest('pod').count).toBe(5);
     expect(store.get('a/pod')).toBeUndefined();

@@ -151,6 +151,7 @@ export class MetaStore extends EventEmitter {
   readonly checkpointer?: IdleCheckpointer;
   private readonly stmts: {
     get: Database.Statement;
+    getValue: Database.Statement;
     listType: Database.Statement;
     listNsType: Database.Statement;
     valuesType: Database.Statement;
@@ -205,6 +206,7 @@ export class MetaStore extends EventEmitter {
     const db = this.db;
     this.stmts = {
       get: db.prepare('SELECT * FROM meta WHERE type = ? AND namespace = ? AND name = ?'),
+      getValue: db.prepare('SELECT value FROM meta WHERE type = ? AND namespace = ? AND name = ?').pluck(),
       listType: db.prepare(`SELECT * ${OF_TYPE}`),
       listNsType: db.prepare(`SELECT * ${OF_NS_TYPE}`),
       // the same rows' stored text alone (pluck: a string per row, no row or record object)
@@ -242,6 +244,17 @@ export class MetaStore extends EventEmitter {
     if (parts.length !== 3) return undefined;
     const r = this.stmts.get.get(parts[1], parts[0], parts[2]) as Row | undefined;
     return r && toRecord(r);
+  }
+
+  /**
+   * The stored JSON text of the object at `<ns>/<type>/<name>` (`get`'s `value` alone, without its
+   * row and record objects): a reader that wants the object only. 50,000 pods read back by key with
+   * their parse: 691 against 819 ms (medians of ten interleaved rounds).
+   */
+  getValue(key: string): string | undefined {
+    const parts = key.split('/');
+    if (parts.length !== 3) return undefined;
+    return this.stmts.getValue.get(parts[1], parts[0], parts[2]) as string | undefined;
   }
 
   /** Objects of `type` in `namespace`, or in every namespace for `*`, by namespace, then name. */

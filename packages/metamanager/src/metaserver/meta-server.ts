@@ -100,10 +100,10 @@ export class MetaServer {
       const watch = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
       if (watch) return this.watch(req, res, ns, def.type, name);
       if (name !== undefined) {
-        const rec = this.store.get(`${ns}/${def.type}/${name}`);
-        if (!rec)
+        const value = this.store.getValue(`${ns}/${def.type}/${name}`);
+        if (value === undefined)
           return this.status(res, 404, 'NotFound', `${m[3]} "${name}" not found in namespace "${ns}"`);
-        res.writeHead(200, { 'content-type': 'application/json' }).end(rec.value);
+        res.writeHead(200, { 'content-type': 'application/json' }).end(value);
         return;
       }
       const items = this.store.listValues(ns, def.type);

@@ -69,9 +69,11 @@ describe('MetaServer (read-only HTTP over SQLite)', () => {
     expect(res.status).toBe(405);
   });
 
-  it('watch streams current objects as ADDED, then committed changes', async () => {
+  /** A watch's events as they come (`got(n)` waits for n of them), and the response to end it. */
+  async function watch(
+    path: string,
+  ): Promise<{ lines: any[]; got: (n: number) => Promise<void>; res: IncomingMessage }> {
     const lines: any[] = [];
-    let res!: IncomingMessage;
     const got = (n: number): Promise<void> =>
       new Promise((resolve, reject) => {
         const t = setInterval(() => lines.length >= n && (clearInterval(t), clearTimeout(t2), resolve()), 5);
@@ -80,9 +82,8 @@ describe('MetaServer (read-only HTTP over SQLite)', () => {
           5000,
         );
       });
-    await new Promise<void>((resolve) => {
-      httpGet(`${base}/api/v1/namespaces/default/services?watch=1`, (r) => {
-        res = r;
+    const res = await new Promise<IncomingMessage>((resolve) => {
+      httpGet(`${base}${path}`, (r) => {
         let buf = '';
         r.on('data', (d) => {
           buf += d;
@@ -92,9 +93,14 @@ describe('MetaServer (read-only HTTP over SQLite)', () => {
             buf = buf.slice(i + 1);
           }
         });
-        resolve();
+        resolve(r);
       });
     });
+    return { lines, got, res };
+  }
+
+  it('watch streams current objects as ADDED, then committed changes', async () => {
+    const { lines, got, res } = await watch('/api/v1/namespaces/default/services?watch=1');
     await got(1);
     expect(lines[0]).toMatchObject({ type: 'ADDED', object: { metadata: { name: 'nginx-svc' } } });
     await h.write('insert', 'default/service/new', svc('new'), 1);
@@ -109,5 +115,22 @@ describe('MetaServer (read-only HTTP over SQLite)', () => {
       'DELETED:new',
     ]);
     res.destroy();
+  });
+
+  it('a watch of one name: that object as ADDED if it is stored, then its changes only', async () => {
+    const held = await watch('/api/v1/namespaces/kube-system/services/dns?watch=1');
+    const later = await watch('/api/v1/namespaces/default/services/later?watch=1');
+    try {
+      await held.got(1);
+      expect(held.lines[0]).toMatchObject({ type: 'ADDED', object: { metadata: { name: 'dns' } } });
+      await h.write('insert', 'default/service/other', svc('other'), 1);
+      await h.write('insert', 'default/service/later', svc('later'), 1);
+      await later.got(1);
+      expect(later.lines.map((l) => `${l.type}:${l.object.metadata.name}`)).toEqual(['ADDED:later']);
+      expect(held.lines).toHaveLength(1);
+    } finally {
+      held.res.destroy();
+      later.res.destroy();
+    }
   });
 });

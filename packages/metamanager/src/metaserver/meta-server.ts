@@ -118,6 +118,9 @@ export class MetaServer {
 
   private watch(req: IncomingMessage, res: ServerResponse, ns: string, type: string, name?: string): void {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // sent now: a watch with nothing to list yet (one name not stored, an empty namespace) had its
+    // client wait for the headers until the first change
+    res.flushHeaders();
     const match = (r: MetaRecord): boolean =>
       r.type === type && (ns === '*' || r.namespace === ns) && (name === undefined || r.name === name);
     const initial =

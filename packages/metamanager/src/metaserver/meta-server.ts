@@ -123,11 +123,13 @@ export class MetaServer {
     res.flushHeaders();
     const match = (r: MetaRecord): boolean =>
       r.type === type && (ns === '*' || r.namespace === ns) && (name === undefined || r.name === name);
-    const initial =
-      name !== undefined
-        ? [this.store.get(`${ns}/${type}/${name}`)].filter((r): r is MetaRecord => !!r)
-        : this.store.list(ns, type);
-    for (const r of initial) res.write(`{"type":"ADDED","object":${r.value}}\n`);
+    let initial: string[];
+    if (name === undefined) initial = this.store.listValues(ns, type);
+    else {
+      const value = this.store.getValue(`${ns}/${type}/${name}`);
+      initial = value === undefined ? [] : [value];
+    }
+    for (const value of initial) res.write(`{"type":"ADDED","object":${value}}\n`);
     const onChange = (ev: MetaChangeEvent): void => {
       if (match(ev.record)) res.write(`{"type":"${ev.type}","object":${ev.record.value}}\n`);
     };

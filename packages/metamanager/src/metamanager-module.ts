@@ -185,9 +185,10 @@ export class MetaManagerModule implements BeehiveModule {
 
   /** Move what is queued for the module into `batch`, up to the batch size. */
   private drainInto(ctx: ChannelContext, batch: Message<unknown>[]): void {
-    for (let m = batch.length < this.batchSize ? ctx.poll(this.name) : undefined; m;) {
+    while (batch.length < this.batchSize) {
+      const m = ctx.poll(this.name);
+      if (!m) return;
       batch.push(m);
-      m = batch.length < this.batchSize ? ctx.poll(this.name) : undefined;
     }
   }
 
